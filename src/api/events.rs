@@ -1,0 +1,83 @@
+//! `/api/events`: the event log, newest first, with filters and cursor pagination.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use super::ApiError;
+use crate::AppState;
+use crate::store::EventQuery;
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParameters {
+    name: Option<String>,
+    app: Option<String>,
+    /// RFC 3339; events received at or after.
+    since: Option<String>,
+    /// RFC 3339; events received before.
+    until: Option<String>,
+    /// `nextCursor` of the previous page.
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+fn timestamp(field: &str, text: Option<String>) -> Result<Option<jiff::Timestamp>, ApiError> {
+    text.map(|text| {
+        text.parse::<jiff::Timestamp>().map_err(|error| {
+            ApiError::BadRequest(format!("{field}: expected an RFC 3339 time such as 2026-11-23T10:00:00Z ({error})"))
+        })
+    })
+    .transpose()
+}
+
+impl ListParameters {
+    pub fn into_query(self) -> Result<EventQuery, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(ApiError::BadRequest(format!("limit: expected 1 to {MAX_LIMIT}, got {limit}")));
+        }
+        Ok(EventQuery {
+            name: self.name,
+            app: self.app,
+            since: timestamp("since", self.since)?,
+            until: timestamp("until", self.until)?,
+            before_id: self.cursor,
+            limit,
+        })
+    }
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    parameters: Result<Query<ListParameters>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(parameters) = parameters.map_err(|error| ApiError::BadRequest(error.body_text()))?;
+    let page = state.store.list_events(parameters.into_query()?).await?;
+    Ok(Json(json!({"data": page.events, "nextCursor": page.next_cursor})))
+}
+
+pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let event = state.store.event(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
+    Ok(Json(serde_json::to_value(event).map_err(|e| ApiError::Internal(e.to_string()))?))
+}
+
+/// The exact bytes the event was made from, with their original content type.
+pub async fn raw(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let raw = state.store.raw_body(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
+    let content_type = raw.content_type.unwrap_or_else(|| "application/octet-stream".into());
+    // Served as a download so that a stored HTML body can never run in an operator's browser.
+    let headers = [
+        (header::CONTENT_TYPE, content_type),
+        (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{id}.body\"")),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+    ];
+    Ok((headers, raw.bytes).into_response())
+}

@@ -1,0 +1,57 @@
+//! `GET /api/hooks`: the app directory, every serving hook with its URL.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use std::sync::Arc;
+
+use crate::AppState;
+use crate::definitions::catalog::Catalog;
+use crate::definitions::{HookType, Origin};
+
+/// One hook as the directory shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookView {
+    pub app: String,
+    pub event_name: String,
+    pub display_event_name: Option<String>,
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub hook_type: HookType,
+    /// Where to POST (form and web hooks); email hooks get an address instead.
+    pub url: Option<String>,
+    /// The mail address of an email hook, once hookgate receives mail.
+    pub address: Option<String>,
+    pub origin: Origin,
+}
+
+/// The directory of every serving hook, with absolute URLs under `public_url`.
+pub fn directory(catalog: &Catalog, public_url: &str) -> Vec<HookView> {
+    catalog
+        .hooks()
+        .iter()
+        .map(|hook| {
+            let definition = &hook.definition;
+            let url = match definition.hook_type {
+                HookType::Form | HookType::Web => Some(format!("{}{}", public_url.trim_end_matches('/'), hook.path())),
+                HookType::Email => None,
+            };
+            HookView {
+                app: hook.app.clone(),
+                event_name: definition.event_name.clone(),
+                display_event_name: definition.display_event_name.clone(),
+                description: definition.description.clone(),
+                hook_type: definition.hook_type,
+                url,
+                address: None,
+                origin: hook.origin.clone(),
+            }
+        })
+        .collect()
+}
+
+pub async fn list(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let hooks = directory(&state.catalog.current(), &state.public_url);
+    Json(serde_json::json!({ "data": hooks }))
+}

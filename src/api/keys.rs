@@ -1,0 +1,49 @@
+//! `/api/keys`: API keys for web hooks. The key text is in the creation reply only.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use super::ApiError;
+use crate::AppState;
+use crate::keys::{KeyError, KeyRequest, issue};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    name: String,
+    /// Apps the key may send to; all apps when absent.
+    apps: Option<Vec<String>>,
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: CreateKey = serde_json::from_slice(&body).map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    let issued = issue(&state.store, KeyRequest { name: request.name, apps: request.apps }, jiff::Timestamp::now())
+        .await
+        .map_err(|error| match error {
+            KeyError::Invalid(message) => ApiError::BadRequest(message),
+            KeyError::Store(error) => ApiError::Store(error),
+        })?;
+    let mut view = serde_json::to_value(&issued.record).map_err(|e| ApiError::Internal(e.to_string()))?;
+    view["key"] = json!(issued.key);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let keys = state.store.api_keys().await?;
+    Ok(Json(json!({"data": keys})))
+}
+
+pub async fn revoke(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    if state.store.revoke_api_key(&id, jiff::Timestamp::now()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no active key {id:?}")))
+    }
+}

@@ -1,0 +1,128 @@
+//! The management API (`/api/...`) and the operational endpoints (`/healthz`, `/readyz`,
+//! `/metrics`).
+//!
+//! Every `/api` request carries `Authorization: Bearer <admin token>`, checked in one
+//! middleware. Resources live one per file. The API reads and changes state only through the
+//! store and the catalog manager; [`ApiError`] is mapped to a reply in exactly one place.
+//! Secrets appear in a response only once: the body that creates them.
+
+mod apps;
+mod events;
+pub mod hooks;
+mod keys;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use std::sync::Arc;
+
+use crate::AppState;
+use crate::definitions::Diagnostic;
+use crate::secrets::{constant_time_eq, sha256_hex};
+use crate::store::StoreError;
+
+/// Why a management request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("send the admin token as \"Authorization: Bearer <token>\"")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the definition is invalid")]
+    InvalidDefinition(Vec<Diagnostic>),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the store is not available; retry later")]
+    Store(#[from] StoreError),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::InvalidDefinition(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        match &self {
+            ApiError::Store(error) => tracing::error!(%error, "A management request failed in the store."),
+            ApiError::Internal(cause) => tracing::error!(%cause, "A management request failed."),
+            _ => {}
+        }
+        let mut error = json!({"code": code, "message": self.to_string()});
+        if let ApiError::InvalidDefinition(diagnostics) = &self {
+            error["diagnostics"] = json!(diagnostics);
+            error["message"] = json!(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+        }
+        let mut response = (status, Json(json!({"error": error}))).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"hookgate-admin\""));
+        }
+        response
+    }
+}
+
+/// The management routes, behind the admin token, plus the unauthenticated probes.
+pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    let api = Router::new()
+        .route("/api/hooks", get(hooks::list))
+        .route("/api/apps", get(apps::list).post(apps::install))
+        .route("/api/apps/{app}", get(apps::show).delete(apps::remove))
+        .route("/api/definitions/reload", post(apps::reload))
+        .route("/api/keys", get(keys::list).post(keys::create))
+        .route("/api/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/api/events", get(events::list))
+        .route("/api/events/{id}", get(events::show))
+        .route("/api/events/{id}/raw", get(events::raw))
+        .fallback(|| async { ApiError::NotFound("no such management endpoint".into()) })
+        .route_layer(axum::middleware::from_fn_with_state(state, require_admin));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(render_metrics))
+        .merge(api)
+}
+
+async fn require_admin(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match presented {
+        Some(token) if constant_time_eq(sha256_hex(token).as_bytes(), state.admin_token_sha256.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready", "hooks": state.catalog.current().hooks().len()})).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "Readiness check failed: the store does not answer.");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "store"}))).into_response()
+        }
+    }
+}
+
+async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
+    let body = state.metrics.render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

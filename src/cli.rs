@@ -1,0 +1,321 @@
+//! The command line: flags are parsed into `Overrides` (no I/O), layered into a `Config`, then
+//! each subcommand runs. `serve` runs the gateway; the others work on the same store and
+//! definitions directly, so they work whether or not a gateway is running.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hookgate::config::{Config, Overrides};
+use hookgate::definitions::catalog::{CatalogManager, ReloadError};
+use hookgate::definitions::{Severity, ValidationOptions, read_folder, validate};
+use hookgate::secrets::SecretSource;
+use hookgate::store::{EventQuery, Store};
+use hookgate::{AdminToken, Gateway, Listeners};
+
+#[derive(Debug, Parser)]
+#[command(name = "hookgate", version, about = "An inbound webhook gateway")]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Settings every command shares; each can also come from `HOOKGATE_*` or the config file.
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// TOML config file.
+    #[arg(long, global = true, env = "HOOKGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Folder of hook definition files [default: hook-definitions].
+    #[arg(long, global = true)]
+    definitions: Option<PathBuf>,
+    /// The embedded database file [default: data/hookgate.db].
+    #[arg(long, global = true)]
+    database: Option<PathBuf>,
+    /// Base URL that hook URLs are shown with [default: http://<http address>].
+    #[arg(long, global = true)]
+    public_url: Option<String>,
+    /// TOML file of NAME = "value" secrets for ${NAME} references.
+    #[arg(long, global = true)]
+    secrets_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Address of the HTTP listener [default: 127.0.0.1:8080].
+        #[arg(long)]
+        http: Option<SocketAddr>,
+    },
+    /// Validate a folder of hook definitions; exits 1 when any is invalid.
+    Check {
+        /// The folder [default: the configured definitions folder].
+        dir: Option<PathBuf>,
+    },
+    /// Show every hook with its URL.
+    Hooks {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage API keys for web hooks.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Read the event log.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Issue a key; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Limit the key to this app (repeat for several); all apps when absent.
+        #[arg(long = "app")]
+        apps: Vec<String>,
+    },
+    /// List keys (never their text).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// List events, newest first.
+    List {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        app: Option<String>,
+        /// RFC 3339 time; events received at or after it.
+        #[arg(long)]
+        since: Option<jiff::Timestamp>,
+        /// RFC 3339 time; events received before it.
+        #[arg(long)]
+        until: Option<jiff::Timestamp>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// The cursor printed after the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Print one event as JSON.
+    Show { id: String },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("hookgate: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("hookgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let http = match &cli.command {
+        Command::Serve { http } => *http,
+        _ => None,
+    };
+    let overrides = Overrides {
+        definitions: cli.global.definitions.clone(),
+        http,
+        database: cli.global.database.clone(),
+        public_url: cli.global.public_url.clone(),
+        secrets_file: cli.global.secrets_file.clone(),
+    };
+    let config = Config::load(cli.global.config.as_deref(), &overrides)?;
+    match cli.command {
+        Command::Serve { .. } => serve(config).await,
+        Command::Check { dir } => check(&config, dir.unwrap_or_else(|| config.definitions.clone())),
+        Command::Hooks { json } => hooks(config, json).await,
+        Command::Keys(command) => keys(config, command).await,
+        Command::Events(command) => events(config, command).await,
+    }
+}
+
+fn print_diagnostics(error: &ReloadError) {
+    if let ReloadError::Invalid(diagnostics) = error {
+        for diagnostic in diagnostics {
+            eprintln!("{diagnostic}");
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    hookgate::telemetry::init_logging();
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http))?;
+    let address = listener.local_addr()?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
+    let (gateway, admin_token) = match Gateway::start(config, public_url).await {
+        Ok(started) => started,
+        Err(hookgate::StartError::Definitions(error)) => {
+            print_diagnostics(&error);
+            bail!("refusing to start: {error}");
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let mut stdout = std::io::stdout().lock();
+    if let AdminToken::Generated(token) = admin_token {
+        writeln!(stdout, "hookgate: generated the admin token; it is shown only this once, keep it: {token}")?;
+    }
+    writeln!(stdout, "hookgate: http listening on http://{address}")?;
+    stdout.flush()?;
+    drop(stdout);
+    gateway.run(Listeners { http: listener }, shutdown_signal()).await?;
+    tracing::info!("hookgate stopped.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "Cannot listen for SIGTERM; only Ctrl-C stops the gateway.");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("Shutting down: no new connections; open requests may finish.");
+}
+
+fn check(config: &Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let (documents, mut diagnostics) = read_folder(&dir);
+    let options = ValidationOptions {
+        event_prefix: config.event_prefix.clone(),
+        secrets: SecretSource::load(config.secrets_file.as_deref())?,
+    };
+    let validated = validate(&documents, &options);
+    diagnostics.extend(validated.diagnostics.iter().cloned());
+    for diagnostic in &diagnostics {
+        println!("{diagnostic}");
+    }
+    let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let warnings = diagnostics.len() - errors;
+    let hooks: usize = validated.apps.iter().map(|app| app.hooks.len()).sum();
+    if errors == 0 {
+        println!("{}: {} apps, {hooks} hooks, valid ({warnings} warnings)", dir.display(), validated.apps.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{}: invalid: {errors} errors, {warnings} warnings", dir.display());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn hooks(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.store()).await?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.http));
+    let manager = match CatalogManager::start(store, config.catalog()).await {
+        Ok((manager, _)) => manager,
+        Err(error) => {
+            print_diagnostics(&error);
+            bail!("{error}");
+        }
+    };
+    let directory = hookgate::api::hooks::directory(&manager.current(), &public_url);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&directory)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["APP", "EVENT NAME", "TYPE", "URL"]);
+    for hook in directory {
+        table.add_row([
+            hook.app,
+            hook.event_name,
+            hook.hook_type.as_str().to_owned(),
+            hook.url.or(hook.address).unwrap_or_default(),
+        ]);
+    }
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.store()).await?;
+    match command {
+        KeysCommand::Create { name, apps } => {
+            let apps = (!apps.is_empty()).then_some(apps);
+            let issued =
+                hookgate::keys::issue(&store, hookgate::keys::KeyRequest { name, apps }, jiff::Timestamp::now())
+                    .await?;
+            println!("id:  {}", issued.record.id);
+            println!("key: {}", issued.key);
+            eprintln!("The key is shown only this once; hookgate keeps only its hash.");
+        }
+        KeysCommand::List => {
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED).set_header(["ID", "NAME", "PREFIX", "APPS", "CREATED", "REVOKED"]);
+            for key in store.api_keys().await? {
+                table.add_row([
+                    key.id,
+                    key.name,
+                    format!("{}…", key.prefix),
+                    key.apps.map(|apps| apps.join(", ")).unwrap_or_else(|| "all".into()),
+                    key.created_at.to_string(),
+                    key.revoked_at.map(|at| at.to_string()).unwrap_or_default(),
+                ]);
+            }
+            println!("{table}");
+        }
+        KeysCommand::Revoke { id } => {
+            if !store.revoke_api_key(&id, jiff::Timestamp::now()).await? {
+                bail!("no active key {id:?}");
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn events(config: Config, command: EventsCommand) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.store()).await?;
+    match command {
+        EventsCommand::List { name, app, since, until, limit, cursor } => {
+            if limit == 0 || limit > 1000 {
+                bail!("--limit must be from 1 to 1000");
+            }
+            let page = store.list_events(EventQuery { name, app, since, until, before_id: cursor, limit }).await?;
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED).set_header(["ID", "RECEIVED AT", "NAME", "APP"]);
+            for event in page.events {
+                table.add_row([event.id, event.received_at.to_string(), event.name, event.app]);
+            }
+            println!("{table}");
+            if let Some(cursor) = page.next_cursor {
+                println!("more: --cursor {cursor}");
+            }
+        }
+        EventsCommand::Show { id } => match store.event(&id).await? {
+            Some(event) => println!("{}", serde_json::to_string_pretty(&event)?),
+            None => bail!("no event {id:?}"),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}

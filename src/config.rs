@@ -1,0 +1,210 @@
+//! Configuration in layers: built-in defaults, then a TOML file, then `HOOKGATE_*` environment
+//! variables, then command-line flags. Unknown keys in the file are rejected. The result is
+//! validated once into a typed [`Config`]; nothing else reads the environment for settings.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every setting, with its default.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Folder of hook definition files.
+    pub definitions: PathBuf,
+    /// Address of the HTTP listener.
+    pub http: SocketAddr,
+    /// The embedded database file.
+    pub database: PathBuf,
+    /// Base URL that hook URLs are shown with; defaults to `http://<bound address>`.
+    pub public_url: Option<String>,
+    /// TOML file of `NAME = "value"` secrets that `${NAME}` references resolve from.
+    pub secrets_file: Option<PathBuf>,
+    /// The admin bearer token for the management API; generated on first start if unset.
+    pub admin_token: Option<String>,
+    /// Event names routed to workflows begin with `<event_prefix>.<app>.`.
+    pub event_prefix: String,
+    /// Body limit of hooks that do not set `maxBodyBytes`.
+    pub max_body_bytes: u64,
+    /// Multipart file content kept inline in the event, for hooks that do not set `maxFileBytes`.
+    pub max_file_bytes: u64,
+    /// Time allowed to send the request line and headers.
+    pub header_read_timeout_secs: u64,
+    /// Time allowed to send the whole body.
+    pub body_timeout_secs: u64,
+    /// Open connections at most; more wait to be accepted.
+    pub max_connections: usize,
+    /// Reload when the definitions folder changes (SIGHUP always reloads).
+    pub watch_definitions: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("definitions", &self.definitions)
+            .field("http", &self.http)
+            .field("database", &self.database)
+            .field("public_url", &self.public_url)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            definitions: PathBuf::from("hook-definitions"),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: PathBuf::from("data/hookgate.db"),
+            public_url: None,
+            secrets_file: None,
+            admin_token: None,
+            event_prefix: "kustomer.app".into(),
+            max_body_bytes: 1024 * 1024,
+            max_file_bytes: 256 * 1024,
+            header_read_timeout_secs: 10,
+            body_timeout_secs: 30,
+            max_connections: 4096,
+            watch_definitions: true,
+        }
+    }
+}
+
+/// Settings given on the command line; `None` leaves the lower layers in force.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definitions: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets_file: Option<PathBuf>,
+}
+
+/// The keys `HOOKGATE_*` variables may set (others, such as test settings, are left alone).
+const ENVIRONMENT_KEYS: &[&str] = &[
+    "definitions",
+    "http",
+    "database",
+    "public_url",
+    "secrets_file",
+    "admin_token",
+    "event_prefix",
+    "max_body_bytes",
+    "max_file_bytes",
+    "header_read_timeout_secs",
+    "body_timeout_secs",
+    "max_connections",
+    "watch_definitions",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Layers defaults, the file (when given), the environment and the flags.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!("the config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment =
+            figment.merge(Env::prefixed("HOOKGATE_").only(ENVIRONMENT_KEYS)).merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract().map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!("public_url must be an absolute http(s) URL, not {url:?}")));
+        }
+        if self.max_body_bytes == 0 || self.max_body_bytes > crate::definitions::MAX_BODY_BYTES_CEILING {
+            return Err(ConfigError::Invalid(format!(
+                "max_body_bytes must be from 1 to {}",
+                crate::definitions::MAX_BODY_BYTES_CEILING
+            )));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid("max_connections must be at least 1".into()));
+        }
+        if self.admin_token.as_ref().is_some_and(|token| token.len() < 16) {
+            return Err(ConfigError::Invalid("the admin token must be at least 16 characters long".into()));
+        }
+        Ok(())
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
+    }
+
+    pub fn store(&self) -> crate::store::StoreConfig {
+        crate::store::StoreConfig::Sqlite { path: self.database.clone() }
+    }
+
+    pub fn catalog(&self) -> crate::definitions::catalog::CatalogSettings {
+        crate::definitions::catalog::CatalogSettings {
+            folder: self.definitions.clone(),
+            secrets_file: self.secrets_file.clone(),
+            event_prefix: self.event_prefix.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_on_loopback_8080_with_the_embedded_store() {
+        let config = Config::default();
+        assert_eq!(config.http.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database, PathBuf::from("data/hookgate.db"));
+        assert_eq!(config.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookgate.toml");
+        std::fs::write(&file, "http = \"127.0.0.1:9000\"\nevent_prefix = \"acme\"\n").unwrap();
+        let overrides = Overrides { http: Some("127.0.0.1:9100".parse().unwrap()), ..Default::default() };
+        let config = Config::load(Some(&file), &overrides).unwrap();
+        assert_eq!(config.http.to_string(), "127.0.0.1:9100");
+        assert_eq!(config.event_prefix, "acme");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookgate.toml");
+        std::fs::write(&file, "htp = \"127.0.0.1:9000\"\n").unwrap();
+        let error = Config::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(error.contains("htp"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let error = Config::load(Some(Path::new("/nonexistent/hookgate.toml")), &Overrides::default()).unwrap_err();
+        assert!(error.to_string().contains("does not exist"));
+    }
+}

@@ -1,0 +1,245 @@
+//! The catalog: the validated set of apps and hooks that is serving now, keyed by URL token.
+//!
+//! [`CatalogManager`] owns the current [`Catalog`] and replaces it atomically: a reload reads
+//! the definitions folder and the apps installed through the API, validates them as one set,
+//! gives every new hook its URL token (kept in the store, so URLs survive restarts) and swaps
+//! the new catalog in. An invalid set is refused with its diagnostics and the old catalog keeps
+//! serving. Readers never wait for a reload.
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{
+    AppDefinition, Diagnostic, HookDefinition, Origin, SourceDocument, Validated, ValidationOptions, read_folder,
+    validate,
+};
+use crate::event::HookIdentity;
+use crate::secrets::{SecretSource, SecretsFileError};
+use crate::store::{InstalledApp, Store, StoreError};
+
+/// A hook that is serving, with its URL token.
+#[derive(Debug)]
+pub struct Hook {
+    pub app: String,
+    pub definition: HookDefinition,
+    pub token: String,
+    pub origin: Origin,
+}
+
+impl Hook {
+    /// The path of this hook's URL, relative to the public base URL.
+    pub fn path(&self) -> String {
+        format!("/h/{}", self.token)
+    }
+
+    pub fn identity(&self) -> HookIdentity<'_> {
+        HookIdentity { app: &self.app, event_name: &self.definition.event_name, hook_type: self.definition.hook_type }
+    }
+}
+
+/// An app that is serving.
+#[derive(Debug, Clone)]
+pub struct AppSummary {
+    pub app: String,
+    pub version: String,
+    pub title: Option<String>,
+    pub origin: Origin,
+    pub event_names: Vec<String>,
+}
+
+/// The routing table: immutable once built.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    by_token: HashMap<String, Arc<Hook>>,
+    /// Every hook, ordered by app and then as defined.
+    hooks: Vec<Arc<Hook>>,
+    apps: Vec<AppSummary>,
+}
+
+impl Catalog {
+    fn build(apps: Vec<AppDefinition>, tokens: &HashMap<String, String>) -> Result<Catalog, StoreError> {
+        let mut catalog = Catalog::default();
+        let mut apps = apps;
+        apps.sort_by(|a, b| a.app.cmp(&b.app));
+        for app in apps {
+            catalog.apps.push(AppSummary {
+                app: app.app.clone(),
+                version: app.version.clone(),
+                title: app.title.clone(),
+                origin: app.origin.clone(),
+                event_names: app.hooks.iter().map(|h| h.event_name.clone()).collect(),
+            });
+            for definition in app.hooks {
+                let token = tokens.get(&definition.event_name).cloned().ok_or_else(|| {
+                    StoreError::Corrupt(format!("no URL token was returned for {}", definition.event_name))
+                })?;
+                let hook = Arc::new(Hook {
+                    app: app.app.clone(),
+                    definition,
+                    token: token.clone(),
+                    origin: app.origin.clone(),
+                });
+                catalog.by_token.insert(token, hook.clone());
+                catalog.hooks.push(hook);
+            }
+        }
+        Ok(catalog)
+    }
+
+    pub fn hook_by_token(&self, token: &str) -> Option<&Arc<Hook>> {
+        self.by_token.get(token)
+    }
+
+    pub fn hook_by_event_name(&self, event_name: &str) -> Option<&Arc<Hook>> {
+        self.hooks.iter().find(|hook| hook.definition.event_name == event_name)
+    }
+
+    pub fn hooks(&self) -> &[Arc<Hook>] {
+        &self.hooks
+    }
+
+    pub fn apps(&self) -> &[AppSummary] {
+        &self.apps
+    }
+}
+
+/// Why a new set of definitions was not put in service.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the definitions are invalid ({} errors)", .0.iter().filter(|d| d.severity == super::Severity::Error).count())]
+    Invalid(Vec<Diagnostic>),
+    #[error(transparent)]
+    Secrets(#[from] SecretsFileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the catalog is built from.
+#[derive(Debug, Clone)]
+pub struct CatalogSettings {
+    pub folder: PathBuf,
+    pub secrets_file: Option<PathBuf>,
+    pub event_prefix: String,
+}
+
+/// A successful reload: how many apps and hooks now serve, and any warnings.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub apps: usize,
+    pub hooks: usize,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Owns the serving catalog and every change to it.
+pub struct CatalogManager {
+    current: ArcSwap<Catalog>,
+    store: Store,
+    settings: CatalogSettings,
+    /// One change at a time, so that two reloads cannot interleave their swaps.
+    change: tokio::sync::Mutex<()>,
+}
+
+impl CatalogManager {
+    /// Builds the first catalog; fails when the definitions are invalid.
+    pub async fn start(store: Store, settings: CatalogSettings) -> Result<(CatalogManager, Reloaded), ReloadError> {
+        let manager = CatalogManager {
+            current: ArcSwap::from_pointee(Catalog::default()),
+            store,
+            settings,
+            change: Default::default(),
+        };
+        let reloaded = manager.reload().await?;
+        Ok((manager, reloaded))
+    }
+
+    /// The catalog serving now.
+    pub fn current(&self) -> Arc<Catalog> {
+        self.current.load_full()
+    }
+
+    /// Reads the folder and the installed apps again and swaps in the result if it is valid.
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let _change = self.change.lock().await;
+        let documents = self.documents(None).await?;
+        self.put_in_service(&documents).await
+    }
+
+    /// Installs (or replaces) an app from its definition JSON: validated with everything else
+    /// that serves, stored, then put in service.
+    pub async fn install_app(&self, json: Value) -> Result<Reloaded, ReloadError> {
+        let _change = self.change.lock().await;
+        let app_name = json.get("app").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let candidate = SourceDocument { origin: Origin::Installed(app_name.clone()), json: json.clone() };
+        let documents = self.documents(Some(candidate)).await?;
+        let validated = self.validate(&documents)?;
+        if !validated.is_valid() {
+            return Err(ReloadError::Invalid(validated.diagnostics));
+        }
+        self.store
+            .put_app(InstalledApp { app: app_name, definition: json.to_string(), installed_at: jiff::Timestamp::now() })
+            .await?;
+        self.swap(validated).await
+    }
+
+    /// Removes an installed app; `Ok(None)` when no app of that name was installed.
+    pub async fn remove_app(&self, app: &str) -> Result<Option<Reloaded>, ReloadError> {
+        let _change = self.change.lock().await;
+        if !self.store.delete_app(app).await? {
+            return Ok(None);
+        }
+        let documents = self.documents(None).await?;
+        self.put_in_service(&documents).await.map(Some)
+    }
+
+    /// The definitions folder's documents and the installed apps, with `candidate` replacing
+    /// the installed app of the same name.
+    async fn documents(&self, candidate: Option<SourceDocument>) -> Result<Vec<SourceDocument>, ReloadError> {
+        let folder = self.settings.folder.clone();
+        let (mut documents, diagnostics) = tokio::task::spawn_blocking(move || read_folder(&folder))
+            .await
+            .map_err(|error| StoreError::Unavailable(format!("reading definitions failed: {error}")))?;
+        if !diagnostics.is_empty() {
+            return Err(ReloadError::Invalid(diagnostics));
+        }
+        for installed in self.store.apps().await? {
+            if candidate.as_ref().is_some_and(|c| c.origin == Origin::Installed(installed.app.clone())) {
+                continue;
+            }
+            let json = serde_json::from_str(&installed.definition)
+                .map_err(|error| StoreError::Corrupt(format!("installed app {:?}: {error}", installed.app)))?;
+            documents.push(SourceDocument { origin: Origin::Installed(installed.app), json });
+        }
+        documents.extend(candidate);
+        Ok(documents)
+    }
+
+    fn validate(&self, documents: &[SourceDocument]) -> Result<Validated, ReloadError> {
+        let options = ValidationOptions {
+            event_prefix: self.settings.event_prefix.clone(),
+            secrets: SecretSource::load(self.settings.secrets_file.as_deref())?,
+        };
+        Ok(validate(documents, &options))
+    }
+
+    async fn put_in_service(&self, documents: &[SourceDocument]) -> Result<Reloaded, ReloadError> {
+        let validated = self.validate(documents)?;
+        if !validated.is_valid() {
+            return Err(ReloadError::Invalid(validated.diagnostics));
+        }
+        self.swap(validated).await
+    }
+
+    async fn swap(&self, validated: Validated) -> Result<Reloaded, ReloadError> {
+        let names: Vec<String> =
+            validated.apps.iter().flat_map(|app| app.hooks.iter().map(|h| h.event_name.clone())).collect();
+        let tokens = self.store.hook_tokens(names).await?;
+        let warnings: Vec<Diagnostic> = validated.warnings().cloned().collect();
+        let catalog = Catalog::build(validated.apps, &tokens)?;
+        let reloaded = Reloaded { apps: catalog.apps.len(), hooks: catalog.hooks.len(), warnings };
+        self.current.store(Arc::new(catalog));
+        Ok(reloaded)
+    }
+}

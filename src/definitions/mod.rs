@@ -1,0 +1,814 @@
+//! Hook definitions: the app JSON files app authors ship, read and validated as data.
+//!
+//! The format is the Kustomer app definition (`app`, `version`, `title`, `hooks[]` with
+//! `eventName`, `displayEventName`, `description`, `type`) plus hookgate's additive extensions
+//! (see `docs/hook-definitions.md` and `schema/hook-definition.schema.json`). Validation walks
+//! the JSON itself so that it can report every problem at once, each with its origin and JSON
+//! pointer. Unknown app-level properties are ignored; unknown hook properties are errors.
+//! This module reads files but never touches the store or the network; `catalog` turns a
+//! validated set into the routing table ingress uses.
+
+pub mod catalog;
+pub mod watch;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::secrets::{SecretSource, reference_name};
+
+/// The three kinds of hook of the Kustomer format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookType {
+    /// Public: anyone with the URL may post.
+    Form,
+    /// Requires an API key.
+    Web,
+    /// Receives email at an address.
+    Email,
+}
+
+impl HookType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookType::Form => "form",
+            HookType::Web => "web",
+            HookType::Email => "email",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<HookType> {
+        match text {
+            "form" => Some(HookType::Form),
+            "web" => Some(HookType::Web),
+            "email" => Some(HookType::Email),
+            _ => None,
+        }
+    }
+}
+
+/// The largest body limit a definition may ask for.
+pub const MAX_BODY_BYTES_CEILING: u64 = 64 * 1024 * 1024;
+const MAX_EVENT_NAME_LEN: usize = 200;
+
+/// A validated hook, with secret references resolved.
+#[derive(Clone, PartialEq)]
+pub struct HookDefinition {
+    pub event_name: String,
+    pub display_event_name: Option<String>,
+    pub description: Option<String>,
+    pub hook_type: HookType,
+    pub max_body_bytes: Option<u64>,
+    pub max_file_bytes: Option<u64>,
+    pub redirect_url: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
+    /// SHA-256 (hex) of the static keys named by `apiKeys`; the keys themselves are not kept.
+    pub static_key_hashes: Vec<String>,
+}
+
+impl fmt::Debug for HookDefinition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HookDefinition")
+            .field("event_name", &self.event_name)
+            .field("hook_type", &self.hook_type)
+            .field("static_keys", &self.static_key_hashes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppDefinition {
+    pub app: String,
+    pub version: String,
+    pub title: Option<String>,
+    pub hooks: Vec<HookDefinition>,
+    pub origin: Origin,
+}
+
+/// Where a definition came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind", content = "path")]
+pub enum Origin {
+    /// A file, by its path relative to the definitions folder.
+    File(String),
+    /// Installed through the management API, by app name.
+    Installed(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => f.write_str(path),
+            Origin::Installed(app) => write!(f, "installed app {app:?}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One finding about a definition, located by origin and JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub origin: String,
+    pub pointer: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = match self.severity {
+            Severity::Error => "",
+            Severity::Warning => "warning: ",
+        };
+        if self.pointer.is_empty() {
+            write!(f, "{}: {label}{}", self.origin, self.message)
+        } else {
+            write!(f, "{}: {}: {label}{}", self.origin, self.pointer, self.message)
+        }
+    }
+}
+
+/// A definition document before validation: its origin and its JSON.
+#[derive(Debug, Clone)]
+pub struct SourceDocument {
+    pub origin: Origin,
+    pub json: Value,
+}
+
+/// What validation needs besides the documents.
+#[derive(Debug, Clone)]
+pub struct ValidationOptions {
+    /// Event names routed to workflows start with `<prefix>.<app>.` (a warning otherwise).
+    pub event_prefix: String,
+    pub secrets: SecretSource,
+}
+
+/// The result of validating a set of documents: usable only when it has no errors.
+#[derive(Debug, Clone, Default)]
+pub struct Validated {
+    pub apps: Vec<AppDefinition>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Validated {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Warning)
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.errors().next().is_none()
+    }
+}
+
+/// Reads every `*.json` file under `dir` (recursively, skipping hidden entries), in path
+/// order. Unreadable files and malformed JSON are reported as diagnostics.
+pub fn read_folder(dir: &Path) -> (Vec<SourceDocument>, Vec<Diagnostic>) {
+    let mut paths = Vec::new();
+    let mut diagnostics = Vec::new();
+    collect_json_files(dir, &mut paths, &mut diagnostics);
+    paths.sort();
+    let mut documents = Vec::new();
+    for path in paths {
+        let origin = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
+        match std::fs::read(&path) {
+            Err(error) => diagnostics.push(error_at(&origin, "", format!("cannot read the file: {error}"))),
+            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(json) => documents.push(SourceDocument { origin: Origin::File(origin), json }),
+                Err(error) => diagnostics.push(error_at(
+                    &origin,
+                    "",
+                    format!(
+                        "malformed JSON at line {} column {}: {}",
+                        error.line(),
+                        error.column(),
+                        json_reason(&error)
+                    ),
+                )),
+            },
+        }
+    }
+    (documents, diagnostics)
+}
+
+/// serde_json's message without its trailing " at line L column C".
+pub fn json_reason(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(index) => text[..index].to_owned(),
+        None => text,
+    }
+}
+
+fn collect_json_files(dir: &Path, paths: &mut Vec<PathBuf>, diagnostics: &mut Vec<Diagnostic>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            diagnostics.push(error_at(&dir.display().to_string(), "", format!("cannot read the folder: {error}")));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            collect_json_files(&path, paths, diagnostics);
+        } else if path.extension().is_some_and(|ext| ext == "json") {
+            paths.push(path);
+        }
+    }
+}
+
+fn error_at(origin: &str, pointer: &str, message: String) -> Diagnostic {
+    Diagnostic { severity: Severity::Error, origin: origin.to_owned(), pointer: pointer.to_owned(), message }
+}
+
+/// Escapes one JSON pointer segment (RFC 6901).
+fn pointer_segment(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+/// Validates a whole set of documents: each on its own, then the rules across the set
+/// (app names and event names are unique).
+pub fn validate(documents: &[SourceDocument], options: &ValidationOptions) -> Validated {
+    let mut result = Validated::default();
+    for document in documents {
+        let mut checker =
+            Checker { origin: document.origin.to_string(), diagnostics: &mut result.diagnostics, options };
+        if let Some(app) = checker.app(&document.json, document.origin.clone()) {
+            result.apps.push(app);
+        }
+    }
+    check_uniqueness(&mut result);
+    result
+}
+
+fn check_uniqueness(result: &mut Validated) {
+    let mut apps: HashMap<&str, &Origin> = HashMap::new();
+    let mut events: HashMap<&str, (&Origin, usize)> = HashMap::new();
+    let mut found = Vec::new();
+    for app in &result.apps {
+        if let Some(first) = apps.insert(&app.app, &app.origin) {
+            found.push(error_at(
+                &app.origin.to_string(),
+                "/app",
+                format!("app {:?} is already defined in {first}", app.app),
+            ));
+        }
+        for (index, hook) in app.hooks.iter().enumerate() {
+            if let Some((first, first_index)) = events.get(hook.event_name.as_str()) {
+                found.push(error_at(
+                    &app.origin.to_string(),
+                    &format!("/hooks/{index}/eventName"),
+                    format!(
+                        "eventName {:?} is already used at {first}: /hooks/{first_index}/eventName (event names are globally unique)",
+                        hook.event_name
+                    ),
+                ));
+            } else {
+                events.insert(&hook.event_name, (&app.origin, index));
+            }
+        }
+    }
+    result.diagnostics.extend(found);
+}
+
+/// Walks one document, recording every problem.
+struct Checker<'a> {
+    origin: String,
+    diagnostics: &'a mut Vec<Diagnostic>,
+    options: &'a ValidationOptions,
+}
+
+const HOOK_PROPERTIES: &[&str] = &[
+    "eventName",
+    "displayEventName",
+    "description",
+    "type",
+    "maxBodyBytes",
+    "maxFileBytes",
+    "redirectUrl",
+    "allowedOrigins",
+    "apiKeys",
+];
+
+impl Checker<'_> {
+    fn error(&mut self, pointer: &str, message: impl Into<String>) {
+        self.diagnostics.push(error_at(&self.origin, pointer, message.into()));
+    }
+
+    fn warning(&mut self, pointer: &str, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            origin: self.origin.clone(),
+            pointer: pointer.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn app(&mut self, json: &Value, origin: Origin) -> Option<AppDefinition> {
+        let Some(object) = json.as_object() else {
+            self.error("", format!("expected an app definition object, found {}", kind_of(json)));
+            return None;
+        };
+        let errors_before = self.error_count();
+        let app = self.required_string(object, "", "app");
+        if let Some(name) = &app
+            && !is_app_name(name)
+        {
+            self.error("/app", format!("invalid app name {name:?}: use lower-case letters, digits, '-' and '_', starting with a letter or digit, at most 64 characters"));
+        }
+        let version = self.required_string(object, "", "version");
+        let title = self.optional_string(object, "", "title");
+        let mut hooks = Vec::new();
+        match object.get("hooks") {
+            None => {}
+            Some(Value::Array(items)) => {
+                for (index, item) in items.iter().enumerate() {
+                    if let Some(hook) = self.hook(item, &format!("/hooks/{index}"), app.as_deref()) {
+                        hooks.push(hook);
+                    }
+                }
+            }
+            Some(other) => self.error("/hooks", format!("expected an array of hooks, found {}", kind_of(other))),
+        }
+        if self.error_count() > errors_before {
+            return None;
+        }
+        Some(AppDefinition { app: app?, version: version?, title, hooks, origin })
+    }
+
+    fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Error && d.origin == self.origin).count()
+    }
+
+    fn hook(&mut self, json: &Value, pointer: &str, app: Option<&str>) -> Option<HookDefinition> {
+        let Some(object) = json.as_object() else {
+            self.error(pointer, format!("expected a hook object, found {}", kind_of(json)));
+            return None;
+        };
+        let errors_before = self.error_count();
+        for key in object.keys() {
+            if !HOOK_PROPERTIES.contains(&key.as_str()) {
+                self.error(
+                    &format!("{pointer}/{}", pointer_segment(key)),
+                    format!("unknown hook property {key:?}; known properties are {}", HOOK_PROPERTIES.join(", ")),
+                );
+            }
+        }
+        let event_name = self.required_string(object, pointer, "eventName");
+        if let Some(name) = &event_name {
+            self.check_event_name(name, &format!("{pointer}/eventName"), app);
+        }
+        let display_event_name = self.optional_string(object, pointer, "displayEventName");
+        let description = self.optional_string(object, pointer, "description");
+        let hook_type = match object.get("type") {
+            None => {
+                self.error(pointer, "missing required property \"type\" (form, web or email)");
+                None
+            }
+            Some(Value::String(text)) => {
+                let parsed = HookType::parse(text);
+                if parsed.is_none() {
+                    self.error(
+                        &format!("{pointer}/type"),
+                        format!("unknown hook type {text:?}, expected form, web or email"),
+                    );
+                }
+                parsed
+            }
+            Some(other) => {
+                self.error(
+                    &format!("{pointer}/type"),
+                    format!("expected a string (form, web or email), found {}", kind_of(other)),
+                );
+                None
+            }
+        };
+        let max_body_bytes = self.optional_size(object, pointer, "maxBodyBytes", 1);
+        let max_file_bytes = self.optional_size(object, pointer, "maxFileBytes", 0);
+        let redirect_url = self.optional_string(object, pointer, "redirectUrl");
+        if let Some(url) = &redirect_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            self.error(
+                &format!("{pointer}/redirectUrl"),
+                format!("expected an absolute http or https URL, found {url:?}"),
+            );
+        }
+        let allowed_origins = self.optional_string_array(object, pointer, "allowedOrigins");
+        if let Some(origins) = &allowed_origins {
+            for (index, origin) in origins.iter().enumerate() {
+                if !is_cors_origin(origin) {
+                    self.error(
+                        &format!("{pointer}/allowedOrigins/{index}"),
+                        format!("expected \"*\" or an origin like \"https://shop.example\", found {origin:?}"),
+                    );
+                }
+            }
+        }
+        let api_keys = self.optional_string_array(object, pointer, "apiKeys");
+        let static_key_hashes = self.resolve_keys(api_keys.as_deref().unwrap_or_default(), pointer);
+
+        if let Some(hook_type) = hook_type {
+            let form_only = [("redirectUrl", redirect_url.is_some()), ("allowedOrigins", allowed_origins.is_some())];
+            for (property, present) in form_only {
+                if present && hook_type != HookType::Form {
+                    self.error(
+                        &format!("{pointer}/{property}"),
+                        format!("{property} applies to form hooks only, not {}", hook_type.as_str()),
+                    );
+                }
+            }
+            if api_keys.is_some() && hook_type != HookType::Web {
+                self.error(
+                    &format!("{pointer}/apiKeys"),
+                    format!("apiKeys applies to web hooks only, not {}", hook_type.as_str()),
+                );
+            }
+            if max_file_bytes.is_some() && hook_type == HookType::Email {
+                self.error(&format!("{pointer}/maxFileBytes"), "maxFileBytes applies to form and web hooks only");
+            }
+        }
+        if self.error_count() > errors_before {
+            return None;
+        }
+        Some(HookDefinition {
+            event_name: event_name?,
+            display_event_name,
+            description,
+            hook_type: hook_type?,
+            max_body_bytes,
+            max_file_bytes,
+            redirect_url,
+            allowed_origins,
+            static_key_hashes,
+        })
+    }
+
+    fn check_event_name(&mut self, name: &str, pointer: &str, app: Option<&str>) {
+        let segments_valid = !name.is_empty()
+            && name.split('.').all(|segment| {
+                !segment.is_empty() && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+        if !segments_valid {
+            self.error(
+                pointer,
+                format!("invalid eventName {name:?}: use dot-separated segments of letters, digits, '_' and '-'"),
+            );
+        } else if name.len() > MAX_EVENT_NAME_LEN {
+            self.error(
+                pointer,
+                format!("eventName is {} characters long; at most {MAX_EVENT_NAME_LEN} are allowed", name.len()),
+            );
+        } else if let Some(app) = app {
+            let expected = format!("{}.{app}.", self.options.event_prefix);
+            if !name.starts_with(&expected) {
+                self.warning(
+                    pointer,
+                    format!(
+                        "eventName {name:?} does not start with {expected:?}, so it will not be routed to workflows"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn resolve_keys(&mut self, keys: &[String], pointer: &str) -> Vec<String> {
+        let mut hashes = Vec::new();
+        for (index, key) in keys.iter().enumerate() {
+            let at = format!("{pointer}/apiKeys/{index}");
+            match reference_name(key) {
+                None => {
+                    self.error(&at, "apiKeys entries must be secret references like \"${NAME}\", never literal keys")
+                }
+                Some(name) => match self.options.secrets.resolve(name) {
+                    Some(value) => hashes.push(crate::secrets::sha256_hex(&value)),
+                    None => {
+                        self.error(&at, format!("secret ${{{name}}} is not set in the environment or the secrets file"))
+                    }
+                },
+            }
+        }
+        hashes
+    }
+
+    fn required_string(&mut self, object: &Map<String, Value>, pointer: &str, key: &str) -> Option<String> {
+        match object.get(key) {
+            None => {
+                self.error(pointer, format!("missing required property {key:?}"));
+                None
+            }
+            Some(Value::String(text)) if text.trim().is_empty() => {
+                self.error(&format!("{pointer}/{key}"), format!("{key} must not be empty"));
+                None
+            }
+            Some(Value::String(text)) => Some(text.clone()),
+            Some(other) => {
+                self.error(&format!("{pointer}/{key}"), format!("expected a string, found {}", kind_of(other)));
+                None
+            }
+        }
+    }
+
+    fn optional_string(&mut self, object: &Map<String, Value>, pointer: &str, key: &str) -> Option<String> {
+        match object.get(key)? {
+            Value::String(text) => Some(text.clone()),
+            other => {
+                self.error(&format!("{pointer}/{key}"), format!("expected a string, found {}", kind_of(other)));
+                None
+            }
+        }
+    }
+
+    fn optional_string_array(&mut self, object: &Map<String, Value>, pointer: &str, key: &str) -> Option<Vec<String>> {
+        match object.get(key)? {
+            Value::Array(items) => {
+                let mut strings = Vec::new();
+                for (index, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(text) => strings.push(text.clone()),
+                        other => self.error(
+                            &format!("{pointer}/{key}/{index}"),
+                            format!("expected a string, found {}", kind_of(other)),
+                        ),
+                    }
+                }
+                Some(strings)
+            }
+            other => {
+                self.error(
+                    &format!("{pointer}/{key}"),
+                    format!("expected an array of strings, found {}", kind_of(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn optional_size(&mut self, object: &Map<String, Value>, pointer: &str, key: &str, minimum: u64) -> Option<u64> {
+        let value = object.get(key)?;
+        match value.as_u64() {
+            Some(size) if (minimum..=MAX_BODY_BYTES_CEILING).contains(&size) => Some(size),
+            _ => {
+                self.error(
+                    &format!("{pointer}/{key}"),
+                    format!(
+                        "expected a whole number of bytes from {minimum} to {MAX_BODY_BYTES_CEILING}, found {value}"
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn is_app_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn is_cors_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else { return false };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains('/')
+        && rest.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const KUSTOMER_EXAMPLE: &str = r#"{
+  "app": "ecommstore",
+  "version": "0.0.1",
+  "title": "E-comm Store",
+  "hooks": [{
+    "eventName": "kustomer.app.ecommstore.order.update",
+    "displayEventName": "Order Update Event",
+    "description": "A hook triggered when an order is updated in Ecommerce Store",
+    "type": "form"
+  }]
+}"#;
+
+    fn options() -> ValidationOptions {
+        ValidationOptions {
+            event_prefix: "kustomer.app".into(),
+            secrets: SecretSource::from_values([("PARTNER_KEY".to_string(), "s3cret-partner-key".to_string())]),
+        }
+    }
+
+    fn document(origin: &str, json: Value) -> SourceDocument {
+        SourceDocument { origin: Origin::File(origin.into()), json }
+    }
+
+    /// Validates the documents and checks the rendered diagnostics, in order.
+    #[track_caller]
+    fn check(documents: &[SourceDocument], expected: &[&str]) -> Validated {
+        let validated = validate(documents, &options());
+        let rendered: Vec<String> = validated.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(rendered, expected);
+        validated
+    }
+
+    #[test]
+    fn the_kustomer_example_loads_unchanged() {
+        let json: Value = serde_json::from_str(KUSTOMER_EXAMPLE).unwrap();
+        let validated = check(&[document("ecommstore.json", json)], &[]);
+        let app = &validated.apps[0];
+        assert_eq!(
+            (app.app.as_str(), app.version.as_str(), app.title.as_deref()),
+            ("ecommstore", "0.0.1", Some("E-comm Store"))
+        );
+        let hook = &app.hooks[0];
+        assert_eq!(hook.event_name, "kustomer.app.ecommstore.order.update");
+        assert_eq!(hook.display_event_name.as_deref(), Some("Order Update Event"));
+        assert_eq!(hook.hook_type, HookType::Form);
+    }
+
+    #[test]
+    fn the_shipped_ecommstore_file_is_the_kustomer_example() {
+        let shipped: Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/hook-definitions/ecommstore.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(shipped, serde_json::from_str::<Value>(KUSTOMER_EXAMPLE).unwrap());
+    }
+
+    #[test]
+    fn unknown_app_properties_are_ignored() {
+        let json = json!({"app": "full", "version": "1", "iconUrl": "x", "settings": {"a": 1}, "hooks": []});
+        check(&[document("full.json", json)], &[]);
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_with_its_pointer() {
+        let json = json!({
+            "app": "ecommstore",
+            "version": "1",
+            "hooks": [
+                {"eventName": "kustomer.app.ecommstore.a", "type": "form", "colour": "red"},
+                {"eventName": "kustomer.app.ecommstore.b", "type": "sms"},
+                {"displayEventName": "no name", "type": "web"},
+                {"eventName": "bad name!", "type": 3},
+                "not an object"
+            ]
+        });
+        check(
+            &[document("ecommstore.json", json)],
+            &[
+                "ecommstore.json: /hooks/0/colour: unknown hook property \"colour\"; known properties are eventName, displayEventName, description, type, maxBodyBytes, maxFileBytes, redirectUrl, allowedOrigins, apiKeys",
+                "ecommstore.json: /hooks/1/type: unknown hook type \"sms\", expected form, web or email",
+                "ecommstore.json: /hooks/2: missing required property \"eventName\"",
+                "ecommstore.json: /hooks/3/eventName: invalid eventName \"bad name!\": use dot-separated segments of letters, digits, '_' and '-'",
+                "ecommstore.json: /hooks/3/type: expected a string (form, web or email), found a number",
+                "ecommstore.json: /hooks/4: expected a hook object, found a string",
+            ],
+        );
+    }
+
+    #[test]
+    fn missing_app_and_version_are_errors() {
+        check(
+            &[document("x.json", json!({"hooks": []}))],
+            &["x.json: missing required property \"app\"", "x.json: missing required property \"version\""],
+        );
+        check(&[document("y.json", json!([1]))], &["y.json: expected an app definition object, found an array"]);
+    }
+
+    #[test]
+    fn event_names_are_globally_unique_across_files() {
+        let a = json!({"app": "a", "version": "1", "hooks": [{"eventName": "kustomer.app.a.x", "type": "form"}]});
+        let b = json!({"app": "b", "version": "1", "hooks": [
+            {"eventName": "kustomer.app.b.y", "type": "form"},
+            {"eventName": "kustomer.app.a.x", "type": "web"}
+        ]});
+        check(
+            &[document("a.json", a), document("b.json", b)],
+            &[
+                "b.json: /hooks/1/eventName: eventName \"kustomer.app.a.x\" is already used at a.json: /hooks/0/eventName (event names are globally unique)",
+            ],
+        );
+    }
+
+    #[test]
+    fn the_same_app_in_two_files_is_an_error() {
+        let a = json!({"app": "a", "version": "1"});
+        check(
+            &[document("one.json", a.clone()), document("two.json", a)],
+            &["two.json: /app: app \"a\" is already defined in one.json"],
+        );
+    }
+
+    #[test]
+    fn names_outside_the_routing_prefix_are_warnings() {
+        let json =
+            json!({"app": "shop", "version": "1", "hooks": [{"eventName": "shop.order.created", "type": "form"}]});
+        let validated = check(
+            &[document("shop.json", json)],
+            &[
+                "shop.json: /hooks/0/eventName: warning: eventName \"shop.order.created\" does not start with \"kustomer.app.shop.\", so it will not be routed to workflows",
+            ],
+        );
+        assert!(validated.is_valid());
+        assert_eq!(validated.apps.len(), 1);
+    }
+
+    #[test]
+    fn extensions_apply_to_their_hook_types_only() {
+        let json = json!({"app": "a", "version": "1", "hooks": [
+            {"eventName": "kustomer.app.a.web", "type": "web", "redirectUrl": "https://a.example/thanks"},
+            {"eventName": "kustomer.app.a.form", "type": "form", "apiKeys": ["${PARTNER_KEY}"], "allowedOrigins": ["https://a.example", "ftp://x", "https://a.example/path"]},
+            {"eventName": "kustomer.app.a.size", "type": "form", "maxBodyBytes": 0, "redirectUrl": "/relative"}
+        ]});
+        check(
+            &[document("a.json", json)],
+            &[
+                "a.json: /hooks/0/redirectUrl: redirectUrl applies to form hooks only, not web",
+                "a.json: /hooks/1/allowedOrigins/1: expected \"*\" or an origin like \"https://shop.example\", found \"ftp://x\"",
+                "a.json: /hooks/1/allowedOrigins/2: expected \"*\" or an origin like \"https://shop.example\", found \"https://a.example/path\"",
+                "a.json: /hooks/1/apiKeys: apiKeys applies to web hooks only, not form",
+                "a.json: /hooks/2/maxBodyBytes: expected a whole number of bytes from 1 to 67108864, found 0",
+                "a.json: /hooks/2/redirectUrl: expected an absolute http or https URL, found \"/relative\"",
+            ],
+        );
+    }
+
+    #[test]
+    fn api_keys_must_be_resolvable_secret_references() {
+        let json = json!({"app": "a", "version": "1", "hooks": [
+            {"eventName": "kustomer.app.a.web", "type": "web", "apiKeys": ["${PARTNER_KEY}", "literal-key", "${MISSING_KEY}"]}
+        ]});
+        let validated = check(
+            &[document("a.json", json)],
+            &[
+                "a.json: /hooks/0/apiKeys/1: apiKeys entries must be secret references like \"${NAME}\", never literal keys",
+                "a.json: /hooks/0/apiKeys/2: secret ${MISSING_KEY} is not set in the environment or the secrets file",
+            ],
+        );
+        let rendered = format!("{:?}", validated.diagnostics);
+        assert!(!rendered.contains("s3cret-partner-key"));
+    }
+
+    #[test]
+    fn resolved_static_keys_are_kept_only_as_hashes() {
+        let json = json!({"app": "a", "version": "1", "hooks": [
+            {"eventName": "kustomer.app.a.web", "type": "web", "apiKeys": ["${PARTNER_KEY}"]}
+        ]});
+        let validated = check(&[document("a.json", json)], &[]);
+        let hook = &validated.apps[0].hooks[0];
+        assert_eq!(hook.static_key_hashes, vec![crate::secrets::sha256_hex("s3cret-partner-key")]);
+        assert!(!format!("{hook:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn reading_a_folder_reports_malformed_files_and_skips_hidden_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("good.json"), KUSTOMER_EXAMPLE).unwrap();
+        std::fs::write(dir.path().join("broken.json"), "{\"app\": ").unwrap();
+        std::fs::write(dir.path().join(".hidden.json"), "nonsense").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "nonsense").unwrap();
+        std::fs::create_dir(dir.path().join("nested")).unwrap();
+        std::fs::write(dir.path().join("nested/other.json"), r#"{"app": "other", "version": "1"}"#).unwrap();
+        let (documents, diagnostics) = read_folder(dir.path());
+        let origins: Vec<String> = documents.iter().map(|d| d.origin.to_string()).collect();
+        assert_eq!(origins, vec!["good.json", "nested/other.json"]);
+        let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(rendered, vec!["broken.json: malformed JSON at line 1 column 8: EOF while parsing a value"]);
+    }
+}

@@ -1,0 +1,201 @@
+//! The normalized event: the one versioned type that leaves the process.
+//!
+//! Every accepted request (and, later, every email) becomes exactly one [`Event`] here. This
+//! module is pure: it does no I/O and reads no clock; the caller passes the receive time in.
+//! It must never know HTTP status codes or SQL.
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::definitions::HookType;
+
+/// Request headers that carry credentials and so are never stored with an event.
+const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "x-api-key", "cookie", "set-cookie"];
+
+/// A stored event as the API and later triggers see it. Field names are camelCase, like the
+/// definition files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Time-ordered id: `evt_` and a UUIDv7 in hex, so ids sort by time as strings.
+    pub id: String,
+    /// The hook's `eventName`.
+    pub name: String,
+    pub app: String,
+    pub hook_type: HookType,
+    pub received_at: Timestamp,
+    pub source: EventSource,
+    /// The parsed payload.
+    pub data: serde_json::Value,
+    /// How many times this event was received: a provider's repeated delivery increments it
+    /// instead of creating a second event.
+    pub receive_count: u32,
+}
+
+/// Where an event came from, minus anything secret.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSource {
+    /// The peer's socket address as seen by hookgate.
+    pub peer: Option<String>,
+    pub user_agent: Option<String>,
+    pub content_type: Option<String>,
+    /// Request headers by lower-case name, repeated headers joined with ", ", credentials removed.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// An event ready to be appended to the store, with the exact bytes it was made from.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event: Event,
+    /// The request body exactly as received, for replay and re-verification.
+    pub raw_body: Bytes,
+    /// The provider's delivery id, when the hook declares one: a repeat is not a new event.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// A provider delivery id, unique within its scope (the hook that received it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub scope: String,
+    pub key: String,
+}
+
+/// Creates a new time-ordered event id.
+pub fn new_event_id() -> String {
+    format!("evt_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Truncates a timestamp to whole microseconds, the precision every store keeps.
+pub fn to_store_precision(at: Timestamp) -> Timestamp {
+    Timestamp::from_microsecond(at.as_microsecond()).unwrap_or(at)
+}
+
+/// What ingress knows about a request, transport-neutral.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub peer: Option<String>,
+    /// Header names in lower case, in arrival order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestMeta {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The identity of the hook an event is for.
+#[derive(Debug, Clone, Copy)]
+pub struct HookIdentity<'a> {
+    pub app: &'a str,
+    pub event_name: &'a str,
+    pub hook_type: HookType,
+}
+
+/// Builds the normalized event for one accepted request.
+pub fn normalize(
+    hook: HookIdentity<'_>,
+    request: &RequestMeta,
+    data: serde_json::Value,
+    raw_body: Bytes,
+    received_at: Timestamp,
+) -> NewEvent {
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in &request.headers {
+        if SECRET_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        headers
+            .entry(name.clone())
+            .and_modify(|existing| {
+                existing.push_str(", ");
+                existing.push_str(value);
+            })
+            .or_insert_with(|| value.clone());
+    }
+    let source = EventSource {
+        peer: request.peer.clone(),
+        user_agent: request.header("user-agent").map(str::to_owned),
+        content_type: request.header("content-type").map(str::to_owned),
+        headers,
+    };
+    NewEvent {
+        event: Event {
+            id: new_event_id(),
+            name: hook.event_name.to_owned(),
+            app: hook.app.to_owned(),
+            hook_type: hook.hook_type,
+            received_at: to_store_precision(received_at),
+            source,
+            data,
+            receive_count: 1,
+        },
+        raw_body,
+        idempotency_key: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestMeta {
+        RequestMeta {
+            peer: Some("127.0.0.1:5000".into()),
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    const HOOK: HookIdentity<'static> = HookIdentity {
+        app: "ecommstore",
+        event_name: "kustomer.app.ecommstore.order.update",
+        hook_type: HookType::Form,
+    };
+
+    #[test]
+    fn event_ids_sort_by_creation_time() {
+        let ids: Vec<String> = (0..1000).map(|_| new_event_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+        assert!(ids[0].starts_with("evt_") && ids[0].len() == 36);
+    }
+
+    #[test]
+    fn credentials_never_reach_the_event() {
+        let meta = request(&[
+            ("authorization", "Bearer secret"),
+            ("x-api-key", "secret"),
+            ("cookie", "session=secret"),
+            ("user-agent", "curl/8"),
+            ("content-type", "application/json"),
+        ]);
+        let event = normalize(HOOK, &meta, serde_json::json!({}), Bytes::new(), Timestamp::UNIX_EPOCH);
+        let rendered = serde_json::to_string(&event.event).unwrap();
+        assert!(!rendered.contains("secret"), "{rendered}");
+        assert_eq!(event.event.source.user_agent.as_deref(), Some("curl/8"));
+        assert_eq!(event.event.source.content_type.as_deref(), Some("application/json"));
+    }
+
+    #[test]
+    fn repeated_headers_are_joined() {
+        let meta = request(&[("x-tag", "a"), ("x-tag", "b")]);
+        let event = normalize(HOOK, &meta, serde_json::Value::Null, Bytes::new(), Timestamp::UNIX_EPOCH);
+        assert_eq!(event.event.source.headers["x-tag"], "a, b");
+    }
+
+    #[test]
+    fn event_serializes_with_camel_case_fields() {
+        let meta = request(&[]);
+        let at: Timestamp = "2026-11-23T10:00:00.123456789Z".parse().unwrap();
+        let event = normalize(HOOK, &meta, serde_json::json!({"a": 1}), Bytes::new(), at).event;
+        let value = serde_json::to_value(&event).unwrap();
+        assert_eq!(value["hookType"], "form");
+        assert_eq!(value["receivedAt"], "2026-11-23T10:00:00.123456Z");
+        assert_eq!(value["receiveCount"], 1);
+        assert_eq!(value["source"]["peer"], "127.0.0.1:5000");
+    }
+}

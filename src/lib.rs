@@ -1,0 +1,159 @@
+//! hookgate: an inbound webhook gateway.
+//!
+//! # Layout
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! HTTP request
+//!   -> ingress      transport: accept loop, limits, routing, web-hook keys, replies
+//!   -> definitions  which hook is this? (the catalog, reloaded atomically)
+//!   -> ingress::payload  body + content type -> JSON data (no I/O)
+//!   -> event        -> Event, the one versioned type that leaves the process (no I/O)
+//!   -> store        durable; the 2xx reply waits for the commit
+//! api reads and manages through store and the catalog manager.
+//! ```
+//!
+//! [`run`] serves until shutdown; `main.rs` only parses the command line (see `cli`).
+
+pub mod api;
+pub mod config;
+pub mod definitions;
+pub mod event;
+pub mod ingress;
+pub mod keys;
+pub mod secrets;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+use config::Config;
+use definitions::catalog::{CatalogManager, ReloadError};
+use store::{Store, StoreError};
+
+/// Everything a request handler may use.
+pub struct AppState {
+    pub catalog: Arc<CatalogManager>,
+    pub store: Store,
+    pub config: Arc<Config>,
+    /// Base of the hook URLs shown to users.
+    pub public_url: String,
+    /// SHA-256 (hex) of the admin token; the token itself is not kept.
+    pub admin_token_sha256: String,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// Listeners bound by the caller, so that tests can bind port 0 and read the address.
+pub struct Listeners {
+    pub http: TcpListener,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the hook definitions are invalid")]
+    Definitions(#[source] ReloadError),
+    #[error("cannot read the listener address: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// The admin token to require, and whether it was just generated (and so must be shown once).
+pub enum AdminToken {
+    Configured,
+    Stored,
+    Generated(String),
+}
+
+const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
+
+/// Decides the admin token: the configured one, else the one generated on an earlier start,
+/// else a new one (stored as a hash, shown once).
+pub async fn admin_token(store: &Store, config: &Config) -> Result<(String, AdminToken), StoreError> {
+    if let Some(token) = &config.admin_token {
+        return Ok((secrets::sha256_hex(token), AdminToken::Configured));
+    }
+    if let Some(hash) = store.setting(ADMIN_TOKEN_SETTING).await? {
+        return Ok((hash, AdminToken::Stored));
+    }
+    let token = format!("hgat_{}", secrets::random_token(32));
+    let hash = secrets::sha256_hex(&token);
+    let stored = store.put_setting_if_absent(ADMIN_TOKEN_SETTING, &hash).await?;
+    if stored == hash { Ok((hash, AdminToken::Generated(token))) } else { Ok((stored, AdminToken::Stored)) }
+}
+
+/// A gateway ready to serve: store open, catalog loaded.
+pub struct Gateway {
+    state: Arc<AppState>,
+}
+
+impl Gateway {
+    /// Opens the store and loads the definitions; refuses an invalid set.
+    pub async fn start(config: Config, public_url: String) -> Result<(Gateway, AdminToken), StartError> {
+        let metrics = telemetry::metrics_handle();
+        let store = Store::open(&config.store()).await?;
+        let (admin_token_sha256, admin_token) = admin_token(&store, &config).await?;
+        let (catalog, reloaded) =
+            CatalogManager::start(store.clone(), config.catalog()).await.map_err(StartError::Definitions)?;
+        for warning in &reloaded.warnings {
+            tracing::warn!(%warning, "A hook definition has a warning.");
+        }
+        tracing::info!(apps = reloaded.apps, hooks = reloaded.hooks, "Hook definitions loaded.");
+        let state = AppState {
+            catalog: Arc::new(catalog),
+            store,
+            config: Arc::new(config),
+            public_url,
+            admin_token_sha256,
+            metrics,
+        };
+        Ok((Gateway { state: Arc::new(state) }, admin_token))
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, reloading definitions on change and on SIGHUP.
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let state = self.state;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = receiver.wait_for(|stop| *stop).await;
+        };
+        let watch = definitions::watch::watch(
+            state.catalog.clone(),
+            state.config.definitions.clone(),
+            state.config.watch_definitions,
+            stopped(stop_rx.clone()),
+        );
+        let watcher = tokio::spawn(async move {
+            if let Err(error) = watch.await {
+                tracing::error!(%error, "Hook definitions will not reload on change: the folder cannot be watched.");
+            }
+        });
+        let router = axum::Router::new()
+            .route("/h/{token}", axum::routing::any(ingress::hooks::receive))
+            .merge(api::router(state.clone()))
+            .with_state(state.clone());
+        let limits = ingress::ConnectionLimits {
+            header_read_timeout: state.config.header_read_timeout(),
+            max_connections: state.config.max_connections,
+        };
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        ingress::serve(listeners.http, router, limits, stopped(stop_rx)).await;
+        let _ = watcher.await;
+        Ok(())
+    }
+}

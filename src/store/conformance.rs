@@ -1,0 +1,227 @@
+//! The conformance suite every store backend must pass.
+//!
+//! Each backend's tests call [`run_all`] on a fresh, empty store. The suite states the store's
+//! contract: what `append_events` returns for new and repeated deliveries, how listing filters
+//! and pages, that hook tokens never change, how keys and apps are kept. It uses only the
+//! public [`Store`] interface.
+
+use bytes::Bytes;
+use jiff::{Timestamp, ToSpan};
+
+use super::{ApiKeyRecord, EventQuery, InstalledApp, Store};
+use crate::definitions::HookType;
+use crate::event::{HookIdentity, IdempotencyKey, NewEvent, RequestMeta, normalize};
+
+/// An event for `name` in `app`, received now, with a small JSON payload.
+pub(crate) fn sample_event(name: &str, app: &str) -> NewEvent {
+    sample_event_at(name, app, Timestamp::now())
+}
+
+fn sample_event_at(name: &str, app: &str, at: Timestamp) -> NewEvent {
+    let request = RequestMeta {
+        peer: Some("127.0.0.1:1234".into()),
+        headers: vec![("content-type".into(), "application/json".into())],
+    };
+    let body = Bytes::from_static(br#"{"order": 42, "status": "shipped"}"#);
+    normalize(
+        HookIdentity { app, event_name: name, hook_type: HookType::Form },
+        &request,
+        serde_json::from_slice(&body).unwrap(),
+        body,
+        at,
+    )
+}
+
+/// Runs every conformance check against an empty store.
+pub(crate) async fn run_all(store: &Store) {
+    appended_events_read_back_exactly(store).await;
+    a_batch_is_appended_in_order(store).await;
+    repeated_idempotency_key_returns_the_original(store).await;
+    events_list_newest_first_with_filters_and_cursor(store).await;
+    unknown_event_reads_as_none(store).await;
+    hook_tokens_are_created_once_and_kept(store).await;
+    api_keys_are_found_by_hash_until_revoked(store).await;
+    installed_apps_are_replaced_and_removed(store).await;
+    settings_are_written_once(store).await;
+    store.ping().await.expect("ping");
+}
+
+async fn appended_events_read_back_exactly(store: &Store) {
+    let new = sample_event("conformance.read.back", "conformance");
+    let appended = store.append_events(vec![new.clone()]).await.unwrap();
+    assert_eq!(appended.len(), 1);
+    assert_eq!(appended[0].id, new.event.id);
+    assert!(!appended[0].duplicate);
+    let stored = store.event(&new.event.id).await.unwrap().expect("stored event");
+    assert_eq!(stored, new.event);
+    let raw = store.raw_body(&new.event.id).await.unwrap().expect("raw body");
+    assert_eq!(raw.bytes, new.raw_body.to_vec());
+    assert_eq!(raw.content_type.as_deref(), Some("application/json"));
+}
+
+async fn a_batch_is_appended_in_order(store: &Store) {
+    let batch: Vec<NewEvent> = (0..5).map(|_| sample_event("conformance.batch", "conformance")).collect();
+    let appended = store.append_events(batch.clone()).await.unwrap();
+    let ids: Vec<&str> = appended.iter().map(|a| a.id.as_str()).collect();
+    let expected: Vec<&str> = batch.iter().map(|e| e.event.id.as_str()).collect();
+    assert_eq!(ids, expected);
+}
+
+async fn repeated_idempotency_key_returns_the_original(store: &Store) {
+    let key = IdempotencyKey { scope: "stripe".into(), key: "evt_123".into() };
+    let mut first = sample_event("conformance.idempotent", "conformance");
+    first.idempotency_key = Some(key.clone());
+    let mut repeat = sample_event("conformance.idempotent", "conformance");
+    repeat.idempotency_key = Some(key.clone());
+    let mut other_scope = sample_event("conformance.idempotent", "conformance");
+    other_scope.idempotency_key = Some(IdempotencyKey { scope: "github".into(), key: "evt_123".into() });
+
+    let original = store.append_events(vec![first.clone()]).await.unwrap().remove(0);
+    let again = store.append_events(vec![repeat.clone()]).await.unwrap().remove(0);
+    assert_eq!(again.id, original.id);
+    assert!(again.duplicate);
+    assert!(store.event(&repeat.event.id).await.unwrap().is_none(), "no second event");
+    assert_eq!(store.event(&original.id).await.unwrap().unwrap().receive_count, 2);
+
+    let separate = store.append_events(vec![other_scope.clone()]).await.unwrap().remove(0);
+    assert!(!separate.duplicate, "keys are unique per scope only");
+
+    let mut in_one_batch = sample_event("conformance.idempotent", "conformance");
+    in_one_batch.idempotency_key = Some(IdempotencyKey { scope: "stripe".into(), key: "evt_batch".into() });
+    let mut twin = sample_event("conformance.idempotent", "conformance");
+    twin.idempotency_key = in_one_batch.idempotency_key.clone();
+    let both = store.append_events(vec![in_one_batch.clone(), twin]).await.unwrap();
+    assert_eq!(both[1].id, in_one_batch.event.id);
+    assert!(both[1].duplicate, "a repeat inside one batch is a duplicate too");
+}
+
+async fn events_list_newest_first_with_filters_and_cursor(store: &Store) {
+    let base: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+    let mut written = Vec::new();
+    for i in 0..7 {
+        let app = if i % 2 == 0 { "listing-even" } else { "listing-odd" };
+        let name = format!("conformance.listing.{app}");
+        let event = sample_event_at(&name, app, base + (i as i64).minutes());
+        store.append_events(vec![event.clone()]).await.unwrap();
+        written.push(event.event);
+    }
+    let newest_first: Vec<String> = written.iter().rev().map(|e| e.id.clone()).collect();
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_events(EventQuery { since: Some(base), before_id: cursor.clone(), limit: 3, ..Default::default() })
+            .await
+            .unwrap();
+        assert!(page.events.len() <= 3);
+        seen.extend(page.events.iter().map(|e| e.id.clone()));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest_first, "pages cover every event once, newest first");
+
+    let even = store
+        .list_events(EventQuery { app: Some("listing-even".into()), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(even.events.len(), 4);
+    assert!(even.next_cursor.is_none());
+
+    let by_name = store
+        .list_events(EventQuery {
+            name: Some("conformance.listing.listing-odd".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_name.events.len(), 3);
+
+    let window = store
+        .list_events(EventQuery {
+            since: Some(base + 2.minutes()),
+            until: Some(base + 4.minutes()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let expected: Vec<String> = vec![written[3].id.clone(), written[2].id.clone()];
+    assert_eq!(window.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), expected);
+}
+
+async fn unknown_event_reads_as_none(store: &Store) {
+    assert!(store.event("evt_doesnotexist").await.unwrap().is_none());
+    assert!(store.raw_body("evt_doesnotexist").await.unwrap().is_none());
+}
+
+async fn hook_tokens_are_created_once_and_kept(store: &Store) {
+    let first = store.hook_tokens(vec!["tokens.a".into(), "tokens.b".into()]).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert_ne!(first["tokens.a"], first["tokens.b"]);
+    assert!(first["tokens.a"].len() >= 43, "tokens carry at least 256 bits");
+    let again = store.hook_tokens(vec!["tokens.b".into(), "tokens.c".into()]).await.unwrap();
+    assert_eq!(again["tokens.b"], first["tokens.b"]);
+    assert!(!again.contains_key("tokens.a"), "only asked names are returned");
+}
+
+async fn api_keys_are_found_by_hash_until_revoked(store: &Store) {
+    let created_at: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+    let scoped = ApiKeyRecord {
+        id: "key_conformance_scoped".into(),
+        name: "scoped".into(),
+        prefix: "hgk_abcd".into(),
+        sha256: "a".repeat(64),
+        apps: Some(vec!["ecommstore".into()]),
+        created_at,
+        revoked_at: None,
+    };
+    let global = ApiKeyRecord {
+        id: "key_conformance_global".into(),
+        name: "global".into(),
+        prefix: "hgk_efgh".into(),
+        sha256: "b".repeat(64),
+        apps: None,
+        created_at: created_at + 1.second(),
+        revoked_at: None,
+    };
+    store.insert_api_key(scoped.clone()).await.unwrap();
+    store.insert_api_key(global.clone()).await.unwrap();
+    assert_eq!(store.active_api_key_by_hash(&"a".repeat(64)).await.unwrap(), Some(scoped.clone()));
+    assert_eq!(store.api_keys().await.unwrap(), vec![scoped.clone(), global.clone()]);
+
+    let revoked_at = created_at + 1.hour();
+    assert!(store.revoke_api_key(&scoped.id, revoked_at).await.unwrap());
+    assert!(!store.revoke_api_key(&scoped.id, revoked_at).await.unwrap(), "revoking twice reports nothing changed");
+    assert!(!store.revoke_api_key("key_missing", revoked_at).await.unwrap());
+    assert_eq!(store.active_api_key_by_hash(&"a".repeat(64)).await.unwrap(), None);
+    let listed = store.api_keys().await.unwrap();
+    assert_eq!(listed[0].revoked_at, Some(revoked_at));
+    assert!(store.active_api_key_by_hash(&"b".repeat(64)).await.unwrap().is_some());
+}
+
+async fn installed_apps_are_replaced_and_removed(store: &Store) {
+    let at: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+    let first = InstalledApp {
+        app: "installed".into(),
+        definition: r#"{"app":"installed","version":"1"}"#.into(),
+        installed_at: at,
+    };
+    store.put_app(first.clone()).await.unwrap();
+    let second = InstalledApp { definition: r#"{"app":"installed","version":"2"}"#.into(), ..first.clone() };
+    store.put_app(second.clone()).await.unwrap();
+    assert_eq!(store.apps().await.unwrap(), vec![second]);
+    assert!(store.delete_app("installed").await.unwrap());
+    assert!(!store.delete_app("installed").await.unwrap());
+    assert!(store.apps().await.unwrap().is_empty());
+}
+
+async fn settings_are_written_once(store: &Store) {
+    assert_eq!(store.setting("conformance").await.unwrap(), None);
+    assert_eq!(store.put_setting_if_absent("conformance", "first").await.unwrap(), "first");
+    assert_eq!(store.put_setting_if_absent("conformance", "second").await.unwrap(), "first");
+    assert_eq!(store.setting("conformance").await.unwrap().as_deref(), Some("first"));
+}

@@ -1,0 +1,223 @@
+//! The durable store: events, hook URL tokens, API keys, installed apps and settings.
+//!
+//! [`Store`] is the one interface the rest of hookgate uses; it is a closed enum of backends
+//! picked once from configuration (SQLite embedded today, PostgreSQL later). Every backend
+//! must pass the shared suite in `conformance`. Only this module speaks SQL. A write method
+//! returns only after its transaction has committed: callers reply to clients after that.
+
+mod sqlite;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::event::{Event, NewEvent};
+
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed. Cloneable because one failed group commit answers many
+/// waiting writers.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is not available: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data could not be read: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Database(error.to_string())
+    }
+}
+
+/// Which backend to open, decided once from configuration.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Sqlite { path: PathBuf },
+}
+
+/// The outcome of appending one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The id of the stored event: the new one, or for a duplicate the original's.
+    pub id: String,
+    /// True when the idempotency key had been seen: nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// Filters and cursor for listing events, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub name: Option<String>,
+    pub app: Option<String>,
+    /// Inclusive lower bound on `receivedAt`.
+    pub since: Option<Timestamp>,
+    /// Exclusive upper bound on `receivedAt`.
+    pub until: Option<Timestamp>,
+    /// Only events older than this id (the previous page's `next_cursor`).
+    pub before_id: Option<String>,
+    pub limit: usize,
+}
+
+/// One page of events, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    /// Present when more events match: pass it as `before_id` to get the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// The exact bytes an event was made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawBody {
+    pub content_type: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+/// An API key as stored: never the key itself, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the key, enough for a person to recognise it.
+    pub prefix: String,
+    #[serde(skip)]
+    pub sha256: String,
+    /// Apps this key may send to; `None` means every app.
+    pub apps: Option<Vec<String>>,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// An app definition installed through the management API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstalledApp {
+    pub app: String,
+    /// The definition exactly as submitted (JSON text).
+    pub definition: String,
+    pub installed_at: Timestamp,
+}
+
+/// The store, one backend chosen at start.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) the configured backend.
+    pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        match config {
+            StoreConfig::Sqlite { path } => Ok(Store::Sqlite(SqliteStore::open(path.clone()).await?)),
+        }
+    }
+
+    /// Appends events in one transaction and returns after it has committed. Events whose
+    /// idempotency key was already stored are not stored again; their original's receive count
+    /// goes up and its id is returned.
+    pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.append_events(events).await,
+        }
+    }
+
+    pub async fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.event(id).await,
+        }
+    }
+
+    pub async fn raw_body(&self, id: &str) -> Result<Option<RawBody>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.raw_body(id).await,
+        }
+    }
+
+    pub async fn list_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.list_events(query).await,
+        }
+    }
+
+    /// Returns each hook's URL token, creating tokens for hooks seen for the first time.
+    /// A token never changes once created, so hook URLs survive restarts.
+    pub async fn hook_tokens(&self, event_names: Vec<String>) -> Result<HashMap<String, String>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.hook_tokens(event_names).await,
+        }
+    }
+
+    pub async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => store.insert_api_key(key).await,
+        }
+    }
+
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.api_keys().await,
+        }
+    }
+
+    /// Finds a key that has not been revoked by the SHA-256 of its text.
+    pub async fn active_api_key_by_hash(&self, sha256: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.active_api_key_by_hash(sha256.to_owned()).await,
+        }
+    }
+
+    /// Revokes a key; false when no active key has this id.
+    pub async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.revoke_api_key(id.to_owned(), at).await,
+        }
+    }
+
+    /// Installs or replaces an app definition.
+    pub async fn put_app(&self, app: InstalledApp) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => store.put_app(app).await,
+        }
+    }
+
+    pub async fn apps(&self) -> Result<Vec<InstalledApp>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.apps().await,
+        }
+    }
+
+    /// Removes an installed app; false when it was not installed.
+    pub async fn delete_app(&self, app: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.delete_app(app.to_owned()).await,
+        }
+    }
+
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.setting(key.to_owned()).await,
+        }
+    }
+
+    /// Stores a setting unless one exists; returns the value now stored.
+    pub async fn put_setting_if_absent(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.put_setting_if_absent(key.to_owned(), value.to_owned()).await,
+        }
+    }
+
+    /// Checks that the store answers reads and writes.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => store.ping().await,
+        }
+    }
+}

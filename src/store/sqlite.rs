@@ -1,0 +1,668 @@
+//! The embedded SQLite backend: one file in WAL mode with `synchronous=FULL`.
+//!
+//! One writer thread owns the only write connection. Writers send it jobs over a channel; it
+//! takes every job that is queued (up to `MAX_BATCH`), runs each inside its own savepoint of
+//! one transaction, commits once, and only then answers every waiter (group commit). Reads run
+//! on a small pool of read connections on tokio's blocking threads. rusqlite is never called on
+//! a tokio worker thread.
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::oneshot;
+
+use super::{ApiKeyRecord, Appended, EventPage, EventQuery, InstalledApp, RawBody, StoreError};
+use crate::definitions::HookType;
+use crate::event::{Event, EventSource, NewEvent};
+
+/// The most jobs one transaction takes.
+const MAX_BATCH: usize = 512;
+/// Read connections kept open between reads.
+const MAX_IDLE_READERS: usize = 8;
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    id TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL,
+    app TEXT NOT NULL,
+    hook_type TEXT NOT NULL,
+    received_at_us INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    data TEXT NOT NULL,
+    raw_body BLOB NOT NULL,
+    idempotency_scope TEXT,
+    idempotency_key TEXT,
+    receive_count INTEGER NOT NULL DEFAULT 1
+);
+CREATE UNIQUE INDEX events_by_idempotency_key ON events (idempotency_scope, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX events_by_name ON events (name, id);
+CREATE INDEX events_by_app ON events (app, id);
+CREATE INDEX events_by_received_at ON events (received_at_us);
+CREATE TABLE hook_tokens (
+    event_name TEXT PRIMARY KEY NOT NULL,
+    token TEXT NOT NULL UNIQUE
+);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    sha256 TEXT NOT NULL UNIQUE,
+    apps TEXT,
+    created_at_us INTEGER NOT NULL,
+    revoked_at_us INTEGER
+);
+CREATE TABLE installed_apps (
+    app TEXT PRIMARY KEY NOT NULL,
+    definition TEXT NOT NULL,
+    installed_at_us INTEGER NOT NULL
+);
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+);
+"#];
+
+/// A unit of work for the writer thread: it runs inside the batch's transaction, and is told
+/// afterwards whether the transaction committed.
+trait WriteJob: Send {
+    fn run(&mut self, connection: &Connection);
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct Job<T, F> {
+    work: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, connection: &Connection) {
+        let Some(work) = self.work.take() else { return };
+        self.result = Some(in_savepoint(connection, work));
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
+        let outcome = match (commit, self.result) {
+            (Err(error), _) => Err(error),
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(StoreError::Unavailable("the write was not run".into())),
+        };
+        // The waiter may have gone away (client disconnected); the write stands regardless.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Runs one job so that its failure undoes only its own changes, not the whole batch.
+fn in_savepoint<T>(
+    connection: &Connection,
+    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    connection.execute_batch("SAVEPOINT job")?;
+    match work(connection) {
+        Ok(value) => {
+            connection.execute_batch("RELEASE job")?;
+            Ok(value)
+        }
+        Err(error) => {
+            connection.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(error)
+        }
+    }
+}
+
+/// The SQLite store. Cloning shares the writer and the read pool.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer thread finish what is queued and exit.
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.take();
+        }
+    }
+}
+
+fn configure(connection: &Connection) -> Result<(), StoreError> {
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    connection.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    Ok(())
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let applied = usize::try_from(applied).map_err(|_| StoreError::Corrupt(format!("schema version {applied}")))?;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {applied}, newer than this hookgate ({}); upgrade hookgate",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(migration)?;
+        transaction.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
+        transaction.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens or creates the database file (and its folder), migrates it and starts the writer.
+    pub async fn open(path: PathBuf) -> Result<SqliteStore, StoreError> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Box<dyn WriteJob>>();
+        let writer_path = path.clone();
+        std::thread::Builder::new()
+            .name("hookgate-sqlite-writer".into())
+            .spawn(move || {
+                let connection = match open_writer(&writer_path) {
+                    Ok(connection) => {
+                        let _ = ready_tx.send(Ok(()));
+                        connection
+                    }
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error));
+                        return;
+                    }
+                };
+                write_loop(&connection, &jobs_rx);
+            })
+            .map_err(|error| StoreError::Unavailable(format!("cannot start the writer thread: {error}")))?;
+        ready_rx.await.map_err(|_| StoreError::Unavailable("the writer thread stopped while opening".into()))??;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { path, writer: Mutex::new(Some(jobs_tx)), readers: Mutex::new(Vec::new()) }),
+        })
+    }
+
+    /// Runs `work` in the writer's next transaction and returns once it has committed.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn WriteJob> = Box::new(Job { work: Some(work), result: None, reply });
+        {
+            let writer =
+                self.inner.writer.lock().map_err(|_| StoreError::Unavailable("writer lock poisoned".into()))?;
+            let sender = writer.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+            sender.send(job).map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
+        }
+        answer.await.map_err(|_| StoreError::Unavailable("the writer thread stopped before committing".into()))?
+    }
+
+    /// Runs `work` on a read connection on a blocking thread.
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().ok().and_then(|mut readers| readers.pop());
+            let connection = match pooled {
+                Some(connection) => connection,
+                None => open_reader(&inner.path)?,
+            };
+            let result = work(&connection);
+            if let Ok(mut readers) = inner.readers.lock()
+                && readers.len() < MAX_IDLE_READERS
+            {
+                readers.push(connection);
+            }
+            result
+        })
+        .await
+        .map_err(|error| StoreError::Unavailable(format!("a read task failed: {error}")))?
+    }
+
+    pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        self.write(move |connection| events.iter().map(|event| append_one(connection, event)).collect()).await
+    }
+
+    pub async fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |connection| {
+            connection
+                .query_row(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"), [id], event_from_row)
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
+    pub async fn raw_body(&self, id: &str) -> Result<Option<RawBody>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |connection| {
+            let row = connection
+                .query_row("SELECT source, raw_body FROM events WHERE id = ?1", [id], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()?;
+            row.map(|(source, bytes)| {
+                let source: EventSource =
+                    serde_json::from_str(&source).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(RawBody { content_type: source.content_type, bytes })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    pub async fn list_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
+        self.read(move |connection| list_events(connection, &query)).await
+    }
+
+    pub async fn hook_tokens(&self, event_names: Vec<String>) -> Result<HashMap<String, String>, StoreError> {
+        self.write(move |connection| {
+            let mut tokens = HashMap::with_capacity(event_names.len());
+            let mut select = connection.prepare_cached("SELECT token FROM hook_tokens WHERE event_name = ?1")?;
+            let mut insert =
+                connection.prepare_cached("INSERT INTO hook_tokens (event_name, token) VALUES (?1, ?2)")?;
+            for name in event_names {
+                let existing: Option<String> = select.query_row([&name], |row| row.get(0)).optional()?;
+                let token = match existing {
+                    Some(token) => token,
+                    None => {
+                        let token = crate::secrets::random_token(32);
+                        insert.execute(params![name, token])?;
+                        token
+                    }
+                };
+                tokens.insert(name, token);
+            }
+            Ok(tokens)
+        })
+        .await
+    }
+
+    pub async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
+        self.write(move |connection| {
+            let apps = key.apps.as_ref().map(|apps| serde_json::to_string(apps).unwrap_or_default());
+            connection.execute(
+                "INSERT INTO api_keys (id, name, prefix, sha256, apps, created_at_us, revoked_at_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    key.id,
+                    key.name,
+                    key.prefix,
+                    key.sha256,
+                    apps,
+                    key.created_at.as_microsecond(),
+                    key.revoked_at.map(|at| at.as_microsecond())
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.read(|connection| {
+            let mut statement =
+                connection.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at_us, id"))?;
+            let rows = statement.query_map([], key_from_row)?;
+            rows.map(|row| row?).collect()
+        })
+        .await
+    }
+
+    pub async fn active_api_key_by_hash(&self, sha256: String) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE sha256 = ?1 AND revoked_at_us IS NULL"
+                ))?
+                .query_row([sha256], key_from_row)
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
+    pub async fn revoke_api_key(&self, id: String, at: Timestamp) -> Result<bool, StoreError> {
+        self.write(move |connection| {
+            let changed = connection.execute(
+                "UPDATE api_keys SET revoked_at_us = ?2 WHERE id = ?1 AND revoked_at_us IS NULL",
+                params![id, at.as_microsecond()],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    pub async fn put_app(&self, app: InstalledApp) -> Result<(), StoreError> {
+        self.write(move |connection| {
+            connection.execute(
+                "INSERT INTO installed_apps (app, definition, installed_at_us) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (app) DO UPDATE SET definition = excluded.definition, installed_at_us = excluded.installed_at_us",
+                params![app.app, app.definition, app.installed_at.as_microsecond()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn apps(&self) -> Result<Vec<InstalledApp>, StoreError> {
+        self.read(|connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT app, definition, installed_at_us FROM installed_apps ORDER BY app")?;
+            let rows = statement
+                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?)))?;
+            rows.map(|row| {
+                let (app, definition, installed_at_us) = row?;
+                Ok(InstalledApp { app, definition, installed_at: timestamp(installed_at_us)? })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    pub async fn delete_app(&self, app: String) -> Result<bool, StoreError> {
+        self.write(move |connection| Ok(connection.execute("DELETE FROM installed_apps WHERE app = ?1", [app])? == 1))
+            .await
+    }
+
+    pub async fn setting(&self, key: String) -> Result<Option<String>, StoreError> {
+        self.read(move |connection| {
+            Ok(connection.query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| row.get(0)).optional()?)
+        })
+        .await
+    }
+
+    pub async fn put_setting_if_absent(&self, key: String, value: String) -> Result<String, StoreError> {
+        self.write(move |connection| {
+            connection.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                params![key, value],
+            )?;
+            Ok(connection.query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| row.get(0))?)
+        })
+        .await
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|connection| Ok(connection.query_row("SELECT 1", [], |_| Ok(()))?)).await?;
+        self.write(|_| Ok(())).await
+    }
+}
+
+fn open_writer(path: &std::path::Path) -> Result<Connection, StoreError> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .map_err(|error| StoreError::Unavailable(format!("cannot create {}: {error}", parent.display())))?;
+    }
+    let mut connection = Connection::open(path)
+        .map_err(|error| StoreError::Unavailable(format!("cannot open {}: {error}", path.display())))?;
+    configure(&connection)?;
+    migrate(&mut connection)?;
+    Ok(connection)
+}
+
+fn open_reader(path: &std::path::Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|error| StoreError::Unavailable(format!("cannot open {}: {error}", path.display())))?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(connection)
+}
+
+/// The writer thread's loop: take all queued jobs, run them in one transaction, commit, answer.
+fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = Vec::with_capacity(16);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("hookgate_store_commit_batch_size").record(batch.len() as f64);
+        let commit = run_batch(connection, &mut batch);
+        if let Err(error) = &commit {
+            tracing::error!(error = %error, jobs = batch.len(), "A store transaction failed; its writers get an error.");
+        }
+        for job in batch {
+            job.finish(commit.clone());
+        }
+    }
+}
+
+fn run_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    for job in batch.iter_mut() {
+        job.run(connection);
+    }
+    if let Err(error) = connection.execute_batch("COMMIT") {
+        let _ = connection.execute_batch("ROLLBACK");
+        return Err(error.into());
+    }
+    Ok(())
+}
+
+fn append_one(connection: &Connection, new: &NewEvent) -> Result<Appended, StoreError> {
+    if let Some(key) = &new.idempotency_key {
+        let existing: Option<String> = connection
+            .prepare_cached("SELECT id FROM events WHERE idempotency_scope = ?1 AND idempotency_key = ?2")?
+            .query_row([&key.scope, &key.key], |row| row.get(0))
+            .optional()?;
+        if let Some(id) = existing {
+            connection
+                .prepare_cached("UPDATE events SET receive_count = receive_count + 1 WHERE id = ?1")?
+                .execute([&id])?;
+            return Ok(Appended { id, duplicate: true });
+        }
+    }
+    let event = &new.event;
+    let source = serde_json::to_string(&event.source).map_err(|e| StoreError::Database(e.to_string()))?;
+    let data = serde_json::to_string(&event.data).map_err(|e| StoreError::Database(e.to_string()))?;
+    connection
+        .prepare_cached(
+            "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, raw_body,
+                                 idempotency_scope, idempotency_key, receive_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?
+        .execute(params![
+            event.id,
+            event.name,
+            event.app,
+            event.hook_type.as_str(),
+            event.received_at.as_microsecond(),
+            source,
+            data,
+            new.raw_body.as_ref(),
+            new.idempotency_key.as_ref().map(|k| &k.scope),
+            new.idempotency_key.as_ref().map(|k| &k.key),
+            event.receive_count,
+        ])?;
+    Ok(Appended { id: event.id.clone(), duplicate: false })
+}
+
+const EVENT_COLUMNS: &str = "id, name, app, hook_type, received_at_us, source, data, receive_count";
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
+    let hook_type: String = row.get(3)?;
+    let received_at_us: i64 = row.get(4)?;
+    let source: String = row.get(5)?;
+    let data: String = row.get(6)?;
+    let id: String = row.get(0)?;
+    let name: String = row.get(1)?;
+    let app: String = row.get(2)?;
+    let receive_count: u32 = row.get(7)?;
+    Ok((|| {
+        Ok(Event {
+            id,
+            name,
+            app,
+            hook_type: HookType::parse(&hook_type)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown hook type {hook_type:?}")))?,
+            received_at: timestamp(received_at_us)?,
+            source: serde_json::from_str(&source).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            receive_count,
+        })
+    })())
+}
+
+const KEY_COLUMNS: &str = "id, name, prefix, sha256, apps, created_at_us, revoked_at_us";
+
+fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ApiKeyRecord, StoreError>> {
+    let id: String = row.get(0)?;
+    let name: String = row.get(1)?;
+    let prefix: String = row.get(2)?;
+    let sha256: String = row.get(3)?;
+    let apps: Option<String> = row.get(4)?;
+    let created_at_us: i64 = row.get(5)?;
+    let revoked_at_us: Option<i64> = row.get(6)?;
+    Ok((|| {
+        Ok(ApiKeyRecord {
+            id,
+            name,
+            prefix,
+            sha256,
+            apps: apps
+                .map(|apps| serde_json::from_str(&apps).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .transpose()?,
+            created_at: timestamp(created_at_us)?,
+            revoked_at: revoked_at_us.map(timestamp).transpose()?,
+        })
+    })())
+}
+
+fn timestamp(microseconds: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_microsecond(microseconds).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn list_events(connection: &Connection, query: &EventQuery) -> Result<EventPage, StoreError> {
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let mut bind = |sql: &mut String, clause: &str, value: rusqlite::types::Value| {
+        values.push(value);
+        sql.push_str(&clause.replace('?', &format!("?{}", values.len())));
+    };
+    if let Some(name) = &query.name {
+        bind(&mut sql, " AND name = ?", name.clone().into());
+    }
+    if let Some(app) = &query.app {
+        bind(&mut sql, " AND app = ?", app.clone().into());
+    }
+    if let Some(since) = query.since {
+        bind(&mut sql, " AND received_at_us >= ?", since.as_microsecond().into());
+    }
+    if let Some(until) = query.until {
+        bind(&mut sql, " AND received_at_us < ?", until.as_microsecond().into());
+    }
+    if let Some(before) = &query.before_id {
+        bind(&mut sql, " AND id < ?", before.clone().into());
+    }
+    let limit = query.limit.max(1);
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", limit + 1));
+    let mut statement = connection.prepare_cached(&sql)?;
+    let mut events = statement
+        .query_map(rusqlite::params_from_iter(values), event_from_row)?
+        .map(|row| row?)
+        .collect::<Result<Vec<Event>, StoreError>>()?;
+    let next_cursor = if events.len() > limit {
+        events.truncate(limit);
+        events.last().map(|event| event.id.clone())
+    } else {
+        None
+    };
+    Ok(EventPage { events, next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open_in(dir: &tempfile::TempDir) -> crate::store::Store {
+        crate::store::Store::Sqlite(SqliteStore::open(dir.path().join("hookgate.db")).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn sqlite_passes_the_store_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_in(&dir).await;
+        crate::store::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_keeps_everything_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_in(&dir).await;
+        let tokens = store.hook_tokens(vec!["a.b".into()]).await.unwrap();
+        let appended = store.append_events(vec![crate::store::conformance::sample_event("a.b", "app")]).await.unwrap();
+        drop(store);
+        let reopened = open_in(&dir).await;
+        assert_eq!(reopened.hook_tokens(vec!["a.b".into()]).await.unwrap(), tokens);
+        assert!(reopened.event(&appended[0].id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn sqlite_runs_in_wal_mode_with_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookgate.db");
+        let _store = SqliteStore::open(path.clone()).await.unwrap();
+        let connection = Connection::open(&path).unwrap();
+        let mode: String = connection.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let writer = open_writer(&path).unwrap();
+        let synchronous: i64 = writer.query_row("PRAGMA synchronous", [], |row| row.get(0)).unwrap();
+        assert_eq!(synchronous, 2, "synchronous=FULL");
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_share_group_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_in(&dir).await;
+        let writes = (0..200).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store.append_events(vec![crate::store::conformance::sample_event(&format!("n.{i}"), "app")]).await
+            })
+        });
+        for write in writes {
+            write.await.unwrap().unwrap();
+        }
+        let page = store.list_events(EventQuery { limit: 1000, ..Default::default() }).await.unwrap();
+        assert_eq!(page.events.len(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_does_not_undo_others_in_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_in(&dir).await;
+        let crate::store::Store::Sqlite(sqlite) = store.clone();
+        let failing = sqlite.write(|connection| {
+            connection.execute("INSERT INTO settings (key, value) VALUES ('x', 'partial')", [])?;
+            Err::<(), _>(StoreError::Database("deliberate".into()))
+        });
+        let succeeding = store.put_setting_if_absent("y", "kept");
+        let (failed, succeeded) = tokio::join!(failing, succeeding);
+        assert!(failed.is_err());
+        assert_eq!(succeeded.unwrap(), "kept");
+        assert_eq!(store.setting("x").await.unwrap(), None, "the failed job's insert was rolled back");
+    }
+}
