@@ -721,6 +721,7 @@ mod tests {
         check(
             &[document("a.json", a), document("b.json", b)],
             &[
+                "b.json: /hooks/1/eventName: warning: eventName \"kustomer.app.a.x\" does not start with \"kustomer.app.b.\", so it will not be routed to workflows",
                 "b.json: /hooks/1/eventName: eventName \"kustomer.app.a.x\" is already used at a.json: /hooks/0/eventName (event names are globally unique)",
             ],
         );
