@@ -58,6 +58,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("the hook definitions are invalid")]
     Definitions(#[source] ReloadError),
+    #[error("cannot watch the definitions folder: {0}")]
+    Watch(String),
     #[error("cannot read the listener address: {0}")]
     Listener(#[from] std::io::Error),
 }
@@ -89,6 +91,7 @@ pub async fn admin_token(store: &Store, config: &Config) -> Result<(String, Admi
 /// A gateway ready to serve: store open, catalog loaded.
 pub struct Gateway {
     state: Arc<AppState>,
+    watch: definitions::watch::DefinitionWatch,
 }
 
 impl Gateway {
@@ -97,6 +100,8 @@ impl Gateway {
         let metrics = telemetry::metrics_handle();
         let store = Store::open(&config.store()).await?;
         let (admin_token_sha256, admin_token) = admin_token(&store, &config).await?;
+        let watch = definitions::watch::DefinitionWatch::start(&config.definitions, config.watch_definitions)
+            .map_err(|error| StartError::Watch(error.to_string()))?;
         let (catalog, reloaded) =
             CatalogManager::start(store.clone(), config.catalog()).await.map_err(StartError::Definitions)?;
         for warning in &reloaded.warnings {
@@ -111,7 +116,7 @@ impl Gateway {
             admin_token_sha256,
             metrics,
         };
-        Ok((Gateway { state: Arc::new(state) }, admin_token))
+        Ok((Gateway { state: Arc::new(state), watch }, admin_token))
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -129,17 +134,7 @@ impl Gateway {
         let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
             let _ = receiver.wait_for(|stop| *stop).await;
         };
-        let watch = definitions::watch::watch(
-            state.catalog.clone(),
-            state.config.definitions.clone(),
-            state.config.watch_definitions,
-            stopped(stop_rx.clone()),
-        );
-        let watcher = tokio::spawn(async move {
-            if let Err(error) = watch.await {
-                tracing::error!(%error, "Hook definitions will not reload on change: the folder cannot be watched.");
-            }
-        });
+        let watcher = tokio::spawn(self.watch.run(state.catalog.clone(), stopped(stop_rx.clone())));
         let router = axum::Router::new()
             .route("/h/{token}", axum::routing::any(ingress::hooks::receive))
             .merge(api::router(state.clone()))

@@ -20,42 +20,51 @@ enum Trigger {
     Hangup,
 }
 
-/// Watches the folder and SIGHUP until `shutdown` resolves. Returns an error only when the
-/// watch cannot be set up.
-pub async fn watch(
-    manager: Arc<CatalogManager>,
-    folder: std::path::PathBuf,
-    watch_folder: bool,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), notify::Error> {
-    let (changes_tx, mut changes) = mpsc::unbounded_channel::<()>();
-    let _watcher = if watch_folder {
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event
-                && !event.kind.is_access()
-            {
-                let _ = changes_tx.send(());
-            }
-        })?;
-        watcher.watch(&folder, RecursiveMode::Recursive)?;
-        Some(watcher)
-    } else {
-        None
-    };
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|error| notify::Error::generic(&format!("cannot listen for SIGHUP: {error}")))?;
-    tokio::pin!(shutdown);
-    loop {
-        let trigger = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            Some(()) = changes.recv() => {
-                // Let the burst of events from one save settle before reading the folder.
-                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {}
-                Trigger::FolderChanged
-            }
-            Some(()) = hangups.recv() => Trigger::Hangup,
+/// The sources of reloads, set up before the first catalog is loaded so that no change made
+/// after start-up can be missed.
+pub struct DefinitionWatch {
+    _watcher: Option<notify::RecommendedWatcher>,
+    changes: mpsc::UnboundedReceiver<()>,
+    hangups: tokio::signal::unix::Signal,
+}
+
+impl DefinitionWatch {
+    /// Starts watching `folder` (when `watch_folder`) and SIGHUP. Must run inside a tokio runtime.
+    pub fn start(folder: &std::path::Path, watch_folder: bool) -> Result<DefinitionWatch, notify::Error> {
+        let (changes_tx, changes) = mpsc::unbounded_channel::<()>();
+        let watcher = if watch_folder {
+            let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event
+                    && !event.kind.is_access()
+                {
+                    let _ = changes_tx.send(());
+                }
+            })?;
+            watcher.watch(folder, RecursiveMode::Recursive)?;
+            Some(watcher)
+        } else {
+            None
         };
-        reload_and_log(&manager, trigger).await;
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|error| notify::Error::generic(&format!("cannot listen for SIGHUP: {error}")))?;
+        Ok(DefinitionWatch { _watcher: watcher, changes, hangups })
+    }
+
+    /// Reloads on every change or SIGHUP until `shutdown` resolves.
+    pub async fn run(mut self, manager: Arc<CatalogManager>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let trigger = tokio::select! {
+                _ = &mut shutdown => return,
+                Some(()) = self.changes.recv() => {
+                    // Let the burst of events from one save settle before reading the folder.
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, self.changes.recv()).await {}
+                    Trigger::FolderChanged
+                }
+                Some(()) = self.hangups.recv() => Trigger::Hangup,
+            };
+            reload_and_log(&manager, trigger).await;
+        }
     }
 }
 

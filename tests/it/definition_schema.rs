@@ -36,10 +36,8 @@ fn project_path(relative: &str) -> PathBuf {
 }
 
 fn read_json(path: &Path) -> Value {
-    let text = fs::read_to_string(path)
-        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
-    serde_json::from_str(&text)
-        .unwrap_or_else(|error| panic!("{} is not JSON: {error}", path.display()))
+    let text = fs::read_to_string(path).unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{} is not JSON: {error}", path.display()))
 }
 
 fn schema() -> Value {
@@ -47,18 +45,11 @@ fn schema() -> Value {
 }
 
 fn errors(definition: &Value) -> Vec<ValidationError<'static>> {
-    VALIDATOR
-        .iter_errors(definition)
-        .map(ValidationError::to_owned)
-        .collect()
+    VALIDATOR.iter_errors(definition).map(ValidationError::to_owned).collect()
 }
 
 fn describe(errors: &[ValidationError<'_>]) -> String {
-    errors
-        .iter()
-        .map(|error| format!("{}: {error}", error.instance_path))
-        .collect::<Vec<_>>()
-        .join("\n")
+    errors.iter().map(|error| format!("{}: {error}", error.instance_path)).collect::<Vec<_>>().join("\n")
 }
 
 /// An app holding one hook, so that only the hook decides whether the definition is valid.
@@ -69,11 +60,7 @@ fn app_with_hook(hook: Value) -> Value {
 #[track_caller]
 fn check_valid(definition: &Value) {
     let errors = errors(definition);
-    assert!(
-        errors.is_empty(),
-        "expected a valid definition, got:\n{}",
-        describe(&errors)
-    );
+    assert!(errors.is_empty(), "expected a valid definition, got:\n{}", describe(&errors));
 }
 
 /// Asserts that `hook` is rejected with an error at `pointer` whose kind satisfies `expected`.
@@ -81,9 +68,7 @@ fn check_valid(definition: &Value) {
 fn check_rejected(hook: Value, pointer: &str, expected: impl Fn(&ValidationErrorKind) -> bool) {
     let errors = errors(&app_with_hook(hook));
     assert!(
-        errors
-            .iter()
-            .any(|error| error.instance_path.as_str() == pointer && expected(&error.kind)),
+        errors.iter().any(|error| error.instance_path.as_str() == pointer && expected(&error.kind)),
         "expected a matching error at {pointer}, got:\n{}",
         describe(&errors)
     );
@@ -92,19 +77,10 @@ fn check_rejected(hook: Value, pointer: &str, expected: impl Fn(&ValidationError
 #[test]
 fn schema_is_a_valid_draft_2020_12_schema() {
     let schema = schema();
-    assert_eq!(
-        schema["$schema"],
-        "https://json-schema.org/draft/2020-12/schema"
-    );
-    assert_eq!(
-        schema["$id"],
-        "https://hookgate.dev/schema/hook-definition.schema.json"
-    );
+    assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(schema["$id"], "https://hookgate.dev/schema/hook-definition.schema.json");
     if let Err(error) = jsonschema::draft202012::meta::validate(&schema) {
-        panic!(
-            "the schema fails the 2020-12 meta-schema at {}: {error}",
-            error.instance_path
-        );
+        panic!("the schema fails the 2020-12 meta-schema at {}: {error}", error.instance_path);
     }
     // Compiling also checks that every pattern is a valid regular expression.
     LazyLock::force(&VALIDATOR);
@@ -118,9 +94,7 @@ fn schema_accepts_its_own_examples() {
     for example in examples {
         check_valid(example);
     }
-    let hook_examples = schema["$defs"]["hook"]["examples"]
-        .as_array()
-        .expect("hook-level examples");
+    let hook_examples = schema["$defs"]["hook"]["examples"].as_array().expect("hook-level examples");
     for hook in hook_examples {
         check_valid(&app_with_hook(hook.clone()));
     }
@@ -129,22 +103,13 @@ fn schema_accepts_its_own_examples() {
 #[test]
 fn schema_accepts_every_shipped_definition() {
     let folder = project_path("hook-definitions");
-    let entries = fs::read_dir(&folder)
-        .unwrap_or_else(|error| panic!("cannot list {}: {error}", folder.display()));
+    let entries = fs::read_dir(&folder).unwrap_or_else(|error| panic!("cannot list {}: {error}", folder.display()));
     let mut checked = Vec::new();
     for entry in entries {
         let path = entry.expect("a readable folder entry").path();
-        if path
-            .extension()
-            .is_some_and(|extension| extension == "json")
-        {
+        if path.extension().is_some_and(|extension| extension == "json") {
             let errors = errors(&read_json(&path));
-            assert!(
-                errors.is_empty(),
-                "{} does not match the schema:\n{}",
-                path.display(),
-                describe(&errors)
-            );
+            assert!(errors.is_empty(), "{} does not match the schema:\n{}", path.display(), describe(&errors));
             checked.push(path);
         }
     }
@@ -228,14 +193,10 @@ fn schema_rejects_unknown_hook_type() {
 
 #[test]
 fn schema_rejects_hook_without_event_name() {
-    check_rejected(
-        json!({ "displayEventName": "Order Update Event", "type": "form" }),
-        "/hooks/0",
-        |kind| {
-            matches!(kind, ValidationErrorKind::Required { property }
+    check_rejected(json!({ "displayEventName": "Order Update Event", "type": "form" }), "/hooks/0", |kind| {
+        matches!(kind, ValidationErrorKind::Required { property }
                 if property == "eventName")
-        },
-    );
+    });
 }
 
 #[test]
@@ -315,11 +276,9 @@ fn schema_rejects_event_name_with_empty_segment() {
 #[test]
 fn schema_rejects_event_name_over_200_characters() {
     let long_name = format!("kustomer.app.ecommstore.{}", "a".repeat(200));
-    check_rejected(
-        json!({ "eventName": long_name, "type": "form" }),
-        "/hooks/0/eventName",
-        |kind| matches!(kind, ValidationErrorKind::MaxLength { limit: 200 }),
-    );
+    check_rejected(json!({ "eventName": long_name, "type": "form" }), "/hooks/0/eventName", |kind| {
+        matches!(kind, ValidationErrorKind::MaxLength { limit: 200 })
+    });
 }
 
 #[test]

@@ -1,0 +1,268 @@
+//! The command line of the same binary: `check`, `hooks`, `keys`, `events`, and `serve`
+//! refusing invalid definitions. Commands run against a gateway's folder and database while
+//! the gateway runs.
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs the binary in `dir` with only these arguments, failing the test after `timeout`.
+fn hookgate_in(dir: &Path, args: &[&str], timeout: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .current_dir(dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().expect("the binary can be waited for").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!("hookgate {args:?} still ran after {timeout:?}; stderr:\n{}", stderr(&output));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A temporary folder holding these definition files.
+fn definitions_folder(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+const INVALID_FILE: &str = r#"{
+  "app": "shop",
+  "version": "1",
+  "hooks": [
+    {"eventName": "kustomer.app.shop.sms", "type": "sms"},
+    {"eventName": "kustomer.app.shop.order", "type": "form", "colour": "red"},
+    {"type": "web"}
+  ]
+}"#;
+
+const INVALID_FILE_DIAGNOSTICS: &[&str] = &[
+    "file.json: /hooks/0/type: unknown hook type \"sms\", expected form, web or email",
+    "file.json: /hooks/1/colour: unknown hook property \"colour\"",
+    "file.json: /hooks/2: missing required property \"eventName\"",
+];
+
+/// Posts JSON to a form hook and returns the new event's id.
+async fn post_form(gateway: &Gateway, event_name: &str, body: Value) -> String {
+    let response = gateway.http.post(gateway.hook_url(event_name).await).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+async fn post_with_key(gateway: &Gateway, event_name: &str, key: &str) -> reqwest::Response {
+    let url = gateway.hook_url(event_name).await;
+    gateway.http.post(url).header("x-api-key", key).json(&json!({"from": "cli key"})).send().await.unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// check
+
+#[test]
+fn check_accepts_the_shipped_definitions() {
+    let cwd = tempfile::tempdir().unwrap();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/hook-definitions");
+    let output = hookgate_in(cwd.path(), &["check", shipped], Duration::from_secs(30));
+    assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
+    assert!(stdout(&output).contains("1 apps, 1 hooks, valid (0 warnings)"), "{}", stdout(&output));
+}
+
+#[test]
+fn check_reports_every_error_with_its_file_and_pointer() {
+    let cwd = tempfile::tempdir().unwrap();
+    let folder = definitions_folder(&[
+        ("file.json", INVALID_FILE),
+        ("broken.json", "{\"app\": "),
+        (
+            "good.json",
+            r#"{"app": "good", "version": "1", "hooks": [{"eventName": "kustomer.app.good.x", "type": "form"}]}"#,
+        ),
+    ]);
+    let output = hookgate_in(cwd.path(), &["check", folder.path().to_str().unwrap()], Duration::from_secs(30));
+    let printed = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{printed}{}", stderr(&output));
+    for expected in INVALID_FILE_DIAGNOSTICS {
+        assert!(printed.lines().any(|line| line.starts_with(expected)), "no line {expected:?} in:\n{printed}");
+    }
+    assert!(
+        printed.lines().any(|line| line.starts_with("broken.json: malformed JSON at line 1 column 8")),
+        "{printed}"
+    );
+    assert!(printed.contains("invalid: 4 errors, 0 warnings"), "{printed}");
+}
+
+#[test]
+fn check_passes_definitions_with_warnings_only() {
+    let cwd = tempfile::tempdir().unwrap();
+    let folder = definitions_folder(&[(
+        "loose.json",
+        r#"{"app": "loose", "version": "1", "hooks": [{"eventName": "loose.order.created", "type": "form"}]}"#,
+    )]);
+    let output = hookgate_in(cwd.path(), &["check", folder.path().to_str().unwrap()], Duration::from_secs(30));
+    let printed = stdout(&output);
+    assert!(output.status.success(), "{printed}{}", stderr(&output));
+    assert!(printed.contains("loose.json: /hooks/0/eventName: warning: "), "{printed}");
+    assert!(printed.contains("1 apps, 1 hooks, valid (1 warnings)"), "{printed}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// hooks
+
+#[tokio::test]
+async fn hooks_prints_a_table_of_every_hook_with_its_url() {
+    let gateway = Gateway::start().await;
+    let output = gateway.cli(&["hooks", "--public-url", &gateway.base]);
+    let printed = stdout(&output);
+    assert!(output.status.success(), "{printed}{}", stderr(&output));
+    let directory = gateway.admin_json("/api/hooks").await;
+    for hook in directory["data"].as_array().unwrap() {
+        let name = hook["eventName"].as_str().unwrap();
+        let row = printed.lines().find(|line| line.contains(&format!(" {name} "))).unwrap_or_else(|| {
+            panic!("no row for {name} in:\n{printed}");
+        });
+        assert!(row.contains(&format!(" {} ", hook["type"].as_str().unwrap())), "{row}");
+        if let Some(url) = hook["url"].as_str() {
+            assert!(row.contains(url), "{name}: {url} is not in the row {row:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn hooks_json_lists_the_same_urls_as_the_api() {
+    let gateway = Gateway::start().await;
+    let output = gateway.cli(&["hooks", "--json", "--public-url", &gateway.base]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("hooks --json prints JSON");
+    let directory = gateway.admin_json("/api/hooks").await;
+    assert_eq!(printed, directory["data"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// keys
+
+#[tokio::test]
+async fn a_key_created_for_one_app_opens_only_that_apps_web_hooks() {
+    let gateway = Gateway::start().await;
+    let output = gateway.cli(&["keys", "create", "--name", "x", "--app", "shop"]);
+    let printed = stdout(&output);
+    assert!(output.status.success(), "{printed}{}", stderr(&output));
+    assert_eq!(printed.matches("hgk_").count(), 1, "the key is printed once:\n{printed}");
+    let key = printed.lines().find_map(|line| line.strip_prefix("key: ")).expect("a key line").trim().to_owned();
+    assert!(key.starts_with("hgk_"), "{key}");
+    let id = printed.lines().find_map(|line| line.strip_prefix("id:")).expect("an id line").trim().to_owned();
+    assert!(stderr(&output).contains("only this once"), "{}", stderr(&output));
+
+    assert_eq!(post_with_key(&gateway, ORDER_SYNC, &key).await.status(), 202);
+    let (code, _) = error_code(post_with_key(&gateway, LEAD_CREATED, &key).await, 403).await;
+    assert_eq!(code, "api_key_out_of_scope");
+
+    let output = gateway.cli(&["keys", "list"]);
+    let listed = stdout(&output);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let row = listed.lines().find(|line| line.contains(&id)).unwrap_or_else(|| panic!("{id} not in:\n{listed}"));
+    assert!(row.contains(" x ") && row.contains(" shop "), "{row}");
+    assert!(!listed.contains(&key[12..]), "the key text is listed:\n{listed}");
+
+    let output = gateway.cli(&["keys", "revoke", &id]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (code, _) = error_code(post_with_key(&gateway, ORDER_SYNC, &key).await, 401).await;
+    assert_eq!(code, "invalid_api_key");
+
+    let output = gateway.cli(&["keys", "revoke", &id]);
+    assert!(!output.status.success(), "revoking twice succeeded");
+    assert!(stderr(&output).contains("no active key"), "{}", stderr(&output));
+}
+
+// ---------------------------------------------------------------------------------------------
+// events
+
+#[tokio::test]
+async fn events_list_pages_from_the_newest_with_a_cursor_line() {
+    let gateway = Gateway::start().await;
+    let older = post_form(&gateway, ORDER_UPDATE, json!({"n": 1})).await;
+    let newer = post_form(&gateway, ORDER_UPDATE, json!({"n": 2})).await;
+    let other = post_form(&gateway, CONTACT_FORM, json!({"n": 3})).await;
+
+    let output = gateway.cli(&["events", "list", "--name", ORDER_UPDATE, "--limit", "1"]);
+    let printed = stdout(&output);
+    assert!(output.status.success(), "{printed}{}", stderr(&output));
+    assert!(printed.contains(&newer), "{printed}");
+    assert!(!printed.contains(&older), "{printed}");
+    assert!(!printed.contains(&other), "{printed}");
+    let cursor = printed
+        .lines()
+        .find_map(|line| line.split_once("--cursor ").map(|(_, cursor)| cursor.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no --cursor line in:\n{printed}"));
+
+    let output = gateway.cli(&["events", "list", "--name", ORDER_UPDATE, "--limit", "1", "--cursor", &cursor]);
+    let printed = stdout(&output);
+    assert!(output.status.success(), "{printed}{}", stderr(&output));
+    assert!(printed.contains(&older), "{printed}");
+    assert!(!printed.contains(&newer), "{printed}");
+    assert!(!printed.contains("--cursor"), "the last page offers more:\n{printed}");
+}
+
+#[tokio::test]
+async fn events_show_prints_the_event_as_json() {
+    let gateway = Gateway::start().await;
+    let id = post_form(&gateway, ORDER_UPDATE, json!({"order": {"id": 9}})).await;
+    let output = gateway.cli(&["events", "show", &id]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("events show prints JSON");
+    assert_eq!(printed, gateway.event(&id).await);
+    assert_eq!(printed["data"], json!({"order": {"id": 9}}));
+}
+
+#[tokio::test]
+async fn events_show_of_an_unknown_id_fails_with_a_clear_message() {
+    let gateway = Gateway::start().await;
+    let output = gateway.cli(&["events", "show", "evt_missing"]);
+    assert!(!output.status.success());
+    assert!(stdout(&output).is_empty(), "{}", stdout(&output));
+    assert!(stderr(&output).contains("no event \"evt_missing\""), "{}", stderr(&output));
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve
+
+#[test]
+fn serve_refuses_invalid_definitions_and_prints_each_diagnostic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("defs")).unwrap();
+    std::fs::write(dir.path().join("defs/file.json"), INVALID_FILE).unwrap();
+    let output = hookgate_in(
+        dir.path(),
+        &["serve", "--http", "127.0.0.1:0", "--definitions", "defs", "--database", "data/hookgate.db"],
+        Duration::from_secs(30),
+    );
+    let printed = stderr(&output);
+    assert!(!output.status.success(), "serve started with invalid definitions:\n{printed}");
+    for expected in INVALID_FILE_DIAGNOSTICS {
+        assert!(printed.lines().any(|line| line.starts_with(expected)), "no line {expected:?} in:\n{printed}");
+    }
+    assert!(printed.contains("refusing to start"), "{printed}");
+    assert!(!stdout(&output).contains("listening"), "{}", stdout(&output));
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real `hookgate` binary on 127.0.0.1 port 0, real HTTP clients, a real
+//! SQLite file. One binary, one module per area; `support` starts and stops gateways.
+
+mod api;
+mod cli;
+mod definition_schema;
+mod durability;
+mod form_hooks;
+mod rejections;
+mod reload;
+mod support;
+mod web_hooks;

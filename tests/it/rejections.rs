@@ -1,0 +1,197 @@
+//! Bad requests get a clear, specific error and create nothing: unknown hook 404, wrong method
+//! 405, unsupported content type 415, malformed body 400 naming the position, body over the
+//! limit 413, slow body 408, slow headers cut off.
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+async fn assert_no_events(gateway: &Gateway) {
+    let events = gateway.admin_json("/api/events").await;
+    assert_eq!(events["data"], json!([]), "a rejected request must store nothing");
+}
+
+#[tokio::test]
+async fn an_unknown_hook_is_404_and_reveals_nothing() {
+    let gateway = Gateway::start().await;
+    let real = gateway.hook_url(ORDER_UPDATE).await;
+    let mut replies = Vec::new();
+    for path in ["/h/not-a-token", "/h/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        let response = gateway.http.post(gateway.url(path)).json(&json!({})).send().await.unwrap();
+        assert_eq!(response.status(), 404);
+        replies.push(response.text().await.unwrap());
+    }
+    let truncated = &real[..real.len() - 1];
+    let response = gateway.http.post(truncated).json(&json!({})).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    replies.push(response.text().await.unwrap());
+    assert!(replies.iter().all(|reply| reply == &replies[0]), "every unknown hook gets the same reply: {replies:?}");
+    assert!(replies[0].contains("hook_not_found"));
+    assert_no_events(&gateway).await;
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_405_with_allow() {
+    let gateway = Gateway::start().await;
+    let url = gateway.hook_url(ORDER_UPDATE).await;
+    for method in [reqwest::Method::GET, reqwest::Method::PUT, reqwest::Method::DELETE] {
+        let response = gateway.http.request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(response.headers()["allow"], "POST, OPTIONS");
+        let (code, message) = error_code(response, 405).await;
+        assert_eq!(code, "method_not_allowed");
+        assert!(message.contains(method.as_str()));
+    }
+    assert_no_events(&gateway).await;
+}
+
+#[tokio::test]
+async fn an_email_hook_has_no_url_to_post_to() {
+    let gateway = Gateway::start().await;
+    let hooks = gateway.admin_json("/api/hooks").await;
+    let mail = hooks["data"].as_array().unwrap().iter().find(|h| h["eventName"] == SHOP_MAIL).unwrap().clone();
+    assert_eq!(mail["url"], Value::Null, "email hooks are not posted to");
+    assert_no_events(&gateway).await;
+}
+
+#[tokio::test]
+async fn an_unsupported_content_type_is_415_naming_what_is_accepted() {
+    let gateway = Gateway::start().await;
+    let url = gateway.hook_url(ORDER_UPDATE).await;
+    let response = gateway.http.post(url).header("content-type", "text/plain").body("hello").send().await.unwrap();
+    let (code, message) = error_code(response, 415).await;
+    assert_eq!(code, "unsupported_media_type");
+    assert!(message.contains("text/plain") && message.contains("application/json"), "{message}");
+    assert_no_events(&gateway).await;
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_naming_line_and_column() {
+    let gateway = Gateway::start().await;
+    let url = gateway.hook_url(ORDER_UPDATE).await;
+    let response = gateway
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .body("{\n  \"order\": 42,\n  \"status\": shipped\n}")
+        .send()
+        .await
+        .unwrap();
+    let (code, message) = error_code(response, 400).await;
+    assert_eq!(code, "malformed_body");
+    assert!(message.starts_with("malformed JSON at line 3 column 13"), "{message}");
+    assert_no_events(&gateway).await;
+}
+
+#[tokio::test]
+async fn an_empty_json_body_is_400() {
+    let gateway = Gateway::start().await;
+    let url = gateway.hook_url(ORDER_UPDATE).await;
+    let response = gateway.http.post(url).header("content-type", "application/json").send().await.unwrap();
+    let (_, message) = error_code(response, 400).await;
+    assert_eq!(message, "request body is empty");
+    assert_no_events(&gateway).await;
+}
+
+#[tokio::test]
+async fn malformed_xml_is_400() {
+    let gateway = Gateway::start().await;
+    let url = gateway.hook_url(ORDER_UPDATE).await;
+    let response = gateway
+        .http
+        .post(url)
+        .header("content-type", "application/xml")
+        .body("<order><id>1</order>")
+        .send()
+        .await
+        .unwrap();
+    let (_, message) = error_code(response, 400).await;
+    assert!(message.starts_with("malformed XML"), "{message}");
+    assert_no_events(&gateway).await;
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_hooks_limit_is_413() {
+    let gateway = Gateway::start().await;
+    let url = gateway.hook_url(SMALL_FORM).await;
+    let body = json!({"text": "x".repeat(100)}).to_string();
+    let response = gateway.http.post(url).header("content-type", "application/json").body(body).send().await.unwrap();
+    let (code, message) = error_code(response, 413).await;
+    assert_eq!(code, "body_too_large");
+    assert!(message.contains("64 bytes"), "{message}");
+    assert_no_events(&gateway).await;
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_413() {
+    let gateway = Gateway::start().await;
+    let url = gateway.hook_url(SMALL_FORM).await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..10).map(|_| Ok(b"0123456789abcdef".to_vec())).collect();
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let response = gateway.http.post(url).header("content-type", "application/json").body(body).send().await.unwrap();
+    let (code, _) = error_code(response, 413).await;
+    assert_eq!(code, "body_too_large");
+    assert_no_events(&gateway).await;
+}
+
+#[tokio::test]
+async fn the_default_limit_is_one_mebibyte() {
+    let gateway = Gateway::start().await;
+    let url = gateway.hook_url(ORDER_UPDATE).await;
+    let just_under = json!({"blob": "x".repeat(1024 * 1024 - 20)}).to_string();
+    assert!(just_under.len() <= 1024 * 1024);
+    let response =
+        gateway.http.post(&url).header("content-type", "application/json").body(just_under).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    let over = json!({"blob": "x".repeat(1024 * 1024)}).to_string();
+    let response = gateway.http.post(&url).header("content-type", "application/json").body(over).send().await.unwrap();
+    assert_eq!(response.status(), 413);
+}
+
+/// Sends raw bytes on a new connection and returns everything the server sends back until it
+/// closes the connection or `wait` passes.
+async fn raw_exchange(gateway: &Gateway, request: &[u8], pause: Duration, rest: &[u8], wait: Duration) -> String {
+    let address = gateway.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    tokio::time::sleep(pause).await;
+    let _ = stream.write_all(rest).await;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut reply)).await;
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[tokio::test]
+async fn a_body_that_arrives_too_slowly_is_408() {
+    let gateway = Gateway::start_with(Options::default().env("HOOKGATE_BODY_TIMEOUT_SECS", "1")).await;
+    let url = gateway.hook_url(ORDER_UPDATE).await;
+    let path = url.trim_start_matches(&gateway.base).to_owned();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"a\":"
+    );
+    let reply = raw_exchange(&gateway, head.as_bytes(), Duration::ZERO, b"", Duration::from_secs(5)).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("body_timeout"));
+    assert_no_events(&gateway).await;
+}
+
+#[tokio::test]
+async fn headers_that_arrive_too_slowly_end_the_connection() {
+    let gateway = Gateway::start_with(Options::default().env("HOOKGATE_HEADER_READ_TIMEOUT_SECS", "1")).await;
+    let url = gateway.hook_url(ORDER_UPDATE).await;
+    let path = url.trim_start_matches(&gateway.base).to_owned();
+    let started = std::time::Instant::now();
+    let first = format!("POST {path} HTTP/1.1\r\nHost: x\r\n");
+    let reply = raw_exchange(
+        &gateway,
+        first.as_bytes(),
+        Duration::from_secs(3),
+        b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(!reply.contains("202"), "a slow client must not be served: {reply}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_no_events(&gateway).await;
+}

@@ -1,0 +1,254 @@
+//! Runs the real `hookgate` binary for a test: a fresh folder of definitions and a fresh
+//! database in a temporary directory, HTTP on 127.0.0.1 port 0, the bound address read from
+//! the line the binary prints. The process is killed when the [`Gateway`] is dropped.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const PARTNER_KEY: &str = "partner-static-key-abcdef";
+
+pub const ORDER_UPDATE: &str = "kustomer.app.shop.order.update";
+pub const CONTACT_FORM: &str = "kustomer.app.shop.contact.form";
+pub const SMALL_FORM: &str = "kustomer.app.shop.small";
+pub const PHOTO_FORM: &str = "kustomer.app.shop.photo";
+pub const ORDER_SYNC: &str = "kustomer.app.shop.order.sync";
+pub const PARTNER_FEED: &str = "kustomer.app.shop.partner.feed";
+pub const SHOP_MAIL: &str = "kustomer.app.shop.mail";
+pub const LEAD_CREATED: &str = "kustomer.app.crm.lead.created";
+
+/// The definitions most tests run with: every hook type and extension.
+pub fn shop_definition() -> Value {
+    json!({
+        "app": "shop",
+        "version": "1.0.0",
+        "title": "Shop",
+        "hooks": [
+            {"eventName": ORDER_UPDATE, "displayEventName": "Order Update", "description": "An order changed", "type": "form"},
+            {"eventName": CONTACT_FORM, "type": "form", "redirectUrl": "https://shop.example/thanks", "allowedOrigins": ["https://shop.example"]},
+            {"eventName": SMALL_FORM, "type": "form", "maxBodyBytes": 64},
+            {"eventName": PHOTO_FORM, "type": "form", "maxFileBytes": 4},
+            {"eventName": ORDER_SYNC, "type": "web"},
+            {"eventName": PARTNER_FEED, "type": "web", "apiKeys": ["${SHOP_PARTNER_KEY}"]},
+            {"eventName": SHOP_MAIL, "type": "email"}
+        ]
+    })
+}
+
+pub fn crm_definition() -> Value {
+    json!({"app": "crm", "version": "2", "hooks": [{"eventName": LEAD_CREATED, "type": "web"}]})
+}
+
+/// How to start a gateway.
+pub struct Options {
+    pub definitions: Vec<(String, Value)>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            definitions: vec![("shop.json".into(), shop_definition()), ("crm.json".into(), crm_definition())],
+            env: vec![("SHOP_PARTNER_KEY".into(), PARTNER_KEY.into())],
+        }
+    }
+}
+
+impl Options {
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+}
+
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub http: reqwest::Client,
+    child: Child,
+    env: Vec<(String, String)>,
+    /// Lines the process printed on stdout, after the listening line.
+    pub stdout: mpsc::Receiver<String>,
+}
+
+impl Gateway {
+    pub async fn start() -> Gateway {
+        Gateway::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("defs")).unwrap();
+        for (name, json) in &options.definitions {
+            std::fs::write(dir.path().join("defs").join(name), serde_json::to_vec_pretty(json).unwrap()).unwrap();
+        }
+        let (child, base, stdout) = spawn(dir.path(), &options.env).await.expect("the gateway starts");
+        Gateway { dir, base, http: client(), child, env: options.env, stdout }
+    }
+
+    pub fn definitions_dir(&self) -> PathBuf {
+        self.dir.path().join("defs")
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("data/hookgate.db")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the binary again on the same folder and database (on a new port).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let (child, base, stdout) = spawn(self.dir.path(), &self.env).await.expect("the gateway restarts");
+        self.child = child;
+        self.base = base;
+        self.stdout = stdout;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap()
+    }
+
+    pub async fn admin_json(&self, path: &str) -> Value {
+        let response = self.admin_get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// The URL of the hook with this event name, from the directory.
+    pub async fn hook_url(&self, event_name: &str) -> String {
+        let hooks = self.admin_json("/api/hooks").await;
+        hooks["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|hook| hook["eventName"] == event_name)
+            .and_then(|hook| hook["url"].as_str())
+            .unwrap_or_else(|| panic!("no hook {event_name} in {hooks}"))
+            .to_owned()
+    }
+
+    /// Issues an API key through the management API and returns its text.
+    pub async fn issue_key(&self, body: Value) -> Value {
+        let response = self.http.post(self.url("/api/keys")).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    pub async fn event(&self, id: &str) -> Value {
+        self.admin_json(&format!("/api/events/{id}")).await
+    }
+
+    /// Runs a CLI command of the same binary on this gateway's folder and database.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(args)
+            .arg("--definitions")
+            .arg(self.definitions_dir())
+            .arg("--database")
+            .arg(self.database())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("the CLI runs")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Starts `hookgate serve` in `dir` and waits for its listening line.
+async fn spawn(dir: &Path, env: &[(String, String)]) -> Result<(Child, String, mpsc::Receiver<String>), String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hookgate"));
+    command
+        .current_dir(dir)
+        .args(["serve", "--http", "127.0.0.1:0", "--definitions", "defs", "--database", "data/hookgate.db"])
+        .env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = command.spawn().map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let lines = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(base) = line.strip_prefix("hookgate: http listening on ") {
+                        return Ok((base.to_owned(), lines_rx));
+                    }
+                }
+                Err(_) => return Err("the gateway printed no listening line".to_owned()),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    match lines {
+        Ok((base, receiver)) => Ok((child, base, receiver)),
+        Err(error) => {
+            let _ = child.kill();
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            Err(format!("{error} ({status})"))
+        }
+    }
+}
+
+/// Waits until `check` is true, polling; fails the test after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The `error.code` of a JSON error reply, checking the status first.
+pub async fn error_code(response: reqwest::Response, status: u16) -> (String, String) {
+    assert_eq!(response.status().as_u16(), status);
+    let body: Value = response.json().await.expect("a JSON error body");
+    (body["error"]["code"].as_str().unwrap().to_owned(), body["error"]["message"].as_str().unwrap().to_owned())
+}
