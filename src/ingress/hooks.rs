@@ -211,9 +211,13 @@ async fn handle(state: &AppState, hook: &Hook, cors: &Cors, request: Request) ->
         },
     )?;
     let new_event = normalize(hook.identity(), &meta, data, body, jiff::Timestamp::now());
-    let event = new_event.event.clone();
+    let received_at = new_event.event.received_at;
     let appended = state.store.append_events(vec![new_event]).await.map_err(IngressError::Store)?;
-    let id = appended.into_iter().next().map(|a| a.id).unwrap_or(event.id);
+    let id = appended
+        .into_iter()
+        .next()
+        .map(|appended| appended.id)
+        .ok_or_else(|| IngressError::Store(StoreError::Unavailable("the store acknowledged no event".into())))?;
     tracing::Span::current().record("event_id", id.as_str());
     if let Some(redirect) = &definition.redirect_url
         && payload::is_html_form_content_type(content_type.as_deref())
@@ -224,7 +228,7 @@ async fn handle(state: &AppState, hook: &Hook, cors: &Cors, request: Request) ->
         }
         return Ok(response);
     }
-    let body = json!({"id": id, "name": event.name, "receivedAt": event.received_at});
+    let body = json!({"id": id, "name": definition.event_name, "receivedAt": received_at});
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 

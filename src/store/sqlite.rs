@@ -234,7 +234,9 @@ impl SqliteStore {
     }
 
     pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
-        self.write(move |connection| events.iter().map(|event| append_one(connection, event)).collect()).await
+        // Serialize here, on the caller's task, so the single writer thread only writes.
+        let rows = events.into_iter().map(EventRow::new).collect::<Result<Vec<_>, _>>()?;
+        self.write(move |connection| rows.iter().map(|row| append_one(connection, row)).collect()).await
     }
 
     pub async fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
@@ -462,7 +464,23 @@ fn run_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result
     Ok(())
 }
 
-fn append_one(connection: &Connection, new: &NewEvent) -> Result<Appended, StoreError> {
+/// An event ready for INSERT: its JSON columns already serialized.
+struct EventRow {
+    new: NewEvent,
+    source: String,
+    data: String,
+}
+
+impl EventRow {
+    fn new(new: NewEvent) -> Result<EventRow, StoreError> {
+        let source = serde_json::to_string(&new.event.source).map_err(|e| StoreError::Database(e.to_string()))?;
+        let data = serde_json::to_string(&new.event.data).map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(EventRow { new, source, data })
+    }
+}
+
+fn append_one(connection: &Connection, row: &EventRow) -> Result<Appended, StoreError> {
+    let EventRow { new, source, data } = row;
     if let Some(key) = &new.idempotency_key {
         let existing: Option<String> = connection
             .prepare_cached("SELECT id FROM events WHERE idempotency_scope = ?1 AND idempotency_key = ?2")?
@@ -476,8 +494,6 @@ fn append_one(connection: &Connection, new: &NewEvent) -> Result<Appended, Store
         }
     }
     let event = &new.event;
-    let source = serde_json::to_string(&event.source).map_err(|e| StoreError::Database(e.to_string()))?;
-    let data = serde_json::to_string(&event.data).map_err(|e| StoreError::Database(e.to_string()))?;
     connection
         .prepare_cached(
             "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, raw_body,

@@ -619,6 +619,27 @@ async fn deleting_an_installed_app_takes_its_hooks_out_of_service() {
 }
 
 #[tokio::test]
+async fn a_deletion_refused_for_an_invalid_definitions_folder_leaves_the_app_installed() {
+    let gateway = Gateway::start().await;
+    assert_eq!(install(&gateway, blog_app()).await.status(), 201);
+    let broken = gateway.definitions_dir().join("broken.json");
+    std::fs::write(&broken, "{\"app\": ").unwrap();
+
+    let response = admin(&gateway, Method::DELETE, "/api/apps/blog", None).await;
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["diagnostics"][0]["origin"], "broken.json", "{body}");
+    assert!(app_names(&gateway).await.contains(&"blog".to_owned()));
+
+    // Once the folder is valid again, the app whose deletion was refused is still installed.
+    std::fs::remove_file(&broken).unwrap();
+    let response = admin(&gateway, Method::POST, "/api/definitions/reload", None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(app_names(&gateway).await, ["blog", "crm", "shop"], "the refused deletion removed the app");
+    post_form(&gateway, BLOG_COMMENT, json!({"still": "here"})).await;
+}
+
+#[tokio::test]
 async fn file_apps_cannot_be_deleted_and_unknown_apps_are_not_found() {
     let gateway = Gateway::start().await;
     let (code, message) = error_code(admin(&gateway, Method::DELETE, "/api/apps/shop", None).await, 409).await;

@@ -195,3 +195,22 @@ async fn headers_that_arrive_too_slowly_end_the_connection() {
     assert!(started.elapsed() < Duration::from_secs(8));
     assert_no_events(&gateway).await;
 }
+
+#[tokio::test]
+async fn when_the_store_cannot_commit_the_client_gets_503_and_no_acknowledgement() {
+    let gateway = Gateway::start().await;
+    let url = gateway.hook_url(ORDER_UPDATE).await;
+    // Another process holds the database's write lock longer than the gateway waits for it.
+    let locker = rusqlite::Connection::open(gateway.database()).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let response = gateway.http.post(&url).json(&json!({"lost": false})).send().await.unwrap();
+    assert_eq!(response.headers()["retry-after"], "5");
+    let (code, message) = error_code(response, 503).await;
+    assert_eq!(code, "store_unavailable");
+    assert!(!message.contains("database"), "internal causes are logged, not sent: {message}");
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    assert_no_events(&gateway).await;
+    let retried = gateway.http.post(&url).json(&json!({"lost": false})).send().await.unwrap();
+    assert_eq!(retried.status(), 202, "the sender's retry succeeds once the store recovers");
+}
