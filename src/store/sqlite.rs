@@ -275,19 +275,13 @@ impl SqliteStore {
     pub async fn hook_tokens(&self, event_names: Vec<String>) -> Result<HashMap<String, String>, StoreError> {
         self.write(move |connection| {
             let mut tokens = HashMap::with_capacity(event_names.len());
-            let mut select = connection.prepare_cached("SELECT token FROM hook_tokens WHERE event_name = ?1")?;
+            // INSERT OR IGNORE keeps the first token when another process creates one at the same time.
             let mut insert =
-                connection.prepare_cached("INSERT INTO hook_tokens (event_name, token) VALUES (?1, ?2)")?;
+                connection.prepare_cached("INSERT OR IGNORE INTO hook_tokens (event_name, token) VALUES (?1, ?2)")?;
+            let mut select = connection.prepare_cached("SELECT token FROM hook_tokens WHERE event_name = ?1")?;
             for name in event_names {
-                let existing: Option<String> = select.query_row([&name], |row| row.get(0)).optional()?;
-                let token = match existing {
-                    Some(token) => token,
-                    None => {
-                        let token = crate::secrets::random_token(32);
-                        insert.execute(params![name, token])?;
-                        token
-                    }
-                };
+                insert.execute(params![name, crate::secrets::random_token(32)])?;
+                let token: String = select.query_row([&name], |row| row.get(0))?;
                 tokens.insert(name, token);
             }
             Ok(tokens)
