@@ -77,23 +77,25 @@ impl IntoResponse for ApiError {
 
 /// The management routes, behind the admin token, plus the unauthenticated probes.
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    // `layer` (not `route_layer`) so that unknown /api paths are behind the token too.
     let api = Router::new()
-        .route("/api/hooks", get(hooks::list))
-        .route("/api/apps", get(apps::list).post(apps::install))
-        .route("/api/apps/{app}", get(apps::show).delete(apps::remove))
-        .route("/api/definitions/reload", post(apps::reload))
-        .route("/api/keys", get(keys::list).post(keys::create))
-        .route("/api/keys/{id}", axum::routing::delete(keys::revoke))
-        .route("/api/events", get(events::list))
-        .route("/api/events/{id}", get(events::show))
-        .route("/api/events/{id}/raw", get(events::raw))
+        .route("/hooks", get(hooks::list))
+        .route("/apps", get(apps::list).post(apps::install))
+        .route("/apps/{app}", get(apps::show).delete(apps::remove))
+        .route("/definitions/reload", post(apps::reload))
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/events", get(events::list))
+        .route("/events/{id}", get(events::show))
+        .route("/events/{id}/raw", get(events::raw))
         .fallback(|| async { ApiError::NotFound("no such management endpoint".into()) })
-        .route_layer(axum::middleware::from_fn_with_state(state, require_admin));
+        .layer(axum::middleware::from_fn_with_state(state, require_admin));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
-        .merge(api)
+        .nest("/api", api)
+        .fallback(|| async { ApiError::NotFound("nothing here; hooks are under /h/ and the API under /api/".into()) })
 }
 
 async fn require_admin(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {

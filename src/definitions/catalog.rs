@@ -133,6 +133,15 @@ pub struct Reloaded {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// A change to the installed apps, applied to the documents before validation.
+enum Change<'a> {
+    None,
+    /// Adds this app, replacing an installed app of the same name.
+    Install(SourceDocument),
+    /// Leaves out the installed app of this name.
+    Remove(&'a str),
+}
+
 /// Owns the serving catalog and every change to it.
 pub struct CatalogManager {
     current: ArcSwap<Catalog>,
@@ -163,7 +172,7 @@ impl CatalogManager {
     /// Reads the folder and the installed apps again and swaps in the result if it is valid.
     pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let _change = self.change.lock().await;
-        let documents = self.documents(None).await?;
+        let documents = self.documents(Change::None).await?;
         self.put_in_service(&documents).await
     }
 
@@ -173,7 +182,7 @@ impl CatalogManager {
         let _change = self.change.lock().await;
         let app_name = json.get("app").and_then(Value::as_str).unwrap_or_default().to_owned();
         let candidate = SourceDocument { origin: Origin::Installed(app_name.clone()), json: json.clone() };
-        let documents = self.documents(Some(candidate)).await?;
+        let documents = self.documents(Change::Install(candidate)).await?;
         let validated = self.validate(&documents)?;
         if !validated.is_valid() {
             return Err(ReloadError::Invalid(validated.diagnostics));
@@ -184,19 +193,26 @@ impl CatalogManager {
         self.swap(validated).await
     }
 
-    /// Removes an installed app; `Ok(None)` when no app of that name was installed.
+    /// Removes an installed app; `Ok(None)` when no app of that name was installed. The set
+    /// without it is validated first: a refused removal leaves the app installed.
     pub async fn remove_app(&self, app: &str) -> Result<Option<Reloaded>, ReloadError> {
         let _change = self.change.lock().await;
+        if !self.store.apps().await?.iter().any(|installed| installed.app == app) {
+            return Ok(None);
+        }
+        let documents = self.documents(Change::Remove(app)).await?;
+        let validated = self.validate(&documents)?;
+        if !validated.is_valid() {
+            return Err(ReloadError::Invalid(validated.diagnostics));
+        }
         if !self.store.delete_app(app).await? {
             return Ok(None);
         }
-        let documents = self.documents(None).await?;
-        self.put_in_service(&documents).await.map(Some)
+        self.swap(validated).await.map(Some)
     }
 
-    /// The definitions folder's documents and the installed apps, with `candidate` replacing
-    /// the installed app of the same name.
-    async fn documents(&self, candidate: Option<SourceDocument>) -> Result<Vec<SourceDocument>, ReloadError> {
+    /// The definitions folder's documents and the installed apps, with `change` applied.
+    async fn documents(&self, change: Change<'_>) -> Result<Vec<SourceDocument>, ReloadError> {
         let folder = self.settings.folder.clone();
         let (mut documents, diagnostics) = tokio::task::spawn_blocking(move || read_folder(&folder))
             .await
@@ -204,8 +220,13 @@ impl CatalogManager {
         if !diagnostics.is_empty() {
             return Err(ReloadError::Invalid(diagnostics));
         }
+        let (skipped, candidate) = match change {
+            Change::None => (None, None),
+            Change::Install(candidate) => (Some(candidate.origin.clone()), Some(candidate)),
+            Change::Remove(app) => (Some(Origin::Installed(app.to_owned())), None),
+        };
         for installed in self.store.apps().await? {
-            if candidate.as_ref().is_some_and(|c| c.origin == Origin::Installed(installed.app.clone())) {
+            if skipped.as_ref().is_some_and(|skipped| *skipped == Origin::Installed(installed.app.clone())) {
                 continue;
             }
             let json = serde_json::from_str(&installed.definition)

@@ -112,7 +112,7 @@ impl IntoResponse for IngressError {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             IngressError::Store(error) => {
-                tracing::error!(%error, "An accepted request could not be stored.");
+                tracing::error!(%error, "A request could not be stored; the sender was told to retry.");
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}

@@ -762,3 +762,14 @@ async fn a_reload_answers_with_what_now_serves() {
     assert!(warnings[0].as_str().unwrap().starts_with("extra.json: /hooks/0/eventName: warning:"), "{reloaded}");
     assert!(event_names(&gateway).await.contains(&"extra.ping".to_owned()));
 }
+
+#[tokio::test]
+async fn unknown_api_paths_are_behind_the_admin_token_too() {
+    let gateway = Gateway::start().await;
+    let anonymous = gateway.http.get(gateway.url("/api/nope")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "no endpoint discovery without the token");
+    let admin = gateway.admin_get("/api/nope").await;
+    assert_eq!(admin.status(), 404);
+    let outside = gateway.http.get(gateway.url("/nope")).send().await.unwrap();
+    assert_eq!(outside.status(), 404);
+}
