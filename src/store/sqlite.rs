@@ -105,14 +105,15 @@ fn in_savepoint<T>(
     connection: &Connection,
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    connection.execute_batch("SAVEPOINT job")?;
+    connection.prepare_cached("SAVEPOINT job")?.execute([])?;
     match work(connection) {
         Ok(value) => {
-            connection.execute_batch("RELEASE job")?;
+            connection.prepare_cached("RELEASE job")?.execute([])?;
             Ok(value)
         }
         Err(error) => {
-            connection.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            connection.prepare_cached("ROLLBACK TO job")?.execute([])?;
+            connection.prepare_cached("RELEASE job")?.execute([])?;
             Err(error)
         }
     }
@@ -182,6 +183,9 @@ impl SqliteStore {
                         return;
                     }
                 };
+                // The checkpointer lives as long as this thread: it stops when `_running` drops.
+                let (_running, running) = mpsc::channel::<()>();
+                start_checkpointer(writer_path.clone(), running);
                 write_loop(&connection, &jobs_rx);
             })
             .map_err(|error| StoreError::Unavailable(format!("cannot start the writer thread: {error}")))?;
@@ -410,8 +414,35 @@ fn open_writer(path: &std::path::Path) -> Result<Connection, StoreError> {
     let mut connection = Connection::open(path)
         .map_err(|error| StoreError::Unavailable(format!("cannot open {}: {error}", path.display())))?;
     configure(&connection)?;
+    connection.execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-16384;")?;
     migrate(&mut connection)?;
     Ok(connection)
+}
+
+/// How often the background checkpointer copies the WAL into the database file.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Checkpoints the WAL from its own connection so that no commit waits for a checkpoint (the
+/// writer's automatic checkpoint is off). PASSIVE never blocks the writer or readers.
+fn start_checkpointer(path: PathBuf, running: mpsc::Receiver<()>) {
+    let spawned = std::thread::Builder::new().name("hookgate-sqlite-checkpoint".into()).spawn(move || {
+        let connection = match Connection::open(&path).map_err(StoreError::from).and_then(|c| configure(&c).map(|()| c))
+        {
+            Ok(connection) => connection,
+            Err(error) => {
+                tracing::error!(%error, "The WAL checkpointer could not open the database; the WAL will grow.");
+                return;
+            }
+        };
+        while let Err(mpsc::RecvTimeoutError::Timeout) = running.recv_timeout(CHECKPOINT_INTERVAL) {
+            if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(%error, "A WAL checkpoint failed; the next one will retry.");
+            }
+        }
+    });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "Cannot start the WAL checkpointer; the WAL will grow.");
+    }
 }
 
 fn open_reader(path: &std::path::Path) -> Result<Connection, StoreError> {
@@ -447,11 +478,11 @@ fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<Box<dyn WriteJob>>)
 }
 
 fn run_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
-    connection.execute_batch("BEGIN IMMEDIATE")?;
+    connection.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     for job in batch.iter_mut() {
         job.run(connection);
     }
-    if let Err(error) = connection.execute_batch("COMMIT") {
+    if let Err(error) = connection.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([])) {
         let _ = connection.execute_batch("ROLLBACK");
         return Err(error.into());
     }
@@ -641,6 +672,22 @@ mod tests {
         let writer = open_writer(&path).unwrap();
         let synchronous: i64 = writer.query_row("PRAGMA synchronous", [], |row| row.get(0)).unwrap();
         assert_eq!(synchronous, 2, "synchronous=FULL");
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_into_the_database_file_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_in(&dir).await;
+        let database = dir.path().join("hookgate.db");
+        let empty_size = std::fs::metadata(&database).unwrap().len();
+        let events: Vec<NewEvent> =
+            (0..300).map(|_| crate::store::conformance::sample_event("checkpoint.test", "app")).collect();
+        store.append_events(events).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::metadata(&database).unwrap().len() <= empty_size && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(std::fs::metadata(&database).unwrap().len() > empty_size, "the checkpointer copied the WAL");
     }
 
     #[tokio::test]
