@@ -54,6 +54,9 @@ pub struct NewEvent {
     pub raw_body: Bytes,
     /// The provider's delivery id, when the hook declares one: a repeat is not a new event.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// True when `data` is exactly `serde_json::from_slice(&raw_body)`, so a store may keep
+    /// the body once and parse it again on read.
+    pub data_is_raw_json: bool,
 }
 
 /// A provider delivery id, unique within its scope (the hook that received it).
@@ -135,6 +138,7 @@ pub fn normalize(
         },
         raw_body,
         idempotency_key: None,
+        data_is_raw_json: false,
     }
 }
 

@@ -210,7 +210,8 @@ async fn handle(state: &AppState, hook: &Hook, cors: &Cors, request: Request) ->
             }
         },
     )?;
-    let new_event = normalize(hook.identity(), &meta, data, body, jiff::Timestamp::now());
+    let mut new_event = normalize(hook.identity(), &meta, data, body, jiff::Timestamp::now());
+    new_event.data_is_raw_json = payload::is_json_content_type(content_type.as_deref());
     let received_at = new_event.event.received_at;
     let appended = state.store.append_events(vec![new_event]).await.map_err(IngressError::Store)?;
     let id = appended

@@ -121,6 +121,12 @@ pub fn is_html_form_content_type(content_type: Option<&str>) -> bool {
         .is_ok_and(|parsed| matches!(parsed.kind, MediaKind::FormUrlencoded | MediaKind::Multipart))
 }
 
+/// True for the JSON content types (and a missing header, which counts as JSON): for them the
+/// parsed data is exactly the body parsed by serde_json.
+pub fn is_json_content_type(content_type: Option<&str>) -> bool {
+    ContentType::parse(content_type).is_ok_and(|parsed| parsed.kind == MediaKind::Json)
+}
+
 /// The parsed body, ready to become the event's `data`.
 pub async fn parse_payload(
     content_type: Option<&str>,

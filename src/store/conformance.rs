@@ -23,13 +23,15 @@ fn sample_event_at(name: &str, app: &str, at: Timestamp) -> NewEvent {
         headers: vec![("content-type".into(), "application/json".into())],
     };
     let body = Bytes::from_static(br#"{"order": 42, "status": "shipped"}"#);
-    normalize(
+    let mut event = normalize(
         HookIdentity { app, event_name: name, hook_type: HookType::Form },
         &request,
         serde_json::from_slice(&body).unwrap(),
         body,
         at,
-    )
+    );
+    event.data_is_raw_json = true;
+    event
 }
 
 /// Runs every conformance check against an empty store.
@@ -57,6 +59,15 @@ async fn appended_events_read_back_exactly(store: &Store) {
     let raw = store.raw_body(&new.event.id).await.unwrap().expect("raw body");
     assert_eq!(raw.bytes, new.raw_body.to_vec());
     assert_eq!(raw.content_type.as_deref(), Some("application/json"));
+
+    // Data that is not the body parsed as JSON (a form, XML) is kept beside the body.
+    let mut form = sample_event("conformance.read.back", "conformance");
+    form.raw_body = Bytes::from_static(b"order=42&status=shipped");
+    form.event.data = serde_json::json!({"order": "42", "status": "shipped"});
+    form.data_is_raw_json = false;
+    store.append_events(vec![form.clone()]).await.unwrap();
+    assert_eq!(store.event(&form.event.id).await.unwrap().expect("stored form event"), form.event);
+    assert_eq!(store.raw_body(&form.event.id).await.unwrap().unwrap().bytes, form.raw_body.to_vec());
 }
 
 async fn a_batch_is_appended_in_order(store: &Store) {
