@@ -2,6 +2,7 @@
 //! SQLite file. One binary, one module per area; `support` starts and stops gateways.
 
 mod api;
+mod browser;
 mod cli;
 mod definition_schema;
 mod durability;
