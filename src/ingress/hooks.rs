@@ -175,17 +175,15 @@ async fn handle(state: &AppState, hook: &Hook, cors: &Cors, request: Request) ->
     }
     let content_type =
         request.headers().get(header::CONTENT_TYPE).map(|value| value.to_str().unwrap_or("<not text>").to_owned());
-    if !payload::is_supported_content_type(content_type.as_deref()) {
-        let error = payload::parse_payload(
-            content_type.as_deref(),
-            bytes::Bytes::new(),
-            &PayloadLimits { max_file_bytes_kept: 0 },
-        )
-        .await
-        .err()
-        .map(|error| error.to_string())
-        .unwrap_or_else(|| "unsupported content type".into());
-        return Err(IngressError::UnsupportedMediaType(error));
+    payload::check_content_type(content_type.as_deref())
+        .map_err(|error| IngressError::UnsupportedMediaType(error.to_string()))?;
+    if let Some(encoding) = request.headers().get(header::CONTENT_ENCODING)
+        && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        let encoding = String::from_utf8_lossy(encoding.as_bytes()).into_owned();
+        return Err(IngressError::UnsupportedMediaType(format!(
+            "Content-Encoding {encoding:?} is not supported; send the body uncompressed"
+        )));
     }
     let limit = definition.max_body_bytes.unwrap_or(state.config.max_body_bytes);
     let declared_length = request

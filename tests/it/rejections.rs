@@ -214,3 +214,22 @@ async fn when_the_store_cannot_commit_the_client_gets_503_and_no_acknowledgement
     let retried = gateway.http.post(&url).json(&json!({"lost": false})).send().await.unwrap();
     assert_eq!(retried.status(), 202, "the sender's retry succeeds once the store recovers");
 }
+
+#[tokio::test]
+async fn a_compressed_body_is_415_naming_the_encoding() {
+    let gateway = Gateway::start().await;
+    let url = gateway.hook_url(ORDER_UPDATE).await;
+    let response = gateway
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 0x08, 0x00])
+        .send()
+        .await
+        .unwrap();
+    let (code, message) = error_code(response, 415).await;
+    assert_eq!(code, "unsupported_media_type");
+    assert!(message.contains("gzip"), "{message}");
+    assert_no_events(&gateway).await;
+}
