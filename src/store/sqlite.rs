@@ -113,8 +113,12 @@ fn in_savepoint<T>(
             Ok(value)
         }
         Err(error) => {
-            connection.prepare_cached("ROLLBACK TO job")?.execute([])?;
-            connection.prepare_cached("RELEASE job")?.execute([])?;
+            // SQLite rolls the whole transaction back by itself on some errors (disk full, I/O);
+            // then there is no savepoint left to undo, and the batch fails as a whole.
+            if !connection.is_autocommit() {
+                connection.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                connection.prepare_cached("RELEASE job")?.execute([])?;
+            }
             Err(error)
         }
     }
@@ -147,17 +151,22 @@ fn configure(connection: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Applies the migrations not yet applied, each in an IMMEDIATE transaction that re-reads the
+/// version, so two processes opening a new file at once do not both migrate it.
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
-    let applied: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    let applied = usize::try_from(applied).map_err(|_| StoreError::Corrupt(format!("schema version {applied}")))?;
-    if applied > MIGRATIONS.len() {
-        return Err(StoreError::Corrupt(format!(
-            "the database has schema version {applied}, newer than this hookgate ({}); upgrade hookgate",
-            MIGRATIONS.len()
-        )));
-    }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let transaction = connection.transaction()?;
+    for (index, migration) in MIGRATIONS.iter().enumerate() {
+        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let applied: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let applied = usize::try_from(applied).map_err(|_| StoreError::Corrupt(format!("schema version {applied}")))?;
+        if applied > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "the database has schema version {applied}, newer than this hookgate ({}); upgrade hookgate",
+                MIGRATIONS.len()
+            )));
+        }
+        if applied > index {
+            continue;
+        }
         transaction.execute_batch(migration)?;
         transaction.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
         transaction.commit()?;
@@ -168,6 +177,10 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 impl SqliteStore {
     /// Opens or creates the database file (and its folder), migrates it and starts the writer.
     pub async fn open(path: PathBuf) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with_wal_limit(path, WAL_CATCH_UP_BYTES).await
+    }
+
+    async fn open_with_wal_limit(path: PathBuf, wal_limit_bytes: u64) -> Result<SqliteStore, StoreError> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (jobs_tx, jobs_rx) = mpsc::channel::<Box<dyn WriteJob>>();
         let writer_path = path.clone();
@@ -187,7 +200,8 @@ impl SqliteStore {
                 // The checkpointer lives as long as this thread: it stops when `_running` drops.
                 let (_running, running) = mpsc::channel::<()>();
                 start_checkpointer(writer_path.clone(), running);
-                write_loop(&connection, &jobs_rx);
+                let wal = WalLimit { path: wal_path(&writer_path), bytes: wal_limit_bytes };
+                write_loop(&connection, &jobs_rx, &wal);
             })
             .map_err(|error| StoreError::Unavailable(format!("cannot start the writer thread: {error}")))?;
         ready_rx.await.map_err(|_| StoreError::Unavailable("the writer thread stopped while opening".into()))??;
@@ -415,7 +429,8 @@ fn open_writer(path: &std::path::Path) -> Result<Connection, StoreError> {
     let mut connection = Connection::open(path)
         .map_err(|error| StoreError::Unavailable(format!("cannot open {}: {error}", path.display())))?;
     configure(&connection)?;
-    connection.execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-16384;")?;
+    connection
+        .execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-16384;")?;
     migrate(&mut connection)?;
     Ok(connection)
 }
@@ -459,7 +474,8 @@ fn open_reader(path: &std::path::Path) -> Result<Connection, StoreError> {
 /// The writer thread's loop: take every queued job (up to `MAX_BATCH`), run them in one
 /// transaction, commit, answer. It does not wait for more jobs: measured under a closed-loop
 /// load, a wait window lowered throughput more than the larger commits saved.
-fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<Box<dyn WriteJob>>) {
+fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<Box<dyn WriteJob>>, wal: &WalLimit) {
+    let mut commits: u64 = 0;
     while let Ok(first) = jobs.recv() {
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
@@ -477,13 +493,77 @@ fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<Box<dyn WriteJob>>)
         for job in batch {
             job.finish(commit.clone());
         }
+        commits += 1;
+        if commits.is_multiple_of(WAL_CHECK_EVERY) {
+            wal.catch_up(connection);
+        }
     }
+}
+
+/// Past this size the writer checkpoints the WAL itself between two batches.
+const WAL_CATCH_UP_BYTES: u64 = 32 * 1024 * 1024;
+/// How many commits pass between two looks at the WAL's size.
+const WAL_CHECK_EVERY: u64 = 64;
+
+/// Keeps the WAL from growing without end under steady load. The background checkpointer
+/// cannot finish while the writer keeps appending, so the WAL would never restart; a
+/// checkpoint run by the writer between batches (nothing appends meanwhile, and the
+/// checkpointer has already copied most frames) completes, and the next transaction restarts
+/// the WAL from its beginning.
+struct WalLimit {
+    path: PathBuf,
+    bytes: u64,
+}
+
+impl WalLimit {
+    fn catch_up(&self, connection: &Connection) {
+        let size = std::fs::metadata(&self.path).map(|metadata| metadata.len()).unwrap_or(0);
+        if size <= self.bytes {
+            return;
+        }
+        let outcome = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        });
+        match outcome {
+            Ok((_, frames, copied)) if frames == copied => {
+                tracing::debug!(
+                    wal_bytes = size,
+                    frames,
+                    "The writer caught the WAL up; it restarts with the next commit."
+                );
+            }
+            Ok((_, frames, copied)) => {
+                tracing::warn!(
+                    wal_bytes = size,
+                    frames,
+                    copied,
+                    "The WAL could not be fully checkpointed (readers still use it); it will be tried again."
+                );
+            }
+            Err(error) => tracing::warn!(%error, "A WAL checkpoint by the writer failed."),
+        }
+    }
+}
+
+fn wal_path(database: &std::path::Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
 }
 
 fn run_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
     connection.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     for job in batch.iter_mut() {
-        job.run(connection);
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(connection)));
+        if ran.is_err() {
+            let _ = connection.execute_batch("ROLLBACK");
+            return Err(StoreError::Database("a write panicked; its whole transaction was rolled back".into()));
+        }
+        if connection.is_autocommit() {
+            // SQLite rolled the transaction back by itself: nothing of this batch is kept, and
+            // no later job may run outside a transaction.
+            return Err(StoreError::Database("SQLite rolled the transaction back (disk full or I/O error)".into()));
+        }
     }
     if let Err(error) = connection.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([])) {
         let _ = connection.execute_batch("ROLLBACK");
@@ -704,6 +784,83 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert!(std::fs::metadata(&database).unwrap().len() > empty_size, "the checkpointer copied the WAL");
+    }
+
+    /// A job that inserts a setting, with the receiver of its answer.
+    fn setting_job(key: &str, value: String) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<(), StoreError>>) {
+        let key = key.to_owned();
+        let (reply, answer) = oneshot::channel();
+        let work = move |connection: &Connection| -> Result<(), StoreError> {
+            connection.execute("INSERT INTO settings (key, value) VALUES (?1, ?2)", params![key, value])?;
+            Ok(())
+        };
+        (Box::new(Job { work: Some(work), result: None, reply }), answer)
+    }
+
+    #[test]
+    fn a_batch_that_fills_the_disk_answers_every_job_truthfully() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = open_writer(&dir.path().join("hookgate.db")).unwrap();
+        let pages: i64 = connection.query_row("PRAGMA page_count", [], |row| row.get(0)).unwrap();
+        connection.execute_batch(&format!("PRAGMA max_page_count = {}", pages + 2)).unwrap();
+        let jobs = [("before", "small".to_owned()), ("huge", "x".repeat(2_000_000)), ("after", "small".to_owned())];
+        let (mut batch, answers): (Vec<_>, Vec<_>) =
+            jobs.into_iter().map(|(key, value)| setting_job(key, value)).unzip();
+        let commit = run_batch(&connection, &mut batch);
+        for job in batch {
+            job.finish(commit.clone());
+        }
+        connection.execute_batch("PRAGMA max_page_count = 1073741823").unwrap();
+        for (key, mut answer) in ["before", "huge", "after"].into_iter().zip(answers) {
+            let acknowledged = answer.try_recv().unwrap().is_ok();
+            let stored: bool = connection
+                .query_row("SELECT count(*) FROM settings WHERE key = ?1", [key], |row| row.get::<_, i64>(0))
+                .unwrap()
+                == 1;
+            assert_eq!(acknowledged, stored, "job {key:?}: acknowledged={acknowledged} stored={stored}");
+        }
+        assert!(connection.is_autocommit(), "no transaction is left open");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_keeps_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_in(&dir).await;
+        let crate::store::Store::Sqlite(sqlite) = store.clone();
+        let failed = sqlite.write(|_| -> Result<(), StoreError> { panic!("a bug in a write job") }).await;
+        assert!(failed.is_err());
+        assert_eq!(store.put_setting_if_absent("after", "works").await.unwrap(), "works");
+    }
+
+    #[test]
+    fn two_processes_opening_a_new_database_at_once_both_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookgate.db");
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || open_writer(&path).map(|_| ()))
+            })
+            .collect();
+        for opener in openers {
+            opener.join().unwrap().expect("every opener succeeds");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_wal_stays_bounded_under_steady_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookgate.db");
+        let limit = 256 * 1024;
+        let store = crate::store::Store::Sqlite(SqliteStore::open_with_wal_limit(path.clone(), limit).await.unwrap());
+        for i in 0..600 {
+            let mut event = crate::store::conformance::sample_event(&format!("wal.{}", i % 7), "app");
+            event.raw_body = bytes::Bytes::from(format!("{{\"pad\": \"{}\"}}", "x".repeat(2000)));
+            event.event.data = serde_json::from_slice(&event.raw_body).unwrap();
+            store.append_events(vec![event]).await.unwrap();
+        }
+        let wal_size = std::fs::metadata(wal_path(&path)).unwrap().len();
+        assert!(wal_size < 4 * 1024 * 1024, "600 commits of about 24 KiB each left a WAL of {wal_size} bytes");
     }
 
     #[tokio::test]
