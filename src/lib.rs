@@ -137,6 +137,11 @@ impl Gateway {
         let watcher = tokio::spawn(self.watch.run(state.catalog.clone(), stopped(stop_rx.clone())));
         let router = axum::Router::new()
             .route("/h/{token}", axum::routing::any(ingress::hooks::receive))
+            // Every other path under /h/ gets the same reply as an unknown token.
+            .route("/h", axum::routing::any(ingress::hooks::unknown))
+            .route("/h/", axum::routing::any(ingress::hooks::unknown))
+            .route("/h/{token}/", axum::routing::any(ingress::hooks::unknown))
+            .route("/h/{token}/{*rest}", axum::routing::any(ingress::hooks::unknown))
             .merge(api::router(state.clone()))
             .with_state(state.clone());
         let limits = ingress::ConnectionLimits {

@@ -126,8 +126,7 @@ pub async fn receive(State(state): State<Arc<AppState>>, Path(token): Path<Strin
     let started = Instant::now();
     let catalog = state.catalog.current();
     let Some(hook) = catalog.hook_by_token(&token).cloned() else {
-        metrics::counter!("hookgate_requests_total", "hook" => "unknown", "outcome" => "hook_not_found").increment(1);
-        return IngressError::UnknownHook.into_response();
+        return unknown().await;
     };
     drop(catalog);
     let cors = Cors::for_request(&hook, request.headers());
@@ -153,22 +152,31 @@ pub async fn receive(State(state): State<Arc<AppState>>, Path(token): Path<Strin
     response
 }
 
+/// Any path under `/h/` that cannot be a hook URL: the same reply as an unknown token.
+pub async fn unknown() -> Response {
+    metrics::counter!("hookgate_requests_total", "hook" => "unknown", "outcome" => "hook_not_found").increment(1);
+    IngressError::UnknownHook.into_response()
+}
+
 async fn handle(state: &AppState, hook: &Hook, cors: &Cors, request: Request) -> Result<Response, IngressError> {
     let definition = &hook.definition;
     if definition.hook_type == HookType::Email {
         return Err(IngressError::EmailHookOverHttp);
     }
     let is_form = definition.hook_type == HookType::Form;
-    if let Cors::Refused { origin } = cors {
-        return Err(IngressError::OriginNotAllowed { origin: origin.clone() });
-    }
-    match *request.method() {
-        Method::POST => {}
-        Method::OPTIONS if is_form => return Ok(cors.preflight(request.headers())),
+    let preflight = match *request.method() {
+        Method::POST => false,
+        Method::OPTIONS if is_form => true,
         ref method => {
             let allow = if is_form { "POST, OPTIONS" } else { "POST" };
             return Err(IngressError::MethodNotAllowed { method: method.clone(), allow });
         }
+    };
+    if let Cors::Refused { origin } = cors {
+        return Err(IngressError::OriginNotAllowed { origin: origin.clone() });
+    }
+    if preflight {
+        return Ok(cors.preflight(request.headers()));
     }
     if definition.hook_type == HookType::Web {
         authenticate(state, hook, request.headers()).await?;
@@ -256,16 +264,17 @@ async fn authenticate(state: &AppState, hook: &Hook, headers: &HeaderMap) -> Res
     }
 }
 
-/// The key from `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+/// The key from `Authorization: Bearer <key>` or `X-API-Key: <key>`. Another `Authorization`
+/// scheme (a proxy's Basic auth, say) does not hide an `X-API-Key`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let (scheme, credential) = value.trim().split_once(' ')?;
-        if scheme.eq_ignore_ascii_case("bearer") && !credential.trim().is_empty() {
-            return Some(credential.trim());
-        }
-        return None;
-    }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|key| !key.is_empty())
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().split_once(' '))
+        .filter(|(scheme, credential)| scheme.eq_ignore_ascii_case("bearer") && !credential.trim().is_empty())
+        .map(|(_, credential)| credential.trim());
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|key| !key.is_empty()))
 }
 
 fn request_meta(request: &Request) -> RequestMeta {
@@ -367,6 +376,7 @@ mod tests {
         assert_eq!(presented_key(&headers(&[("authorization", "bearer  abc ")])), Some("abc"));
         assert_eq!(presented_key(&headers(&[("x-api-key", "xyz")])), Some("xyz"));
         assert_eq!(presented_key(&headers(&[("authorization", "Basic abc")])), None);
+        assert_eq!(presented_key(&headers(&[("authorization", "Basic abc"), ("x-api-key", "xyz")])), Some("xyz"));
         assert_eq!(presented_key(&headers(&[("authorization", "Bearer ")])), None);
         assert_eq!(presented_key(&headers(&[])), None);
     }

@@ -23,6 +23,16 @@ async fn an_unknown_hook_is_404_and_reveals_nothing() {
         assert_eq!(response.status(), 404);
         replies.push(response.text().await.unwrap());
     }
+    for path in ["/h", "/h/"] {
+        let response = gateway.http.post(gateway.url(path)).json(&json!({})).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        replies.push(response.text().await.unwrap());
+    }
+    for suffix in ["/", "/extra", "/extra/more"] {
+        let response = gateway.http.post(format!("{real}{suffix}")).json(&json!({})).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{suffix}");
+        replies.push(response.text().await.unwrap());
+    }
     let truncated = &real[..real.len() - 1];
     let response = gateway.http.post(truncated).json(&json!({})).send().await.unwrap();
     assert_eq!(response.status(), 404);
@@ -44,6 +54,15 @@ async fn a_wrong_method_is_405_with_allow() {
         assert!(message.contains(method.as_str()));
     }
     assert_no_events(&gateway).await;
+}
+
+#[tokio::test]
+async fn the_method_is_checked_before_the_origin() {
+    let gateway = Gateway::start().await;
+    let url = gateway.hook_url(CONTACT_FORM).await;
+    let response = gateway.http.get(url).header("origin", "https://evil.example").send().await.unwrap();
+    let (code, _) = error_code(response, 405).await;
+    assert_eq!(code, "method_not_allowed");
 }
 
 #[tokio::test]

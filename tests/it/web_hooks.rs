@@ -52,6 +52,23 @@ async fn a_wrong_key_is_refused_with_401() {
 }
 
 #[tokio::test]
+async fn a_proxys_basic_auth_does_not_hide_the_x_api_key() {
+    let gateway = Gateway::start().await;
+    let key = gateway.issue_key(json!({"name": "behind a proxy"})).await["key"].as_str().unwrap().to_owned();
+    let url = gateway.hook_url(ORDER_SYNC).await;
+    let response = gateway
+        .http
+        .post(url)
+        .header("authorization", "Basic cHJveHk6cGFzcw==")
+        .header("x-api-key", key)
+        .json(&json!({"a": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+}
+
+#[tokio::test]
 async fn a_revoked_key_stops_working_at_once() {
     let gateway = Gateway::start().await;
     let issued = gateway.issue_key(json!({"name": "old"})).await;
