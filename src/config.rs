@@ -24,6 +24,8 @@ pub struct Config {
     /// TOML file of `NAME = "value"` secrets that `${NAME}` references resolve from.
     pub secrets_file: Option<PathBuf>,
     /// The admin bearer token for the management API; generated on first start if unset.
+    /// `HOOKGATE_ADMIN_TOKEN` is read as raw text, never parsed, and never echoed in errors.
+    #[serde(default, deserialize_with = "secret_text")]
     pub admin_token: Option<String>,
     /// Event names routed to workflows begin with `<event_prefix>.<app>.`.
     pub event_prefix: String,
@@ -95,7 +97,6 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "database",
     "public_url",
     "secrets_file",
-    "admin_token",
     "event_prefix",
     "max_body_bytes",
     "max_file_bytes",
@@ -123,7 +124,13 @@ impl Config {
         }
         figment =
             figment.merge(Env::prefixed("HOOKGATE_").only(ENVIRONMENT_KEYS)).merge(Serialized::defaults(overrides));
-        let config: Config = figment.extract().map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        let mut config: Config = figment.extract().map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        if let Some(token) = std::env::var_os("HOOKGATE_ADMIN_TOKEN") {
+            let token = token
+                .into_string()
+                .map_err(|_| ConfigError::Invalid("HOOKGATE_ADMIN_TOKEN is not valid UTF-8".into()))?;
+            config.admin_token = Some(token);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -137,6 +144,17 @@ impl Config {
         if self.max_body_bytes == 0 || self.max_body_bytes > crate::definitions::MAX_BODY_BYTES_CEILING {
             return Err(ConfigError::Invalid(format!(
                 "max_body_bytes must be from 1 to {}",
+                crate::definitions::MAX_BODY_BYTES_CEILING
+            )));
+        }
+        if self.header_read_timeout_secs == 0 || self.body_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "header_read_timeout_secs and body_timeout_secs must be at least 1 second".into(),
+            ));
+        }
+        if self.max_file_bytes > crate::definitions::MAX_BODY_BYTES_CEILING {
+            return Err(ConfigError::Invalid(format!(
+                "max_file_bytes must be at most {}",
                 crate::definitions::MAX_BODY_BYTES_CEILING
             )));
         }
@@ -170,6 +188,51 @@ impl Config {
     }
 }
 
+/// Reads a secret setting as text; any other kind of value is refused without showing it.
+fn secret_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    struct SecretText;
+    fn refuse<E: serde::de::Error>() -> E {
+        E::custom("admin_token must be a quoted string (its value is not shown)")
+    }
+    impl<'de> serde::de::Visitor<'de> for SecretText {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a quoted string")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(Some(text.to_owned()))
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, inner: D) -> Result<Self::Value, D::Error> {
+            inner.deserialize_any(SecretText)
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(refuse())
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(refuse())
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(refuse())
+        }
+        fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<Self::Value, E> {
+            Err(refuse())
+        }
+        fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<Self::Value, E> {
+            Err(refuse())
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(refuse())
+        }
+    }
+    deserializer.deserialize_any(SecretText)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +263,25 @@ mod tests {
         std::fs::write(&file, "htp = \"127.0.0.1:9000\"\n").unwrap();
         let error = Config::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
         assert!(error.contains("htp"), "{error}");
+    }
+
+    #[test]
+    fn a_numeric_admin_token_in_the_file_is_refused_without_showing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookgate.toml");
+        std::fs::write(&file, "admin_token = 123456789012345678\n").unwrap();
+        let error = Config::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(error.contains("admin_token must be a quoted string"), "{error}");
+        assert!(!error.contains("123456789012345678"), "{error}");
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookgate.toml");
+        std::fs::write(&file, "body_timeout_secs = 0\n").unwrap();
+        let error = Config::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(error.contains("at least 1 second"), "{error}");
     }
 
     #[test]

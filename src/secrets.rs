@@ -47,6 +47,24 @@ pub enum SecretsFileError {
     Format { path: String, reason: String },
 }
 
+/// Reads `NAME = "value"` lines. Errors name the line or the secret, never a value.
+fn parse_secrets_file(text: &str) -> Result<HashMap<String, String>, String> {
+    let table = text.parse::<toml::Table>().map_err(|error| {
+        let line = error.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        match line {
+            Some(line) => format!("TOML syntax error on line {line}"),
+            None => "TOML syntax error".to_owned(),
+        }
+    })?;
+    table
+        .into_iter()
+        .map(|(name, value)| match value {
+            toml::Value::String(text) => Ok((name, text)),
+            _ => Err(format!("secret {name} must be a quoted string (its value is not shown)")),
+        })
+        .collect()
+}
+
 /// Where `${NAME}` references are resolved: the secrets file first, then the environment.
 #[derive(Clone, Default)]
 pub struct SecretSource {
@@ -73,10 +91,8 @@ impl SecretSource {
                     path: path.display().to_string(),
                     reason: error.to_string(),
                 })?;
-                toml::from_str::<HashMap<String, String>>(&text).map_err(|error| SecretsFileError::Format {
-                    path: path.display().to_string(),
-                    reason: error.message().to_owned(),
-                })?
+                parse_secrets_file(&text)
+                    .map_err(|reason| SecretsFileError::Format { path: path.display().to_string(), reason })?
             }
         };
         Ok(SecretSource { file, use_environment: true })
@@ -132,6 +148,10 @@ mod tests {
         let error = SecretSource::load(Some(&path)).unwrap_err().to_string();
         assert!(error.contains("not a TOML table"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
+        std::fs::write(&path, "PARTNER_KEY = 98765432123456789\n").unwrap();
+        let error = SecretSource::load(Some(&path)).unwrap_err().to_string();
+        assert!(error.contains("secret PARTNER_KEY must be a quoted string"), "{error}");
+        assert!(!error.contains("98765432123456789"), "{error}");
     }
 
     #[test]

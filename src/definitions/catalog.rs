@@ -133,6 +133,10 @@ pub struct Reloaded {
     pub warnings: Vec<Diagnostic>,
 }
 
+fn event_names(validated: &Validated) -> Vec<String> {
+    validated.apps.iter().flat_map(|app| app.hooks.iter().map(|hook| hook.event_name.clone())).collect()
+}
+
 /// A change to the installed apps, applied to the documents before validation.
 enum Change<'a> {
     None,
@@ -187,6 +191,8 @@ impl CatalogManager {
         if !validated.is_valid() {
             return Err(ReloadError::Invalid(validated.diagnostics));
         }
+        // Tokens first: if that fails, nothing was installed.
+        self.store.hook_tokens(event_names(&validated)).await?;
         self.store
             .put_app(InstalledApp { app: app_name, definition: json.to_string(), installed_at: jiff::Timestamp::now() })
             .await?;
@@ -254,9 +260,7 @@ impl CatalogManager {
     }
 
     async fn swap(&self, validated: Validated) -> Result<Reloaded, ReloadError> {
-        let names: Vec<String> =
-            validated.apps.iter().flat_map(|app| app.hooks.iter().map(|h| h.event_name.clone())).collect();
-        let tokens = self.store.hook_tokens(names).await?;
+        let tokens = self.store.hook_tokens(event_names(&validated)).await?;
         let warnings: Vec<Diagnostic> = validated.warnings().cloned().collect();
         let catalog = Catalog::build(validated.apps, &tokens)?;
         let reloaded = Reloaded { apps: catalog.apps.len(), hooks: catalog.hooks.len(), warnings };

@@ -406,7 +406,7 @@ impl Checker<'_> {
         let max_file_bytes = self.optional_size(object, pointer, "maxFileBytes", 0);
         let redirect_url = self.optional_string(object, pointer, "redirectUrl");
         if let Some(url) = &redirect_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
+            && !is_redirect_url(url)
         {
             self.error(
                 &format!("{pointer}/redirectUrl"),
@@ -499,6 +499,10 @@ impl Checker<'_> {
                 None => {
                     self.error(&at, "apiKeys entries must be secret references like \"${NAME}\", never literal keys")
                 }
+                Some(name) if name.starts_with("HOOKGATE_") => self.error(
+                    &at,
+                    format!("${{{name}}} names one of hookgate's own settings (HOOKGATE_*), never a secret reference"),
+                ),
                 Some(name) => match self.options.secrets.resolve(name) {
                     Some(value) => hashes.push(crate::secrets::sha256_hex(&value)),
                     None => {
@@ -596,6 +600,14 @@ fn is_app_name(name: &str) -> bool {
     name.len() <= 64
         && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// An absolute http(s) URL with a host that can be sent as a `Location` header.
+fn is_redirect_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else { return false };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|host| !host.is_empty())
+        && http::HeaderValue::from_str(url).is_ok()
 }
 
 fn is_cors_origin(origin: &str) -> bool {
@@ -755,7 +767,9 @@ mod tests {
         let json = json!({"app": "a", "version": "1", "hooks": [
             {"eventName": "kustomer.app.a.web", "type": "web", "redirectUrl": "https://a.example/thanks"},
             {"eventName": "kustomer.app.a.form", "type": "form", "apiKeys": ["${PARTNER_KEY}"], "allowedOrigins": ["https://a.example", "ftp://x", "https://a.example/path"]},
-            {"eventName": "kustomer.app.a.size", "type": "form", "maxBodyBytes": 0, "redirectUrl": "/relative"}
+            {"eventName": "kustomer.app.a.size", "type": "form", "maxBodyBytes": 0, "redirectUrl": "/relative"},
+            {"eventName": "kustomer.app.a.crlf", "type": "form", "redirectUrl": "https://a.example/thanks\r\nX-Evil: 1"},
+            {"eventName": "kustomer.app.a.bare", "type": "form", "redirectUrl": "https://"}
         ]});
         check(
             &[document("a.json", json)],
@@ -766,6 +780,8 @@ mod tests {
                 "a.json: /hooks/1/apiKeys: apiKeys applies to web hooks only, not form",
                 "a.json: /hooks/2/maxBodyBytes: expected a whole number of bytes from 1 to 67108864, found 0",
                 "a.json: /hooks/2/redirectUrl: expected an absolute http or https URL, found \"/relative\"",
+                "a.json: /hooks/3/redirectUrl: expected an absolute http or https URL, found \"https://a.example/thanks\\r\\nX-Evil: 1\"",
+                "a.json: /hooks/4/redirectUrl: expected an absolute http or https URL, found \"https://\"",
             ],
         );
     }
@@ -784,6 +800,19 @@ mod tests {
         );
         let rendered = format!("{:?}", validated.diagnostics);
         assert!(!rendered.contains("s3cret-partner-key"));
+    }
+
+    #[test]
+    fn references_to_hookgates_own_settings_are_refused() {
+        let json = json!({"app": "a", "version": "1", "hooks": [
+            {"eventName": "kustomer.app.a.web", "type": "web", "apiKeys": ["${HOOKGATE_ADMIN_TOKEN}"]}
+        ]});
+        check(
+            &[document("a.json", json)],
+            &[
+                "a.json: /hooks/0/apiKeys/0: ${HOOKGATE_ADMIN_TOKEN} names one of hookgate's own settings (HOOKGATE_*), never a secret reference",
+            ],
+        );
     }
 
     #[test]
