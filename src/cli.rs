@@ -44,16 +44,16 @@ struct GlobalArgs {
     /// TOML file of NAME = "value" secrets for ${NAME} references.
     #[arg(long, global = true)]
     secrets_file: Option<PathBuf>,
+    /// Address of the HTTP listener (other commands use it for the URLs they show)
+    /// [default: 127.0.0.1:8080].
+    #[arg(long, global = true)]
+    http: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway.
-    Serve {
-        /// Address of the HTTP listener [default: 127.0.0.1:8080].
-        #[arg(long)]
-        http: Option<SocketAddr>,
-    },
+    Serve,
     /// Validate a folder of hook definitions; exits 1 when any is invalid.
     Check {
         /// The folder [default: the configured definitions folder].
@@ -71,6 +71,17 @@ enum Command {
     /// Read the event log.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Apps installed through the management API (apps from files are changed by editing files).
+    #[command(subcommand)]
+    Apps(AppsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AppsCommand {
+    /// List installed apps.
+    List,
+    /// Remove an installed app, for instance one that keeps `serve` from starting.
+    Remove { app: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,10 +143,7 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let http = match &cli.command {
-        Command::Serve { http } => *http,
-        _ => None,
-    };
+    let http = cli.global.http;
     let overrides = Overrides {
         definitions: cli.global.definitions.clone(),
         http,
@@ -145,12 +153,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let config = Config::load(cli.global.config.as_deref(), &overrides)?;
     match cli.command {
-        Command::Serve { .. } => serve(config).await,
+        Command::Serve => serve(config).await,
         Command::Check { dir } => check(&config, dir.unwrap_or_else(|| config.definitions.clone())),
         Command::Hooks { json } => hooks(config, json).await,
         Command::Keys(command) => keys(config, command).await,
         Command::Events(command) => events(config, command).await,
+        Command::Apps(command) => apps(config, command).await,
     }
+}
+
+/// Opens the store of a gateway that has run before. Commands other than `serve` never create
+/// a database: a mistyped path would otherwise issue keys nobody can use.
+async fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
+    if !config.database.exists() {
+        bail!(
+            "no database at {} (run `hookgate serve` once to create it, or pass --database)",
+            config.database.display()
+        );
+    }
+    Ok(Store::open(&config.store()).await?)
+}
+
+async fn apps(config: Config, command: AppsCommand) -> anyhow::Result<ExitCode> {
+    let store = open_existing_store(&config).await?;
+    match command {
+        AppsCommand::List => {
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED).set_header(["APP", "INSTALLED AT"]);
+            for app in store.apps().await? {
+                table.add_row([app.app, app.installed_at.to_string()]);
+            }
+            println!("{table}");
+        }
+        AppsCommand::Remove { app } => {
+            if !store.delete_app(&app).await? {
+                bail!("no installed app {app:?}");
+            }
+            println!("removed {app}; a running gateway drops its hooks at its next reload (SIGHUP)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_diagnostics(error: &ReloadError) {
@@ -229,7 +271,7 @@ fn check(config: &Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
 }
 
 async fn hooks(config: Config, json: bool) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&config.store()).await?;
+    let store = open_existing_store(&config).await?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.http));
     let manager = match CatalogManager::start(store, config.catalog()).await {
         Ok((manager, _)) => manager,
@@ -258,7 +300,7 @@ async fn hooks(config: Config, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&config.store()).await?;
+    let store = open_existing_store(&config).await?;
     match command {
         KeysCommand::Create { name, apps } => {
             let apps = (!apps.is_empty()).then_some(apps);
@@ -295,7 +337,7 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<ExitCode> 
 }
 
 async fn events(config: Config, command: EventsCommand) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&config.store()).await?;
+    let store = open_existing_store(&config).await?;
     match command {
         EventsCommand::List { name, app, since, until, limit, cursor } => {
             if limit == 0 || limit > 1000 {

@@ -58,6 +58,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("the hook definitions are invalid")]
     Definitions(#[source] ReloadError),
+    #[error("the definitions folder {} does not exist (create it, or pass --definitions)", .0.display())]
+    NoDefinitionsFolder(std::path::PathBuf),
     #[error("cannot watch the definitions folder: {0}")]
     Watch(String),
     #[error("cannot read the listener address: {0}")]
@@ -74,10 +76,13 @@ pub enum AdminToken {
 const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
 
 /// Decides the admin token: the configured one, else the one generated on an earlier start,
-/// else a new one (stored as a hash, shown once).
+/// else a new one (stored as a hash, shown once). A configured token's hash replaces the stored
+/// one, so a generated token, once replaced, never works again.
 pub async fn admin_token(store: &Store, config: &Config) -> Result<(String, AdminToken), StoreError> {
     if let Some(token) = &config.admin_token {
-        return Ok((secrets::sha256_hex(token), AdminToken::Configured));
+        let hash = secrets::sha256_hex(token);
+        store.put_setting(ADMIN_TOKEN_SETTING, &hash).await?;
+        return Ok((hash, AdminToken::Configured));
     }
     if let Some(hash) = store.setting(ADMIN_TOKEN_SETTING).await? {
         return Ok((hash, AdminToken::Stored));
@@ -97,6 +102,9 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the store and loads the definitions; refuses an invalid set.
     pub async fn start(config: Config, public_url: String) -> Result<(Gateway, AdminToken), StartError> {
+        if !config.definitions.is_dir() {
+            return Err(StartError::NoDefinitionsFolder(config.definitions.clone()));
+        }
         let metrics = telemetry::metrics_handle();
         let store = Store::open(&config.store()).await?;
         let (admin_token_sha256, admin_token) = admin_token(&store, &config).await?;

@@ -235,4 +235,6 @@ async fn settings_are_written_once(store: &Store) {
     assert_eq!(store.put_setting_if_absent("conformance", "first").await.unwrap(), "first");
     assert_eq!(store.put_setting_if_absent("conformance", "second").await.unwrap(), "first");
     assert_eq!(store.setting("conformance").await.unwrap().as_deref(), Some("first"));
+    store.put_setting("conformance", "replaced").await.unwrap();
+    assert_eq!(store.setting("conformance").await.unwrap().as_deref(), Some("replaced"));
 }

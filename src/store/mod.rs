@@ -214,6 +214,13 @@ impl Store {
         }
     }
 
+    /// Stores a setting, replacing any value it had.
+    pub async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => store.put_setting(key.to_owned(), value.to_owned()).await,
+        }
+    }
+
     /// Checks that the store answers reads and writes.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {

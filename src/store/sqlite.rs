@@ -413,6 +413,17 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn put_setting(&self, key: String, value: String) -> Result<(), StoreError> {
+        self.write(move |connection| {
+            connection.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.read(|connection| Ok(connection.query_row("SELECT 1", [], |_| Ok(()))?)).await?;
         self.write(|_| Ok(())).await

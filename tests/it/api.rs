@@ -773,3 +773,62 @@ async fn unknown_api_paths_are_behind_the_admin_token_too() {
     let outside = gateway.http.get(gateway.url("/nope")).send().await.unwrap();
     assert_eq!(outside.status(), 404);
 }
+
+#[tokio::test]
+async fn a_configured_admin_token_retires_a_generated_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("defs")).unwrap();
+    let serve = |token: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"));
+        command
+            .current_dir(dir.path())
+            .args(["serve", "--http", "127.0.0.1:0", "--definitions", "defs", "--database", "data/hookgate.db"])
+            .env_remove("HOOKGATE_ADMIN_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if let Some(token) = token {
+            command.env("HOOKGATE_ADMIN_TOKEN", token);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let mut generated = None;
+        let base = loop {
+            let line = lines.next().expect("a line").unwrap();
+            if let Some(token) = line.split("keep it: ").nth(1) {
+                generated = Some(token.to_owned());
+            }
+            if let Some(base) = line.strip_prefix("hookgate: http listening on ") {
+                break base.to_owned();
+            }
+        };
+        (child, base, generated)
+    };
+    let http = client();
+    let status = |base: String, token: String| {
+        let http = http.clone();
+        async move { http.get(format!("{base}/api/hooks")).bearer_auth(token).send().await.unwrap().status().as_u16() }
+    };
+
+    let (mut first, base, generated) = serve(None);
+    let generated = generated.expect("the first start prints a generated token once");
+    assert_eq!(status(base, generated.clone()).await, 200);
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let (mut second, base, shown) = serve(None);
+    assert!(shown.is_none(), "the token is printed only once");
+    assert_eq!(status(base, generated.clone()).await, 200, "the generated token survives restarts");
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    let (mut third, base, _) = serve(Some(ADMIN_TOKEN));
+    assert_eq!(status(base.clone(), ADMIN_TOKEN.to_owned()).await, 200);
+    assert_eq!(status(base, generated.clone()).await, 401);
+    third.kill().unwrap();
+    third.wait().unwrap();
+
+    let (mut fourth, base, _) = serve(None);
+    assert_eq!(status(base, generated).await, 401, "a replaced generated token never comes back");
+    fourth.kill().unwrap();
+    fourth.wait().unwrap();
+}

@@ -277,3 +277,67 @@ fn serve_refuses_invalid_definitions_and_prints_each_diagnostic() {
     assert!(printed.contains("refusing to start"), "{printed}");
     assert!(!stdout(&output).contains("listening"), "{}", stdout(&output));
 }
+
+#[tokio::test]
+async fn commands_other_than_serve_never_create_a_database() {
+    let gateway = Gateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo.db");
+    let output = hookgate_in(
+        gateway.dir.path(),
+        &["keys", "create", "--name", "lost", "--database", missing.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("no database at"), "{}", stderr(&output));
+    assert!(!missing.exists(), "no database file was created");
+}
+
+#[tokio::test]
+async fn hooks_shows_urls_on_the_given_http_address() {
+    let gateway = Gateway::start().await;
+    let output = gateway.cli(&["hooks", "--http", "127.0.0.1:18099"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("http://127.0.0.1:18099/h/"), "{}", stdout(&output));
+}
+
+#[test]
+fn serve_without_a_definitions_folder_says_which_folder_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = hookgate_in(
+        dir.path(),
+        &["serve", "--http", "127.0.0.1:0", "--definitions", "nowhere", "--database", "data/hookgate.db"],
+        Duration::from_secs(30),
+    );
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("the definitions folder nowhere does not exist"), "{}", stderr(&output));
+    assert!(!dir.path().join("data").exists());
+}
+
+#[tokio::test]
+async fn apps_remove_recovers_a_gateway_whose_installed_app_became_invalid() {
+    let mut gateway = Gateway::start().await;
+    let app = json!({"app": "partner", "version": "1", "hooks": [
+        {"eventName": "kustomer.app.partner.sync", "type": "web", "apiKeys": ["${SHOP_PARTNER_KEY}"]}
+    ]});
+    let installed =
+        gateway.http.post(gateway.url("/api/apps")).bearer_auth(ADMIN_TOKEN).json(&app).send().await.unwrap();
+    assert_eq!(installed.status(), 201);
+    gateway.kill();
+    // Without its secret the installed app is invalid, and serve refuses to start.
+    let refused = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .current_dir(gateway.dir.path())
+        .args(["serve", "--http", "127.0.0.1:0", "--definitions", "defs", "--database", "data/hookgate.db"])
+        .env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("SHOP_PARTNER_KEY", "")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("installed app \"partner\""), "{}", stderr(&refused));
+    let listed = gateway.cli(&["apps", "list"]);
+    assert!(stdout(&listed).contains("partner"));
+    let removed = gateway.cli(&["apps", "remove", "partner"]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    gateway.restart().await;
+    assert_eq!(gateway.admin_get("/api/apps/partner").await.status(), 404);
+}
