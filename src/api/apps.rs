@@ -66,9 +66,8 @@ pub async fn install(State(state): State<Arc<AppState>>, body: axum::body::Bytes
     {
         return Err(ApiError::Conflict(format!("app {app:?} is defined by the file {path}; edit the file instead")));
     }
-    let replaced = catalog.apps().iter().any(|a| a.app == app);
     drop(catalog);
-    let reloaded = state.catalog.install_app(definition).await.map_err(reload_error)?;
+    let (reloaded, replaced) = state.catalog.install_app(definition).await.map_err(reload_error)?;
     let catalog = state.catalog.current();
     let installed = catalog.apps().iter().find(|a| a.app == app).map(view);
     let status = if replaced { StatusCode::OK } else { StatusCode::CREATED };

@@ -181,10 +181,11 @@ impl CatalogManager {
     }
 
     /// Installs (or replaces) an app from its definition JSON: validated with everything else
-    /// that serves, stored, then put in service.
-    pub async fn install_app(&self, json: Value) -> Result<Reloaded, ReloadError> {
+    /// that serves, stored, then put in service. Says whether an installed app was replaced.
+    pub async fn install_app(&self, json: Value) -> Result<(Reloaded, bool), ReloadError> {
         let _change = self.change.lock().await;
         let app_name = json.get("app").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let replaced = self.store.apps().await?.iter().any(|installed| installed.app == app_name);
         let candidate = SourceDocument { origin: Origin::Installed(app_name.clone()), json: json.clone() };
         let documents = self.documents(Change::Install(candidate)).await?;
         let validated = self.validate(&documents)?;
@@ -196,7 +197,7 @@ impl CatalogManager {
         self.store
             .put_app(InstalledApp { app: app_name, definition: json.to_string(), installed_at: jiff::Timestamp::now() })
             .await?;
-        self.swap(validated).await
+        Ok((self.swap(validated).await?, replaced))
     }
 
     /// Removes an installed app; `Ok(None)` when no app of that name was installed. The set
