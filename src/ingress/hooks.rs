@@ -183,7 +183,7 @@ async fn handle(state: &AppState, hook: &Hook, cors: &Cors, request: Request) ->
     }
     let content_type =
         request.headers().get(header::CONTENT_TYPE).map(|value| value.to_str().unwrap_or("<not text>").to_owned());
-    payload::check_content_type(content_type.as_deref())
+    let media_kind = payload::media_kind(content_type.as_deref())
         .map_err(|error| IngressError::UnsupportedMediaType(error.to_string()))?;
     if let Some(encoding) = request.headers().get(header::CONTENT_ENCODING)
         && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
@@ -217,7 +217,7 @@ async fn handle(state: &AppState, hook: &Hook, cors: &Cors, request: Request) ->
         },
     )?;
     let mut new_event = normalize(hook.identity(), &meta, data, body, jiff::Timestamp::now());
-    new_event.data_is_raw_json = payload::is_json_content_type(content_type.as_deref());
+    new_event.data_is_raw_json = media_kind.is_json();
     let received_at = new_event.event.received_at;
     let appended = state.store.append_events(vec![new_event]).await.map_err(IngressError::Store)?;
     let id = appended
@@ -227,7 +227,7 @@ async fn handle(state: &AppState, hook: &Hook, cors: &Cors, request: Request) ->
         .ok_or_else(|| IngressError::Store(StoreError::Unavailable("the store acknowledged no event".into())))?;
     tracing::Span::current().record("event_id", id.as_str());
     if let Some(redirect) = &definition.redirect_url
-        && payload::is_html_form_content_type(content_type.as_deref())
+        && media_kind.is_html_form()
     {
         let mut response = StatusCode::SEE_OTHER.into_response();
         if let Ok(location) = HeaderValue::from_str(redirect) {

@@ -108,23 +108,10 @@ impl PayloadError {
     }
 }
 
-/// Checks the content type alone, so the caller can answer 415 before reading the body.
+/// Classifies the content type alone, so the caller can answer 415 before reading the body.
 /// A missing header counts as JSON.
-pub fn check_content_type(content_type: Option<&str>) -> Result<(), PayloadError> {
-    ContentType::parse(content_type).map(|_| ())
-}
-
-/// True for the content types an HTML `<form>` posts (urlencoded and multipart), the posts
-/// that a hook's `redirectUrl` answers with a redirect.
-pub fn is_html_form_content_type(content_type: Option<&str>) -> bool {
-    ContentType::parse(content_type)
-        .is_ok_and(|parsed| matches!(parsed.kind, MediaKind::FormUrlencoded | MediaKind::Multipart))
-}
-
-/// True for the JSON content types (and a missing header, which counts as JSON): for them the
-/// parsed data is exactly the body parsed by serde_json.
-pub fn is_json_content_type(content_type: Option<&str>) -> bool {
-    ContentType::parse(content_type).is_ok_and(|parsed| parsed.kind == MediaKind::Json)
+pub fn media_kind(content_type: Option<&str>) -> Result<MediaKind, PayloadError> {
+    ContentType::parse(content_type).map(|parsed| parsed.kind)
 }
 
 /// The parsed body, ready to become the event's `data`.
@@ -159,11 +146,23 @@ pub async fn parse_payload(
 
 /// The supported media types, grouped by how their bodies are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MediaKind {
+pub enum MediaKind {
     Json,
     FormUrlencoded,
     Multipart,
     Xml,
+}
+
+impl MediaKind {
+    /// What an HTML `<form>` posts: the posts a hook's `redirectUrl` answers with a redirect.
+    pub fn is_html_form(self) -> bool {
+        matches!(self, MediaKind::FormUrlencoded | MediaKind::Multipart)
+    }
+
+    /// For JSON the parsed data is exactly the body parsed by serde_json.
+    pub fn is_json(self) -> bool {
+        self == MediaKind::Json
+    }
 }
 
 /// The parts of a `Content-Type` header this module looks at.
@@ -186,7 +185,7 @@ impl ContentType {
             None => (header.trim(), ""),
         };
         let unsupported = || PayloadError::UnsupportedMediaType { content_type: essence.to_owned() };
-        let kind = media_kind(&essence.to_ascii_lowercase()).ok_or_else(unsupported)?;
+        let kind = kind_of_essence(&essence.to_ascii_lowercase()).ok_or_else(unsupported)?;
         let mut charset = None;
         let mut boundary = None;
         for (name, value) in media_type_parameters(parameters) {
@@ -201,7 +200,7 @@ impl ContentType {
 }
 
 /// The kind of a lowercase `type/subtype` essence, or `None` if unsupported.
-fn media_kind(essence: &str) -> Option<MediaKind> {
+fn kind_of_essence(essence: &str) -> Option<MediaKind> {
     let (top_level, subtype) = essence.split_once('/')?;
     if !is_token(top_level) || !is_token(subtype) {
         return None;
@@ -587,7 +586,7 @@ mod tests {
 
     #[track_caller]
     fn check_unsupported_media_type(content_type: &str, named: &str) {
-        assert!(check_content_type(Some(content_type)).is_err());
+        assert!(media_kind(Some(content_type)).is_err());
         match parse(Some(content_type), b"{}") {
             Ok(value) => panic!("expected 415 for {content_type:?}, got {value}"),
             Err(error) => {
@@ -617,7 +616,7 @@ mod tests {
 
     #[test]
     fn missing_content_type_is_treated_as_json() {
-        assert!(check_content_type(None).is_ok());
+        assert!(media_kind(None).is_ok());
         check(None, r#"{"a": 1}"#, json!({"a": 1}));
     }
 
@@ -634,7 +633,7 @@ mod tests {
         check(Some("APPLICATION/VND.API+JSON ; version=2"), "1", json!(1));
         check(Some("  text/XML;charset=\"utf-8\""), "<a>x</a>", json!({"a": "x"}));
         check(Some("Application/X-WWW-Form-Urlencoded; Charset=US-ASCII"), "a=1", json!({"a": "1"}));
-        assert!(check_content_type(Some("MULTIPART/FORM-DATA; BOUNDARY=x")).is_ok());
+        assert!(media_kind(Some("MULTIPART/FORM-DATA; BOUNDARY=x")).is_ok());
     }
 
     #[test]
@@ -854,7 +853,7 @@ mod tests {
 
     #[test]
     fn multipart_without_a_boundary_is_a_bad_request() {
-        assert!(check_content_type(Some("multipart/form-data")).is_ok());
+        assert!(media_kind(Some("multipart/form-data")).is_ok());
         let body = multipart_body(&[&text_part("a", "1")]);
         for content_type in
             ["multipart/form-data", "multipart/form-data; boundary=", "multipart/form-data; boundary=\"\""]

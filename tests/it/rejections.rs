@@ -77,8 +77,7 @@ async fn an_email_hook_has_no_url_to_post_to() {
 #[tokio::test]
 async fn an_unsupported_content_type_is_415_naming_what_is_accepted() {
     let gateway = Gateway::start().await;
-    let url = gateway.hook_url(ORDER_UPDATE).await;
-    let response = gateway.http.post(url).header("content-type", "text/plain").body("hello").send().await.unwrap();
+    let response = gateway.post_raw(ORDER_UPDATE, "text/plain", "hello").await;
     let (code, message) = error_code(response, 415).await;
     assert_eq!(code, "unsupported_media_type");
     assert!(message.contains("text/plain") && message.contains("application/json"), "{message}");
@@ -88,15 +87,8 @@ async fn an_unsupported_content_type_is_415_naming_what_is_accepted() {
 #[tokio::test]
 async fn malformed_json_is_400_naming_line_and_column() {
     let gateway = Gateway::start().await;
-    let url = gateway.hook_url(ORDER_UPDATE).await;
-    let response = gateway
-        .http
-        .post(url)
-        .header("content-type", "application/json")
-        .body("{\n  \"order\": 42,\n  \"status\": shipped\n}")
-        .send()
-        .await
-        .unwrap();
+    let response =
+        gateway.post_raw(ORDER_UPDATE, "application/json", "{\n  \"order\": 42,\n  \"status\": shipped\n}").await;
     let (code, message) = error_code(response, 400).await;
     assert_eq!(code, "malformed_body");
     assert!(message.starts_with("malformed JSON at line 3 column 13"), "{message}");
@@ -116,15 +108,7 @@ async fn an_empty_json_body_is_400() {
 #[tokio::test]
 async fn malformed_xml_is_400() {
     let gateway = Gateway::start().await;
-    let url = gateway.hook_url(ORDER_UPDATE).await;
-    let response = gateway
-        .http
-        .post(url)
-        .header("content-type", "application/xml")
-        .body("<order><id>1</order>")
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.post_raw(ORDER_UPDATE, "application/xml", "<order><id>1</order>").await;
     let (_, message) = error_code(response, 400).await;
     assert!(message.starts_with("malformed XML"), "{message}");
     assert_no_events(&gateway).await;

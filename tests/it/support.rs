@@ -144,6 +144,17 @@ impl Gateway {
             .to_owned()
     }
 
+    /// Posts `body` as `content_type` to the hook with this event name.
+    pub async fn post_raw(
+        &self,
+        event_name: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let url = self.hook_url(event_name).await;
+        self.http.post(url).header("content-type", content_type).body(body).send().await.unwrap()
+    }
+
     /// Issues an API key through the management API and returns its text.
     pub async fn issue_key(&self, body: Value) -> Value {
         let response = self.http.post(self.url("/api/keys")).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
