@@ -1,0 +1,128 @@
+//! Verification of platform signatures over the exact raw bytes of a request.
+//!
+//! Each [`Scheme`] is implemented as its platform documents it (the published vectors in
+//! `fixtures/signatures/published-vectors.json` are unit tests). Verification returns
+//! `Result<Verified, VerifyError>`: a failure keeps its reason class, never the expected value.
+//! Every comparison is constant-time. Several secrets may be configured at once (rotation): any
+//! one that matches is accepted. This module is pure: no I/O, no clock (`now` is passed in),
+//! no HTTP status codes; ingress maps [`VerifyError`] to a reply.
+
+mod schemes;
+
+#[cfg(test)]
+use schemes::test_support as schemes_test_support;
+
+use http::HeaderMap;
+use jiff::Timestamp;
+use std::time::Duration;
+
+/// The signature schemes hookgate verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Standard Webhooks v1 (HMAC-SHA256), with the `svix-*` header aliases.
+    StandardWebhooks,
+    /// `Stripe-Signature: t=..,v1=..`.
+    Stripe,
+    /// `X-Hub-Signature-256`, and the legacy SHA-1 `X-Hub-Signature` when allowed.
+    GitHub { allow_sha1: bool },
+    /// HubSpot v1, v2 and v3, chosen by the headers the request carries.
+    HubSpot,
+    /// `X-Shopify-Hmac-Sha256`.
+    Shopify,
+    /// `X-Slack-Signature: v0=..` with `X-Slack-Request-Timestamp`.
+    Slack,
+    /// `X-Twilio-Signature`: form parameters, or `bodySHA256` for JSON bodies.
+    Twilio,
+    /// `x-square-hmacsha256-signature` over the notification URL and body.
+    Square,
+    /// `Paddle-Signature: ts=..;h1=..`.
+    Paddle,
+}
+
+impl Scheme {
+    /// The default replay window of the scheme (for schemes without timestamps, unused).
+    pub fn default_tolerance(self) -> Duration {
+        match self {
+            Scheme::Paddle => Duration::from_secs(5),
+            _ => Duration::from_secs(300),
+        }
+    }
+}
+
+/// What one request is verified with.
+#[derive(Clone)]
+pub struct VerifyConfig {
+    pub scheme: Scheme,
+    /// Every secret currently valid for this source; several during a rotation.
+    pub secrets: Vec<String>,
+    /// How far a signed timestamp may be from `now`, in either direction.
+    pub tolerance: Duration,
+}
+
+impl std::fmt::Debug for VerifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyConfig")
+            .field("scheme", &self.scheme)
+            .field("secrets", &self.secrets.len())
+            .field("tolerance", &self.tolerance)
+            .finish()
+    }
+}
+
+/// The parts of a request a signature can cover.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedRequest<'a> {
+    pub method: &'a str,
+    /// The full URL the platform sent to, as it sees it (scheme, host, path and query).
+    pub url: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+/// A request whose signature matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Which configured secret matched (0 is the first): shows when an old one is still used.
+    pub secret_index: usize,
+    /// The signed timestamp, for schemes that sign one.
+    pub signed_at: Option<Timestamp>,
+}
+
+/// Why a request was not verified. The reason class is safe to send back; details never
+/// include an expected signature or a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("no secret is configured for this source")]
+    NoSecretConfigured,
+    #[error("the {0} header is missing")]
+    MissingHeader(&'static str),
+    #[error("the {header} header is malformed: {reason}")]
+    MalformedHeader { header: &'static str, reason: &'static str },
+    #[error("the signed timestamp is {seconds} seconds away from now, beyond the tolerance")]
+    TimestampOutsideTolerance { seconds: i64 },
+    #[error("the signature does not match")]
+    SignatureMismatch,
+}
+
+impl VerifyError {
+    /// The reason class a 401 names, also the metrics label.
+    pub fn reason_class(&self) -> &'static str {
+        match self {
+            VerifyError::NoSecretConfigured => "no_secret_configured",
+            VerifyError::MissingHeader(_) | VerifyError::MalformedHeader { .. } => "missing_header",
+            VerifyError::TimestampOutsideTolerance { .. } => "timestamp_outside_tolerance",
+            VerifyError::SignatureMismatch => "signature_mismatch",
+        }
+    }
+}
+
+/// Verifies `request` under `config` at time `now`.
+pub fn verify(config: &VerifyConfig, request: &SignedRequest<'_>, now: Timestamp) -> Result<Verified, VerifyError> {
+    if config.secrets.is_empty() {
+        return Err(VerifyError::NoSecretConfigured);
+    }
+    schemes::verify(config, request, now)
+}
+
+#[cfg(test)]
+mod tests;
