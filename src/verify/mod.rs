@@ -17,9 +17,10 @@ use jiff::Timestamp;
 use std::time::Duration;
 
 /// The signature schemes hookgate verifies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scheme {
-    /// Standard Webhooks v1 (HMAC-SHA256), with the `svix-*` header aliases.
+    /// Standard Webhooks: v1 (HMAC-SHA256, secrets `whsec_…`) and v1a (Ed25519, trusted public
+    /// keys `whpk_…`), with the `svix-*` header aliases.
     StandardWebhooks,
     /// `Stripe-Signature: t=..,v1=..`.
     Stripe,
@@ -37,13 +38,110 @@ pub enum Scheme {
     Square,
     /// `Paddle-Signature: ts=..;h1=..`.
     Paddle,
+    /// Discord interactions: Ed25519 over timestamp and body, the application's public key (hex).
+    Discord,
+    /// SendGrid Event Webhook: ECDSA P-256 over timestamp and body, the public key (base64 SPKI).
+    SendGridEcdsa,
+    /// Mailgun: the body's `signature` object, HMAC-SHA256 of timestamp and token.
+    Mailgun,
+    /// Intercom: `X-Hub-Signature: sha1=<hex>` of the body.
+    Intercom,
+    /// Zendesk: base64 HMAC-SHA256 of timestamp and body.
+    Zendesk,
+    /// Linear: hex HMAC-SHA256 of the body; the body's `webhookTimestamp` (ms) within tolerance.
+    Linear,
+    /// Typeform: `Typeform-Signature: sha256=<base64>` of the body.
+    Typeform,
+    /// Calendly: `Calendly-Webhook-Signature: t=..,v1=..` over `{t}.{body}`.
+    Calendly,
+    /// GitLab: `X-Gitlab-Token` carries the secret itself.
+    GitLabToken,
+    /// HTTP Basic auth (Postmark and platforms without signatures); the secret is `user:password`.
+    BasicAuth,
+    /// Any other HMAC scheme, described as data.
+    GenericHmac(Box<GenericHmac>),
+}
+
+/// A generic HMAC scheme: which header, algorithm, encoding and prefix, and what is signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenericHmac {
+    /// The header carrying the signature (lower case).
+    pub header: String,
+    pub algorithm: HmacAlgorithm,
+    pub encoding: SignatureEncoding,
+    /// Text before the encoded signature in the header, such as `sha256=`.
+    pub prefix: String,
+    /// What is signed, in order.
+    pub signed: Vec<SignedPart>,
+    /// The header whose value `{timestamp}` stands for (Unix seconds), checked against the tolerance.
+    pub timestamp_header: Option<String>,
+    /// The header whose value `{id}` stands for.
+    pub id_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HmacAlgorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureEncoding {
+    Hex,
+    Base64,
+}
+
+/// One piece of the signed content of a generic scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedPart {
+    Literal(String),
+    Body,
+    Timestamp,
+    Id,
+    Method,
+    Url,
+}
+
+impl SignedPart {
+    /// Parses a template such as `{timestamp}.{body}` (placeholders: body, timestamp, id,
+    /// method, url; anything else is literal text).
+    pub fn parse_template(template: &str) -> Result<Vec<SignedPart>, String> {
+        let mut parts = Vec::new();
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(SignedPart::Literal(rest[..open].to_owned()));
+            }
+            let close = rest[open..].find('}').ok_or_else(|| format!("unclosed {{ in {template:?}"))? + open;
+            parts.push(match &rest[open + 1..close] {
+                "body" => SignedPart::Body,
+                "timestamp" => SignedPart::Timestamp,
+                "id" => SignedPart::Id,
+                "method" => SignedPart::Method,
+                "url" => SignedPart::Url,
+                other => {
+                    return Err(format!("unknown placeholder {{{other}}}; use body, timestamp, id, method or url"));
+                }
+            });
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(SignedPart::Literal(rest.to_owned()));
+        }
+        if !parts.contains(&SignedPart::Body) {
+            return Err(format!("the template {template:?} does not sign {{body}}"));
+        }
+        Ok(parts)
+    }
 }
 
 impl Scheme {
     /// The default replay window of the scheme (for schemes without timestamps, unused).
-    pub fn default_tolerance(self) -> Duration {
+    pub fn default_tolerance(&self) -> Duration {
         match self {
             Scheme::Paddle => Duration::from_secs(5),
+            Scheme::Linear => Duration::from_secs(60),
             _ => Duration::from_secs(300),
         }
     }
@@ -95,9 +193,9 @@ pub enum VerifyError {
     #[error("no secret is configured for this source")]
     NoSecretConfigured,
     #[error("the {0} header is missing")]
-    MissingHeader(&'static str),
+    MissingHeader(String),
     #[error("the {header} header is malformed: {reason}")]
-    MalformedHeader { header: &'static str, reason: &'static str },
+    MalformedHeader { header: String, reason: &'static str },
     #[error("the signed timestamp is {seconds} seconds away from now, beyond the tolerance")]
     TimestampOutsideTolerance { seconds: i64 },
     #[error("the signature does not match")]

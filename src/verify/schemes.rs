@@ -11,7 +11,10 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-use super::{Scheme, SignedRequest, Verified, VerifyConfig, VerifyError};
+use super::{
+    GenericHmac, HmacAlgorithm, Scheme, SignatureEncoding, SignedPart, SignedRequest, Verified, VerifyConfig,
+    VerifyError,
+};
 
 pub(super) fn verify(
     config: &VerifyConfig,
@@ -20,16 +23,27 @@ pub(super) fn verify(
 ) -> Result<Verified, VerifyError> {
     let window = Window { now, tolerance: config.tolerance };
     let secrets = &config.secrets;
-    match config.scheme {
+    match &config.scheme {
         Scheme::StandardWebhooks => standard_webhooks(secrets, request, window),
         Scheme::Stripe => stripe(secrets, request, window),
-        Scheme::GitHub { allow_sha1 } => github(secrets, request, allow_sha1),
+        Scheme::GitHub { allow_sha1 } => github(secrets, request, *allow_sha1),
         Scheme::HubSpot => hubspot(secrets, request, window),
         Scheme::Shopify => shopify(secrets, request),
         Scheme::Slack => slack(secrets, request, window),
         Scheme::Twilio => twilio(secrets, request),
         Scheme::Square => square(secrets, request),
         Scheme::Paddle => paddle(secrets, request, window),
+        Scheme::Discord => discord(secrets, request, window),
+        Scheme::SendGridEcdsa => sendgrid(secrets, request, window),
+        Scheme::Mailgun => mailgun(secrets, request, window),
+        Scheme::Intercom => intercom(secrets, request),
+        Scheme::Zendesk => zendesk(secrets, request),
+        Scheme::Linear => linear(secrets, request, window),
+        Scheme::Typeform => typeform(secrets, request),
+        Scheme::Calendly => calendly(secrets, request, window),
+        Scheme::GitLabToken => gitlab(secrets, request),
+        Scheme::BasicAuth => basic_auth(secrets, request),
+        Scheme::GenericHmac(generic) => generic_hmac(generic, secrets, request, window),
     }
 }
 
@@ -50,25 +64,25 @@ impl Window {
     }
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, VerifyError> {
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, VerifyError> {
     match headers.get(name) {
         None => Ok(None),
         Some(value) => value
             .to_str()
             .map(|text| Some(text.trim()))
-            .map_err(|_| VerifyError::MalformedHeader { header: name, reason: "not visible ASCII" }),
+            .map_err(|_| VerifyError::MalformedHeader { header: name.into(), reason: "not visible ASCII" }),
     }
 }
 
-fn required<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, VerifyError> {
-    header(headers, name)?.ok_or(VerifyError::MissingHeader(name))
+fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {
+    header(headers, name)?.ok_or(VerifyError::MissingHeader(name.into()))
 }
 
-fn unix_seconds(text: &str, header: &'static str) -> Result<Timestamp, VerifyError> {
+fn unix_seconds(text: &str, header: &str) -> Result<Timestamp, VerifyError> {
     text.parse::<i64>()
         .ok()
         .and_then(|seconds| Timestamp::from_second(seconds).ok())
-        .ok_or(VerifyError::MalformedHeader { header, reason: "expected a Unix time in seconds" })
+        .ok_or(VerifyError::MalformedHeader { header: header.into(), reason: "expected a Unix time in seconds" })
 }
 
 fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
@@ -124,27 +138,61 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
     BASE64.decode(text).ok()
 }
 
-/// Standard Webhooks v1: `{id}.{timestamp}.{body}`, secret base64 after `whsec_`.
+/// Standard Webhooks: `{id}.{timestamp}.{body}`, signed with HMAC-SHA256 (`v1`, secret base64
+/// after `whsec_`) or Ed25519 (`v1a`, trusted public key base64 after `whpk_`).
 fn standard_webhooks(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
     let headers = request.headers;
     let either = |primary: &'static str, alias: &'static str| -> Result<&str, VerifyError> {
-        header(headers, primary)?.or(header(headers, alias)?).ok_or(VerifyError::MissingHeader(primary))
+        header(headers, primary)?.or(header(headers, alias)?).ok_or(VerifyError::MissingHeader(primary.into()))
     };
     let id = either("webhook-id", "svix-id")?;
     let timestamp_text = either("webhook-timestamp", "svix-timestamp")?;
     let signature = either("webhook-signature", "svix-signature")?;
     let signed_at = unix_seconds(timestamp_text, "webhook-timestamp")?;
-    let presented: Vec<Vec<u8>> =
-        signature.split(' ').filter_map(|entry| entry.strip_prefix("v1,")).filter_map(decode_base64).collect();
-    if presented.is_empty() {
-        return Err(VerifyError::MalformedHeader { header: "webhook-signature", reason: "no v1 signature" });
+    let entries = |version: &str| -> Vec<Vec<u8>> {
+        signature
+            .split(' ')
+            .filter_map(|entry| entry.strip_prefix(version).and_then(|rest| rest.strip_prefix(',')))
+            .filter_map(decode_base64)
+            .collect()
+    };
+    let (symmetric, asymmetric) = (entries("v1"), entries("v1a"));
+    if symmetric.is_empty() && asymmetric.is_empty() {
+        return Err(VerifyError::MalformedHeader {
+            header: "webhook-signature".into(),
+            reason: "no v1 or v1a signature",
+        });
     }
-    let secret_index = match_secret(secrets, &presented, |secret| {
-        let key = decode_base64(secret.strip_prefix("whsec_").unwrap_or(secret));
-        key.map(|key| vec![hmac_sha256(&key, &[id.as_bytes(), b".", timestamp_text.as_bytes(), b".", request.body])])
-            .unwrap_or_default()
-    })?;
+    let signed: Vec<u8> = [id.as_bytes(), b".", timestamp_text.as_bytes(), b".", request.body].concat();
+    let mut secret_index = None;
+    for (index, secret) in secrets.iter().enumerate() {
+        let matched = if let Some(public_key) = secret.strip_prefix("whpk_") {
+            asymmetric
+                .iter()
+                .any(|signature| ed25519_verifies(decode_base64(public_key).as_deref(), &signed, signature))
+        } else {
+            decode_base64(secret.strip_prefix("whsec_").unwrap_or(secret)).is_some_and(|key| {
+                let expected = hmac_sha256(&key, &[&signed]);
+                symmetric
+                    .iter()
+                    .fold(false, |found, signature| found | crate::secrets::constant_time_eq(signature, &expected))
+            })
+        };
+        if matched {
+            secret_index = Some(index);
+            break;
+        }
+    }
+    let secret_index = secret_index.ok_or(VerifyError::SignatureMismatch)?;
     Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
+}
+
+/// True when `signature` is a valid Ed25519 signature of `message` by `public_key` (32 bytes).
+fn ed25519_verifies(public_key: Option<&[u8]>, message: &[u8], signature: &[u8]) -> bool {
+    let Some(Ok(key_bytes)) = public_key.map(<[u8; 32]>::try_from) else { return false };
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes) else { return false };
+    let Ok(signature) = ed25519_dalek::Signature::from_slice(signature) else { return false };
+    key.verify_strict(message, &signature).is_ok()
 }
 
 /// Stripe: `t={unix},v1={hex}[,v1=...]` over `{t}.{body}`, keyed by the whole `whsec_` string.
@@ -160,9 +208,10 @@ fn stripe(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Re
             _ => {}
         }
     }
-    let timestamp = timestamp.ok_or(VerifyError::MalformedHeader { header: HEADER, reason: "no t= timestamp" })?;
+    let timestamp =
+        timestamp.ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "no t= timestamp" })?;
     if presented.is_empty() {
-        return Err(VerifyError::MalformedHeader { header: HEADER, reason: "no v1 signature" });
+        return Err(VerifyError::MalformedHeader { header: HEADER.into(), reason: "no v1 signature" });
     }
     let signed_at = unix_seconds(timestamp, HEADER)?;
     let secret_index = match_secret(secrets, &presented, |secret| {
@@ -175,10 +224,10 @@ fn stripe(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Re
 fn github(secrets: &[String], request: &SignedRequest<'_>, allow_sha1: bool) -> Result<Verified, VerifyError> {
     let unsigned = Verified { secret_index: 0, signed_at: None };
     if let Some(value) = header(request.headers, "x-hub-signature-256")? {
-        let presented = value
-            .strip_prefix("sha256=")
-            .and_then(decode_hex)
-            .ok_or(VerifyError::MalformedHeader { header: "x-hub-signature-256", reason: "expected sha256=<hex>" })?;
+        let presented = value.strip_prefix("sha256=").and_then(decode_hex).ok_or(VerifyError::MalformedHeader {
+            header: "x-hub-signature-256".into(),
+            reason: "expected sha256=<hex>",
+        })?;
         let secret_index =
             match_secret(secrets, &[presented], |secret| vec![hmac_sha256(secret.as_bytes(), &[request.body])])?;
         return Ok(Verified { secret_index, ..unsigned });
@@ -187,12 +236,12 @@ fn github(secrets: &[String], request: &SignedRequest<'_>, allow_sha1: bool) -> 
         let presented = value
             .strip_prefix("sha1=")
             .and_then(decode_hex)
-            .ok_or(VerifyError::MalformedHeader { header: "x-hub-signature", reason: "expected sha1=<hex>" })?;
+            .ok_or(VerifyError::MalformedHeader { header: "x-hub-signature".into(), reason: "expected sha1=<hex>" })?;
         let secret_index =
             match_secret(secrets, &[presented], |secret| vec![hmac_sha1(secret.as_bytes(), &[request.body])])?;
         return Ok(Verified { secret_index, ..unsigned });
     }
-    Err(VerifyError::MissingHeader("x-hub-signature-256"))
+    Err(VerifyError::MissingHeader("x-hub-signature-256".into()))
 }
 
 /// The forms of a URL HubSpot may have signed for v3: as sent, and with the percent-escapes
@@ -228,10 +277,15 @@ fn hubspot(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> R
         let millis_text = required(headers, TIMESTAMP)?;
         let signed_at =
             millis_text.parse::<i64>().ok().and_then(|millis| Timestamp::from_millisecond(millis).ok()).ok_or(
-                VerifyError::MalformedHeader { header: TIMESTAMP, reason: "expected a Unix time in milliseconds" },
+                VerifyError::MalformedHeader {
+                    header: TIMESTAMP.into(),
+                    reason: "expected a Unix time in milliseconds",
+                },
             )?;
-        let presented = decode_base64(signature)
-            .ok_or(VerifyError::MalformedHeader { header: "x-hubspot-signature-v3", reason: "expected base64" })?;
+        let presented = decode_base64(signature).ok_or(VerifyError::MalformedHeader {
+            header: "x-hubspot-signature-v3".into(),
+            reason: "expected base64",
+        })?;
         let uris = hubspot_uri_forms(request.url);
         let secret_index = match_secret(secrets, &[presented], |secret| {
             uris.iter()
@@ -247,7 +301,7 @@ fn hubspot(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> R
     }
     let signature = required(headers, "x-hubspot-signature")?;
     let presented = decode_hex(signature)
-        .ok_or(VerifyError::MalformedHeader { header: "x-hubspot-signature", reason: "expected hex" })?;
+        .ok_or(VerifyError::MalformedHeader { header: "x-hubspot-signature".into(), reason: "expected hex" })?;
     let version = header(headers, "x-hubspot-signature-version")?.unwrap_or("v1");
     let secret_index = match version {
         "v1" => match_secret(secrets, &[presented], |secret| vec![sha256(&[secret.as_bytes(), request.body])])?,
@@ -256,7 +310,7 @@ fn hubspot(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> R
         })?,
         _ => {
             return Err(VerifyError::MalformedHeader {
-                header: "x-hubspot-signature-version",
+                header: "x-hubspot-signature-version".into(),
                 reason: "expected v1 or v2",
             });
         }
@@ -268,7 +322,7 @@ fn hubspot(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> R
 fn shopify(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
     const HEADER: &str = "x-shopify-hmac-sha256";
     let presented = decode_base64(required(request.headers, HEADER)?)
-        .ok_or(VerifyError::MalformedHeader { header: HEADER, reason: "expected base64" })?;
+        .ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "expected base64" })?;
     let secret_index =
         match_secret(secrets, &[presented], |secret| vec![hmac_sha256(secret.as_bytes(), &[request.body])])?;
     Ok(Verified { secret_index, signed_at: None })
@@ -282,7 +336,7 @@ fn slack(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Res
     let presented = required(request.headers, SIGNATURE)?
         .strip_prefix("v0=")
         .and_then(decode_hex)
-        .ok_or(VerifyError::MalformedHeader { header: SIGNATURE, reason: "expected v0=<hex>" })?;
+        .ok_or(VerifyError::MalformedHeader { header: SIGNATURE.into(), reason: "expected v0=<hex>" })?;
     let signed_at = unix_seconds(timestamp, TIMESTAMP)?;
     let secret_index = match_secret(secrets, &[presented], |secret| {
         vec![hmac_sha256(secret.as_bytes(), &[b"v0:", timestamp.as_bytes(), b":", request.body])]
@@ -314,7 +368,7 @@ fn twilio_url_forms(url: &str) -> Vec<String> {
 fn twilio(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
     const HEADER: &str = "x-twilio-signature";
     let presented = decode_base64(required(request.headers, HEADER)?)
-        .ok_or(VerifyError::MalformedHeader { header: HEADER, reason: "expected base64" })?;
+        .ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "expected base64" })?;
     let body_sha256 = request
         .url
         .split_once('?')
@@ -358,7 +412,7 @@ fn sorted_parameters(body: &[u8]) -> String {
 fn square(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
     const HEADER: &str = "x-square-hmacsha256-signature";
     let presented = decode_base64(required(request.headers, HEADER)?)
-        .ok_or(VerifyError::MalformedHeader { header: HEADER, reason: "expected base64" })?;
+        .ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "expected base64" })?;
     let secret_index = match_secret(secrets, &[presented], |secret| {
         vec![hmac_sha256(secret.as_bytes(), &[request.url.as_bytes(), request.body])]
     })?;
@@ -378,15 +432,229 @@ fn paddle(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Re
             _ => {}
         }
     }
-    let timestamp = timestamp.ok_or(VerifyError::MalformedHeader { header: HEADER, reason: "no ts= timestamp" })?;
+    let timestamp =
+        timestamp.ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "no ts= timestamp" })?;
     if presented.is_empty() {
-        return Err(VerifyError::MalformedHeader { header: HEADER, reason: "no h1 signature" });
+        return Err(VerifyError::MalformedHeader { header: HEADER.into(), reason: "no h1 signature" });
     }
     let signed_at = unix_seconds(timestamp, HEADER)?;
     let secret_index = match_secret(secrets, &presented, |secret| {
         vec![hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), b":", request.body])]
     })?;
     Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
+}
+
+/// Discord: Ed25519 (hex) over `{timestamp}{body}` with the application's public key (hex).
+fn discord(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
+    const SIGNATURE: &str = "x-signature-ed25519";
+    const TIMESTAMP: &str = "x-signature-timestamp";
+    let timestamp = required(request.headers, TIMESTAMP)?;
+    let signature = decode_hex(required(request.headers, SIGNATURE)?)
+        .ok_or(VerifyError::MalformedHeader { header: SIGNATURE.into(), reason: "expected hex" })?;
+    let signed_at = unix_seconds(timestamp, TIMESTAMP)?;
+    let message = [timestamp.as_bytes(), request.body].concat();
+    let secret_index = secrets
+        .iter()
+        .position(|public_key| ed25519_verifies(decode_hex(public_key).as_deref(), &message, &signature))
+        .ok_or(VerifyError::SignatureMismatch)?;
+    Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
+}
+
+/// SendGrid Event Webhook: ECDSA P-256 with SHA-256 over `{timestamp}{body}`; the signature is
+/// base64 DER and the configured key is base64 SPKI DER. SendGrid's signers emit high-S
+/// signatures (the published vector has one); p256's verifier accepts them as ECDSA allows.
+fn sendgrid(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
+    use p256::ecdsa::signature::Verifier;
+    use p256::pkcs8::DecodePublicKey;
+    const SIGNATURE: &str = "x-twilio-email-event-webhook-signature";
+    const TIMESTAMP: &str = "x-twilio-email-event-webhook-timestamp";
+    let timestamp = required(request.headers, TIMESTAMP)?;
+    let signature = decode_base64(required(request.headers, SIGNATURE)?)
+        .and_then(|der| p256::ecdsa::Signature::from_der(&der).ok())
+        .ok_or(VerifyError::MalformedHeader {
+            header: SIGNATURE.into(),
+            reason: "expected a base64 DER ECDSA signature",
+        })?;
+    let signed_at = unix_seconds(timestamp, TIMESTAMP)?;
+    let message = [timestamp.as_bytes(), request.body].concat();
+    let secret_index = secrets
+        .iter()
+        .position(|public_key| {
+            decode_base64(public_key)
+                .and_then(|der| p256::ecdsa::VerifyingKey::from_public_key_der(&der).ok())
+                .is_some_and(|key| key.verify(&message, &signature).is_ok())
+        })
+        .ok_or(VerifyError::SignatureMismatch)?;
+    Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
+}
+
+/// Mailgun: the JSON body's `signature` object; hex HMAC-SHA256 of `{timestamp}{token}`.
+fn mailgun(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        signature: MailgunSignature,
+    }
+    #[derive(serde::Deserialize)]
+    struct MailgunSignature {
+        timestamp: String,
+        token: String,
+        signature: String,
+    }
+    let envelope: Envelope = serde_json::from_slice(request.body)
+        .map_err(|_| VerifyError::MissingHeader("signature (the body's signature object)".into()))?;
+    let MailgunSignature { timestamp, token, signature } = envelope.signature;
+    let presented = decode_hex(&signature)
+        .ok_or(VerifyError::MalformedHeader { header: "signature.signature".into(), reason: "expected hex" })?;
+    let signed_at = unix_seconds(&timestamp, "signature.timestamp")?;
+    let secret_index = match_secret(secrets, &[presented], |key| {
+        vec![hmac_sha256(key.as_bytes(), &[timestamp.as_bytes(), token.as_bytes()])]
+    })?;
+    Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
+}
+
+/// A header of `prefix` followed by an encoded HMAC of the body.
+fn body_hmac(
+    secrets: &[String],
+    request: &SignedRequest<'_>,
+    header_name: &'static str,
+    prefix: &str,
+    decode: fn(&str) -> Option<Vec<u8>>,
+    mac: fn(&[u8], &[&[u8]]) -> Vec<u8>,
+) -> Result<Verified, VerifyError> {
+    let presented = required(request.headers, header_name)?
+        .strip_prefix(prefix)
+        .and_then(decode)
+        .ok_or(VerifyError::MalformedHeader { header: header_name.into(), reason: "not the documented format" })?;
+    let secret_index = match_secret(secrets, &[presented], |secret| vec![mac(secret.as_bytes(), &[request.body])])?;
+    Ok(Verified { secret_index, signed_at: None })
+}
+
+/// Intercom: `X-Hub-Signature: sha1=<hex>` of the body.
+fn intercom(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
+    body_hmac(secrets, request, "x-hub-signature", "sha1=", decode_hex, hmac_sha1)
+}
+
+/// Typeform: `Typeform-Signature: sha256=<base64>` of the body.
+fn typeform(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
+    body_hmac(secrets, request, "typeform-signature", "sha256=", decode_base64, hmac_sha256)
+}
+
+/// Zendesk: base64 HMAC-SHA256 of `{timestamp}{body}`, the timestamp as its header carries it.
+fn zendesk(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
+    const SIGNATURE: &str = "x-zendesk-webhook-signature";
+    const TIMESTAMP: &str = "x-zendesk-webhook-signature-timestamp";
+    let timestamp = required(request.headers, TIMESTAMP)?;
+    let presented = decode_base64(required(request.headers, SIGNATURE)?)
+        .ok_or(VerifyError::MalformedHeader { header: SIGNATURE.into(), reason: "expected base64" })?;
+    let secret_index = match_secret(secrets, &[presented], |secret| {
+        vec![hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), request.body])]
+    })?;
+    Ok(Verified { secret_index, signed_at: timestamp.parse().ok() })
+}
+
+/// Linear: `linear-signature` hex HMAC-SHA256 of the body; `webhookTimestamp` (ms) in the body.
+fn linear(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
+    const HEADER: &str = "linear-signature";
+    let presented = decode_hex(required(request.headers, HEADER)?)
+        .ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "expected hex" })?;
+    let secret_index =
+        match_secret(secrets, &[presented], |secret| vec![hmac_sha256(secret.as_bytes(), &[request.body])])?;
+    let millis = serde_json::from_slice::<serde_json::Value>(request.body)
+        .ok()
+        .and_then(|body| body.get("webhookTimestamp").and_then(serde_json::Value::as_i64))
+        .and_then(|millis| Timestamp::from_millisecond(millis).ok())
+        .ok_or(VerifyError::MissingHeader("webhookTimestamp (in the body)".into()))?;
+    Ok(Verified { secret_index, signed_at: Some(window.check(millis)?) })
+}
+
+/// Calendly: `t={unix},v1={hex}` over `{t}.{body}`.
+fn calendly(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
+    const HEADER: &str = "calendly-webhook-signature";
+    let value = required(request.headers, HEADER)?;
+    let mut timestamp = None;
+    let mut presented = Vec::new();
+    for item in value.split(',') {
+        match item.trim().split_once('=') {
+            Some(("t", text)) => timestamp = Some(text),
+            Some(("v1", signature)) => presented.extend(decode_hex(signature)),
+            _ => {}
+        }
+    }
+    let timestamp =
+        timestamp.ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "no t= timestamp" })?;
+    let signed_at = unix_seconds(timestamp, HEADER)?;
+    let secret_index = match_secret(secrets, &presented, |secret| {
+        vec![hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), b".", request.body])]
+    })?;
+    Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
+}
+
+/// GitLab: the `X-Gitlab-Token` header is the secret itself.
+fn gitlab(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
+    let token = required(request.headers, "x-gitlab-token")?;
+    let secret_index = match_secret(secrets, &[token.as_bytes().to_vec()], |secret| vec![secret.as_bytes().to_vec()])?;
+    Ok(Verified { secret_index, signed_at: None })
+}
+
+/// HTTP Basic auth: `Authorization: Basic base64(user:password)`, the secret being `user:password`.
+fn basic_auth(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
+    let credentials = required(request.headers, "authorization")?
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .and_then(|(_, encoded)| decode_base64(encoded.trim()))
+        .ok_or(VerifyError::MalformedHeader { header: "authorization".into(), reason: "expected Basic credentials" })?;
+    let secret_index = match_secret(secrets, &[credentials], |secret| vec![secret.as_bytes().to_vec()])?;
+    Ok(Verified { secret_index, signed_at: None })
+}
+
+/// A scheme described as data: header, algorithm, encoding, prefix and signed template.
+fn generic_hmac(
+    scheme: &GenericHmac,
+    secrets: &[String],
+    request: &SignedRequest<'_>,
+    window: Window,
+) -> Result<Verified, VerifyError> {
+    let value = required(request.headers, &scheme.header)?;
+    let decode = match scheme.encoding {
+        SignatureEncoding::Hex => decode_hex,
+        SignatureEncoding::Base64 => decode_base64,
+    };
+    let presented = value
+        .strip_prefix(scheme.prefix.as_str())
+        .and_then(decode)
+        .ok_or(VerifyError::MalformedHeader { header: scheme.header.clone(), reason: "not the configured format" })?;
+    let timestamp = scheme.timestamp_header.as_deref().map(|name| required(request.headers, name)).transpose()?;
+    let id = scheme.id_header.as_deref().map(|name| required(request.headers, name)).transpose()?;
+    let mut signed: Vec<&[u8]> = Vec::with_capacity(scheme.signed.len());
+    for part in &scheme.signed {
+        signed.push(match part {
+            SignedPart::Literal(text) => text.as_bytes(),
+            SignedPart::Body => request.body,
+            SignedPart::Timestamp => timestamp.unwrap_or_default().as_bytes(),
+            SignedPart::Id => id.unwrap_or_default().as_bytes(),
+            SignedPart::Method => request.method.as_bytes(),
+            SignedPart::Url => request.url.as_bytes(),
+        });
+    }
+    let mac = match scheme.algorithm {
+        HmacAlgorithm::Sha1 => hmac_sha1,
+        HmacAlgorithm::Sha256 => hmac_sha256,
+        HmacAlgorithm::Sha512 => hmac_sha512,
+    };
+    let secret_index = match_secret(secrets, &[presented], |secret| vec![mac(secret.as_bytes(), &signed)])?;
+    let signed_at = match (timestamp, &scheme.timestamp_header) {
+        (Some(text), Some(name)) => Some(window.check(unix_seconds(text, name)?)?),
+        _ => None,
+    };
+    Ok(Verified { secret_index, signed_at })
+}
+
+fn hmac_sha512(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut mac = <Hmac<sha2::Sha512> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
 }
 
 /// The primitives, for tests that sign requests themselves.
@@ -398,5 +666,9 @@ pub(super) mod test_support {
 
     pub fn hmac_sha1(key: &[u8], message: &[u8]) -> Vec<u8> {
         super::hmac_sha1(key, &[message])
+    }
+
+    pub fn hmac_sha512(key: &[u8], message: &[u8]) -> Vec<u8> {
+        super::hmac_sha512(key, &[message])
     }
 }
