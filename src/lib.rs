@@ -25,6 +25,7 @@ pub mod keys;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod template;
 pub mod verify;
 
 use std::future::Future;

@@ -1,0 +1,159 @@
+//! Templates that name events and find delivery ids in a platform's request:
+//! `stripe.{$.type}`, `github.{header:X-GitHub-Event}.{$.action}`, `{header:X-GitHub-Delivery}`.
+//!
+//! A placeholder is a JSONPath (RFC 9535, compiled once when the definition loads) into the
+//! payload, or `header:Name`. Pure: no I/O.
+
+use http::HeaderMap;
+use serde_json::Value;
+use serde_json_path::JsonPath;
+
+#[derive(Clone)]
+enum Part {
+    Literal(String),
+    Path(JsonPath),
+    Header(http::HeaderName),
+}
+
+/// A parsed template.
+#[derive(Clone)]
+pub struct Template {
+    text: String,
+    parts: Vec<Part>,
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Template({:?})", self.text)
+    }
+}
+
+impl PartialEq for Template {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Template {
+    /// Parses `text`; the error says which placeholder is wrong and why.
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_owned()));
+            }
+            let close = rest[open..].find('}').ok_or_else(|| format!("unclosed {{ in {text:?}"))? + open;
+            let placeholder = rest[open + 1..close].trim();
+            parts.push(if let Some(name) = placeholder.strip_prefix("header:") {
+                Part::Header(
+                    http::HeaderName::from_bytes(name.trim().as_bytes())
+                        .map_err(|_| format!("{name:?} is not a header name"))?,
+                )
+            } else if placeholder.starts_with('$') {
+                Part::Path(JsonPath::parse(placeholder).map_err(|error| format!("invalid JSONPath {placeholder:?}: {error}"))?)
+            } else {
+                return Err(format!("unknown placeholder {{{placeholder}}}: use a JSONPath such as {{$.type}} or {{header:Name}}"));
+            });
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_owned()));
+        }
+        Ok(Template { text: text.to_owned(), parts })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Renders each placeholder; `None` for a placeholder that finds nothing (or an object or array).
+    fn pieces<'a>(&'a self, data: &'a Value, headers: &'a HeaderMap) -> impl Iterator<Item = Option<String>> + 'a {
+        self.parts.iter().map(move |part| match part {
+            Part::Literal(text) => Some(text.clone()),
+            Part::Path(path) => path.query(data).first().and_then(scalar_text),
+            Part::Header(name) => headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned),
+        })
+    }
+
+    /// An event name: placeholders that find nothing are left out, characters other than
+    /// letters, digits, `_` and `-` separate segments, and empty segments are dropped
+    /// (`shopify.{header:X-Shopify-Topic}` with `orders/create` gives `shopify.orders.create`).
+    pub fn render_name(&self, data: &Value, headers: &HeaderMap) -> Option<String> {
+        let text: String = self.pieces(data, headers).flatten().collect();
+        let name = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .filter(|segment| !segment.is_empty())
+            .collect::<Vec<_>>()
+            .join(".");
+        (!name.is_empty()).then_some(name)
+    }
+
+    /// A delivery id: `None` unless every placeholder finds a value.
+    pub fn render_id(&self, data: &Value, headers: &HeaderMap) -> Option<String> {
+        let id = self.pieces(data, headers).collect::<Option<String>>()?;
+        (!id.trim().is_empty()).then_some(id)
+    }
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, http::HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[track_caller]
+    fn check_name(template: &str, data: Value, header_pairs: &[(&'static str, &'static str)], expected: Option<&str>) {
+        let template = Template::parse(template).unwrap();
+        assert_eq!(template.render_name(&data, &headers(header_pairs)).as_deref(), expected);
+    }
+
+    #[test]
+    fn names_come_from_the_payload_and_headers() {
+        check_name("stripe.{$.type}", json!({"type": "payment_intent.succeeded"}), &[], Some("stripe.payment_intent.succeeded"));
+        check_name(
+            "github.{header:X-GitHub-Event}.{$.action}",
+            json!({"action": "opened"}),
+            &[("x-github-event", "pull_request")],
+            Some("github.pull_request.opened"),
+        );
+        check_name("github.{header:X-GitHub-Event}.{$.action}", json!({}), &[("x-github-event", "push")], Some("github.push"));
+        check_name("shopify.{header:X-Shopify-Topic}", json!({}), &[("x-shopify-topic", "orders/create")], Some("shopify.orders.create"));
+        check_name("hubspot.{$.subscriptionType}", json!({"subscriptionType": "contact.creation"}), &[], Some("hubspot.contact.creation"));
+        check_name("{$.missing}", json!({}), &[], None);
+    }
+
+    #[test]
+    fn ids_need_every_placeholder() {
+        let template = Template::parse("{header:X-GitHub-Delivery}").unwrap();
+        assert_eq!(template.render_id(&json!({}), &headers(&[("x-github-delivery", "72d3162e")])).as_deref(), Some("72d3162e"));
+        assert_eq!(template.render_id(&json!({}), &headers(&[])), None);
+        let numeric = Template::parse("{$.eventId}").unwrap();
+        assert_eq!(numeric.render_id(&json!({"eventId": 100}), &HeaderMap::new()).as_deref(), Some("100"));
+        assert_eq!(numeric.render_id(&json!({"eventId": {"nested": 1}}), &HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn bad_templates_say_what_is_wrong() {
+        assert!(Template::parse("stripe.{$.type").unwrap_err().contains("unclosed"));
+        assert!(Template::parse("{type}").unwrap_err().contains("unknown placeholder {type}"));
+        assert!(Template::parse("{$[?}").unwrap_err().contains("invalid JSONPath"));
+        assert!(Template::parse("{header:bad header}").unwrap_err().contains("not a header name"));
+    }
+}
