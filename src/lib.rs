@@ -147,6 +147,8 @@ impl Gateway {
         let watcher = tokio::spawn(self.watch.run(state.catalog.clone(), stopped(stop_rx.clone())));
         let router = axum::Router::new()
             .route("/h/{token}", axum::routing::any(ingress::hooks::receive))
+            // Platforms post here; outside the admin token: the signature is the authentication.
+            .route("/api/webhooks/{source}", axum::routing::post(ingress::sources::receive))
             // Every other path under /h/ gets the same reply as an unknown token.
             .route("/h", axum::routing::any(ingress::hooks::unknown))
             .route("/h/", axum::routing::any(ingress::hooks::unknown))

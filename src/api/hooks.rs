@@ -33,9 +33,11 @@ pub fn directory(catalog: &Catalog, public_url: &str) -> Vec<HookView> {
         .iter()
         .map(|hook| {
             let definition = &hook.definition;
-            let url = match definition.hook_type {
-                HookType::Form | HookType::Web => Some(format!("{}{}", public_url.trim_end_matches('/'), hook.path())),
-                HookType::Email => None,
+            let base = public_url.trim_end_matches('/');
+            let url = match (&definition.source, definition.hook_type) {
+                (Some(source), _) => Some(format!("{base}/api/webhooks/{}", source.path)),
+                (None, HookType::Form | HookType::Web) => Some(format!("{base}{}", hook.path())),
+                (None, HookType::Email) => None,
             };
             HookView {
                 app: hook.app.clone(),

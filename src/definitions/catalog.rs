@@ -54,6 +54,8 @@ pub struct AppSummary {
 #[derive(Debug, Default)]
 pub struct Catalog {
     by_token: HashMap<String, Arc<Hook>>,
+    /// Source hooks by their `/api/webhooks/{path}`.
+    by_source: HashMap<String, Arc<Hook>>,
     /// Every hook, ordered by app and then as defined.
     hooks: Vec<Arc<Hook>>,
     apps: Vec<AppSummary>,
@@ -83,6 +85,9 @@ impl Catalog {
                     origin: app.origin.clone(),
                 });
                 catalog.by_token.insert(token, hook.clone());
+                if let Some(source) = &hook.definition.source {
+                    catalog.by_source.insert(source.path.clone(), hook.clone());
+                }
                 catalog.hooks.push(hook);
             }
         }
@@ -91,6 +96,10 @@ impl Catalog {
 
     pub fn hook_by_token(&self, token: &str) -> Option<&Arc<Hook>> {
         self.by_token.get(token)
+    }
+
+    pub fn hook_by_source(&self, path: &str) -> Option<&Arc<Hook>> {
+        self.by_source.get(path)
     }
 
     pub fn hook_by_event_name(&self, event_name: &str) -> Option<&Arc<Hook>> {

@@ -67,6 +67,24 @@ pub struct HookDefinition {
     pub allowed_origins: Option<Vec<String>>,
     /// SHA-256 (hex) of the static keys named by `apiKeys`; the keys themselves are not kept.
     pub static_key_hashes: Vec<String>,
+    /// A source-specific endpoint (`/api/webhooks/{path}`) verified by the platform's signature.
+    pub source: Option<SourceDefinition>,
+}
+
+/// A platform source: how its requests are verified, named and de-duplicated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceDefinition {
+    /// The last segment of `/api/webhooks/{path}`.
+    pub path: String,
+    /// Scheme, resolved secrets (none when none is set: requests then get `no_secret_configured`)
+    /// and tolerance.
+    pub verify: crate::verify::VerifyConfig,
+    /// The event name; the hook's `eventName` when absent or when it finds nothing.
+    pub event_name: Option<crate::template::Template>,
+    /// The platform's delivery id, the idempotency key.
+    pub delivery_id: Option<crate::template::Template>,
+    /// A JSON array body becomes one event per element.
+    pub split_arrays: bool,
 }
 
 impl fmt::Debug for HookDefinition {
@@ -75,6 +93,7 @@ impl fmt::Debug for HookDefinition {
             .field("event_name", &self.event_name)
             .field("hook_type", &self.hook_type)
             .field("static_keys", &self.static_key_hashes.len())
+            .field("source", &self.source)
             .finish_non_exhaustive()
     }
 }
@@ -263,6 +282,7 @@ pub fn validate(documents: &[SourceDocument], options: &ValidationOptions) -> Va
 fn check_uniqueness(result: &mut Validated) {
     let mut apps: HashMap<&str, &Origin> = HashMap::new();
     let mut events: HashMap<&str, (&Origin, usize)> = HashMap::new();
+    let mut sources: HashMap<&str, (&Origin, usize)> = HashMap::new();
     let mut found = Vec::new();
     for app in &result.apps {
         if let Some(first) = apps.insert(&app.app, &app.origin) {
@@ -273,6 +293,17 @@ fn check_uniqueness(result: &mut Validated) {
             ));
         }
         for (index, hook) in app.hooks.iter().enumerate() {
+            if let Some(source) = &hook.source {
+                if let Some((first, first_index)) = sources.get(source.path.as_str()) {
+                    found.push(error_at(
+                        &app.origin.to_string(),
+                        &format!("/hooks/{index}/source/path"),
+                        format!("source path {:?} is already used at {first}: /hooks/{first_index}/source/path", source.path),
+                    ));
+                } else {
+                    sources.insert(&source.path, (&app.origin, index));
+                }
+            }
             if let Some((first, first_index)) = events.get(hook.event_name.as_str()) {
                 found.push(error_at(
                     &app.origin.to_string(),
@@ -307,6 +338,7 @@ const HOOK_PROPERTIES: &[&str] = &[
     "redirectUrl",
     "allowedOrigins",
     "apiKeys",
+    "source",
 ];
 
 impl Checker<'_> {
@@ -426,6 +458,15 @@ impl Checker<'_> {
         }
         let api_keys = self.optional_string_array(object, pointer, "apiKeys");
         let static_key_hashes = self.resolve_keys(api_keys.as_deref().unwrap_or_default(), pointer);
+        let source = object.get("source").and_then(|json| self.source(json, &format!("{pointer}/source")));
+        if object.contains_key("source") {
+            if hook_type.is_some_and(|t| t != HookType::Web) {
+                self.error(&format!("{pointer}/source"), "source applies to web hooks only: the signature is their authentication");
+            }
+            if api_keys.is_some() {
+                self.error(&format!("{pointer}/apiKeys"), "a hook with a source is verified by its signature, not by apiKeys");
+            }
+        }
 
         if let Some(hook_type) = hook_type {
             let form_only = [("redirectUrl", redirect_url.is_some()), ("allowedOrigins", allowed_origins.is_some())];
@@ -460,7 +501,187 @@ impl Checker<'_> {
             redirect_url,
             allowed_origins,
             static_key_hashes,
+            source,
         })
+    }
+
+    fn source(&mut self, json: &Value, pointer: &str) -> Option<SourceDefinition> {
+        const PROPERTIES: &[&str] =
+            &["path", "scheme", "secrets", "toleranceSeconds", "eventName", "deliveryId", "splitArrays", "allowSha1", "hmac"];
+        let Some(object) = json.as_object() else {
+            self.error(pointer, format!("expected a source object, found {}", kind_of(json)));
+            return None;
+        };
+        let errors_before = self.error_count();
+        for key in object.keys().filter(|key| !PROPERTIES.contains(&key.as_str())) {
+            self.error(
+                &format!("{pointer}/{}", pointer_segment(key)),
+                format!("unknown source property {key:?}; known properties are {}", PROPERTIES.join(", ")),
+            );
+        }
+        let path = self.required_string(object, pointer, "path");
+        if let Some(path) = &path
+            && !is_app_name(path)
+        {
+            self.error(&format!("{pointer}/path"), format!("invalid source path {path:?}: use lower-case letters, digits, '-' and '_'"));
+        }
+        let allow_sha1 = match object.get("allowSha1") {
+            None => false,
+            Some(Value::Bool(flag)) => *flag,
+            Some(other) => {
+                self.error(&format!("{pointer}/allowSha1"), format!("expected true or false, found {}", kind_of(other)));
+                false
+            }
+        };
+        let scheme_name = self.required_string(object, pointer, "scheme");
+        let scheme = scheme_name.as_deref().and_then(|name| self.scheme(name, allow_sha1, object, pointer));
+        if object.contains_key("allowSha1") && scheme_name.as_deref() != Some("github") {
+            self.error(&format!("{pointer}/allowSha1"), "allowSha1 applies to the github scheme only");
+        }
+        if object.contains_key("hmac") && scheme_name.as_deref() != Some("generic-hmac") {
+            self.error(&format!("{pointer}/hmac"), "hmac applies to the generic-hmac scheme only");
+        }
+        let secrets = self.source_secrets(object, pointer);
+        let tolerance = match object.get("toleranceSeconds") {
+            None => None,
+            Some(value) => match value.as_u64().filter(|seconds| (1..=86_400).contains(seconds)) {
+                Some(seconds) => Some(std::time::Duration::from_secs(seconds)),
+                None => {
+                    self.error(&format!("{pointer}/toleranceSeconds"), format!("expected whole seconds from 1 to 86400, found {value}"));
+                    None
+                }
+            },
+        };
+        let event_name = self.template(object, pointer, "eventName");
+        let delivery_id = self.template(object, pointer, "deliveryId");
+        let split_arrays = match object.get("splitArrays") {
+            None => false,
+            Some(Value::Bool(flag)) => *flag,
+            Some(other) => {
+                self.error(&format!("{pointer}/splitArrays"), format!("expected true or false, found {}", kind_of(other)));
+                false
+            }
+        };
+        if self.error_count() > errors_before {
+            return None;
+        }
+        let scheme = scheme?;
+        let tolerance = tolerance.unwrap_or_else(|| scheme.default_tolerance());
+        Some(SourceDefinition {
+            path: path?,
+            verify: crate::verify::VerifyConfig { scheme, secrets, tolerance },
+            event_name,
+            delivery_id,
+            split_arrays,
+        })
+    }
+
+    fn scheme(&mut self, name: &str, allow_sha1: bool, object: &Map<String, Value>, pointer: &str) -> Option<crate::verify::Scheme> {
+        use crate::verify::Scheme;
+        Some(match name {
+            "standard-webhooks" | "svix" => Scheme::StandardWebhooks,
+            "stripe" => Scheme::Stripe,
+            "github" => Scheme::GitHub { allow_sha1 },
+            "hubspot" => Scheme::HubSpot,
+            "shopify" => Scheme::Shopify,
+            "slack" => Scheme::Slack,
+            "twilio" => Scheme::Twilio,
+            "square" => Scheme::Square,
+            "paddle" => Scheme::Paddle,
+            "discord" => Scheme::Discord,
+            "sendgrid" => Scheme::SendGridEcdsa,
+            "mailgun" => Scheme::Mailgun,
+            "intercom" => Scheme::Intercom,
+            "zendesk" => Scheme::Zendesk,
+            "linear" => Scheme::Linear,
+            "typeform" => Scheme::Typeform,
+            "calendly" => Scheme::Calendly,
+            "gitlab" => Scheme::GitLabToken,
+            "basic-auth" => Scheme::BasicAuth,
+            "generic-hmac" => Scheme::GenericHmac(Box::new(self.generic_hmac(object.get("hmac"), &format!("{pointer}/hmac"))?)),
+            other => {
+                self.error(&format!("{pointer}/scheme"), format!("unknown scheme {other:?}; known schemes are {}", SCHEME_NAMES.join(", ")));
+                return None;
+            }
+        })
+    }
+
+    fn generic_hmac(&mut self, json: Option<&Value>, pointer: &str) -> Option<crate::verify::GenericHmac> {
+        use crate::verify::{GenericHmac, HmacAlgorithm, SignatureEncoding, SignedPart};
+        let Some(object) = json.and_then(Value::as_object) else {
+            self.error(pointer, "the generic-hmac scheme needs an hmac object: header, algorithm, encoding, signed");
+            return None;
+        };
+        let header = self.required_string(object, pointer, "header").map(|h| h.to_ascii_lowercase());
+        let algorithm = match self.required_string(object, pointer, "algorithm").as_deref() {
+            Some("sha1") => Some(HmacAlgorithm::Sha1),
+            Some("sha256") => Some(HmacAlgorithm::Sha256),
+            Some("sha512") => Some(HmacAlgorithm::Sha512),
+            Some(other) => {
+                self.error(&format!("{pointer}/algorithm"), format!("unknown algorithm {other:?}, expected sha1, sha256 or sha512"));
+                None
+            }
+            None => None,
+        };
+        let encoding = match self.required_string(object, pointer, "encoding").as_deref() {
+            Some("hex") => Some(SignatureEncoding::Hex),
+            Some("base64") => Some(SignatureEncoding::Base64),
+            Some(other) => {
+                self.error(&format!("{pointer}/encoding"), format!("unknown encoding {other:?}, expected hex or base64"));
+                None
+            }
+            None => None,
+        };
+        let signed = match self.optional_string(object, pointer, "signed").as_deref().unwrap_or("{body}") {
+            template => match SignedPart::parse_template(template) {
+                Ok(parts) => Some(parts),
+                Err(reason) => {
+                    self.error(&format!("{pointer}/signed"), reason);
+                    None
+                }
+            },
+        };
+        Some(GenericHmac {
+            header: header?,
+            algorithm: algorithm?,
+            encoding: encoding?,
+            prefix: self.optional_string(object, pointer, "prefix").unwrap_or_default(),
+            signed: signed?,
+            timestamp_header: self.optional_string(object, pointer, "timestampHeader").map(|h| h.to_ascii_lowercase()),
+            id_header: self.optional_string(object, pointer, "idHeader").map(|h| h.to_ascii_lowercase()),
+        })
+    }
+
+    /// Secret references of a source: unresolved ones are a warning (the source then answers
+    /// `no_secret_configured`), so shipped definitions never keep the gateway from starting.
+    fn source_secrets(&mut self, object: &Map<String, Value>, pointer: &str) -> Vec<String> {
+        let references = self.optional_string_array(object, pointer, "secrets").unwrap_or_default();
+        let mut secrets = Vec::new();
+        for (index, reference) in references.iter().enumerate() {
+            let at = format!("{pointer}/secrets/{index}");
+            match reference_name(reference) {
+                None => self.error(&at, "secrets entries must be secret references like \"${NAME}\", never literal secrets"),
+                Some(name) if name.starts_with("HOOKGATE_") => {
+                    self.error(&at, format!("${{{name}}} names one of hookgate's own settings (HOOKGATE_*), never a secret reference"))
+                }
+                Some(name) => match self.options.secrets.resolve(name) {
+                    Some(value) => secrets.push(value),
+                    None => self.warning(&at, format!("secret ${{{name}}} is not set; this source answers 401 no_secret_configured until it is")),
+                },
+            }
+        }
+        secrets
+    }
+
+    fn template(&mut self, object: &Map<String, Value>, pointer: &str, key: &str) -> Option<crate::template::Template> {
+        let text = self.optional_string(object, pointer, key)?;
+        match crate::template::Template::parse(&text) {
+            Ok(template) => Some(template),
+            Err(reason) => {
+                self.error(&format!("{pointer}/{key}"), reason);
+                None
+            }
+        }
     }
 
     fn check_event_name(&mut self, name: &str, pointer: &str, app: Option<&str>) {
@@ -583,6 +804,31 @@ impl Checker<'_> {
         }
     }
 }
+
+/// The scheme names a source may use.
+pub const SCHEME_NAMES: &[&str] = &[
+    "standard-webhooks",
+    "svix",
+    "stripe",
+    "github",
+    "hubspot",
+    "shopify",
+    "slack",
+    "twilio",
+    "square",
+    "paddle",
+    "discord",
+    "sendgrid",
+    "mailgun",
+    "intercom",
+    "zendesk",
+    "linear",
+    "typeform",
+    "calendly",
+    "gitlab",
+    "basic-auth",
+    "generic-hmac",
+];
 
 fn kind_of(value: &Value) -> &'static str {
     match value {

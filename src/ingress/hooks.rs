@@ -31,6 +31,10 @@ use crate::store::StoreError;
 pub enum IngressError {
     #[error("no hook is defined at this URL")]
     UnknownHook,
+    #[error("no source is defined at this URL")]
+    UnknownSource,
+    #[error("the request is not verified: {0}")]
+    Unverified(#[source] crate::verify::VerifyError),
     #[error("{method} is not allowed here; use POST")]
     MethodNotAllowed { method: Method, allow: &'static str },
     #[error("email hooks receive mail at their address, not HTTP requests")]
@@ -62,6 +66,8 @@ impl IngressError {
     pub fn code(&self) -> &'static str {
         match self {
             IngressError::UnknownHook => "hook_not_found",
+            IngressError::UnknownSource => "source_not_found",
+            IngressError::Unverified(error) => error.reason_class(),
             IngressError::MethodNotAllowed { .. } | IngressError::EmailHookOverHttp => "method_not_allowed",
             IngressError::OriginNotAllowed { .. } => "origin_not_allowed",
             IngressError::MissingApiKey => "missing_api_key",
@@ -78,7 +84,8 @@ impl IngressError {
 
     fn status(&self) -> StatusCode {
         match self {
-            IngressError::UnknownHook => StatusCode::NOT_FOUND,
+            IngressError::UnknownHook | IngressError::UnknownSource => StatusCode::NOT_FOUND,
+            IngressError::Unverified(_) => StatusCode::UNAUTHORIZED,
             IngressError::MethodNotAllowed { .. } | IngressError::EmailHookOverHttp => StatusCode::METHOD_NOT_ALLOWED,
             IngressError::OriginNotAllowed { .. } | IngressError::ApiKeyOutOfScope { .. } => StatusCode::FORBIDDEN,
             IngressError::MissingApiKey | IngressError::InvalidApiKey => StatusCode::UNAUTHORIZED,
@@ -160,6 +167,9 @@ pub async fn unknown() -> Response {
 
 async fn handle(state: &AppState, hook: &Hook, cors: &Cors, request: Request) -> Result<Response, IngressError> {
     let definition = &hook.definition;
+    if definition.source.is_some() {
+        return super::sources::handle(state, hook, request).await;
+    }
     if definition.hook_type == HookType::Email {
         return Err(IngressError::EmailHookOverHttp);
     }
@@ -277,7 +287,7 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|key| !key.is_empty()))
 }
 
-fn request_meta(request: &Request) -> RequestMeta {
+pub(super) fn request_meta(request: &Request) -> RequestMeta {
     let peer = request.extensions().get::<PeerAddr>().map(|peer| peer.0.to_string());
     let headers = request
         .headers()
@@ -287,7 +297,7 @@ fn request_meta(request: &Request) -> RequestMeta {
     RequestMeta { peer, headers }
 }
 
-async fn read_body(body: Body, limit: u64, deadline: std::time::Duration) -> Result<bytes::Bytes, IngressError> {
+pub(super) async fn read_body(body: Body, limit: u64, deadline: std::time::Duration) -> Result<bytes::Bytes, IngressError> {
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match tokio::time::timeout(deadline, limited.collect()).await {
         Err(_) => Err(IngressError::BodyTimeout { seconds: deadline.as_secs() }),

@@ -148,7 +148,7 @@ impl Scheme {
 }
 
 /// What one request is verified with.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct VerifyConfig {
     pub scheme: Scheme,
     /// Every secret currently valid for this source; several during a rotation.

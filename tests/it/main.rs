@@ -9,5 +9,6 @@ mod durability;
 mod form_hooks;
 mod rejections;
 mod reload;
+mod sources;
 mod support;
 mod web_hooks;

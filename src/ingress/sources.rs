@@ -1,0 +1,133 @@
+//! Source-specific endpoints, `POST /api/webhooks/{source}`: a platform's request becomes
+//! events only when its signature verifies over the exact raw bytes.
+//!
+//! Order: the source exists (404), the method (405), the content type (415) and length (413),
+//! the body is read under its limit and deadline, the signature and timestamp are verified
+//! (401 naming the reason class, never an expected value), then the body is parsed, split into
+//! one event per element when the source says so, named by its template, keyed by the
+//! platform's delivery id, and appended in one transaction. A repeated delivery gets the same
+//! success reply with the original event id and stores nothing new. Slack's `url_verification`
+//! challenge is answered after verification.
+
+use axum::extract::{Path, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::hooks::{IngressError, read_body, request_meta};
+use super::payload::{self, PayloadLimits};
+use crate::AppState;
+use crate::definitions::SourceDefinition;
+use crate::definitions::catalog::Hook;
+use crate::event::{HookIdentity, IdempotencyKey, normalize};
+use crate::verify::{Scheme, SignedRequest};
+
+/// Handles `POST /api/webhooks/{source}`.
+pub async fn receive(State(state): State<Arc<AppState>>, Path(path): Path<String>, request: Request) -> Response {
+    let started = Instant::now();
+    let Some(hook) = state.catalog.current().hook_by_source(&path).cloned() else {
+        metrics::counter!("hookgate_source_requests_total", "source" => "unknown", "outcome" => "source_not_found").increment(1);
+        return IngressError::UnknownSource.into_response();
+    };
+    let outcome = handle(&state, &hook, request).await;
+    match outcome {
+        Ok(response) => {
+            metrics::counter!("hookgate_source_requests_total", "source" => path.clone(), "outcome" => "accepted").increment(1);
+            metrics::histogram!("hookgate_ingest_duration_seconds", "hook" => path).record(started.elapsed().as_secs_f64());
+            response
+        }
+        Err(error) => {
+            if let IngressError::Unverified(reason) = &error {
+                metrics::counter!("hookgate_source_rejections_total", "source" => path.clone(), "reason" => reason.reason_class())
+                    .increment(1);
+                tracing::info!(source = %path, reason = %reason, "A source request failed verification.");
+            }
+            metrics::counter!("hookgate_source_requests_total", "source" => path, "outcome" => error.code()).increment(1);
+            error.into_response()
+        }
+    }
+}
+
+/// Verifies, splits, names and appends one source request. Also serves the source hook's
+/// `/h/{token}` URL.
+pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> Result<Response, IngressError> {
+    let Some(source) = &hook.definition.source else { return Err(IngressError::UnknownSource) };
+    if request.method() != Method::POST {
+        return Err(IngressError::MethodNotAllowed { method: request.method().clone(), allow: "POST" });
+    }
+    let content_type = request.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("<not text>").to_owned());
+    let media_kind = payload::media_kind(content_type.as_deref())
+        .map_err(|error| IngressError::UnsupportedMediaType(error.to_string()))?;
+    let limit = hook.definition.max_body_bytes.unwrap_or(state.config.max_body_bytes);
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(IngressError::BodyTooLarge { limit });
+    }
+    let method = request.method().as_str().to_owned();
+    let url = format!(
+        "{}{}",
+        state.public_url.trim_end_matches('/'),
+        request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
+    let meta = request_meta(&request);
+    let headers = request.headers().clone();
+    let body = read_body(request.into_body(), limit, state.config.body_timeout()).await?;
+
+    let signed = SignedRequest { method: &method, url: &url, headers: &headers, body: &body };
+    crate::verify::verify(&source.verify, &signed, jiff::Timestamp::now()).map_err(IngressError::Unverified)?;
+
+    let limits = PayloadLimits {
+        max_file_bytes_kept: hook.definition.max_file_bytes.unwrap_or(state.config.max_file_bytes) as usize,
+    };
+    let data = payload::parse_payload(content_type.as_deref(), body.clone(), &limits).await.map_err(|error| {
+        if error.is_unsupported_media_type() {
+            IngressError::UnsupportedMediaType(error.to_string())
+        } else {
+            IngressError::MalformedBody(error.to_string())
+        }
+    })?;
+    if source.verify.scheme == Scheme::Slack && data.get("type").and_then(Value::as_str) == Some("url_verification") {
+        return Ok(Json(json!({"challenge": data.get("challenge").cloned().unwrap_or(Value::Null)})).into_response());
+    }
+
+    let split = source.split_arrays && data.is_array();
+    let elements = match data {
+        Value::Array(elements) if split => elements,
+        data => vec![data],
+    };
+    let received_at = jiff::Timestamp::now();
+    let new_events = elements
+        .into_iter()
+        .map(|element| {
+            let name = event_name(hook, source, &element, &headers);
+            let key = source.delivery_id.as_ref().and_then(|template| template.render_id(&element, &headers));
+            let identity = HookIdentity { app: &hook.app, event_name: &name, hook_type: hook.definition.hook_type };
+            let mut event = normalize(identity, &meta, element, body.clone(), received_at);
+            event.data_is_raw_json = !split && media_kind.is_json();
+            event.idempotency_key = key.map(|key| IdempotencyKey { scope: format!("source:{}", source.path), key });
+            event
+        })
+        .collect::<Vec<_>>();
+    let names: Vec<String> = new_events.iter().map(|event| event.event.name.clone()).collect();
+    let appended = state.store.append_events(new_events).await.map_err(IngressError::Store)?;
+    let events: Vec<Value> = appended
+        .iter()
+        .zip(&names)
+        .map(|(appended, name)| json!({"id": appended.id, "name": name, "duplicate": appended.duplicate}))
+        .collect();
+    let body = if split { json!({"events": events}) } else { events.into_iter().next().unwrap_or(Value::Null) };
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+
+/// The event's name from the source's template, or the hook's `eventName`.
+fn event_name(hook: &Hook, source: &SourceDefinition, element: &Value, headers: &http::HeaderMap) -> String {
+    source
+        .event_name
+        .as_ref()
+        .and_then(|template| template.render_name(element, headers))
+        .unwrap_or_else(|| hook.definition.event_name.clone())
+}

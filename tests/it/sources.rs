@@ -1,0 +1,278 @@
+//! Source-specific endpoints, `POST /api/webhooks/{source}`: only requests signed by the
+//! platform become events; names come from the platform's own type; a repeated delivery is
+//! not a second event; batches become one event per element.
+
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::support::*;
+
+const STRIPE_SECRET: &str = "whsec_test_stripe_current";
+const STRIPE_PREVIOUS: &str = "whsec_test_stripe_previous";
+const GITHUB_SECRET: &str = "github-webhook-secret";
+const HUBSPOT_SECRET: &str = "hubspot-client-secret";
+const SLACK_SECRET: &str = "slack-signing-secret";
+
+fn platforms() -> Value {
+    json!({"app": "platforms", "version": "1", "hooks": [
+        {"eventName": "stripe.event", "type": "web", "source": {
+            "path": "stripe", "scheme": "stripe",
+            "secrets": ["${TEST_STRIPE_SECRET}", "${TEST_STRIPE_PREVIOUS}"],
+            "eventName": "stripe.{$.type}", "deliveryId": "{$.id}"}},
+        {"eventName": "github.event", "type": "web", "source": {
+            "path": "github", "scheme": "github", "secrets": ["${TEST_GITHUB_SECRET}"],
+            "eventName": "github.{header:X-GitHub-Event}.{$.action}", "deliveryId": "{header:X-GitHub-Delivery}"}},
+        {"eventName": "hubspot.event", "type": "web", "source": {
+            "path": "hubspot", "scheme": "hubspot", "secrets": ["${TEST_HUBSPOT_SECRET}"],
+            "eventName": "hubspot.{$.subscriptionType}", "deliveryId": "{$.eventId}", "splitArrays": true}},
+        {"eventName": "slack.event", "type": "web", "source": {
+            "path": "slack", "scheme": "slack", "secrets": ["${TEST_SLACK_SECRET}"],
+            "eventName": "slack.{$.event.type}", "deliveryId": "{$.event_id}"}},
+        {"eventName": "shopify.event", "type": "web", "source": {
+            "path": "shopify", "scheme": "shopify", "secrets": ["${TEST_SHOPIFY_SECRET_NOT_SET}"]}}
+    ]})
+}
+
+async fn gateway() -> Gateway {
+    Gateway::start_with(Options {
+        definitions: vec![("platforms.json".into(), platforms())],
+        env: vec![
+            ("TEST_STRIPE_SECRET".into(), STRIPE_SECRET.into()),
+            ("TEST_STRIPE_PREVIOUS".into(), STRIPE_PREVIOUS.into()),
+            ("TEST_GITHUB_SECRET".into(), GITHUB_SECRET.into()),
+            ("TEST_HUBSPOT_SECRET".into(), HUBSPOT_SECRET.into()),
+            ("TEST_SLACK_SECRET".into(), SLACK_SECRET.into()),
+        ],
+    })
+    .await
+}
+
+fn hmac_sha256(key: &str, message: &str) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(message.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// A `Stripe-Signature` header as Stripe's SDKs build them.
+fn stripe_signature(secret: &str, timestamp: i64, body: &str) -> String {
+    format!("t={timestamp},v1={}", hex::encode(hmac_sha256(secret, &format!("{timestamp}.{body}"))))
+}
+
+fn stripe_event(id: &str) -> String {
+    json!({"id": id, "object": "event", "type": "payment_intent.succeeded", "data": {"object": {"amount": 2000}}}).to_string()
+}
+
+async fn post_stripe(gateway: &Gateway, body: &str, signature: &str) -> reqwest::Response {
+    gateway
+        .http
+        .post(gateway.url("/api/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_signed_stripe_event_is_stored_under_its_type() {
+    let gateway = gateway().await;
+    let body = stripe_event("evt_1");
+    let response = post_stripe(&gateway, &body, &stripe_signature(STRIPE_SECRET, now(), &body)).await;
+    assert_eq!(response.status(), 200);
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["name"], "stripe.payment_intent.succeeded");
+    assert_eq!(reply["duplicate"], false);
+    let event = gateway.event(reply["id"].as_str().unwrap()).await;
+    assert_eq!(event["name"], "stripe.payment_intent.succeeded");
+    assert_eq!(event["data"]["data"]["object"]["amount"], 2000);
+    let raw = gateway.admin_get(&format!("/api/events/{}/raw", reply["id"].as_str().unwrap())).await;
+    assert_eq!(raw.text().await.unwrap(), body, "the exact bytes are kept for re-verification");
+}
+
+#[tokio::test]
+async fn a_repeated_stripe_delivery_is_not_a_second_event() {
+    let gateway = gateway().await;
+    let body = stripe_event("evt_repeat");
+    let first: Value = post_stripe(&gateway, &body, &stripe_signature(STRIPE_SECRET, now(), &body)).await.json().await.unwrap();
+    let again = post_stripe(&gateway, &body, &stripe_signature(STRIPE_SECRET, now(), &body)).await;
+    assert_eq!(again.status(), 200, "a retry gets the same success reply");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["duplicate"], true);
+    let events = gateway.admin_json("/api/events?name=stripe.payment_intent.succeeded").await;
+    assert_eq!(events["data"].as_array().unwrap().len(), 1);
+    assert_eq!(events["data"][0]["receiveCount"], 2);
+}
+
+#[tokio::test]
+async fn the_previous_stripe_secret_works_while_both_are_configured() {
+    let gateway = gateway().await;
+    let body = stripe_event("evt_rotated");
+    let response = post_stripe(&gateway, &body, &stripe_signature(STRIPE_PREVIOUS, now(), &body)).await;
+    assert_eq!(response.status(), 200);
+}
+
+/// Checks a 401 with its reason class, that nothing was stored, and that no signature leaked.
+async fn assert_refused(gateway: &Gateway, response: reqwest::Response, reason: &str) {
+    assert_eq!(response.status(), 401);
+    let body = response.text().await.unwrap();
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["error"]["code"], reason, "{body}");
+    assert!(!body.contains("v1="), "the reply never carries a signature: {body}");
+    assert_eq!(gateway.admin_json("/api/events").await["data"], json!([]));
+}
+
+#[tokio::test]
+async fn stripe_rejects_a_wrong_signature() {
+    let gateway = gateway().await;
+    let body = stripe_event("evt_forged");
+    let response = post_stripe(&gateway, &body, &stripe_signature("whsec_wrong", now(), &body)).await;
+    assert_refused(&gateway, response, "signature_mismatch").await;
+    let metrics = gateway.http.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|line| line.starts_with("hookgate_source_rejections_total")
+            && line.contains("source=\"stripe\"")
+            && line.contains("reason=\"signature_mismatch\"")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn stripe_rejects_an_altered_body() {
+    let gateway = gateway().await;
+    let body = stripe_event("evt_altered");
+    let signature = stripe_signature(STRIPE_SECRET, now(), &body);
+    let response = post_stripe(&gateway, &body.replace("2000", "9000"), &signature).await;
+    assert_refused(&gateway, response, "signature_mismatch").await;
+}
+
+#[tokio::test]
+async fn stripe_rejects_signature_outside_tolerance() {
+    let gateway = gateway().await;
+    let body = stripe_event("evt_stale");
+    let response = post_stripe(&gateway, &body, &stripe_signature(STRIPE_SECRET, now() - 600, &body)).await;
+    assert_refused(&gateway, response, "timestamp_outside_tolerance").await;
+}
+
+#[tokio::test]
+async fn a_missing_signature_header_is_refused() {
+    let gateway = gateway().await;
+    let response =
+        gateway.http.post(gateway.url("/api/webhooks/stripe")).json(&json!({"id": "evt_x"})).send().await.unwrap();
+    assert_refused(&gateway, response, "missing_header").await;
+}
+
+#[tokio::test]
+async fn a_source_without_its_secret_refuses_everything() {
+    let gateway = gateway().await;
+    let response = gateway
+        .http
+        .post(gateway.url("/api/webhooks/shopify"))
+        .header("x-shopify-hmac-sha256", "AAAA")
+        .json(&json!({"id": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_refused(&gateway, response, "no_secret_configured").await;
+}
+
+#[tokio::test]
+async fn an_unknown_source_is_404() {
+    let gateway = gateway().await;
+    let response = gateway.http.post(gateway.url("/api/webhooks/nope")).json(&json!({})).send().await.unwrap();
+    let (code, _) = error_code(response, 404).await;
+    assert_eq!(code, "source_not_found");
+}
+
+#[tokio::test]
+async fn github_events_are_named_by_event_and_action_and_keyed_by_delivery() {
+    let gateway = gateway().await;
+    let body = json!({"action": "opened", "pull_request": {"number": 7}}).to_string();
+    let signature = format!("sha256={}", hex::encode(hmac_sha256(GITHUB_SECRET, &body)));
+    let send = || {
+        gateway
+            .http
+            .post(gateway.url("/api/webhooks/github"))
+            .header("content-type", "application/json")
+            .header("x-github-event", "pull_request")
+            .header("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+            .header("x-hub-signature-256", signature.clone())
+            .body(body.clone())
+            .send()
+    };
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["name"], "github.pull_request.opened");
+    let again: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!((again["id"].clone(), again["duplicate"].clone()), (first["id"].clone(), json!(true)));
+}
+
+#[tokio::test]
+async fn a_hubspot_batch_becomes_one_event_per_element_in_one_reply() {
+    let gateway = gateway().await;
+    let body = json!([
+        {"eventId": 100, "subscriptionType": "contact.creation", "objectId": 1},
+        {"eventId": 101, "subscriptionType": "contact.propertyChange", "objectId": 1, "propertyName": "email"}
+    ])
+    .to_string();
+    let url = gateway.url("/api/webhooks/hubspot");
+    let millis = jiff::Timestamp::now().as_millisecond().to_string();
+    let signature = base64::engine::general_purpose::STANDARD.encode(hmac_sha256(HUBSPOT_SECRET, &format!("POST{url}{body}{millis}")));
+    let send = || {
+        gateway
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-hubspot-signature-v3", signature.clone())
+            .header("x-hubspot-request-timestamp", millis.clone())
+            .body(body.clone())
+            .send()
+    };
+    let response = send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let reply: Value = response.json().await.unwrap();
+    let names: Vec<&str> = reply["events"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["hubspot.contact.creation", "hubspot.contact.propertyChange"]);
+    let second = gateway.event(reply["events"][1]["id"].as_str().unwrap()).await;
+    assert_eq!(second["data"]["propertyName"], "email", "each event carries its own element");
+
+    let again: Value = send().await.unwrap().json().await.unwrap();
+    assert!(again["events"].as_array().unwrap().iter().all(|e| e["duplicate"] == true));
+    assert_eq!(gateway.admin_json("/api/events").await["data"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn slack_url_verification_is_answered_after_the_signature_checks() {
+    let gateway = gateway().await;
+    let body = json!({"type": "url_verification", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "token": "x"}).to_string();
+    let timestamp = now().to_string();
+    let signature = format!("v0={}", hex::encode(hmac_sha256(SLACK_SECRET, &format!("v0:{timestamp}:{body}"))));
+    let response = gateway
+        .http
+        .post(gateway.url("/api/webhooks/slack"))
+        .header("content-type", "application/json")
+        .header("x-slack-signature", signature)
+        .header("x-slack-request-timestamp", timestamp)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["challenge"], "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P");
+    assert_eq!(gateway.admin_json("/api/events").await["data"], json!([]), "a handshake is not an event");
+}
+
+#[tokio::test]
+async fn the_directory_shows_source_urls_and_get_is_not_allowed() {
+    let gateway = gateway().await;
+    assert_eq!(gateway.hook_url("stripe.event").await, gateway.url("/api/webhooks/stripe"));
+    let response = gateway.http.get(gateway.url("/api/webhooks/stripe")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+}
