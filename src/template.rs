@@ -51,9 +51,14 @@ impl Template {
                         .map_err(|_| format!("{name:?} is not a header name"))?,
                 )
             } else if placeholder.starts_with('$') {
-                Part::Path(JsonPath::parse(placeholder).map_err(|error| format!("invalid JSONPath {placeholder:?}: {error}"))?)
+                Part::Path(
+                    JsonPath::parse(placeholder)
+                        .map_err(|error| format!("invalid JSONPath {placeholder:?}: {error}"))?,
+                )
             } else {
-                return Err(format!("unknown placeholder {{{placeholder}}}: use a JSONPath such as {{$.type}} or {{header:Name}}"));
+                return Err(format!(
+                    "unknown placeholder {{{placeholder}}}: use a JSONPath such as {{$.type}} or {{header:Name}}"
+                ));
             });
             rest = &rest[close + 1..];
         }
@@ -126,23 +131,46 @@ mod tests {
 
     #[test]
     fn names_come_from_the_payload_and_headers() {
-        check_name("stripe.{$.type}", json!({"type": "payment_intent.succeeded"}), &[], Some("stripe.payment_intent.succeeded"));
+        check_name(
+            "stripe.{$.type}",
+            json!({"type": "payment_intent.succeeded"}),
+            &[],
+            Some("stripe.payment_intent.succeeded"),
+        );
         check_name(
             "github.{header:X-GitHub-Event}.{$.action}",
             json!({"action": "opened"}),
             &[("x-github-event", "pull_request")],
             Some("github.pull_request.opened"),
         );
-        check_name("github.{header:X-GitHub-Event}.{$.action}", json!({}), &[("x-github-event", "push")], Some("github.push"));
-        check_name("shopify.{header:X-Shopify-Topic}", json!({}), &[("x-shopify-topic", "orders/create")], Some("shopify.orders.create"));
-        check_name("hubspot.{$.subscriptionType}", json!({"subscriptionType": "contact.creation"}), &[], Some("hubspot.contact.creation"));
+        check_name(
+            "github.{header:X-GitHub-Event}.{$.action}",
+            json!({}),
+            &[("x-github-event", "push")],
+            Some("github.push"),
+        );
+        check_name(
+            "shopify.{header:X-Shopify-Topic}",
+            json!({}),
+            &[("x-shopify-topic", "orders/create")],
+            Some("shopify.orders.create"),
+        );
+        check_name(
+            "hubspot.{$.subscriptionType}",
+            json!({"subscriptionType": "contact.creation"}),
+            &[],
+            Some("hubspot.contact.creation"),
+        );
         check_name("{$.missing}", json!({}), &[], None);
     }
 
     #[test]
     fn ids_need_every_placeholder() {
         let template = Template::parse("{header:X-GitHub-Delivery}").unwrap();
-        assert_eq!(template.render_id(&json!({}), &headers(&[("x-github-delivery", "72d3162e")])).as_deref(), Some("72d3162e"));
+        assert_eq!(
+            template.render_id(&json!({}), &headers(&[("x-github-delivery", "72d3162e")])).as_deref(),
+            Some("72d3162e")
+        );
         assert_eq!(template.render_id(&json!({}), &headers(&[])), None);
         let numeric = Template::parse("{$.eventId}").unwrap();
         assert_eq!(numeric.render_id(&json!({"eventId": 100}), &HeaderMap::new()).as_deref(), Some("100"));

@@ -298,7 +298,10 @@ fn check_uniqueness(result: &mut Validated) {
                     found.push(error_at(
                         &app.origin.to_string(),
                         &format!("/hooks/{index}/source/path"),
-                        format!("source path {:?} is already used at {first}: /hooks/{first_index}/source/path", source.path),
+                        format!(
+                            "source path {:?} is already used at {first}: /hooks/{first_index}/source/path",
+                            source.path
+                        ),
                     ));
                 } else {
                     sources.insert(&source.path, (&app.origin, index));
@@ -407,7 +410,9 @@ impl Checker<'_> {
         }
         let event_name = self.required_string(object, pointer, "eventName");
         if let Some(name) = &event_name {
-            self.check_event_name(name, &format!("{pointer}/eventName"), app);
+            // A source's events are named by the platform (`stripe.…`), not by the routing prefix.
+            let routed_app = if object.contains_key("source") { None } else { app };
+            self.check_event_name(name, &format!("{pointer}/eventName"), routed_app);
         }
         let display_event_name = self.optional_string(object, pointer, "displayEventName");
         let description = self.optional_string(object, pointer, "description");
@@ -461,10 +466,16 @@ impl Checker<'_> {
         let source = object.get("source").and_then(|json| self.source(json, &format!("{pointer}/source")));
         if object.contains_key("source") {
             if hook_type.is_some_and(|t| t != HookType::Web) {
-                self.error(&format!("{pointer}/source"), "source applies to web hooks only: the signature is their authentication");
+                self.error(
+                    &format!("{pointer}/source"),
+                    "source applies to web hooks only: the signature is their authentication",
+                );
             }
             if api_keys.is_some() {
-                self.error(&format!("{pointer}/apiKeys"), "a hook with a source is verified by its signature, not by apiKeys");
+                self.error(
+                    &format!("{pointer}/apiKeys"),
+                    "a hook with a source is verified by its signature, not by apiKeys",
+                );
             }
         }
 
@@ -506,8 +517,17 @@ impl Checker<'_> {
     }
 
     fn source(&mut self, json: &Value, pointer: &str) -> Option<SourceDefinition> {
-        const PROPERTIES: &[&str] =
-            &["path", "scheme", "secrets", "toleranceSeconds", "eventName", "deliveryId", "splitArrays", "allowSha1", "hmac"];
+        const PROPERTIES: &[&str] = &[
+            "path",
+            "scheme",
+            "secrets",
+            "toleranceSeconds",
+            "eventName",
+            "deliveryId",
+            "splitArrays",
+            "allowSha1",
+            "hmac",
+        ];
         let Some(object) = json.as_object() else {
             self.error(pointer, format!("expected a source object, found {}", kind_of(json)));
             return None;
@@ -523,13 +543,19 @@ impl Checker<'_> {
         if let Some(path) = &path
             && !is_app_name(path)
         {
-            self.error(&format!("{pointer}/path"), format!("invalid source path {path:?}: use lower-case letters, digits, '-' and '_'"));
+            self.error(
+                &format!("{pointer}/path"),
+                format!("invalid source path {path:?}: use lower-case letters, digits, '-' and '_'"),
+            );
         }
         let allow_sha1 = match object.get("allowSha1") {
             None => false,
             Some(Value::Bool(flag)) => *flag,
             Some(other) => {
-                self.error(&format!("{pointer}/allowSha1"), format!("expected true or false, found {}", kind_of(other)));
+                self.error(
+                    &format!("{pointer}/allowSha1"),
+                    format!("expected true or false, found {}", kind_of(other)),
+                );
                 false
             }
         };
@@ -547,7 +573,10 @@ impl Checker<'_> {
             Some(value) => match value.as_u64().filter(|seconds| (1..=86_400).contains(seconds)) {
                 Some(seconds) => Some(std::time::Duration::from_secs(seconds)),
                 None => {
-                    self.error(&format!("{pointer}/toleranceSeconds"), format!("expected whole seconds from 1 to 86400, found {value}"));
+                    self.error(
+                        &format!("{pointer}/toleranceSeconds"),
+                        format!("expected whole seconds from 1 to 86400, found {value}"),
+                    );
                     None
                 }
             },
@@ -558,7 +587,10 @@ impl Checker<'_> {
             None => false,
             Some(Value::Bool(flag)) => *flag,
             Some(other) => {
-                self.error(&format!("{pointer}/splitArrays"), format!("expected true or false, found {}", kind_of(other)));
+                self.error(
+                    &format!("{pointer}/splitArrays"),
+                    format!("expected true or false, found {}", kind_of(other)),
+                );
                 false
             }
         };
@@ -576,7 +608,13 @@ impl Checker<'_> {
         })
     }
 
-    fn scheme(&mut self, name: &str, allow_sha1: bool, object: &Map<String, Value>, pointer: &str) -> Option<crate::verify::Scheme> {
+    fn scheme(
+        &mut self,
+        name: &str,
+        allow_sha1: bool,
+        object: &Map<String, Value>,
+        pointer: &str,
+    ) -> Option<crate::verify::Scheme> {
         use crate::verify::Scheme;
         Some(match name {
             "standard-webhooks" | "svix" => Scheme::StandardWebhooks,
@@ -598,9 +636,14 @@ impl Checker<'_> {
             "calendly" => Scheme::Calendly,
             "gitlab" => Scheme::GitLabToken,
             "basic-auth" => Scheme::BasicAuth,
-            "generic-hmac" => Scheme::GenericHmac(Box::new(self.generic_hmac(object.get("hmac"), &format!("{pointer}/hmac"))?)),
+            "generic-hmac" => {
+                Scheme::GenericHmac(Box::new(self.generic_hmac(object.get("hmac"), &format!("{pointer}/hmac"))?))
+            }
             other => {
-                self.error(&format!("{pointer}/scheme"), format!("unknown scheme {other:?}; known schemes are {}", SCHEME_NAMES.join(", ")));
+                self.error(
+                    &format!("{pointer}/scheme"),
+                    format!("unknown scheme {other:?}; known schemes are {}", SCHEME_NAMES.join(", ")),
+                );
                 return None;
             }
         })
@@ -618,7 +661,10 @@ impl Checker<'_> {
             Some("sha256") => Some(HmacAlgorithm::Sha256),
             Some("sha512") => Some(HmacAlgorithm::Sha512),
             Some(other) => {
-                self.error(&format!("{pointer}/algorithm"), format!("unknown algorithm {other:?}, expected sha1, sha256 or sha512"));
+                self.error(
+                    &format!("{pointer}/algorithm"),
+                    format!("unknown algorithm {other:?}, expected sha1, sha256 or sha512"),
+                );
                 None
             }
             None => None,
@@ -627,19 +673,21 @@ impl Checker<'_> {
             Some("hex") => Some(SignatureEncoding::Hex),
             Some("base64") => Some(SignatureEncoding::Base64),
             Some(other) => {
-                self.error(&format!("{pointer}/encoding"), format!("unknown encoding {other:?}, expected hex or base64"));
+                self.error(
+                    &format!("{pointer}/encoding"),
+                    format!("unknown encoding {other:?}, expected hex or base64"),
+                );
                 None
             }
             None => None,
         };
-        let signed = match self.optional_string(object, pointer, "signed").as_deref().unwrap_or("{body}") {
-            template => match SignedPart::parse_template(template) {
-                Ok(parts) => Some(parts),
-                Err(reason) => {
-                    self.error(&format!("{pointer}/signed"), reason);
-                    None
-                }
-            },
+        let template = self.optional_string(object, pointer, "signed").unwrap_or_else(|| "{body}".to_owned());
+        let signed = match SignedPart::parse_template(&template) {
+            Ok(parts) => Some(parts),
+            Err(reason) => {
+                self.error(&format!("{pointer}/signed"), reason);
+                None
+            }
         };
         Some(GenericHmac {
             header: header?,
@@ -660,13 +708,21 @@ impl Checker<'_> {
         for (index, reference) in references.iter().enumerate() {
             let at = format!("{pointer}/secrets/{index}");
             match reference_name(reference) {
-                None => self.error(&at, "secrets entries must be secret references like \"${NAME}\", never literal secrets"),
-                Some(name) if name.starts_with("HOOKGATE_") => {
-                    self.error(&at, format!("${{{name}}} names one of hookgate's own settings (HOOKGATE_*), never a secret reference"))
+                None => {
+                    self.error(&at, "secrets entries must be secret references like \"${NAME}\", never literal secrets")
                 }
+                Some(name) if name.starts_with("HOOKGATE_") => self.error(
+                    &at,
+                    format!("${{{name}}} names one of hookgate's own settings (HOOKGATE_*), never a secret reference"),
+                ),
                 Some(name) => match self.options.secrets.resolve(name) {
                     Some(value) => secrets.push(value),
-                    None => self.warning(&at, format!("secret ${{{name}}} is not set; this source answers 401 no_secret_configured until it is")),
+                    None => self.warning(
+                        &at,
+                        format!(
+                            "secret ${{{name}}} is not set; this source answers 401 no_secret_configured until it is"
+                        ),
+                    ),
                 },
             }
         }
@@ -950,7 +1006,7 @@ mod tests {
         check(
             &[document("ecommstore.json", json)],
             &[
-                "ecommstore.json: /hooks/0/colour: unknown hook property \"colour\"; known properties are eventName, displayEventName, description, type, maxBodyBytes, maxFileBytes, redirectUrl, allowedOrigins, apiKeys",
+                "ecommstore.json: /hooks/0/colour: unknown hook property \"colour\"; known properties are eventName, displayEventName, description, type, maxBodyBytes, maxFileBytes, redirectUrl, allowedOrigins, apiKeys, source",
                 "ecommstore.json: /hooks/1/type: unknown hook type \"sms\", expected form, web or email",
                 "ecommstore.json: /hooks/2: missing required property \"eventName\"",
                 "ecommstore.json: /hooks/3/eventName: invalid eventName \"bad name!\": use dot-separated segments of letters, digits, '_' and '-'",
@@ -1059,6 +1115,50 @@ mod tests {
                 "a.json: /hooks/0/apiKeys/0: ${HOOKGATE_ADMIN_TOKEN} names one of hookgate's own settings (HOOKGATE_*), never a secret reference",
             ],
         );
+    }
+
+    #[test]
+    fn a_source_is_checked_whole_and_located_by_pointer() {
+        let json = json!({"app": "p", "version": "1", "hooks": [
+            {"eventName": "stripe.event", "type": "form", "source": {"path": "stripe", "scheme": "stripe", "secrets": ["${PARTNER_KEY}"]}},
+            {"eventName": "x.event", "type": "web", "source": {
+                "path": "Bad Path", "scheme": "carrier-pigeon", "secrets": ["literal"], "eventName": "x.{type}",
+                "toleranceSeconds": 0, "colour": "red"}},
+            {"eventName": "g.event", "type": "web", "source": {"path": "g", "scheme": "generic-hmac", "secrets": [],
+                "hmac": {"header": "X-Sig", "algorithm": "md5", "encoding": "hex", "signed": "{timestamp}"}}}
+        ]});
+        check(
+            &[document("p.json", json)],
+            &[
+                "p.json: /hooks/0/source: source applies to web hooks only: the signature is their authentication",
+                "p.json: /hooks/1/source/colour: unknown source property \"colour\"; known properties are path, scheme, secrets, toleranceSeconds, eventName, deliveryId, splitArrays, allowSha1, hmac",
+                "p.json: /hooks/1/source/path: invalid source path \"Bad Path\": use lower-case letters, digits, '-' and '_'",
+                "p.json: /hooks/1/source/scheme: unknown scheme \"carrier-pigeon\"; known schemes are standard-webhooks, svix, stripe, github, hubspot, shopify, slack, twilio, square, paddle, discord, sendgrid, mailgun, intercom, zendesk, linear, typeform, calendly, gitlab, basic-auth, generic-hmac",
+                "p.json: /hooks/1/source/secrets/0: secrets entries must be secret references like \"${NAME}\", never literal secrets",
+                "p.json: /hooks/1/source/toleranceSeconds: expected whole seconds from 1 to 86400, found 0",
+                "p.json: /hooks/1/source/eventName: unknown placeholder {type}: use a JSONPath such as {$.type} or {header:Name}",
+                "p.json: /hooks/2/source/hmac/algorithm: unknown algorithm \"md5\", expected sha1, sha256 or sha512",
+                "p.json: /hooks/2/source/hmac/signed: the template \"{timestamp}\" does not sign {body}",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_unset_source_secret_is_a_warning_and_paths_are_unique() {
+        let a = json!({"app": "a", "version": "1", "hooks": [
+            {"eventName": "a.event", "type": "web", "source": {"path": "shared", "scheme": "shopify", "secrets": ["${UNSET_SOURCE_SECRET}"]}}
+        ]});
+        let b = json!({"app": "b", "version": "1", "hooks": [
+            {"eventName": "b.event", "type": "web", "source": {"path": "shared", "scheme": "shopify", "secrets": ["${PARTNER_KEY}"]}}
+        ]});
+        let validated = check(
+            &[document("a.json", a), document("b.json", b)],
+            &[
+                "a.json: /hooks/0/source/secrets/0: warning: secret ${UNSET_SOURCE_SECRET} is not set; this source answers 401 no_secret_configured until it is",
+                "b.json: /hooks/0/source/path: source path \"shared\" is already used at a.json: /hooks/0/source/path",
+            ],
+        );
+        assert!(!validated.is_valid());
     }
 
     #[test]

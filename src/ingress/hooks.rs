@@ -297,7 +297,11 @@ pub(super) fn request_meta(request: &Request) -> RequestMeta {
     RequestMeta { peer, headers }
 }
 
-pub(super) async fn read_body(body: Body, limit: u64, deadline: std::time::Duration) -> Result<bytes::Bytes, IngressError> {
+pub(super) async fn read_body(
+    body: Body,
+    limit: u64,
+    deadline: std::time::Duration,
+) -> Result<bytes::Bytes, IngressError> {
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match tokio::time::timeout(deadline, limited.collect()).await {
         Err(_) => Err(IngressError::BodyTimeout { seconds: deadline.as_secs() }),

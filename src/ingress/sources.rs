@@ -9,9 +9,9 @@
 //! success reply with the original event id and stores nothing new. Slack's `url_verification`
 //! challenge is answered after verification.
 
+use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode, header};
-use axum::Json;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -29,14 +29,17 @@ use crate::verify::{Scheme, SignedRequest};
 pub async fn receive(State(state): State<Arc<AppState>>, Path(path): Path<String>, request: Request) -> Response {
     let started = Instant::now();
     let Some(hook) = state.catalog.current().hook_by_source(&path).cloned() else {
-        metrics::counter!("hookgate_source_requests_total", "source" => "unknown", "outcome" => "source_not_found").increment(1);
+        metrics::counter!("hookgate_source_requests_total", "source" => "unknown", "outcome" => "source_not_found")
+            .increment(1);
         return IngressError::UnknownSource.into_response();
     };
     let outcome = handle(&state, &hook, request).await;
     match outcome {
         Ok(response) => {
-            metrics::counter!("hookgate_source_requests_total", "source" => path.clone(), "outcome" => "accepted").increment(1);
-            metrics::histogram!("hookgate_ingest_duration_seconds", "hook" => path).record(started.elapsed().as_secs_f64());
+            metrics::counter!("hookgate_source_requests_total", "source" => path.clone(), "outcome" => "accepted")
+                .increment(1);
+            metrics::histogram!("hookgate_ingest_duration_seconds", "hook" => path)
+                .record(started.elapsed().as_secs_f64());
             response
         }
         Err(error) => {
@@ -45,7 +48,8 @@ pub async fn receive(State(state): State<Arc<AppState>>, Path(path): Path<String
                     .increment(1);
                 tracing::info!(source = %path, reason = %reason, "A source request failed verification.");
             }
-            metrics::counter!("hookgate_source_requests_total", "source" => path, "outcome" => error.code()).increment(1);
+            metrics::counter!("hookgate_source_requests_total", "source" => path, "outcome" => error.code())
+                .increment(1);
             error.into_response()
         }
     }
@@ -58,7 +62,8 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
     if request.method() != Method::POST {
         return Err(IngressError::MethodNotAllowed { method: request.method().clone(), allow: "POST" });
     }
-    let content_type = request.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("<not text>").to_owned());
+    let content_type =
+        request.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("<not text>").to_owned());
     let media_kind = payload::media_kind(content_type.as_deref())
         .map_err(|error| IngressError::UnsupportedMediaType(error.to_string()))?;
     let limit = hook.definition.max_body_bytes.unwrap_or(state.config.max_body_bytes);
@@ -121,7 +126,6 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
     let body = if split { json!({"events": events}) } else { events.into_iter().next().unwrap_or(Value::Null) };
     Ok((StatusCode::OK, Json(body)).into_response())
 }
-
 
 /// The event's name from the source's template, or the hook's `eventName`.
 fn event_name(hook: &Hook, source: &SourceDefinition, element: &Value, headers: &http::HeaderMap) -> String {

@@ -102,17 +102,23 @@ fn schema_accepts_its_own_examples() {
 
 #[test]
 fn schema_accepts_every_shipped_definition() {
-    let folder = project_path("hook-definitions");
-    let entries = fs::read_dir(&folder).unwrap_or_else(|error| panic!("cannot list {}: {error}", folder.display()));
+    // The loader reads subfolders too (the platform sources live in hook-definitions/sources/).
+    let mut folders = vec![project_path("hook-definitions")];
     let mut checked = Vec::new();
-    for entry in entries {
-        let path = entry.expect("a readable folder entry").path();
-        if path.extension().is_some_and(|extension| extension == "json") {
-            let errors = errors(&read_json(&path));
-            assert!(errors.is_empty(), "{} does not match the schema:\n{}", path.display(), describe(&errors));
-            checked.push(path);
+    while let Some(folder) = folders.pop() {
+        let entries = fs::read_dir(&folder).unwrap_or_else(|error| panic!("cannot list {}: {error}", folder.display()));
+        for entry in entries {
+            let path = entry.expect("a readable folder entry").path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|extension| extension == "json") {
+                let errors = errors(&read_json(&path));
+                assert!(errors.is_empty(), "{} does not match the schema:\n{}", path.display(), describe(&errors));
+                checked.push(path);
+            }
         }
     }
+    assert!(checked.iter().any(|path| path.ends_with("sources/stripe.json")), "the platform sources are checked too");
     assert!(
         checked.iter().any(|path| path.ends_with("ecommstore.json")),
         "expected hook-definitions/ecommstore.json among {checked:?}"

@@ -65,7 +65,8 @@ fn stripe_signature(secret: &str, timestamp: i64, body: &str) -> String {
 }
 
 fn stripe_event(id: &str) -> String {
-    json!({"id": id, "object": "event", "type": "payment_intent.succeeded", "data": {"object": {"amount": 2000}}}).to_string()
+    json!({"id": id, "object": "event", "type": "payment_intent.succeeded", "data": {"object": {"amount": 2000}}})
+        .to_string()
 }
 
 async fn post_stripe(gateway: &Gateway, body: &str, signature: &str) -> reqwest::Response {
@@ -100,7 +101,8 @@ async fn a_signed_stripe_event_is_stored_under_its_type() {
 async fn a_repeated_stripe_delivery_is_not_a_second_event() {
     let gateway = gateway().await;
     let body = stripe_event("evt_repeat");
-    let first: Value = post_stripe(&gateway, &body, &stripe_signature(STRIPE_SECRET, now(), &body)).await.json().await.unwrap();
+    let first: Value =
+        post_stripe(&gateway, &body, &stripe_signature(STRIPE_SECRET, now(), &body)).await.json().await.unwrap();
     let again = post_stripe(&gateway, &body, &stripe_signature(STRIPE_SECRET, now(), &body)).await;
     assert_eq!(again.status(), 200, "a retry gets the same success reply");
     let again: Value = again.json().await.unwrap();
@@ -223,7 +225,8 @@ async fn a_hubspot_batch_becomes_one_event_per_element_in_one_reply() {
     .to_string();
     let url = gateway.url("/api/webhooks/hubspot");
     let millis = jiff::Timestamp::now().as_millisecond().to_string();
-    let signature = base64::engine::general_purpose::STANDARD.encode(hmac_sha256(HUBSPOT_SECRET, &format!("POST{url}{body}{millis}")));
+    let signature = base64::engine::general_purpose::STANDARD
+        .encode(hmac_sha256(HUBSPOT_SECRET, &format!("POST{url}{body}{millis}")));
     let send = || {
         gateway
             .http
