@@ -20,8 +20,11 @@
 //! connections (exactly one per task, opened before the warm-up), each in a
 //! closed loop that sends its next request as soon as the previous reply has
 //! been read in full. The scenario decides what is posted; `form_json` posts
-//! an order update of about 300 bytes of JSON to a `form` hook, and every
-//! request carries a different body (built from a per-request counter). Only
+//! an order update of about 300 bytes of JSON to a `form` hook; `stripe_signed`
+//! posts a Stripe event signed with `Stripe-Signature` (the signature is
+//! computed per request, as a sender does) to the `stripe` source endpoint.
+//! Every request carries a different body and event id (built from a
+//! per-request counter), so duplicate detection never short-circuits. Only
 //! requests sent after the warm-up count. Requests per second are the
 //! successful measured requests over the time from the end of the warm-up to
 //! the last measured reply; latency is from sending the request to reading the
@@ -144,7 +147,7 @@ usage: cargo bench --bench ingest -- [OPTIONS]
   --duration SECS    measured time per server (HOOKGATE_BENCH_DURATION, default 10)
   --warmup SECS      warm-up before measuring (HOOKGATE_BENCH_WARMUP, default 2)
   --connections N    concurrent keep-alive connections (HOOKGATE_BENCH_CONNECTIONS, default 64)
-  --scenario NAME    what is posted: form_json (HOOKGATE_BENCH_SCENARIO, default form_json)
+  --scenario NAME    what is posted: form_json or stripe_signed (HOOKGATE_BENCH_SCENARIO, default form_json)
   --only SERVER      measure only `baseline` or only `hookgate` (HOOKGATE_BENCH_ONLY)
   --help             print this";
 
@@ -288,14 +291,21 @@ fn parse_seconds(value: &str) -> anyhow::Result<Duration> {
 enum Scenario {
     /// A JSON order update of about 300 bytes to a `form` hook.
     FormJson,
+    /// A Stripe event (a distinct `evt_` id per request, so duplicates never short-circuit)
+    /// signed with `Stripe-Signature`, to the `stripe` source endpoint.
+    StripeSigned,
 }
 
+/// The Stripe endpoint secret of the `stripe_signed` scenario.
+const BENCH_STRIPE_SECRET: &str = "whsec_bench_secret";
+
 impl Scenario {
-    const ALL: &[Scenario] = &[Scenario::FormJson];
+    const ALL: &[Scenario] = &[Scenario::FormJson, Scenario::StripeSigned];
 
     fn name(self) -> &'static str {
         match self {
             Scenario::FormJson => "form_json",
+            Scenario::StripeSigned => "stripe_signed",
         }
     }
 
@@ -310,6 +320,7 @@ impl Scenario {
     fn event_name(self) -> &'static str {
         match self {
             Scenario::FormJson => "kustomer.app.bench.order.update",
+            Scenario::StripeSigned => "stripe.event",
         }
     }
 
@@ -320,6 +331,21 @@ impl Scenario {
                 "app": "bench",
                 "version": "1",
                 "hooks": [{ "eventName": self.event_name(), "type": "form" }],
+            }),
+            Scenario::StripeSigned => json!({
+                "app": "bench",
+                "version": "1",
+                "hooks": [{
+                    "eventName": self.event_name(),
+                    "type": "web",
+                    "source": {
+                        "path": "stripe",
+                        "scheme": "stripe",
+                        "secrets": ["${BENCH_STRIPE_SECRET}"],
+                        "eventName": "stripe.{$.type}",
+                        "deliveryId": "{$.id}"
+                    }
+                }],
             }),
         }
     }
@@ -332,8 +358,32 @@ impl Scenario {
                 request.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 request
             }
+            Scenario::StripeSigned => {
+                let body = format!(
+                    r#"{{"id":"evt_bench_{n:012}","object":"event","type":"payment_intent.succeeded","data":{{"object":{}}}}}"#,
+                    order_update(n)
+                );
+                let timestamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|elapsed| elapsed.as_secs())
+                    .unwrap_or_default();
+                let signature = stripe_signature(BENCH_STRIPE_SECRET, timestamp, &body);
+                let mut request = target.post(Bytes::from(body));
+                let headers = request.headers_mut();
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                headers.insert("stripe-signature", HeaderValue::from_str(&signature).expect("the signature is ASCII"));
+                request
+            }
         }
     }
+}
+
+/// `Stripe-Signature` as Stripe's SDKs generate it: `t={unix},v1={hex HMAC-SHA256 of "{t}.{body}"}`.
+fn stripe_signature(secret: &str, timestamp: u64, body: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// An order update of about 300 bytes whose fields vary with `n`.
@@ -1045,6 +1095,7 @@ impl Hookgate {
             .current_dir(directory.path())
             .stdin(Stdio::null())
             .env("HOOKGATE_ADMIN_TOKEN", &admin_token)
+            .env("BENCH_STRIPE_SECRET", BENCH_STRIPE_SECRET)
             .env("RUST_LOG", "warn");
         // The bench's own variables are not hookgate configuration.
         for name in bench_variables() {
