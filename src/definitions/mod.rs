@@ -636,6 +636,7 @@ impl Checker<'_> {
             "calendly" => Scheme::Calendly,
             "gitlab" => Scheme::GitLabToken,
             "basic-auth" => Scheme::BasicAuth,
+            "url-token" => Scheme::UrlToken,
             "generic-hmac" => {
                 Scheme::GenericHmac(Box::new(self.generic_hmac(object.get("hmac"), &format!("{pointer}/hmac"))?))
             }
@@ -883,6 +884,7 @@ pub const SCHEME_NAMES: &[&str] = &[
     "calendly",
     "gitlab",
     "basic-auth",
+    "url-token",
     "generic-hmac",
 ];
 
@@ -1133,7 +1135,7 @@ mod tests {
                 "p.json: /hooks/0/source: source applies to web hooks only: the signature is their authentication",
                 "p.json: /hooks/1/source/colour: unknown source property \"colour\"; known properties are path, scheme, secrets, toleranceSeconds, eventName, deliveryId, splitArrays, allowSha1, hmac",
                 "p.json: /hooks/1/source/path: invalid source path \"Bad Path\": use lower-case letters, digits, '-' and '_'",
-                "p.json: /hooks/1/source/scheme: unknown scheme \"carrier-pigeon\"; known schemes are standard-webhooks, svix, stripe, github, hubspot, shopify, slack, twilio, square, paddle, discord, sendgrid, mailgun, intercom, zendesk, linear, typeform, calendly, gitlab, basic-auth, generic-hmac",
+                "p.json: /hooks/1/source/scheme: unknown scheme \"carrier-pigeon\"; known schemes are standard-webhooks, svix, stripe, github, hubspot, shopify, slack, twilio, square, paddle, discord, sendgrid, mailgun, intercom, zendesk, linear, typeform, calendly, gitlab, basic-auth, url-token, generic-hmac",
                 "p.json: /hooks/1/source/secrets/0: secrets entries must be secret references like \"${NAME}\", never literal secrets",
                 "p.json: /hooks/1/source/toleranceSeconds: expected whole seconds from 1 to 86400, found 0",
                 "p.json: /hooks/1/source/eventName: unknown placeholder {type}: use a JSONPath such as {$.type} or {header:Name}",

@@ -58,6 +58,9 @@ pub enum Scheme {
     GitLabToken,
     /// HTTP Basic auth (Postmark and platforms without signatures); the secret is `user:password`.
     BasicAuth,
+    /// A secret `token` query parameter in the URL the platform posts to (platforms without
+    /// signatures or Basic auth).
+    UrlToken,
     /// Any other HMAC scheme, described as data.
     GenericHmac(Box<GenericHmac>),
 }

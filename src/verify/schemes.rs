@@ -43,6 +43,7 @@ pub(super) fn verify(
         Scheme::Calendly => calendly(secrets, request, window),
         Scheme::GitLabToken => gitlab(secrets, request),
         Scheme::BasicAuth => basic_auth(secrets, request),
+        Scheme::UrlToken => url_token(secrets, request),
         Scheme::GenericHmac(generic) => generic_hmac(generic, secrets, request, window),
     }
 }
@@ -604,6 +605,18 @@ fn basic_auth(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verifie
         .and_then(|(_, encoded)| decode_base64(encoded.trim()))
         .ok_or(VerifyError::MalformedHeader { header: "authorization".into(), reason: "expected Basic credentials" })?;
     let secret_index = match_secret(secrets, &[credentials], |secret| vec![secret.as_bytes().to_vec()])?;
+    Ok(Verified { secret_index, signed_at: None })
+}
+
+/// A `token` query parameter carrying the secret itself.
+fn url_token(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
+    let token = request
+        .url
+        .split_once('?')
+        .and_then(|(_, query)| form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == "token"))
+        .map(|(_, value)| value.into_owned())
+        .ok_or(VerifyError::MissingHeader("token (query parameter)".into()))?;
+    let secret_index = match_secret(secrets, &[token.into_bytes()], |secret| vec![secret.as_bytes().to_vec()])?;
     Ok(Verified { secret_index, signed_at: None })
 }
 

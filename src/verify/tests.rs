@@ -503,6 +503,17 @@ fn gitlab_token_and_basic_auth_compare_the_secret_itself() {
     assert_eq!(other, Err(VerifyError::SignatureMismatch));
 }
 
+#[test]
+fn a_url_token_is_compared_with_the_secret() {
+    let mut case = Case::new(Scheme::UrlToken, "t0ken-from-the-url", "{}");
+    case.url = "https://hooks.example/api/webhooks/customerhub?token=t0ken-from-the-url".into();
+    assert!(case.run().is_ok());
+    case.url = "https://hooks.example/api/webhooks/customerhub?token=guess".into();
+    assert_eq!(case.run(), Err(VerifyError::SignatureMismatch));
+    case.url = "https://hooks.example/api/webhooks/customerhub".into();
+    assert_eq!(case.run().unwrap_err().reason_class(), "missing_header");
+}
+
 fn generic(template: &str) -> Scheme {
     Scheme::GenericHmac(Box::new(GenericHmac {
         header: "x-acme-signature".into(),

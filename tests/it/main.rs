@@ -7,6 +7,7 @@ mod cli;
 mod definition_schema;
 mod durability;
 mod form_hooks;
+mod interop;
 mod rejections;
 mod reload;
 mod sources;

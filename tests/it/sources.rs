@@ -279,3 +279,47 @@ async fn the_directory_shows_source_urls_and_get_is_not_allowed() {
     let response = gateway.http.get(gateway.url("/api/webhooks/stripe")).send().await.unwrap();
     assert_eq!(response.status(), 405);
 }
+
+fn shipped(name: &str) -> (String, Value) {
+    let path = format!("{}/hook-definitions/sources/{name}", env!("CARGO_MANIFEST_DIR"));
+    (name.to_owned(), serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap())
+}
+
+#[tokio::test]
+async fn the_shipped_commerce_and_enafeedback_definitions_work_as_documented() {
+    let gateway = Gateway::start_with(Options {
+        definitions: vec![shipped("commerce.json"), shipped("enafeedback.json")],
+        env: vec![
+            ("COMMERCE_WEBHOOK_TOKEN".into(), "commerce-url-token".into()),
+            ("ENAFEEDBACK_WEBHOOK_SECRET".into(), "whs_enafeedback_secret".into()),
+        ],
+    })
+    .await;
+    let delivery = json!({"id": "hash_id", "event": "tag_added", "payload": [{"tag": "vip"}]});
+    let with_token = gateway
+        .http
+        .post(gateway.url("/api/webhooks/commerce?token=commerce-url-token"))
+        .json(&delivery)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_token.status(), 200);
+    assert_eq!(with_token.json::<Value>().await.unwrap()["name"], "commerce.tag_added");
+    let without =
+        gateway.http.post(gateway.url("/api/webhooks/commerce?token=guess")).json(&delivery).send().await.unwrap();
+    assert_eq!(without.status(), 401);
+
+    let body = json!({"id": "del_001", "event": "survey.response.created", "test": true}).to_string();
+    let signature = format!("sha256={}", hex::encode(hmac_sha256("whs_enafeedback_secret", &body)));
+    let response = gateway
+        .http
+        .post(gateway.url("/api/webhooks/enafeedback"))
+        .header("content-type", "application/json")
+        .header("x-webhook-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["name"], "enafeedback.survey.response.created");
+}
