@@ -46,6 +46,8 @@ pub struct AppState {
     /// SHA-256 (hex) of the admin token; the token itself is not kept.
     pub admin_token_sha256: String,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The latest source requests that failed verification.
+    pub rejections: ingress::rejections::RejectionLog,
 }
 
 /// Listeners bound by the caller, so that tests can bind port 0 and read the address.
@@ -125,6 +127,7 @@ impl Gateway {
             public_url,
             admin_token_sha256,
             metrics,
+            rejections: Default::default(),
         };
         Ok((Gateway { state: Arc::new(state), watch }, admin_token))
     }

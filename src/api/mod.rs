@@ -10,6 +10,7 @@ mod apps;
 mod events;
 pub mod hooks;
 mod keys;
+mod sources;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -88,6 +89,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/events", get(events::list))
         .route("/events/{id}", get(events::show))
         .route("/events/{id}/raw", get(events::raw))
+        .route("/sources/rejections", get(sources::rejections))
         .fallback(|| async { ApiError::NotFound("no such management endpoint".into()) })
         .layer(axum::middleware::from_fn_with_state(state, require_admin));
     Router::new()

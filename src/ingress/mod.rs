@@ -8,6 +8,7 @@
 
 pub mod hooks;
 pub mod payload;
+pub mod rejections;
 pub mod sources;
 
 use axum::Router;

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use super::hooks::{IngressError, read_body, request_meta};
 use super::payload::{self, PayloadLimits};
+use super::rejections::Rejection;
 use crate::AppState;
 use crate::definitions::SourceDefinition;
 use crate::definitions::catalog::Hook;
@@ -82,7 +83,10 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
     let body = read_body(request.into_body(), limit, state.config.body_timeout()).await?;
 
     let signed = SignedRequest { method: &method, url: &url, headers: &headers, body: &body };
-    crate::verify::verify(&source.verify, &signed, jiff::Timestamp::now()).map_err(IngressError::Unverified)?;
+    if let Err(error) = crate::verify::verify(&source.verify, &signed, jiff::Timestamp::now()) {
+        state.rejections.record(Rejection::new(&source.path, &error, meta.peer.clone(), &headers, &body));
+        return Err(IngressError::Unverified(error));
+    }
 
     let limits = PayloadLimits {
         max_file_bytes_kept: hook.definition.max_file_bytes.unwrap_or(state.config.max_file_bytes) as usize,

@@ -323,3 +323,20 @@ async fn the_shipped_commerce_and_enafeedback_definitions_work_as_documented() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["name"], "enafeedback.survey.response.created");
 }
+
+#[tokio::test]
+async fn refused_requests_are_kept_for_inspection_without_signatures() {
+    let gateway = gateway().await;
+    let body = stripe_event("evt_inspect");
+    let forged = stripe_signature("whsec_wrong", now(), &body);
+    post_stripe(&gateway, &body, &forged).await;
+    let log = gateway.admin_json("/api/sources/rejections?source=stripe").await;
+    let entry = &log["data"][0];
+    assert_eq!(entry["source"], "stripe");
+    assert_eq!(entry["reason"], "signature_mismatch");
+    assert!(entry["headerNames"].as_array().unwrap().iter().any(|name| name == "stripe-signature"));
+    assert!(entry["bodyExcerpt"].as_str().unwrap().contains("evt_inspect"));
+    let rendered = log.to_string();
+    assert!(!rendered.contains(forged.split("v1=").nth(1).unwrap()), "the signature is not kept");
+    assert!(!rendered.contains(STRIPE_SECRET));
+}
