@@ -364,10 +364,16 @@ fn twilio_url_forms(url: &str) -> Vec<String> {
     forms
 }
 
-/// Twilio: base64 HMAC-SHA1 of the URL followed by the sorted form parameters; for JSON bodies
-/// the URL carries `bodySHA256` and the parameters are empty.
+/// Twilio: base64 HMAC of the URL followed by the sorted form parameters; for JSON bodies the
+/// URL carries `bodySHA256` and the parameters are empty. SHA-1 by default; HMAC-SHA256 when
+/// `X-Twilio-Webhooks-Signature-Settings` says `algorithm=HMAC_SHA256` (shared-key webhooks).
 fn twilio(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
     const HEADER: &str = "x-twilio-signature";
+    const SETTINGS: &str = "x-twilio-webhooks-signature-settings";
+    let sha256_signed = header(request.headers, SETTINGS)?.is_some_and(|settings| {
+        settings.split(',').any(|item| item.trim().eq_ignore_ascii_case("algorithm=HMAC_SHA256"))
+    });
+    let mac: fn(&[u8], &[&[u8]]) -> Vec<u8> = if sha256_signed { hmac_sha256 } else { hmac_sha1 };
     let presented = decode_base64(required(request.headers, HEADER)?)
         .ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "expected base64" })?;
     let body_sha256 = request
@@ -387,7 +393,7 @@ fn twilio(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, V
     };
     let urls = twilio_url_forms(request.url);
     let secret_index = match_secret(secrets, &[presented], |secret| {
-        urls.iter().map(|url| hmac_sha1(secret.as_bytes(), &[url.as_bytes(), parameters.as_bytes()])).collect()
+        urls.iter().map(|url| mac(secret.as_bytes(), &[url.as_bytes(), parameters.as_bytes()])).collect()
     })?;
     Ok(Verified { secret_index, signed_at: None })
 }

@@ -276,6 +276,27 @@ async fn twilio_accepts_what_the_twilio_request_validator_signs() {
     assert_eq!(event["data"]["From"], "+15017122661");
 }
 
+#[tokio::test]
+async fn twilio_accepts_the_hmac_sha256_shared_key_signature() {
+    let gateway = gateway().await;
+    let url = gateway.url("/api/webhooks/twilio");
+    let body = "MessageSid=SM1&SmsStatus=delivered&Body=Hi";
+    let delivery = Delivery {
+        signing: Signing {
+            runtime: Runtime::Python,
+            scheme: "twilio-hmac-sha256",
+            secret: TWILIO_AUTH_TOKEN,
+            url: &url,
+            body,
+        },
+        content_type: "application/x-www-form-urlencoded",
+        other_headers: &[],
+        tampered: &body.replace("Body=Hi", "Body=Ho"),
+    };
+    let Some(reply) = accepted_and_tampering_refused(&gateway, delivery).await else { return };
+    assert_eq!(reply["name"], "twilio.delivered");
+}
+
 /// A HubSpot batch as its webhooks send them, signed with `version` by HubSpot's Python SDK.
 async fn hubspot_accepts(version: &str, scheme: &str) {
     let gateway = gateway().await;
