@@ -85,6 +85,8 @@ pub struct SourceDefinition {
     pub delivery_id: Option<crate::template::Template>,
     /// A JSON array body becomes one event per element.
     pub split_arrays: bool,
+    /// Meta's `hub.verify_token` for the GET subscription handshake (resolved).
+    pub verify_token: Option<String>,
 }
 
 impl fmt::Debug for HookDefinition {
@@ -527,6 +529,7 @@ impl Checker<'_> {
             "splitArrays",
             "allowSha1",
             "hmac",
+            "verifyToken",
         ];
         let Some(object) = json.as_object() else {
             self.error(pointer, format!("expected a source object, found {}", kind_of(json)));
@@ -581,6 +584,7 @@ impl Checker<'_> {
                 }
             },
         };
+        let verify_token = self.verify_token(object, pointer);
         let event_name = self.template(object, pointer, "eventName");
         let delivery_id = self.template(object, pointer, "deliveryId");
         let split_arrays = match object.get("splitArrays") {
@@ -605,7 +609,31 @@ impl Checker<'_> {
             event_name,
             delivery_id,
             split_arrays,
+            verify_token,
         })
+    }
+
+    /// Meta's subscription handshake token, a secret reference (unset: a warning, and the GET
+    /// handshake is refused).
+    fn verify_token(&mut self, object: &Map<String, Value>, pointer: &str) -> Option<String> {
+        let reference = self.optional_string(object, pointer, "verifyToken")?;
+        let at = format!("{pointer}/verifyToken");
+        match reference_name(&reference) {
+            None => {
+                self.error(&at, "verifyToken must be a secret reference like \"${NAME}\"");
+                None
+            }
+            Some(name) => {
+                let value = self.options.secrets.resolve(name);
+                if value.is_none() {
+                    self.warning(
+                        &at,
+                        format!("secret ${{{name}}} is not set; the GET handshake is refused until it is"),
+                    );
+                }
+                value
+            }
+        }
     }
 
     fn scheme(
@@ -627,6 +655,8 @@ impl Checker<'_> {
             "square" => Scheme::Square,
             "paddle" => Scheme::Paddle,
             "discord" => Scheme::Discord,
+            "zoom" => Scheme::Zoom,
+            "meta" => Scheme::GitHub { allow_sha1: false },
             "sendgrid" => Scheme::SendGridEcdsa,
             "mailgun" => Scheme::Mailgun,
             "intercom" => Scheme::Intercom,
@@ -875,6 +905,8 @@ pub const SCHEME_NAMES: &[&str] = &[
     "square",
     "paddle",
     "discord",
+    "zoom",
+    "meta",
     "sendgrid",
     "mailgun",
     "intercom",
@@ -1133,9 +1165,9 @@ mod tests {
             &[document("p.json", json)],
             &[
                 "p.json: /hooks/0/source: source applies to web hooks only: the signature is their authentication",
-                "p.json: /hooks/1/source/colour: unknown source property \"colour\"; known properties are path, scheme, secrets, toleranceSeconds, eventName, deliveryId, splitArrays, allowSha1, hmac",
+                "p.json: /hooks/1/source/colour: unknown source property \"colour\"; known properties are path, scheme, secrets, toleranceSeconds, eventName, deliveryId, splitArrays, allowSha1, hmac, verifyToken",
                 "p.json: /hooks/1/source/path: invalid source path \"Bad Path\": use lower-case letters, digits, '-' and '_'",
-                "p.json: /hooks/1/source/scheme: unknown scheme \"carrier-pigeon\"; known schemes are standard-webhooks, svix, stripe, github, hubspot, shopify, slack, twilio, square, paddle, discord, sendgrid, mailgun, intercom, zendesk, linear, typeform, calendly, gitlab, basic-auth, url-token, generic-hmac",
+                "p.json: /hooks/1/source/scheme: unknown scheme \"carrier-pigeon\"; known schemes are standard-webhooks, svix, stripe, github, hubspot, shopify, slack, twilio, square, paddle, discord, zoom, meta, sendgrid, mailgun, intercom, zendesk, linear, typeform, calendly, gitlab, basic-auth, url-token, generic-hmac",
                 "p.json: /hooks/1/source/secrets/0: secrets entries must be secret references like \"${NAME}\", never literal secrets",
                 "p.json: /hooks/1/source/toleranceSeconds: expected whole seconds from 1 to 86400, found 0",
                 "p.json: /hooks/1/source/eventName: unknown placeholder {type}: use a JSONPath such as {$.type} or {header:Name}",

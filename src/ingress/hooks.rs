@@ -33,6 +33,8 @@ pub enum IngressError {
     UnknownHook,
     #[error("no source is defined at this URL")]
     UnknownSource,
+    #[error("the subscription handshake was refused: the verify token does not match")]
+    HandshakeRefused,
     #[error("the request is not verified: {0}")]
     Unverified(#[source] crate::verify::VerifyError),
     #[error("{method} is not allowed here; use POST")]
@@ -67,6 +69,7 @@ impl IngressError {
         match self {
             IngressError::UnknownHook => "hook_not_found",
             IngressError::UnknownSource => "source_not_found",
+            IngressError::HandshakeRefused => "handshake_refused",
             IngressError::Unverified(error) => error.reason_class(),
             IngressError::MethodNotAllowed { .. } | IngressError::EmailHookOverHttp => "method_not_allowed",
             IngressError::OriginNotAllowed { .. } => "origin_not_allowed",
@@ -87,7 +90,9 @@ impl IngressError {
             IngressError::UnknownHook | IngressError::UnknownSource => StatusCode::NOT_FOUND,
             IngressError::Unverified(_) => StatusCode::UNAUTHORIZED,
             IngressError::MethodNotAllowed { .. } | IngressError::EmailHookOverHttp => StatusCode::METHOD_NOT_ALLOWED,
-            IngressError::OriginNotAllowed { .. } | IngressError::ApiKeyOutOfScope { .. } => StatusCode::FORBIDDEN,
+            IngressError::OriginNotAllowed { .. }
+            | IngressError::ApiKeyOutOfScope { .. }
+            | IngressError::HandshakeRefused => StatusCode::FORBIDDEN,
             IngressError::MissingApiKey | IngressError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             IngressError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngressError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -98,8 +98,8 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
             IngressError::MalformedBody(error.to_string())
         }
     })?;
-    if source.verify.scheme == Scheme::Slack && data.get("type").and_then(Value::as_str) == Some("url_verification") {
-        return Ok(Json(json!({"challenge": data.get("challenge").cloned().unwrap_or(Value::Null)})).into_response());
+    if let Some(reply) = handshake_reply(source, &data) {
+        return Ok(Json(reply).into_response());
     }
 
     let split = source.split_arrays && data.is_array();
@@ -129,6 +129,50 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
         .collect();
     let body = if split { json!({"events": events}) } else { events.into_iter().next().unwrap_or(Value::Null) };
     Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// The answer to a platform's signed handshake request, which is not an event: Slack's
+/// `url_verification`, Zoom's `endpoint.url_validation`, Discord's PING.
+fn handshake_reply(source: &SourceDefinition, data: &Value) -> Option<Value> {
+    match source.verify.scheme {
+        Scheme::Slack if data.get("type").and_then(Value::as_str) == Some("url_verification") => {
+            Some(json!({"challenge": data.get("challenge").cloned().unwrap_or(Value::Null)}))
+        }
+        Scheme::Zoom if data.get("event").and_then(Value::as_str) == Some("endpoint.url_validation") => {
+            let plain = data.pointer("/payload/plainToken").and_then(Value::as_str)?;
+            let encrypted = crate::verify::zoom_encrypted_token(&source.verify, plain)?;
+            Some(json!({"plainToken": plain, "encryptedToken": encrypted}))
+        }
+        Scheme::Discord if data.get("type").and_then(Value::as_i64) == Some(1) => Some(json!({"type": 1})),
+        _ => None,
+    }
+}
+
+/// `GET /api/webhooks/{source}`: Meta's subscription handshake (`hub.mode=subscribe`,
+/// `hub.verify_token`, `hub.challenge`), for sources that declare a `verifyToken`.
+pub async fn handshake(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let catalog = state.catalog.current();
+    let Some(source) = catalog.hook_by_source(&path).and_then(|hook| hook.definition.source.clone()) else {
+        return IngressError::UnknownSource.into_response();
+    };
+    let Some(expected) = &source.verify_token else {
+        return IngressError::MethodNotAllowed { method: Method::GET, allow: "POST" }.into_response();
+    };
+    let parameters: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    let token_matches = parameters
+        .get("hub.verify_token")
+        .is_some_and(|token| crate::secrets::constant_time_eq(token.as_bytes(), expected.as_bytes()));
+    match (parameters.get("hub.mode").map(String::as_str), parameters.get("hub.challenge")) {
+        (Some("subscribe"), Some(challenge)) if token_matches => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], challenge.clone()).into_response()
+        }
+        _ => IngressError::HandshakeRefused.into_response(),
+    }
 }
 
 /// The event's name from the source's template, or the hook's `eventName`.

@@ -40,6 +40,8 @@ pub enum Scheme {
     Paddle,
     /// Discord interactions: Ed25519 over timestamp and body, the application's public key (hex).
     Discord,
+    /// Zoom: `x-zm-signature: v0=<hex>` over `v0:{x-zm-request-timestamp}:{body}`.
+    Zoom,
     /// SendGrid Event Webhook: ECDSA P-256 over timestamp and body, the public key (base64 SPKI).
     SendGridEcdsa,
     /// Mailgun: the body's `signature` object, HMAC-SHA256 of timestamp and token.
@@ -215,6 +217,11 @@ impl VerifyError {
             VerifyError::SignatureMismatch => "signature_mismatch",
         }
     }
+}
+
+/// Zoom's `encryptedToken` for an `endpoint.url_validation` request, with the first secret.
+pub fn zoom_encrypted_token(config: &VerifyConfig, plain_token: &str) -> Option<String> {
+    config.secrets.first().map(|secret| schemes::zoom_encrypted_token(secret, plain_token))
 }
 
 /// Verifies `request` under `config` at time `now`.

@@ -34,6 +34,7 @@ pub(super) fn verify(
         Scheme::Square => square(secrets, request),
         Scheme::Paddle => paddle(secrets, request, window),
         Scheme::Discord => discord(secrets, request, window),
+        Scheme::Zoom => zoom(secrets, request, window),
         Scheme::SendGridEcdsa => sendgrid(secrets, request, window),
         Scheme::Mailgun => mailgun(secrets, request, window),
         Scheme::Intercom => intercom(secrets, request),
@@ -465,6 +466,27 @@ fn discord(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> R
         .position(|public_key| ed25519_verifies(decode_hex(public_key).as_deref(), &message, &signature))
         .ok_or(VerifyError::SignatureMismatch)?;
     Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
+}
+
+/// Zoom: `v0={hex}` over `v0:{timestamp}:{body}` with the app's secret token.
+fn zoom(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
+    const SIGNATURE: &str = "x-zm-signature";
+    const TIMESTAMP: &str = "x-zm-request-timestamp";
+    let timestamp = required(request.headers, TIMESTAMP)?;
+    let presented = required(request.headers, SIGNATURE)?
+        .strip_prefix("v0=")
+        .and_then(decode_hex)
+        .ok_or(VerifyError::MalformedHeader { header: SIGNATURE.into(), reason: "expected v0=<hex>" })?;
+    let signed_at = unix_seconds(timestamp, TIMESTAMP)?;
+    let secret_index = match_secret(secrets, &[presented], |secret| {
+        vec![hmac_sha256(secret.as_bytes(), &[b"v0:", timestamp.as_bytes(), b":", request.body])]
+    })?;
+    Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
+}
+
+/// Zoom's answer to `endpoint.url_validation`: the hex HMAC-SHA256 of the plain token.
+pub(super) fn zoom_encrypted_token(secret: &str, plain_token: &str) -> String {
+    hex::encode(hmac_sha256(secret.as_bytes(), &[plain_token.as_bytes()]))
 }
 
 /// SendGrid Event Webhook: ECDSA P-256 with SHA-256 over `{timestamp}{body}`; the signature is

@@ -340,3 +340,107 @@ async fn refused_requests_are_kept_for_inspection_without_signatures() {
     assert!(!rendered.contains(forged.split("v1=").nth(1).unwrap()), "the signature is not kept");
     assert!(!rendered.contains(STRIPE_SECRET));
 }
+
+async fn handshake_gateway() -> (Gateway, ed25519_dalek::SigningKey) {
+    let discord_key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let definitions = json!({"app": "handshakes", "version": "1", "hooks": [
+        {"eventName": "meta.event", "type": "web", "source": {
+            "path": "meta", "scheme": "meta", "secrets": ["${TEST_META_APP_SECRET}"],
+            "verifyToken": "${TEST_META_VERIFY_TOKEN}", "eventName": "meta.{$.object}"}},
+        {"eventName": "zoom.event", "type": "web", "source": {
+            "path": "zoom", "scheme": "zoom", "secrets": ["${TEST_ZOOM_SECRET}"], "eventName": "zoom.{$.event}"}},
+        {"eventName": "discord.event", "type": "web", "source": {
+            "path": "discord", "scheme": "discord", "secrets": ["${TEST_DISCORD_PUBLIC_KEY}"]}}
+    ]});
+    let gateway = Gateway::start_with(Options {
+        definitions: vec![("handshakes.json".into(), definitions)],
+        env: vec![
+            ("TEST_META_APP_SECRET".into(), "meta-app-secret".into()),
+            ("TEST_META_VERIFY_TOKEN".into(), "meta-verify-token".into()),
+            ("TEST_ZOOM_SECRET".into(), "zoom-secret-token".into()),
+            ("TEST_DISCORD_PUBLIC_KEY".into(), hex::encode(discord_key.verifying_key().to_bytes())),
+        ],
+    })
+    .await;
+    (gateway, discord_key)
+}
+
+#[tokio::test]
+async fn meta_subscription_handshake_and_signed_deliveries() {
+    let (gateway, _) = handshake_gateway().await;
+    let handshake = |token: &str| {
+        gateway
+            .http
+            .get(gateway.url(&format!(
+                "/api/webhooks/meta?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444"
+            )))
+            .send()
+    };
+    let accepted = handshake("meta-verify-token").await.unwrap();
+    assert_eq!(accepted.status(), 200);
+    assert_eq!(accepted.text().await.unwrap(), "1158201444");
+    let (code, _) = error_code(handshake("guess").await.unwrap(), 403).await;
+    assert_eq!(code, "handshake_refused");
+
+    let body = json!({"object": "page", "entry": [{"id": "1", "time": 1}]}).to_string();
+    let response = gateway
+        .http
+        .post(gateway.url("/api/webhooks/meta"))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", format!("sha256={}", hex::encode(hmac_sha256("meta-app-secret", &body))))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["name"], "meta.page");
+}
+
+#[tokio::test]
+async fn zoom_url_validation_is_answered_with_the_encrypted_token() {
+    let (gateway, _) = handshake_gateway().await;
+    let body =
+        json!({"event": "endpoint.url_validation", "payload": {"plainToken": "qgg8vlvZRS6UYooatFL8Aw"}, "event_ts": 1})
+            .to_string();
+    let timestamp = now().to_string();
+    let signature = format!("v0={}", hex::encode(hmac_sha256("zoom-secret-token", &format!("v0:{timestamp}:{body}"))));
+    let response = gateway
+        .http
+        .post(gateway.url("/api/webhooks/zoom"))
+        .header("content-type", "application/json")
+        .header("x-zm-signature", signature)
+        .header("x-zm-request-timestamp", timestamp)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["plainToken"], "qgg8vlvZRS6UYooatFL8Aw");
+    assert_eq!(reply["encryptedToken"], hex::encode(hmac_sha256("zoom-secret-token", "qgg8vlvZRS6UYooatFL8Aw")));
+    assert_eq!(gateway.admin_json("/api/events").await["data"], json!([]));
+}
+
+#[tokio::test]
+async fn discord_ping_is_answered_with_a_pong() {
+    use ed25519_dalek::Signer;
+    let (gateway, key) = handshake_gateway().await;
+    let body = json!({"type": 1, "id": "1", "application_id": "2"}).to_string();
+    let timestamp = now().to_string();
+    let signature = key.sign(format!("{timestamp}{body}").as_bytes());
+    let send = |signature: String| {
+        gateway
+            .http
+            .post(gateway.url("/api/webhooks/discord"))
+            .header("content-type", "application/json")
+            .header("x-signature-ed25519", signature)
+            .header("x-signature-timestamp", timestamp.clone())
+            .body(body.clone())
+            .send()
+    };
+    let response = send(hex::encode(signature.to_bytes())).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({"type": 1}));
+    let forged = send(hex::encode([0u8; 64])).await.unwrap();
+    assert_eq!(forged.status(), 401, "Discord checks that endpoints refuse bad signatures");
+}
