@@ -59,12 +59,18 @@ pub struct NewEvent {
     pub data_is_raw_json: bool,
 }
 
-/// A provider delivery id, unique within its scope (the hook that received it).
+/// A provider delivery id, unique within its scope (the hook that received it) for as long as
+/// its retention window: a repeat received later than `window` after the original is a new event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
     pub scope: String,
     pub key: String,
+    pub window: std::time::Duration,
 }
+
+/// How long a delivery id is remembered when the definition says nothing: longer than the
+/// platforms' retry schedules (Stripe retries for three days).
+pub const DEFAULT_DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Creates a new time-ordered event id.
 pub fn new_event_id() -> String {

@@ -87,6 +87,8 @@ pub struct SourceDefinition {
     pub split_arrays: bool,
     /// Meta's `hub.verify_token` for the GET subscription handshake (resolved).
     pub verify_token: Option<String>,
+    /// How long a delivery id is remembered.
+    pub dedup_window: std::time::Duration,
 }
 
 impl fmt::Debug for HookDefinition {
@@ -530,6 +532,7 @@ impl Checker<'_> {
             "allowSha1",
             "hmac",
             "verifyToken",
+            "dedupWindowSeconds",
         ];
         let Some(object) = json.as_object() else {
             self.error(pointer, format!("expected a source object, found {}", kind_of(json)));
@@ -585,6 +588,19 @@ impl Checker<'_> {
             },
         };
         let verify_token = self.verify_token(object, pointer);
+        let dedup_window = match object.get("dedupWindowSeconds") {
+            None => crate::event::DEFAULT_DEDUP_WINDOW,
+            Some(value) => match value.as_u64().filter(|seconds| (1..=90 * 86_400).contains(seconds)) {
+                Some(seconds) => std::time::Duration::from_secs(seconds),
+                None => {
+                    self.error(
+                        &format!("{pointer}/dedupWindowSeconds"),
+                        format!("expected whole seconds from 1 to 7776000 (90 days), found {value}"),
+                    );
+                    crate::event::DEFAULT_DEDUP_WINDOW
+                }
+            },
+        };
         let event_name = self.template(object, pointer, "eventName");
         let delivery_id = self.template(object, pointer, "deliveryId");
         let split_arrays = match object.get("splitArrays") {
@@ -610,6 +626,7 @@ impl Checker<'_> {
             delivery_id,
             split_arrays,
             verify_token,
+            dedup_window,
         })
     }
 
@@ -1165,7 +1182,7 @@ mod tests {
             &[document("p.json", json)],
             &[
                 "p.json: /hooks/0/source: source applies to web hooks only: the signature is their authentication",
-                "p.json: /hooks/1/source/colour: unknown source property \"colour\"; known properties are path, scheme, secrets, toleranceSeconds, eventName, deliveryId, splitArrays, allowSha1, hmac, verifyToken",
+                "p.json: /hooks/1/source/colour: unknown source property \"colour\"; known properties are path, scheme, secrets, toleranceSeconds, eventName, deliveryId, splitArrays, allowSha1, hmac, verifyToken, dedupWindowSeconds",
                 "p.json: /hooks/1/source/path: invalid source path \"Bad Path\": use lower-case letters, digits, '-' and '_'",
                 "p.json: /hooks/1/source/scheme: unknown scheme \"carrier-pigeon\"; known schemes are standard-webhooks, svix, stripe, github, hubspot, shopify, slack, twilio, square, paddle, discord, zoom, meta, sendgrid, mailgun, intercom, zendesk, linear, typeform, calendly, gitlab, basic-auth, url-token, generic-hmac",
                 "p.json: /hooks/1/source/secrets/0: secrets entries must be secret references like \"${NAME}\", never literal secrets",

@@ -116,7 +116,11 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
             let identity = HookIdentity { app: &hook.app, event_name: &name, hook_type: hook.definition.hook_type };
             let mut event = normalize(identity, &meta, element, body.clone(), received_at);
             event.data_is_raw_json = !split && media_kind.is_json();
-            event.idempotency_key = key.map(|key| IdempotencyKey { scope: format!("source:{}", source.path), key });
+            event.idempotency_key = key.map(|key| IdempotencyKey {
+                scope: format!("source:{}", source.path),
+                key,
+                window: source.dedup_window,
+            });
             event
         })
         .collect::<Vec<_>>();

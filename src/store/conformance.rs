@@ -79,13 +79,18 @@ async fn a_batch_is_appended_in_order(store: &Store) {
 }
 
 async fn repeated_idempotency_key_returns_the_original(store: &Store) {
-    let key = IdempotencyKey { scope: "stripe".into(), key: "evt_123".into() };
+    let key =
+        IdempotencyKey { scope: "stripe".into(), key: "evt_123".into(), window: crate::event::DEFAULT_DEDUP_WINDOW };
     let mut first = sample_event("conformance.idempotent", "conformance");
     first.idempotency_key = Some(key.clone());
     let mut repeat = sample_event("conformance.idempotent", "conformance");
     repeat.idempotency_key = Some(key.clone());
     let mut other_scope = sample_event("conformance.idempotent", "conformance");
-    other_scope.idempotency_key = Some(IdempotencyKey { scope: "github".into(), key: "evt_123".into() });
+    other_scope.idempotency_key = Some(IdempotencyKey {
+        scope: "github".into(),
+        key: "evt_123".into(),
+        window: crate::event::DEFAULT_DEDUP_WINDOW,
+    });
 
     let original = store.append_events(vec![first.clone()]).await.unwrap().remove(0);
     let again = store.append_events(vec![repeat.clone()]).await.unwrap().remove(0);
@@ -98,12 +103,32 @@ async fn repeated_idempotency_key_returns_the_original(store: &Store) {
     assert!(!separate.duplicate, "keys are unique per scope only");
 
     let mut in_one_batch = sample_event("conformance.idempotent", "conformance");
-    in_one_batch.idempotency_key = Some(IdempotencyKey { scope: "stripe".into(), key: "evt_batch".into() });
+    in_one_batch.idempotency_key = Some(IdempotencyKey {
+        scope: "stripe".into(),
+        key: "evt_batch".into(),
+        window: crate::event::DEFAULT_DEDUP_WINDOW,
+    });
     let mut twin = sample_event("conformance.idempotent", "conformance");
     twin.idempotency_key = in_one_batch.idempotency_key.clone();
     let both = store.append_events(vec![in_one_batch.clone(), twin]).await.unwrap();
     assert_eq!(both[1].id, in_one_batch.event.id);
     assert!(both[1].duplicate, "a repeat inside one batch is a duplicate too");
+
+    let window = std::time::Duration::from_secs(3600);
+    let at: Timestamp = "2029-01-01T00:00:00Z".parse().unwrap();
+    let keyed = |at: Timestamp| {
+        let mut event = sample_event_at("conformance.window", "conformance", at);
+        event.idempotency_key = Some(IdempotencyKey { scope: "window".into(), key: "delivery-1".into(), window });
+        event
+    };
+    let original = store.append_events(vec![keyed(at)]).await.unwrap().remove(0);
+    let within = store.append_events(vec![keyed(at + 59.minutes())]).await.unwrap().remove(0);
+    assert_eq!((within.id.as_str(), within.duplicate), (original.id.as_str(), true), "a repeat within the window");
+    let later = store.append_events(vec![keyed(at + 2.hours())]).await.unwrap().remove(0);
+    assert!(!later.duplicate && later.id != original.id, "past the window the same id is a new event");
+    let again = store.append_events(vec![keyed(at + 2.hours() + 1.minutes())]).await.unwrap().remove(0);
+    assert_eq!(again.id, later.id, "the key now belongs to the newer event");
+    assert!(store.event(&original.id).await.unwrap().is_some(), "the old event is kept");
 }
 
 async fn events_list_newest_first_with_filters_and_cursor(store: &Store) {

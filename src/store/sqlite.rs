@@ -606,15 +606,24 @@ impl EventRow {
 fn append_one(connection: &Connection, row: &EventRow) -> Result<Appended, StoreError> {
     let EventRow { new, source, data } = row;
     if let Some(key) = &new.idempotency_key {
-        let existing: Option<String> = connection
-            .prepare_cached("SELECT id FROM events WHERE idempotency_scope = ?1 AND idempotency_key = ?2")?
-            .query_row([&key.scope, &key.key], |row| row.get(0))
+        let existing: Option<(String, i64)> = connection
+            .prepare_cached(
+                "SELECT id, received_at_us FROM events WHERE idempotency_scope = ?1 AND idempotency_key = ?2",
+            )?
+            .query_row([&key.scope, &key.key], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
-        if let Some(id) = existing {
+        if let Some((id, received_at_us)) = existing {
+            let window_us = i64::try_from(key.window.as_micros()).unwrap_or(i64::MAX);
+            if new.event.received_at.as_microsecond().saturating_sub(received_at_us) <= window_us {
+                connection
+                    .prepare_cached("UPDATE events SET receive_count = receive_count + 1 WHERE id = ?1")?
+                    .execute([&id])?;
+                return Ok(Appended { id, duplicate: true });
+            }
+            // Past its window the key is released: the old event keeps its data, not the key.
             connection
-                .prepare_cached("UPDATE events SET receive_count = receive_count + 1 WHERE id = ?1")?
+                .prepare_cached("UPDATE events SET idempotency_scope = NULL, idempotency_key = NULL WHERE id = ?1")?
                 .execute([&id])?;
-            return Ok(Appended { id, duplicate: true });
         }
     }
     let event = &new.event;
