@@ -343,7 +343,9 @@ async fn events(config: Config, command: EventsCommand) -> anyhow::Result<ExitCo
             if limit == 0 || limit > 1000 {
                 bail!("--limit must be from 1 to 1000");
             }
-            let page = store.list_events(EventQuery { name, app, since, until, before_id: cursor, limit }).await?;
+            let page = store
+                .list_events(EventQuery { name, app, since, until, before_id: cursor, quarantined: None, limit })
+                .await?;
             let mut table = Table::new();
             table.load_preset(UTF8_FULL_CONDENSED).set_header(["ID", "RECEIVED AT", "NAME", "APP"]);
             for event in page.events {

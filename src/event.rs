@@ -32,6 +32,9 @@ pub struct Event {
     /// How many times this event was received: a provider's repeated delivery increments it
     /// instead of creating a second event.
     pub receive_count: u32,
+    /// Stored but held back: its payload did not fit the hook's shape. Never triggered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
 }
 
 /// Where an event came from, minus anything secret.
@@ -141,6 +144,7 @@ pub fn normalize(
             source,
             data,
             receive_count: 1,
+            quarantined: false,
         },
         raw_body,
         idempotency_key: None,

@@ -23,6 +23,7 @@ pub mod event;
 pub mod ingress;
 pub mod keys;
 pub mod secrets;
+pub mod shape;
 pub mod store;
 pub mod telemetry;
 pub mod template;

@@ -26,6 +26,8 @@ pub struct ListParameters {
     until: Option<String>,
     /// `nextCursor` of the previous page.
     cursor: Option<String>,
+    /// Only quarantined events, or only the others.
+    quarantined: Option<bool>,
     limit: Option<usize>,
 }
 
@@ -50,6 +52,7 @@ impl ListParameters {
             since: timestamp("since", self.since)?,
             until: timestamp("until", self.until)?,
             before_id: self.cursor,
+            quarantined: self.quarantined,
             limit,
         })
     }

@@ -69,6 +69,8 @@ pub struct HookDefinition {
     pub static_key_hashes: Vec<String>,
     /// A source-specific endpoint (`/api/webhooks/{path}`) verified by the platform's signature.
     pub source: Option<SourceDefinition>,
+    /// Projection and validation of the payload.
+    pub shape: Option<crate::shape::Shape>,
 }
 
 /// A platform source: how its requests are verified, named and de-duplicated.
@@ -346,6 +348,7 @@ const HOOK_PROPERTIES: &[&str] = &[
     "allowedOrigins",
     "apiKeys",
     "source",
+    "shape",
 ];
 
 impl Checker<'_> {
@@ -468,6 +471,15 @@ impl Checker<'_> {
         let api_keys = self.optional_string_array(object, pointer, "apiKeys");
         let static_key_hashes = self.resolve_keys(api_keys.as_deref().unwrap_or_default(), pointer);
         let source = object.get("source").and_then(|json| self.source(json, &format!("{pointer}/source")));
+        let shape = object.get("shape").and_then(|json| match crate::shape::Shape::compile(json) {
+            Ok(shape) => Some(shape),
+            Err(problems) => {
+                for (at, message) in problems {
+                    self.error(&format!("{pointer}/shape{at}"), message);
+                }
+                None
+            }
+        });
         if object.contains_key("source") {
             if hook_type.is_some_and(|t| t != HookType::Web) {
                 self.error(
@@ -517,6 +529,7 @@ impl Checker<'_> {
             allowed_origins,
             static_key_hashes,
             source,
+            shape,
         })
     }
 
@@ -1057,7 +1070,7 @@ mod tests {
         check(
             &[document("ecommstore.json", json)],
             &[
-                "ecommstore.json: /hooks/0/colour: unknown hook property \"colour\"; known properties are eventName, displayEventName, description, type, maxBodyBytes, maxFileBytes, redirectUrl, allowedOrigins, apiKeys, source",
+                "ecommstore.json: /hooks/0/colour: unknown hook property \"colour\"; known properties are eventName, displayEventName, description, type, maxBodyBytes, maxFileBytes, redirectUrl, allowedOrigins, apiKeys, source, shape",
                 "ecommstore.json: /hooks/1/type: unknown hook type \"sms\", expected form, web or email",
                 "ecommstore.json: /hooks/2: missing required property \"eventName\"",
                 "ecommstore.json: /hooks/3/eventName: invalid eventName \"bad name!\": use dot-separated segments of letters, digits, '_' and '-'",

@@ -24,6 +24,7 @@ use crate::definitions::HookType;
 use crate::definitions::catalog::Hook;
 use crate::event::{RequestMeta, normalize};
 use crate::secrets::{constant_time_eq, sha256_hex};
+use crate::shape::{Shape, Shaped};
 use crate::store::StoreError;
 
 /// Why a request to a hook did not become an event.
@@ -59,6 +60,8 @@ pub enum IngressError {
     BodyUnreadable(String),
     #[error("{0}")]
     MalformedBody(String),
+    #[error("the payload does not fit this hook's shape: {}", .0.reasons.join("; "))]
+    Misfit(crate::shape::Misfit),
     #[error("the event could not be stored; retry later")]
     Store(#[source] StoreError),
 }
@@ -81,6 +84,7 @@ impl IngressError {
             IngressError::BodyTimeout { .. } => "body_timeout",
             IngressError::BodyUnreadable(_) => "body_unreadable",
             IngressError::MalformedBody(_) => "malformed_body",
+            IngressError::Misfit(_) => "shape_mismatch",
             IngressError::Store(_) => "store_unavailable",
         }
     }
@@ -98,6 +102,7 @@ impl IngressError {
             IngressError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             IngressError::BodyUnreadable(_) | IngressError::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            IngressError::Misfit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             IngressError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -106,7 +111,10 @@ impl IngressError {
 impl IntoResponse for IngressError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        if let IngressError::Misfit(misfit) = &self {
+            body["error"]["reasons"] = json!(misfit.reasons);
+        }
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
@@ -231,8 +239,10 @@ async fn handle(state: &AppState, hook: &Hook, cors: &Cors, request: Request) ->
             }
         },
     )?;
+    let (data, quarantined) = apply_shape(definition, data)?;
     let mut new_event = normalize(hook.identity(), &meta, data, body, jiff::Timestamp::now());
-    new_event.data_is_raw_json = media_kind.is_json();
+    new_event.data_is_raw_json = media_kind.is_json() && !definition.shape.as_ref().is_some_and(Shape::projects);
+    new_event.event.quarantined = quarantined;
     let received_at = new_event.event.received_at;
     let appended = state.store.append_events(vec![new_event]).await.map_err(IngressError::Store)?;
     let id = appended
@@ -250,8 +260,26 @@ async fn handle(state: &AppState, hook: &Hook, cors: &Cors, request: Request) ->
         }
         return Ok(response);
     }
-    let body = json!({"id": id, "name": definition.event_name, "receivedAt": received_at});
+    let mut body = json!({"id": id, "name": definition.event_name, "receivedAt": received_at});
+    if quarantined {
+        body["quarantined"] = json!(true);
+    }
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+}
+
+/// Applies the hook's shape: the data to store and whether it is quarantined, or a 422.
+pub(super) fn apply_shape(
+    definition: &crate::definitions::HookDefinition,
+    data: serde_json::Value,
+) -> Result<(serde_json::Value, bool), IngressError> {
+    let Some(shape) = &definition.shape else { return Ok((data, false)) };
+    match shape.apply(data).map_err(IngressError::Misfit)? {
+        Shaped::Fits(data) => Ok((data, false)),
+        Shaped::Quarantined { data, misfit } => {
+            tracing::info!(hook = %definition.event_name, reasons = ?misfit.reasons, "A payload that does not fit its hook's shape was quarantined.");
+            Ok((data, true))
+        }
+    }
 }
 
 /// Checks a web hook's API key: a static key from the definition, or an issued key that is

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::hooks::{IngressError, read_body, request_meta};
+use super::hooks::{IngressError, apply_shape, read_body, request_meta};
 use super::payload::{self, PayloadLimits};
 use super::rejections::Rejection;
 use crate::AppState;
@@ -108,28 +108,40 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
         data => vec![data],
     };
     let received_at = jiff::Timestamp::now();
+    let projects = hook.definition.shape.as_ref().is_some_and(crate::shape::Shape::projects);
     let new_events = elements
         .into_iter()
         .map(|element| {
+            // Names and delivery ids come from the platform's payload, before any projection.
             let name = event_name(hook, source, &element, &headers);
             let key = source.delivery_id.as_ref().and_then(|template| template.render_id(&element, &headers));
+            let (data, quarantined) = apply_shape(&hook.definition, element)?;
             let identity = HookIdentity { app: &hook.app, event_name: &name, hook_type: hook.definition.hook_type };
-            let mut event = normalize(identity, &meta, element, body.clone(), received_at);
-            event.data_is_raw_json = !split && media_kind.is_json();
+            let mut event = normalize(identity, &meta, data, body.clone(), received_at);
+            event.data_is_raw_json = !split && !projects && media_kind.is_json();
+            event.event.quarantined = quarantined;
             event.idempotency_key = key.map(|key| IdempotencyKey {
                 scope: format!("source:{}", source.path),
                 key,
                 window: source.dedup_window,
             });
-            event
+            Ok(event)
         })
-        .collect::<Vec<_>>();
+        .collect::<Result<Vec<_>, IngressError>>()?;
+    let quarantined: Vec<bool> = new_events.iter().map(|event| event.event.quarantined).collect();
     let names: Vec<String> = new_events.iter().map(|event| event.event.name.clone()).collect();
     let appended = state.store.append_events(new_events).await.map_err(IngressError::Store)?;
     let events: Vec<Value> = appended
         .iter()
         .zip(&names)
-        .map(|(appended, name)| json!({"id": appended.id, "name": name, "duplicate": appended.duplicate}))
+        .zip(&quarantined)
+        .map(|((appended, name), quarantined)| {
+            let mut reply = json!({"id": appended.id, "name": name, "duplicate": appended.duplicate});
+            if *quarantined {
+                reply["quarantined"] = json!(true);
+            }
+            reply
+        })
         .collect();
     let body = if split { json!({"events": events}) } else { events.into_iter().next().unwrap_or(Value::Null) };
     Ok((StatusCode::OK, Json(body)).into_response())

@@ -63,6 +63,8 @@ pub struct EventQuery {
     pub until: Option<Timestamp>,
     /// Only events older than this id (the previous page's `next_cursor`).
     pub before_id: Option<String>,
+    /// Only quarantined events (`Some(true)`) or only the others (`Some(false)`).
+    pub quarantined: Option<bool>,
     pub limit: usize,
 }
 

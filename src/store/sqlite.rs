@@ -23,7 +23,8 @@ const MAX_BATCH: usize = 512;
 const MAX_IDLE_READERS: usize = 8;
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     id TEXT PRIMARY KEY NOT NULL,
     name TEXT NOT NULL,
@@ -65,7 +66,11 @@ CREATE TABLE settings (
     key TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE events ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 /// A unit of work for the writer thread: it runs inside the batch's transaction, and is told
 /// afterwards whether the transaction committed.
@@ -630,8 +635,8 @@ fn append_one(connection: &Connection, row: &EventRow) -> Result<Appended, Store
     connection
         .prepare_cached(
             "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, raw_body,
-                                 idempotency_scope, idempotency_key, receive_count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                 idempotency_scope, idempotency_key, receive_count, quarantined)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?
         .execute(params![
             event.id,
@@ -645,12 +650,12 @@ fn append_one(connection: &Connection, row: &EventRow) -> Result<Appended, Store
             new.idempotency_key.as_ref().map(|k| &k.scope),
             new.idempotency_key.as_ref().map(|k| &k.key),
             event.receive_count,
+            event.quarantined,
         ])?;
     Ok(Appended { id: event.id.clone(), duplicate: false })
 }
 
-const EVENT_COLUMNS: &str =
-    "id, name, app, hook_type, received_at_us, source, data, receive_count, CASE WHEN data IS NULL THEN raw_body END";
+const EVENT_COLUMNS: &str = "id, name, app, hook_type, received_at_us, source, data, receive_count, CASE WHEN data IS NULL THEN raw_body END, quarantined";
 
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
     let id: String = row.get(0)?;
@@ -662,6 +667,7 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, Sto
     let data: Option<String> = row.get(6)?;
     let receive_count: u32 = row.get(7)?;
     let raw_json: Option<Vec<u8>> = row.get(8)?;
+    let quarantined: bool = row.get(9)?;
     let corrupt = |error: serde_json::Error| StoreError::Corrupt(error.to_string());
     Ok((|| {
         let data = match (data, raw_json) {
@@ -679,6 +685,7 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, Sto
             name,
             app,
             receive_count,
+            quarantined,
         })
     })())
 }
@@ -730,6 +737,9 @@ fn list_events(connection: &Connection, query: &EventQuery) -> Result<EventPage,
     }
     if let Some(until) = query.until {
         bind(&mut sql, " AND received_at_us < ?", until.as_microsecond().into());
+    }
+    if let Some(quarantined) = query.quarantined {
+        bind(&mut sql, " AND quarantined = ?", i64::from(quarantined).into());
     }
     if let Some(before) = &query.before_id {
         bind(&mut sql, " AND id < ?", before.clone().into());

@@ -10,6 +10,7 @@ mod form_hooks;
 mod interop;
 mod rejections;
 mod reload;
+mod shapes;
 mod sources;
 mod support;
 mod web_hooks;
