@@ -11,6 +11,7 @@ mod interop;
 mod rejections;
 mod reload;
 mod shapes;
+mod shipped_sources;
 mod sources;
 mod support;
 mod web_hooks;
