@@ -70,12 +70,20 @@ impl Case {
         verify(&config, &request, self.now)
     }
 
-    /// Checks that the case verifies and that the same case with one body byte changed does not.
+    /// Checks that the case verifies, also as the second of two secrets (rotation), and that
+    /// the same case with one body byte changed does not.
     #[track_caller]
     fn check_vector(mut self) {
         if let Err(error) = self.run() {
             panic!("a published vector failed: {error}");
         }
+        let configured = self.secrets.clone();
+        self.secrets.insert(0, "whsec_ZGVjb3ktc2VjcmV0LWZvci1yb3RhdGlvbg==".into());
+        match self.run() {
+            Ok(verified) => assert_eq!(verified.secret_index, 1, "the second of two secrets matched"),
+            Err(error) => panic!("with a decoy secret first, the real one must still match: {error}"),
+        }
+        self.secrets = configured;
         let last = self.body.len().saturating_sub(1);
         if self.body.is_empty() {
             self.body.push(b' ');
@@ -340,6 +348,18 @@ fn a_missing_header_names_it() {
         (Scheme::Twilio, "x-twilio-signature"),
         (Scheme::Square, "x-square-hmacsha256-signature"),
         (Scheme::Paddle, "paddle-signature"),
+        (Scheme::Discord, "x-signature-timestamp"),
+        (Scheme::Zoom, "x-zm-request-timestamp"),
+        (Scheme::SendGridEcdsa, "x-twilio-email-event-webhook-timestamp"),
+        (Scheme::Intercom, "x-hub-signature"),
+        (Scheme::Zendesk, "x-zendesk-webhook-signature-timestamp"),
+        (Scheme::Linear, "linear-signature"),
+        (Scheme::Typeform, "typeform-signature"),
+        (Scheme::Calendly, "calendly-webhook-signature"),
+        (Scheme::GitLabToken, "x-gitlab-token"),
+        (Scheme::BasicAuth, "authorization"),
+        (Scheme::UrlToken, "token (query parameter)"),
+        (Scheme::Mailgun, "signature (the body's signature object)"),
     ];
     for (scheme, header) in checks {
         let error = Case::new(scheme.clone(), "secret", "{}").run().unwrap_err();
@@ -501,6 +521,64 @@ fn gitlab_token_and_basic_auth_compare_the_secret_itself() {
     assert!(Case::new(Scheme::BasicAuth, "postmark:p4ss", "{}").header("authorization", basic.clone()).run().is_ok());
     let other = Case::new(Scheme::BasicAuth, "postmark:other", "{}").header("authorization", basic).run();
     assert_eq!(other, Err(VerifyError::SignatureMismatch));
+}
+
+#[test]
+fn timestamped_schemes_refuse_stale_and_future_requests() {
+    use ed25519_dalek::Signer;
+    let body = r#"{"a":1}"#;
+    let signed_at: i64 = 1_700_000_000;
+    let hmac =
+        |key: &str, message: String| super::schemes_test_support::hmac_sha256(key.as_bytes(), message.as_bytes());
+    let discord = ed25519_key();
+    let cases: Vec<(Case, u64)> = vec![
+        (
+            Case::new(Scheme::Paddle, "k", body).header(
+                "paddle-signature",
+                format!("ts={signed_at};h1={}", hex::encode(hmac("k", format!("{signed_at}:{body}")))),
+            ),
+            5,
+        ),
+        (
+            Case::new(Scheme::Calendly, "k", body).header(
+                "calendly-webhook-signature",
+                format!("t={signed_at},v1={}", hex::encode(hmac("k", format!("{signed_at}.{body}")))),
+            ),
+            300,
+        ),
+        (
+            Case::new(Scheme::Zoom, "k", body)
+                .header("x-zm-signature", format!("v0={}", hex::encode(hmac("k", format!("v0:{signed_at}:{body}")))))
+                .header("x-zm-request-timestamp", signed_at.to_string()),
+            300,
+        ),
+        (
+            Case::new(Scheme::Discord, hex::encode(discord.verifying_key().to_bytes()), body)
+                .header(
+                    "x-signature-ed25519",
+                    hex::encode(discord.sign(format!("{signed_at}{body}").as_bytes()).to_bytes()),
+                )
+                .header("x-signature-timestamp", signed_at.to_string()),
+            300,
+        ),
+    ];
+    for (case, tolerance) in cases {
+        let scheme = format!("{:?}", case.scheme);
+        let tolerance = tolerance as i64;
+        let at = |case: Case, now: i64| case.at(now).run();
+        let fresh = Case { now: Timestamp::from_second(signed_at + tolerance).unwrap(), ..case };
+        assert!(fresh.run().is_ok(), "{scheme}: at the edge of the window");
+        let stale = at(
+            Case { headers: fresh.headers.clone(), ..Case::new(fresh.scheme.clone(), fresh.secrets[0].clone(), body) },
+            signed_at + tolerance + 1,
+        );
+        assert_eq!(stale, Err(VerifyError::TimestampOutsideTolerance { seconds: tolerance + 1 }), "{scheme}: stale");
+        let future = at(
+            Case { headers: fresh.headers.clone(), ..Case::new(fresh.scheme.clone(), fresh.secrets[0].clone(), body) },
+            signed_at - tolerance - 1,
+        );
+        assert_eq!(future, Err(VerifyError::TimestampOutsideTolerance { seconds: -tolerance - 1 }), "{scheme}: future");
+    }
 }
 
 #[test]
