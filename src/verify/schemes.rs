@@ -25,14 +25,14 @@ pub(super) fn verify(
     let secrets = &config.secrets;
     match &config.scheme {
         Scheme::StandardWebhooks => standard_webhooks(secrets, request, window),
-        Scheme::Stripe => stripe(secrets, request, window),
+        Scheme::Stripe => timestamped_hex(&STRIPE_HEADER, secrets, request, window),
         Scheme::GitHub { allow_sha1 } => github(secrets, request, *allow_sha1),
         Scheme::HubSpot => hubspot(secrets, request, window),
         Scheme::Shopify => shopify(secrets, request),
         Scheme::Slack => slack(secrets, request, window),
         Scheme::Twilio => twilio(secrets, request),
         Scheme::Square => square(secrets, request),
-        Scheme::Paddle => paddle(secrets, request, window),
+        Scheme::Paddle => timestamped_hex(&PADDLE_HEADER, secrets, request, window),
         Scheme::Discord => discord(secrets, request, window),
         Scheme::Zoom => zoom(secrets, request, window),
         Scheme::SendGridEcdsa => sendgrid(secrets, request, window),
@@ -41,7 +41,7 @@ pub(super) fn verify(
         Scheme::Zendesk => zendesk(secrets, request),
         Scheme::Linear => linear(secrets, request, window),
         Scheme::Typeform => typeform(secrets, request),
-        Scheme::Calendly => calendly(secrets, request, window),
+        Scheme::Calendly => timestamped_hex(&CALENDLY_HEADER, secrets, request, window),
         Scheme::GitLabToken => gitlab(secrets, request),
         Scheme::BasicAuth => basic_auth(secrets, request),
         Scheme::UrlToken => url_token(secrets, request),
@@ -197,27 +197,65 @@ fn ed25519_verifies(public_key: Option<&[u8]>, message: &[u8], signature: &[u8])
     key.verify_strict(message, &signature).is_ok()
 }
 
-/// Stripe: `t={unix},v1={hex}[,v1=...]` over `{t}.{body}`, keyed by the whole `whsec_` string.
-fn stripe(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
-    const HEADER: &str = "stripe-signature";
-    let value = required(request.headers, HEADER)?;
+/// The header layout shared by Stripe, Calendly and Paddle: items `key=value` separated by
+/// `separator`, one timestamp item and one or more hex signature items, signed as hex
+/// HMAC-SHA256 over `{timestamp}{joiner}{body}`.
+struct TimestampedHexHeader {
+    header: &'static str,
+    separator: char,
+    timestamp_key: &'static str,
+    signature_key: &'static str,
+    joiner: &'static [u8],
+}
+
+const STRIPE_HEADER: TimestampedHexHeader = TimestampedHexHeader {
+    header: "stripe-signature",
+    separator: ',',
+    timestamp_key: "t",
+    signature_key: "v1",
+    joiner: b".",
+};
+const CALENDLY_HEADER: TimestampedHexHeader = TimestampedHexHeader {
+    header: "calendly-webhook-signature",
+    separator: ',',
+    timestamp_key: "t",
+    signature_key: "v1",
+    joiner: b".",
+};
+const PADDLE_HEADER: TimestampedHexHeader = TimestampedHexHeader {
+    header: "paddle-signature",
+    separator: ';',
+    timestamp_key: "ts",
+    signature_key: "h1",
+    joiner: b":",
+};
+
+/// Stripe (`t=..,v1=..`, keyed by the whole `whsec_` string), Calendly (`t=..,v1=..`) and
+/// Paddle Billing (`ts=..;h1=..`): any of several signatures may match (secret rolls).
+fn timestamped_hex(
+    layout: &TimestampedHexHeader,
+    secrets: &[String],
+    request: &SignedRequest<'_>,
+    window: Window,
+) -> Result<Verified, VerifyError> {
+    let value = required(request.headers, layout.header)?;
     let mut timestamp = None;
     let mut presented = Vec::new();
-    for item in value.split(',') {
+    for item in value.split(layout.separator) {
         match item.trim().split_once('=') {
-            Some(("t", text)) => timestamp = Some(text),
-            Some(("v1", signature)) => presented.extend(decode_hex(signature)),
+            Some((key, text)) if key == layout.timestamp_key => timestamp = Some(text),
+            Some((key, signature)) if key == layout.signature_key => presented.extend(decode_hex(signature)),
             _ => {}
         }
     }
-    let timestamp =
-        timestamp.ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "no t= timestamp" })?;
+    let malformed = |reason| VerifyError::MalformedHeader { header: layout.header.into(), reason };
+    let timestamp = timestamp.ok_or_else(|| malformed("no timestamp item"))?;
     if presented.is_empty() {
-        return Err(VerifyError::MalformedHeader { header: HEADER.into(), reason: "no v1 signature" });
+        return Err(malformed("no signature item"));
     }
-    let signed_at = unix_seconds(timestamp, HEADER)?;
+    let signed_at = unix_seconds(timestamp, layout.header)?;
     let secret_index = match_secret(secrets, &presented, |secret| {
-        vec![hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), b".", request.body])]
+        vec![hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), layout.joiner, request.body])]
     })?;
     Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
 }
@@ -427,31 +465,6 @@ fn square(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, V
     Ok(Verified { secret_index, signed_at: None })
 }
 
-/// Paddle Billing: `ts={unix};h1={hex}[;h1=...]` over `{ts}:{body}`.
-fn paddle(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
-    const HEADER: &str = "paddle-signature";
-    let value = required(request.headers, HEADER)?;
-    let mut timestamp = None;
-    let mut presented = Vec::new();
-    for item in value.split(';') {
-        match item.trim().split_once('=') {
-            Some(("ts", text)) => timestamp = Some(text),
-            Some(("h1", signature)) => presented.extend(decode_hex(signature)),
-            _ => {}
-        }
-    }
-    let timestamp =
-        timestamp.ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "no ts= timestamp" })?;
-    if presented.is_empty() {
-        return Err(VerifyError::MalformedHeader { header: HEADER.into(), reason: "no h1 signature" });
-    }
-    let signed_at = unix_seconds(timestamp, HEADER)?;
-    let secret_index = match_secret(secrets, &presented, |secret| {
-        vec![hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), b":", request.body])]
-    })?;
-    Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
-}
-
 /// Discord: Ed25519 (hex) over `{timestamp}{body}` with the application's public key (hex).
 fn discord(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
     const SIGNATURE: &str = "x-signature-ed25519";
@@ -594,28 +607,6 @@ fn linear(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Re
         .and_then(|millis| Timestamp::from_millisecond(millis).ok())
         .ok_or(VerifyError::MissingHeader("webhookTimestamp (in the body)".into()))?;
     Ok(Verified { secret_index, signed_at: Some(window.check(millis)?) })
-}
-
-/// Calendly: `t={unix},v1={hex}` over `{t}.{body}`.
-fn calendly(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
-    const HEADER: &str = "calendly-webhook-signature";
-    let value = required(request.headers, HEADER)?;
-    let mut timestamp = None;
-    let mut presented = Vec::new();
-    for item in value.split(',') {
-        match item.trim().split_once('=') {
-            Some(("t", text)) => timestamp = Some(text),
-            Some(("v1", signature)) => presented.extend(decode_hex(signature)),
-            _ => {}
-        }
-    }
-    let timestamp =
-        timestamp.ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "no t= timestamp" })?;
-    let signed_at = unix_seconds(timestamp, HEADER)?;
-    let secret_index = match_secret(secrets, &presented, |secret| {
-        vec![hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), b".", request.body])]
-    })?;
-    Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
 }
 
 /// GitLab: the `X-Gitlab-Token` header is the secret itself.
