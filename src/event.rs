@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use crate::definitions::HookType;
 
 /// Request headers that carry credentials and so are never stored with an event.
-const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "x-api-key", "cookie", "set-cookie"];
+/// `x-gitlab-token` carries GitLab's shared secret itself.
+const SECRET_HEADERS: &[&str] =
+    &["authorization", "proxy-authorization", "x-api-key", "cookie", "set-cookie", "x-gitlab-token"];
 
 /// A stored event as the API and later triggers see it. Field names are camelCase, like the
 /// definition files.

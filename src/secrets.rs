@@ -105,10 +105,11 @@ impl SecretSource {
 
     pub fn resolve(&self, name: &str) -> Option<String> {
         if let Some(value) = self.file.get(name) {
-            return Some(value.clone());
+            // An empty secret would let anyone sign: it counts as not set.
+            return (!value.trim().is_empty()).then(|| value.clone());
         }
         if self.use_environment {
-            return std::env::var(name).ok().filter(|value| !value.is_empty());
+            return std::env::var(name).ok().filter(|value| !value.trim().is_empty());
         }
         None
     }
@@ -138,6 +139,14 @@ mod tests {
         assert_eq!(source.resolve("PATH").as_deref(), Some("from-file"));
         assert_eq!(source.resolve("ONLY_FILE").as_deref(), Some("x"));
         assert!(source.resolve("HOOKGATE_SURELY_UNSET_SECRET").is_none());
+    }
+
+    #[test]
+    fn an_empty_secret_counts_as_not_set() {
+        let source =
+            SecretSource::from_values([("EMPTY".to_string(), "".to_string()), ("BLANK".to_string(), "  ".to_string())]);
+        assert_eq!(source.resolve("EMPTY"), None);
+        assert_eq!(source.resolve("BLANK"), None);
     }
 
     #[test]

@@ -542,7 +542,7 @@ impl Checker<'_> {
             "eventName",
             "deliveryId",
             "splitArrays",
-            "allowSha1",
+            "allowLegacy",
             "hmac",
             "verifyToken",
             "dedupWindowSeconds",
@@ -567,21 +567,24 @@ impl Checker<'_> {
                 format!("invalid source path {path:?}: use lower-case letters, digits, '-' and '_'"),
             );
         }
-        let allow_sha1 = match object.get("allowSha1") {
+        let allow_legacy = match object.get("allowLegacy") {
             None => false,
             Some(Value::Bool(flag)) => *flag,
             Some(other) => {
                 self.error(
-                    &format!("{pointer}/allowSha1"),
+                    &format!("{pointer}/allowLegacy"),
                     format!("expected true or false, found {}", kind_of(other)),
                 );
                 false
             }
         };
         let scheme_name = self.required_string(object, pointer, "scheme");
-        let scheme = scheme_name.as_deref().and_then(|name| self.scheme(name, allow_sha1, object, pointer));
-        if object.contains_key("allowSha1") && scheme_name.as_deref() != Some("github") {
-            self.error(&format!("{pointer}/allowSha1"), "allowSha1 applies to the github scheme only");
+        let scheme = scheme_name.as_deref().and_then(|name| self.scheme(name, allow_legacy, object, pointer));
+        if object.contains_key("allowLegacy") && !matches!(scheme_name.as_deref(), Some("github" | "hubspot")) {
+            self.error(
+                &format!("{pointer}/allowLegacy"),
+                "allowLegacy applies to the github (SHA-1) and hubspot (v1, v2) schemes only",
+            );
         }
         if object.contains_key("hmac") && scheme_name.as_deref() != Some("generic-hmac") {
             self.error(&format!("{pointer}/hmac"), "hmac applies to the generic-hmac scheme only");
@@ -669,7 +672,7 @@ impl Checker<'_> {
     fn scheme(
         &mut self,
         name: &str,
-        allow_sha1: bool,
+        allow_legacy: bool,
         object: &Map<String, Value>,
         pointer: &str,
     ) -> Option<crate::verify::Scheme> {
@@ -677,8 +680,8 @@ impl Checker<'_> {
         Some(match name {
             "standard-webhooks" | "svix" => Scheme::StandardWebhooks,
             "stripe" => Scheme::Stripe,
-            "github" => Scheme::GitHub { allow_sha1 },
-            "hubspot" => Scheme::HubSpot,
+            "github" => Scheme::GitHub { allow_sha1: allow_legacy },
+            "hubspot" => Scheme::HubSpot { allow_v1_v2: allow_legacy },
             "shopify" => Scheme::Shopify,
             "slack" => Scheme::Slack,
             "twilio" => Scheme::Twilio,
@@ -750,14 +753,28 @@ impl Checker<'_> {
                 None
             }
         };
+        let timestamp_header = self.optional_string(object, pointer, "timestampHeader").map(|h| h.to_ascii_lowercase());
+        let id_header = self.optional_string(object, pointer, "idHeader").map(|h| h.to_ascii_lowercase());
+        if let Some(parts) = &signed {
+            let signs = |part: SignedPart| parts.contains(&part);
+            if timestamp_header.is_some() != signs(SignedPart::Timestamp) {
+                self.error(
+                    &format!("{pointer}/signed"),
+                    "timestampHeader and {timestamp} go together: a checked timestamp must be signed, and a signed one must come from a header",
+                );
+            }
+            if id_header.is_some() != signs(SignedPart::Id) {
+                self.error(&format!("{pointer}/signed"), "idHeader and {id} go together");
+            }
+        }
         Some(GenericHmac {
             header: header?,
             algorithm: algorithm?,
             encoding: encoding?,
             prefix: self.optional_string(object, pointer, "prefix").unwrap_or_default(),
             signed: signed?,
-            timestamp_header: self.optional_string(object, pointer, "timestampHeader").map(|h| h.to_ascii_lowercase()),
-            id_header: self.optional_string(object, pointer, "idHeader").map(|h| h.to_ascii_lowercase()),
+            timestamp_header,
+            id_header,
         })
     }
 
@@ -1195,7 +1212,7 @@ mod tests {
             &[document("p.json", json)],
             &[
                 "p.json: /hooks/0/source: source applies to web hooks only: the signature is their authentication",
-                "p.json: /hooks/1/source/colour: unknown source property \"colour\"; known properties are path, scheme, secrets, toleranceSeconds, eventName, deliveryId, splitArrays, allowSha1, hmac, verifyToken, dedupWindowSeconds",
+                "p.json: /hooks/1/source/colour: unknown source property \"colour\"; known properties are path, scheme, secrets, toleranceSeconds, eventName, deliveryId, splitArrays, allowLegacy, hmac, verifyToken, dedupWindowSeconds",
                 "p.json: /hooks/1/source/path: invalid source path \"Bad Path\": use lower-case letters, digits, '-' and '_'",
                 "p.json: /hooks/1/source/scheme: unknown scheme \"carrier-pigeon\"; known schemes are standard-webhooks, svix, stripe, github, hubspot, shopify, slack, twilio, square, paddle, discord, zoom, meta, sendgrid, mailgun, intercom, zendesk, linear, typeform, calendly, gitlab, basic-auth, url-token, generic-hmac",
                 "p.json: /hooks/1/source/secrets/0: secrets entries must be secret references like \"${NAME}\", never literal secrets",

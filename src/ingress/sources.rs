@@ -83,10 +83,13 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
     let body = read_body(request.into_body(), limit, state.config.body_timeout()).await?;
 
     let signed = SignedRequest { method: &method, url: &url, headers: &headers, body: &body };
-    if let Err(error) = crate::verify::verify(&source.verify, &signed, jiff::Timestamp::now()) {
-        state.rejections.record(Rejection::new(&source.path, &error, meta.peer.clone(), &headers, &body));
-        return Err(IngressError::Unverified(error));
-    }
+    let verified = match crate::verify::verify(&source.verify, &signed, jiff::Timestamp::now()) {
+        Ok(verified) => verified,
+        Err(error) => {
+            state.rejections.record(Rejection::new(&source.path, &error, meta.peer.clone(), &headers, &body));
+            return Err(IngressError::Unverified(error));
+        }
+    };
 
     let limits = PayloadLimits {
         max_file_bytes_kept: hook.definition.max_file_bytes.unwrap_or(state.config.max_file_bytes) as usize,
@@ -98,7 +101,7 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
             IngressError::MalformedBody(error.to_string())
         }
     })?;
-    if let Some(reply) = handshake_reply(source, &data) {
+    if let Some(reply) = handshake_reply(source, &verified, &data) {
         return Ok(Json(reply).into_response());
     }
 
@@ -149,14 +152,14 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
 
 /// The answer to a platform's signed handshake request, which is not an event: Slack's
 /// `url_verification`, Zoom's `endpoint.url_validation`, Discord's PING.
-fn handshake_reply(source: &SourceDefinition, data: &Value) -> Option<Value> {
+fn handshake_reply(source: &SourceDefinition, verified: &crate::verify::Verified, data: &Value) -> Option<Value> {
     match source.verify.scheme {
         Scheme::Slack if data.get("type").and_then(Value::as_str) == Some("url_verification") => {
             Some(json!({"challenge": data.get("challenge").cloned().unwrap_or(Value::Null)}))
         }
         Scheme::Zoom if data.get("event").and_then(Value::as_str) == Some("endpoint.url_validation") => {
             let plain = data.pointer("/payload/plainToken").and_then(Value::as_str)?;
-            let encrypted = crate::verify::zoom_encrypted_token(&source.verify, plain)?;
+            let encrypted = crate::verify::zoom_encrypted_token(&source.verify, verified, plain)?;
             Some(json!({"plainToken": plain, "encryptedToken": encrypted}))
         }
         Scheme::Discord if data.get("type").and_then(Value::as_i64) == Some(1) => Some(json!({"type": 1})),

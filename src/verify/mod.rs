@@ -26,8 +26,9 @@ pub enum Scheme {
     Stripe,
     /// `X-Hub-Signature-256`, and the legacy SHA-1 `X-Hub-Signature` when allowed.
     GitHub { allow_sha1: bool },
-    /// HubSpot v1, v2 and v3, chosen by the headers the request carries.
-    HubSpot,
+    /// HubSpot v3 (HMAC with a timestamp). The legacy v1 and v2 (plain SHA-256 of secret and
+    /// content, open to length extension) only when `allow_v1_v2`.
+    HubSpot { allow_v1_v2: bool },
     /// `X-Shopify-Hmac-Sha256`.
     Shopify,
     /// `X-Slack-Signature: v0=..` with `X-Slack-Request-Timestamp`.
@@ -219,9 +220,10 @@ impl VerifyError {
     }
 }
 
-/// Zoom's `encryptedToken` for an `endpoint.url_validation` request, with the first secret.
-pub fn zoom_encrypted_token(config: &VerifyConfig, plain_token: &str) -> Option<String> {
-    config.secrets.first().map(|secret| schemes::zoom_encrypted_token(secret, plain_token))
+/// Zoom's `encryptedToken` for an `endpoint.url_validation` request, with the secret that
+/// verified the request (so that the handshake also works during a rotation).
+pub fn zoom_encrypted_token(config: &VerifyConfig, verified: &Verified, plain_token: &str) -> Option<String> {
+    config.secrets.get(verified.secret_index).map(|secret| schemes::zoom_encrypted_token(secret, plain_token))
 }
 
 /// Verifies `request` under `config` at time `now`.

@@ -27,7 +27,7 @@ pub(super) fn verify(
         Scheme::StandardWebhooks => standard_webhooks(secrets, request, window),
         Scheme::Stripe => timestamped_hex(&STRIPE_HEADER, secrets, request, window),
         Scheme::GitHub { allow_sha1 } => github(secrets, request, *allow_sha1),
-        Scheme::HubSpot => hubspot(secrets, request, window),
+        Scheme::HubSpot { allow_v1_v2 } => hubspot(secrets, request, window, *allow_v1_v2),
         Scheme::Shopify => shopify(secrets, request),
         Scheme::Slack => slack(secrets, request, window),
         Scheme::Twilio => twilio(secrets, request),
@@ -38,7 +38,7 @@ pub(super) fn verify(
         Scheme::SendGridEcdsa => sendgrid(secrets, request, window),
         Scheme::Mailgun => mailgun(secrets, request, window),
         Scheme::Intercom => intercom(secrets, request),
-        Scheme::Zendesk => zendesk(secrets, request),
+        Scheme::Zendesk => zendesk(secrets, request, window),
         Scheme::Linear => linear(secrets, request, window),
         Scheme::Typeform => typeform(secrets, request),
         Scheme::Calendly => timestamped_hex(&CALENDLY_HEADER, secrets, request, window),
@@ -119,6 +119,10 @@ fn match_secret(
     expected: impl Fn(&str) -> Vec<Vec<u8>>,
 ) -> Result<usize, VerifyError> {
     for (index, secret) in secrets.iter().enumerate() {
+        if secret.trim().is_empty() {
+            // An empty secret would let anyone sign; configuration refuses them, and so does this.
+            continue;
+        }
         let mut matched = false;
         for candidate in expected(secret) {
             for signature in presented {
@@ -173,12 +177,14 @@ fn standard_webhooks(secrets: &[String], request: &SignedRequest<'_>, window: Wi
                 .iter()
                 .any(|signature| ed25519_verifies(decode_base64(public_key).as_deref(), &signed, signature))
         } else {
-            decode_base64(secret.strip_prefix("whsec_").unwrap_or(secret)).is_some_and(|key| {
-                let expected = hmac_sha256(&key, &[&signed]);
-                symmetric
-                    .iter()
-                    .fold(false, |found, signature| found | crate::secrets::constant_time_eq(signature, &expected))
-            })
+            decode_base64(secret.strip_prefix("whsec_").unwrap_or(secret)).filter(|key| !key.is_empty()).is_some_and(
+                |key| {
+                    let expected = hmac_sha256(&key, &[&signed]);
+                    symmetric
+                        .iter()
+                        .fold(false, |found, signature| found | crate::secrets::constant_time_eq(signature, &expected))
+                },
+            )
         };
         if matched {
             secret_index = Some(index);
@@ -310,7 +316,12 @@ fn hubspot_uri_forms(url: &str) -> Vec<String> {
 
 /// HubSpot v3 (HMAC with a millisecond timestamp), else v2 or v1 (plain SHA-256 of the secret
 /// and the request), as the headers say.
-fn hubspot(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
+fn hubspot(
+    secrets: &[String],
+    request: &SignedRequest<'_>,
+    window: Window,
+    allow_v1_v2: bool,
+) -> Result<Verified, VerifyError> {
     let headers = request.headers;
     if let Some(signature) = header(headers, "x-hubspot-signature-v3")? {
         const TIMESTAMP: &str = "x-hubspot-request-timestamp";
@@ -338,6 +349,9 @@ fn hubspot(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> R
                 .collect()
         })?;
         return Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) });
+    }
+    if !allow_v1_v2 {
+        return Err(VerifyError::MissingHeader("x-hubspot-signature-v3".into()));
     }
     let signature = required(headers, "x-hubspot-signature")?;
     let presented = decode_hex(signature)
@@ -582,7 +596,7 @@ fn typeform(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified,
 }
 
 /// Zendesk: base64 HMAC-SHA256 of `{timestamp}{body}`, the timestamp as its header carries it.
-fn zendesk(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
+fn zendesk(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
     const SIGNATURE: &str = "x-zendesk-webhook-signature";
     const TIMESTAMP: &str = "x-zendesk-webhook-signature-timestamp";
     let timestamp = required(request.headers, TIMESTAMP)?;
@@ -591,7 +605,10 @@ fn zendesk(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, 
     let secret_index = match_secret(secrets, &[presented], |secret| {
         vec![hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), request.body])]
     })?;
-    Ok(Verified { secret_index, signed_at: timestamp.parse().ok() })
+    let signed_at = timestamp
+        .parse::<Timestamp>()
+        .map_err(|_| VerifyError::MalformedHeader { header: TIMESTAMP.into(), reason: "expected an RFC 3339 time" })?;
+    Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
 }
 
 /// Linear: `linear-signature` hex HMAC-SHA256 of the body; `webhookTimestamp` (ms) in the body.

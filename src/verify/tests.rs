@@ -164,7 +164,8 @@ fn github_legacy_sha1_only_when_allowed() {
 fn hubspot_vectors() {
     let secret = text(&VECTORS["hubspot"]["client_secret"]);
     for vector in VECTORS["hubspot"]["cases"].as_array().unwrap() {
-        let mut case = Case::new(Scheme::HubSpot, secret.clone(), text(&vector["body"]));
+        let legacy = text(&vector["version"]) != "v3";
+        let mut case = Case::new(Scheme::HubSpot { allow_v1_v2: legacy }, secret.clone(), text(&vector["body"]));
         if let Some(uri) = vector.get("uri") {
             case.url = text(uri);
         }
@@ -188,13 +189,70 @@ fn hubspot_vectors() {
 }
 
 #[test]
+fn hubspot_v1_and_v2_need_the_legacy_opt_in() {
+    // v1 and v2 hash secret and content with plain SHA-256, open to length extension: a captured
+    // delivery could be extended into a forged one. Only v3 is accepted unless a source opts in.
+    for vector in VECTORS["hubspot"]["cases"].as_array().unwrap().iter().filter(|case| case["version"] != "v3") {
+        let mut case = Case::new(
+            Scheme::HubSpot { allow_v1_v2: false },
+            text(&VECTORS["hubspot"]["client_secret"]),
+            text(&vector["body"]),
+        )
+        .header("x-hubspot-signature", text(&vector["expected"]))
+        .header("x-hubspot-signature-version", text(&vector["version"]));
+        if let Some(uri) = vector.get("uri") {
+            case.url = text(uri);
+        }
+        assert_eq!(case.run(), Err(VerifyError::MissingHeader("x-hubspot-signature-v3".into())));
+    }
+}
+
+#[test]
+fn zendesk_refuses_a_stale_timestamp() {
+    use base64::Engine;
+    let body = "{}";
+    let at = "2001-01-01T00:00:00Z";
+    let signature = base64::engine::general_purpose::STANDARD
+        .encode(super::schemes_test_support::hmac_sha256(b"zd", format!("{at}{body}").as_bytes()));
+    let case = Case::new(Scheme::Zendesk, "zd", body)
+        .header("x-zendesk-webhook-signature", signature)
+        .header("x-zendesk-webhook-signature-timestamp", at)
+        .at(1_700_000_000);
+    assert_eq!(case.run().unwrap_err().reason_class(), "timestamp_outside_tolerance");
+}
+
+#[test]
+fn an_empty_secret_never_verifies() {
+    let body = "{}";
+    let empty_key_signature = format!(
+        "t=1700000000,v1={}",
+        hex::encode(super::schemes_test_support::hmac_sha256(b"", format!("1700000000.{body}").as_bytes()))
+    );
+    let case = Case::new(Scheme::Stripe, "", body).header("stripe-signature", empty_key_signature).at(1_700_000_000);
+    assert_eq!(case.run(), Err(VerifyError::SignatureMismatch));
+    let mut token = Case::new(Scheme::UrlToken, " ", body);
+    token.url = "https://hooks.example/x?token=%20".into();
+    assert_eq!(token.run(), Err(VerifyError::SignatureMismatch));
+    let whsec_empty = Case::new(Scheme::StandardWebhooks, "whsec_", body)
+        .header("webhook-id", "m")
+        .header("webhook-timestamp", "1700000000")
+        .header("webhook-signature", "v1,AAAA")
+        .at(1_700_000_000);
+    assert_eq!(whsec_empty.run(), Err(VerifyError::SignatureMismatch));
+}
+
+#[test]
 fn hubspot_v3_rejects_requests_older_than_five_minutes() {
     let vector = VECTORS["hubspot"]["cases"].as_array().unwrap().iter().find(|c| c["version"] == "v3").unwrap().clone();
     let millis = text(&vector["timestamp_ms"]);
-    let mut case = Case::new(Scheme::HubSpot, text(&VECTORS["hubspot"]["client_secret"]), text(&vector["body"]))
-        .header("x-hubspot-signature-v3", text(&vector["expected"]))
-        .header("x-hubspot-request-timestamp", millis.clone())
-        .at(millis.parse::<i64>().unwrap() / 1000 + 301);
+    let mut case = Case::new(
+        Scheme::HubSpot { allow_v1_v2: false },
+        text(&VECTORS["hubspot"]["client_secret"]),
+        text(&vector["body"]),
+    )
+    .header("x-hubspot-signature-v3", text(&vector["expected"]))
+    .header("x-hubspot-request-timestamp", millis.clone())
+    .at(millis.parse::<i64>().unwrap() / 1000 + 301);
     case.url = text(&vector["uri"]);
     assert_eq!(case.run(), Err(VerifyError::TimestampOutsideTolerance { seconds: 301 }));
 }
@@ -342,7 +400,8 @@ fn a_missing_header_names_it() {
         (Scheme::StandardWebhooks, "webhook-id"),
         (Scheme::Stripe, "stripe-signature"),
         (Scheme::GitHub { allow_sha1: true }, "x-hub-signature-256"),
-        (Scheme::HubSpot, "x-hubspot-signature"),
+        (Scheme::HubSpot { allow_v1_v2: true }, "x-hubspot-signature"),
+        (Scheme::HubSpot { allow_v1_v2: false }, "x-hubspot-signature-v3"),
         (Scheme::Shopify, "x-shopify-hmac-sha256"),
         (Scheme::Slack, "x-slack-request-timestamp"),
         (Scheme::Twilio, "x-twilio-signature"),
@@ -502,6 +561,7 @@ fn body_hmac_schemes_intercom_typeform_zendesk_linear_calendly() {
     Case::new(Scheme::Zendesk, secret, body)
         .header("x-zendesk-webhook-signature", base64(&zendesk))
         .header("x-zendesk-webhook-signature-timestamp", zendesk_time)
+        .at("2026-11-23T10:00:00Z".parse::<Timestamp>().unwrap().as_second())
         .check_vector();
 
     let calendly = super::schemes_test_support::hmac_sha256(secret.as_bytes(), format!("1700000000.{body}").as_bytes());

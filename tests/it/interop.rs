@@ -44,7 +44,7 @@ fn platforms() -> Value {
             "eventName": "twilio.{$.SmsStatus}", "deliveryId": "{$.MessageSid}"}},
         {"eventName": "hubspot.event", "type": "web", "source": {
             "path": "hubspot", "scheme": "hubspot", "secrets": ["${TEST_HUBSPOT_SECRET}"],
-            "eventName": "hubspot.{$.subscriptionType}", "deliveryId": "{$.eventId}", "splitArrays": true}},
+            "eventName": "hubspot.{$.subscriptionType}", "deliveryId": "{$.eventId}", "splitArrays": true, "allowLegacy": true}},
         {"eventName": "github.event", "type": "web", "source": {
             "path": "github", "scheme": "github", "secrets": ["${TEST_GITHUB_SECRET}"],
             "eventName": "github.{header:X-GitHub-Event}.{$.action}", "deliveryId": "{header:X-GitHub-Delivery}"}}
