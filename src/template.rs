@@ -2,7 +2,8 @@
 //! `stripe.{$.type}`, `github.{header:X-GitHub-Event}.{$.action}`, `{header:X-GitHub-Delivery}`.
 //!
 //! A placeholder is a JSONPath (RFC 9535, compiled once when the definition loads) into the
-//! payload, or `header:Name`. Pure: no I/O.
+//! payload, or `header:Name`, or several of these separated by `|`, the first that finds a
+//! value winning (`{header:webhook-id|header:svix-id}`). Pure: no I/O.
 
 use http::HeaderMap;
 use serde_json::Value;
@@ -11,8 +12,56 @@ use serde_json_path::JsonPath;
 #[derive(Clone)]
 enum Part {
     Literal(String),
+    /// Alternatives, tried in order.
+    Placeholder(Vec<Lookup>),
+}
+
+#[derive(Clone)]
+enum Lookup {
     Path(JsonPath),
     Header(http::HeaderName),
+}
+
+impl Lookup {
+    fn parse(text: &str) -> Result<Lookup, String> {
+        if let Some(name) = text.strip_prefix("header:") {
+            http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map(Lookup::Header)
+                .map_err(|_| format!("{name:?} is not a header name"))
+        } else if text.starts_with('$') {
+            JsonPath::parse(text).map(Lookup::Path).map_err(|error| format!("invalid JSONPath {text:?}: {error}"))
+        } else {
+            Err(format!("unknown placeholder {{{text}}}: use a JSONPath such as {{$.type}} or {{header:Name}}"))
+        }
+    }
+
+    fn find(&self, data: &Value, headers: &HeaderMap) -> Option<String> {
+        match self {
+            Lookup::Path(path) => path.query(data).first().and_then(scalar_text),
+            Lookup::Header(name) => headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned),
+        }
+    }
+}
+
+/// Splits a placeholder at `|`, leaving JSONPath's `||` (logical or in filters) alone.
+fn alternatives(placeholder: &str) -> Vec<&str> {
+    let bytes = placeholder.as_bytes();
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'|' {
+            if bytes.get(index + 1) == Some(&b'|') {
+                index += 2;
+                continue;
+            }
+            pieces.push(placeholder[start..index].trim());
+            start = index + 1;
+        }
+        index += 1;
+    }
+    pieces.push(placeholder[start..].trim());
+    pieces
 }
 
 /// A parsed template.
@@ -45,21 +94,8 @@ impl Template {
             }
             let close = rest[open..].find('}').ok_or_else(|| format!("unclosed {{ in {text:?}"))? + open;
             let placeholder = rest[open + 1..close].trim();
-            parts.push(if let Some(name) = placeholder.strip_prefix("header:") {
-                Part::Header(
-                    http::HeaderName::from_bytes(name.trim().as_bytes())
-                        .map_err(|_| format!("{name:?} is not a header name"))?,
-                )
-            } else if placeholder.starts_with('$') {
-                Part::Path(
-                    JsonPath::parse(placeholder)
-                        .map_err(|error| format!("invalid JSONPath {placeholder:?}: {error}"))?,
-                )
-            } else {
-                return Err(format!(
-                    "unknown placeholder {{{placeholder}}}: use a JSONPath such as {{$.type}} or {{header:Name}}"
-                ));
-            });
+            let lookups = alternatives(placeholder).into_iter().map(Lookup::parse).collect::<Result<Vec<_>, _>>()?;
+            parts.push(Part::Placeholder(lookups));
             rest = &rest[close + 1..];
         }
         if !rest.is_empty() {
@@ -76,8 +112,7 @@ impl Template {
     fn pieces<'a>(&'a self, data: &'a Value, headers: &'a HeaderMap) -> impl Iterator<Item = Option<String>> + 'a {
         self.parts.iter().map(move |part| match part {
             Part::Literal(text) => Some(text.clone()),
-            Part::Path(path) => path.query(data).first().and_then(scalar_text),
-            Part::Header(name) => headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned),
+            Part::Placeholder(lookups) => lookups.iter().find_map(|lookup| lookup.find(data, headers)),
         })
     }
 
@@ -178,10 +213,27 @@ mod tests {
     }
 
     #[test]
+    fn alternatives_take_the_first_that_finds_a_value() {
+        let template = Template::parse("{header:webhook-id|header:svix-id}").unwrap();
+        assert_eq!(template.render_id(&json!({}), &headers(&[("svix-id", "msg_svix")])).as_deref(), Some("msg_svix"));
+        assert_eq!(
+            template.render_id(&json!({}), &headers(&[("webhook-id", "msg_std"), ("svix-id", "msg_svix")])).as_deref(),
+            Some("msg_std")
+        );
+        assert_eq!(template.render_id(&json!({}), &headers(&[])), None);
+        let mixed = Template::parse("{$.id | header:x-request-id}").unwrap();
+        assert_eq!(mixed.render_id(&json!({"id": "evt_1"}), &HeaderMap::new()).as_deref(), Some("evt_1"));
+        // A filter's `||` is JSONPath, not a separator.
+        let filter = Template::parse("{$.items[?@.a == 1 || @.b == 2].id}").unwrap();
+        assert_eq!(filter.render_id(&json!({"items": [{"b": 2, "id": "x"}]}), &HeaderMap::new()).as_deref(), Some("x"));
+    }
+
+    #[test]
     fn bad_templates_say_what_is_wrong() {
         assert!(Template::parse("stripe.{$.type").unwrap_err().contains("unclosed"));
         assert!(Template::parse("{type}").unwrap_err().contains("unknown placeholder {type}"));
         assert!(Template::parse("{$[?}").unwrap_err().contains("invalid JSONPath"));
         assert!(Template::parse("{header:bad header}").unwrap_err().contains("not a header name"));
+        assert!(Template::parse("{$.id|}").unwrap_err().contains("unknown placeholder {}"));
     }
 }

@@ -114,11 +114,22 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
     let projects = hook.definition.shape.as_ref().is_some_and(crate::shape::Shape::projects);
     let new_events = elements
         .into_iter()
-        .map(|element| {
+        .enumerate()
+        .map(|(index, element)| {
             // Names and delivery ids come from the platform's payload, before any projection.
             let name = event_name(hook, source, &element, &headers);
             let key = source.delivery_id.as_ref().and_then(|template| template.render_id(&element, &headers));
-            let (data, quarantined) = apply_shape(&hook.definition, element)?;
+            let (data, quarantined) = apply_shape(&hook.definition, element).map_err(|error| match error {
+                // In a batch, each reason points into the delivered array.
+                IngressError::Misfit(mut misfit) if split => {
+                    for reason in &mut misfit.reasons {
+                        let separator = if reason.starts_with('/') { "" } else { ": " };
+                        *reason = format!("/{index}{separator}{reason}");
+                    }
+                    IngressError::Misfit(misfit)
+                }
+                other => other,
+            })?;
             let identity = HookIdentity { app: &hook.app, event_name: &name, hook_type: hook.definition.hook_type };
             let mut event = normalize(identity, &meta, data, body.clone(), received_at);
             event.data_is_raw_json = !split && !projects && media_kind.is_json();

@@ -35,7 +35,7 @@ fn platforms() -> Value {
         {"eventName": "standardwebhooks.event", "type": "web", "source": {
             "path": "standard-webhooks", "scheme": "standard-webhooks",
             "secrets": ["${TEST_STANDARD_WEBHOOKS_SECRET}"],
-            "eventName": "standardwebhooks.{$.type}", "deliveryId": "{header:webhook-id}"}},
+            "eventName": "standardwebhooks.{$.type}", "deliveryId": "{header:webhook-id|header:svix-id}"}},
         {"eventName": "slack.event", "type": "web", "source": {
             "path": "slack", "scheme": "slack", "secrets": ["${TEST_SLACK_SECRET}"],
             "eventName": "slack.{$.event.type}", "deliveryId": "{$.event_id}"}},

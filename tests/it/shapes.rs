@@ -71,3 +71,30 @@ async fn a_misfit_can_be_kept_in_quarantine_and_listed_apart() {
     let clear = gateway.admin_json("/api/events?quarantined=false").await;
     assert_eq!(clear["data"][0]["data"]["orderId"], "o-3");
 }
+
+#[tokio::test]
+async fn a_misfit_in_a_batch_names_the_element_and_creates_nothing() {
+    let batched = json!({"app": "batched", "version": "1", "hooks": [
+        {"eventName": "batched.item", "type": "web",
+         "source": {"path": "batched", "scheme": "url-token", "secrets": ["${BATCH_TOKEN}"], "splitArrays": true},
+         "shape": {"schema": {"type": "object", "required": ["id"]}}}
+    ]});
+    let gateway = Gateway::start_with(Options {
+        definitions: vec![("batched.json".into(), batched)],
+        env: vec![("BATCH_TOKEN".into(), "batch-url-token".into())],
+    })
+    .await;
+    let url = gateway.url("/api/webhooks/batched?token=batch-url-token");
+    let response =
+        gateway.http.post(&url).json(&json!([{"id": 1}, {"id": 2}, {"name": "no id"}])).send().await.unwrap();
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    let reasons: Vec<&str> = body["error"]["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].starts_with("/2"), "the reason points at the third element: {reasons:?}");
+    assert_eq!(gateway.admin_json("/api/events").await["data"], json!([]), "one misfit refuses the whole batch");
+
+    let fits = gateway.http.post(&url).json(&json!([{"id": 1}, {"id": 2}])).send().await.unwrap();
+    assert_eq!(fits.status(), 200);
+    assert_eq!(fits.json::<Value>().await.unwrap()["events"].as_array().unwrap().len(), 2);
+}
