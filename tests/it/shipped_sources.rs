@@ -285,9 +285,9 @@ fn platforms(context: &Context) -> Vec<Platform> {
             variable: "ZENDESK_WEBHOOK_SECRET",
             secret: "zd".into(),
             expected_name: "zendesk.zen.ticket.created",
-            sign: |secret, _| {
+            sign: |secret, c| {
                 let body = json!({"id": "z1", "type": "zen:ticket:created"});
-                let at = "2026-11-23T10:00:00Z";
+                let at = jiff::Timestamp::from_second(c.now).unwrap().to_string();
                 json_request(
                     "/api/webhooks/zendesk",
                     body.clone(),
