@@ -293,7 +293,7 @@ fn platforms(context: &Context) -> Vec<Platform> {
                     body.clone(),
                     vec![
                         ("x-zendesk-webhook-signature", BASE64.encode(sha256(secret, &format!("{at}{body}")))),
-                        ("x-zendesk-webhook-signature-timestamp", at.into()),
+                        ("x-zendesk-webhook-signature-timestamp", at),
                     ],
                 )
             },
