@@ -1088,6 +1088,8 @@ impl Hookgate {
             .arg("serve")
             .arg("--http")
             .arg("127.0.0.1:0")
+            .arg("--smtp")
+            .arg("127.0.0.1:0")
             .arg("--database")
             .arg(data.join("hookgate.db"))
             .arg("--definitions")

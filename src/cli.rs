@@ -48,6 +48,12 @@ struct GlobalArgs {
     /// [default: 127.0.0.1:8080].
     #[arg(long, global = true)]
     http: Option<SocketAddr>,
+    /// Address of the SMTP listener for email hooks [default: 127.0.0.1:2525].
+    #[arg(long, global = true)]
+    smtp: Option<SocketAddr>,
+    /// The domain of email hook addresses, <token>@<domain> [default: localhost].
+    #[arg(long, global = true)]
+    mail_domain: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +156,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         database: cli.global.database.clone(),
         public_url: cli.global.public_url.clone(),
         secrets_file: cli.global.secrets_file.clone(),
+        smtp: cli.global.smtp,
+        mail_domain: cli.global.mail_domain.clone(),
     };
     let config = Config::load(cli.global.config.as_deref(), &overrides)?;
     match cli.command {
@@ -209,6 +217,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http))?;
     let address = listener.local_addr()?;
+    let smtp_settings = config.smtp()?;
+    let smtp_listener = tokio::net::TcpListener::bind(config.smtp)
+        .await
+        .with_context(|| format!("cannot listen for SMTP on {} (set --smtp)", config.smtp))?;
+    let smtp_address = smtp_listener.local_addr()?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
     let (gateway, admin_token) = match Gateway::start(config, public_url).await {
         Ok(started) => started,
@@ -222,10 +235,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if let AdminToken::Generated(token) = admin_token {
         writeln!(stdout, "hookgate: generated the admin token; it is shown only this once, keep it: {token}")?;
     }
+    let starttls = if smtp_settings.tls.is_some() { ", STARTTLS offered" } else { "" };
+    writeln!(stdout, "hookgate: smtp listening on {smtp_address} for @{}{starttls}", smtp_settings.domain)?;
     writeln!(stdout, "hookgate: http listening on http://{address}")?;
     stdout.flush()?;
     drop(stdout);
-    gateway.run(Listeners { http: listener }, shutdown_signal()).await?;
+    gateway.run(Listeners { http: listener, smtp: Some((smtp_listener, smtp_settings)) }, shutdown_signal()).await?;
     tracing::info!("hookgate stopped.");
     Ok(ExitCode::SUCCESS)
 }
@@ -280,13 +295,13 @@ async fn hooks(config: Config, json: bool) -> anyhow::Result<ExitCode> {
             bail!("{error}");
         }
     };
-    let directory = hookgate::api::hooks::directory(&manager.current(), &public_url);
+    let directory = hookgate::api::hooks::directory(&manager.current(), &public_url, &config.mail_domain);
     if json {
         println!("{}", serde_json::to_string_pretty(&directory)?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(["APP", "EVENT NAME", "TYPE", "URL"]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["APP", "EVENT NAME", "TYPE", "URL / ADDRESS"]);
     for hook in directory {
         table.add_row([
             hook.app,

@@ -41,6 +41,21 @@ pub struct Config {
     pub max_connections: usize,
     /// Reload when the definitions folder changes (SIGHUP always reloads).
     pub watch_definitions: bool,
+    /// Address of the SMTP listener for email hooks.
+    pub smtp: SocketAddr,
+    /// The domain of email hook addresses (`<token>@<mail_domain>`); point its MX here.
+    pub mail_domain: String,
+    /// Largest message accepted over SMTP (advertised in `SIZE`).
+    pub smtp_max_message_bytes: u64,
+    /// Time allowed for each SMTP command (and each chunk of a message).
+    pub smtp_command_timeout_secs: u64,
+    /// Time allowed for a whole SMTP session.
+    pub smtp_session_timeout_secs: u64,
+    /// Open SMTP connections at most; more are answered 421.
+    pub smtp_max_connections: usize,
+    /// PEM certificate chain and private key: when both are set, SMTP offers STARTTLS.
+    pub smtp_tls_certificate: Option<PathBuf>,
+    pub smtp_tls_key: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -71,6 +86,14 @@ impl Default for Config {
             body_timeout_secs: 30,
             max_connections: 4096,
             watch_definitions: true,
+            smtp: SocketAddr::from(([127, 0, 0, 1], 2525)),
+            mail_domain: "localhost".into(),
+            smtp_max_message_bytes: 10 * 1024 * 1024,
+            smtp_command_timeout_secs: 60,
+            smtp_session_timeout_secs: 600,
+            smtp_max_connections: 512,
+            smtp_tls_certificate: None,
+            smtp_tls_key: None,
         }
     }
 }
@@ -88,6 +111,10 @@ pub struct Overrides {
     pub public_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secrets_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mail_domain: Option<String>,
 }
 
 /// The keys `HOOKGATE_*` variables may set (others, such as test settings, are left alone).
@@ -104,6 +131,14 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "body_timeout_secs",
     "max_connections",
     "watch_definitions",
+    "smtp",
+    "mail_domain",
+    "smtp_max_message_bytes",
+    "smtp_command_timeout_secs",
+    "smtp_session_timeout_secs",
+    "smtp_max_connections",
+    "smtp_tls_certificate",
+    "smtp_tls_key",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +196,24 @@ impl Config {
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid("max_connections must be at least 1".into()));
         }
+        if crate::email::SenderRule::parse(&format!("@{}", self.mail_domain)).is_none() {
+            return Err(ConfigError::Invalid(format!("mail_domain must be a domain name, not {:?}", self.mail_domain)));
+        }
+        if self.smtp_max_message_bytes < 1024 || self.smtp_max_message_bytes > 100 * 1024 * 1024 {
+            return Err(ConfigError::Invalid("smtp_max_message_bytes must be from 1024 to 104857600".into()));
+        }
+        if self.smtp_command_timeout_secs == 0 || self.smtp_session_timeout_secs == 0 || self.smtp_max_connections == 0
+        {
+            return Err(ConfigError::Invalid(
+                "smtp_command_timeout_secs, smtp_session_timeout_secs and smtp_max_connections must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.smtp_tls_certificate.is_some() != self.smtp_tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "smtp_tls_certificate and smtp_tls_key go together: set both to offer STARTTLS".into(),
+            ));
+        }
         if self.admin_token.as_ref().is_some_and(|token| token.len() < 16) {
             return Err(ConfigError::Invalid("the admin token must be at least 16 characters long".into()));
         }
@@ -177,6 +230,26 @@ impl Config {
 
     pub fn store(&self) -> crate::store::StoreConfig {
         crate::store::StoreConfig::Sqlite { path: self.database.clone() }
+    }
+
+    /// The SMTP listener's settings, with the TLS certificate loaded when one is configured.
+    pub fn smtp(&self) -> Result<crate::email::smtp::SmtpSettings, ConfigError> {
+        let tls = match (&self.smtp_tls_certificate, &self.smtp_tls_key) {
+            (Some(certificate), Some(key)) => {
+                Some(crate::email::smtp::tls_acceptor(certificate, key).map_err(ConfigError::Invalid)?)
+            }
+            _ => None,
+        };
+        Ok(crate::email::smtp::SmtpSettings {
+            domain: self.mail_domain.to_ascii_lowercase(),
+            max_message_bytes: self.smtp_max_message_bytes as usize,
+            command_timeout: Duration::from_secs(self.smtp_command_timeout_secs),
+            session_timeout: Duration::from_secs(self.smtp_session_timeout_secs),
+            max_connections: self.smtp_max_connections,
+            max_recipients: 100,
+            max_errors: 10,
+            tls,
+        })
     }
 
     pub fn catalog(&self) -> crate::definitions::catalog::CatalogSettings {

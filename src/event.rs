@@ -49,6 +49,39 @@ pub struct EventSource {
     pub content_type: Option<String>,
     /// Request headers by lower-case name, repeated headers joined with ", ", credentials removed.
     pub headers: BTreeMap<String, String>,
+    /// For events that came by email: the envelope and the message's facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<MailSource>,
+}
+
+/// Where an emailed event came from: the SMTP envelope (or the HTTP format's equivalent) and
+/// the message's headers. Attachments are described, never copied.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MailSource {
+    /// `MAIL FROM`, the envelope sender (empty for bounces).
+    pub envelope_from: Option<String>,
+    /// The hook address the message was accepted for (`RCPT TO`).
+    pub envelope_to: String,
+    pub from: Option<String>,
+    pub to: Vec<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    /// The `Date` header in RFC 3339.
+    pub date: Option<String>,
+    pub attachments: Vec<MailAttachment>,
+    /// Where in the message the data was found: `jsonLd`, `text` or `attachment`.
+    pub found_in: Vec<String>,
+}
+
+/// An attachment of an emailed event: described, never its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MailAttachment {
+    pub name: Option<String>,
+    pub content_type: Option<String>,
+    pub size: usize,
+    pub sha256: String,
 }
 
 /// An event ready to be appended to the store, with the exact bytes it was made from.
@@ -135,6 +168,7 @@ pub fn normalize(
         user_agent: request.header("user-agent").map(str::to_owned),
         content_type: request.header("content-type").map(str::to_owned),
         headers,
+        mail: None,
     };
     NewEvent {
         event: Event {

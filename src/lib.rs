@@ -7,6 +7,7 @@
 //! ```text
 //! HTTP request
 //!   -> ingress      transport: accept loop, limits, routing, web-hook keys, replies
+//!      (or email::smtp: mail to a hook address, and email::extract: its JSON and JSON-LD)
 //!   -> definitions  which hook is this? (the catalog, reloaded atomically)
 //!   -> ingress::payload  body + content type -> JSON data (no I/O)
 //!   -> event        -> Event, the one versioned type that leaves the process (no I/O)
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod config;
 pub mod definitions;
+pub mod email;
 pub mod event;
 pub mod ingress;
 pub mod keys;
@@ -54,6 +56,8 @@ pub struct AppState {
 /// Listeners bound by the caller, so that tests can bind port 0 and read the address.
 pub struct Listeners {
     pub http: TcpListener,
+    /// The SMTP listener for email hooks.
+    pub smtp: Option<(TcpListener, email::smtp::SmtpSettings)>,
 }
 
 /// Why the gateway could not start.
@@ -167,11 +171,17 @@ impl Gateway {
             header_read_timeout: state.config.header_read_timeout(),
             max_connections: state.config.max_connections,
         };
+        let smtp = listeners.smtp.map(|(listener, settings)| {
+            tokio::spawn(email::smtp::serve(listener, state.clone(), Arc::new(settings), stopped(stop_rx.clone())))
+        });
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
         ingress::serve(listeners.http, router, limits, stopped(stop_rx)).await;
+        if let Some(smtp) = smtp {
+            let _ = smtp.await;
+        }
         let _ = watcher.await;
         Ok(())
     }

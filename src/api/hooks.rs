@@ -27,7 +27,7 @@ pub struct HookView {
 }
 
 /// The directory of every serving hook, with absolute URLs under `public_url`.
-pub fn directory(catalog: &Catalog, public_url: &str) -> Vec<HookView> {
+pub fn directory(catalog: &Catalog, public_url: &str, mail_domain: &str) -> Vec<HookView> {
     catalog
         .hooks()
         .iter()
@@ -46,7 +46,8 @@ pub fn directory(catalog: &Catalog, public_url: &str) -> Vec<HookView> {
                 description: definition.description.clone(),
                 hook_type: definition.hook_type,
                 url,
-                address: None,
+                address: (definition.hook_type == HookType::Email)
+                    .then(|| crate::email::address(hook, &mail_domain.to_ascii_lowercase())),
                 origin: hook.origin.clone(),
             }
         })
@@ -54,6 +55,6 @@ pub fn directory(catalog: &Catalog, public_url: &str) -> Vec<HookView> {
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let hooks = directory(&state.catalog.current(), &state.public_url);
+    let hooks = directory(&state.catalog.current(), &state.public_url, &state.config.mail_domain);
     Json(serde_json::json!({ "data": hooks }))
 }

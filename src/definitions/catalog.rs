@@ -56,6 +56,8 @@ pub struct Catalog {
     by_token: HashMap<String, Arc<Hook>>,
     /// Source hooks by their `/api/webhooks/{path}`.
     by_source: HashMap<String, Arc<Hook>>,
+    /// Email hooks by their token in lower case (relays may fold an address's letter case).
+    by_mail_token: HashMap<String, Arc<Hook>>,
     /// Every hook, ordered by app and then as defined.
     hooks: Vec<Arc<Hook>>,
     apps: Vec<AppSummary>,
@@ -88,6 +90,9 @@ impl Catalog {
                 if let Some(source) = &hook.definition.source {
                     catalog.by_source.insert(source.path.clone(), hook.clone());
                 }
+                if hook.definition.hook_type == super::HookType::Email {
+                    catalog.by_mail_token.insert(hook.token.to_ascii_lowercase(), hook.clone());
+                }
                 catalog.hooks.push(hook);
             }
         }
@@ -100,6 +105,11 @@ impl Catalog {
 
     pub fn hook_by_source(&self, path: &str) -> Option<&Arc<Hook>> {
         self.by_source.get(path)
+    }
+
+    /// The email hook whose address has `token` as its local part, in any letter case.
+    pub fn hook_by_mail_token(&self, token: &str) -> Option<&Arc<Hook>> {
+        self.by_mail_token.get(&token.to_ascii_lowercase())
     }
 
     pub fn hook_by_event_name(&self, event_name: &str) -> Option<&Arc<Hook>> {

@@ -71,6 +71,8 @@ pub struct HookDefinition {
     pub source: Option<SourceDefinition>,
     /// Projection and validation of the payload.
     pub shape: Option<crate::shape::Shape>,
+    /// How an email hook reads mail (defaults for other hooks, where it is unused).
+    pub email: crate::email::EmailSettings,
 }
 
 /// A platform source: how its requests are verified, named and de-duplicated.
@@ -100,6 +102,7 @@ impl fmt::Debug for HookDefinition {
             .field("hook_type", &self.hook_type)
             .field("static_keys", &self.static_key_hashes.len())
             .field("source", &self.source)
+            .field("email", &self.email)
             .finish_non_exhaustive()
     }
 }
@@ -349,6 +352,7 @@ const HOOK_PROPERTIES: &[&str] = &[
     "apiKeys",
     "source",
     "shape",
+    "email",
 ];
 
 impl Checker<'_> {
@@ -514,7 +518,17 @@ impl Checker<'_> {
             if max_file_bytes.is_some() && hook_type == HookType::Email {
                 self.error(&format!("{pointer}/maxFileBytes"), "maxFileBytes applies to form and web hooks only");
             }
+            if object.contains_key("email") && hook_type != HookType::Email {
+                self.error(
+                    &format!("{pointer}/email"),
+                    format!("email applies to email hooks only, not {}", hook_type.as_str()),
+                );
+            }
         }
+        let email = match object.get("email") {
+            Some(json) => self.email(json, &format!("{pointer}/email")),
+            None => Some(crate::email::EmailSettings::default()),
+        };
         if self.error_count() > errors_before {
             return None;
         }
@@ -530,7 +544,81 @@ impl Checker<'_> {
             static_key_hashes,
             source,
             shape,
+            email: email?,
         })
+    }
+
+    /// An email hook's settings: key, sender allowlist, what plain text counts, one event per
+    /// value or one with an array, and the event-name template.
+    fn email(&mut self, json: &Value, pointer: &str) -> Option<crate::email::EmailSettings> {
+        use crate::email::{EmailSettings, MailKey, SenderRule, extract::TextJson};
+        const PROPERTIES: &[&str] = &["key", "allowedSenders", "textJson", "multiple", "eventName"];
+        let Some(object) = json.as_object() else {
+            self.error(pointer, format!("expected an object, found {}", kind_of(json)));
+            return None;
+        };
+        let errors_before = self.error_count();
+        for key in object.keys() {
+            if !PROPERTIES.contains(&key.as_str()) {
+                self.error(
+                    &format!("{pointer}/{}", pointer_segment(key)),
+                    format!("unknown email property {key:?}; known properties are {}", PROPERTIES.join(", ")),
+                );
+            }
+        }
+        let key = match self.optional_string(object, pointer, "key") {
+            None => MailKey::NotRequired,
+            Some(reference) => match reference_name(&reference) {
+                None => {
+                    self.error(&format!("{pointer}/key"), "key must be a secret reference like \"${NAME}\"");
+                    MailKey::Unset
+                }
+                Some(name) => match self.options.secrets.resolve(name) {
+                    Some(value) => MailKey::Required(value),
+                    None => {
+                        self.warning(
+                            &format!("{pointer}/key"),
+                            format!("secret ${{{name}}} is not set; mail to this hook is refused until it is"),
+                        );
+                        MailKey::Unset
+                    }
+                },
+            },
+        };
+        let mut allowed_senders = Vec::new();
+        for (index, text) in
+            self.optional_string_array(object, pointer, "allowedSenders").unwrap_or_default().iter().enumerate()
+        {
+            match SenderRule::parse(text) {
+                Some(rule) => allowed_senders.push(rule),
+                None => self.error(
+                    &format!("{pointer}/allowedSenders/{index}"),
+                    format!("expected an address (orders@shop.example) or a domain (@shop.example), found {text:?}"),
+                ),
+            }
+        }
+        let text_json = match self.optional_string(object, pointer, "textJson").as_deref() {
+            None | Some("first") => TextJson::First,
+            Some("all") => TextJson::All,
+            Some("none") => TextJson::None,
+            Some(other) => {
+                self.error(&format!("{pointer}/textJson"), format!("expected first, all or none, found {other:?}"));
+                TextJson::First
+            }
+        };
+        let one_event_each = match self.optional_string(object, pointer, "multiple").as_deref() {
+            None | Some("events") => true,
+            Some("array") => false,
+            Some(other) => {
+                self.error(&format!("{pointer}/multiple"), format!("expected events or array, found {other:?}"));
+                true
+            }
+        };
+        let event_name = self.template(object, pointer, "eventName");
+        if self.error_count() > errors_before {
+            return None;
+        }
+        Some(EmailSettings { key, allowed_senders, text_json, one_event_each, event_name })
     }
 
     fn source(&mut self, json: &Value, pointer: &str) -> Option<SourceDefinition> {
@@ -1087,7 +1175,7 @@ mod tests {
         check(
             &[document("ecommstore.json", json)],
             &[
-                "ecommstore.json: /hooks/0/colour: unknown hook property \"colour\"; known properties are eventName, displayEventName, description, type, maxBodyBytes, maxFileBytes, redirectUrl, allowedOrigins, apiKeys, source, shape",
+                "ecommstore.json: /hooks/0/colour: unknown hook property \"colour\"; known properties are eventName, displayEventName, description, type, maxBodyBytes, maxFileBytes, redirectUrl, allowedOrigins, apiKeys, source, shape, email",
                 "ecommstore.json: /hooks/1/type: unknown hook type \"sms\", expected form, web or email",
                 "ecommstore.json: /hooks/2: missing required property \"eventName\"",
                 "ecommstore.json: /hooks/3/eventName: invalid eventName \"bad name!\": use dot-separated segments of letters, digits, '_' and '-'",

@@ -272,7 +272,17 @@ fn serve_refuses_invalid_definitions_and_prints_each_diagnostic() {
     std::fs::write(dir.path().join("defs/file.json"), INVALID_FILE).unwrap();
     let output = hookgate_in(
         dir.path(),
-        &["serve", "--http", "127.0.0.1:0", "--definitions", "defs", "--database", "data/hookgate.db"],
+        &[
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--smtp",
+            "127.0.0.1:0",
+            "--definitions",
+            "defs",
+            "--database",
+            "data/hookgate.db",
+        ],
         Duration::from_secs(30),
     );
     let printed = stderr(&output);
@@ -312,7 +322,17 @@ fn serve_without_a_definitions_folder_says_which_folder_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let output = hookgate_in(
         dir.path(),
-        &["serve", "--http", "127.0.0.1:0", "--definitions", "nowhere", "--database", "data/hookgate.db"],
+        &[
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--smtp",
+            "127.0.0.1:0",
+            "--definitions",
+            "nowhere",
+            "--database",
+            "data/hookgate.db",
+        ],
         Duration::from_secs(30),
     );
     assert!(!output.status.success());
@@ -333,7 +353,17 @@ async fn apps_remove_recovers_a_gateway_whose_installed_app_became_invalid() {
     // Without its secret the installed app is invalid, and serve refuses to start.
     let refused = Command::new(env!("CARGO_BIN_EXE_hookgate"))
         .current_dir(gateway.dir.path())
-        .args(["serve", "--http", "127.0.0.1:0", "--definitions", "defs", "--database", "data/hookgate.db"])
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--smtp",
+            "127.0.0.1:0",
+            "--definitions",
+            "defs",
+            "--database",
+            "data/hookgate.db",
+        ])
         .env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("SHOP_PARTNER_KEY", "")
         .output()

@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod definition_schema;
 mod durability;
+mod email;
 mod form_hooks;
 mod interop;
 mod rejections;

@@ -68,6 +68,8 @@ impl Options {
 pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub base: String,
+    /// The SMTP listener's address (`127.0.0.1:port`).
+    pub smtp: std::net::SocketAddr,
     pub http: reqwest::Client,
     child: Child,
     env: Vec<(String, String)>,
@@ -86,8 +88,8 @@ impl Gateway {
         for (name, json) in &options.definitions {
             std::fs::write(dir.path().join("defs").join(name), serde_json::to_vec_pretty(json).unwrap()).unwrap();
         }
-        let (child, base, stdout) = spawn(dir.path(), &options.env).await.expect("the gateway starts");
-        Gateway { dir, base, http: client(), child, env: options.env, stdout }
+        let (child, base, smtp, stdout) = spawn(dir.path(), &options.env).await.expect("the gateway starts");
+        Gateway { dir, base, smtp, http: client(), child, env: options.env, stdout }
     }
 
     pub fn definitions_dir(&self) -> PathBuf {
@@ -111,9 +113,10 @@ impl Gateway {
     /// Starts the binary again on the same folder and database (on a new port).
     pub async fn restart(&mut self) {
         self.kill();
-        let (child, base, stdout) = spawn(self.dir.path(), &self.env).await.expect("the gateway restarts");
+        let (child, base, smtp, stdout) = spawn(self.dir.path(), &self.env).await.expect("the gateway restarts");
         self.child = child;
         self.base = base;
+        self.smtp = smtp;
         self.stdout = stdout;
     }
 
@@ -195,11 +198,24 @@ pub fn client() -> reqwest::Client {
 }
 
 /// Starts `hookgate serve` in `dir` and waits for its listening line.
-async fn spawn(dir: &Path, env: &[(String, String)]) -> Result<(Child, String, mpsc::Receiver<String>), String> {
+async fn spawn(
+    dir: &Path,
+    env: &[(String, String)],
+) -> Result<(Child, String, std::net::SocketAddr, mpsc::Receiver<String>), String> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookgate"));
     command
         .current_dir(dir)
-        .args(["serve", "--http", "127.0.0.1:0", "--definitions", "defs", "--database", "data/hookgate.db"])
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--smtp",
+            "127.0.0.1:0",
+            "--definitions",
+            "defs",
+            "--database",
+            "data/hookgate.db",
+        ])
         .env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -217,12 +233,18 @@ async fn spawn(dir: &Path, env: &[(String, String)]) -> Result<(Child, String, m
     });
     let lines = tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut smtp = None;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match lines_rx.recv_timeout(left) {
                 Ok(line) => {
+                    // "hookgate: smtp listening on 127.0.0.1:PORT for @domain" comes first.
+                    if let Some(rest) = line.strip_prefix("hookgate: smtp listening on ") {
+                        smtp = rest.split_whitespace().next().and_then(|address| address.parse().ok());
+                    }
                     if let Some(base) = line.strip_prefix("hookgate: http listening on ") {
-                        return Ok((base.to_owned(), lines_rx));
+                        let smtp = smtp.ok_or("the gateway printed no SMTP listening line")?;
+                        return Ok((base.to_owned(), smtp, lines_rx));
                     }
                 }
                 Err(_) => return Err("the gateway printed no listening line".to_owned()),
@@ -232,7 +254,7 @@ async fn spawn(dir: &Path, env: &[(String, String)]) -> Result<(Child, String, m
     .await
     .unwrap();
     match lines {
-        Ok((base, receiver)) => Ok((child, base, receiver)),
+        Ok((base, smtp, receiver)) => Ok((child, base, smtp, receiver)),
         Err(error) => {
             let _ = child.kill();
             let status = child.wait().map(|s| s.to_string()).unwrap_or_default();

@@ -1,0 +1,421 @@
+//! What an email carries, as JSON: `<script type="application/ld+json">` blocks in HTML parts,
+//! JSON objects and arrays written in plain-text parts, and JSON attachments, in every part of
+//! the message including forwarded ones. Also the message's own facts (from, to, subject,
+//! message id, date, attachments) for the event's `source`.
+//!
+//! Pure: bytes in, values out. MIME (nested multiparts, quoted-printable, base64, charsets) is
+//! mail-parser's; HTML is read by lol_html, streaming, and only when the part mentions
+//! `ld+json` at all.
+
+use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+
+use crate::event::MailAttachment;
+
+/// Which JSON written in plain-text parts counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextJson {
+    /// Plain text is not searched.
+    None,
+    /// The first JSON object or array of each plain-text part.
+    #[default]
+    First,
+    /// Every JSON object or array of each plain-text part.
+    All,
+}
+
+/// Where a value was found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Origin {
+    /// A `<script type="application/ld+json">` block; `key` is its `data-key` attribute.
+    JsonLd {
+        #[serde(skip)]
+        key: Option<String>,
+    },
+    /// JSON written in a plain-text part.
+    Text,
+    /// A JSON attachment.
+    Attachment { name: Option<String> },
+}
+
+/// One JSON value found in the message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub value: Value,
+    pub origin: Origin,
+}
+
+/// The message's own facts, from its headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageFacts {
+    pub from: Option<String>,
+    pub to: Vec<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    /// The `Date` header in RFC 3339.
+    pub date: Option<String>,
+    pub attachments: Vec<MailAttachment>,
+}
+
+/// Everything extracted from one message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extracted {
+    pub found: Vec<Found>,
+    pub facts: MessageFacts,
+    /// Blocks and attachments that looked like data but did not parse, with the reason; they
+    /// explain a refusal when nothing else was found.
+    pub problems: Vec<String>,
+}
+
+/// Why a message could not be read at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractError {
+    #[error("the message is not a readable RFC 5322 message")]
+    NotAMessage,
+}
+
+/// A failed JSON attempt in plain text costs a parse up to the failure; after this many in one
+/// part the rest of the part is not searched, so no text makes extraction quadratic.
+const FAILED_TEXT_ATTEMPTS_PER_PART: usize = 16;
+
+/// Forwarded messages inside forwarded messages: deeper ones are not searched.
+const MAX_MESSAGE_DEPTH: usize = 8;
+
+/// Reads `raw` (a whole RFC 5322 message) and extracts every JSON value in it.
+pub fn extract(raw: &[u8], text_json: TextJson) -> Result<Extracted, ExtractError> {
+    let message = MessageParser::default().parse(raw).ok_or(ExtractError::NotAMessage)?;
+    if message.parts.is_empty() {
+        return Err(ExtractError::NotAMessage);
+    }
+    let mut extracted = Extracted { facts: facts(&message), ..Extracted::default() };
+    walk(&message, text_json, 0, &mut extracted);
+    // The same value sent twice in one message (a JSON-LD block repeated in the text
+    // alternative, say) is one value.
+    let mut unique: Vec<Found> = Vec::with_capacity(extracted.found.len());
+    for found in std::mem::take(&mut extracted.found) {
+        if !unique.iter().any(|kept| kept.value == found.value) {
+            unique.push(found);
+        }
+    }
+    extracted.found = unique;
+    Ok(extracted)
+}
+
+fn facts(message: &Message<'_>) -> MessageFacts {
+    MessageFacts {
+        from: message.from().and_then(|from| from.first()).and_then(|from| from.address()).map(str::to_owned),
+        to: message
+            .to()
+            .map(|to| to.iter().filter_map(|a| a.address()).map(str::to_owned).collect())
+            .unwrap_or_default(),
+        subject: message.subject().map(str::to_owned),
+        message_id: message.message_id().map(str::to_owned),
+        date: message.date().map(|date| date.to_rfc3339()),
+        attachments: Vec::new(),
+    }
+}
+
+fn walk(message: &Message<'_>, text_json: TextJson, depth: usize, extracted: &mut Extracted) {
+    for &id in &message.html_body {
+        if let Some(PartType::Html(html)) = message.part(id).map(|part| &part.body) {
+            json_ld_blocks(html, extracted);
+        }
+    }
+    if text_json != TextJson::None {
+        for &id in &message.text_body {
+            if let Some(PartType::Text(text)) = message.part(id).map(|part| &part.body) {
+                json_in_text(text, text_json, extracted);
+            }
+        }
+    }
+    for &id in &message.attachments {
+        let Some(part) = message.part(id) else { continue };
+        if let PartType::Message(forwarded) = &part.body {
+            if depth < MAX_MESSAGE_DEPTH {
+                walk(forwarded, text_json, depth + 1, extracted);
+            }
+            continue;
+        }
+        let contents = part.contents();
+        let name = part.attachment_name().map(str::to_owned);
+        let content_type = part
+            .content_type()
+            .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default()).to_ascii_lowercase());
+        if depth == 0 {
+            extracted.facts.attachments.push(MailAttachment {
+                name: name.clone(),
+                content_type: content_type.clone(),
+                size: contents.len(),
+                sha256: hex::encode(Sha256::digest(contents)),
+            });
+        }
+        let lower_name = name.as_deref().map(str::to_ascii_lowercase).unwrap_or_default();
+        let is_json_ld = content_type.as_deref() == Some("application/ld+json") || lower_name.ends_with(".jsonld");
+        let is_json =
+            is_json_ld || content_type.as_deref() == Some("application/json") || lower_name.ends_with(".json");
+        if !is_json {
+            continue;
+        }
+        let text = String::from_utf8_lossy(contents);
+        let label = name.clone().unwrap_or_else(|| "unnamed".into());
+        match serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}').trim()) {
+            Ok(value) if is_json_ld => {
+                for item in json_ld_items(value) {
+                    extracted.found.push(Found { value: item, origin: Origin::Attachment { name: name.clone() } });
+                }
+            }
+            Ok(value) => extracted.found.push(Found { value, origin: Origin::Attachment { name } }),
+            Err(error) => extracted.problems.push(format!("attachment {label:?} is not JSON: {error}")),
+        }
+    }
+}
+
+/// Every `<script type="application/ld+json">` block of an HTML document, parsed.
+fn json_ld_blocks(html: &str, extracted: &mut Extracted) {
+    if !mentions_ld_json(html.as_bytes()) {
+        return;
+    }
+    struct Block {
+        key: Option<String>,
+        text: String,
+    }
+    let current: RefCell<Option<Block>> = RefCell::new(None);
+    let blocks: RefCell<Vec<Block>> = RefCell::new(Vec::new());
+    let settings = lol_html::Settings::new()
+        .append_element_content_handler(lol_html::element!("script", |element| {
+            let media_type = element.get_attribute("type").unwrap_or_default();
+            let media_type = media_type.split(';').next().unwrap_or_default().trim();
+            let key = element
+                .get_attribute("data-key")
+                .or_else(|| element.get_attribute("data-hookgate-key"))
+                .map(|key| html_escape::decode_html_entities(&key).into_owned());
+            *current.borrow_mut() =
+                media_type.eq_ignore_ascii_case("application/ld+json").then(|| Block { key, text: String::new() });
+            Ok(())
+        }))
+        .append_element_content_handler(lol_html::text!("script", |chunk| {
+            let mut current = current.borrow_mut();
+            if let Some(block) = current.as_mut() {
+                block.text.push_str(chunk.as_str());
+                if chunk.last_in_text_node() {
+                    blocks.borrow_mut().extend(current.take());
+                }
+            }
+            Ok(())
+        }));
+    let mut rewriter = lol_html::HtmlRewriter::new(settings, |_: &[u8]| {});
+    let result = rewriter.write(html.as_bytes()).and_then(|()| rewriter.end());
+    if let Err(error) = result {
+        extracted.problems.push(format!("the HTML could not be read: {error}"));
+    }
+    for (index, block) in blocks.into_inner().into_iter().enumerate() {
+        match parse_json_ld_text(&block.text) {
+            Ok(value) => {
+                for item in json_ld_items(value) {
+                    extracted.found.push(Found { value: item, origin: Origin::JsonLd { key: block.key.clone() } });
+                }
+            }
+            Err(error) => extracted.problems.push(format!("JSON-LD block {} is not JSON: {error}", index + 1)),
+        }
+    }
+}
+
+/// Whether `html` contains `ld+json` in any letter case: the cheap test before parsing.
+fn mentions_ld_json(html: &[u8]) -> bool {
+    memchr::memchr_iter(b'+', html)
+        .any(|plus| plus >= 2 && html.len() >= plus + 5 && html[plus - 2..plus + 5].eq_ignore_ascii_case(b"ld+json"))
+}
+
+/// A script block's text as JSON: HTML comment and CDATA wrappers removed, and HTML entities
+/// decoded when the text does not parse without (some mail tools escape script content).
+fn parse_json_ld_text(text: &str) -> Result<Value, serde_json::Error> {
+    let mut inner = text.trim().trim_start_matches('\u{feff}').trim();
+    for (open, close) in [("<!--", "-->"), ("//<![CDATA[", "//]]>"), ("<![CDATA[", "]]>")] {
+        if let Some(rest) = inner.strip_prefix(open) {
+            inner = rest.trim();
+            if let Some(rest) = inner.strip_suffix(close) {
+                inner = rest.trim();
+            }
+        }
+    }
+    match serde_json::from_str(inner) {
+        Ok(value) => Ok(value),
+        Err(error) if inner.contains('&') => {
+            serde_json::from_str(&html_escape::decode_html_entities(inner)).map_err(|_| error)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The items of a JSON-LD document: a top-level array's elements, a `@graph`'s nodes (each
+/// given the document's `@context` when it has none), or the document itself.
+fn json_ld_items(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) => items.into_iter().flat_map(json_ld_items).collect(),
+        Value::Object(mut object) if object.get("@graph").is_some_and(Value::is_array) => {
+            let context = object.remove("@context");
+            let Some(Value::Array(nodes)) = object.remove("@graph") else { unreachable!("checked above") };
+            nodes
+                .into_iter()
+                .map(|node| match (node, &context) {
+                    (Value::Object(mut node), Some(context)) if !node.contains_key("@context") => {
+                        let mut with_context = serde_json::Map::with_capacity(node.len() + 1);
+                        with_context.insert("@context".into(), context.clone());
+                        with_context.append(&mut node);
+                        Value::Object(with_context)
+                    }
+                    (node, _) => node,
+                })
+                .collect()
+        }
+        other => vec![other],
+    }
+}
+
+/// JSON objects and arrays written in plain text, scanned from each `{` or `[`.
+fn json_in_text(text: &str, mode: TextJson, extracted: &mut Extracted) {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    let mut failures = 0;
+    while let Some(offset) = memchr::memchr2(b'{', b'[', &bytes[at..]) {
+        let start = at + offset;
+        let mut values = serde_json::Deserializer::from_str(&text[start..]).into_iter::<Value>();
+        match values.next() {
+            Some(Ok(value)) if value.is_object() || value.is_array() && !is_trivial(&value) => {
+                at = start + values.byte_offset();
+                extracted.found.push(Found { value, origin: Origin::Text });
+                if mode == TextJson::First {
+                    return;
+                }
+            }
+            _ => {
+                at = start + 1;
+                failures += 1;
+                if failures >= FAILED_TEXT_ATTEMPTS_PER_PART {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `[]` and `[1]` in prose are not data; an array counts when it holds an object or array.
+fn is_trivial(value: &Value) -> bool {
+    value.as_array().is_some_and(|items| !items.iter().any(|item| item.is_object() || item.is_array()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn message(content_type: &str, body: &str) -> Vec<u8> {
+        format!(
+            "From: Shop <orders@shop.example>\r\nTo: hook@in.example\r\nSubject: Order\r\nMessage-ID: <m1@shop.example>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: {content_type}\r\n\r\n{body}"
+        )
+        .into_bytes()
+    }
+
+    fn values(raw: &[u8], mode: TextJson) -> Vec<Value> {
+        extract(raw, mode).unwrap().found.into_iter().map(|found| found.value).collect()
+    }
+
+    #[test]
+    fn json_ld_blocks_are_found_whatever_the_attribute_case() {
+        let html = r#"<html><head><SCRIPT Type="Application/LD+JSON">{"@type":"Order","orderNumber":"1"}</SCRIPT>
+            <script type="application/ld+json; charset=utf-8">{"@type":"ParcelDelivery"}</script>
+            <script type="text/javascript">{"not": "data"}</script></head></html>"#;
+        assert_eq!(
+            values(&message("text/html; charset=utf-8", html), TextJson::First),
+            vec![json!({"@type": "Order", "orderNumber": "1"}), json!({"@type": "ParcelDelivery"})]
+        );
+    }
+
+    #[test]
+    fn graphs_and_top_level_arrays_become_their_items() {
+        let html = r#"<script type="application/ld+json">{"@context":"https://schema.org","@graph":[{"@type":"Order"},{"@type":"Person","@context":"x"}]}</script>
+            <script type="application/ld+json">[{"@type":"EventReservation"},{"@type":"FlightReservation"}]</script>"#;
+        assert_eq!(
+            values(&message("text/html", html), TextJson::First),
+            vec![
+                json!({"@context": "https://schema.org", "@type": "Order"}),
+                json!({"@type": "Person", "@context": "x"}),
+                json!({"@type": "EventReservation"}),
+                json!({"@type": "FlightReservation"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn comments_cdata_and_entities_around_the_json_are_handled() {
+        let html = "<script type=\"application/ld+json\"><!--\n{\"@type\":\"Order\"}\n--></script>\
+            <script type=\"application/ld+json\">//<![CDATA[\n{\"@type\":\"Invoice\"}\n//]]></script>\
+            <script type=\"application/ld+json\">{&quot;@type&quot;:&quot;Offer&quot;,&quot;name&quot;:&quot;A &amp; B&quot;}</script>";
+        assert_eq!(
+            values(&message("text/html", html), TextJson::First),
+            vec![json!({"@type": "Order"}), json!({"@type": "Invoice"}), json!({"@type": "Offer", "name": "A & B"})]
+        );
+    }
+
+    #[test]
+    fn a_broken_block_is_a_problem_not_a_value() {
+        let html = r#"<script type="application/ld+json">{"@type": "Order",</script>"#;
+        let extracted = extract(&message("text/html", html), TextJson::First).unwrap();
+        assert!(extracted.found.is_empty());
+        assert_eq!(extracted.problems.len(), 1);
+        assert!(extracted.problems[0].starts_with("JSON-LD block 1 is not JSON"), "{:?}", extracted.problems);
+    }
+
+    #[test]
+    fn the_data_key_attribute_is_kept_with_the_block() {
+        let html = r#"<script type="application/ld+json" data-key="s&amp;cret">{"@type":"Order"}</script>"#;
+        let extracted = extract(&message("text/html", html), TextJson::First).unwrap();
+        assert_eq!(extracted.found[0].origin, Origin::JsonLd { key: Some("s&cret".into()) });
+    }
+
+    #[test]
+    fn json_in_plain_text_first_or_all() {
+        let text = "Hello {name},\r\nhere is the order: {\"id\": 1}\r\nand another [{\"id\": 2}] and [1, 2]\r\n";
+        assert_eq!(values(&message("text/plain", text), TextJson::First), vec![json!({"id": 1})]);
+        assert_eq!(values(&message("text/plain", text), TextJson::All), vec![json!({"id": 1}), json!([{"id": 2}])]);
+        assert!(values(&message("text/plain", text), TextJson::None).is_empty());
+    }
+
+    #[test]
+    fn the_same_value_twice_is_one_value() {
+        let body = "--b\r\nContent-Type: text/plain\r\n\r\n{\"@type\":\"Order\"}\r\n--b\r\nContent-Type: text/html\r\n\r\n<script type=\"application/ld+json\">{\"@type\":\"Order\"}</script>\r\n--b--\r\n";
+        assert_eq!(
+            values(&message("multipart/alternative; boundary=b", body), TextJson::First),
+            vec![json!({"@type": "Order"})]
+        );
+    }
+
+    #[test]
+    fn facts_come_from_the_headers() {
+        let extracted = extract(&message("text/plain", "{}"), TextJson::First).unwrap();
+        assert_eq!(extracted.facts.from.as_deref(), Some("orders@shop.example"));
+        assert_eq!(extracted.facts.to, vec!["hook@in.example".to_owned()]);
+        assert_eq!(extracted.facts.subject.as_deref(), Some("Order"));
+        assert_eq!(extracted.facts.message_id.as_deref(), Some("m1@shop.example"));
+        assert_eq!(extracted.facts.date.as_deref(), Some("2026-11-23T10:00:00Z"));
+    }
+
+    #[test]
+    fn pathological_text_stops_after_a_bounded_number_of_attempts() {
+        // Every `{` starts a parse that fails only at the end of the text: scanning each would
+        // be quadratic (minutes here); the attempt cap makes it finish.
+        let text = "{\"a\": \"".repeat(20_000);
+        let extracted = extract(&message("text/plain", &text), TextJson::All).unwrap();
+        assert!(extracted.found.is_empty());
+    }
+
+    #[test]
+    fn garbage_is_not_a_message() {
+        assert_eq!(extract(b"", TextJson::First), Err(ExtractError::NotAMessage));
+    }
+}

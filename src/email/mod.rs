@@ -1,0 +1,292 @@
+//! Email hooks: mail that arrives at a hook's address becomes events.
+//!
+//! - `extract` reads a message (pure) and finds its JSON-LD, JSON and JSON attachments.
+//! - `smtp` is the SMTP listener: the session loop over smtp-proto's parser, STARTTLS, limits.
+//! - This module decides, for one message and one hook, which of the found values count (the
+//!   hook's key, its sender allowlist) and builds the events, or says why the message is refused.
+//!
+//! An address is `<token>@<mail domain>`: the hook's URL token, compared without regard to
+//! letter case (some relays fold local parts), with an optional `+tag` after it. A hook that
+//! requires a key accepts it as that tag (`<token>+<key>@<domain>`) or as the `data-key`
+//! attribute of a JSON-LD script block.
+
+pub mod extract;
+pub mod smtp;
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use serde_json::Value;
+
+use crate::definitions::catalog::Hook;
+use crate::event::{MailSource, NewEvent, RequestMeta, normalize};
+use extract::{Extracted, Origin, TextJson};
+
+/// A hook's email settings (`"email": {...}` in its definition).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EmailSettings {
+    pub key: MailKey,
+    /// Empty: any sender.
+    pub allowed_senders: Vec<SenderRule>,
+    pub text_json: TextJson,
+    /// Several values in one message: one event each (`true`), or one event with an array.
+    pub one_event_each: bool,
+    /// Names each event from its value (`kustomer.app.mail.{$['@type']}`); the hook's
+    /// `eventName` when absent or when it finds nothing.
+    pub event_name: Option<crate::template::Template>,
+}
+
+/// Whether senders must prove they know a key.
+#[derive(Clone, Default, PartialEq)]
+pub enum MailKey {
+    #[default]
+    NotRequired,
+    Required(String),
+    /// The definition names a key that is not set: every message is refused until it is.
+    Unset,
+}
+
+impl std::fmt::Debug for MailKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MailKey::NotRequired => "NotRequired",
+            MailKey::Required(_) => "Required(<hidden>)",
+            MailKey::Unset => "Unset",
+        })
+    }
+}
+
+/// One entry of a sender allowlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderRule {
+    /// An exact address, lower case.
+    Address(String),
+    /// Every address at this domain, lower case (written `@shop.example`).
+    Domain(String),
+}
+
+impl SenderRule {
+    /// `orders@shop.example` or `@shop.example`; `None` for anything else.
+    pub fn parse(text: &str) -> Option<SenderRule> {
+        let text = text.trim().to_ascii_lowercase();
+        match text.split_once('@') {
+            Some(("", domain)) if is_domain(domain) => Some(SenderRule::Domain(domain.to_owned())),
+            Some((local, domain)) if !local.is_empty() && is_domain(domain) => Some(SenderRule::Address(text)),
+            _ => None,
+        }
+    }
+
+    fn allows(&self, address: &str) -> bool {
+        let address = address.to_ascii_lowercase();
+        match self {
+            SenderRule::Address(allowed) => address == *allowed,
+            SenderRule::Domain(domain) => address.rsplit_once('@').is_some_and(|(_, at)| at == domain),
+        }
+    }
+}
+
+fn is_domain(text: &str) -> bool {
+    !text.is_empty()
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+        })
+}
+
+/// A hook's address under `domain`.
+pub fn address(hook: &Hook, domain: &str) -> String {
+    format!("{}@{}", hook.token, domain)
+}
+
+/// A recipient address taken apart: the hook token and the `+tag`, if the domain is ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub token: String,
+    pub tag: Option<String>,
+}
+
+/// Splits `local+tag@domain`; `None` when the domain is not `mail_domain`.
+pub fn parse_recipient(address: &str, mail_domain: &str) -> Option<Recipient> {
+    let (local, domain) = address.trim().rsplit_once('@')?;
+    if !domain.eq_ignore_ascii_case(mail_domain) || local.is_empty() {
+        return None;
+    }
+    let (token, tag) = match local.split_once('+') {
+        Some((token, tag)) => (token, Some(tag.to_owned())),
+        None => (local, None),
+    };
+    Some(Recipient { token: token.to_owned(), tag })
+}
+
+/// Why a message is not accepted for a hook. Each becomes a clear SMTP reply (or HTTP error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the message could not be read as an RFC 5322 message")]
+    Unreadable,
+    #[error("the sender {0} is not allowed to send to this address")]
+    SenderNotAllowed(String),
+    #[error(
+        "this address requires a key, in the address (token+KEY@domain) or in a data-key attribute of the JSON-LD script"
+    )]
+    MissingKey,
+    #[error("this address requires a key that is not configured yet")]
+    KeyNotConfigured,
+    #[error("no JSON or JSON-LD was found in the message{}", problems_suffix(.0))]
+    NothingToExtract(Vec<String>),
+}
+
+fn problems_suffix(problems: &[String]) -> String {
+    if problems.is_empty() { String::new() } else { format!(" ({})", problems.join("; ")) }
+}
+
+/// What is known of a message besides its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Envelope {
+    /// The peer's address.
+    pub peer: Option<String>,
+    /// `MAIL FROM`; `None` or empty for a bounce.
+    pub from: Option<String>,
+}
+
+/// Checks the sender against the hook's allowlist: the `From` header's address when the
+/// message has one (what DKIM signs and people see), else the envelope sender.
+pub fn check_sender(settings: &EmailSettings, extracted: &Extracted, envelope: &Envelope) -> Result<(), Refusal> {
+    if settings.allowed_senders.is_empty() {
+        return Ok(());
+    }
+    let sender = extracted.facts.from.as_deref().or(envelope.from.as_deref()).unwrap_or_default();
+    if settings.allowed_senders.iter().any(|rule| rule.allows(sender)) {
+        Ok(())
+    } else {
+        Err(Refusal::SenderNotAllowed(if sender.is_empty() { "<>".into() } else { sender.to_owned() }))
+    }
+}
+
+/// One received message, read: what every recipient hook's events are made from.
+pub struct ReceivedMail<'a> {
+    /// The message exactly as received, kept with every event.
+    pub raw: &'a Bytes,
+    pub extracted: &'a Extracted,
+    pub envelope: &'a Envelope,
+    pub received_at: Timestamp,
+}
+
+/// The events one message makes for one hook (`recipient` at `envelope_to`), or why it makes none.
+pub fn events_for_hook(
+    hook: &Hook,
+    mail: &ReceivedMail<'_>,
+    recipient: &Recipient,
+    envelope_to: &str,
+) -> Result<Vec<NewEvent>, Refusal> {
+    let ReceivedMail { raw, extracted, envelope, received_at } = *mail;
+    let settings = &hook.definition.email;
+    check_sender(settings, extracted, envelope)?;
+    let counts: Box<dyn Fn(&Origin) -> bool> = match &settings.key {
+        MailKey::NotRequired => Box::new(|_| true),
+        MailKey::Unset => return Err(Refusal::KeyNotConfigured),
+        MailKey::Required(key) => {
+            let matches = |presented: &str| crate::secrets::constant_time_eq(presented.as_bytes(), key.as_bytes());
+            if recipient.tag.as_deref().is_some_and(matches) {
+                Box::new(|_| true)
+            } else {
+                let key = key.clone();
+                Box::new(move |origin| match origin {
+                    Origin::JsonLd { key: Some(presented) } => {
+                        crate::secrets::constant_time_eq(presented.as_bytes(), key.as_bytes())
+                    }
+                    _ => false,
+                })
+            }
+        }
+    };
+    let found: Vec<_> = extracted.found.iter().filter(|found| counts(&found.origin)).collect();
+    if found.is_empty() {
+        return Err(if extracted.found.is_empty() {
+            Refusal::NothingToExtract(extracted.problems.clone())
+        } else {
+            Refusal::MissingKey
+        });
+    }
+
+    let facts = &extracted.facts;
+    let mail_source = |found_in: Vec<String>| MailSource {
+        envelope_from: envelope.from.clone(),
+        envelope_to: envelope_to.to_owned(),
+        from: facts.from.clone(),
+        to: facts.to.clone(),
+        subject: facts.subject.clone(),
+        message_id: facts.message_id.clone(),
+        date: facts.date.clone(),
+        attachments: facts.attachments.clone(),
+        found_in,
+    };
+    let meta =
+        RequestMeta { peer: envelope.peer.clone(), headers: vec![("content-type".into(), "message/rfc822".into())] };
+    let no_headers = http::HeaderMap::new();
+    let make = |data: Value, name: String, found_in: Vec<String>| {
+        let mut event = normalize(
+            crate::event::HookIdentity { app: &hook.app, event_name: &name, hook_type: hook.definition.hook_type },
+            &meta,
+            data,
+            raw.clone(),
+            received_at,
+        );
+        event.event.source.mail = Some(mail_source(found_in));
+        event
+    };
+    let name_of = |value: &Value| {
+        settings
+            .event_name
+            .as_ref()
+            .and_then(|template| template.render_name(value, &no_headers))
+            .unwrap_or_else(|| hook.definition.event_name.clone())
+    };
+    if settings.one_event_each {
+        Ok(found
+            .into_iter()
+            .map(|found| make(found.value.clone(), name_of(&found.value), vec![origin_kind(&found.origin).into()]))
+            .collect())
+    } else {
+        let kinds = found.iter().map(|found| origin_kind(&found.origin).to_owned()).collect();
+        let values: Vec<Value> = found.into_iter().map(|found| found.value.clone()).collect();
+        Ok(vec![make(Value::Array(values), hook.definition.event_name.clone(), kinds)])
+    }
+}
+
+fn origin_kind(origin: &Origin) -> &'static str {
+    match origin {
+        Origin::JsonLd { .. } => "jsonLd",
+        Origin::Text => "text",
+        Origin::Attachment { .. } => "attachment",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_token_and_tag_at_our_domain() {
+        assert_eq!(
+            parse_recipient("AbC_-9+key1@In.Example", "in.example"),
+            Some(Recipient { token: "AbC_-9".into(), tag: Some("key1".into()) })
+        );
+        assert_eq!(parse_recipient("abc@in.example", "in.example"), Some(Recipient { token: "abc".into(), tag: None }));
+        assert_eq!(parse_recipient("abc@elsewhere.example", "in.example"), None);
+        assert_eq!(parse_recipient("@in.example", "in.example"), None);
+        assert_eq!(parse_recipient("no-domain", "in.example"), None);
+    }
+
+    #[test]
+    fn sender_rules_are_addresses_or_domains() {
+        let exact = SenderRule::parse("Orders@Shop.example").unwrap();
+        assert!(exact.allows("orders@shop.example"));
+        assert!(!exact.allows("sales@shop.example"));
+        let domain = SenderRule::parse("@shop.example").unwrap();
+        assert!(domain.allows("anyone@SHOP.example"));
+        assert!(!domain.allows("anyone@evilshop.example"));
+        assert!(!domain.allows("shop.example@evil.example"));
+        assert_eq!(SenderRule::parse("shop"), None);
+        assert_eq!(SenderRule::parse("a@b..c"), None);
+    }
+}

@@ -1,0 +1,631 @@
+//! The SMTP listener: hookgate's own session loop over smtp-proto's command parser.
+//!
+//! One task per connection, up to a cap (more are answered `421` and closed). Commands are read
+//! in pipelined batches and their replies written together when the input runs dry. Each
+//! command must arrive within the idle timeout and the whole session within its deadline.
+//! Recipients are checked at `RCPT`: an address that is not an email hook's is refused there
+//! (`550 5.1.1`), so hookgate never relays and never accepts mail it would drop. The message is
+//! read up to the size limit (advertised in `SIZE`; past it the rest is read and discarded and
+//! the answer is `552`). `250` is sent only after every event of the message is committed; a
+//! store failure answers `451` so that the sender retries. STARTTLS (when a certificate is
+//! configured) discards anything the client sent after the command, and starts the session over.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, RequestReceiver};
+use smtp_proto::{Error as ParseError, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::AppState;
+use crate::definitions::catalog::Hook;
+use crate::email::{Envelope, ReceivedMail, Recipient, Refusal, events_for_hook, extract, parse_recipient};
+
+/// The listener's limits and identity.
+#[derive(Clone)]
+pub struct SmtpSettings {
+    /// The domain of hook addresses; also the name in the greeting.
+    pub domain: String,
+    pub max_message_bytes: usize,
+    pub command_timeout: Duration,
+    pub session_timeout: Duration,
+    pub max_connections: usize,
+    pub max_recipients: usize,
+    /// Refused or malformed commands before the connection is closed.
+    pub max_errors: usize,
+    /// Offered as STARTTLS when set.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// A TLS acceptor from PEM files; the error names the file and the problem, never key material.
+pub fn tls_acceptor(certificate: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(certificate)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| format!("cannot read the SMTP TLS certificate {}: {error}", certificate.display()))?;
+    if chain.is_empty() {
+        return Err(format!("the SMTP TLS certificate file {} holds no certificate", certificate.display()));
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|error| format!("cannot read the SMTP TLS key {}: {error}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("TLS set-up failed: {error}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .map_err(|error| format!("the SMTP TLS certificate and key do not go together: {error}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts SMTP connections until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    settings: Arc<SmtpSettings>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let connections = Arc::new(Semaphore::new(settings.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "An SMTP connection could not be accepted.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = stream.write_all(b"421 4.3.2 Too many connections, try again later\r\n").await;
+            });
+            metrics::counter!("hookgate_smtp_connections_refused_total").increment(1);
+            continue;
+        };
+        let state = state.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            run_session(stream, peer, &state, &settings).await;
+            drop(permit);
+        });
+    }
+}
+
+/// A connection before or after STARTTLS.
+enum Connection {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Connection::Plain(stream) => std::pin::Pin::new(stream).poll_read(cx, buf),
+            Connection::Tls(stream) => std::pin::Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Plain(stream) => std::pin::Pin::new(stream).poll_write(cx, buf),
+            Connection::Tls(stream) => std::pin::Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Connection::Plain(stream) => std::pin::Pin::new(stream).poll_flush(cx),
+            Connection::Tls(stream) => std::pin::Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Connection::Plain(stream) => std::pin::Pin::new(stream).poll_shutdown(cx),
+            Connection::Tls(stream) => std::pin::Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+async fn run_session(stream: TcpStream, peer: SocketAddr, state: &AppState, settings: &SmtpSettings) {
+    let deadline = Instant::now() + settings.session_timeout;
+    let mut connection = Connection::Plain(stream);
+    let mut session = Session::new(state, settings, peer);
+    session.reply(220, [2, 0, 0], &format!("{} hookgate ESMTP ready", settings.domain));
+    loop {
+        match session.converse(&mut connection, deadline).await {
+            Ending::Close => break,
+            Ending::StartTls => {
+                let (Connection::Plain(tcp), Some(acceptor)) = (connection, settings.tls.as_ref()) else { return };
+                match tokio::time::timeout_at(
+                    deadline.min(Instant::now() + settings.command_timeout),
+                    acceptor.accept(tcp),
+                )
+                .await
+                {
+                    Ok(Ok(tls)) => {
+                        connection = Connection::Tls(Box::new(tls));
+                        session.restart_after_tls();
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "An SMTP TLS handshake failed.");
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+    let _ = connection.shutdown().await;
+}
+
+/// Why a conversation stopped.
+enum Ending {
+    Close,
+    StartTls,
+}
+
+/// What the parser made of the buffered input.
+enum Step {
+    /// More input is needed.
+    NeedMore,
+    /// A command was handled and its reply queued.
+    Replied,
+    /// A whole message arrived (`None`: it was too large and was discarded).
+    Message(Option<Vec<u8>>),
+    StartTls,
+    Close,
+}
+
+enum Phase {
+    Command,
+    Data {
+        receiver: DataReceiver,
+        message: Vec<u8>,
+    },
+    /// The message is over the size limit: read to its end, kept nowhere.
+    Discard(DummyDataReceiver),
+}
+
+struct Transaction {
+    from: String,
+    recipients: Vec<(Arc<Hook>, Recipient, String)>,
+}
+
+struct Session<'a> {
+    state: &'a AppState,
+    settings: &'a SmtpSettings,
+    peer: SocketAddr,
+    tls: bool,
+    greeted: bool,
+    transaction: Option<Transaction>,
+    errors: usize,
+    phase: Phase,
+    commands: RequestReceiver,
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+impl<'a> Session<'a> {
+    fn new(state: &'a AppState, settings: &'a SmtpSettings, peer: SocketAddr) -> Session<'a> {
+        Session {
+            state,
+            settings,
+            peer,
+            tls: false,
+            greeted: false,
+            transaction: None,
+            errors: 0,
+            phase: Phase::Command,
+            commands: RequestReceiver::default(),
+            input: Vec::with_capacity(4096),
+            output: Vec::with_capacity(512),
+        }
+    }
+
+    /// RFC 3207: after the handshake the client starts over with EHLO; nothing from before counts.
+    fn restart_after_tls(&mut self) {
+        self.tls = true;
+        self.greeted = false;
+        self.transaction = None;
+        self.phase = Phase::Command;
+        self.commands = RequestReceiver::default();
+        self.input.clear();
+    }
+
+    /// Reads, parses and answers until the client quits, the session must end, or STARTTLS.
+    async fn converse(&mut self, connection: &mut Connection, deadline: Instant) -> Ending {
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            match self.step() {
+                Step::Replied => {}
+                Step::Message(message) => {
+                    let reply = match message {
+                        Some(message) => self.deliver(message).await,
+                        None => format!(
+                            "552 5.3.4 The message exceeds the maximum size of {} bytes",
+                            self.settings.max_message_bytes
+                        ),
+                    };
+                    self.output.extend_from_slice(reply.as_bytes());
+                    self.output.extend_from_slice(b"\r\n");
+                    self.transaction = None;
+                }
+                Step::StartTls => {
+                    if self.flush(connection).await.is_err() {
+                        return Ending::Close;
+                    }
+                    // Anything pipelined after STARTTLS was sent in the clear: it is dropped.
+                    self.input.clear();
+                    return Ending::StartTls;
+                }
+                Step::Close => {
+                    let _ = self.flush(connection).await;
+                    return Ending::Close;
+                }
+                Step::NeedMore => {
+                    if self.flush(connection).await.is_err() {
+                        return Ending::Close;
+                    }
+                    let idle = Instant::now() + self.settings.command_timeout;
+                    match tokio::time::timeout_at(idle.min(deadline), connection.read(&mut chunk)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => return Ending::Close,
+                        Ok(Ok(read)) => self.input.extend_from_slice(&chunk[..read]),
+                        Err(_) => {
+                            let reason = if Instant::now() >= deadline { "Session time limit" } else { "Idle timeout" };
+                            self.reply(421, [4, 4, 2], &format!("{reason} reached, closing connection"));
+                            let _ = self.flush(connection).await;
+                            return Ending::Close;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self, connection: &mut Connection) -> std::io::Result<()> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        connection.write_all(&self.output).await?;
+        connection.flush().await?;
+        self.output.clear();
+        Ok(())
+    }
+
+    /// Consumes buffered input: at most one command, or as much of a message as has arrived.
+    fn step(&mut self) -> Step {
+        let input = std::mem::take(&mut self.input);
+        let mut bytes = input.iter();
+        let step = match &mut self.phase {
+            Phase::Command => match self.commands.ingest(&mut bytes) {
+                Ok(request) => {
+                    let request = request.into_owned();
+                    self.command(request)
+                }
+                Err(ParseError::NeedsMoreData { .. }) => Step::NeedMore,
+                Err(error) => self.parse_error(error),
+            },
+            Phase::Data { receiver, message } => {
+                let complete = receiver.ingest(&mut bytes, message);
+                let too_large = message.len() > self.settings.max_message_bytes;
+                if complete {
+                    let message = std::mem::take(message);
+                    self.phase = Phase::Command;
+                    Step::Message((!too_large).then_some(message))
+                } else if too_large {
+                    self.phase = Phase::Discard(DummyDataReceiver::new_data(receiver));
+                    Step::Replied
+                } else {
+                    Step::NeedMore
+                }
+            }
+            Phase::Discard(receiver) => {
+                if receiver.ingest(&mut bytes) {
+                    self.phase = Phase::Command;
+                    Step::Message(None)
+                } else {
+                    Step::NeedMore
+                }
+            }
+        };
+        let rest = bytes.as_slice().to_vec();
+        self.input = rest;
+        step
+    }
+
+    fn reply(&mut self, code: u16, status: [u8; 3], text: &str) {
+        use std::io::Write;
+        let _ = write!(self.output, "{code} {}.{}.{} {}\r\n", status[0], status[1], status[2], one_line(text));
+    }
+
+    /// A refused command: replied, counted, and past the limit the connection is closed.
+    fn refuse(&mut self, code: u16, status: [u8; 3], text: &str) -> Step {
+        self.reply(code, status, text);
+        self.errors += 1;
+        if self.errors >= self.settings.max_errors {
+            self.reply(421, [4, 7, 0], "Too many errors, closing connection");
+            return Step::Close;
+        }
+        Step::Replied
+    }
+
+    fn parse_error(&mut self, error: ParseError) -> Step {
+        match error {
+            ParseError::UnknownCommand => self.refuse(500, [5, 5, 1], "Unknown command"),
+            ParseError::InvalidSenderAddress => self.refuse(501, [5, 1, 7], "Bad sender address syntax"),
+            ParseError::InvalidRecipientAddress => self.refuse(501, [5, 1, 3], "Bad recipient address syntax"),
+            ParseError::SyntaxError { syntax } => self.refuse(501, [5, 5, 4], &format!("Syntax: {syntax}")),
+            ParseError::InvalidParameter { param } => {
+                self.refuse(501, [5, 5, 4], &format!("Invalid value for parameter {param}"))
+            }
+            ParseError::UnsupportedParameter { param } => {
+                self.refuse(504, [5, 5, 4], &format!("Unsupported parameter {}", one_line(&param)))
+            }
+            ParseError::ResponseTooLong => self.refuse(500, [5, 5, 2], "Line too long"),
+            ParseError::NeedsMoreData { .. } | ParseError::InvalidResponse { .. } => {
+                self.refuse(500, [5, 5, 2], "Syntax error")
+            }
+        }
+    }
+
+    fn command(&mut self, request: Request<String>) -> Step {
+        match request {
+            Request::Ehlo { host } => {
+                self.greeted = true;
+                self.transaction = None;
+                let mut lines = vec![
+                    format!("{} greets {}", self.settings.domain, one_line(&host)),
+                    "PIPELINING".to_owned(),
+                    format!("SIZE {}", self.settings.max_message_bytes),
+                    "8BITMIME".to_owned(),
+                    "ENHANCEDSTATUSCODES".to_owned(),
+                ];
+                if self.settings.tls.is_some() && !self.tls {
+                    lines.push("STARTTLS".to_owned());
+                }
+                let last = lines.len() - 1;
+                for (index, line) in lines.iter().enumerate() {
+                    let separator = if index == last { ' ' } else { '-' };
+                    self.output.extend_from_slice(format!("250{separator}{line}\r\n").as_bytes());
+                }
+                Step::Replied
+            }
+            Request::Helo { .. } => {
+                self.greeted = true;
+                self.transaction = None;
+                let domain = self.settings.domain.clone();
+                self.output.extend_from_slice(format!("250 {domain}\r\n").as_bytes());
+                Step::Replied
+            }
+            Request::Lhlo { .. } => self.refuse(500, [5, 5, 1], "This is SMTP, not LMTP"),
+            Request::Mail { from } => {
+                if !self.greeted {
+                    return self.refuse(503, [5, 5, 1], "Send EHLO or HELO first");
+                }
+                if self.transaction.is_some() {
+                    return self.refuse(503, [5, 5, 1], "Nested MAIL command");
+                }
+                if from.size > self.settings.max_message_bytes {
+                    return self.refuse(
+                        552,
+                        [5, 3, 4],
+                        &format!("The message exceeds the maximum size of {} bytes", self.settings.max_message_bytes),
+                    );
+                }
+                self.transaction = Some(Transaction { from: from.address, recipients: Vec::new() });
+                self.reply(250, [2, 1, 0], "Sender OK");
+                Step::Replied
+            }
+            Request::Rcpt { to } => self.recipient(&to.address),
+            Request::Data => match &self.transaction {
+                None => self.refuse(503, [5, 5, 1], "Need MAIL and RCPT first"),
+                Some(transaction) if transaction.recipients.is_empty() => {
+                    self.refuse(554, [5, 5, 1], "No valid recipients")
+                }
+                Some(_) => {
+                    self.output.extend_from_slice(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n");
+                    self.phase = Phase::Data { receiver: DataReceiver::new(), message: Vec::with_capacity(16 * 1024) };
+                    Step::Replied
+                }
+            },
+            Request::Rset => {
+                self.transaction = None;
+                self.reply(250, [2, 0, 0], "Reset OK");
+                Step::Replied
+            }
+            Request::Noop { .. } => {
+                self.reply(250, [2, 0, 0], "OK");
+                Step::Replied
+            }
+            Request::Quit => {
+                self.reply(221, [2, 0, 0], "Bye");
+                Step::Close
+            }
+            Request::Vrfy { .. } => {
+                self.reply(252, [2, 5, 2], "Cannot verify addresses; send the message and see");
+                Step::Replied
+            }
+            Request::Help { .. } => {
+                self.reply(214, [2, 0, 0], "hookgate turns mail to hook addresses into events; see RFC 5321");
+                Step::Replied
+            }
+            Request::StartTls => {
+                if self.settings.tls.is_none() {
+                    self.refuse(502, [5, 5, 1], "STARTTLS is not available: no certificate is configured")
+                } else if self.tls {
+                    self.refuse(503, [5, 5, 1], "TLS is already active")
+                } else {
+                    self.reply(220, [2, 0, 0], "Ready to start TLS");
+                    Step::StartTls
+                }
+            }
+            Request::Auth { .. } => self.refuse(502, [5, 5, 1], "Authentication is not supported here"),
+            Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Bdat { .. }
+            | Request::Burl { .. } => self.refuse(502, [5, 5, 1], "Command not implemented"),
+        }
+    }
+
+    fn recipient(&mut self, address: &str) -> Step {
+        let Some(transaction) = &self.transaction else {
+            return self.refuse(503, [5, 5, 1], "Need MAIL before RCPT");
+        };
+        if transaction.recipients.len() >= self.settings.max_recipients {
+            self.reply(452, [4, 5, 3], "Too many recipients");
+            return Step::Replied;
+        }
+        let Some(recipient) = parse_recipient(address, &self.settings.domain) else {
+            return self.refuse(
+                550,
+                [5, 7, 1],
+                &format!("Relaying denied: this server only accepts mail for @{}", self.settings.domain),
+            );
+        };
+        let catalog = self.state.catalog.current();
+        let Some(hook) = catalog.hook_by_mail_token(&recipient.token).cloned() else {
+            return self.refuse(550, [5, 1, 1], "No such hook address");
+        };
+        let transaction = self.transaction.as_mut().expect("checked above");
+        if !transaction.recipients.iter().any(|(known, _, _)| Arc::ptr_eq(known, &hook)) {
+            transaction.recipients.push((hook, recipient, address.to_owned()));
+        }
+        self.reply(250, [2, 1, 5], "Recipient OK");
+        Step::Replied
+    }
+
+    /// Turns a whole message into events for every recipient hook and commits them, all or
+    /// nothing, then answers.
+    async fn deliver(&mut self, message: Vec<u8>) -> String {
+        let Some(transaction) = self.transaction.take() else {
+            return "503 5.5.1 Need MAIL and RCPT first".into();
+        };
+        let envelope = Envelope {
+            peer: Some(self.peer.to_string()),
+            from: Some(transaction.from).filter(|from| !from.is_empty()),
+        };
+        let outcome = accept_message(self.state, Bytes::from(message), &envelope, &transaction.recipients).await;
+        let (label, reply) = match outcome {
+            Ok(ids) => ("accepted", format!("250 2.0.0 OK: queued as {}", summarize_ids(&ids))),
+            Err(MessageError::Refused(refusal)) => {
+                let status = match refusal {
+                    Refusal::Unreadable | Refusal::NothingToExtract(_) => "5.6.0",
+                    _ => "5.7.1",
+                };
+                (refusal_label(&refusal), format!("550 {status} {}", one_line(&refusal.to_string())))
+            }
+            Err(MessageError::Store(error)) => {
+                tracing::error!(%error, "An email could not be stored; the sender was told to retry.");
+                ("store_error", "451 4.3.0 The message could not be stored; try again later".to_owned())
+            }
+        };
+        metrics::counter!("hookgate_email_messages_total", "transport" => "smtp", "outcome" => label).increment(1);
+        reply
+    }
+}
+
+/// Why a message made no events.
+#[derive(Debug)]
+pub enum MessageError {
+    Refused(Refusal),
+    Store(crate::store::StoreError),
+}
+
+/// The metric label of a refusal.
+pub fn refusal_label(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::Unreadable => "unreadable",
+        Refusal::SenderNotAllowed(_) => "sender_not_allowed",
+        Refusal::MissingKey => "missing_key",
+        Refusal::KeyNotConfigured => "key_not_configured",
+        Refusal::NothingToExtract(_) => "nothing_to_extract",
+    }
+}
+
+/// Extracts, checks and stores one message for its recipient hooks: every event committed in
+/// one transaction, or none. Large messages are parsed off the async threads.
+pub async fn accept_message(
+    state: &AppState,
+    raw: Bytes,
+    envelope: &Envelope,
+    recipients: &[(Arc<Hook>, Recipient, String)],
+) -> Result<Vec<String>, MessageError> {
+    // Hooks may read plain text differently: the message is read once per way asked for.
+    let mut readings: Vec<(extract::TextJson, extract::Extracted)> = Vec::with_capacity(1);
+    let received_at = jiff::Timestamp::now();
+    let mut events = Vec::new();
+    for (hook, recipient, address) in recipients {
+        let settings = &hook.definition.email;
+        let extracted = match readings.iter().position(|(mode, _)| *mode == settings.text_json) {
+            Some(index) => &readings[index].1,
+            None => {
+                let reading = read_message(&raw, settings.text_json).await?;
+                readings.push((settings.text_json, reading));
+                &readings[readings.len() - 1].1
+            }
+        };
+        let mail = ReceivedMail { raw: &raw, extracted, envelope, received_at };
+        let made = events_for_hook(hook, &mail, recipient, address).map_err(MessageError::Refused)?;
+        events.extend(made);
+    }
+    let appended = state.store.append_events(events).await.map_err(MessageError::Store)?;
+    Ok(appended.into_iter().map(|appended| appended.id).collect())
+}
+
+/// Extracts on a blocking thread when the message is large enough to hold up other sessions.
+async fn read_message(raw: &Bytes, text_json: extract::TextJson) -> Result<extract::Extracted, MessageError> {
+    let unreadable = |_| MessageError::Refused(Refusal::Unreadable);
+    if raw.len() <= 64 * 1024 {
+        return extract::extract(raw, text_json).map_err(unreadable);
+    }
+    let raw = raw.clone();
+    tokio::task::spawn_blocking(move || extract::extract(&raw, text_json))
+        .await
+        .map_err(|_| MessageError::Refused(Refusal::Unreadable))?
+        .map_err(unreadable)
+}
+
+fn summarize_ids(ids: &[String]) -> String {
+    match ids {
+        [] => "nothing".into(),
+        [one] => one.clone(),
+        [first, rest @ ..] => format!("{first} and {} more", rest.len()),
+    }
+}
+
+/// Reply text on one line, printable ASCII, at most 400 characters.
+fn one_line(text: &str) -> String {
+    let mut line: String =
+        text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' }).take(400).collect();
+    line.truncate(line.trim_end().len());
+    line
+}

@@ -1,0 +1,426 @@
+//! Email hooks over SMTP: real mail from lettre (plain and STARTTLS) and raw SMTP conversations
+//! to the running listener, read back as events. Every refusal is tested: unknown recipient,
+//! relaying, missing key, sender not allowed, over size, nothing to extract, a store failure.
+
+use lettre::AsyncTransport;
+use lettre::address::Envelope;
+use lettre::transport::smtp::AsyncSmtpTransport;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+pub const ORDERS: &str = "kustomer.app.mailbox.received";
+const KEYED: &str = "kustomer.app.mailbox.keyed";
+const PARTNERS: &str = "kustomer.app.mailbox.partners";
+const BUNDLED: &str = "kustomer.app.mailbox.bundled";
+pub const MAIL_DOMAIN: &str = "in.hookgate.test";
+const MAIL_KEY: &str = "k3y-for-mail";
+
+pub fn mailbox_app() -> Value {
+    json!({"app": "mailbox", "version": "1", "hooks": [
+        {"eventName": ORDERS, "type": "email", "email": {"eventName": "kustomer.app.mailbox.{$['@type']}"}},
+        {"eventName": KEYED, "type": "email", "email": {"key": "${MAILBOX_KEY}"}},
+        {"eventName": PARTNERS, "type": "email", "email": {"allowedSenders": ["ops@partner.example", "@trusted.example"]}},
+        {"eventName": BUNDLED, "type": "email", "email": {"multiple": "array", "textJson": "none"}}
+    ]})
+}
+
+pub fn mail_options() -> Options {
+    Options { definitions: vec![("mailbox.json".into(), mailbox_app())], env: vec![] }
+        .env("MAILBOX_KEY", MAIL_KEY)
+        .env("HOOKGATE_MAIL_DOMAIN", MAIL_DOMAIN)
+}
+
+/// The address `GET /api/hooks` shows for an email hook.
+pub async fn address_of(gateway: &Gateway, event_name: &str) -> String {
+    let hooks = gateway.admin_json("/api/hooks").await;
+    let hook = hooks["data"].as_array().unwrap().iter().find(|hook| hook["eventName"] == event_name).unwrap();
+    assert_eq!(hook["type"], "email");
+    assert!(hook["url"].is_null(), "an email hook has an address, not a URL");
+    hook["address"].as_str().unwrap().to_owned()
+}
+
+fn transport(gateway: &Gateway) -> AsyncSmtpTransport<lettre::Tokio1Executor> {
+    AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(gateway.smtp.ip().to_string())
+        .port(gateway.smtp.port())
+        .tls(Tls::None)
+        .timeout(Some(std::time::Duration::from_secs(20)))
+        .build()
+}
+
+/// Sends `raw` from `from` to `to` with lettre.
+pub async fn send_raw(gateway: &Gateway, from: &str, to: &str, raw: &[u8]) -> Result<String, String> {
+    let envelope = Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()]).unwrap();
+    transport(gateway)
+        .send_raw(&envelope, raw)
+        .await
+        .map(|response| response.message().collect::<Vec<_>>().join(" "))
+        .map_err(|error| error.to_string())
+}
+
+pub fn html_mail(from: &str, to: &str, html: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: Your order\r\nMessage-ID: <order-1@shop.example>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n"
+    )
+    .into_bytes()
+}
+
+const ORDER_HTML: &str = r#"<html><body><p>Thanks!</p><script type="application/ld+json">{"@context":"https://schema.org","@type":"Order","orderNumber":"A-1001","price":"42.50"}</script></body></html>"#;
+
+async fn events(gateway: &Gateway) -> Vec<Value> {
+    gateway.admin_json("/api/events").await["data"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn mail_with_json_ld_becomes_an_event_named_by_its_type() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let to = address_of(&gateway, ORDERS).await;
+    assert!(to.ends_with(&format!("@{MAIL_DOMAIN}")), "{to}");
+    let reply =
+        send_raw(&gateway, "orders@shop.example", &to, &html_mail("Shop <orders@shop.example>", &to, ORDER_HTML))
+            .await
+            .unwrap();
+    assert!(reply.contains("queued as evt_"), "{reply}");
+
+    let stored = events(&gateway).await;
+    assert_eq!(stored.len(), 1);
+    let event = &stored[0];
+    assert_eq!(event["name"], "kustomer.app.mailbox.Order");
+    assert_eq!(event["hookType"], "email");
+    assert_eq!(
+        event["data"],
+        json!({"@context": "https://schema.org", "@type": "Order", "orderNumber": "A-1001", "price": "42.50"})
+    );
+    let mail = &event["source"]["mail"];
+    assert_eq!(mail["envelopeFrom"], "orders@shop.example");
+    assert_eq!(mail["envelopeTo"], to);
+    assert_eq!(mail["from"], "orders@shop.example");
+    assert_eq!(mail["subject"], "Your order");
+    assert_eq!(mail["messageId"], "order-1@shop.example");
+    assert_eq!(mail["date"], "2026-11-23T10:00:00Z");
+    assert_eq!(mail["foundIn"], json!(["jsonLd"]));
+    assert!(reply.contains(event["id"].as_str().unwrap()), "the reply names the stored event: {reply}");
+
+    // The exact message is kept for replay.
+    let raw = gateway.admin_get(&format!("/api/events/{}/raw", event["id"].as_str().unwrap())).await;
+    assert_eq!(raw.status(), 200);
+    assert!(raw.text().await.unwrap().contains("A-1001"));
+}
+
+#[tokio::test]
+async fn the_address_is_found_in_any_letter_case_and_with_a_plus_tag() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let to = address_of(&gateway, ORDERS).await;
+    let (token, domain) = to.split_once('@').unwrap();
+    let shouted = format!("{}+campaign-7@{}", token.to_ascii_uppercase(), domain.to_ascii_uppercase());
+    send_raw(&gateway, "a@shop.example", &shouted, &html_mail("a@shop.example", &shouted, ORDER_HTML)).await.unwrap();
+    assert_eq!(events(&gateway).await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_recipient_is_refused_at_rcpt_and_nothing_is_relayed() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let unknown = format!("nobody@{MAIL_DOMAIN}");
+    let error = send_raw(&gateway, "a@shop.example", &unknown, &html_mail("a@shop.example", &unknown, ORDER_HTML))
+        .await
+        .unwrap_err();
+    assert!(error.contains("550"), "{error}");
+
+    let to = address_of(&gateway, ORDERS).await;
+    let elsewhere = format!("{}@elsewhere.example", to.split_once('@').unwrap().0);
+    let mut smtp = Conversation::open(&gateway).await;
+    smtp.command("EHLO client.example", 250).await;
+    smtp.command("MAIL FROM:<a@shop.example>", 250).await;
+    let refused = smtp.command(&format!("RCPT TO:<{elsewhere}>"), 550).await;
+    assert!(refused.contains("5.7.1") && refused.contains("Relaying denied"), "{refused}");
+    let refused = smtp.command(&format!("RCPT TO:<nobody@{MAIL_DOMAIN}>"), 550).await;
+    assert!(refused.contains("5.1.1"), "{refused}");
+    smtp.command("DATA", 554).await;
+    assert!(events(&gateway).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_keyed_hook_takes_the_key_in_the_address_or_in_the_script_tag() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let to = address_of(&gateway, KEYED).await;
+    let error =
+        send_raw(&gateway, "a@shop.example", &to, &html_mail("a@shop.example", &to, ORDER_HTML)).await.unwrap_err();
+    assert!(error.contains("550") && error.contains("requires a key"), "{error}");
+    let (token, domain) = to.split_once('@').unwrap();
+    let wrong = format!("{token}+guess@{domain}");
+    let error = send_raw(&gateway, "a@shop.example", &wrong, &html_mail("a@shop.example", &wrong, ORDER_HTML))
+        .await
+        .unwrap_err();
+    assert!(error.contains("550"), "{error}");
+    assert!(events(&gateway).await.is_empty());
+
+    let keyed_address = format!("{token}+{MAIL_KEY}@{domain}");
+    send_raw(&gateway, "a@shop.example", &keyed_address, &html_mail("a@shop.example", &keyed_address, ORDER_HTML))
+        .await
+        .unwrap();
+    let keyed_tag = ORDER_HTML.replace(
+        r#"<script type="application/ld+json">"#,
+        &format!(r#"<script type="application/ld+json" data-key="{MAIL_KEY}">"#),
+    );
+    send_raw(&gateway, "a@shop.example", &to, &html_mail("a@shop.example", &to, &keyed_tag)).await.unwrap();
+    assert_eq!(events(&gateway).await.len(), 2);
+}
+
+#[tokio::test]
+async fn senders_outside_the_allowlist_are_refused() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let to = address_of(&gateway, PARTNERS).await;
+    let error =
+        send_raw(&gateway, "eve@evil.example", &to, &html_mail("eve@evil.example", &to, ORDER_HTML)).await.unwrap_err();
+    assert!(error.contains("550") && error.contains("not allowed"), "{error}");
+    send_raw(&gateway, "ops@partner.example", &to, &html_mail("ops@partner.example", &to, ORDER_HTML)).await.unwrap();
+    send_raw(&gateway, "any@trusted.example", &to, &html_mail("Any <any@trusted.example>", &to, ORDER_HTML))
+        .await
+        .unwrap();
+    assert_eq!(events(&gateway).await.len(), 2);
+}
+
+#[tokio::test]
+async fn mail_with_nothing_to_extract_is_refused_with_the_reason() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let to = address_of(&gateway, ORDERS).await;
+    let newsletter = html_mail("a@shop.example", &to, "<p>Our autumn collection is here.</p>");
+    let error = send_raw(&gateway, "a@shop.example", &to, &newsletter).await.unwrap_err();
+    assert!(error.contains("550") && error.contains("no JSON or JSON-LD"), "{error}");
+    let broken = html_mail("a@shop.example", &to, r#"<script type="application/ld+json">{"@type": "Order",</script>"#);
+    let error = send_raw(&gateway, "a@shop.example", &to, &broken).await.unwrap_err();
+    assert!(error.contains("JSON-LD block 1 is not JSON"), "the reason says what was wrong: {error}");
+    assert!(events(&gateway).await.is_empty());
+    let metrics = gateway.http.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"hookgate_email_messages_total{transport="smtp",outcome="nothing_to_extract"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn several_values_become_one_event_with_an_array_when_the_hook_says_so() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let to = address_of(&gateway, BUNDLED).await;
+    let html = r#"<script type="application/ld+json">[{"@type":"ParcelDelivery","trackingNumber":"1Z1"},{"@type":"ParcelDelivery","trackingNumber":"1Z2"}]</script>"#;
+    send_raw(&gateway, "a@shop.example", &to, &html_mail("a@shop.example", &to, html)).await.unwrap();
+    let stored = events(&gateway).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["name"], BUNDLED);
+    assert_eq!(stored[0]["data"].as_array().unwrap().len(), 2);
+    assert_eq!(stored[0]["source"]["mail"]["foundIn"], json!(["jsonLd", "jsonLd"]));
+
+    let orders = address_of(&gateway, ORDERS).await;
+    send_raw(&gateway, "a@shop.example", &orders, &html_mail("a@shop.example", &orders, html)).await.unwrap();
+    assert_eq!(events(&gateway).await.len(), 3, "the other hook makes one event per value");
+}
+
+#[tokio::test]
+async fn a_message_over_the_size_limit_is_refused_with_552() {
+    let gateway = Gateway::start_with(mail_options().env("HOOKGATE_SMTP_MAX_MESSAGE_BYTES", "2048")).await;
+    let to = address_of(&gateway, ORDERS).await;
+    let mut smtp = Conversation::open(&gateway).await;
+    let ehlo = smtp.command("EHLO client.example", 250).await;
+    assert!(ehlo.contains("SIZE 2048"), "the limit is advertised: {ehlo}");
+    smtp.command("MAIL FROM:<a@shop.example> SIZE=4096", 552).await;
+    // A client that does not declare the size is stopped while the message is read.
+    smtp.command("MAIL FROM:<a@shop.example>", 250).await;
+    smtp.command(&format!("RCPT TO:<{to}>"), 250).await;
+    smtp.command("DATA", 354).await;
+    let padding = format!("<p>{}</p>", "x".repeat(4096));
+    let message = String::from_utf8(html_mail("a@shop.example", &to, &format!("{padding}{ORDER_HTML}"))).unwrap();
+    let refused = smtp.command(&format!("{message}\r\n."), 552).await;
+    assert!(refused.contains("5.3.4"), "{refused}");
+    smtp.command("NOOP", 250).await;
+    assert!(events(&gateway).await.is_empty());
+}
+
+#[tokio::test]
+async fn pipelined_commands_are_answered_in_order() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let to = address_of(&gateway, ORDERS).await;
+    let mut smtp = Conversation::open(&gateway).await;
+    let ehlo = smtp.command("EHLO client.example", 250).await;
+    for extension in ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE"] {
+        assert!(ehlo.contains(extension), "{extension} is advertised: {ehlo}");
+    }
+    assert!(!ehlo.contains("STARTTLS"), "no STARTTLS without a certificate: {ehlo}");
+    smtp.write(&format!("MAIL FROM:<a@shop.example>\r\nRCPT TO:<nobody@{MAIL_DOMAIN}>\r\nRCPT TO:<{to}>\r\nDATA\r\n"))
+        .await;
+    smtp.expect(250).await;
+    smtp.expect(550).await;
+    smtp.expect(250).await;
+    smtp.expect(354).await;
+    let message = String::from_utf8(html_mail("a@shop.example", &to, ORDER_HTML)).unwrap();
+    smtp.command(&format!("{message}\r\n."), 250).await;
+    smtp.command("QUIT", 221).await;
+    assert_eq!(events(&gateway).await.len(), 1);
+}
+
+#[tokio::test]
+async fn commands_out_of_order_and_garbage_get_clear_replies_then_the_door() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let mut smtp = Conversation::open(&gateway).await;
+    smtp.command("MAIL FROM:<a@shop.example>", 503).await;
+    smtp.command("EHLO client.example", 250).await;
+    smtp.command("RCPT TO:<a@b.example>", 503).await;
+    smtp.command("STARTTLS", 502).await;
+    smtp.command("AUTH PLAIN AGFhAGI=", 502).await;
+    smtp.command("VRFY someone", 252).await;
+    smtp.command("RSET", 250).await;
+    let mut last = String::new();
+    for _ in 0..10 {
+        smtp.write("FROBNICATE\r\n").await;
+        last = smtp.read_reply().await;
+        if last.starts_with("421") {
+            break;
+        }
+    }
+    assert!(last.starts_with("500") || last.starts_with("421"), "{last}");
+    let closing = if last.starts_with("421") { last } else { smtp.read_reply().await };
+    assert!(closing.starts_with("421 4.7.0"), "too many errors close the session: {closing}");
+}
+
+#[tokio::test]
+async fn an_idle_client_is_disconnected() {
+    let gateway = Gateway::start_with(mail_options().env("HOOKGATE_SMTP_COMMAND_TIMEOUT_SECS", "1")).await;
+    let mut smtp = Conversation::open(&gateway).await;
+    smtp.command("EHLO client.example", 250).await;
+    let reply = smtp.read_reply().await;
+    assert!(reply.starts_with("421 4.4.2"), "{reply}");
+    assert_eq!(smtp.read_reply().await, "", "the connection is closed");
+}
+
+#[tokio::test]
+async fn when_the_store_cannot_commit_the_sender_is_told_to_retry() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let to = address_of(&gateway, ORDERS).await;
+    let locker = rusqlite::Connection::open(gateway.database()).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let error =
+        send_raw(&gateway, "a@shop.example", &to, &html_mail("a@shop.example", &to, ORDER_HTML)).await.unwrap_err();
+    assert!(error.contains("transient error (451)"), "{error}");
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    assert!(events(&gateway).await.is_empty());
+    send_raw(&gateway, "a@shop.example", &to, &html_mail("a@shop.example", &to, ORDER_HTML)).await.unwrap();
+    assert_eq!(events(&gateway).await.len(), 1, "the retry succeeds once the store recovers");
+}
+
+#[tokio::test]
+async fn starttls_carries_mail_and_drops_what_was_sent_before_the_handshake() {
+    let certificates = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let certificate_path = certificates.path().join("smtp.crt");
+    let key_path = certificates.path().join("smtp.key");
+    std::fs::write(&certificate_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    let gateway = Gateway::start_with(
+        mail_options()
+            .env("HOOKGATE_SMTP_TLS_CERTIFICATE", certificate_path.to_str().unwrap())
+            .env("HOOKGATE_SMTP_TLS_KEY", key_path.to_str().unwrap()),
+    )
+    .await;
+    let to = address_of(&gateway, ORDERS).await;
+
+    // lettre with TLS required, trusting only the test certificate.
+    let tls = TlsParameters::builder("localhost".into())
+        .add_root_certificate(Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap())
+        .build_rustls()
+        .unwrap();
+    let transport = AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(gateway.smtp.ip().to_string())
+        .port(gateway.smtp.port())
+        .tls(Tls::Required(tls))
+        .build();
+    let envelope = Envelope::new(Some("a@shop.example".parse().unwrap()), vec![to.parse().unwrap()]).unwrap();
+    transport.send_raw(&envelope, &html_mail("a@shop.example", &to, ORDER_HTML)).await.unwrap();
+    assert_eq!(events(&gateway).await.len(), 1);
+
+    // A command injected after STARTTLS in the same packet is never answered.
+    let mut smtp = Conversation::open(&gateway).await;
+    let ehlo = smtp.command("EHLO client.example", 250).await;
+    assert!(ehlo.contains("STARTTLS"), "{ehlo}");
+    smtp.write("STARTTLS\r\nMAIL FROM:<injected@evil.example>\r\n").await;
+    smtp.expect(220).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(certified.cert.der().to_vec())).unwrap();
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = smtp.into_inner();
+    let tls = connector.connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    let mut tls = BufReader::new(tls);
+    // The session starts over: MAIL before EHLO is out of order, so the injected MAIL did nothing.
+    tls.get_mut().write_all(b"MAIL FROM:<a@shop.example>\r\n").await.unwrap();
+    let mut line = String::new();
+    tls.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("503"), "{line}");
+    tls.get_mut().write_all(b"EHLO client.example\r\n").await.unwrap();
+    let mut ehlo = String::new();
+    loop {
+        let mut line = String::new();
+        tls.read_line(&mut line).await.unwrap();
+        ehlo.push_str(&line);
+        if line.as_bytes().get(3) == Some(&b' ') {
+            break;
+        }
+    }
+    assert!(ehlo.starts_with("250") && !ehlo.contains("STARTTLS"), "{ehlo}");
+}
+
+/// A raw SMTP client for the protocol's corners.
+pub struct Conversation {
+    stream: BufReader<TcpStream>,
+}
+
+impl Conversation {
+    pub async fn open(gateway: &Gateway) -> Conversation {
+        let stream = TcpStream::connect(gateway.smtp).await.unwrap();
+        let mut conversation = Conversation { stream: BufReader::new(stream) };
+        let greeting = conversation.read_reply().await;
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        conversation
+    }
+
+    pub async fn write(&mut self, text: &str) {
+        self.stream.get_mut().write_all(text.as_bytes()).await.unwrap();
+    }
+
+    /// One whole reply, continuation lines included; empty when the server closed.
+    pub async fn read_reply(&mut self) -> String {
+        let mut reply = String::new();
+        loop {
+            let mut line = String::new();
+            let read = tokio::time::timeout(std::time::Duration::from_secs(20), self.stream.read_line(&mut line))
+                .await
+                .expect("a reply within 20 s")
+                .unwrap_or(0);
+            reply.push_str(&line);
+            if read == 0 || line.as_bytes().get(3) != Some(&b'-') {
+                return reply;
+            }
+        }
+    }
+
+    pub async fn expect(&mut self, code: u16) -> String {
+        let reply = self.read_reply().await;
+        assert!(reply.starts_with(&code.to_string()), "expected {code}, got {reply:?}");
+        reply
+    }
+
+    pub async fn command(&mut self, line: &str, code: u16) -> String {
+        self.write(&format!("{line}\r\n")).await;
+        self.expect(code).await
+    }
+
+    fn into_inner(self) -> TcpStream {
+        self.stream.into_inner()
+    }
+}
