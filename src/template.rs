@@ -129,6 +129,22 @@ impl Template {
         (!name.is_empty()).then_some(name)
     }
 
+    /// Like [`Template::render_name`], but `None` when the template has placeholders and none
+    /// of them finds a value: `kustomer.app.mail.{$['@type']}` names nothing for a value without
+    /// a type, instead of `kustomer.app.mail`.
+    pub fn render_name_if_found(&self, data: &Value, headers: &HeaderMap) -> Option<String> {
+        let mut placeholders = self.parts.iter().filter(|part| matches!(part, Part::Placeholder(_))).peekable();
+        if placeholders.peek().is_some()
+            && placeholders.all(|part| match part {
+                Part::Placeholder(lookups) => lookups.iter().all(|lookup| lookup.find(data, headers).is_none()),
+                Part::Literal(_) => true,
+            })
+        {
+            return None;
+        }
+        self.render_name(data, headers)
+    }
+
     /// A delivery id: `None` unless every placeholder finds a value.
     pub fn render_id(&self, data: &Value, headers: &HeaderMap) -> Option<String> {
         let id = self.pieces(data, headers).collect::<Option<String>>()?;
@@ -197,6 +213,20 @@ mod tests {
             Some("hubspot.contact.creation"),
         );
         check_name("{$.missing}", json!({}), &[], None);
+    }
+
+    #[test]
+    fn a_name_template_can_insist_on_finding_something() {
+        let template = Template::parse("kustomer.app.mail.{$['@type']}").unwrap();
+        assert_eq!(
+            template.render_name_if_found(&json!({"@type": "Order"}), &HeaderMap::new()).as_deref(),
+            Some("kustomer.app.mail.Order")
+        );
+        assert_eq!(template.render_name_if_found(&json!({"name": "x"}), &HeaderMap::new()), None);
+        assert_eq!(
+            template.render_name(&json!({"name": "x"}), &HeaderMap::new()).as_deref(),
+            Some("kustomer.app.mail")
+        );
     }
 
     #[test]

@@ -238,7 +238,7 @@ pub fn events_for_hook(
         settings
             .event_name
             .as_ref()
-            .and_then(|template| template.render_name(value, &no_headers))
+            .and_then(|template| template.render_name_if_found(value, &no_headers))
             .unwrap_or_else(|| hook.definition.event_name.clone())
     };
     if settings.one_event_each {

@@ -424,3 +424,69 @@ impl Conversation {
         self.stream.into_inner()
     }
 }
+
+/// The fixture corpus: every message in `fixtures/email/` sent over SMTP to one hook; the reply
+/// and the events it made must equal `<name>.expected.json`. With `HOOKGATE_UPDATE_SNAPSHOTS=1`
+/// the snapshots are written instead (review the diff before committing them).
+#[tokio::test]
+async fn every_fixture_message_makes_the_events_of_its_snapshot() {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/email");
+    let mut fixtures: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 9, "the corpus is in place");
+    let gateway = Gateway::start_with(mail_options()).await;
+    let to = address_of(&gateway, ORDERS).await;
+    let update = std::env::var_os("HOOKGATE_UPDATE_SNAPSHOTS").is_some();
+    let mut mismatches = Vec::new();
+    for path in fixtures {
+        let raw = std::fs::read(&path).unwrap();
+        let before: Vec<Value> = events(&gateway).await;
+        let outcome = send_raw(&gateway, "sender@fixtures.example", &to, &raw).await;
+        let after = events(&gateway).await;
+        let mut made: Vec<Value> = after
+            .iter()
+            .filter(|event| !before.iter().any(|old| old["id"] == event["id"]))
+            .map(|event| {
+                let mail = &event["source"]["mail"];
+                json!({
+                    "name": event["name"],
+                    "data": event["data"],
+                    "foundIn": mail["foundIn"],
+                    "from": mail["from"],
+                    "subject": mail["subject"],
+                    "messageId": mail["messageId"],
+                    "date": mail["date"],
+                    "attachments": mail["attachments"],
+                })
+            })
+            .collect();
+        made.reverse(); // The listing is newest first; the snapshot is in message order.
+        let reply = match &outcome {
+            Ok(_) => "accepted".to_owned(),
+            // lettre's text, e.g. "permanent error (550): no JSON or JSON-LD ...".
+            Err(error) => error.clone(),
+        };
+        let actual = json!({"reply": reply, "events": made});
+        let snapshot = path.with_extension("expected.json");
+        if update {
+            std::fs::write(&snapshot, serde_json::to_string_pretty(&actual).unwrap() + "\n").unwrap();
+            continue;
+        }
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(&snapshot).unwrap_or_else(|_| {
+                panic!("{} has no snapshot; run with HOOKGATE_UPDATE_SNAPSHOTS=1", path.display())
+            }))
+            .unwrap();
+        if actual != expected {
+            mismatches.push(format!(
+                "{}:\n  expected {expected}\n  actual   {actual}",
+                path.file_name().unwrap().to_string_lossy()
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
