@@ -169,7 +169,10 @@ fn walk(message: &Message<'_>, text_json: TextJson, depth: usize, extracted: &mu
                     extracted.found.push(Found { value: item, origin: Origin::Attachment { name: name.clone() } });
                 }
             }
-            Ok(value) => extracted.found.push(Found { value, origin: Origin::Attachment { name } }),
+            Ok(value) if value.is_object() || value.is_array() => {
+                extracted.found.push(Found { value, origin: Origin::Attachment { name } })
+            }
+            Ok(_) => extracted.problems.push(format!("attachment {label:?} holds no JSON object or array")),
             Err(error) => extracted.problems.push(format!("attachment {label:?} is not JSON: {error}")),
         }
     }
@@ -273,7 +276,9 @@ fn json_ld_items(value: Value) -> Vec<Value> {
                 })
                 .collect()
         }
-        other => vec![other],
+        object @ Value::Object(_) => vec![object],
+        // A scalar is not a JSON-LD node.
+        _ => Vec::new(),
     }
 }
 
@@ -417,5 +422,56 @@ mod tests {
     #[test]
     fn garbage_is_not_a_message() {
         assert_eq!(extract(b"", TextJson::First), Err(ExtractError::NotAMessage));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// HTML-ish text around script blocks: tags, entities, comments, JSON fragments.
+    fn html_fragment() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                Just("<script type=\"application/ld+json\">".to_owned()),
+                Just("</script>".to_owned()),
+                Just("<SCRIPT TYPE='application/LD+json' data-key=\"k\">".to_owned()),
+                Just("<!--".to_owned()),
+                Just("-->".to_owned()),
+                Just("<![CDATA[".to_owned()),
+                Just("{\"@type\":\"Order\",\"@graph\":[".to_owned()),
+                Just("]}".to_owned()),
+                Just("null".to_owned()),
+                Just("42".to_owned()),
+                Just("&quot;&amp;&#x7b;".to_owned()),
+                Just("<p><td><table>".to_owned()),
+                "[ -~]{0,20}",
+                "\\PC{0,8}",
+            ],
+            0..40,
+        )
+        .prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_bytes_are_read_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+            let _ = extract(&bytes, TextJson::All);
+        }
+
+        #[test]
+        fn any_html_is_read_without_panicking(html in html_fragment(), text in html_fragment()) {
+            let raw = format!(
+                "From: a@b.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\n{text}\r\n--x\r\nContent-Type: text/html\r\n\r\n{html}\r\n--x--\r\n"
+            );
+            let extracted = extract(raw.as_bytes(), TextJson::All).unwrap();
+            // Whatever was found is an object or an array, never a bare scalar.
+            for found in extracted.found {
+                prop_assert!(found.value.is_object() || found.value.is_array(), "{:?}", found.value);
+            }
+        }
     }
 }

@@ -490,3 +490,62 @@ async fn every_fixture_message_makes_the_events_of_its_snapshot() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+/// Property: whatever a client sends, each connection ends (the listener neither panics nor
+/// hangs on it) and the listener keeps serving. 64 random conversations mixing valid commands,
+/// a real hook address, message data, garbage, bare bytes and over-long lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_input_crashes_or_hangs_the_listener() {
+    use proptest::prelude::*;
+    let gateway = Gateway::start_with(mail_options().env("HOOKGATE_SMTP_COMMAND_TIMEOUT_SECS", "3")).await;
+    let to = address_of(&gateway, ORDERS).await;
+    let smtp = gateway.smtp;
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let chunk = prop_oneof![
+            Just("EHLO fuzz.example\r\n".to_owned()),
+            Just("HELO fuzz.example\r\n".to_owned()),
+            Just("MAIL FROM:<a@fuzz.example> SIZE=100\r\n".to_owned()),
+            Just(format!("RCPT TO:<{to}>\r\n")),
+            Just("RCPT TO:<x@elsewhere.example>\r\n".to_owned()),
+            Just("DATA\r\n".to_owned()),
+            Just(
+                "Subject: x\r\n\r\n<script type=\"application/ld+json\">{\"@type\":\"Order\"}</script>\r\n".to_owned()
+            ),
+            Just("\r\n.\r\n".to_owned()),
+            Just("..leading dot\r\n".to_owned()),
+            Just("RSET\r\nNOOP\r\n".to_owned()),
+            Just("STARTTLS\r\n".to_owned()),
+            Just("BDAT 10 LAST\r\n".to_owned()),
+            Just("A".repeat(5000)),
+            "[ -~]{0,64}\r\n",
+            prop::collection::vec(any::<u8>(), 0..128).prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+        ];
+        let conversation = prop::collection::vec(chunk, 1..24);
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config::with_cases(64));
+        runner
+            .run(&conversation, |chunks| {
+                let mut stream = std::net::TcpStream::connect(smtp).unwrap();
+                stream.set_read_timeout(Some(std::time::Duration::from_secs(15))).unwrap();
+                for chunk in &chunks {
+                    if stream.write_all(chunk.as_bytes()).is_err() {
+                        break; // The server may close first (QUIT, too many errors).
+                    }
+                }
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                let mut replies = Vec::new();
+                let ended = stream.read_to_end(&mut replies);
+                prop_assert!(
+                    ended.is_ok() || ended.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+                    "the connection ends: {ended:?}"
+                );
+                prop_assert!(replies.starts_with(b"220 "), "greeted: {:?}", String::from_utf8_lossy(&replies));
+                Ok(())
+            })
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let mut after = Conversation::open(&gateway).await;
+    after.command("EHLO still.example", 250).await;
+}
