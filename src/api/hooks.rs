@@ -19,7 +19,8 @@ pub struct HookView {
     pub description: Option<String>,
     #[serde(rename = "type")]
     pub hook_type: HookType,
-    /// Where to POST (form and web hooks); email hooks get an address instead.
+    /// Where to POST: form and web hooks, and email hooks' inbound URL for raw MIME and the
+    /// providers' inbound formats.
     pub url: Option<String>,
     /// The mail address of an email hook, once hookgate receives mail.
     pub address: Option<String>,
@@ -36,8 +37,7 @@ pub fn directory(catalog: &Catalog, public_url: &str, mail_domain: &str) -> Vec<
             let base = public_url.trim_end_matches('/');
             let url = match (&definition.source, definition.hook_type) {
                 (Some(source), _) => Some(format!("{base}/api/webhooks/{}", source.path)),
-                (None, HookType::Form | HookType::Web) => Some(format!("{base}{}", hook.path())),
-                (None, HookType::Email) => None,
+                (None, _) => Some(format!("{base}{}", hook.path())),
             };
             HookView {
                 app: hook.app.clone(),

@@ -552,7 +552,8 @@ impl Checker<'_> {
     /// value or one with an array, and the event-name template.
     fn email(&mut self, json: &Value, pointer: &str) -> Option<crate::email::EmailSettings> {
         use crate::email::{EmailSettings, MailKey, SenderRule, extract::TextJson};
-        const PROPERTIES: &[&str] = &["key", "allowedSenders", "textJson", "multiple", "eventName"];
+        const PROPERTIES: &[&str] =
+            &["key", "allowedSenders", "textJson", "multiple", "eventName", "mailgunSigningKey"];
         let Some(object) = json.as_object() else {
             self.error(pointer, format!("expected an object, found {}", kind_of(json)));
             return None;
@@ -615,10 +616,23 @@ impl Checker<'_> {
             }
         };
         let event_name = self.template(object, pointer, "eventName");
+        let mailgun_signing_key = self.optional_string(object, pointer, "mailgunSigningKey").and_then(|reference| {
+            let at = format!("{pointer}/mailgunSigningKey");
+            let Some(name) = reference_name(&reference) else {
+                self.error(&at, "mailgunSigningKey must be a secret reference like \"${NAME}\"");
+                return None;
+            };
+            let value = self.options.secrets.resolve(name);
+            if value.is_none() {
+                // Unset, the key would silently let unsigned posts in: refuse the definition.
+                self.error(&at, format!("secret ${{{name}}} is not set in the environment or the secrets file"));
+            }
+            value
+        });
         if self.error_count() > errors_before {
             return None;
         }
-        Some(EmailSettings { key, allowed_senders, text_json, one_event_each, event_name })
+        Some(EmailSettings { key, allowed_senders, text_json, one_event_each, event_name, mailgun_signing_key })
     }
 
     fn source(&mut self, json: &Value, pointer: &str) -> Option<SourceDefinition> {

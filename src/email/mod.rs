@@ -17,6 +17,8 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use crate::definitions::catalog::Hook;
 use crate::event::{MailSource, NewEvent, RequestMeta, normalize};
 use extract::{Extracted, Origin, TextJson};
@@ -33,6 +35,9 @@ pub struct EmailSettings {
     /// Names each event from its value (`kustomer.app.mail.{$['@type']}`); the hook's
     /// `eventName` when absent or when it finds nothing.
     pub event_name: Option<crate::template::Template>,
+    /// Mailgun's webhook signing key: when set, mail posted over HTTP must carry Mailgun's
+    /// signature (SMTP is not affected).
+    pub mailgun_signing_key: Option<String>,
 }
 
 /// Whether senders must prove they know a key.
@@ -146,6 +151,9 @@ pub struct Envelope {
     pub peer: Option<String>,
     /// `MAIL FROM`; `None` or empty for a bounce.
     pub from: Option<String>,
+    /// The media type of what is stored with the events: `message/rfc822` when `None` (the
+    /// message itself), else the HTTP body's (a provider's JSON or form post).
+    pub stored_content_type: Option<String>,
 }
 
 /// Checks the sender against the hook's allowlist: the `From` header's address when the
@@ -220,8 +228,13 @@ pub fn events_for_hook(
         attachments: facts.attachments.clone(),
         found_in,
     };
-    let meta =
-        RequestMeta { peer: envelope.peer.clone(), headers: vec![("content-type".into(), "message/rfc822".into())] };
+    let meta = RequestMeta {
+        peer: envelope.peer.clone(),
+        headers: vec![(
+            "content-type".into(),
+            envelope.stored_content_type.clone().unwrap_or_else(|| "message/rfc822".into()),
+        )],
+    };
     let no_headers = http::HeaderMap::new();
     let make = |data: Value, name: String, found_in: Vec<String>| {
         let mut event = normalize(
@@ -251,6 +264,70 @@ pub fn events_for_hook(
         let values: Vec<Value> = found.into_iter().map(|found| found.value.clone()).collect();
         Ok(vec![make(Value::Array(values), hook.definition.event_name.clone(), kinds)])
     }
+}
+
+/// Why a message made no events.
+#[derive(Debug)]
+pub enum MessageError {
+    Refused(Refusal),
+    Store(crate::store::StoreError),
+}
+
+/// The metric label of a refusal.
+pub fn refusal_label(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::Unreadable => "unreadable",
+        Refusal::SenderNotAllowed(_) => "sender_not_allowed",
+        Refusal::MissingKey => "missing_key",
+        Refusal::KeyNotConfigured => "key_not_configured",
+        Refusal::NothingToExtract(_) => "nothing_to_extract",
+    }
+}
+
+/// Extracts, checks and stores one message (`raw`, RFC 5322) for its recipient hooks: every
+/// event committed in one transaction, or none. `stored` is kept with the events for replay:
+/// the message itself, or the HTTP body it came in. Large messages are parsed off the async
+/// threads.
+pub async fn accept_message(
+    state: &crate::AppState,
+    raw: Bytes,
+    stored: Bytes,
+    envelope: &Envelope,
+    recipients: &[(Arc<Hook>, Recipient, String)],
+) -> Result<Vec<String>, MessageError> {
+    // Hooks may read plain text differently: the message is read once per way asked for.
+    let mut readings: Vec<(extract::TextJson, extract::Extracted)> = Vec::with_capacity(1);
+    let received_at = jiff::Timestamp::now();
+    let mut events = Vec::new();
+    for (hook, recipient, address) in recipients {
+        let settings = &hook.definition.email;
+        let extracted = match readings.iter().position(|(mode, _)| *mode == settings.text_json) {
+            Some(index) => &readings[index].1,
+            None => {
+                let reading = read_message(&raw, settings.text_json).await?;
+                readings.push((settings.text_json, reading));
+                &readings[readings.len() - 1].1
+            }
+        };
+        let mail = ReceivedMail { raw: &stored, extracted, envelope, received_at };
+        let made = events_for_hook(hook, &mail, recipient, address).map_err(MessageError::Refused)?;
+        events.extend(made);
+    }
+    let appended = state.store.append_events(events).await.map_err(MessageError::Store)?;
+    Ok(appended.into_iter().map(|appended| appended.id).collect())
+}
+
+/// Extracts on a blocking thread when the message is large enough to hold up other sessions.
+async fn read_message(raw: &Bytes, text_json: extract::TextJson) -> Result<extract::Extracted, MessageError> {
+    let unreadable = |_| MessageError::Refused(Refusal::Unreadable);
+    if raw.len() <= 64 * 1024 {
+        return extract::extract(raw, text_json).map_err(unreadable);
+    }
+    let raw = raw.clone();
+    tokio::task::spawn_blocking(move || extract::extract(&raw, text_json))
+        .await
+        .map_err(|_| MessageError::Refused(Refusal::Unreadable))?
+        .map_err(unreadable)
 }
 
 fn origin_kind(origin: &Origin) -> &'static str {

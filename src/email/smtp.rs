@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::AppState;
 use crate::definitions::catalog::Hook;
-use crate::email::{Envelope, ReceivedMail, Recipient, Refusal, events_for_hook, extract, parse_recipient};
+use crate::email::{Envelope, MessageError, Recipient, Refusal, accept_message, parse_recipient, refusal_label};
 
 /// The listener's limits and identity.
 #[derive(Clone)]
@@ -532,8 +532,10 @@ impl<'a> Session<'a> {
         let envelope = Envelope {
             peer: Some(self.peer.to_string()),
             from: Some(transaction.from).filter(|from| !from.is_empty()),
+            stored_content_type: None,
         };
-        let outcome = accept_message(self.state, Bytes::from(message), &envelope, &transaction.recipients).await;
+        let message = Bytes::from(message);
+        let outcome = accept_message(self.state, message.clone(), message, &envelope, &transaction.recipients).await;
         let (label, reply) = match outcome {
             Ok(ids) => ("accepted", format!("250 2.0.0 OK: queued as {}", summarize_ids(&ids))),
             Err(MessageError::Refused(refusal)) => {
@@ -551,67 +553,6 @@ impl<'a> Session<'a> {
         metrics::counter!("hookgate_email_messages_total", "transport" => "smtp", "outcome" => label).increment(1);
         reply
     }
-}
-
-/// Why a message made no events.
-#[derive(Debug)]
-pub enum MessageError {
-    Refused(Refusal),
-    Store(crate::store::StoreError),
-}
-
-/// The metric label of a refusal.
-pub fn refusal_label(refusal: &Refusal) -> &'static str {
-    match refusal {
-        Refusal::Unreadable => "unreadable",
-        Refusal::SenderNotAllowed(_) => "sender_not_allowed",
-        Refusal::MissingKey => "missing_key",
-        Refusal::KeyNotConfigured => "key_not_configured",
-        Refusal::NothingToExtract(_) => "nothing_to_extract",
-    }
-}
-
-/// Extracts, checks and stores one message for its recipient hooks: every event committed in
-/// one transaction, or none. Large messages are parsed off the async threads.
-pub async fn accept_message(
-    state: &AppState,
-    raw: Bytes,
-    envelope: &Envelope,
-    recipients: &[(Arc<Hook>, Recipient, String)],
-) -> Result<Vec<String>, MessageError> {
-    // Hooks may read plain text differently: the message is read once per way asked for.
-    let mut readings: Vec<(extract::TextJson, extract::Extracted)> = Vec::with_capacity(1);
-    let received_at = jiff::Timestamp::now();
-    let mut events = Vec::new();
-    for (hook, recipient, address) in recipients {
-        let settings = &hook.definition.email;
-        let extracted = match readings.iter().position(|(mode, _)| *mode == settings.text_json) {
-            Some(index) => &readings[index].1,
-            None => {
-                let reading = read_message(&raw, settings.text_json).await?;
-                readings.push((settings.text_json, reading));
-                &readings[readings.len() - 1].1
-            }
-        };
-        let mail = ReceivedMail { raw: &raw, extracted, envelope, received_at };
-        let made = events_for_hook(hook, &mail, recipient, address).map_err(MessageError::Refused)?;
-        events.extend(made);
-    }
-    let appended = state.store.append_events(events).await.map_err(MessageError::Store)?;
-    Ok(appended.into_iter().map(|appended| appended.id).collect())
-}
-
-/// Extracts on a blocking thread when the message is large enough to hold up other sessions.
-async fn read_message(raw: &Bytes, text_json: extract::TextJson) -> Result<extract::Extracted, MessageError> {
-    let unreadable = |_| MessageError::Refused(Refusal::Unreadable);
-    if raw.len() <= 64 * 1024 {
-        return extract::extract(raw, text_json).map_err(unreadable);
-    }
-    let raw = raw.clone();
-    tokio::task::spawn_blocking(move || extract::extract(&raw, text_json))
-        .await
-        .map_err(|_| MessageError::Refused(Refusal::Unreadable))?
-        .map_err(unreadable)
 }
 
 fn summarize_ids(ids: &[String]) -> String {

@@ -40,8 +40,8 @@ pub enum IngressError {
     Unverified(#[source] crate::verify::VerifyError),
     #[error("{method} is not allowed here; use POST")]
     MethodNotAllowed { method: Method, allow: &'static str },
-    #[error("email hooks receive mail at their address, not HTTP requests")]
-    EmailHookOverHttp,
+    #[error("{0}")]
+    MailRefused(crate::email::Refusal),
     #[error("origin {origin:?} may not post to this hook")]
     OriginNotAllowed { origin: String },
     #[error("this hook requires an API key: send it as \"Authorization: Bearer <key>\" or \"X-API-Key: <key>\"")]
@@ -74,7 +74,8 @@ impl IngressError {
             IngressError::UnknownSource => "source_not_found",
             IngressError::HandshakeRefused => "handshake_refused",
             IngressError::Unverified(error) => error.reason_class(),
-            IngressError::MethodNotAllowed { .. } | IngressError::EmailHookOverHttp => "method_not_allowed",
+            IngressError::MethodNotAllowed { .. } => "method_not_allowed",
+            IngressError::MailRefused(refusal) => crate::email::refusal_label(refusal),
             IngressError::OriginNotAllowed { .. } => "origin_not_allowed",
             IngressError::MissingApiKey => "missing_api_key",
             IngressError::InvalidApiKey => "invalid_api_key",
@@ -93,7 +94,13 @@ impl IngressError {
         match self {
             IngressError::UnknownHook | IngressError::UnknownSource => StatusCode::NOT_FOUND,
             IngressError::Unverified(_) => StatusCode::UNAUTHORIZED,
-            IngressError::MethodNotAllowed { .. } | IngressError::EmailHookOverHttp => StatusCode::METHOD_NOT_ALLOWED,
+            IngressError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            IngressError::MailRefused(refusal) => match refusal {
+                crate::email::Refusal::Unreadable => StatusCode::BAD_REQUEST,
+                crate::email::Refusal::SenderNotAllowed(_) => StatusCode::FORBIDDEN,
+                crate::email::Refusal::MissingKey | crate::email::Refusal::KeyNotConfigured => StatusCode::UNAUTHORIZED,
+                crate::email::Refusal::NothingToExtract(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            },
             IngressError::OriginNotAllowed { .. }
             | IngressError::ApiKeyOutOfScope { .. }
             | IngressError::HandshakeRefused => StatusCode::FORBIDDEN,
@@ -120,9 +127,6 @@ impl IntoResponse for IngressError {
         match &self {
             IngressError::MethodNotAllowed { allow, .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
-            }
-            IngressError::EmailHookOverHttp => {
-                headers.insert(header::ALLOW, HeaderValue::from_static(""));
             }
             IngressError::MissingApiKey | IngressError::InvalidApiKey => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"hookgate\""));
@@ -178,13 +182,13 @@ pub async fn unknown() -> Response {
     IngressError::UnknownHook.into_response()
 }
 
-async fn handle(state: &AppState, hook: &Hook, cors: &Cors, request: Request) -> Result<Response, IngressError> {
+async fn handle(state: &AppState, hook: &Arc<Hook>, cors: &Cors, request: Request) -> Result<Response, IngressError> {
     let definition = &hook.definition;
     if definition.source.is_some() {
         return super::sources::handle(state, hook, request).await;
     }
     if definition.hook_type == HookType::Email {
-        return Err(IngressError::EmailHookOverHttp);
+        return super::mail::handle(state, hook, request).await;
     }
     let is_form = definition.hook_type == HookType::Form;
     let preflight = match *request.method() {

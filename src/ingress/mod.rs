@@ -7,6 +7,7 @@
 //! store has committed. It knows nothing of what happens to an event afterwards.
 
 pub mod hooks;
+mod mail;
 pub mod payload;
 pub mod rejections;
 pub mod sources;

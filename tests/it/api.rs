@@ -86,8 +86,9 @@ fn defined_event_names(app: &Value) -> Value {
 }
 
 /// How many of the default gateway's hooks have URLs (all but email hooks).
+/// Every hook has a URL: email hooks take raw MIME and providers' inbound formats there.
 fn hooks_with_urls() -> usize {
-    defined_hooks().iter().filter(|hook| hook["type"] != "email").count()
+    defined_hooks().len()
 }
 
 const BLOG_COMMENT: &str = "kustomer.app.blog.comment";
@@ -243,10 +244,16 @@ async fn hooks_lists_every_hook_with_its_details_and_url() {
     assert_eq!((&lead["app"], &lead["type"]), (&json!("crm"), &json!("web")));
     let mail = by_name(SHOP_MAIL);
     assert_eq!(mail["type"], "email");
-    assert_eq!(mail["url"], Value::Null, "email hooks have no URL");
+    let address = mail["address"].as_str().unwrap();
+    let mail_url = mail["url"].as_str().unwrap();
+    assert_eq!(
+        address,
+        format!("{}@localhost", mail_url.rsplit('/').next().unwrap()),
+        "an email hook's address is its token at the mail domain, and its URL takes raw MIME"
+    );
 
     let mut tokens = HashSet::new();
-    for hook in hooks.iter().filter(|hook| hook["type"] != "email") {
+    for hook in hooks.iter() {
         let url = hook["url"].as_str().unwrap_or_else(|| panic!("{hook} has a URL"));
         let token = url
             .strip_prefix(&format!("{}/h/", gateway.base))

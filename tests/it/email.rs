@@ -16,6 +16,8 @@ pub const ORDERS: &str = "kustomer.app.mailbox.received";
 const KEYED: &str = "kustomer.app.mailbox.keyed";
 const PARTNERS: &str = "kustomer.app.mailbox.partners";
 const BUNDLED: &str = "kustomer.app.mailbox.bundled";
+const ROUTED: &str = "kustomer.app.mailbox.routed";
+const MAILGUN_KEY: &str = "mailgun-signing-key";
 pub const MAIL_DOMAIN: &str = "in.hookgate.test";
 const MAIL_KEY: &str = "k3y-for-mail";
 
@@ -24,13 +26,15 @@ pub fn mailbox_app() -> Value {
         {"eventName": ORDERS, "type": "email", "email": {"eventName": "kustomer.app.mailbox.{$['@type']}"}},
         {"eventName": KEYED, "type": "email", "email": {"key": "${MAILBOX_KEY}"}},
         {"eventName": PARTNERS, "type": "email", "email": {"allowedSenders": ["ops@partner.example", "@trusted.example"]}},
-        {"eventName": BUNDLED, "type": "email", "email": {"multiple": "array", "textJson": "none"}}
+        {"eventName": BUNDLED, "type": "email", "email": {"multiple": "array", "textJson": "none"}},
+        {"eventName": ROUTED, "type": "email", "email": {"mailgunSigningKey": "${MAILBOX_MAILGUN_KEY}"}}
     ]})
 }
 
 pub fn mail_options() -> Options {
     Options { definitions: vec![("mailbox.json".into(), mailbox_app())], env: vec![] }
         .env("MAILBOX_KEY", MAIL_KEY)
+        .env("MAILBOX_MAILGUN_KEY", MAILGUN_KEY)
         .env("HOOKGATE_MAIL_DOMAIN", MAIL_DOMAIN)
 }
 
@@ -39,7 +43,7 @@ pub async fn address_of(gateway: &Gateway, event_name: &str) -> String {
     let hooks = gateway.admin_json("/api/hooks").await;
     let hook = hooks["data"].as_array().unwrap().iter().find(|hook| hook["eventName"] == event_name).unwrap();
     assert_eq!(hook["type"], "email");
-    assert!(hook["url"].is_null(), "an email hook has an address, not a URL");
+    assert!(hook["url"].as_str().unwrap().contains("/h/"), "an email hook also has an inbound URL");
     hook["address"].as_str().unwrap().to_owned()
 }
 
@@ -548,4 +552,139 @@ async fn no_input_crashes_or_hangs_the_listener() {
     .unwrap();
     let mut after = Conversation::open(&gateway).await;
     after.command("EHLO still.example", 250).await;
+}
+
+// ---------------------------------------------------------------------------
+// The same extraction over HTTP, for teams whose MX points at a provider.
+
+#[tokio::test]
+async fn raw_mime_posted_to_the_hook_url_becomes_events() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let url = gateway.hook_url(KEYED).await;
+    let message = html_mail("a@shop.example", "whoever@example", ORDER_HTML);
+    let refused =
+        gateway.http.post(&url).header("content-type", "message/rfc822").body(message.clone()).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "missing_key");
+
+    let accepted = gateway
+        .http
+        .post(format!("{url}?key={MAIL_KEY}"))
+        .header("content-type", "message/rfc822")
+        .body(message.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let id = accepted.json::<Value>().await.unwrap()["events"][0]["id"].as_str().unwrap().to_owned();
+    let event = gateway.event(&id).await;
+    assert_eq!(event["data"]["orderNumber"], "A-1001");
+    assert_eq!(event["source"]["mail"]["subject"], "Your order");
+    let raw = gateway.admin_get(&format!("/api/events/{id}/raw")).await;
+    assert_eq!(raw.headers()["content-type"], "message/rfc822");
+    assert_eq!(raw.bytes().await.unwrap().to_vec(), message, "the exact message is kept");
+
+    let nothing = gateway
+        .http
+        .post(gateway.hook_url(ORDERS).await)
+        .header("content-type", "message/rfc822")
+        .body(html_mail("a@shop.example", "x@example", "<p>hello</p>"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nothing.status(), 422);
+    assert_eq!(nothing.json::<Value>().await.unwrap()["error"]["code"], "nothing_to_extract");
+}
+
+#[tokio::test]
+async fn sendgrid_inbound_parse_in_raw_mode_is_read_with_its_envelope() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let url = gateway.hook_url(KEYED).await;
+    let message = html_mail("Shop <orders@shop.example>", "orders@parse.example", ORDER_HTML);
+    let form = reqwest::multipart::Form::new()
+        .text("headers", "From: Shop <orders@shop.example>")
+        .text("envelope", format!(r#"{{"to":["orders+{MAIL_KEY}@parse.example"],"from":"bounce@shop.example"}}"#))
+        .text("SPF", "pass")
+        .text("email", String::from_utf8(message).unwrap());
+    let response = gateway.http.post(&url).multipart(form).send().await.unwrap();
+    assert_eq!(response.status(), 202, "the key is the plus tag of the envelope's recipient");
+    let id = response.json::<Value>().await.unwrap()["events"][0]["id"].as_str().unwrap().to_owned();
+    let event = gateway.event(&id).await;
+    assert_eq!(event["source"]["mail"]["envelopeFrom"], "bounce@shop.example");
+    assert_eq!(event["source"]["mail"]["from"], "orders@shop.example");
+    assert_eq!(event["data"]["@type"], "Order");
+}
+
+fn mailgun_form(message: &[u8], timestamp: i64, key: &str) -> reqwest::multipart::Form {
+    use hmac::{KeyInit, Mac};
+    let token = "e6a8c3e0f7f4a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9";
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}{token}").as_bytes());
+    reqwest::multipart::Form::new()
+        .text("recipient", "orders@mg.example")
+        .text("sender", "orders@shop.example")
+        .text("timestamp", timestamp.to_string())
+        .text("token", token)
+        .text("signature", hex::encode(mac.finalize().into_bytes()))
+        .text("body-mime", String::from_utf8(message.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn mailgun_routes_must_carry_mailguns_signature_when_the_hook_has_the_key() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let url = gateway.hook_url(ROUTED).await;
+    let message = html_mail("orders@shop.example", "orders@mg.example", ORDER_HTML);
+    let now = jiff::Timestamp::now().as_second();
+
+    let forged = gateway.http.post(&url).multipart(mailgun_form(&message, now, "not-the-key")).send().await.unwrap();
+    assert_eq!(forged.status(), 401);
+    assert_eq!(forged.json::<Value>().await.unwrap()["error"]["code"], "signature_mismatch");
+    let stale =
+        gateway.http.post(&url).multipart(mailgun_form(&message, now - 3600, MAILGUN_KEY)).send().await.unwrap();
+    assert_eq!(stale.status(), 401);
+    assert_eq!(stale.json::<Value>().await.unwrap()["error"]["code"], "timestamp_outside_tolerance");
+    let raw =
+        gateway.http.post(&url).header("content-type", "message/rfc822").body(message.clone()).send().await.unwrap();
+    assert_eq!(raw.status(), 401, "raw MIME carries no Mailgun signature");
+    assert_eq!(raw.json::<Value>().await.unwrap()["error"]["code"], "missing_header");
+    assert!(events(&gateway).await.is_empty());
+
+    let signed = gateway.http.post(&url).multipart(mailgun_form(&message, now, MAILGUN_KEY)).send().await.unwrap();
+    assert_eq!(signed.status(), 202);
+    let stored = events(&gateway).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["source"]["mail"]["envelopeFrom"], "orders@shop.example");
+}
+
+#[tokio::test]
+async fn postmark_inbound_json_is_read_like_the_message_it_describes() {
+    use base64::Engine;
+    let gateway = Gateway::start_with(mail_options()).await;
+    let url = gateway.hook_url(KEYED).await;
+    let attachment = base64::engine::general_purpose::STANDARD.encode(br#"{"invoice":"INV-7","total":12.5}"#);
+    let postmark = json!({
+        "From": "billing@corp.example",
+        "FromFull": {"Email": "billing@corp.example", "Name": "Billing"},
+        "To": "inbound+ignored@inbound.postmarkapp.example",
+        "ToFull": [{"Email": "inbound+ignored@inbound.postmarkapp.example", "Name": "", "MailboxHash": "ignored"}],
+        "Subject": "Invoice\r\nBcc: injected@evil.example",
+        "MessageID": "73e6d360-66eb-11e1-8e72-a8904824019b",
+        "Date": "Fri, 1 Aug 2026 16:45:32 -04:00",
+        "MailboxHash": MAIL_KEY,
+        "TextBody": "Invoice attached.",
+        "HtmlBody": "<p>Invoice attached.</p>",
+        "Attachments": [{"Name": "invoice.json", "Content": attachment, "ContentType": "application/json", "ContentLength": 31}]
+    });
+    let response = gateway.http.post(&url).json(&postmark).send().await.unwrap();
+    assert_eq!(response.status(), 202, "MailboxHash carries the key");
+    let id = response.json::<Value>().await.unwrap()["events"][0]["id"].as_str().unwrap().to_owned();
+    let event = gateway.event(&id).await;
+    assert_eq!(event["data"], json!({"invoice": "INV-7", "total": 12.5}));
+    let mail = &event["source"]["mail"];
+    assert_eq!(mail["from"], "billing@corp.example");
+    assert_eq!(mail["subject"], "Invoice  Bcc: injected@evil.example", "a posted value cannot add a header");
+    assert_eq!(mail["attachments"][0]["name"], "invoice.json");
+    assert_eq!(mail["foundIn"], json!(["attachment"]));
+    let raw = gateway.admin_get(&format!("/api/events/{id}/raw")).await;
+    assert_eq!(raw.headers()["content-type"], "application/json", "the provider's JSON is what is kept");
 }

@@ -2,7 +2,7 @@
 //! 405, unsupported content type 415, malformed body 400 naming the position, body over the
 //! limit 413, slow body 408, slow headers cut off.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -66,11 +66,12 @@ async fn the_method_is_checked_before_the_origin() {
 }
 
 #[tokio::test]
-async fn an_email_hook_has_no_url_to_post_to() {
+async fn a_post_to_an_email_hook_that_is_not_mail_is_415_naming_what_is_accepted() {
     let gateway = Gateway::start().await;
-    let hooks = gateway.admin_json("/api/hooks").await;
-    let mail = hooks["data"].as_array().unwrap().iter().find(|h| h["eventName"] == SHOP_MAIL).unwrap().clone();
-    assert_eq!(mail["url"], Value::Null, "email hooks are not posted to");
+    let response = gateway.post_raw(SHOP_MAIL, "text/csv", "a,b\n1,2").await;
+    let (code, message) = error_code(response, 415).await;
+    assert_eq!(code, "unsupported_media_type");
+    assert!(message.contains("message/rfc822") && message.contains("text/csv"), "{message}");
     assert_no_events(&gateway).await;
 }
 
