@@ -1,0 +1,367 @@
+//! Email benchmark: extraction throughput, and durable SMTP ingest, each next to a baseline
+//! measured in the same run.
+//!
+//! # What it measures
+//!
+//! - **extraction**: `hookgate::email::extract::extract` on a ~50 kB HTML message carrying a
+//!   schema.org `Order` in JSON-LD, in a loop on one thread, reported as MB/s of message. The
+//!   baseline is mail-parser alone parsing the same message (the floor of any MIME reader), so
+//!   the ratio shows what finding and parsing the JSON-LD costs on top.
+//! - **smtp**: the real binary (`serve`, release build, a fresh SQLite database, one email hook)
+//!   receives that message over SMTP from `--connections` clients, each in a closed loop on one
+//!   connection (`MAIL`, `RCPT`, `DATA` pipelined, then the message); a message counts when its
+//!   `250` arrives, which hookgate sends only after the event is committed. The baseline is a
+//!   bare SMTP sink in this process that answers the same commands without parsing or storing
+//!   anything: the ceiling of loopback SMTP on this machine.
+//!
+//! # How to run it
+//!
+//! ```text
+//! cargo bench --bench email
+//! cargo bench --bench email -- --duration 20 --connections 32
+//! ```
+//!
+//! | flag              | variable                     | default |
+//! |-------------------|------------------------------|---------|
+//! | `--duration SECS` | `HOOKGATE_BENCH_DURATION`    | 10      |
+//! | `--connections N` | `HOOKGATE_BENCH_CONNECTIONS` | 16      |
+//!
+//! The machine is small and shared: compare ratios from one run, not absolute figures.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Options {
+    duration: Duration,
+    connections: usize,
+}
+
+fn options() -> Result<Options, String> {
+    let mut duration: u64 = std::env::var("HOOKGATE_BENCH_DURATION").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let mut connections: usize =
+        std::env::var("HOOKGATE_BENCH_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--bench" => {}
+            "--duration" => duration = value("--duration")?.parse().map_err(|e| format!("--duration: {e}"))?,
+            "--connections" => {
+                connections = value("--connections")?.parse().map_err(|e| format!("--connections: {e}"))?
+            }
+            other => return Err(format!("unknown option {other:?}; see the file's header")),
+        }
+    }
+    Ok(Options { duration: Duration::from_secs(duration.max(1)), connections: connections.max(1) })
+}
+
+/// A ~50 kB HTML order confirmation with one JSON-LD block, as mail (CRLF, no line starting
+/// with a dot).
+fn message(to: &str) -> Vec<u8> {
+    let mut rows = String::new();
+    for line in 0..400 {
+        rows.push_str(&format!(
+            "<tr><td class=\"item\" style=\"padding:4px;font-family:Arial\">Item {line}: trail running shoes</td><td>1</td><td>129,90 &euro;</td></tr>\r\n"
+        ));
+    }
+    let json_ld = r#"{"@context":"https://schema.org","@type":"Order","merchant":{"@type":"Organization","name":"Ecommerce Store"},"orderNumber":"ES-100234","priceCurrency":"EUR","price":"129.90","acceptedOffer":{"@type":"Offer","itemOffered":{"@type":"Product","name":"Trail Running Shoes"},"price":"129.90","priceCurrency":"EUR"}}"#;
+    format!(
+        "From: Ecommerce Store <orders@shop.example>\r\nTo: {to}\r\nSubject: Your order ES-100234\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <bench@shop.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<!DOCTYPE html>\r\n<html><head><meta charset=\"utf-8\"><title>Order</title>\r\n<script type=\"application/ld+json\">{json_ld}</script></head>\r\n<body><table>\r\n{rows}</table></body></html>\r\n"
+    )
+    .into_bytes()
+}
+
+fn main() -> ExitCode {
+    let options = match options() {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let extraction = measure_extraction(options.duration);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let smtp = match runtime.block_on(measure_smtp(&options)) {
+        Ok(result) => result,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "{{\"extraction\":{{\"message_bytes\":{},\"mail_parser_mb_s\":{:.1},\"extract_mb_s\":{:.1},\"ratio\":{:.3}}},\"smtp\":{{\"connections\":{},\"baseline_msgs_s\":{:.0},\"hookgate_msgs_s\":{:.0},\"ratio\":{:.3},\"hookgate_p50_ms\":{:.2},\"hookgate_p99_ms\":{:.2}}}}}",
+        extraction.bytes,
+        extraction.baseline_mb_s,
+        extraction.extract_mb_s,
+        extraction.extract_mb_s / extraction.baseline_mb_s,
+        options.connections,
+        smtp.baseline,
+        smtp.hookgate,
+        smtp.hookgate / smtp.baseline,
+        smtp.p50_ms,
+        smtp.p99_ms,
+    );
+    let meets = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "extraction: {:.0} MB/s (target >= 100: {}); smtp: {:.0} durable messages/s (target >= 1000: {})",
+        extraction.extract_mb_s,
+        meets(extraction.extract_mb_s >= 100.0),
+        smtp.hookgate,
+        meets(smtp.hookgate >= 1000.0)
+    );
+    ExitCode::SUCCESS
+}
+
+struct Extraction {
+    bytes: usize,
+    baseline_mb_s: f64,
+    extract_mb_s: f64,
+}
+
+fn measure_extraction(duration: Duration) -> Extraction {
+    let raw = message("bench@localhost");
+    let rate = |work: &dyn Fn()| {
+        let started = Instant::now();
+        let mut rounds = 0u64;
+        while started.elapsed() < duration / 2 {
+            work();
+            rounds += 1;
+        }
+        (rounds as f64 * raw.len() as f64) / started.elapsed().as_secs_f64() / 1e6
+    };
+    let baseline_mb_s = rate(&|| {
+        std::hint::black_box(mail_parser::MessageParser::default().parse(std::hint::black_box(&raw[..])));
+    });
+    let extract_mb_s = rate(&|| {
+        let extracted =
+            hookgate::email::extract::extract(std::hint::black_box(&raw), hookgate::email::extract::TextJson::First)
+                .unwrap();
+        assert_eq!(extracted.found.len(), 1);
+    });
+    println!(
+        "extraction of a {} byte message: mail-parser alone {baseline_mb_s:.1} MB/s, hookgate extract {extract_mb_s:.1} MB/s",
+        raw.len()
+    );
+    Extraction { bytes: raw.len(), baseline_mb_s, extract_mb_s }
+}
+
+struct SmtpResult {
+    baseline: f64,
+    hookgate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn measure_smtp(options: &Options) -> Result<SmtpResult, String> {
+    let sink = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let sink_address = sink.local_addr().map_err(|e| e.to_string())?;
+    let sink_task = tokio::spawn(run_sink(sink));
+    let (baseline, _) = load(sink_address, "bench@localhost", options).await?;
+    sink_task.abort();
+    println!("baseline SMTP sink: {baseline:.0} messages/s");
+
+    let mut gateway = Gateway::start().await?;
+    let result = load(gateway.smtp, &gateway.address, options).await;
+    gateway.stop();
+    let (hookgate, latencies) = result?;
+    let stored = gateway.stored_events;
+    let p = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "hookgate: {hookgate:.0} durable messages/s, p50 {:.2} ms, p99 {:.2} ms ({stored:?} events on disk)",
+        p(0.5),
+        p(0.99)
+    );
+    Ok(SmtpResult { baseline, hookgate, p50_ms: p(0.5), p99_ms: p(0.99) })
+}
+
+/// Runs `options.connections` closed-loop SMTP clients for the duration after a 2 s warm-up.
+async fn load(address: SocketAddr, to: &str, options: &Options) -> Result<(f64, hdrhistogram::Histogram<u64>), String> {
+    let message = Arc::new(message(to));
+    let counting = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..options.connections {
+        let (message, counting, stop, delivered, to) =
+            (message.clone(), counting.clone(), stop.clone(), delivered.clone(), to.to_owned());
+        clients.push(tokio::spawn(async move {
+            let mut histogram = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+            let stream = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            let mut stream = AsyncBufReader::new(stream);
+            expect(&mut stream, "220").await?;
+            stream.get_mut().write_all(b"EHLO bench.example\r\n").await.map_err(|e| e.to_string())?;
+            expect(&mut stream, "250").await?;
+            let envelope = format!("MAIL FROM:<bench@shop.example>\r\nRCPT TO:<{to}>\r\nDATA\r\n");
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                stream.get_mut().write_all(envelope.as_bytes()).await.map_err(|e| e.to_string())?;
+                expect(&mut stream, "250").await?;
+                expect(&mut stream, "250").await?;
+                expect(&mut stream, "354").await?;
+                stream.get_mut().write_all(&message).await.map_err(|e| e.to_string())?;
+                stream.get_mut().write_all(b".\r\n").await.map_err(|e| e.to_string())?;
+                expect(&mut stream, "250").await?;
+                if counting.load(Ordering::Relaxed) {
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    histogram.record(started.elapsed().as_micros() as u64).unwrap();
+                }
+            }
+            Ok::<_, String>(histogram)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    counting.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(options.duration).await;
+    counting.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let count = delivered.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let mut all = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+    for client in clients {
+        let histogram = client.await.map_err(|e| e.to_string())??;
+        all.add(histogram).unwrap();
+    }
+    Ok((count as f64 / elapsed, all))
+}
+
+async fn expect(stream: &mut AsyncBufReader<TcpStream>, code: &str) -> Result<(), String> {
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
+            return Err(format!("the server closed the connection while {code} was expected"));
+        }
+        if !line.starts_with(code) {
+            return Err(format!("expected {code}, got {line:?}"));
+        }
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Ok(());
+        }
+    }
+}
+
+/// The baseline: answers SMTP without parsing addresses, reading MIME or storing anything.
+async fn run_sink(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { return };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = AsyncBufReader::new(read);
+            let _ = write.write_all(b"220 sink ESMTP\r\n").await;
+            let mut in_data = false;
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match lines.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let reply: &[u8] = if in_data {
+                    if line != b".\r\n" {
+                        continue;
+                    }
+                    in_data = false;
+                    b"250 2.0.0 OK\r\n"
+                } else if line.starts_with(b"DATA") {
+                    in_data = true;
+                    b"354 go ahead\r\n"
+                } else if line.starts_with(b"QUIT") {
+                    return;
+                } else {
+                    b"250 OK\r\n"
+                };
+                if write.write_all(reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The real binary on a fresh database with one email hook.
+struct Gateway {
+    child: Child,
+    _directory: tempfile::TempDir,
+    database: std::path::PathBuf,
+    smtp: SocketAddr,
+    address: String,
+    stored_events: Option<i64>,
+}
+
+impl Gateway {
+    async fn start() -> Result<Gateway, String> {
+        let directory = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let definitions = directory.path().join("defs");
+        std::fs::create_dir_all(&definitions).map_err(|e| e.to_string())?;
+        std::fs::write(
+            definitions.join("bench.json"),
+            r#"{"app": "bench", "version": "1", "hooks": [{"eventName": "kustomer.app.bench.mail", "type": "email"}]}"#,
+        )
+        .map_err(|e| e.to_string())?;
+        let database = directory.path().join("hookgate.db");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["serve", "--http", "127.0.0.1:0", "--smtp", "127.0.0.1:0", "--mail-domain", "bench.example"])
+            .arg("--definitions")
+            .arg(&definitions)
+            .arg("--database")
+            .arg(&database)
+            .current_dir(directory.path())
+            .env("HOOKGATE_ADMIN_TOKEN", "bench-admin-token-0123456789")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start hookgate: {e}"))?;
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut smtp = None;
+        let mut base = None;
+        for line in stdout.lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("hookgate: smtp listening on ") {
+                smtp = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            }
+            if let Some(rest) = line.strip_prefix("hookgate: http listening on ") {
+                base = Some(rest.to_owned());
+                break;
+            }
+        }
+        let (Some(smtp), Some(base)) = (smtp, base) else {
+            let _ = child.kill();
+            return Err("hookgate printed no listening lines".into());
+        };
+        let hooks: serde_json::Value = reqwest::Client::new()
+            .get(format!("{base}/api/hooks"))
+            .bearer_auth("bench-admin-token-0123456789")
+            .send()
+            .await
+            .and_then(|response| response.error_for_status())
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let address = hooks["data"][0]["address"].as_str().ok_or("the hook has no address")?.to_owned();
+        Ok(Gateway { child, _directory: directory, database, smtp, address, stored_events: None })
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stored_events = rusqlite::Connection::open(&self.database)
+            .and_then(|db| db.query_row("SELECT count(*) FROM events", [], |row| row.get(0)))
+            .ok();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
