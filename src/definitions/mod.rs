@@ -1301,6 +1301,32 @@ mod tests {
     }
 
     #[test]
+    fn email_settings_are_checked_whole_and_located_by_pointer() {
+        let json = json!({"app": "m", "version": "1", "hooks": [
+            {"eventName": "kustomer.app.m.form", "type": "form", "email": {}},
+            {"eventName": "kustomer.app.m.mail", "type": "email", "email": {
+                "key": "literal-key", "allowedSenders": ["ops@partner.example", "partner"], "textJson": "some",
+                "multiple": "batch", "eventName": "kustomer.app.m.{type}", "colour": "red",
+                "mailgunSigningKey": "${MAILGUN_UNSET_FOR_THIS_TEST}"}},
+            {"eventName": "kustomer.app.m.keyed", "type": "email", "email": {"key": "${MAIL_KEY_UNSET_FOR_THIS_TEST}"}}
+        ]});
+        check(
+            &[document("m.json", json)],
+            &[
+                "m.json: /hooks/0/email: email applies to email hooks only, not form",
+                "m.json: /hooks/1/email/colour: unknown email property \"colour\"; known properties are key, allowedSenders, textJson, multiple, eventName, mailgunSigningKey",
+                "m.json: /hooks/1/email/key: key must be a secret reference like \"${NAME}\"",
+                "m.json: /hooks/1/email/allowedSenders/1: expected an address (orders@shop.example) or a domain (@shop.example), found \"partner\"",
+                "m.json: /hooks/1/email/textJson: expected first, all or none, found \"some\"",
+                "m.json: /hooks/1/email/multiple: expected events or array, found \"batch\"",
+                "m.json: /hooks/1/email/eventName: unknown placeholder {type}: use a JSONPath such as {$.type} or {header:Name}",
+                "m.json: /hooks/1/email/mailgunSigningKey: secret ${MAILGUN_UNSET_FOR_THIS_TEST} is not set in the environment or the secrets file",
+                "m.json: /hooks/2/email/key: warning: secret ${MAIL_KEY_UNSET_FOR_THIS_TEST} is not set; mail to this hook is refused until it is",
+            ],
+        );
+    }
+
+    #[test]
     fn a_source_is_checked_whole_and_located_by_pointer() {
         let json = json!({"app": "p", "version": "1", "hooks": [
             {"eventName": "stripe.event", "type": "form", "source": {"path": "stripe", "scheme": "stripe", "secrets": ["${PARTNER_KEY}"]}},

@@ -299,6 +299,32 @@ async fn an_idle_client_is_disconnected() {
 }
 
 #[tokio::test]
+async fn connections_beyond_the_cap_are_told_to_come_back_later() {
+    let gateway = Gateway::start_with(mail_options().env("HOOKGATE_SMTP_MAX_CONNECTIONS", "1")).await;
+    let mut first = Conversation::open(&gateway).await;
+    let stream = TcpStream::connect(gateway.smtp).await.unwrap();
+    let mut second = BufReader::new(stream);
+    let mut line = String::new();
+    second.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("421 4.3.2"), "{line}");
+    first.command("QUIT", 221).await;
+    // The slot is free again once the first session has ended.
+    let mut third = None;
+    for _ in 0..50 {
+        let stream = TcpStream::connect(gateway.smtp).await.unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut greeting = String::new();
+        reader.read_line(&mut greeting).await.unwrap();
+        if greeting.starts_with("220") {
+            third = Some(greeting);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(third.is_some(), "a new session is accepted after the first ends");
+}
+
+#[tokio::test]
 async fn when_the_store_cannot_commit_the_sender_is_told_to_retry() {
     let gateway = Gateway::start_with(mail_options()).await;
     let to = address_of(&gateway, ORDERS).await;
