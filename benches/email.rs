@@ -7,8 +7,8 @@
 //!   schema.org `Order` in JSON-LD, in a loop on one thread, reported as MB/s of message. The
 //!   baseline is mail-parser alone parsing the same message (the floor of any MIME reader), so
 //!   the ratio shows what finding and parsing the JSON-LD costs on top.
-//! - **smtp**: the real binary (`serve`, release build, a fresh SQLite database, one email hook)
-//!   receives that message over SMTP from `--connections` clients, each in a closed loop on one
+//! - **smtp**: the real binary (`serve`, release build, a fresh SQLite database, one email hook,
+//!   DKIM and SPF checked against a DNS server in this process) receives that message over SMTP from `--connections` clients, each in a closed loop on one
 //!   connection (`MAIL`, `RCPT`, `DATA` pipelined, then the message); a message counts when its
 //!   `250` arrives, which hookgate sends only after the event is committed. The baseline is a
 //!   bare SMTP sink in this process that answers the same commands without parsing or storing
@@ -34,6 +34,11 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// The tests' DNS server: DKIM and SPF lookups stay on this machine. The sender's domain has an
+/// SPF record that passes; the message is not DKIM-signed.
+#[path = "../tests/it/dns.rs"]
+mod dns;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -316,6 +321,10 @@ impl Gateway {
             .arg(&database)
             .current_dir(directory.path())
             .env("HOOKGATE_ADMIN_TOKEN", "bench-admin-token-0123456789")
+            .env("HOOKGATE_DNS_RESOLVER", {
+                dns::add_txt("shop.example", "v=spf1 ip4:127.0.0.1 -all");
+                dns::address().to_string()
+            })
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -56,6 +56,10 @@ pub struct Config {
     /// PEM certificate chain and private key: when both are set, SMTP offers STARTTLS.
     pub smtp_tls_certificate: Option<PathBuf>,
     pub smtp_tls_key: Option<PathBuf>,
+    /// Check DKIM and SPF of received mail and record the results in the events.
+    pub mail_authentication: bool,
+    /// The nameserver for DKIM and SPF lookups (UDP, then TCP); the system's when unset.
+    pub dns_resolver: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Config {
@@ -94,6 +98,8 @@ impl Default for Config {
             smtp_max_connections: 512,
             smtp_tls_certificate: None,
             smtp_tls_key: None,
+            mail_authentication: true,
+            dns_resolver: None,
         }
     }
 }
@@ -139,6 +145,8 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "smtp_max_connections",
     "smtp_tls_certificate",
     "smtp_tls_key",
+    "mail_authentication",
+    "dns_resolver",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -72,6 +72,55 @@ pub struct MailSource {
     pub attachments: Vec<MailAttachment>,
     /// Where in the message the data was found: `jsonLd`, `text` or `attachment`.
     pub found_in: Vec<String>,
+    /// DKIM and SPF results, when hookgate checks them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<MailAuthentication>,
+}
+
+/// What DKIM and SPF said about a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MailAuthentication {
+    /// One entry per DKIM signature (none for an unsigned message).
+    pub dkim: Vec<DkimCheck>,
+    /// SPF for the SMTP client and envelope sender; absent for mail that came over HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spf: Option<SpfCheck>,
+}
+
+/// One DKIM signature's result: `pass`, `fail`, `neutral`, `permerror`, `temperror` or `none`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DkimCheck {
+    /// The signing domain (`d=`).
+    pub domain: Option<String>,
+    pub selector: Option<String>,
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The SPF result for a domain: `pass`, `fail`, `softfail`, `neutral`, `permerror`, `temperror`
+/// or `none`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpfCheck {
+    pub domain: String,
+    pub result: String,
+}
+
+impl MailAuthentication {
+    /// Whether a DKIM signature passed for `from`'s domain or a parent of it (relaxed alignment).
+    pub fn dkim_passes_for(&self, from: &str) -> bool {
+        let Some((_, from_domain)) = from.rsplit_once('@') else { return false };
+        let from_domain = from_domain.to_ascii_lowercase();
+        self.dkim.iter().any(|check| {
+            check.result == "pass"
+                && check.domain.as_deref().is_some_and(|domain| {
+                    from_domain == domain || from_domain.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.'))
+                })
+        })
+    }
 }
 
 /// An attachment of an emailed event: described, never its content.

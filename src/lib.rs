@@ -51,6 +51,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The latest source requests that failed verification.
     pub rejections: ingress::rejections::RejectionLog,
+    /// DKIM and SPF for received mail; `None` when `mail_authentication` is off.
+    pub mail_authenticator: Option<email::authenticate::MailAuthenticator>,
 }
 
 /// Listeners bound by the caller, so that tests can bind port 0 and read the address.
@@ -73,6 +75,8 @@ pub enum StartError {
     Watch(String),
     #[error("cannot read the listener address: {0}")]
     Listener(#[from] std::io::Error),
+    #[error("{0}")]
+    MailAuthentication(String),
 }
 
 /// The admin token to require, and whether it was just generated (and so must be shown once).
@@ -125,6 +129,14 @@ impl Gateway {
             tracing::warn!(%warning, "A hook definition has a warning.");
         }
         tracing::info!(apps = reloaded.apps, hooks = reloaded.hooks, "Hook definitions loaded.");
+        let mail_authenticator = if config.mail_authentication {
+            Some(
+                email::authenticate::MailAuthenticator::new(config.dns_resolver, &config.mail_domain)
+                    .map_err(StartError::MailAuthentication)?,
+            )
+        } else {
+            None
+        };
         let state = AppState {
             catalog: Arc::new(catalog),
             store,
@@ -133,6 +145,7 @@ impl Gateway {
             admin_token_sha256,
             metrics,
             rejections: Default::default(),
+            mail_authenticator,
         };
         Ok((Gateway { state: Arc::new(state), watch }, admin_token))
     }

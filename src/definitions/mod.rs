@@ -553,7 +553,7 @@ impl Checker<'_> {
     fn email(&mut self, json: &Value, pointer: &str) -> Option<crate::email::EmailSettings> {
         use crate::email::{EmailSettings, MailKey, SenderRule, extract::TextJson};
         const PROPERTIES: &[&str] =
-            &["key", "allowedSenders", "textJson", "multiple", "eventName", "mailgunSigningKey"];
+            &["key", "allowedSenders", "textJson", "multiple", "eventName", "mailgunSigningKey", "requireDkim"];
         let Some(object) = json.as_object() else {
             self.error(pointer, format!("expected an object, found {}", kind_of(json)));
             return None;
@@ -629,10 +629,29 @@ impl Checker<'_> {
             }
             value
         });
+        let require_dkim = match object.get("requireDkim") {
+            None => false,
+            Some(Value::Bool(flag)) => *flag,
+            Some(other) => {
+                self.error(
+                    &format!("{pointer}/requireDkim"),
+                    format!("expected true or false, found {}", kind_of(other)),
+                );
+                false
+            }
+        };
         if self.error_count() > errors_before {
             return None;
         }
-        Some(EmailSettings { key, allowed_senders, text_json, one_event_each, event_name, mailgun_signing_key })
+        Some(EmailSettings {
+            key,
+            allowed_senders,
+            text_json,
+            one_event_each,
+            event_name,
+            mailgun_signing_key,
+            require_dkim,
+        })
     }
 
     fn source(&mut self, json: &Value, pointer: &str) -> Option<SourceDefinition> {
@@ -1314,7 +1333,7 @@ mod tests {
             &[document("m.json", json)],
             &[
                 "m.json: /hooks/0/email: email applies to email hooks only, not form",
-                "m.json: /hooks/1/email/colour: unknown email property \"colour\"; known properties are key, allowedSenders, textJson, multiple, eventName, mailgunSigningKey",
+                "m.json: /hooks/1/email/colour: unknown email property \"colour\"; known properties are key, allowedSenders, textJson, multiple, eventName, mailgunSigningKey, requireDkim",
                 "m.json: /hooks/1/email/key: key must be a secret reference like \"${NAME}\"",
                 "m.json: /hooks/1/email/allowedSenders/1: expected an address (orders@shop.example) or a domain (@shop.example), found \"partner\"",
                 "m.json: /hooks/1/email/textJson: expected first, all or none, found \"some\"",

@@ -10,6 +10,7 @@
 //! requires a key accepts it as that tag (`<token>+<key>@<domain>`) or as the `data-key`
 //! attribute of a JSON-LD script block.
 
+pub mod authenticate;
 pub mod extract;
 pub mod smtp;
 
@@ -38,6 +39,8 @@ pub struct EmailSettings {
     /// Mailgun's webhook signing key: when set, mail posted over HTTP must carry Mailgun's
     /// signature (SMTP is not affected).
     pub mailgun_signing_key: Option<String>,
+    /// Only mail with a passing DKIM signature for its `From` domain (or a parent domain) counts.
+    pub require_dkim: bool,
 }
 
 /// Whether senders must prove they know a key.
@@ -136,6 +139,8 @@ pub enum Refusal {
     MissingKey,
     #[error("this address requires a key that is not configured yet")]
     KeyNotConfigured,
+    #[error("this address only takes mail with a passing DKIM signature for the From domain")]
+    NotAuthenticated,
     #[error("no JSON or JSON-LD was found in the message{}", problems_suffix(.0))]
     NothingToExtract(Vec<String>),
 }
@@ -154,6 +159,8 @@ pub struct Envelope {
     /// The media type of what is stored with the events: `message/rfc822` when `None` (the
     /// message itself), else the HTTP body's (a provider's JSON or form post).
     pub stored_content_type: Option<String>,
+    /// The SMTP client, for SPF; `None` for mail posted over HTTP.
+    pub smtp_client: Option<authenticate::SmtpClient>,
 }
 
 /// Checks the sender against the hook's allowlist: the `From` header's address when the
@@ -176,6 +183,8 @@ pub struct ReceivedMail<'a> {
     pub raw: &'a Bytes,
     pub extracted: &'a Extracted,
     pub envelope: &'a Envelope,
+    /// DKIM and SPF results, when checked.
+    pub authentication: Option<&'a crate::event::MailAuthentication>,
     pub received_at: Timestamp,
 }
 
@@ -186,9 +195,15 @@ pub fn events_for_hook(
     recipient: &Recipient,
     envelope_to: &str,
 ) -> Result<Vec<NewEvent>, Refusal> {
-    let ReceivedMail { raw, extracted, envelope, received_at } = *mail;
+    let ReceivedMail { raw, extracted, envelope, authentication, received_at } = *mail;
     let settings = &hook.definition.email;
     check_sender(settings, extracted, envelope)?;
+    if settings.require_dkim {
+        let from = extracted.facts.from.as_deref().unwrap_or_default();
+        if !authentication.is_some_and(|authentication| authentication.dkim_passes_for(from)) {
+            return Err(Refusal::NotAuthenticated);
+        }
+    }
     let counts: Box<dyn Fn(&Origin) -> bool> = match &settings.key {
         MailKey::NotRequired => Box::new(|_| true),
         MailKey::Unset => return Err(Refusal::KeyNotConfigured),
@@ -227,6 +242,7 @@ pub fn events_for_hook(
         date: facts.date.clone(),
         attachments: facts.attachments.clone(),
         found_in,
+        authentication: authentication.cloned(),
     };
     let meta = RequestMeta {
         peer: envelope.peer.clone(),
@@ -280,6 +296,7 @@ pub fn refusal_label(refusal: &Refusal) -> &'static str {
         Refusal::SenderNotAllowed(_) => "sender_not_allowed",
         Refusal::MissingKey => "missing_key",
         Refusal::KeyNotConfigured => "key_not_configured",
+        Refusal::NotAuthenticated => "not_authenticated",
         Refusal::NothingToExtract(_) => "nothing_to_extract",
     }
 }
@@ -295,6 +312,10 @@ pub async fn accept_message(
     envelope: &Envelope,
     recipients: &[(Arc<Hook>, Recipient, String)],
 ) -> Result<Vec<String>, MessageError> {
+    let authentication = match &state.mail_authenticator {
+        Some(authenticator) => Some(authenticator.check(&raw, envelope.smtp_client.as_ref()).await),
+        None => None,
+    };
     // Hooks may read plain text differently: the message is read once per way asked for.
     let mut readings: Vec<(extract::TextJson, extract::Extracted)> = Vec::with_capacity(1);
     let received_at = jiff::Timestamp::now();
@@ -309,7 +330,8 @@ pub async fn accept_message(
                 &readings[readings.len() - 1].1
             }
         };
-        let mail = ReceivedMail { raw: &stored, extracted, envelope, received_at };
+        let mail =
+            ReceivedMail { raw: &stored, extracted, envelope, authentication: authentication.as_ref(), received_at };
         let made = events_for_hook(hook, &mail, recipient, address).map_err(MessageError::Refused)?;
         events.extend(made);
     }

@@ -225,6 +225,8 @@ struct Session<'a> {
     peer: SocketAddr,
     tls: bool,
     greeted: bool,
+    /// The name the client gave in EHLO or HELO.
+    helo: String,
     transaction: Option<Transaction>,
     errors: usize,
     phase: Phase,
@@ -241,6 +243,7 @@ impl<'a> Session<'a> {
             peer,
             tls: false,
             greeted: false,
+            helo: String::new(),
             transaction: None,
             errors: 0,
             phase: Phase::Command,
@@ -400,6 +403,7 @@ impl<'a> Session<'a> {
         match request {
             Request::Ehlo { host } => {
                 self.greeted = true;
+                self.helo = host.clone();
                 self.transaction = None;
                 let mut lines = vec![
                     format!("{} greets {}", self.settings.domain, one_line(&host)),
@@ -418,8 +422,9 @@ impl<'a> Session<'a> {
                 }
                 Step::Replied
             }
-            Request::Helo { .. } => {
+            Request::Helo { host } => {
                 self.greeted = true;
+                self.helo = host;
                 self.transaction = None;
                 let domain = self.settings.domain.clone();
                 self.output.extend_from_slice(format!("250 {domain}\r\n").as_bytes());
@@ -531,8 +536,13 @@ impl<'a> Session<'a> {
         };
         let envelope = Envelope {
             peer: Some(self.peer.to_string()),
-            from: Some(transaction.from).filter(|from| !from.is_empty()),
+            from: Some(transaction.from.clone()).filter(|from| !from.is_empty()),
             stored_content_type: None,
+            smtp_client: Some(crate::email::authenticate::SmtpClient {
+                ip: self.peer.ip(),
+                helo: self.helo.clone(),
+                mail_from: transaction.from,
+            }),
         };
         let message = Bytes::from(message);
         let outcome = accept_message(self.state, message.clone(), message, &envelope, &transaction.recipients).await;

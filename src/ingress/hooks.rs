@@ -99,6 +99,7 @@ impl IngressError {
                 crate::email::Refusal::Unreadable => StatusCode::BAD_REQUEST,
                 crate::email::Refusal::SenderNotAllowed(_) => StatusCode::FORBIDDEN,
                 crate::email::Refusal::MissingKey | crate::email::Refusal::KeyNotConfigured => StatusCode::UNAUTHORIZED,
+                crate::email::Refusal::NotAuthenticated => StatusCode::FORBIDDEN,
                 crate::email::Refusal::NothingToExtract(_) => StatusCode::UNPROCESSABLE_ENTITY,
             },
             IngressError::OriginNotAllowed { .. }

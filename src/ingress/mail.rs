@@ -98,6 +98,7 @@ pub(super) async fn handle(state: &AppState, hook: &Arc<Hook>, request: Request)
         peer: meta.peer.clone(),
         from: posted.envelope_from,
         stored_content_type: Some(if content_type.is_empty() { "message/rfc822".into() } else { content_type }),
+        smtp_client: None,
     };
     let address = crate::email::address(hook, &state.config.mail_domain.to_ascii_lowercase());
     let recipient = Recipient { token: hook.token.clone(), tag };

@@ -17,6 +17,7 @@ const KEYED: &str = "kustomer.app.mailbox.keyed";
 const PARTNERS: &str = "kustomer.app.mailbox.partners";
 const BUNDLED: &str = "kustomer.app.mailbox.bundled";
 const ROUTED: &str = "kustomer.app.mailbox.routed";
+const SIGNED_ONLY: &str = "kustomer.app.mailbox.signed";
 const MAILGUN_KEY: &str = "mailgun-signing-key";
 pub const MAIL_DOMAIN: &str = "in.hookgate.test";
 const MAIL_KEY: &str = "k3y-for-mail";
@@ -27,7 +28,8 @@ pub fn mailbox_app() -> Value {
         {"eventName": KEYED, "type": "email", "email": {"key": "${MAILBOX_KEY}"}},
         {"eventName": PARTNERS, "type": "email", "email": {"allowedSenders": ["ops@partner.example", "@trusted.example"]}},
         {"eventName": BUNDLED, "type": "email", "email": {"multiple": "array", "textJson": "none"}},
-        {"eventName": ROUTED, "type": "email", "email": {"mailgunSigningKey": "${MAILBOX_MAILGUN_KEY}"}}
+        {"eventName": ROUTED, "type": "email", "email": {"mailgunSigningKey": "${MAILBOX_MAILGUN_KEY}"}},
+        {"eventName": SIGNED_ONLY, "type": "email", "email": {"requireDkim": true}}
     ]})
 }
 
@@ -713,4 +715,125 @@ async fn postmark_inbound_json_is_read_like_the_message_it_describes() {
     assert_eq!(mail["foundIn"], json!(["attachment"]));
     let raw = gateway.admin_get(&format!("/api/events/{id}/raw")).await;
     assert_eq!(raw.headers()["content-type"], "application/json", "the provider's JSON is what is kept");
+}
+
+// ---------------------------------------------------------------------------
+// DKIM and SPF, against records published on the test DNS server.
+
+/// A sending domain of this test's own, with an Ed25519 DKIM key (selector `s1`) and an SPF
+/// record that allows 127.0.0.1, published on the test DNS server.
+struct SendingDomain {
+    domain: String,
+    /// The private key, PKCS #8.
+    pkcs8: Vec<u8>,
+}
+
+impl SendingDomain {
+    fn publish(spf: &str) -> SendingDomain {
+        use base64::Engine;
+        let domain = format!("d{}.example", hex::encode(rand::random::<[u8; 6]>()));
+        let pkcs8 = mail_auth::common::crypto::Ed25519Key::generate_pkcs8().unwrap();
+        let key = mail_auth::common::crypto::Ed25519Key::from_pkcs8_der(&pkcs8).unwrap();
+        let public = base64::engine::general_purpose::STANDARD.encode(key.public_key());
+        crate::dns::add_txt(&format!("s1._domainkey.{domain}"), &format!("v=DKIM1; k=ed25519; p={public}"));
+        crate::dns::add_txt(&domain, spf);
+        SendingDomain { domain, pkcs8 }
+    }
+
+    fn sender(&self) -> String {
+        format!("orders@{}", self.domain)
+    }
+
+    /// `message` with a DKIM-Signature header of this domain prepended.
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        use mail_auth::common::headers::HeaderWriter;
+        let key = mail_auth::common::crypto::Ed25519Key::from_pkcs8_der(&self.pkcs8).unwrap();
+        let signature = mail_auth::dkim::DkimSigner::from_key(key)
+            .domain(&self.domain)
+            .selector("s1")
+            .headers(["From", "To", "Subject", "Date", "Message-ID"])
+            .sign(message)
+            .unwrap();
+        let mut signed = signature.to_header().into_bytes();
+        signed.extend_from_slice(message);
+        signed
+    }
+}
+
+#[tokio::test]
+async fn dkim_and_spf_results_are_recorded_with_the_event() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let to = address_of(&gateway, ORDERS).await;
+    let shop = SendingDomain::publish("v=spf1 ip4:127.0.0.1 -all");
+    let sender = shop.sender();
+    let signed = shop.sign(&html_mail(&sender, &to, ORDER_HTML));
+    send_raw(&gateway, &sender, &to, &signed).await.unwrap();
+    let event = &events(&gateway).await[0];
+    let authentication = &event["source"]["mail"]["authentication"];
+    assert_eq!(
+        authentication["dkim"],
+        json!([{"domain": shop.domain, "selector": "s1", "result": "pass"}]),
+        "{authentication}"
+    );
+    assert_eq!(authentication["spf"], json!({"domain": shop.domain, "result": "pass"}));
+
+    // A message altered after signing, from an address SPF does not allow.
+    let strict = SendingDomain::publish("v=spf1 ip4:192.0.2.1 -all");
+    let sender = strict.sender();
+    let mut tampered = strict.sign(&html_mail(&sender, &to, ORDER_HTML));
+    let at = tampered.windows(6).position(|window| window == b"A-1001").unwrap();
+    tampered[at..at + 6].copy_from_slice(b"A-6666");
+    send_raw(&gateway, &sender, &to, &tampered).await.unwrap();
+    let event = &events(&gateway).await[0];
+    assert_eq!(event["data"]["orderNumber"], "A-6666");
+    let authentication = &event["source"]["mail"]["authentication"];
+    // mail-auth calls a body that no longer matches its signed hash "neutral", with the reason.
+    assert_eq!(authentication["dkim"][0]["result"], "neutral", "{authentication}");
+    assert!(authentication["dkim"][0]["reason"].as_str().unwrap().contains("body hash"), "{authentication}");
+    assert_eq!(authentication["spf"]["result"], "fail");
+
+    // Unsigned mail from a domain without records.
+    send_raw(&gateway, "a@unknown-domain.example", &to, &html_mail("a@unknown-domain.example", &to, ORDER_HTML))
+        .await
+        .unwrap();
+    let authentication = events(&gateway).await[0]["source"]["mail"]["authentication"].clone();
+    assert_eq!(authentication, json!({"dkim": [], "spf": {"domain": "unknown-domain.example", "result": "none"}}));
+}
+
+#[tokio::test]
+async fn a_hook_can_take_only_mail_signed_by_the_from_domain() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let to = address_of(&gateway, SIGNED_ONLY).await;
+    let shop = SendingDomain::publish("v=spf1 -all");
+    let sender = shop.sender();
+    let unsigned = html_mail(&sender, &to, ORDER_HTML);
+    let error = send_raw(&gateway, &sender, &to, &unsigned).await.unwrap_err();
+    assert!(error.contains("550") && error.contains("DKIM"), "{error}");
+    // Signed by another domain than the From header's: not aligned.
+    let other = SendingDomain::publish("v=spf1 -all");
+    let error = send_raw(&gateway, &sender, &to, &other.sign(&unsigned)).await.unwrap_err();
+    assert!(error.contains("550"), "{error}");
+    assert!(events(&gateway).await.is_empty());
+
+    send_raw(&gateway, &sender, &to, &shop.sign(&unsigned)).await.unwrap();
+    assert_eq!(events(&gateway).await.len(), 1);
+
+    // Over HTTP the signature travels with the message; SPF has no client to check.
+    let url = gateway.hook_url(SIGNED_ONLY).await;
+    let response = gateway
+        .http
+        .post(&url)
+        .header("content-type", "message/rfc822")
+        .body(shop.sign(&unsigned))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.unwrap()["events"][0]["id"].as_str().unwrap().to_owned();
+    let authentication = gateway.event(&id).await["source"]["mail"]["authentication"].clone();
+    assert_eq!(authentication["dkim"][0]["result"], "pass");
+    assert!(authentication.get("spf").is_none(), "{authentication}");
+    let refused = gateway.http.post(&url).header("content-type", "message/rfc822").body(unsigned).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "not_authenticated");
 }

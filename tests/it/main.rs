@@ -5,6 +5,7 @@ mod api;
 mod browser;
 mod cli;
 mod definition_schema;
+mod dns;
 mod durability;
 mod email;
 mod form_hooks;

@@ -218,6 +218,8 @@ async fn spawn(
         ])
         .env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "warn")
+        // DKIM and SPF lookups go to the test DNS server, never outside the machine.
+        .env("HOOKGATE_DNS_RESOLVER", crate::dns::address().to_string())
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
