@@ -63,13 +63,8 @@ pub struct MailSource {
     pub envelope_from: Option<String>,
     /// The hook address the message was accepted for (`RCPT TO`).
     pub envelope_to: String,
-    pub from: Option<String>,
-    pub to: Vec<String>,
-    pub subject: Option<String>,
-    pub message_id: Option<String>,
-    /// The `Date` header in RFC 3339.
-    pub date: Option<String>,
-    pub attachments: Vec<MailAttachment>,
+    #[serde(flatten)]
+    pub facts: MailFacts,
     /// Where in the message the data was found: `jsonLd`, `text` or `attachment`.
     pub found_in: Vec<String>,
     /// DKIM and SPF results, when hookgate checks them.
@@ -121,6 +116,20 @@ impl MailAuthentication {
                 })
         })
     }
+}
+
+/// What a message says of itself, from its headers, and what it carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MailFacts {
+    /// The `From` header's address.
+    pub from: Option<String>,
+    pub to: Vec<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    /// The `Date` header in RFC 3339.
+    pub date: Option<String>,
+    pub attachments: Vec<MailAttachment>,
 }
 
 /// An attachment of an emailed event: described, never its content.

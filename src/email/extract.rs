@@ -8,12 +8,11 @@
 //! `ld+json` at all.
 
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
-use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 
-use crate::event::MailAttachment;
+use crate::event::{MailAttachment, MailFacts};
 
 /// Which JSON written in plain-text parts counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,14 +27,10 @@ pub enum TextJson {
 }
 
 /// Where a value was found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     /// A `<script type="application/ld+json">` block; `key` is its `data-key` attribute.
-    JsonLd {
-        #[serde(skip)]
-        key: Option<String>,
-    },
+    JsonLd { key: Option<String> },
     /// JSON written in a plain-text part.
     Text,
     /// A JSON attachment.
@@ -49,24 +44,11 @@ pub struct Found {
     pub origin: Origin,
 }
 
-/// The message's own facts, from its headers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MessageFacts {
-    pub from: Option<String>,
-    pub to: Vec<String>,
-    pub subject: Option<String>,
-    pub message_id: Option<String>,
-    /// The `Date` header in RFC 3339.
-    pub date: Option<String>,
-    pub attachments: Vec<MailAttachment>,
-}
-
 /// Everything extracted from one message.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Extracted {
     pub found: Vec<Found>,
-    pub facts: MessageFacts,
+    pub facts: MailFacts,
     /// Blocks and attachments that looked like data but did not parse, with the reason; they
     /// explain a refusal when nothing else was found.
     pub problems: Vec<String>,
@@ -106,8 +88,8 @@ pub fn extract(raw: &[u8], text_json: TextJson) -> Result<Extracted, ExtractErro
     Ok(extracted)
 }
 
-fn facts(message: &Message<'_>) -> MessageFacts {
-    MessageFacts {
+fn facts(message: &Message<'_>) -> MailFacts {
+    MailFacts {
         from: message.from().and_then(|from| from.first()).and_then(|from| from.address()).map(str::to_owned),
         to: message
             .to()

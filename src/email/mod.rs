@@ -235,12 +235,7 @@ pub fn events_for_hook(
     let mail_source = |found_in: Vec<String>| MailSource {
         envelope_from: envelope.from.clone(),
         envelope_to: envelope_to.to_owned(),
-        from: facts.from.clone(),
-        to: facts.to.clone(),
-        subject: facts.subject.clone(),
-        message_id: facts.message_id.clone(),
-        date: facts.date.clone(),
-        attachments: facts.attachments.clone(),
+        facts: facts.clone(),
         found_in,
         authentication: authentication.cloned(),
     };

@@ -359,8 +359,10 @@ impl<'a> Session<'a> {
                 }
             }
         };
-        let rest = bytes.as_slice().to_vec();
-        self.input = rest;
+        let consumed = input.len() - bytes.as_slice().len();
+        let mut input = input;
+        input.drain(..consumed);
+        self.input = input;
         step
     }
 
