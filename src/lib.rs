@@ -27,6 +27,7 @@ pub mod keys;
 pub mod secrets;
 pub mod shape;
 pub mod store;
+pub mod subscriptions;
 pub mod telemetry;
 pub mod template;
 pub mod verify;

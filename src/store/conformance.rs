@@ -45,7 +45,33 @@ pub(crate) async fn run_all(store: &Store) {
     api_keys_are_found_by_hash_until_revoked(store).await;
     installed_apps_are_replaced_and_removed(store).await;
     settings_are_written_once(store).await;
+    subscriptions_are_kept_whole_replaced_and_removed(store).await;
     store.ping().await.expect("ping");
+}
+
+async fn subscriptions_are_kept_whole_replaced_and_removed(store: &Store) {
+    use crate::subscriptions::{TargetPolicy, from_request};
+    let policy = TargetPolicy { allow_http: true, allow_private: true };
+    let at: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+    let body = serde_json::json!({"url": "http://127.0.0.1:9/a", "name": "first", "events": ["stripe.*"],
+        "resource_id": "r-1", "filter": "$.data.total", "headers": {"x-team": "ops"}});
+    let first = from_request(&body, None, false, policy, at).await.unwrap();
+    let later = at + jiff::SignedDuration::from_secs(1);
+    let second =
+        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/b"}), None, false, policy, later).await.unwrap();
+    store.put_subscription(first.clone()).await.unwrap();
+    store.put_subscription(second.clone()).await.unwrap();
+    assert_eq!(store.subscription(&first.id).await.unwrap().as_ref(), Some(&first), "kept whole, secrets included");
+    assert_eq!(store.subscriptions().await.unwrap(), vec![first.clone(), second.clone()], "oldest first");
+
+    let mut paused = first.clone();
+    paused.status = crate::subscriptions::Status::Paused;
+    store.put_subscription(paused.clone()).await.unwrap();
+    assert_eq!(store.subscription(&first.id).await.unwrap(), Some(paused));
+    assert!(store.delete_subscription(&first.id).await.unwrap());
+    assert!(!store.delete_subscription(&first.id).await.unwrap());
+    assert_eq!(store.subscription(&first.id).await.unwrap(), None);
+    assert_eq!(store.subscriptions().await.unwrap(), vec![second]);
 }
 
 async fn appended_events_read_back_exactly(store: &Store) {

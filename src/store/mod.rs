@@ -1,4 +1,5 @@
-//! The durable store: events, hook URL tokens, API keys, installed apps and settings.
+//! The durable store: events, hook URL tokens, API keys, installed apps, subscriptions and
+//! settings.
 //!
 //! [`Store`] is the one interface the rest of hookgate uses; it is a closed enum of backends
 //! picked once from configuration (SQLite embedded today, PostgreSQL later). Every backend
@@ -220,6 +221,33 @@ impl Store {
     pub async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.put_setting(key.to_owned(), value.to_owned()).await,
+        }
+    }
+
+    /// Creates or replaces a subscription.
+    pub async fn put_subscription(&self, subscription: crate::subscriptions::Subscription) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => store.put_subscription(subscription).await,
+        }
+    }
+
+    pub async fn subscription(&self, id: &str) -> Result<Option<crate::subscriptions::Subscription>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.subscription(id.to_owned()).await,
+        }
+    }
+
+    /// Every subscription, oldest first.
+    pub async fn subscriptions(&self) -> Result<Vec<crate::subscriptions::Subscription>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.subscriptions().await,
+        }
+    }
+
+    /// Removes a subscription; false when there was none with this id.
+    pub async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.delete_subscription(id.to_owned()).await,
         }
     }
 

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::{ApiKeyRecord, Appended, EventPage, EventQuery, InstalledApp, RawBody, StoreError};
 use crate::definitions::HookType;
 use crate::event::{Event, EventSource, NewEvent};
+use crate::subscriptions::Subscription;
 
 /// The most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
@@ -69,6 +70,14 @@ CREATE TABLE settings (
 "#,
     r#"
 ALTER TABLE events ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+-- A subscription is a document (its shape is `subscriptions::Subscription`), secrets included.
+CREATE TABLE subscriptions (
+    id TEXT PRIMARY KEY NOT NULL,
+    body TEXT NOT NULL,
+    created_at_us INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -427,6 +436,46 @@ impl SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    pub async fn put_subscription(&self, subscription: Subscription) -> Result<(), StoreError> {
+        let body = serde_json::to_string(&subscription).map_err(|error| StoreError::Database(error.to_string()))?;
+        self.write(move |connection| {
+            connection.execute(
+                "INSERT INTO subscriptions (id, body, created_at_us) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                params![subscription.id, body, subscription.created_at.as_microsecond()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn subscription(&self, id: String) -> Result<Option<Subscription>, StoreError> {
+        self.read(move |connection| {
+            let body: Option<String> = connection
+                .query_row("SELECT body FROM subscriptions WHERE id = ?1", [id], |row| row.get(0))
+                .optional()?;
+            body.map(|body| serde_json::from_str(&body).map_err(|error| StoreError::Corrupt(error.to_string())))
+                .transpose()
+        })
+        .await
+    }
+
+    pub async fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        self.read(|connection| {
+            let mut statement =
+                connection.prepare_cached("SELECT body FROM subscriptions ORDER BY created_at_us, id")?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            rows.map(|body| serde_json::from_str(&body?).map_err(|error| StoreError::Corrupt(error.to_string())))
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn delete_subscription(&self, id: String) -> Result<bool, StoreError> {
+        self.write(move |connection| Ok(connection.execute("DELETE FROM subscriptions WHERE id = ?1", [id])? == 1))
+            .await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
