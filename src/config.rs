@@ -60,6 +60,10 @@ pub struct Config {
     pub mail_authentication: bool,
     /// The nameserver for DKIM and SPF lookups (UDP, then TCP); the system's when unset.
     pub dns_resolver: Option<SocketAddr>,
+    /// Subscriptions may deliver to `http://` URLs (else HTTPS only).
+    pub delivery_allow_http: bool,
+    /// Subscriptions may deliver to private, loopback, link-local and metadata addresses.
+    pub delivery_allow_private_networks: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -100,6 +104,8 @@ impl Default for Config {
             smtp_tls_key: None,
             mail_authentication: true,
             dns_resolver: None,
+            delivery_allow_http: false,
+            delivery_allow_private_networks: false,
         }
     }
 }
@@ -147,6 +153,8 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "smtp_tls_key",
     "mail_authentication",
     "dns_resolver",
+    "delivery_allow_http",
+    "delivery_allow_private_networks",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -170,10 +170,8 @@ impl Gateway {
         let router = axum::Router::new()
             .route("/h/{token}", axum::routing::any(ingress::hooks::receive))
             // Platforms post here; outside the admin token: the signature is the authentication.
-            .route(
-                "/api/webhooks/{source}",
-                axum::routing::post(ingress::sources::receive).get(ingress::sources::handshake),
-            )
+            // Platforms post here; subscriptions (`sub_…` ids, behind the admin token) share the path.
+            .route("/api/webhooks/{segment}", axum::routing::any(api::subscriptions::segment))
             // Every other path under /h/ gets the same reply as an unknown token.
             .route("/h", axum::routing::any(ingress::hooks::unknown))
             .route("/h/", axum::routing::any(ingress::hooks::unknown))

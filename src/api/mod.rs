@@ -11,6 +11,7 @@ mod events;
 pub mod hooks;
 mod keys;
 mod sources;
+pub mod subscriptions;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -39,6 +40,10 @@ pub enum ApiError {
     InvalidDefinition(Vec<Diagnostic>),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("the request is invalid: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
+    InvalidFields(Vec<crate::subscriptions::FieldError>),
     #[error("the store is not available; retry later")]
     Store(#[from] StoreError),
     #[error("internal error")]
@@ -53,6 +58,8 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::InvalidDefinition(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::InvalidFields(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -62,6 +69,9 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut error = json!({"code": code, "message": self.to_string()});
+        if let ApiError::InvalidFields(fields) = &self {
+            error["fields"] = json!(fields);
+        }
         if let ApiError::InvalidDefinition(diagnostics) = &self {
             error["diagnostics"] = json!(diagnostics);
             error["message"] = json!(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
@@ -90,6 +100,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/events/{id}", get(events::show))
         .route("/events/{id}/raw", get(events::raw))
         .route("/sources/rejections", get(sources::rejections))
+        .route("/webhooks", get(subscriptions::list).post(subscriptions::create))
+        .route("/webhooks/{id}/rotate-secret", post(subscriptions::rotate_secret))
         .fallback(|| async { ApiError::NotFound("no such management endpoint".into()) })
         .layer(axum::middleware::from_fn_with_state(state, require_admin));
     Router::new()
@@ -101,19 +113,18 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
 }
 
 async fn require_admin(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
+    if is_admin(&state, request.headers()) { next.run(request).await } else { ApiError::Unauthorized.into_response() }
+}
+
+/// Whether the request carries the admin token as a bearer token.
+pub(crate) fn is_admin(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    match presented {
-        Some(token) if constant_time_eq(sha256_hex(token).as_bytes(), state.admin_token_sha256.as_bytes()) => {
-            next.run(request).await
-        }
-        _ => ApiError::Unauthorized.into_response(),
-    }
+    presented.is_some_and(|token| constant_time_eq(sha256_hex(token).as_bytes(), state.admin_token_sha256.as_bytes()))
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {

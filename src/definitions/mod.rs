@@ -688,6 +688,14 @@ impl Checker<'_> {
                 format!("invalid source path {path:?}: use lower-case letters, digits, '-' and '_'"),
             );
         }
+        if let Some(path) = &path
+            && path.starts_with(crate::api::subscriptions::ID_PREFIX)
+        {
+            self.error(
+                &format!("{pointer}/path"),
+                format!("invalid source path {path:?}: paths starting with \"sub_\" are subscription ids"),
+            );
+        }
         let allow_legacy = match object.get("allowLegacy") {
             None => false,
             Some(Value::Bool(flag)) => *flag,

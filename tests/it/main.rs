@@ -15,5 +15,6 @@ mod reload;
 mod shapes;
 mod shipped_sources;
 mod sources;
+mod subscriptions;
 mod support;
 mod web_hooks;

@@ -1,0 +1,139 @@
+//! `/api/webhooks`: subscriptions. Create (201, with the signing secret shown this once), list,
+//! show, replace (`PUT`), update (`PATCH`), delete (204) and rotate the secret (the old one stops
+//! at once, or after the overlap asked for).
+//!
+//! `GET`, `PUT`, `PATCH` and `DELETE /api/webhooks/{id}` share their path with the platforms'
+//! `/api/webhooks/{source}`: [`segment`] sends `sub_…` ids here (behind the admin token) and any
+//! other segment to the source endpoints. No source path may start with `sub_`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use super::ApiError;
+use crate::AppState;
+use crate::subscriptions::{Subscription, TargetPolicy, from_request};
+
+/// Subscription ids start with this; source paths may not.
+pub const ID_PREFIX: &str = "sub_";
+
+fn policy(state: &AppState) -> TargetPolicy {
+    TargetPolicy {
+        allow_http: state.config.delivery_allow_http,
+        allow_private: state.config.delivery_allow_private_networks,
+    }
+}
+
+fn parse(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError::BadRequest(format!("malformed JSON at line {} column {}: {error}", error.line(), error.column()))
+    })
+}
+
+async fn find(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
+    state.store.subscription(id).await?.ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))
+}
+
+pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let subscription = from_request(&parse(&body)?, None, false, policy(&state), jiff::Timestamp::now())
+        .await
+        .map_err(ApiError::InvalidFields)?;
+    state.store.put_subscription(subscription.clone()).await?;
+    let mut view = subscription.view();
+    view["secret"] = json!(subscription.secrets[0].secret);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let subscriptions = state.store.subscriptions().await?;
+    Ok(Json(json!({"data": subscriptions.iter().map(Subscription::view).collect::<Vec<_>>()})))
+}
+
+/// `GET /api/webhooks/{segment}` and friends: a subscription when the segment is one of its
+/// ids (admin token required), else the platform source of that path.
+pub async fn segment(
+    State(state): State<Arc<AppState>>,
+    Path(segment): Path<String>,
+    query: RawQuery,
+    request: Request,
+) -> Response {
+    if !segment.starts_with(ID_PREFIX) {
+        return match request.method().clone() {
+            Method::GET => crate::ingress::sources::handshake(State(state), Path(segment), query).await,
+            Method::POST => crate::ingress::sources::receive(State(state), Path(segment), request).await,
+            method => {
+                crate::ingress::hooks::IngressError::MethodNotAllowed { method, allow: "GET, POST" }.into_response()
+            }
+        };
+    }
+    if !super::is_admin(&state, request.headers()) {
+        return ApiError::Unauthorized.into_response();
+    }
+    let method = request.method().clone();
+    let body = match axum::body::to_bytes(request.into_body(), 1024 * 1024).await {
+        Ok(body) => body,
+        Err(_) => return ApiError::BadRequest("the body is over 1 MiB or could not be read".into()).into_response(),
+    };
+    let outcome = match method {
+        Method::GET => find(&state, &segment).await.map(|subscription| Json(subscription.view()).into_response()),
+        Method::PUT => change(&state, &segment, &body, false).await,
+        Method::PATCH => change(&state, &segment, &body, true).await,
+        Method::DELETE => remove(&state, &segment).await,
+        _ => Err(ApiError::MethodNotAllowed("use GET, PUT, PATCH or DELETE on a subscription".into())),
+    };
+    outcome.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn change(state: &AppState, id: &str, body: &[u8], merge: bool) -> Result<Response, ApiError> {
+    let existing = find(state, id).await?;
+    let changed = from_request(&parse(body)?, Some(&existing), merge, policy(state), jiff::Timestamp::now())
+        .await
+        .map_err(ApiError::InvalidFields)?;
+    state.store.put_subscription(changed.clone()).await?;
+    Ok(Json(changed.view()).into_response())
+}
+
+async fn remove(state: &AppState, id: &str) -> Result<Response, ApiError> {
+    if state.store.delete_subscription(id).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::NotFound(format!("no subscription {id:?}")))
+    }
+}
+
+/// The longest overlap a rotation may ask for: a week.
+const MAX_OVERLAP_SECONDS: u64 = 7 * 24 * 3600;
+
+/// `POST /api/webhooks/{id}/rotate-secret` with an optional `{"overlap_seconds": N}`.
+pub async fn rotate_secret(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse(&body)? };
+    let overlap = match request.get("overlap_seconds") {
+        None | Some(Value::Null) => 0,
+        Some(value) => value.as_u64().filter(|seconds| *seconds <= MAX_OVERLAP_SECONDS).ok_or_else(|| {
+            ApiError::InvalidFields(vec![crate::subscriptions::FieldError {
+                field: "overlap_seconds".into(),
+                message: format!("expected whole seconds from 0 to {MAX_OVERLAP_SECONDS}"),
+            }])
+        })?,
+    };
+    if let Some(unknown) = request.as_object().and_then(|object| object.keys().find(|key| *key != "overlap_seconds")) {
+        return Err(ApiError::InvalidFields(vec![crate::subscriptions::FieldError {
+            field: unknown.clone(),
+            message: "unknown field; the only field is overlap_seconds".into(),
+        }]));
+    }
+    let mut subscription = find(&state, &id).await?;
+    let now = jiff::Timestamp::now();
+    let old_expires_at = now + jiff::SignedDuration::from_secs(overlap as i64);
+    let secret = subscription.rotate_secret(now, old_expires_at);
+    state.store.put_subscription(subscription).await?;
+    Ok(Json(json!({"secret": secret, "previousSecretsExpireAt": old_expires_at})))
+}
