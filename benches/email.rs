@@ -346,6 +346,7 @@ impl Gateway {
             let _ = child.kill();
             return Err("hookgate printed no listening lines".into());
         };
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let hooks: serde_json::Value = reqwest::Client::new()
             .get(format!("{base}/api/hooks"))
             .bearer_auth("bench-admin-token-0123456789")

@@ -64,6 +64,13 @@ pub struct Config {
     pub delivery_allow_http: bool,
     /// Subscriptions may deliver to private, loopback, link-local and metadata addresses.
     pub delivery_allow_private_networks: bool,
+    /// Seconds to wait before each retry of a failed delivery; after the last, it has failed.
+    pub delivery_retry_schedule_secs: Vec<u64>,
+    /// Time allowed for one delivery request, answer included.
+    pub delivery_timeout_secs: u64,
+    /// Deliveries in flight at once, and at most per subscription.
+    pub delivery_concurrency: usize,
+    pub delivery_concurrency_per_subscription: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -106,6 +113,11 @@ impl Default for Config {
             dns_resolver: None,
             delivery_allow_http: false,
             delivery_allow_private_networks: false,
+            // About 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+            delivery_retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 36_000],
+            delivery_timeout_secs: 15,
+            delivery_concurrency: 256,
+            delivery_concurrency_per_subscription: 16,
         }
     }
 }
@@ -155,6 +167,10 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "dns_resolver",
     "delivery_allow_http",
     "delivery_allow_private_networks",
+    "delivery_retry_schedule_secs",
+    "delivery_timeout_secs",
+    "delivery_concurrency",
+    "delivery_concurrency_per_subscription",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +244,14 @@ impl Config {
         if self.smtp_tls_certificate.is_some() != self.smtp_tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "smtp_tls_certificate and smtp_tls_key go together: set both to offer STARTTLS".into(),
+            ));
+        }
+        if self.delivery_timeout_secs == 0
+            || self.delivery_concurrency == 0
+            || self.delivery_concurrency_per_subscription == 0
+        {
+            return Err(ConfigError::Invalid(
+                "delivery_timeout_secs, delivery_concurrency and delivery_concurrency_per_subscription must be at least 1".into(),
             ));
         }
         if self.admin_token.as_ref().is_some_and(|token| token.len() < 16) {

@@ -153,6 +153,9 @@ pub struct NewEvent {
     /// True when `data` is exactly `serde_json::from_slice(&raw_body)`, so a store may keep
     /// the body once and parse it again on read.
     pub data_is_raw_json: bool,
+    /// Subscriptions that get a delivery of this event, written in the same transaction as the
+    /// event (the outbox). Ignored for a duplicate.
+    pub deliver_to: Vec<String>,
 }
 
 /// A provider delivery id, unique within its scope (the hook that received it) for as long as
@@ -243,6 +246,7 @@ pub fn normalize(
         raw_body,
         idempotency_key: None,
         data_is_raw_json: false,
+        deliver_to: Vec::new(),
     }
 }
 

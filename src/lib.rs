@@ -20,6 +20,7 @@
 pub mod api;
 pub mod config;
 pub mod definitions;
+pub mod deliver;
 pub mod email;
 pub mod event;
 pub mod ingress;
@@ -54,6 +55,41 @@ pub struct AppState {
     pub rejections: ingress::rejections::RejectionLog,
     /// DKIM and SPF for received mail; `None` when `mail_authentication` is off.
     pub mail_authenticator: Option<email::authenticate::MailAuthenticator>,
+    /// Which subscriptions events go to, rebuilt when subscriptions change.
+    pub routes: arc_swap::ArcSwap<subscriptions::Routes>,
+    /// Wakes the delivery worker when new deliveries are committed.
+    pub deliveries_waiting: tokio::sync::Notify,
+}
+
+impl AppState {
+    /// Commits events, with a delivery for every subscription each one goes to (the outbox,
+    /// in the same transaction), and wakes the delivery worker. Every ingress appends through
+    /// here.
+    pub async fn commit_events(
+        &self,
+        mut events: Vec<event::NewEvent>,
+    ) -> Result<Vec<store::Appended>, store::StoreError> {
+        let routes = self.routes.load();
+        let mut deliveries = false;
+        if !routes.is_empty() {
+            for event in events.iter_mut().filter(|event| !event.event.quarantined) {
+                event.deliver_to = routes.matching(&event.event);
+                deliveries |= !event.deliver_to.is_empty();
+            }
+        }
+        let appended = self.store.append_events(events).await?;
+        if deliveries {
+            self.deliveries_waiting.notify_one();
+        }
+        Ok(appended)
+    }
+
+    /// Reads the subscriptions again after a change.
+    pub async fn reload_routes(&self) -> Result<(), store::StoreError> {
+        let subscriptions = self.store.subscriptions().await?;
+        self.routes.store(Arc::new(subscriptions::Routes::new(&subscriptions)));
+        Ok(())
+    }
 }
 
 /// Listeners bound by the caller, so that tests can bind port 0 and read the address.
@@ -138,6 +174,7 @@ impl Gateway {
         } else {
             None
         };
+        let routes = subscriptions::Routes::new(&store.subscriptions().await?);
         let state = AppState {
             catalog: Arc::new(catalog),
             store,
@@ -147,6 +184,8 @@ impl Gateway {
             metrics,
             rejections: Default::default(),
             mail_authenticator,
+            routes: arc_swap::ArcSwap::from_pointee(routes),
+            deliveries_waiting: tokio::sync::Notify::new(),
         };
         Ok((Gateway { state: Arc::new(state), watch }, admin_token))
     }
@@ -183,6 +222,7 @@ impl Gateway {
             header_read_timeout: state.config.header_read_timeout(),
             max_connections: state.config.max_connections,
         };
+        let deliveries = tokio::spawn(deliver::run(state.clone(), stopped(stop_rx.clone())));
         let smtp = listeners.smtp.map(|(listener, settings)| {
             tokio::spawn(email::smtp::serve(listener, state.clone(), Arc::new(settings), stopped(stop_rx.clone())))
         });
@@ -194,6 +234,7 @@ impl Gateway {
         if let Some(smtp) = smtp {
             let _ = smtp.await;
         }
+        let _ = deliveries.await;
         let _ = watcher.await;
         Ok(())
     }

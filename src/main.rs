@@ -8,5 +8,7 @@ mod cli;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // One rustls crypto provider for the process (ring), installed before any TLS is set up.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     cli::main()
 }

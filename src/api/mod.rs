@@ -102,6 +102,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/sources/rejections", get(sources::rejections))
         .route("/webhooks", get(subscriptions::list).post(subscriptions::create))
         .route("/webhooks/{id}/rotate-secret", post(subscriptions::rotate_secret))
+        .route("/webhooks/{id}/deliveries", get(subscriptions::deliveries))
+        .route("/webhooks/{id}/deliveries/{delivery_id}/retry", post(subscriptions::retry_delivery))
         .fallback(|| async { ApiError::NotFound("no such management endpoint".into()) })
         .layer(axum::middleware::from_fn_with_state(state, require_admin));
     Router::new()

@@ -43,6 +43,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<(
         .await
         .map_err(ApiError::InvalidFields)?;
     state.store.put_subscription(subscription.clone()).await?;
+    state.reload_routes().await?;
     let mut view = subscription.view();
     view["secret"] = json!(subscription.secrets[0].secret);
     Ok((StatusCode::CREATED, Json(view)))
@@ -94,11 +95,17 @@ async fn change(state: &AppState, id: &str, body: &[u8], merge: bool) -> Result<
         .await
         .map_err(ApiError::InvalidFields)?;
     state.store.put_subscription(changed.clone()).await?;
+    state.reload_routes().await?;
+    if changed.status == crate::subscriptions::Status::Active {
+        // Deliveries kept while paused go out now.
+        state.deliveries_waiting.notify_one();
+    }
     Ok(Json(changed.view()).into_response())
 }
 
 async fn remove(state: &AppState, id: &str) -> Result<Response, ApiError> {
     if state.store.delete_subscription(id).await? {
+        state.reload_routes().await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::NotFound(format!("no subscription {id:?}")))
@@ -136,4 +143,65 @@ pub async fn rotate_secret(
     let secret = subscription.rotate_secret(now, old_expires_at);
     state.store.put_subscription(subscription).await?;
     Ok(Json(json!({"secret": secret, "previousSecretsExpireAt": old_expires_at})))
+}
+
+/// `GET /api/webhooks/{id}/deliveries?from=&to=&status=&page=&per_page=`: newest first, each
+/// with its attempts (time, HTTP status, latency, response excerpt, error).
+pub async fn deliveries(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    find(&state, &id).await?;
+    let time = |name: &str| -> Result<Option<jiff::Timestamp>, ApiError> {
+        query
+            .get(name)
+            .map(|text| {
+                text.parse::<jiff::Timestamp>()
+                    .map_err(|_| ApiError::BadRequest(format!("{name} must be an RFC 3339 time, not {text:?}")))
+            })
+            .transpose()
+    };
+    let number = |name: &str, default: usize, max: usize| -> Result<usize, ApiError> {
+        match query.get(name) {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|value| (1..=max).contains(value))
+                .ok_or_else(|| ApiError::BadRequest(format!("{name} must be a whole number from 1 to {max}"))),
+        }
+    };
+    let status = match query.get("status").map(String::as_str) {
+        None => None,
+        Some(status @ ("pending" | "delivered" | "failed")) => Some(status.to_owned()),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!("status must be pending, delivered or failed, not {other:?}")));
+        }
+    };
+    let (page, per_page) = (number("page", 1, 1_000_000)?, number("per_page", 50, 500)?);
+    let result = state
+        .store
+        .deliveries(crate::store::DeliveryQuery {
+            subscription_id: id,
+            from: time("from")?,
+            to: time("to")?,
+            status,
+            page,
+            per_page,
+        })
+        .await?;
+    Ok(Json(json!({"data": result.deliveries, "page": page, "per_page": per_page, "total": result.total})))
+}
+
+/// `POST /api/webhooks/{id}/deliveries/{delivery_id}/retry`: due now (202).
+pub async fn retry_delivery(
+    State(state): State<Arc<AppState>>,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !state.store.retry_delivery(&id, &delivery_id, jiff::Timestamp::now()).await? {
+        return Err(ApiError::NotFound(format!("subscription {id:?} has no delivery {delivery_id:?}")));
+    }
+    state.deliveries_waiting.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": delivery_id, "status": "pending"}))))
 }

@@ -330,7 +330,7 @@ pub async fn accept_message(
         let made = events_for_hook(hook, &mail, recipient, address).map_err(MessageError::Refused)?;
         events.extend(made);
     }
-    let appended = state.store.append_events(events).await.map_err(MessageError::Store)?;
+    let appended = state.commit_events(events).await.map_err(MessageError::Store)?;
     Ok(appended.into_iter().map(|appended| appended.id).collect())
 }
 

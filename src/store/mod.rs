@@ -109,6 +109,86 @@ pub struct InstalledApp {
     pub installed_at: Timestamp,
 }
 
+/// A delivery a worker has claimed: it is not claimed again until the lease ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDelivery {
+    pub id: String,
+    pub subscription_id: String,
+    pub event_id: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Delivered,
+    RetryAt(Timestamp),
+    Failed,
+}
+
+/// One attempt, to record with the delivery's next step.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub at: Timestamp,
+    pub status_code: Option<u16>,
+    pub latency: std::time::Duration,
+    /// The start of the response body, bounded.
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+    pub next: NextStep,
+}
+
+/// An attempt as the history shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub attempt: u32,
+    pub at: Timestamp,
+    pub status_code: Option<u16>,
+    pub latency_ms: f64,
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A delivery with its attempts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub id: String,
+    pub subscription_id: String,
+    pub event_id: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(rename = "attemptHistory")]
+    pub history: Vec<Attempt>,
+}
+
+/// Filters and page of a subscription's delivery history, newest first.
+#[derive(Debug, Clone)]
+pub struct DeliveryQuery {
+    pub subscription_id: String,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub status: Option<String>,
+    /// From 1.
+    pub page: usize,
+    pub per_page: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<Delivery>,
+    pub total: u64,
+}
+
 /// The store, one backend chosen at start.
 #[derive(Clone)]
 pub enum Store {
@@ -248,6 +328,45 @@ impl Store {
     pub async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(store) => store.delete_subscription(id.to_owned()).await,
+        }
+    }
+
+    /// Claims up to `limit` pending deliveries that are due, of active subscriptions, pushing
+    /// each out by `lease` so that no other worker takes it meanwhile. Pending deliveries of
+    /// disabled subscriptions are failed on the way.
+    pub async fn claim_due_deliveries(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.claim_due_deliveries(now, lease, limit).await,
+        }
+    }
+
+    /// Records an attempt and the delivery's next step, in one transaction.
+    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => store.record_attempt(record).await,
+        }
+    }
+
+    pub async fn deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.deliveries(query).await,
+        }
+    }
+
+    /// Makes a delivery due now (a manual retry); false when the subscription has no such delivery.
+    pub async fn retry_delivery(
+        &self,
+        subscription_id: &str,
+        delivery_id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.retry_delivery(subscription_id.to_owned(), delivery_id.to_owned(), now).await,
         }
     }
 

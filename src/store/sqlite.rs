@@ -13,7 +13,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
-use super::{ApiKeyRecord, Appended, EventPage, EventQuery, InstalledApp, RawBody, StoreError};
+use super::{
+    ApiKeyRecord, Appended, Attempt, AttemptRecord, Delivery, DeliveryPage, DeliveryQuery, DueDelivery, EventPage,
+    EventQuery, InstalledApp, NextStep, RawBody, StoreError,
+};
 use crate::definitions::HookType;
 use crate::event::{Event, EventSource, NewEvent};
 use crate::subscriptions::Subscription;
@@ -77,6 +80,33 @@ CREATE TABLE subscriptions (
     id TEXT PRIMARY KEY NOT NULL,
     body TEXT NOT NULL,
     created_at_us INTEGER NOT NULL
+);
+"#,
+    r#"
+-- The outbox: one row per event and subscription, written with the event.
+CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY NOT NULL,
+    subscription_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    -- pending, delivered or failed
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    -- When a pending delivery is next tried (a claim pushes it out by the lease).
+    next_attempt_at_us INTEGER,
+    created_at_us INTEGER NOT NULL,
+    updated_at_us INTEGER NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at_us) WHERE status = 'pending';
+CREATE INDEX deliveries_by_subscription ON deliveries (subscription_id, created_at_us);
+CREATE TABLE delivery_attempts (
+    delivery_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    at_us INTEGER NOT NULL,
+    status_code INTEGER,
+    latency_us INTEGER NOT NULL,
+    response_excerpt TEXT,
+    error TEXT,
+    PRIMARY KEY (delivery_id, attempt)
 );
 "#,
 ];
@@ -474,8 +504,194 @@ impl SqliteStore {
     }
 
     pub async fn delete_subscription(&self, id: String) -> Result<bool, StoreError> {
-        self.write(move |connection| Ok(connection.execute("DELETE FROM subscriptions WHERE id = ?1", [id])? == 1))
-            .await
+        self.write(move |connection| {
+            connection.execute(
+                "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE subscription_id = ?1)",
+                [&id],
+            )?;
+            connection.execute("DELETE FROM deliveries WHERE subscription_id = ?1", [&id])?;
+            Ok(connection.execute("DELETE FROM subscriptions WHERE id = ?1", [&id])? == 1)
+        })
+        .await
+    }
+
+    pub async fn claim_due_deliveries(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.write(move |connection| {
+            let now_us = now.as_microsecond();
+            // A disabled subscription's pending deliveries end here; a paused one's wait.
+            connection
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'failed', next_attempt_at_us = NULL, updated_at_us = ?1
+                     WHERE status = 'pending' AND subscription_id IN
+                       (SELECT id FROM subscriptions WHERE json_extract(body, '$.status') = 'disabled')",
+                )?
+                .execute([now_us])?;
+            let mut select = connection.prepare_cached(
+                "SELECT d.id, d.subscription_id, d.event_id, d.attempts FROM deliveries d
+                 JOIN subscriptions s ON s.id = d.subscription_id
+                 WHERE d.status = 'pending' AND d.next_attempt_at_us <= ?1
+                   AND json_extract(s.body, '$.status') = 'active'
+                 ORDER BY d.next_attempt_at_us LIMIT ?2",
+            )?;
+            let due: Vec<DueDelivery> = select
+                .query_map(params![now_us, limit as i64], |row| {
+                    Ok(DueDelivery {
+                        id: row.get(0)?,
+                        subscription_id: row.get(1)?,
+                        event_id: row.get(2)?,
+                        attempts: row.get(3)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let lease_until = now_us + i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2);
+            let mut claim = connection.prepare_cached("UPDATE deliveries SET next_attempt_at_us = ?2 WHERE id = ?1")?;
+            for delivery in &due {
+                claim.execute(params![delivery.id, lease_until])?;
+            }
+            Ok(due)
+        })
+        .await
+    }
+
+    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<(), StoreError> {
+        self.write(move |connection| {
+            let at_us = record.at.as_microsecond();
+            connection
+                .prepare_cached(
+                    "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    record.delivery_id,
+                    record.attempt,
+                    at_us,
+                    record.status_code,
+                    i64::try_from(record.latency.as_micros()).unwrap_or(i64::MAX),
+                    record.response_excerpt,
+                    record.error,
+                ])?;
+            let (status, next) = match record.next {
+                NextStep::Delivered => ("delivered", None),
+                NextStep::RetryAt(at) => ("pending", Some(at.as_microsecond())),
+                NextStep::Failed => ("failed", None),
+            };
+            connection
+                .prepare_cached(
+                    "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at_us = ?4, updated_at_us = ?5 WHERE id = ?1",
+                )?
+                .execute(params![record.delivery_id, status, record.attempt, next, at_us])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage, StoreError> {
+        self.read(move |connection| {
+            let mut conditions = vec!["subscription_id = ?1".to_owned()];
+            let mut values: Vec<rusqlite::types::Value> = vec![query.subscription_id.clone().into()];
+            if let Some(from) = query.from {
+                values.push(from.as_microsecond().into());
+                conditions.push(format!("created_at_us >= ?{}", values.len()));
+            }
+            if let Some(to) = query.to {
+                values.push(to.as_microsecond().into());
+                conditions.push(format!("created_at_us < ?{}", values.len()));
+            }
+            if let Some(status) = &query.status {
+                values.push(status.clone().into());
+                conditions.push(format!("status = ?{}", values.len()));
+            }
+            let filter = conditions.join(" AND ");
+            let total: i64 = connection.query_row(
+                &format!("SELECT count(*) FROM deliveries WHERE {filter}"),
+                rusqlite::params_from_iter(values.iter()),
+                |row| row.get(0),
+            )?;
+            let offset = query.page.saturating_sub(1) * query.per_page;
+            let mut statement = connection.prepare(&format!(
+                "SELECT id, event_id, status, attempts, next_attempt_at_us, created_at_us, updated_at_us FROM deliveries
+                 WHERE {filter} ORDER BY created_at_us DESC, id DESC LIMIT {} OFFSET {offset}",
+                query.per_page
+            ))?;
+            let rows = statement.query_map(rusqlite::params_from_iter(values.iter()), |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, u32>(3)?,
+                    row.get::<_, Option<i64>>(4)?,
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, i64>(6)?,
+                ))
+            })?;
+            let mut deliveries = Vec::new();
+            for row in rows {
+                let (id, event_id, status, attempts, next_us, created_us, updated_us) = row?;
+                let mut attempts_statement = connection.prepare_cached(
+                    "SELECT attempt, at_us, status_code, latency_us, response_excerpt, error FROM delivery_attempts
+                     WHERE delivery_id = ?1 ORDER BY attempt",
+                )?;
+                let history = attempts_statement
+                    .query_map([&id], |row| {
+                        Ok((
+                            row.get::<_, u32>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, Option<u16>>(2)?,
+                            row.get::<_, i64>(3)?,
+                            row.get::<_, Option<String>>(4)?,
+                            row.get::<_, Option<String>>(5)?,
+                        ))
+                    })?
+                    .map(|row| {
+                        let (attempt, at_us, status_code, latency_us, response_excerpt, error) = row?;
+                        Ok(Attempt {
+                            attempt,
+                            at: timestamp(at_us)?,
+                            status_code,
+                            latency_ms: latency_us as f64 / 1000.0,
+                            response_excerpt,
+                            error,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                let next_attempt_at = if status == "pending" { next_us.map(timestamp).transpose()? } else { None };
+                deliveries.push(Delivery {
+                    id,
+                    subscription_id: query.subscription_id.clone(),
+                    event_id,
+                    status,
+                    attempts,
+                    next_attempt_at,
+                    created_at: timestamp(created_us)?,
+                    updated_at: timestamp(updated_us)?,
+                    history,
+                });
+            }
+            Ok(DeliveryPage { deliveries, total: total as u64 })
+        })
+        .await
+    }
+
+    /// Makes a delivery of `subscription_id` due now; false when there is no such delivery.
+    pub async fn retry_delivery(
+        &self,
+        subscription_id: String,
+        delivery_id: String,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write(move |connection| {
+            Ok(connection.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at_us = ?3, updated_at_us = ?3
+                 WHERE id = ?1 AND subscription_id = ?2",
+                params![delivery_id, subscription_id, now.as_microsecond()],
+            )? == 1)
+        })
+        .await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -701,7 +917,22 @@ fn append_one(connection: &Connection, row: &EventRow) -> Result<Appended, Store
             event.receive_count,
             event.quarantined,
         ])?;
+    if !event.quarantined {
+        let at = event.received_at.as_microsecond();
+        for subscription_id in &new.deliver_to {
+            connection
+                .prepare_cached(
+                    "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
+                     VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
+                )?
+                .execute(params![new_delivery_id(), subscription_id, event.id, at])?;
+        }
+    }
     Ok(Appended { id: event.id.clone(), duplicate: false })
+}
+
+fn new_delivery_id() -> String {
+    format!("dlv_{}", uuid::Uuid::now_v7().simple())
 }
 
 const EVENT_COLUMNS: &str = "id, name, app, hook_type, received_at_us, source, data, receive_count, CASE WHEN data IS NULL THEN raw_body END, quarantined";

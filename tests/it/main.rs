@@ -5,6 +5,7 @@ mod api;
 mod browser;
 mod cli;
 mod definition_schema;
+mod deliveries;
 mod dns;
 mod durability;
 mod email;

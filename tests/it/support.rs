@@ -44,6 +44,7 @@ pub fn crm_definition() -> Value {
 }
 
 /// How to start a gateway.
+#[derive(Clone)]
 pub struct Options {
     pub definitions: Vec<(String, Value)>,
     pub env: Vec<(String, String)>,
@@ -108,6 +109,12 @@ impl Gateway {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the binary again on the same folder and database with other environment settings.
+    pub async fn restart_with(&mut self, options: Options) {
+        self.env = options.env;
+        self.restart().await;
     }
 
     /// Starts the binary again on the same folder and database (on a new port).
@@ -190,6 +197,8 @@ impl Drop for Gateway {
 }
 
 pub fn client() -> reqwest::Client {
+    // reqwest is built without a crypto provider of its own (hookgate uses ring): install it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(20))

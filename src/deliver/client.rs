@@ -1,0 +1,70 @@
+//! The outbound HTTP client: rustls (ring) with the webpki roots, no redirects, a timeout, and a
+//! resolver that drops private, loopback, link-local and metadata addresses unless allowed, so
+//! that a name cannot be pointed at the inside (DNS rebinding included: the address checked is
+//! the address connected to).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::subscriptions::is_public;
+
+pub(super) fn build(timeout: Duration, allow_private: bool) -> Result<reqwest::Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .no_proxy()
+        .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+        .build()
+        .map_err(|error| error.to_string())
+}
+
+/// Checks what the resolver cannot: the scheme, and a literal address in the URL.
+pub(super) fn check_url(url: &str, allow_http: bool, allow_private: bool) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| "the subscription URL is not a URL".to_owned())?;
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if allow_http => {}
+        _ => return Err("the subscription URL is not https, and http is not allowed".into()),
+    }
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<IpAddr>()
+        && !allow_private
+        && !is_public(ip)
+    {
+        return Err(format!("{ip} is a private, loopback, link-local or metadata address; deliveries never go there"));
+    }
+    Ok(())
+}
+
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let kept: Vec<SocketAddr> =
+                resolved.iter().copied().filter(|address| allow_private || is_public(address.ip())).collect();
+            if kept.is_empty() {
+                return Err(
+                    format!("{host} resolves only to private, loopback, link-local or metadata addresses").into()
+                );
+            }
+            Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}

@@ -1,0 +1,290 @@
+//! Deliveries: the worker that sends committed events to subscriptions.
+//!
+//! Delivery rows are written with their event (the outbox, see `AppState::commit_events`), so
+//! nothing is lost between the commit and the send, across a crash too. The worker claims due
+//! deliveries with a lease (a crashed worker's claims come due again), sends each as a signed
+//! Standard Webhooks request (`sign`), and records the attempt and the next step in one write:
+//! 2xx delivered; 410 fails the delivery and disables the subscription; anything else, a
+//! timeout or a network error is retried on the configured schedule (with jitter), and after the
+//! last retry the delivery has failed. Paused subscriptions keep their deliveries until resumed.
+//!
+//! Outbound requests never follow redirects and never reach private, loopback, link-local or
+//! metadata addresses unless configuration allows it: literal addresses are checked before the
+//! request, names by the client's resolver, which drops such addresses (`client`).
+
+mod client;
+pub mod sign;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::AppState;
+use crate::store::{AttemptRecord, DueDelivery, NextStep};
+use crate::subscriptions::{Status, Subscription};
+
+/// How long a claimed delivery is kept from other workers: longer than any request may take.
+const LEASE: Duration = Duration::from_secs(120);
+/// How often the worker looks for due retries when nothing wakes it.
+const POLL: Duration = Duration::from_millis(500);
+/// The most response body kept in the history.
+const EXCERPT_BYTES: usize = 1024;
+
+/// Runs until `shutdown` resolves.
+pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()>) {
+    let config = &state.config;
+    let client = match client::build(
+        Duration::from_secs(config.delivery_timeout_secs),
+        config.delivery_allow_private_networks,
+    ) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "The delivery client could not be built; nothing will be delivered.");
+            return;
+        }
+    };
+    let in_flight = Arc::new(Semaphore::new(config.delivery_concurrency));
+    let per_subscription: Arc<Mutex<HashMap<String, Arc<Semaphore>>>> = Arc::default();
+    tokio::pin!(shutdown);
+    loop {
+        let claimed =
+            match state.store.claim_due_deliveries(Timestamp::now(), LEASE, in_flight.available_permits().max(1)).await
+            {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::warn!(%error, "Due deliveries could not be claimed; trying again shortly.");
+                    Vec::new()
+                }
+            };
+        let idle = claimed.is_empty();
+        for due in claimed {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            let subscription_slot = per_subscription
+                .lock()
+                .expect("not poisoned")
+                .entry(due.subscription_id.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(config.delivery_concurrency_per_subscription)))
+                .clone();
+            let (state, client) = (state.clone(), client.clone());
+            tokio::spawn(async move {
+                let Ok(_slot) = subscription_slot.acquire_owned().await else { return };
+                deliver(&state, &client, due).await;
+                drop(permit);
+            });
+        }
+        if idle {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = state.deliveries_waiting.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+}
+
+/// One attempt at one delivery, recorded whatever happens.
+async fn deliver(state: &AppState, client: &reqwest::Client, due: DueDelivery) {
+    let attempt = due.attempts + 1;
+    let subscription = match state.store.subscription(&due.subscription_id).await {
+        Ok(Some(subscription)) => subscription,
+        Ok(None) => return, // Deleted meanwhile, with its deliveries.
+        Err(error) => {
+            tracing::warn!(%error, delivery = %due.id, "A delivery's subscription could not be read; it will be retried.");
+            return;
+        }
+    };
+    let event = match state.store.event(&due.event_id).await {
+        Ok(Some(event)) => event,
+        Ok(None) => {
+            record(state, &due, attempt, Outcome::error("the event no longer exists"), NextStep::Failed).await;
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%error, delivery = %due.id, "A delivery's event could not be read; it will be retried.");
+            return;
+        }
+    };
+    let body = serde_json::to_vec(&json!({"type": event.name, "timestamp": event.received_at, "data": event}))
+        .expect("an event serializes");
+    let outcome = send(state, client, &subscription, &event.id, body).await;
+    let next = next_step(&state.config.delivery_retry_schedule_secs, attempt, &outcome, Timestamp::now());
+    if outcome.status_code == Some(410) {
+        disable(state, &subscription.id, "the endpoint answered 410 Gone").await;
+    }
+    metrics::counter!("hookgate_deliveries_total", "outcome" => match next {
+        NextStep::Delivered => "delivered",
+        NextStep::RetryAt(_) => "retry",
+        NextStep::Failed => "failed",
+    })
+    .increment(1);
+    metrics::histogram!("hookgate_delivery_duration_seconds").record(outcome.latency.as_secs_f64());
+    record(state, &due, attempt, outcome, next).await;
+}
+
+/// What one request came to.
+struct Outcome {
+    at: Timestamp,
+    status_code: Option<u16>,
+    latency: Duration,
+    response_excerpt: Option<String>,
+    error: Option<String>,
+}
+
+impl Outcome {
+    fn error(message: &str) -> Outcome {
+        Outcome {
+            at: Timestamp::now(),
+            status_code: None,
+            latency: Duration::ZERO,
+            response_excerpt: None,
+            error: Some(message.to_owned()),
+        }
+    }
+}
+
+async fn send(
+    state: &AppState,
+    client: &reqwest::Client,
+    subscription: &Subscription,
+    message_id: &str,
+    body: Vec<u8>,
+) -> Outcome {
+    let at = Timestamp::now();
+    if let Err(reason) = client::check_url(
+        &subscription.url,
+        state.config.delivery_allow_http,
+        state.config.delivery_allow_private_networks,
+    ) {
+        return Outcome::error(&reason);
+    }
+    let secrets: Vec<&str> = subscription.signing_secrets(at).collect();
+    let signature = sign::signature(&secrets, message_id, at.as_second(), &body);
+    let mut request = client
+        .post(&subscription.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", message_id)
+        .header("webhook-timestamp", at.as_second().to_string())
+        .header("webhook-signature", signature);
+    for (name, value) in &subscription.headers {
+        request = request.header(name, value);
+    }
+    let started = Instant::now();
+    match request.body(body).send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let excerpt = read_excerpt(response).await;
+            Outcome {
+                at,
+                status_code: Some(status),
+                latency: started.elapsed(),
+                response_excerpt: Some(excerpt),
+                error: None,
+            }
+        }
+        Err(error) => Outcome {
+            at,
+            status_code: None,
+            latency: started.elapsed(),
+            response_excerpt: None,
+            error: Some(describe(&error)),
+        },
+    }
+}
+
+/// The start of a response body, as text, at most [`EXCERPT_BYTES`].
+async fn read_excerpt(mut response: reqwest::Response) -> String {
+    let mut kept = Vec::new();
+    while kept.len() < EXCERPT_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => kept.extend_from_slice(&chunk[..chunk.len().min(EXCERPT_BYTES - kept.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// A request error with its causes, which say what actually failed (refused, timed out, a
+/// private address).
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() { "timed out".to_owned() } else { error.to_string() };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// 2xx delivered; 410 failed; else the schedule's next retry, with up to 10% jitter, or failed
+/// after the last.
+fn next_step(schedule: &[u64], attempt: u32, outcome: &Outcome, now: Timestamp) -> NextStep {
+    match outcome.status_code {
+        Some(code) if (200..300).contains(&code) => NextStep::Delivered,
+        Some(410) => NextStep::Failed,
+        _ => match schedule.get(attempt as usize - 1) {
+            Some(&seconds) => {
+                let jitter = rand::random::<f64>() * 0.1 * seconds as f64;
+                let delay = jiff::SignedDuration::from_secs_f64(seconds as f64 + jitter);
+                NextStep::RetryAt(now + delay)
+            }
+            None => NextStep::Failed,
+        },
+    }
+}
+
+async fn record(state: &AppState, due: &DueDelivery, attempt: u32, outcome: Outcome, next: NextStep) {
+    let record = AttemptRecord {
+        delivery_id: due.id.clone(),
+        attempt,
+        at: outcome.at,
+        status_code: outcome.status_code,
+        latency: outcome.latency,
+        response_excerpt: outcome.response_excerpt,
+        error: outcome.error,
+        next,
+    };
+    if let Err(error) = state.store.record_attempt(record).await {
+        // The lease runs out and the delivery is tried again: at least once, never lost.
+        tracing::warn!(%error, delivery = %due.id, "A delivery attempt could not be recorded.");
+    }
+}
+
+/// Disables a subscription, with the reason.
+async fn disable(state: &AppState, id: &str, reason: &str) {
+    let Ok(Some(mut subscription)) = state.store.subscription(id).await else { return };
+    subscription.status = Status::Disabled;
+    subscription.disabled_reason = Some(reason.to_owned());
+    subscription.updated_at = Timestamp::now();
+    if state.store.put_subscription(subscription).await.is_ok() {
+        let _ = state.reload_routes().await;
+        tracing::warn!(subscription = %id, reason, "A subscription was disabled.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status_code: Option<u16>) -> Outcome {
+        Outcome { status_code, ..Outcome::error("x") }
+    }
+
+    #[test]
+    fn the_next_step_follows_the_status_and_the_schedule() {
+        let now: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let schedule = [5, 300];
+        assert_eq!(next_step(&schedule, 1, &outcome(Some(204)), now), NextStep::Delivered);
+        assert_eq!(next_step(&schedule, 1, &outcome(Some(410)), now), NextStep::Failed);
+        let NextStep::RetryAt(at) = next_step(&schedule, 1, &outcome(Some(500)), now) else { panic!() };
+        let wait = at.duration_since(now).as_secs_f64();
+        assert!((5.0..=5.5).contains(&wait), "{wait}");
+        let NextStep::RetryAt(at) = next_step(&schedule, 2, &outcome(None), now) else { panic!() };
+        assert!((300.0..=330.0).contains(&at.duration_since(now).as_secs_f64()));
+        assert_eq!(next_step(&schedule, 3, &outcome(Some(503)), now), NextStep::Failed, "after the last retry");
+    }
+}
