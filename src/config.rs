@@ -66,6 +66,8 @@ pub struct Config {
     pub delivery_allow_private_networks: bool,
     /// Seconds to wait before each retry of a failed delivery; after the last, it has failed.
     pub delivery_retry_schedule_secs: Vec<u64>,
+    /// A subscription whose deliveries have all failed for this long is disabled.
+    pub delivery_disable_after_secs: u64,
     /// Time allowed for one delivery request, answer included.
     pub delivery_timeout_secs: u64,
     /// Deliveries in flight at once, and at most per subscription.
@@ -115,6 +117,7 @@ impl Default for Config {
             delivery_allow_private_networks: false,
             // About 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
             delivery_retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 36_000],
+            delivery_disable_after_secs: 5 * 24 * 3600,
             delivery_timeout_secs: 15,
             delivery_concurrency: 256,
             delivery_concurrency_per_subscription: 16,
@@ -169,6 +172,7 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "delivery_allow_private_networks",
     "delivery_retry_schedule_secs",
     "delivery_timeout_secs",
+    "delivery_disable_after_secs",
     "delivery_concurrency",
     "delivery_concurrency_per_subscription",
 ];

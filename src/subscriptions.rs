@@ -36,6 +36,9 @@ pub struct Subscription {
     pub updated_at: Timestamp,
     /// Why the subscription was disabled, when hookgate disabled it.
     pub disabled_reason: Option<String>,
+    /// Since when every delivery attempt has failed; cleared by a success.
+    #[serde(default)]
+    pub failing_since: Option<Timestamp>,
     /// Signing secrets, newest first; an old one stays valid until its `expires_at`.
     pub secrets: Vec<SigningSecret>,
 }
@@ -372,6 +375,7 @@ pub async fn from_request(
         created_at,
         updated_at: now,
         disabled_reason,
+        failing_since: existing.and_then(|existing| existing.failing_since),
         secrets,
     })
 }
@@ -617,6 +621,7 @@ mod tests {
             created_at: now(),
             updated_at: now(),
             disabled_reason: None,
+            failing_since: None,
             secrets: vec![SigningSecret { secret: "whsec_old".into(), created_at: now(), expires_at: None }],
         };
         let later = now() + jiff::SignedDuration::from_secs(3600);

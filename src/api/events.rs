@@ -84,3 +84,39 @@ pub async fn raw(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> 
     ];
     Ok((headers, raw.bytes).into_response())
 }
+
+/// `POST /api/events/{id}/replay` with an optional `{"subscription_id": "sub_…"}`: new
+/// deliveries of a stored event to every subscription it matches now, or to that one (202).
+pub async fn replay(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(&body).map_err(|error| ApiError::BadRequest(format!("malformed JSON: {error}")))?
+    };
+    let event = state.store.event(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
+    if event.quarantined {
+        return Err(ApiError::Conflict("a quarantined event is never delivered".into()));
+    }
+    let subscription_ids = match request.get("subscription_id") {
+        None | Some(Value::Null) => state.routes.load().matching(&event),
+        Some(Value::String(subscription_id)) => {
+            let subscription = state
+                .store
+                .subscription(subscription_id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("no subscription {subscription_id:?}")))?;
+            if subscription.status == crate::subscriptions::Status::Disabled {
+                return Err(ApiError::Conflict(format!("subscription {subscription_id:?} is disabled")));
+            }
+            vec![subscription.id]
+        }
+        Some(_) => return Err(ApiError::BadRequest("subscription_id must be a subscription id".into())),
+    };
+    let deliveries = state.store.enqueue_deliveries(&event.id, subscription_ids, jiff::Timestamp::now()).await?;
+    state.deliveries_waiting.notify_one();
+    Ok((axum::http::StatusCode::ACCEPTED, Json(json!({"eventId": event.id, "deliveries": deliveries}))))
+}

@@ -99,10 +99,12 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/events", get(events::list))
         .route("/events/{id}", get(events::show))
         .route("/events/{id}/raw", get(events::raw))
+        .route("/events/{id}/replay", post(events::replay))
         .route("/sources/rejections", get(sources::rejections))
         .route("/webhooks", get(subscriptions::list).post(subscriptions::create))
         .route("/webhooks/{id}/rotate-secret", post(subscriptions::rotate_secret))
         .route("/webhooks/{id}/deliveries", get(subscriptions::deliveries))
+        .route("/webhooks/{id}/test", post(subscriptions::send_test))
         .route("/webhooks/{id}/deliveries/{delivery_id}/retry", post(subscriptions::retry_delivery))
         .fallback(|| async { ApiError::NotFound("no such management endpoint".into()) })
         .layer(axum::middleware::from_fn_with_state(state, require_admin));

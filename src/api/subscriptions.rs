@@ -205,3 +205,21 @@ pub async fn retry_delivery(
     state.deliveries_waiting.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({"id": delivery_id, "status": "pending"}))))
 }
+
+/// `POST /api/webhooks/{id}/test` with `{"event": "<event name>"}`: a sample marked
+/// `"test": true`, sent now; the reply says what the endpoint answered.
+pub async fn send_test(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request = parse(&body)?;
+    let Some(event_name) = request.get("event").and_then(Value::as_str) else {
+        return Err(ApiError::InvalidFields(vec![crate::subscriptions::FieldError {
+            field: "event".into(),
+            message: "required: the event name to send a sample of".into(),
+        }]));
+    };
+    let subscription = find(&state, &id).await?;
+    Ok(Json(crate::deliver::send_test(&state, &subscription, event_name).await))
+}

@@ -114,6 +114,8 @@ async fn deliver(state: &AppState, client: &reqwest::Client, due: DueDelivery) {
     let next = next_step(&state.config.delivery_retry_schedule_secs, attempt, &outcome, Timestamp::now());
     if outcome.status_code == Some(410) {
         disable(state, &subscription.id, "the endpoint answered 410 Gone").await;
+    } else {
+        track_health(state, &subscription, next == NextStep::Delivered, outcome.at).await;
     }
     metrics::counter!("hookgate_deliveries_total", "outcome" => match next {
         NextStep::Delivered => "delivered",
@@ -123,6 +125,36 @@ async fn deliver(state: &AppState, client: &reqwest::Client, due: DueDelivery) {
     .increment(1);
     metrics::histogram!("hookgate_delivery_duration_seconds").record(outcome.latency.as_secs_f64());
     record(state, &due, attempt, outcome, next).await;
+}
+
+/// Sends a sample of `event_name` marked `"test": true` to a subscription right away and returns
+/// what the endpoint answered; nothing is stored or retried.
+pub async fn send_test(state: &AppState, subscription: &Subscription, event_name: &str) -> serde_json::Value {
+    let client = match client::build(
+        Duration::from_secs(state.config.delivery_timeout_secs),
+        state.config.delivery_allow_private_networks,
+    ) {
+        Ok(client) => client,
+        Err(error) => return json!({"error": error}),
+    };
+    let now = Timestamp::now();
+    let message_id = format!("msg_test_{}", uuid::Uuid::now_v7().simple());
+    let body = serde_json::to_vec(&json!({
+        "type": event_name,
+        "timestamp": now,
+        "test": true,
+        "data": {"id": message_id, "name": event_name, "receivedAt": now, "data": {"example": true}},
+    }))
+    .expect("a sample serializes");
+    let outcome = send(state, &client, subscription, &message_id, body).await;
+    json!({
+        "messageId": message_id,
+        "statusCode": outcome.status_code,
+        "latencyMs": outcome.latency.as_secs_f64() * 1000.0,
+        "responseExcerpt": outcome.response_excerpt,
+        "error": outcome.error,
+        "delivered": outcome.status_code.is_some_and(|code| (200..300).contains(&code)),
+    })
 }
 
 /// What one request came to.
@@ -251,6 +283,31 @@ async fn record(state: &AppState, due: &DueDelivery, attempt: u32, outcome: Outc
     if let Err(error) = state.store.record_attempt(record).await {
         // The lease runs out and the delivery is tried again: at least once, never lost.
         tracing::warn!(%error, delivery = %due.id, "A delivery attempt could not be recorded.");
+    }
+}
+
+/// Keeps `failing_since` and disables a subscription that has failed for longer than
+/// `delivery_disable_after_secs`. Writes only when the state changes.
+async fn track_health(state: &AppState, subscription: &Subscription, succeeded: bool, at: Timestamp) {
+    let limit = jiff::SignedDuration::from_secs(state.config.delivery_disable_after_secs as i64);
+    let change = match (succeeded, subscription.failing_since) {
+        (true, Some(_)) => Some(None),
+        (false, None) => Some(Some(at)),
+        (false, Some(since)) if at.duration_since(since) > limit => {
+            let reason = format!(
+                "every delivery has failed since {since}, for longer than {} seconds",
+                state.config.delivery_disable_after_secs
+            );
+            disable(state, &subscription.id, &reason).await;
+            None
+        }
+        _ => None,
+    };
+    if let Some(failing_since) = change
+        && let Ok(Some(mut current)) = state.store.subscription(&subscription.id).await
+    {
+        current.failing_since = failing_since;
+        let _ = state.store.put_subscription(current).await;
     }
 }
 

@@ -358,6 +358,18 @@ impl Store {
         }
     }
 
+    /// New deliveries of a stored event (a replay), due now; returns their ids.
+    pub async fn enqueue_deliveries(
+        &self,
+        event_id: &str,
+        subscription_ids: Vec<String>,
+        now: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.enqueue_deliveries(event_id.to_owned(), subscription_ids, now).await,
+        }
+    }
+
     /// Makes a delivery due now (a manual retry); false when the subscription has no such delivery.
     pub async fn retry_delivery(
         &self,

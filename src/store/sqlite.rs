@@ -677,6 +677,30 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn enqueue_deliveries(
+        &self,
+        event_id: String,
+        subscription_ids: Vec<String>,
+        now: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        self.write(move |connection| {
+            let at = now.as_microsecond();
+            let mut ids = Vec::with_capacity(subscription_ids.len());
+            for subscription_id in &subscription_ids {
+                let id = new_delivery_id();
+                connection
+                    .prepare_cached(
+                        "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
+                         VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
+                    )?
+                    .execute(params![id, subscription_id, event_id, at])?;
+                ids.push(id);
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
     /// Makes a delivery of `subscription_id` due now; false when there is no such delivery.
     pub async fn retry_delivery(
         &self,

@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 /// A webhook receiver on 127.0.0.1: records every request and answers with the next status of
-/// its script (200 once the script is empty).
+/// its script (200 once the script is empty; [`HANG`] waits 3 s first, past the client's timeout).
+/// In a receiver's script: answer only after 3 seconds.
+const HANG: u16 = 1;
+
 #[derive(Clone)]
 struct Receiver {
     url: String,
@@ -43,7 +46,11 @@ impl Receiver {
                         .map(|(name, value)| (name.to_string(), value.to_str().unwrap_or_default().to_owned()))
                         .collect();
                     state.received.lock().unwrap().push(Received { headers, body });
-                    let status = state.script.lock().unwrap().pop_front().unwrap_or(200);
+                    let mut status = state.script.lock().unwrap().pop_front().unwrap_or(200);
+                    if status == HANG {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        status = 200;
+                    }
                     (axum::http::StatusCode::from_u16(status).unwrap(), format!("answered {status}"))
                 }
             }),
@@ -125,8 +132,7 @@ async fn an_event_reaches_every_matching_subscription_signed() {
     subscribe(&gateway, json!({"url": shop.url, "events": ["kustomer.app.shop.*"], "headers": {"X-Team": "orders"}}))
         .await;
     subscribe(&gateway, json!({"url": stripe.url, "events": ["stripe.*"]})).await;
-    subscribe(&gateway, json!({"url": resource.url, "resource_id": "order-7", "filter": "$[?@.total > 100]"}))
-        .await;
+    subscribe(&gateway, json!({"url": resource.url, "resource_id": "order-7", "filter": "$[?@.total > 100]"})).await;
 
     let id = post_order(&gateway, json!({"id": "order-7", "total": 250})).await;
     post_order(&gateway, json!({"id": "order-8", "total": 250})).await;
@@ -258,4 +264,102 @@ async fn a_private_target_is_refused_at_send_time_too() {
     let page = history(&gateway, &subscription, "").await;
     let error = page["data"][0]["attemptHistory"][0]["error"].as_str().unwrap().to_owned();
     assert!(error.contains("loopback"), "{error}");
+}
+
+#[tokio::test]
+async fn a_stored_event_can_be_replayed_to_all_or_one_subscription() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let (first, later) = tokio::join!(Receiver::start(&[]), Receiver::start(&[]));
+    subscribe(&gateway, json!({"url": first.url})).await;
+    let id = post_order(&gateway, json!({"n": 1})).await;
+    first.wait_for(1).await;
+    let newcomer = subscribe(&gateway, json!({"url": later.url, "events": ["kustomer.app.shop.order.*"]})).await;
+
+    let replay = |body: Value| {
+        let gateway = &gateway;
+        let id = id.clone();
+        async move {
+            let response = gateway
+                .http
+                .post(gateway.url(&format!("/api/events/{id}/replay")))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, to_one) = replay(json!({"subscription_id": newcomer["id"]})).await;
+    assert_eq!(status, 202, "{to_one}");
+    assert_eq!(to_one["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(later.wait_for(1).await[0].headers["webhook-id"], id);
+    let (status, to_all) = replay(json!({})).await;
+    assert_eq!(status, 202);
+    assert_eq!(to_all["deliveries"].as_array().unwrap().len(), 2, "every subscription it matches now");
+    first.wait_for(2).await;
+    later.wait_for(2).await;
+    let (status, _) = replay(json!({"subscription_id": "sub_none"})).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_test_event_is_sent_now_marked_as_a_test() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let receiver = Receiver::start(&[]).await;
+    let subscription = subscribe(&gateway, json!({"url": receiver.url})).await;
+    let response = gateway
+        .http
+        .post(gateway.url(&format!("/api/webhooks/{}/test", subscription["id"].as_str().unwrap())))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"event": ORDER_UPDATE}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let result: Value = response.json().await.unwrap();
+    assert_eq!((&result["delivered"], &result["statusCode"]), (&json!(true), &json!(200)), "{result}");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "sent before the reply");
+    let body: Value = serde_json::from_str(&received[0].body).unwrap();
+    assert_eq!((&body["test"], &body["type"]), (&json!(true), &json!(ORDER_UPDATE)));
+    assert_eq!(verify_with_standardwebhooks(subscription["secret"].as_str().unwrap(), &received), ["ok"]);
+    assert_eq!(history(&gateway, &subscription, "").await["total"], 0, "a test is not a delivery");
+}
+
+#[tokio::test]
+async fn a_subscription_failing_for_too_long_is_disabled() {
+    let gateway = Gateway::start_with(
+        open_targets()
+            .env("HOOKGATE_DELIVERY_DISABLE_AFTER_SECS", "1")
+            .env("HOOKGATE_DELIVERY_RETRY_SCHEDULE_SECS", "[1, 1, 1]"),
+    )
+    .await;
+    let receiver = Receiver::start(&[500, 500, 500, 500]).await;
+    let subscription = subscribe(&gateway, json!({"url": receiver.url})).await;
+    post_order(&gateway, json!({"n": 1})).await;
+    let path = format!("/api/webhooks/{}", subscription["id"].as_str().unwrap());
+    for _ in 0..100 {
+        if gateway.admin_json(&path).await["status"] == "disabled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shown = gateway.admin_json(&path).await;
+    assert_eq!(shown["status"], "disabled", "{shown}");
+    assert!(shown["disabledReason"].as_str().unwrap().contains("has failed since"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_request_that_times_out_is_retried() {
+    let gateway = Gateway::start_with(open_targets().env("HOOKGATE_DELIVERY_TIMEOUT_SECS", "1")).await;
+    let receiver = Receiver::start(&[HANG]).await;
+    let subscription = subscribe(&gateway, json!({"url": receiver.url})).await;
+    post_order(&gateway, json!({"n": 1})).await;
+    receiver.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let delivery = &history(&gateway, &subscription, "").await["data"][0];
+    assert_eq!(delivery["status"], "delivered", "{delivery}");
+    let first = &delivery["attemptHistory"][0];
+    assert!(first["statusCode"].is_null() && first["error"].as_str().unwrap().contains("timed out"), "{first}");
 }
