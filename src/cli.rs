@@ -54,6 +54,9 @@ struct GlobalArgs {
     /// The domain of email hook addresses, <token>@<domain> [default: localhost].
     #[arg(long, global = true)]
     mail_domain: Option<String>,
+    /// NATS server URL: also publish every committed event to JetStream [default: off].
+    #[arg(long, global = true)]
+    nats: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         secrets_file: cli.global.secrets_file.clone(),
         smtp: cli.global.smtp,
         mail_domain: cli.global.mail_domain.clone(),
+        nats: cli.global.nats.clone(),
     };
     let config = Config::load(cli.global.config.as_deref(), &overrides)?;
     match cli.command {

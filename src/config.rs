@@ -68,6 +68,12 @@ pub struct Config {
     pub delivery_retry_schedule_secs: Vec<u64>,
     /// A subscription whose deliveries have all failed for this long is disabled.
     pub delivery_disable_after_secs: u64,
+    /// NATS server URL: when set, every committed event is also published to JetStream.
+    pub nats: Option<String>,
+    /// Events are published to `<nats_subject_prefix>.<event name>`.
+    pub nats_subject_prefix: String,
+    /// The JetStream stream that takes `<nats_subject_prefix>.>`, created when missing.
+    pub nats_stream: String,
     /// Time allowed for one delivery request, answer included.
     pub delivery_timeout_secs: u64,
     /// Deliveries in flight at once, and at most per subscription.
@@ -119,6 +125,9 @@ impl Default for Config {
             delivery_retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 36_000],
             delivery_disable_after_secs: 5 * 24 * 3600,
             delivery_timeout_secs: 15,
+            nats: None,
+            nats_subject_prefix: "hookgate".into(),
+            nats_stream: "HOOKGATE".into(),
             delivery_concurrency: 256,
             delivery_concurrency_per_subscription: 16,
         }
@@ -142,6 +151,8 @@ pub struct Overrides {
     pub smtp: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mail_domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<String>,
 }
 
 /// The keys `HOOKGATE_*` variables may set (others, such as test settings, are left alone).
@@ -173,6 +184,9 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "delivery_retry_schedule_secs",
     "delivery_timeout_secs",
     "delivery_disable_after_secs",
+    "nats",
+    "nats_subject_prefix",
+    "nats_stream",
     "delivery_concurrency",
     "delivery_concurrency_per_subscription",
 ];

@@ -156,6 +156,8 @@ pub struct NewEvent {
     /// Subscriptions that get a delivery of this event, written in the same transaction as the
     /// event (the outbox). Ignored for a duplicate.
     pub deliver_to: Vec<String>,
+    /// The NATS subject to publish this event to, through the same outbox; `None` without NATS.
+    pub publish_to: Option<String>,
 }
 
 /// A provider delivery id, unique within its scope (the hook that received it) for as long as
@@ -247,6 +249,7 @@ pub fn normalize(
         idempotency_key: None,
         data_is_raw_json: false,
         deliver_to: Vec::new(),
+        publish_to: None,
     }
 }
 

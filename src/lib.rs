@@ -59,6 +59,8 @@ pub struct AppState {
     pub routes: arc_swap::ArcSwap<subscriptions::Routes>,
     /// Wakes the delivery worker when new deliveries are committed.
     pub deliveries_waiting: tokio::sync::Notify,
+    /// Wakes the NATS publisher when new events are committed.
+    pub publications_waiting: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -77,9 +79,18 @@ impl AppState {
                 deliveries |= !event.deliver_to.is_empty();
             }
         }
+        let publishing = self.config.nats.is_some();
+        if publishing {
+            for event in events.iter_mut().filter(|event| !event.event.quarantined) {
+                event.publish_to = Some(format!("{}.{}", self.config.nats_subject_prefix, event.event.name));
+            }
+        }
         let appended = self.store.append_events(events).await?;
         if deliveries {
             self.deliveries_waiting.notify_one();
+        }
+        if publishing {
+            self.publications_waiting.notify_one();
         }
         Ok(appended)
     }
@@ -186,6 +197,7 @@ impl Gateway {
             mail_authenticator,
             routes: arc_swap::ArcSwap::from_pointee(routes),
             deliveries_waiting: tokio::sync::Notify::new(),
+            publications_waiting: tokio::sync::Notify::new(),
         };
         Ok((Gateway { state: Arc::new(state), watch }, admin_token))
     }
@@ -223,6 +235,11 @@ impl Gateway {
             max_connections: state.config.max_connections,
         };
         let deliveries = tokio::spawn(deliver::run(state.clone(), stopped(stop_rx.clone())));
+        let publisher = state
+            .config
+            .nats
+            .clone()
+            .map(|url| tokio::spawn(deliver::nats::run(state.clone(), url, stopped(stop_rx.clone()))));
         let smtp = listeners.smtp.map(|(listener, settings)| {
             tokio::spawn(email::smtp::serve(listener, state.clone(), Arc::new(settings), stopped(stop_rx.clone())))
         });
@@ -235,6 +252,9 @@ impl Gateway {
             let _ = smtp.await;
         }
         let _ = deliveries.await;
+        if let Some(publisher) = publisher {
+            let _ = publisher.await;
+        }
         let _ = watcher.await;
         Ok(())
     }

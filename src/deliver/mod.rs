@@ -13,6 +13,7 @@
 //! request, names by the client's resolver, which drops such addresses (`client`).
 
 mod client;
+pub mod nats;
 pub mod sign;
 
 use std::collections::HashMap;

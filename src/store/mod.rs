@@ -358,6 +358,31 @@ impl Store {
         }
     }
 
+    /// Claims up to `limit` events due for publishing to NATS, oldest first, pushing each out by
+    /// `lease`: `(event id, subject)`.
+    pub async fn claim_publications(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.claim_publications(now, lease, limit).await,
+        }
+    }
+
+    /// Forgets the published events and makes the others due again at `retry_at`.
+    pub async fn finish_publications(
+        &self,
+        published: Vec<String>,
+        retry: Vec<String>,
+        retry_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => store.finish_publications(published, retry, retry_at).await,
+        }
+    }
+
     /// New deliveries of a stored event (a replay), due now; returns their ids.
     pub async fn enqueue_deliveries(
         &self,

@@ -109,6 +109,16 @@ CREATE TABLE delivery_attempts (
     PRIMARY KEY (delivery_id, attempt)
 );
 "#,
+    r#"
+-- Events still to publish to NATS JetStream, written with the event; removed on the ack.
+CREATE TABLE publications (
+    event_id TEXT PRIMARY KEY NOT NULL,
+    subject TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_us INTEGER NOT NULL
+);
+CREATE INDEX publications_due ON publications (next_attempt_at_us);
+"#,
 ];
 
 /// A unit of work for the writer thread: it runs inside the batch's transaction, and is told
@@ -701,6 +711,54 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn claim_publications(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.write(move |connection| {
+            let now_us = now.as_microsecond();
+            let due: Vec<(String, String)> = connection
+                .prepare_cached(
+                    "SELECT event_id, subject FROM publications WHERE next_attempt_at_us <= ?1
+                     ORDER BY event_id LIMIT ?2",
+                )?
+                .query_map(params![now_us, limit as i64], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let lease_until = now_us + i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2);
+            let mut claim = connection.prepare_cached(
+                "UPDATE publications SET next_attempt_at_us = ?2, attempts = attempts + 1 WHERE event_id = ?1",
+            )?;
+            for (event_id, _) in &due {
+                claim.execute(params![event_id, lease_until])?;
+            }
+            Ok(due)
+        })
+        .await
+    }
+
+    pub async fn finish_publications(
+        &self,
+        published: Vec<String>,
+        retry: Vec<String>,
+        retry_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(move |connection| {
+            let mut delete = connection.prepare_cached("DELETE FROM publications WHERE event_id = ?1")?;
+            for event_id in &published {
+                delete.execute([event_id])?;
+            }
+            let mut later =
+                connection.prepare_cached("UPDATE publications SET next_attempt_at_us = ?2 WHERE event_id = ?1")?;
+            for event_id in &retry {
+                later.execute(params![event_id, retry_at.as_microsecond()])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Makes a delivery of `subscription_id` due now; false when there is no such delivery.
     pub async fn retry_delivery(
         &self,
@@ -733,11 +791,28 @@ fn open_writer(path: &std::path::Path) -> Result<Connection, StoreError> {
     }
     let mut connection = Connection::open(path)
         .map_err(|error| StoreError::Unavailable(format!("cannot open {}: {error}", path.display())))?;
-    configure(&connection)?;
-    connection
-        .execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-16384;")?;
-    migrate(&mut connection)?;
-    Ok(connection)
+    // Two processes setting up a new database at once: switching to WAL and migrating can find
+    // the file locked without SQLite's busy handler waiting (a lock upgrade would deadlock), so
+    // the whole set-up is tried again for a while.
+    let mut tries = 0;
+    loop {
+        let set_up = configure(&connection)
+            .and_then(|()| {
+                connection
+                    .execute_batch(
+                        "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-16384;",
+                    )
+                    .map_err(StoreError::from)
+            })
+            .and_then(|()| migrate(&mut connection));
+        match set_up {
+            Err(StoreError::Database(message)) if message.contains("locked") && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.map(|()| connection),
+        }
+    }
 }
 
 /// How often the background checkpointer copies the WAL into the database file.
@@ -943,6 +1018,11 @@ fn append_one(connection: &Connection, row: &EventRow) -> Result<Appended, Store
         ])?;
     if !event.quarantined {
         let at = event.received_at.as_microsecond();
+        if let Some(subject) = &new.publish_to {
+            connection
+                .prepare_cached("INSERT INTO publications (event_id, subject, next_attempt_at_us) VALUES (?1, ?2, ?3)")?
+                .execute(params![event.id, subject, at])?;
+        }
         for subscription_id in &new.deliver_to {
             connection
                 .prepare_cached(

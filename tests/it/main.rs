@@ -11,6 +11,7 @@ mod durability;
 mod email;
 mod form_hooks;
 mod interop;
+mod nats;
 mod rejections;
 mod reload;
 mod shapes;
