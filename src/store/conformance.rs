@@ -46,7 +46,95 @@ pub(crate) async fn run_all(store: &Store) {
     installed_apps_are_replaced_and_removed(store).await;
     settings_are_written_once(store).await;
     subscriptions_are_kept_whole_replaced_and_removed(store).await;
+    the_outbox_is_written_with_its_event_and_worked_off(store).await;
     store.ping().await.expect("ping");
+}
+
+async fn the_outbox_is_written_with_its_event_and_worked_off(store: &Store) {
+    use crate::store::{AttemptRecord, DeliveryQuery, NextStep};
+    use crate::subscriptions::{Status, TargetPolicy, from_request};
+    let policy = TargetPolicy { allow_http: true, allow_private: true };
+    let now = Timestamp::now();
+    let active =
+        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/a"}), None, false, policy, now).await.unwrap();
+    let mut paused =
+        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/b"}), None, false, policy, now).await.unwrap();
+    paused.status = Status::Paused;
+    store.put_subscription(active.clone()).await.unwrap();
+    store.put_subscription(paused.clone()).await.unwrap();
+
+    let mut event = sample_event("kustomer.app.outbox.order", "outbox");
+    event.deliver_to = vec![active.id.clone(), paused.id.clone()];
+    event.publish_to = Some("hookgate.kustomer.app.outbox.order".into());
+    let key = IdempotencyKey { scope: "outbox".into(), key: "once".into(), window: std::time::Duration::from_secs(60) };
+    event.idempotency_key = Some(key.clone());
+    let mut repeat = sample_event("kustomer.app.outbox.order", "outbox");
+    repeat.deliver_to = vec![active.id.clone()];
+    repeat.idempotency_key = Some(key);
+    let mut held = sample_event("kustomer.app.outbox.order", "outbox");
+    held.event.quarantined = true;
+    held.deliver_to = vec![active.id.clone()];
+    let event_id = event.event.id.clone();
+    store.append_events(vec![event, repeat, held]).await.unwrap();
+
+    let later = Timestamp::now() + 1.second();
+    let lease = std::time::Duration::from_secs(60);
+    let claimed = store.claim_due_deliveries(later, lease, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "one delivery: the paused one waits, the duplicate and the quarantined make none");
+    assert_eq!(
+        (claimed[0].subscription_id.as_str(), claimed[0].event_id.as_str(), claimed[0].attempts),
+        (active.id.as_str(), event_id.as_str(), 0)
+    );
+    assert!(
+        store.claim_due_deliveries(later, lease, 10).await.unwrap().is_empty(),
+        "claimed: not again within the lease"
+    );
+
+    let retry_at = crate::event::to_store_precision(later + 5.seconds());
+    store
+        .record_attempt(AttemptRecord {
+            delivery_id: claimed[0].id.clone(),
+            attempt: 1,
+            at: later,
+            status_code: Some(500),
+            latency: std::time::Duration::from_millis(12),
+            response_excerpt: Some("oops".into()),
+            error: None,
+            next: NextStep::RetryAt(retry_at),
+        })
+        .await
+        .unwrap();
+    let query = |status: Option<&str>| DeliveryQuery {
+        subscription_id: active.id.clone(),
+        from: None,
+        to: None,
+        status: status.map(str::to_owned),
+        page: 1,
+        per_page: 10,
+    };
+    let page = store.deliveries(query(Some("pending"))).await.unwrap();
+    assert_eq!(page.total, 1);
+    assert_eq!(page.deliveries[0].next_attempt_at, Some(retry_at));
+    assert_eq!(page.deliveries[0].history[0].status_code, Some(500));
+    assert_eq!(
+        store.claim_due_deliveries(retry_at, lease, 10).await.unwrap()[0].attempts,
+        1,
+        "due again at its retry time"
+    );
+    assert!(store.retry_delivery(&active.id, &claimed[0].id, later).await.unwrap());
+    assert!(!store.retry_delivery(&paused.id, &claimed[0].id, later).await.unwrap(), "only its own subscription's");
+
+    let publications = store.claim_publications(later, lease, 10).await.unwrap();
+    assert_eq!(publications, vec![(event_id.clone(), "hookgate.kustomer.app.outbox.order".to_owned())]);
+    store.finish_publications(vec![event_id.clone()], Vec::new(), later).await.unwrap();
+    assert!(store.claim_publications(later + 2.minutes(), lease, 10).await.unwrap().is_empty(), "acknowledged: gone");
+
+    let replayed = store.enqueue_deliveries(&event_id, vec![active.id.clone()], later).await.unwrap();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(store.deliveries(query(None)).await.unwrap().total, 2);
+    assert!(store.delete_subscription(&active.id).await.unwrap());
+    assert_eq!(store.deliveries(query(None)).await.unwrap().total, 0, "a deleted subscription's history goes too");
+    store.delete_subscription(&paused.id).await.unwrap();
 }
 
 async fn subscriptions_are_kept_whole_replaced_and_removed(store: &Store) {
