@@ -105,6 +105,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/webhooks/{id}/rotate-secret", post(subscriptions::rotate_secret))
         .route("/webhooks/{id}/deliveries", get(subscriptions::deliveries))
         .route("/webhooks/{id}/test", post(subscriptions::send_test))
+        .route("/openapi.json", get(openapi))
         .route("/webhooks/{id}/deliveries/{delivery_id}/retry", post(subscriptions::retry_delivery))
         .fallback(|| async { ApiError::NotFound("no such management endpoint".into()) })
         .layer(axum::middleware::from_fn_with_state(state, require_admin));
@@ -129,6 +130,11 @@ pub(crate) fn is_admin(state: &AppState, headers: &axum::http::HeaderMap) -> boo
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     presented.is_some_and(|token| constant_time_eq(sha256_hex(token).as_bytes(), state.admin_token_sha256.as_bytes()))
+}
+
+/// The OpenAPI document of the management API (`docs/openapi.json`, kept true by a test).
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("../../docs/openapi.json")).into_response()
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {

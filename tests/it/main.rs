@@ -12,6 +12,7 @@ mod email;
 mod form_hooks;
 mod interop;
 mod nats;
+mod openapi;
 mod rejections;
 mod reload;
 mod shapes;
