@@ -58,3 +58,35 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<serde_json::Value>
     let hooks = directory(&state.catalog.current(), &state.public_url, &state.config.mail_domain);
     Json(serde_json::json!({ "data": hooks }))
 }
+
+/// `GET /api/hooks/{eventName}/sample`: the latest real event of the hook (credentials are never
+/// stored with events), else the sample its definition declares.
+pub async fn sample(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(event_name): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, crate::api::ApiError> {
+    let catalog = state.catalog.current();
+    let hook = catalog
+        .hook_by_event_name(&event_name)
+        .ok_or_else(|| crate::api::ApiError::NotFound(format!("no hook {event_name:?}")))?;
+    let latest = state
+        .store
+        .list_events(crate::store::EventQuery {
+            name: Some(event_name.clone()),
+            quarantined: Some(false),
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    if let Some(event) = latest.events.into_iter().next() {
+        return Ok(Json(
+            serde_json::json!({"eventName": event_name, "from": "latest_event", "eventId": event.id, "data": event.data}),
+        ));
+    }
+    match &hook.definition.sample {
+        Some(sample) => Ok(Json(serde_json::json!({"eventName": event_name, "from": "definition", "data": sample}))),
+        None => Err(crate::api::ApiError::NotFound(format!(
+            "{event_name:?} has received no event yet and its definition declares no sample"
+        ))),
+    }
+}

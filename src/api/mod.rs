@@ -91,6 +91,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     // `layer` (not `route_layer`) so that unknown /api paths are behind the token too.
     let api = Router::new()
         .route("/hooks", get(hooks::list))
+        .route("/hooks/{event_name}/sample", get(hooks::sample))
         .route("/apps", get(apps::list).post(apps::install))
         .route("/apps/{app}", get(apps::show).delete(apps::remove))
         .route("/definitions/reload", post(apps::reload))

@@ -73,6 +73,8 @@ pub struct HookDefinition {
     pub shape: Option<crate::shape::Shape>,
     /// How an email hook reads mail (defaults for other hooks, where it is unused).
     pub email: crate::email::EmailSettings,
+    /// An example payload, served as the hook's sample until a real event arrives.
+    pub sample: Option<Value>,
 }
 
 /// A platform source: how its requests are verified, named and de-duplicated.
@@ -353,6 +355,7 @@ const HOOK_PROPERTIES: &[&str] = &[
     "source",
     "shape",
     "email",
+    "sample",
 ];
 
 impl Checker<'_> {
@@ -545,6 +548,7 @@ impl Checker<'_> {
             source,
             shape,
             email: email?,
+            sample: object.get("sample").cloned(),
         })
     }
 
@@ -1216,7 +1220,7 @@ mod tests {
         check(
             &[document("ecommstore.json", json)],
             &[
-                "ecommstore.json: /hooks/0/colour: unknown hook property \"colour\"; known properties are eventName, displayEventName, description, type, maxBodyBytes, maxFileBytes, redirectUrl, allowedOrigins, apiKeys, source, shape, email",
+                "ecommstore.json: /hooks/0/colour: unknown hook property \"colour\"; known properties are eventName, displayEventName, description, type, maxBodyBytes, maxFileBytes, redirectUrl, allowedOrigins, apiKeys, source, shape, email, sample",
                 "ecommstore.json: /hooks/1/type: unknown hook type \"sms\", expected form, web or email",
                 "ecommstore.json: /hooks/2: missing required property \"eventName\"",
                 "ecommstore.json: /hooks/3/eventName: invalid eventName \"bad name!\": use dot-separated segments of letters, digits, '_' and '-'",

@@ -186,3 +186,27 @@ async fn subscriptions_need_the_admin_token_and_sources_keep_their_path() {
     let put = gateway.http.put(gateway.url("/api/webhooks/nosuchsource")).send().await.unwrap();
     assert_eq!(put.status(), 405);
 }
+
+#[tokio::test]
+async fn a_hook_sample_is_its_latest_event_or_the_declared_one() {
+    let mut options = open_targets();
+    options.definitions.push((
+        "samples.json".into(),
+        json!({"app": "samples", "version": "1", "hooks": [
+            {"eventName": "kustomer.app.samples.declared", "type": "form", "sample": {"orderId": "ORD-1"}},
+            {"eventName": "kustomer.app.samples.none", "type": "form"}
+        ]}),
+    ));
+    let gateway = Gateway::start_with(options).await;
+    let declared = gateway.admin_json("/api/hooks/kustomer.app.samples.declared/sample").await;
+    assert_eq!((&declared["from"], &declared["data"]), (&json!("definition"), &json!({"orderId": "ORD-1"})));
+    let (status, _) = send(&gateway, reqwest::Method::GET, "/api/hooks/kustomer.app.samples.none/sample", None).await;
+    assert_eq!(status, 404, "no event yet and nothing declared");
+    let (status, _) = send(&gateway, reqwest::Method::GET, "/api/hooks/kustomer.app.nope/sample", None).await;
+    assert_eq!(status, 404);
+
+    let url = gateway.hook_url("kustomer.app.samples.declared").await;
+    gateway.http.post(url).json(&json!({"orderId": "ORD-real"})).send().await.unwrap();
+    let latest = gateway.admin_json("/api/hooks/kustomer.app.samples.declared/sample").await;
+    assert_eq!((&latest["from"], &latest["data"]), (&json!("latest_event"), &json!({"orderId": "ORD-real"})));
+}
