@@ -131,6 +131,23 @@ enum EventsCommand {
     },
     /// Print one event as JSON.
     Show { id: String },
+    /// Deliver the events that match the filters again: to every subscription each matches now,
+    /// or to one. A running gateway sends them (they are queued in the store).
+    Replay {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        app: Option<String>,
+        /// RFC 3339 time; events received at or after it.
+        #[arg(long)]
+        since: Option<jiff::Timestamp>,
+        /// RFC 3339 time; events received before it.
+        #[arg(long)]
+        until: Option<jiff::Timestamp>,
+        /// Only to this subscription.
+        #[arg(long)]
+        subscription: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -379,6 +396,59 @@ async fn events(config: Config, command: EventsCommand) -> anyhow::Result<ExitCo
             Some(event) => println!("{}", serde_json::to_string_pretty(&event)?),
             None => bail!("no event {id:?}"),
         },
+        EventsCommand::Replay { name, app, since, until, subscription } => {
+            replay(
+                &store,
+                EventQuery { name, app, since, until, before_id: None, quarantined: Some(false), limit: 500 },
+                subscription,
+            )
+            .await?
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Queues new deliveries of every event matching `query`, page by page, with a progress bar.
+async fn replay(store: &hookgate::store::Store, mut query: EventQuery, only: Option<String>) -> anyhow::Result<()> {
+    let subscriptions = store.subscriptions().await?;
+    let routes = match &only {
+        Some(id) => {
+            let Some(subscription) = subscriptions.iter().find(|s| &s.id == id) else {
+                bail!("no subscription {id:?}")
+            };
+            if subscription.status == hookgate::subscriptions::Status::Disabled {
+                bail!("subscription {id:?} is disabled");
+            }
+            None
+        }
+        None => Some(hookgate::subscriptions::Routes::new(&subscriptions)),
+    };
+    let progress = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} events replayed, {msg} deliveries queued ({elapsed})")
+            .expect("a valid template"),
+    );
+    let (mut events, mut deliveries) = (0u64, 0u64);
+    loop {
+        let page = store.list_events(query.clone()).await?;
+        for event in &page.events {
+            let targets = match (&routes, &only) {
+                (Some(routes), _) => routes.matching(event),
+                (None, Some(id)) => vec![id.clone()],
+                (None, None) => Vec::new(),
+            };
+            if !targets.is_empty() {
+                deliveries += store.enqueue_deliveries(&event.id, targets, jiff::Timestamp::now()).await?.len() as u64;
+            }
+            events += 1;
+            progress.set_position(events);
+            progress.set_message(deliveries.to_string());
+        }
+        match page.next_cursor {
+            Some(cursor) => query.before_id = Some(cursor),
+            None => break,
+        }
+    }
+    progress.finish();
+    println!("replayed {events} events: {deliveries} deliveries queued; a running gateway sends them");
+    Ok(())
 }

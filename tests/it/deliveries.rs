@@ -363,3 +363,32 @@ async fn a_request_that_times_out_is_retried() {
     let first = &delivery["attemptHistory"][0];
     assert!(first["statusCode"].is_null() && first["error"].as_str().unwrap().contains("timed out"), "{first}");
 }
+
+#[tokio::test]
+async fn the_cli_replays_every_event_matching_a_filter() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let receiver = Receiver::start(&[]).await;
+    subscribe(&gateway, json!({"url": receiver.url})).await;
+    for n in 0..3 {
+        post_order(&gateway, json!({"n": n})).await;
+    }
+    receiver.wait_for(3).await;
+    let database = gateway.database();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["events", "replay", "--name", ORDER_UPDATE, "--database"])
+            .arg(database)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(printed.contains("replayed 3 events: 3 deliveries queued"), "{printed}");
+    let received = receiver.wait_for(6).await;
+    let mut ids: Vec<&str> = received.iter().map(|r| r.headers["webhook-id"].as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "the same three events, each delivered twice");
+}
