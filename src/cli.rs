@@ -113,16 +113,8 @@ enum KeysCommand {
 enum EventsCommand {
     /// List events, newest first.
     List {
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long)]
-        app: Option<String>,
-        /// RFC 3339 time; events received at or after it.
-        #[arg(long)]
-        since: Option<jiff::Timestamp>,
-        /// RFC 3339 time; events received before it.
-        #[arg(long)]
-        until: Option<jiff::Timestamp>,
+        #[command(flatten)]
+        filter: EventFilter,
         #[arg(long, default_value_t = 20)]
         limit: usize,
         /// The cursor printed after the previous page.
@@ -134,20 +126,41 @@ enum EventsCommand {
     /// Deliver the events that match the filters again: to every subscription each matches now,
     /// or to one. A running gateway sends them (they are queued in the store).
     Replay {
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long)]
-        app: Option<String>,
-        /// RFC 3339 time; events received at or after it.
-        #[arg(long)]
-        since: Option<jiff::Timestamp>,
-        /// RFC 3339 time; events received before it.
-        #[arg(long)]
-        until: Option<jiff::Timestamp>,
+        #[command(flatten)]
+        filter: EventFilter,
         /// Only to this subscription.
         #[arg(long)]
         subscription: Option<String>,
     },
+}
+
+/// Which events a command takes.
+#[derive(Debug, Args)]
+struct EventFilter {
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    app: Option<String>,
+    /// RFC 3339 time; events received at or after it.
+    #[arg(long)]
+    since: Option<jiff::Timestamp>,
+    /// RFC 3339 time; events received before it.
+    #[arg(long)]
+    until: Option<jiff::Timestamp>,
+}
+
+impl EventFilter {
+    fn query(self, limit: usize, cursor: Option<String>) -> EventQuery {
+        EventQuery {
+            name: self.name,
+            app: self.app,
+            since: self.since,
+            until: self.until,
+            before_id: cursor,
+            quarantined: None,
+            limit,
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -375,13 +388,11 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<ExitCode> 
 async fn events(config: Config, command: EventsCommand) -> anyhow::Result<ExitCode> {
     let store = open_existing_store(&config).await?;
     match command {
-        EventsCommand::List { name, app, since, until, limit, cursor } => {
+        EventsCommand::List { filter, limit, cursor } => {
             if limit == 0 || limit > 1000 {
                 bail!("--limit must be from 1 to 1000");
             }
-            let page = store
-                .list_events(EventQuery { name, app, since, until, before_id: cursor, quarantined: None, limit })
-                .await?;
+            let page = store.list_events(filter.query(limit, cursor)).await?;
             let mut table = Table::new();
             table.load_preset(UTF8_FULL_CONDENSED).set_header(["ID", "RECEIVED AT", "NAME", "APP"]);
             for event in page.events {
@@ -396,13 +407,9 @@ async fn events(config: Config, command: EventsCommand) -> anyhow::Result<ExitCo
             Some(event) => println!("{}", serde_json::to_string_pretty(&event)?),
             None => bail!("no event {id:?}"),
         },
-        EventsCommand::Replay { name, app, since, until, subscription } => {
-            replay(
-                &store,
-                EventQuery { name, app, since, until, before_id: None, quarantined: Some(false), limit: 500 },
-                subscription,
-            )
-            .await?
+        EventsCommand::Replay { filter, subscription } => {
+            let query = EventQuery { quarantined: Some(false), ..filter.query(500, None) };
+            replay(&store, query, subscription).await?
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -695,18 +695,10 @@ impl SqliteStore {
     ) -> Result<Vec<String>, StoreError> {
         self.write(move |connection| {
             let at = now.as_microsecond();
-            let mut ids = Vec::with_capacity(subscription_ids.len());
-            for subscription_id in &subscription_ids {
-                let id = new_delivery_id();
-                connection
-                    .prepare_cached(
-                        "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
-                         VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
-                    )?
-                    .execute(params![id, subscription_id, event_id, at])?;
-                ids.push(id);
-            }
-            Ok(ids)
+            subscription_ids
+                .iter()
+                .map(|subscription_id| insert_delivery(connection, subscription_id, &event_id, at))
+                .collect()
         })
         .await
     }
@@ -1027,19 +1019,27 @@ fn append_one(connection: &Connection, row: &EventRow) -> Result<Appended, Store
                 .execute(params![event.id, subject, at])?;
         }
         for subscription_id in &new.deliver_to {
-            connection
-                .prepare_cached(
-                    "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
-                     VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
-                )?
-                .execute(params![new_delivery_id(), subscription_id, event.id, at])?;
+            insert_delivery(connection, subscription_id, &event.id, at)?;
         }
     }
     Ok(Appended { id: event.id.clone(), duplicate: false })
 }
 
-fn new_delivery_id() -> String {
-    format!("dlv_{}", uuid::Uuid::now_v7().simple())
+/// A pending delivery, due at `at_us`; returns its id.
+fn insert_delivery(
+    connection: &Connection,
+    subscription_id: &str,
+    event_id: &str,
+    at_us: i64,
+) -> Result<String, StoreError> {
+    let id = format!("dlv_{}", uuid::Uuid::now_v7().simple());
+    connection
+        .prepare_cached(
+            "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
+        )?
+        .execute(params![id, subscription_id, event_id, at_us])?;
+    Ok(id)
 }
 
 const EVENT_COLUMNS: &str = "id, name, app, hook_type, received_at_us, source, data, receive_count, CASE WHEN data IS NULL THEN raw_body END, quarantined";
