@@ -62,7 +62,26 @@ pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output
                 }
             };
         let idle = claimed.is_empty();
+        // Each subscription of the batch is read once, not once per delivery.
+        let mut subscriptions: HashMap<String, Option<Arc<Subscription>>> = HashMap::new();
         for due in claimed {
+            let subscription = match subscriptions.get(&due.subscription_id) {
+                Some(known) => known.clone(),
+                None => match state.store.subscription(&due.subscription_id).await {
+                    Ok(loaded) => {
+                        let loaded = loaded.map(Arc::new);
+                        subscriptions.insert(due.subscription_id.clone(), loaded.clone());
+                        loaded
+                    }
+                    Err(error) => {
+                        // The claim lapses and the delivery comes due again.
+                        tracing::warn!(%error, delivery = %due.id, "A delivery's subscription could not be read.");
+                        continue;
+                    }
+                },
+            };
+            // Deleted meanwhile, with its deliveries.
+            let Some(subscription) = subscription else { continue };
             let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
             let subscription_slot = per_subscription
                 .lock()
@@ -73,7 +92,7 @@ pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output
             let (state, client) = (state.clone(), client.clone());
             tokio::spawn(async move {
                 let Ok(_slot) = subscription_slot.acquire_owned().await else { return };
-                deliver(&state, &client, due).await;
+                deliver(&state, &client, due, &subscription).await;
                 drop(permit);
             });
         }
@@ -88,16 +107,8 @@ pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output
 }
 
 /// One attempt at one delivery, recorded whatever happens.
-async fn deliver(state: &AppState, client: &reqwest::Client, due: DueDelivery) {
+async fn deliver(state: &AppState, client: &reqwest::Client, due: DueDelivery, subscription: &Subscription) {
     let attempt = due.attempts + 1;
-    let subscription = match state.store.subscription(&due.subscription_id).await {
-        Ok(Some(subscription)) => subscription,
-        Ok(None) => return, // Deleted meanwhile, with its deliveries.
-        Err(error) => {
-            tracing::warn!(%error, delivery = %due.id, "A delivery's subscription could not be read; it will be retried.");
-            return;
-        }
-    };
     let event = match state.store.event(&due.event_id).await {
         Ok(Some(event)) => event,
         Ok(None) => {
@@ -111,12 +122,12 @@ async fn deliver(state: &AppState, client: &reqwest::Client, due: DueDelivery) {
     };
     let body = serde_json::to_vec(&json!({"type": event.name, "timestamp": event.received_at, "data": event}))
         .expect("an event serializes");
-    let outcome = send(state, client, &subscription, &event.id, body).await;
+    let outcome = send(state, client, subscription, &event.id, body).await;
     let next = next_step(&state.config.delivery_retry_schedule_secs, attempt, &outcome, Timestamp::now());
     if outcome.status_code == Some(410) {
         disable(state, &subscription.id, "the endpoint answered 410 Gone").await;
     } else {
-        track_health(state, &subscription, next == NextStep::Delivered, outcome.at).await;
+        track_health(state, subscription, next == NextStep::Delivered, outcome.at).await;
     }
     metrics::counter!("hookgate_deliveries_total", "outcome" => match next {
         NextStep::Delivered => "delivered",
@@ -306,6 +317,8 @@ async fn track_health(state: &AppState, subscription: &Subscription, succeeded: 
     };
     if let Some(failing_since) = change
         && let Ok(Some(mut current)) = state.store.subscription(&subscription.id).await
+        // The first failure's time stands: another attempt may have set it since the snapshot.
+        && !(failing_since.is_some() && current.failing_since.is_some())
     {
         current.failing_since = failing_since;
         let _ = state.store.put_subscription(current).await;
