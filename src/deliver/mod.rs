@@ -52,6 +52,10 @@ pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output
     let per_subscription: Arc<Mutex<HashMap<String, Arc<Semaphore>>>> = Arc::default();
     tokio::pin!(shutdown);
     loop {
+        // Under steady load the worker is never idle: it looks for the shutdown on every round.
+        if futures_util::FutureExt::now_or_never(&mut shutdown).is_some() {
+            return;
+        }
         let claimed =
             match state.store.claim_due_deliveries(Timestamp::now(), LEASE, in_flight.available_permits().max(1)).await
             {

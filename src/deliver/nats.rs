@@ -38,6 +38,9 @@ pub async fn run(state: Arc<AppState>, url: String, shutdown: impl std::future::
     };
     tracing::info!(stream = %state.config.nats_stream, "Publishing events to NATS JetStream.");
     loop {
+        if futures_util::FutureExt::now_or_never(&mut shutdown).is_some() {
+            return;
+        }
         let published = publish_due(&state, &jetstream).await;
         if published == 0 {
             tokio::select! {
