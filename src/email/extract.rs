@@ -245,8 +245,10 @@ fn json_ld_items(value: Value) -> Vec<Value> {
         Value::Object(mut object) if object.get("@graph").is_some_and(Value::is_array) => {
             let context = object.remove("@context");
             let Some(Value::Array(nodes)) = object.remove("@graph") else { unreachable!("checked above") };
+            // Nodes are objects; anything else in a graph (null, numbers) is not a node.
             nodes
                 .into_iter()
+                .flat_map(json_ld_items)
                 .map(|node| match (node, &context) {
                     (Value::Object(mut node), Some(context)) if !node.contains_key("@context") => {
                         let mut with_context = serde_json::Map::with_capacity(node.len() + 1);
@@ -336,6 +338,14 @@ mod tests {
                 json!({"@type": "FlightReservation"}),
             ]
         );
+    }
+
+    #[test]
+    fn a_graph_keeps_only_its_nodes() {
+        // Found by the property test below (proptest-regressions/email/extract.txt).
+        let html =
+            r#"<script type="application/ld+json">{"@type":"Order","@graph":[null, 3, {"@type":"Offer"}]}</script>"#;
+        assert_eq!(values(&message("text/html", html), TextJson::First), vec![json!({"@type": "Offer"})]);
     }
 
     #[test]
