@@ -220,6 +220,19 @@ impl VerifyError {
     }
 }
 
+/// Mailgun's route signature (form fields `timestamp`, `token`, `signature`), checked like its
+/// webhooks': with any of `secrets`, within `tolerance` of `now`.
+pub fn mailgun_route(
+    secrets: &[String],
+    timestamp: &str,
+    token: &str,
+    signature: &str,
+    now: jiff::Timestamp,
+    tolerance: std::time::Duration,
+) -> Result<Verified, VerifyError> {
+    schemes::mailgun_form(secrets, schemes::MailgunFields { timestamp, token, signature }, now, tolerance)
+}
+
 /// Zoom's `encryptedToken` for an `endpoint.url_validation` request, with the secret that
 /// verified the request (so that the handshake also works during a rotation).
 pub fn zoom_encrypted_token(config: &VerifyConfig, verified: &Verified, plain_token: &str) -> Option<String> {

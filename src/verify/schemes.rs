@@ -559,13 +559,47 @@ fn mailgun(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> R
     let envelope: Envelope = serde_json::from_slice(request.body)
         .map_err(|_| VerifyError::MissingHeader("signature (the body's signature object)".into()))?;
     let MailgunSignature { timestamp, token, signature } = envelope.signature;
-    let presented = decode_hex(&signature)
-        .ok_or(VerifyError::MalformedHeader { header: "signature.signature".into(), reason: "expected hex" })?;
-    let signed_at = unix_seconds(&timestamp, "signature.timestamp")?;
+    mailgun_fields(
+        secrets,
+        MailgunFields { timestamp: &timestamp, token: &token, signature: &signature },
+        "signature.",
+        window,
+    )
+}
+
+/// Mailgun's three signature fields, wherever they travel: a webhook's JSON `signature` object
+/// or a route's form fields.
+pub(super) struct MailgunFields<'a> {
+    pub timestamp: &'a str,
+    pub token: &'a str,
+    pub signature: &'a str,
+}
+
+/// HMAC-SHA256 of timestamp and token, then the timestamp's window. `place` prefixes the field
+/// names in errors (`signature.` for the JSON object).
+fn mailgun_fields(
+    secrets: &[String],
+    fields: MailgunFields<'_>,
+    place: &str,
+    window: Window,
+) -> Result<Verified, VerifyError> {
+    let presented = decode_hex(fields.signature)
+        .ok_or(VerifyError::MalformedHeader { header: format!("{place}signature"), reason: "expected hex" })?;
+    let signed_at = unix_seconds(fields.timestamp, &format!("{place}timestamp"))?;
     let secret_index = match_secret(secrets, &[presented], |key| {
-        vec![hmac_sha256(key.as_bytes(), &[timestamp.as_bytes(), token.as_bytes()])]
+        vec![hmac_sha256(key.as_bytes(), &[fields.timestamp.as_bytes(), fields.token.as_bytes()])]
     })?;
     Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
+}
+
+/// Mailgun's signature as a route posts it (form fields `timestamp`, `token`, `signature`).
+pub(super) fn mailgun_form(
+    secrets: &[String],
+    fields: MailgunFields<'_>,
+    now: Timestamp,
+    tolerance: Duration,
+) -> Result<Verified, VerifyError> {
+    mailgun_fields(secrets, fields, "", Window { now, tolerance })
 }
 
 /// A header of `prefix` followed by an encoded HMAC of the body.
