@@ -310,6 +310,14 @@ impl Config {
         })
     }
 
+    /// Where subscriptions may deliver.
+    pub fn delivery_policy(&self) -> crate::subscriptions::TargetPolicy {
+        crate::subscriptions::TargetPolicy {
+            allow_http: self.delivery_allow_http,
+            allow_private: self.delivery_allow_private_networks,
+        }
+    }
+
     pub fn catalog(&self) -> crate::definitions::catalog::CatalogSettings {
         crate::definitions::catalog::CatalogSettings {
             folder: self.definitions.clone(),

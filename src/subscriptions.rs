@@ -410,26 +410,15 @@ fn is_pattern(pattern: &str) -> bool {
 /// Checks that deliveries to `url` may be made: an absolute `https` URL (or `http` when
 /// allowed), whose host resolves only to public addresses unless private ones are allowed.
 pub async fn check_target(url: &str, policy: TargetPolicy) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
-    match uri.scheme_str() {
-        Some("https") => {}
-        Some("http") if policy.allow_http => {}
-        Some("http") => return Err("must be an https URL (http is not allowed by this gateway's configuration)".into()),
-        _ => return Err("must be an absolute https URL".into()),
+    let (host, port) = check_url(url, policy)?;
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(()); // A literal address was checked with the URL.
     }
-    let host = uri.host().ok_or("has no host")?.trim_start_matches('[').trim_end_matches(']');
-    if uri.authority().is_some_and(|authority| authority.as_str().contains('@')) {
-        return Err("must not carry credentials".into());
-    }
-    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
-    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|error| format!("the host {host:?} does not resolve: {error}"))?
-            .map(|address| address.ip())
-            .collect(),
-    };
+    let addresses: Vec<IpAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|error| format!("the host {host:?} does not resolve: {error}"))?
+        .map(|address| address.ip())
+        .collect();
     if addresses.is_empty() {
         return Err(format!("the host {host:?} does not resolve"));
     }
@@ -441,6 +430,33 @@ pub async fn check_target(url: &str, policy: TargetPolicy) -> Result<(), String>
         ));
     }
     Ok(())
+}
+
+/// What can be checked without DNS: the scheme, no credentials, and a literal address in the
+/// URL. Returns the host and port. The delivery client checks this before every request (its
+/// resolver checks the names).
+pub fn check_url(url: &str, policy: TargetPolicy) -> Result<(String, u16), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if policy.allow_http => {}
+        Some("http") => return Err("must be an https URL (http is not allowed by this gateway's configuration)".into()),
+        _ => return Err("must be an absolute https URL".into()),
+    }
+    let host = uri.host().ok_or("has no host")?.trim_start_matches('[').trim_end_matches(']');
+    if uri.authority().is_some_and(|authority| authority.as_str().contains('@')) {
+        return Err("must not carry credentials".into());
+    }
+    if let Ok(ip) = host.parse::<IpAddr>()
+        && !policy.allow_private
+        && !is_public(ip)
+    {
+        return Err(format!(
+            "{host:?} resolves to {ip}, a private, loopback, link-local or metadata address; deliveries never go there"
+        ));
+    }
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    Ok((host.to_owned(), port))
 }
 
 /// Whether `ip` is a public unicast address (not private, loopback, link-local, metadata,

@@ -16,17 +16,10 @@ use std::sync::Arc;
 
 use super::ApiError;
 use crate::AppState;
-use crate::subscriptions::{Subscription, TargetPolicy, from_request};
+use crate::subscriptions::{Subscription, from_request};
 
 /// Subscription ids start with this; source paths may not.
 pub const ID_PREFIX: &str = "sub_";
-
-fn policy(state: &AppState) -> TargetPolicy {
-    TargetPolicy {
-        allow_http: state.config.delivery_allow_http,
-        allow_private: state.config.delivery_allow_private_networks,
-    }
-}
 
 fn parse(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|error| {
@@ -39,9 +32,10 @@ async fn find(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
 }
 
 pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let subscription = from_request(&parse(&body)?, None, false, policy(&state), jiff::Timestamp::now())
-        .await
-        .map_err(ApiError::InvalidFields)?;
+    let subscription =
+        from_request(&parse(&body)?, None, false, state.config.delivery_policy(), jiff::Timestamp::now())
+            .await
+            .map_err(ApiError::InvalidFields)?;
     state.store.put_subscription(subscription.clone()).await?;
     state.reload_routes().await?;
     let mut view = subscription.view();
@@ -91,9 +85,10 @@ pub async fn segment(
 
 async fn change(state: &AppState, id: &str, body: &[u8], merge: bool) -> Result<Response, ApiError> {
     let existing = find(state, id).await?;
-    let changed = from_request(&parse(body)?, Some(&existing), merge, policy(state), jiff::Timestamp::now())
-        .await
-        .map_err(ApiError::InvalidFields)?;
+    let changed =
+        from_request(&parse(body)?, Some(&existing), merge, state.config.delivery_policy(), jiff::Timestamp::now())
+            .await
+            .map_err(ApiError::InvalidFields)?;
     state.store.put_subscription(changed.clone()).await?;
     state.reload_routes().await?;
     if changed.status == crate::subscriptions::Status::Active {

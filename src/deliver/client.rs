@@ -3,7 +3,7 @@
 //! that a name cannot be pointed at the inside (DNS rebinding included: the address checked is
 //! the address connected to).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,24 +27,6 @@ pub(super) fn build(timeout: Duration, allow_private: bool) -> Result<reqwest::C
         .dns_resolver(Arc::new(GuardedResolver { allow_private }))
         .build()
         .map_err(|error| error.to_string())
-}
-
-/// Checks what the resolver cannot: the scheme, and a literal address in the URL.
-pub(super) fn check_url(url: &str, allow_http: bool, allow_private: bool) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|_| "the subscription URL is not a URL".to_owned())?;
-    match uri.scheme_str() {
-        Some("https") => {}
-        Some("http") if allow_http => {}
-        _ => return Err("the subscription URL is not https, and http is not allowed".into()),
-    }
-    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = host.parse::<IpAddr>()
-        && !allow_private
-        && !is_public(ip)
-    {
-        return Err(format!("{ip} is a private, loopback, link-local or metadata address; deliveries never go there"));
-    }
-    Ok(())
 }
 
 struct GuardedResolver {

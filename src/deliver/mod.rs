@@ -202,12 +202,8 @@ async fn send(
     body: Vec<u8>,
 ) -> Outcome {
     let at = Timestamp::now();
-    if let Err(reason) = client::check_url(
-        &subscription.url,
-        state.config.delivery_allow_http,
-        state.config.delivery_allow_private_networks,
-    ) {
-        return Outcome::error(&reason);
+    if let Err(reason) = crate::subscriptions::check_url(&subscription.url, state.config.delivery_policy()) {
+        return Outcome::error(&format!("the subscription URL {reason}"));
     }
     let secrets: Vec<&str> = subscription.signing_secrets(at).collect();
     let signature = sign::signature(&secrets, message_id, at.as_second(), &body);
