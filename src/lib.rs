@@ -57,6 +57,8 @@ pub struct AppState {
     pub mail_authenticator: Option<email::authenticate::MailAuthenticator>,
     /// Which subscriptions events go to, rebuilt when subscriptions change.
     pub routes: arc_swap::ArcSwap<subscriptions::Routes>,
+    /// The outbound client for deliveries and test sends (SSRF-guarded, no redirects).
+    pub delivery_client: reqwest::Client,
     /// Wakes the delivery worker when new deliveries are committed.
     pub deliveries_waiting: tokio::sync::Notify,
     /// Wakes the NATS publisher when new events are committed.
@@ -125,6 +127,8 @@ pub enum StartError {
     Listener(#[from] std::io::Error),
     #[error("{0}")]
     MailAuthentication(String),
+    #[error("the delivery client could not be built: {0}")]
+    DeliveryClient(String),
 }
 
 /// The admin token to require, and whether it was just generated (and so must be shown once).
@@ -186,6 +190,7 @@ impl Gateway {
             None
         };
         let routes = subscriptions::Routes::new(&store.subscriptions().await?);
+        let delivery_client = deliver::client(&config).map_err(StartError::DeliveryClient)?;
         let state = AppState {
             catalog: Arc::new(catalog),
             store,
@@ -196,6 +201,7 @@ impl Gateway {
             rejections: Default::default(),
             mail_authenticator,
             routes: arc_swap::ArcSwap::from_pointee(routes),
+            delivery_client,
             deliveries_waiting: tokio::sync::Notify::new(),
             publications_waiting: tokio::sync::Notify::new(),
         };

@@ -36,18 +36,14 @@ const POLL: Duration = Duration::from_millis(500);
 const EXCERPT_BYTES: usize = 1024;
 
 /// Runs until `shutdown` resolves.
+/// The outbound client every delivery and test send uses.
+pub fn client(config: &crate::config::Config) -> Result<reqwest::Client, String> {
+    client::build(Duration::from_secs(config.delivery_timeout_secs), config.delivery_allow_private_networks)
+}
+
 pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()>) {
     let config = &state.config;
-    let client = match client::build(
-        Duration::from_secs(config.delivery_timeout_secs),
-        config.delivery_allow_private_networks,
-    ) {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "The delivery client could not be built; nothing will be delivered.");
-            return;
-        }
-    };
+    let client = state.delivery_client.clone();
     let in_flight = Arc::new(Semaphore::new(config.delivery_concurrency));
     let per_subscription: Arc<Mutex<HashMap<String, Arc<Semaphore>>>> = Arc::default();
     tokio::pin!(shutdown);
@@ -146,13 +142,6 @@ async fn deliver(state: &AppState, client: &reqwest::Client, due: DueDelivery, s
 /// Sends a sample of `event_name` marked `"test": true` to a subscription right away and returns
 /// what the endpoint answered; nothing is stored or retried.
 pub async fn send_test(state: &AppState, subscription: &Subscription, event_name: &str) -> serde_json::Value {
-    let client = match client::build(
-        Duration::from_secs(state.config.delivery_timeout_secs),
-        state.config.delivery_allow_private_networks,
-    ) {
-        Ok(client) => client,
-        Err(error) => return json!({"error": error}),
-    };
     let now = Timestamp::now();
     let message_id = format!("msg_test_{}", uuid::Uuid::now_v7().simple());
     let body = serde_json::to_vec(&json!({
@@ -162,7 +151,7 @@ pub async fn send_test(state: &AppState, subscription: &Subscription, event_name
         "data": {"id": message_id, "name": event_name, "receivedAt": now, "data": {"example": true}},
     }))
     .expect("a sample serializes");
-    let outcome = send(state, &client, subscription, &message_id, body).await;
+    let outcome = send(state, &state.delivery_client, subscription, &message_id, body).await;
     json!({
         "messageId": message_id,
         "statusCode": outcome.status_code,
