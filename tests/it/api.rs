@@ -789,17 +789,7 @@ async fn a_configured_admin_token_retires_a_generated_one() {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"));
         command
             .current_dir(dir.path())
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--smtp",
-                "127.0.0.1:0",
-                "--definitions",
-                "defs",
-                "--database",
-                "data/hookgate.db",
-            ])
+            .args(SERVE)
             .env_remove("HOOKGATE_ADMIN_TOKEN")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());

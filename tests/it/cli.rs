@@ -270,21 +270,7 @@ fn serve_refuses_invalid_definitions_and_prints_each_diagnostic() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("defs")).unwrap();
     std::fs::write(dir.path().join("defs/file.json"), INVALID_FILE).unwrap();
-    let output = hookgate_in(
-        dir.path(),
-        &[
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--smtp",
-            "127.0.0.1:0",
-            "--definitions",
-            "defs",
-            "--database",
-            "data/hookgate.db",
-        ],
-        Duration::from_secs(30),
-    );
+    let output = hookgate_in(dir.path(), SERVE, Duration::from_secs(30));
     let printed = stderr(&output);
     assert!(!output.status.success(), "serve started with invalid definitions:\n{printed}");
     for expected in INVALID_FILE_DIAGNOSTICS {
@@ -353,17 +339,7 @@ async fn apps_remove_recovers_a_gateway_whose_installed_app_became_invalid() {
     // Without its secret the installed app is invalid, and serve refuses to start.
     let refused = Command::new(env!("CARGO_BIN_EXE_hookgate"))
         .current_dir(gateway.dir.path())
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--smtp",
-            "127.0.0.1:0",
-            "--definitions",
-            "defs",
-            "--database",
-            "data/hookgate.db",
-        ])
+        .args(SERVE)
         .env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("SHOP_PARTNER_KEY", "")
         .output()

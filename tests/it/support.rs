@@ -9,6 +9,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// `hookgate serve` on ports chosen by the system, with the definitions in `defs/` and the
+/// database in `data/`, relative to the working directory: how every test starts the gateway.
+pub const SERVE: &[&str] = &[
+    "serve",
+    "--http",
+    "127.0.0.1:0",
+    "--smtp",
+    "127.0.0.1:0",
+    "--definitions",
+    "defs",
+    "--database",
+    "data/hookgate.db",
+];
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const PARTNER_KEY: &str = "partner-static-key-abcdef";
 
@@ -214,17 +228,7 @@ async fn spawn(
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookgate"));
     command
         .current_dir(dir)
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--smtp",
-            "127.0.0.1:0",
-            "--definitions",
-            "defs",
-            "--database",
-            "data/hookgate.db",
-        ])
+        .args(SERVE)
         .env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "warn")
         // DKIM and SPF lookups go to the test DNS server, never outside the machine.
