@@ -131,6 +131,32 @@ fn start_gateway() -> Gateway {
     Gateway { child, base, _directory: directory }
 }
 
+/// Runs `job(n)` for every `n` below `total`, `CONCURRENCY` at a time.
+async fn in_parallel<F, Fut>(total: u64, job: F)
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (next, job) = (next.clone(), job.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        break;
+                    }
+                    job(n).await;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+}
+
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let options = options();
@@ -144,43 +170,34 @@ async fn run(options: Options) {
     let receiver = start_receiver(seen.clone()).await;
 
     // Baseline: the same number of signed requests straight to the receiver.
+    let client_for_jobs = client.clone();
     let body =
         serde_json::to_vec(&serde_json::json!({"type": "kustomer.app.bench.order", "data": {"order": 1}})).unwrap();
     let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let mut senders = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (client, receiver, body, next) = (client.clone(), receiver.clone(), body.clone(), next.clone());
-        let total = options.events as u64;
-        senders.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= total {
-                    break;
-                }
-                let timestamp = jiff::Timestamp::now().as_second();
-                let signature = hookgate::deliver::sign::signature(
-                    &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
-                    "base",
-                    timestamp,
-                    &body,
-                );
-                client
-                    .post(&receiver)
-                    .header("content-type", "application/json")
-                    .header("webhook-id", format!("base_{n}"))
-                    .header("webhook-timestamp", timestamp.to_string())
-                    .header("webhook-signature", signature)
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for sender in senders {
-        sender.await.unwrap();
-    }
+    let (body, signed_receiver) = (Arc::new(body), receiver.clone());
+    in_parallel(options.events as u64, move |n| {
+        let (client, receiver, body) = (client_for_jobs.clone(), signed_receiver.clone(), body.clone());
+        async move {
+            let timestamp = jiff::Timestamp::now().as_second();
+            let signature = hookgate::deliver::sign::signature(
+                &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+                "base",
+                timestamp,
+                &body,
+            );
+            client
+                .post(&receiver)
+                .header("content-type", "application/json")
+                .header("webhook-id", format!("base_{n}"))
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature)
+                .body(body.to_vec())
+                .send()
+                .await
+                .unwrap();
+        }
+    })
+    .await;
     let baseline = options.events as f64 / started.elapsed().as_secs_f64();
     println!(
         "baseline: {baseline:.0} signed requests/s straight to the receiver ({} requests, {CONCURRENCY} at once)",
@@ -205,25 +222,15 @@ async fn run(options: Options) {
     let hook = hooks["data"][0]["url"].as_str().unwrap().to_owned();
 
     // Throughput: a backlog of deliveries, released at once.
-    let next = Arc::new(AtomicU64::new(0));
-    let mut posters = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (client, hook, next) = (client.clone(), hook.clone(), next.clone());
-        let total = options.events as u64;
-        posters.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= total {
-                    break;
-                }
-                let response = client.post(&hook).json(&serde_json::json!({"order": n})).send().await.unwrap();
-                assert_eq!(response.status(), 202);
-            }
-        }));
-    }
-    for poster in posters {
-        poster.await.unwrap();
-    }
+    let (poster, backlog_hook) = (client.clone(), hook.clone());
+    in_parallel(options.events as u64, move |n| {
+        let (client, hook) = (poster.clone(), backlog_hook.clone());
+        async move {
+            let response = client.post(&hook).json(&serde_json::json!({"order": n})).send().await.unwrap();
+            assert_eq!(response.status(), 202);
+        }
+    })
+    .await;
     let resumed = Instant::now();
     admin(client.patch(&subscription_url)).json(&serde_json::json!({"status": "active"})).send().await.unwrap();
     while seen.count.load(Ordering::Relaxed) < options.events as u64 {
