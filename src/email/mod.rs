@@ -204,23 +204,17 @@ pub fn events_for_hook(
             return Err(Refusal::NotAuthenticated);
         }
     }
-    let counts: Box<dyn Fn(&Origin) -> bool> = match &settings.key {
-        MailKey::NotRequired => Box::new(|_| true),
+    // With a key, only values the sender proved it for count: all of them when the address
+    // carries the key, else the JSON-LD blocks whose data-key is it.
+    let key = match &settings.key {
+        MailKey::NotRequired => None,
         MailKey::Unset => return Err(Refusal::KeyNotConfigured),
-        MailKey::Required(key) => {
-            let matches = |presented: &str| crate::secrets::constant_time_eq(presented.as_bytes(), key.as_bytes());
-            if recipient.tag.as_deref().is_some_and(matches) {
-                Box::new(|_| true)
-            } else {
-                let key = key.clone();
-                Box::new(move |origin| match origin {
-                    Origin::JsonLd { key: Some(presented) } => {
-                        crate::secrets::constant_time_eq(presented.as_bytes(), key.as_bytes())
-                    }
-                    _ => false,
-                })
-            }
-        }
+        MailKey::Required(key) => Some(key.as_bytes()),
+    };
+    let is_key = |presented: &str| key.is_some_and(|key| crate::secrets::constant_time_eq(presented.as_bytes(), key));
+    let address_has_key = key.is_none() || recipient.tag.as_deref().is_some_and(is_key);
+    let counts = |origin: &Origin| {
+        address_has_key || matches!(origin, Origin::JsonLd { key: Some(presented) } if is_key(presented))
     };
     let found: Vec<_> = extracted.found.iter().filter(|found| counts(&found.origin)).collect();
     if found.is_empty() {
