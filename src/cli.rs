@@ -14,6 +14,7 @@ use hookgate::config::{Config, Overrides};
 use hookgate::definitions::catalog::{CatalogManager, ReloadError};
 use hookgate::definitions::{Severity, ValidationOptions, read_folder, validate};
 use hookgate::secrets::SecretSource;
+use hookgate::store::KeyPurpose;
 use hookgate::store::{EventQuery, Store};
 use hookgate::{AdminToken, Gateway, Listeners};
 
@@ -74,7 +75,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Manage API keys for web hooks.
+    /// Manage issued keys: ingest keys for web hooks, management keys for the API.
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Read the event log.
@@ -99,9 +100,17 @@ enum KeysCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// Limit the key to this app (repeat for several); all apps when absent.
-        #[arg(long = "app")]
+        /// An ingest key (the default): limit it to this app (repeat for several); all apps
+        /// when absent.
+        #[arg(long = "app", conflicts_with = "management")]
         apps: Vec<String>,
+        /// A management key for the API instead of an ingest key for web hooks.
+        #[arg(long)]
+        management: bool,
+        /// A management key: limit it to events matching this name or pattern (`stripe.*`;
+        /// repeat for several); every event when absent.
+        #[arg(long = "scope", requires = "management")]
+        scopes: Vec<String>,
     },
     /// List keys (never their text).
     List,
@@ -351,24 +360,41 @@ async fn hooks(config: Config, json: bool) -> anyhow::Result<ExitCode> {
 async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<ExitCode> {
     let store = open_existing_store(&config).await?;
     match command {
-        KeysCommand::Create { name, apps } => {
-            let apps = (!apps.is_empty()).then_some(apps);
-            let issued =
-                hookgate::keys::issue(&store, hookgate::keys::KeyRequest { name, apps }, jiff::Timestamp::now())
-                    .await?;
+        KeysCommand::Create { name, apps, management, scopes } => {
+            let purpose = if management { KeyPurpose::Management } else { KeyPurpose::Ingest };
+            let request = hookgate::keys::KeyRequest {
+                name,
+                purpose,
+                apps: (!apps.is_empty()).then_some(apps),
+                scopes: (!scopes.is_empty()).then_some(scopes),
+            };
+            let issued = hookgate::keys::issue(&store, request, jiff::Timestamp::now()).await?;
             println!("id:  {}", issued.record.id);
             println!("key: {}", issued.key);
             eprintln!("The key is shown only this once; hookgate keeps only its hash.");
         }
         KeysCommand::List => {
             let mut table = Table::new();
-            table.load_preset(UTF8_FULL_CONDENSED).set_header(["ID", "NAME", "PREFIX", "APPS", "CREATED", "REVOKED"]);
+            table.load_preset(UTF8_FULL_CONDENSED).set_header([
+                "ID",
+                "NAME",
+                "PURPOSE",
+                "PREFIX",
+                "LIMITED TO",
+                "CREATED",
+                "REVOKED",
+            ]);
             for key in store.api_keys().await? {
+                let limits = match key.purpose {
+                    KeyPurpose::Ingest => key.apps.map(|apps| format!("apps {}", apps.join(", "))),
+                    KeyPurpose::Management => key.scopes.map(|scopes| format!("events {}", scopes.join(", "))),
+                };
                 table.add_row([
                     key.id,
                     key.name,
+                    key.purpose.as_str().to_owned(),
                     format!("{}…", key.prefix),
-                    key.apps.map(|apps| apps.join(", ")).unwrap_or_else(|| "all".into()),
+                    limits.unwrap_or_else(|| "everything".into()),
                     key.created_at.to_string(),
                     key.revoked_at.map(|at| at.to_string()).unwrap_or_default(),
                 ]);

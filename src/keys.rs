@@ -1,16 +1,19 @@
-//! API keys for web hooks: issued by hookgate, shown once, stored as SHA-256 only.
+//! Issued keys: ingest keys for web hooks and management keys for the API, shown once and
+//! stored as SHA-256 only.
 //!
-//! A key is `hgk_` plus 32 random bytes (base64url), so its hash is enough to find it and a
-//! slow password hash would add nothing. Several keys can be active at once, which is how keys
-//! are rotated: issue the new one, move senders, revoke the old one. Used by the management API
-//! and the CLI alike.
+//! A key is `hgk_` (ingest) or `hgm_` (management) plus 32 random bytes (base64url), so its
+//! hash is enough to find it and a slow password hash would add nothing. Several keys can be
+//! active at once, which is how keys are rotated: issue the new one, move callers, revoke the
+//! old one. Ingest keys are limited to apps; management keys to event scopes, the way seed 004's
+//! API key scopes limit which events may be subscribed. Used by the management API and the CLI.
 
 use jiff::Timestamp;
 
 use crate::secrets::{random_token, sha256_hex};
-use crate::store::{ApiKeyRecord, Store, StoreError};
+use crate::store::{ApiKeyRecord, KeyPurpose, Store, StoreError};
+use crate::subscriptions::is_pattern;
 
-/// A newly issued key: the only moment its text exists outside the sender's hands.
+/// A newly issued key: the only moment its text exists outside the caller's hands.
 #[derive(Debug)]
 pub struct IssuedKey {
     pub record: ApiKeyRecord,
@@ -21,8 +24,11 @@ pub struct IssuedKey {
 #[derive(Debug, Clone)]
 pub struct KeyRequest {
     pub name: String,
-    /// Apps the key may send to; `None` for every app.
+    pub purpose: KeyPurpose,
+    /// Ingest keys: apps the key may send to; `None` for every app.
     pub apps: Option<Vec<String>>,
+    /// Management keys: event names and patterns the key may manage; `None` for every event.
+    pub scopes: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,18 +45,48 @@ pub async fn issue(store: &Store, request: KeyRequest, now: Timestamp) -> Result
     if name.is_empty() || name.len() > 200 {
         return Err(KeyError::Invalid("name: give the key a name of 1 to 200 characters".into()));
     }
+    match request.purpose {
+        KeyPurpose::Ingest if request.scopes.is_some() => {
+            return Err(KeyError::Invalid(
+                "scopes: only management keys have event scopes; an ingest key is limited by apps".into(),
+            ));
+        }
+        KeyPurpose::Management if request.apps.is_some() => {
+            return Err(KeyError::Invalid(
+                "apps: only ingest keys are limited to apps; a management key is limited by scopes".into(),
+            ));
+        }
+        _ => {}
+    }
     if let Some(apps) = &request.apps
         && (apps.is_empty() || apps.iter().any(|app| app.trim().is_empty()))
     {
         return Err(KeyError::Invalid("apps: list at least one app name, or leave it out for every app".into()));
     }
-    let key = format!("hgk_{}", random_token(32));
+    if let Some(scopes) = &request.scopes {
+        if scopes.is_empty() {
+            return Err(KeyError::Invalid(
+                "scopes: list at least one event pattern, or leave it out for every event".into(),
+            ));
+        }
+        if let Some(bad) = scopes.iter().find(|scope| !is_pattern(scope)) {
+            return Err(KeyError::Invalid(format!(
+                "scopes: {bad:?} is not an event name, \"*\", or a prefix ending in \".*\" (stripe.*)"
+            )));
+        }
+    }
+    let key = match request.purpose {
+        KeyPurpose::Ingest => format!("hgk_{}", random_token(32)),
+        KeyPurpose::Management => format!("hgm_{}", random_token(32)),
+    };
     let record = ApiKeyRecord {
         id: format!("key_{}", uuid::Uuid::now_v7().simple()),
         name,
+        purpose: request.purpose,
         prefix: key[..12].to_owned(),
         sha256: sha256_hex(&key),
         apps: request.apps,
+        scopes: request.scopes,
         created_at: crate::event::to_store_precision(now),
         revoked_at: None,
     };

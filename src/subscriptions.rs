@@ -179,6 +179,16 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// Whether every name `pattern` matches is also matched by `scope`: how a management key's
+/// scopes bound the subscriptions it may make (`stripe.*` covers `stripe.charge.*` and
+/// `stripe.invoice.paid`, not `*`).
+pub fn pattern_covers(scope: &str, pattern: &str) -> bool {
+    match scope.strip_suffix('*') {
+        Some(prefix) => pattern.strip_suffix('*').unwrap_or(pattern).starts_with(prefix),
+        None => scope == pattern,
+    }
+}
+
 /// A new Standard Webhooks secret.
 pub fn new_secret() -> String {
     use base64::Engine;
@@ -397,7 +407,8 @@ fn optional_string(
     }
 }
 
-fn is_pattern(pattern: &str) -> bool {
+/// An event name, `*`, or a prefix pattern ending in `.*`.
+pub fn is_pattern(pattern: &str) -> bool {
     let name = pattern.strip_suffix(".*").unwrap_or(pattern);
     pattern == "*"
         || (!name.is_empty()
@@ -519,6 +530,20 @@ mod tests {
         assert!(!pattern_matches("github.push", "github.push.x"));
         assert!(is_pattern("stripe.*") && is_pattern("*") && is_pattern("a.b-c_d"));
         assert!(!is_pattern("stripe*") && !is_pattern("a..b") && !is_pattern(".*") && !is_pattern("a b"));
+    }
+
+    #[test]
+    fn a_scope_covers_the_patterns_whose_every_match_it_matches() {
+        assert!(pattern_covers("*", "*") && pattern_covers("*", "stripe.*") && pattern_covers("*", "a.b"));
+        assert!(pattern_covers("stripe.*", "stripe.*"));
+        assert!(pattern_covers("stripe.*", "stripe.charge.*"));
+        assert!(pattern_covers("stripe.*", "stripe.invoice.paid"));
+        assert!(!pattern_covers("stripe.*", "*"), "all events reach beyond stripe");
+        assert!(!pattern_covers("stripe.*", "stripes.charge"));
+        assert!(!pattern_covers("stripe.*", "stripe"), "the name stripe is not under stripe.");
+        assert!(pattern_covers("github.push", "github.push"));
+        assert!(!pattern_covers("github.push", "github.*"));
+        assert!(!pattern_covers("github.push", "github.push_request"));
     }
 
     #[test]

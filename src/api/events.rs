@@ -1,14 +1,17 @@
 //! `/api/events`: the event log, newest first, with filters and cursor pagination.
+//!
+//! A scoped management key reads only events within its scopes: it lists them by a `name` its
+//! scopes cover, and any other event is not found for it.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::ApiError;
+use super::{Access, ApiError};
 use crate::AppState;
 use crate::store::EventQuery;
 
@@ -60,20 +63,48 @@ impl ListParameters {
 
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     parameters: Result<Query<ListParameters>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(parameters) = parameters.map_err(|error| ApiError::BadRequest(error.body_text()))?;
-    let page = state.store.list_events(parameters.into_query()?).await?;
+    let query = parameters.into_query()?;
+    if !access.covers_event(query.name.as_deref().unwrap_or("*")) {
+        return Err(ApiError::Forbidden(
+            "this key is scoped: filter by a name its scopes cover (?name=<event name>)".into(),
+        ));
+    }
+    let page = state.store.list_events(query).await?;
     Ok(Json(json!({"data": page.events, "nextCursor": page.next_cursor})))
 }
 
-pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let event = state.store.event(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
+/// The event `id`, if it exists and is within the caller's reach.
+async fn find(state: &AppState, access: &Access, id: &str) -> Result<crate::event::Event, ApiError> {
+    state
+        .store
+        .event(id)
+        .await?
+        .filter(|event| access.covers_event(&event.name))
+        .ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))
+}
+
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let event = find(&state, &access, &id).await?;
     Ok(Json(serde_json::to_value(event).map_err(|e| ApiError::Internal(e.to_string()))?))
 }
 
 /// The exact bytes the event was made from, with their original content type.
-pub async fn raw(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn raw(
+    State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if access != Access::Admin {
+        find(&state, &access, &id).await?;
+    }
     let raw = state.store.raw_body(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
     let content_type = raw.content_type.unwrap_or_else(|| "application/octet-stream".into());
     // Served as a download so that a stored HTML body can never run in an operator's browser.
@@ -89,6 +120,7 @@ pub async fn raw(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> 
 /// deliveries of a stored event to every subscription it matches now, or to that one (202).
 pub async fn replay(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
@@ -97,17 +129,31 @@ pub async fn replay(
     } else {
         serde_json::from_slice(&body).map_err(|error| ApiError::BadRequest(format!("malformed JSON: {error}")))?
     };
-    let event = state.store.event(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
+    let event = find(&state, &access, &id).await?;
     if event.quarantined {
         return Err(ApiError::Conflict("a quarantined event is never delivered".into()));
     }
     let subscription_ids = match request.get("subscription_id") {
-        None | Some(Value::Null) => state.routes.load().matching(&event),
+        None | Some(Value::Null) if access == Access::Admin => state.routes.load().matching(&event),
+        None | Some(Value::Null) => {
+            // A key replays only to the subscriptions it can see.
+            let matching = state.routes.load().matching(&event);
+            let reachable: std::collections::HashSet<String> = state
+                .store
+                .subscriptions()
+                .await?
+                .into_iter()
+                .filter(|subscription| access.reaches(subscription))
+                .map(|subscription| subscription.id)
+                .collect();
+            matching.into_iter().filter(|id| reachable.contains(id)).collect()
+        }
         Some(Value::String(subscription_id)) => {
             let subscription = state
                 .store
                 .subscription(subscription_id)
                 .await?
+                .filter(|subscription| access.reaches(subscription))
                 .ok_or_else(|| ApiError::NotFound(format!("no subscription {subscription_id:?}")))?;
             if subscription.status == crate::subscriptions::Status::Disabled {
                 return Err(ApiError::Conflict(format!("subscription {subscription_id:?} is disabled")));

@@ -1,11 +1,12 @@
 //! `GET /api/hooks`: the app directory, every serving hook with its URL.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use serde::Serialize;
 use std::sync::Arc;
 
 use crate::AppState;
+use crate::api::Access;
 use crate::definitions::catalog::Catalog;
 use crate::definitions::{HookType, Origin};
 
@@ -54,8 +55,10 @@ pub fn directory(catalog: &Catalog, public_url: &str, mail_domain: &str) -> Vec<
         .collect()
 }
 
-pub async fn list(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let hooks = directory(&state.catalog.current(), &state.public_url, &state.config.mail_domain);
+/// The directory; a scoped management key sees the hooks whose events its scopes cover.
+pub async fn list(State(state): State<Arc<AppState>>, Extension(access): Extension<Access>) -> Json<serde_json::Value> {
+    let mut hooks = directory(&state.catalog.current(), &state.public_url, &state.config.mail_domain);
+    hooks.retain(|hook| access.covers_event(&hook.event_name));
     Json(serde_json::json!({ "data": hooks }))
 }
 
@@ -63,11 +66,13 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<serde_json::Value>
 /// stored with events), else the sample its definition declares.
 pub async fn sample(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     axum::extract::Path(event_name): axum::extract::Path<String>,
 ) -> Result<Json<serde_json::Value>, crate::api::ApiError> {
     let catalog = state.catalog.current();
     let hook = catalog
         .hook_by_event_name(&event_name)
+        .filter(|_| access.covers_event(&event_name))
         .ok_or_else(|| crate::api::ApiError::NotFound(format!("no hook {event_name:?}")))?;
     let latest = state
         .store

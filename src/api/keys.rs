@@ -1,4 +1,5 @@
-//! `/api/keys`: API keys for web hooks. The key text is in the creation reply only.
+//! `/api/keys` (admin token only): ingest keys for web hooks and management keys for this API.
+//! The key text is in the creation reply only.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -10,13 +11,23 @@ use std::sync::Arc;
 use super::ApiError;
 use crate::AppState;
 use crate::keys::{KeyError, KeyRequest, issue};
+use crate::store::KeyPurpose;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     name: String,
-    /// Apps the key may send to; all apps when absent.
+    /// `ingest` (the default) or `management`.
+    #[serde(default = "ingest")]
+    purpose: KeyPurpose,
+    /// Ingest keys: apps the key may send to; all apps when absent.
     apps: Option<Vec<String>>,
+    /// Management keys: event names and patterns the key may manage; all when absent.
+    scopes: Option<Vec<String>>,
+}
+
+fn ingest() -> KeyPurpose {
+    KeyPurpose::Ingest
 }
 
 pub async fn create(
@@ -24,7 +35,8 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: CreateKey = serde_json::from_slice(&body).map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    let issued = issue(&state.store, KeyRequest { name: request.name, apps: request.apps }, jiff::Timestamp::now())
+    let CreateKey { name, purpose, apps, scopes } = request;
+    let issued = issue(&state.store, KeyRequest { name, purpose, apps, scopes }, jiff::Timestamp::now())
         .await
         .map_err(|error| match error {
             KeyError::Invalid(message) => ApiError::BadRequest(message),

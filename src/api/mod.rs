@@ -1,8 +1,11 @@
 //! The management API (`/api/...`) and the operational endpoints (`/healthz`, `/readyz`,
 //! `/metrics`).
 //!
-//! Every `/api` request carries `Authorization: Bearer <admin token>`, checked in one
-//! middleware. Resources live one per file. The API reads and changes state only through the
+//! Every `/api` request carries a credential, resolved in one middleware into an [`Access`]:
+//! the admin token (everything), or a management key in any of the header styles the seed
+//! platforms use (`Authorization: Bearer`, `X-API-Key`, or the `X-API-KEY` + `X-API-SECRET`
+//! pair), limited to subscriptions, hooks and events within its scopes. Apps, keys, definition
+//! reloads and source rejections take the admin token. Resources live one per file. The API reads and changes state only through the
 //! store and the catalog manager; [`ApiError`] is mapped to a reply in exactly one place.
 //! Secrets appear in a response only once: the body that creates them.
 
@@ -30,8 +33,14 @@ use crate::store::StoreError;
 /// Why a management request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("send the admin token as \"Authorization: Bearer <token>\"")]
+    #[error(
+        "send the admin token or a management key as \"Authorization: Bearer <key>\" or \"X-API-Key: <key>\", or the pair \"X-API-KEY: <key id>\" and \"X-API-SECRET: <key>\""
+    )]
     Unauthorized,
+    #[error("{0}")]
+    InvalidCredentials(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -54,6 +63,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::InvalidCredentials(_) => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::InvalidDefinition(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition"),
@@ -77,7 +88,7 @@ impl IntoResponse for ApiError {
             error["message"] = json!(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
         }
         let mut response = (status, Json(json!({"error": error}))).into_response();
-        if matches!(self, ApiError::Unauthorized) {
+        if matches!(self, ApiError::Unauthorized | ApiError::InvalidCredentials(_)) {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"hookgate-admin\""));
@@ -86,22 +97,25 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The management routes, behind the admin token, plus the unauthenticated probes.
+/// The management routes, behind a credential, plus the unauthenticated probes.
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
-    // `layer` (not `route_layer`) so that unknown /api paths are behind the token too.
-    let api = Router::new()
-        .route("/hooks", get(hooks::list))
-        .route("/hooks/{event_name}/sample", get(hooks::sample))
+    let admin_only = Router::new()
         .route("/apps", get(apps::list).post(apps::install))
         .route("/apps/{app}", get(apps::show).delete(apps::remove))
         .route("/definitions/reload", post(apps::reload))
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/sources/rejections", get(sources::rejections))
+        .route_layer(axum::middleware::from_fn(require_admin));
+    // `layer` (not `route_layer`) so that unknown /api paths are behind a credential too.
+    let api = Router::new()
+        .merge(admin_only)
+        .route("/hooks", get(hooks::list))
+        .route("/hooks/{event_name}/sample", get(hooks::sample))
         .route("/events", get(events::list))
         .route("/events/{id}", get(events::show))
         .route("/events/{id}/raw", get(events::raw))
         .route("/events/{id}/replay", post(events::replay))
-        .route("/sources/rejections", get(sources::rejections))
         .route("/webhooks", get(subscriptions::list).post(subscriptions::create))
         .route("/webhooks/{id}/rotate-secret", post(subscriptions::rotate_secret))
         .route("/webhooks/{id}/deliveries", get(subscriptions::deliveries))
@@ -109,7 +123,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/openapi.json", get(openapi))
         .route("/webhooks/{id}/deliveries/{delivery_id}/retry", post(subscriptions::retry_delivery))
         .fallback(|| async { ApiError::NotFound("no such management endpoint".into()) })
-        .layer(axum::middleware::from_fn_with_state(state, require_admin));
+        .layer(axum::middleware::from_fn_with_state(state, require_credential));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
@@ -118,19 +132,108 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .fallback(|| async { ApiError::NotFound("nothing here; hooks are under /h/ and the API under /api/".into()) })
 }
 
-async fn require_admin(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    if is_admin(&state, request.headers()) { next.run(request).await } else { ApiError::Unauthorized.into_response() }
+/// Who is calling the management API, and so what it may touch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Access {
+    /// The admin token: everything.
+    Admin,
+    /// A management key: subscriptions, hooks and events within its scopes (all when `None`).
+    Key { id: String, scopes: Option<Vec<String>> },
 }
 
-/// Whether the request carries the admin token as a bearer token.
-pub(crate) fn is_admin(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    presented.is_some_and(|token| constant_time_eq(sha256_hex(token).as_bytes(), state.admin_token_sha256.as_bytes()))
+impl Access {
+    /// Whether a subscription to `pattern` is within reach.
+    pub fn covers_pattern(&self, pattern: &str) -> bool {
+        match self {
+            Access::Admin | Access::Key { scopes: None, .. } => true,
+            Access::Key { scopes: Some(scopes), .. } => {
+                scopes.iter().any(|scope| crate::subscriptions::pattern_covers(scope, pattern))
+            }
+        }
+    }
+
+    /// Whether events named `name` are within reach.
+    pub fn covers_event(&self, name: &str) -> bool {
+        match self {
+            Access::Admin | Access::Key { scopes: None, .. } => true,
+            Access::Key { scopes: Some(scopes), .. } => {
+                scopes.iter().any(|scope| crate::subscriptions::pattern_matches(scope, name))
+            }
+        }
+    }
+
+    /// Whether a subscription is within reach: every pattern it subscribes to is. Others are
+    /// invisible to the key (404), as if they did not exist.
+    pub fn reaches(&self, subscription: &crate::subscriptions::Subscription) -> bool {
+        subscription.events.iter().all(|pattern| self.covers_pattern(pattern))
+    }
+
+    /// Refuses (403) the patterns out of reach, naming them and the key's scopes.
+    pub fn check_patterns<'a>(&self, patterns: impl IntoIterator<Item = &'a String>) -> Result<(), ApiError> {
+        let outside: Vec<&str> =
+            patterns.into_iter().filter(|pattern| !self.covers_pattern(pattern)).map(String::as_str).collect();
+        match (self, outside.is_empty()) {
+            (_, true) => Ok(()),
+            (Access::Key { scopes, .. }, false) => Err(ApiError::Forbidden(format!(
+                "this key's scopes ({}) do not cover {}",
+                scopes.as_deref().unwrap_or_default().join(", "),
+                outside.iter().map(|pattern| format!("{pattern:?}")).collect::<Vec<_>>().join(", ")
+            ))),
+            (Access::Admin, false) => Ok(()),
+        }
+    }
+}
+
+/// Resolves the request's credential into an [`Access`] for the handlers, or refuses it.
+async fn require_credential(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    match authenticate(&state, request.headers()).await {
+        Ok(access) => {
+            request.extensions_mut().insert(access);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Behind [`require_credential`]: lets only the admin token through.
+async fn require_admin(request: Request, next: Next) -> Response {
+    match request.extensions().get::<Access>() {
+        Some(Access::Admin) => next.run(request).await,
+        _ => ApiError::Forbidden(
+            "this endpoint takes the admin token; management keys manage subscriptions, hooks and events".into(),
+        )
+        .into_response(),
+    }
+}
+
+/// Who the request's credential is: the admin token or an active management key, in any of
+/// the accepted header styles.
+pub(crate) async fn authenticate(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Access, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim);
+    let (key, claimed_id) = match header("x-api-secret") {
+        Some(secret) => {
+            let id = header("x-api-key").filter(|id| !id.is_empty()).ok_or_else(|| {
+                ApiError::InvalidCredentials("X-API-SECRET needs the key's id in X-API-KEY beside it".into())
+            })?;
+            (secret, Some(id))
+        }
+        None => (crate::ingress::hooks::presented_key(headers).ok_or(ApiError::Unauthorized)?, None),
+    };
+    let hash = sha256_hex(key);
+    if claimed_id.is_none() && constant_time_eq(hash.as_bytes(), state.admin_token_sha256.as_bytes()) {
+        return Ok(Access::Admin);
+    }
+    let invalid = || ApiError::InvalidCredentials("the key is not valid (unknown or revoked)".into());
+    let record = state.store.active_api_key_by_hash(&hash).await?.ok_or_else(invalid)?;
+    if claimed_id.is_some_and(|id| id != record.id) {
+        return Err(invalid());
+    }
+    match record.purpose {
+        crate::store::KeyPurpose::Management => Ok(Access::Key { id: record.id, scopes: record.scopes }),
+        crate::store::KeyPurpose::Ingest => Err(ApiError::Forbidden(
+            "this is an ingest key for sending to web hooks; the management API takes a management key".into(),
+        )),
+    }
 }
 
 /// The OpenAPI document of the management API (`docs/openapi.json`, kept true by a test).

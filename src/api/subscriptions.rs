@@ -3,18 +3,21 @@
 //! at once, or after the overlap asked for).
 //!
 //! `GET`, `PUT`, `PATCH` and `DELETE /api/webhooks/{id}` share their path with the platforms'
-//! `/api/webhooks/{source}`: [`segment`] sends `sub_…` ids here (behind the admin token) and any
+//! `/api/webhooks/{source}`: [`segment`] sends `sub_…` ids here (behind a credential) and any
 //! other segment to the source endpoints. No source path may start with `sub_`.
+//!
+//! A scoped management key sees only the subscriptions whose every pattern its scopes cover,
+//! and may create or change one only within them (403 naming what is outside).
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{Extension, Path, RawQuery, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::ApiError;
+use super::{Access, ApiError};
 use crate::AppState;
 use crate::subscriptions::{Subscription, from_request};
 
@@ -27,15 +30,26 @@ fn parse(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-async fn find(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
-    state.store.subscription(id).await?.ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))
+/// The subscription `id`, if it exists and is within the caller's reach.
+async fn find(state: &AppState, access: &Access, id: &str) -> Result<Subscription, ApiError> {
+    state
+        .store
+        .subscription(id)
+        .await?
+        .filter(|subscription| access.reaches(subscription))
+        .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let subscription =
         from_request(&parse(&body)?, None, false, state.config.delivery_policy(), jiff::Timestamp::now())
             .await
             .map_err(ApiError::InvalidFields)?;
+    access.check_patterns(&subscription.events)?;
     state.store.put_subscription(subscription.clone()).await?;
     state.reload_routes().await?;
     let mut view = subscription.view();
@@ -43,13 +57,17 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+) -> Result<Json<Value>, ApiError> {
     let subscriptions = state.store.subscriptions().await?;
-    Ok(Json(json!({"data": subscriptions.iter().map(Subscription::view).collect::<Vec<_>>()})))
+    let views: Vec<Value> = subscriptions.iter().filter(|s| access.reaches(s)).map(Subscription::view).collect();
+    Ok(Json(json!({ "data": views })))
 }
 
 /// `GET /api/webhooks/{segment}` and friends: a subscription when the segment is one of its
-/// ids (admin token required), else the platform source of that path.
+/// ids (a credential required), else the platform source of that path.
 pub async fn segment(
     State(state): State<Arc<AppState>>,
     Path(segment): Path<String>,
@@ -65,30 +83,34 @@ pub async fn segment(
             }
         };
     }
-    if !super::is_admin(&state, request.headers()) {
-        return ApiError::Unauthorized.into_response();
-    }
+    let access = match super::authenticate(&state, request.headers()).await {
+        Ok(access) => access,
+        Err(error) => return error.into_response(),
+    };
     let method = request.method().clone();
     let body = match axum::body::to_bytes(request.into_body(), 1024 * 1024).await {
         Ok(body) => body,
         Err(_) => return ApiError::BadRequest("the body is over 1 MiB or could not be read".into()).into_response(),
     };
     let outcome = match method {
-        Method::GET => find(&state, &segment).await.map(|subscription| Json(subscription.view()).into_response()),
-        Method::PUT => change(&state, &segment, &body, false).await,
-        Method::PATCH => change(&state, &segment, &body, true).await,
-        Method::DELETE => remove(&state, &segment).await,
+        Method::GET => {
+            find(&state, &access, &segment).await.map(|subscription| Json(subscription.view()).into_response())
+        }
+        Method::PUT => change(&state, &access, &segment, &body, false).await,
+        Method::PATCH => change(&state, &access, &segment, &body, true).await,
+        Method::DELETE => remove(&state, &access, &segment).await,
         _ => Err(ApiError::MethodNotAllowed("use GET, PUT, PATCH or DELETE on a subscription".into())),
     };
     outcome.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn change(state: &AppState, id: &str, body: &[u8], merge: bool) -> Result<Response, ApiError> {
-    let existing = find(state, id).await?;
+async fn change(state: &AppState, access: &Access, id: &str, body: &[u8], merge: bool) -> Result<Response, ApiError> {
+    let existing = find(state, access, id).await?;
     let changed =
         from_request(&parse(body)?, Some(&existing), merge, state.config.delivery_policy(), jiff::Timestamp::now())
             .await
             .map_err(ApiError::InvalidFields)?;
+    access.check_patterns(&changed.events)?;
     state.store.put_subscription(changed.clone()).await?;
     state.reload_routes().await?;
     if changed.status == crate::subscriptions::Status::Active {
@@ -98,7 +120,8 @@ async fn change(state: &AppState, id: &str, body: &[u8], merge: bool) -> Result<
     Ok(Json(changed.view()).into_response())
 }
 
-async fn remove(state: &AppState, id: &str) -> Result<Response, ApiError> {
+async fn remove(state: &AppState, access: &Access, id: &str) -> Result<Response, ApiError> {
+    find(state, access, id).await?;
     if state.store.delete_subscription(id).await? {
         state.reload_routes().await?;
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -113,6 +136,7 @@ const MAX_OVERLAP_SECONDS: u64 = 7 * 24 * 3600;
 /// `POST /api/webhooks/{id}/rotate-secret` with an optional `{"overlap_seconds": N}`.
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -132,7 +156,7 @@ pub async fn rotate_secret(
             message: "unknown field; the only field is overlap_seconds".into(),
         }]));
     }
-    let mut subscription = find(&state, &id).await?;
+    let mut subscription = find(&state, &access, &id).await?;
     let now = jiff::Timestamp::now();
     let old_expires_at = now + jiff::SignedDuration::from_secs(overlap as i64);
     let secret = subscription.rotate_secret(now, old_expires_at);
@@ -144,10 +168,11 @@ pub async fn rotate_secret(
 /// with its attempts (time, HTTP status, latency, response excerpt, error).
 pub async fn deliveries(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Path(id): Path<String>,
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    find(&state, &id).await?;
+    find(&state, &access, &id).await?;
     let time = |name: &str| -> Result<Option<jiff::Timestamp>, ApiError> {
         query
             .get(name)
@@ -192,8 +217,10 @@ pub async fn deliveries(
 /// `POST /api/webhooks/{id}/deliveries/{delivery_id}/retry`: due now (202).
 pub async fn retry_delivery(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    find(&state, &access, &id).await?;
     if !state.store.retry_delivery(&id, &delivery_id, jiff::Timestamp::now()).await? {
         return Err(ApiError::NotFound(format!("subscription {id:?} has no delivery {delivery_id:?}")));
     }
@@ -205,6 +232,7 @@ pub async fn retry_delivery(
 /// `"test": true`, sent now; the reply says what the endpoint answered.
 pub async fn send_test(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -215,6 +243,9 @@ pub async fn send_test(
             message: "required: the event name to send a sample of".into(),
         }]));
     };
-    let subscription = find(&state, &id).await?;
+    let subscription = find(&state, &access, &id).await?;
+    if !access.covers_event(event_name) {
+        return Err(ApiError::Forbidden(format!("this key's scopes do not cover {event_name:?}")));
+    }
     Ok(Json(crate::deliver::send_test(&state, &subscription, event_name).await))
 }

@@ -50,6 +50,8 @@ pub enum IngressError {
     InvalidApiKey,
     #[error("this API key may not send to app {app:?}")]
     ApiKeyOutOfScope { app: String },
+    #[error("this is a management key; web hooks take an ingest key (hookgate keys create)")]
+    NotAnIngestKey,
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("the request body is larger than this hook's limit of {limit} bytes")]
@@ -80,6 +82,7 @@ impl IngressError {
             IngressError::MissingApiKey => "missing_api_key",
             IngressError::InvalidApiKey => "invalid_api_key",
             IngressError::ApiKeyOutOfScope { .. } => "api_key_out_of_scope",
+            IngressError::NotAnIngestKey => "not_an_ingest_key",
             IngressError::UnsupportedMediaType(_) => "unsupported_media_type",
             IngressError::BodyTooLarge { .. } => "body_too_large",
             IngressError::BodyTimeout { .. } => "body_timeout",
@@ -104,6 +107,7 @@ impl IngressError {
             },
             IngressError::OriginNotAllowed { .. }
             | IngressError::ApiKeyOutOfScope { .. }
+            | IngressError::NotAnIngestKey
             | IngressError::HandshakeRefused => StatusCode::FORBIDDEN,
             IngressError::MissingApiKey | IngressError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             IngressError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -306,6 +310,9 @@ async fn authenticate(state: &AppState, hook: &Hook, headers: &HeaderMap) -> Res
         .await
         .map_err(IngressError::Store)?
         .ok_or(IngressError::InvalidApiKey)?;
+    if record.purpose != crate::store::KeyPurpose::Ingest {
+        return Err(IngressError::NotAnIngestKey);
+    }
     match &record.apps {
         Some(apps) if !apps.contains(&hook.app) => Err(IngressError::ApiKeyOutOfScope { app: hook.app.clone() }),
         _ => Ok(()),

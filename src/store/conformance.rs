@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use jiff::{Timestamp, ToSpan};
 
-use super::{ApiKeyRecord, EventQuery, InstalledApp, Store};
+use super::{ApiKeyRecord, EventQuery, InstalledApp, KeyPurpose, Store};
 use crate::definitions::HookType;
 use crate::event::{HookIdentity, IdempotencyKey, NewEvent, RequestMeta, normalize};
 
@@ -323,25 +323,46 @@ async fn api_keys_are_found_by_hash_until_revoked(store: &Store) {
     let scoped = ApiKeyRecord {
         id: "key_conformance_scoped".into(),
         name: "scoped".into(),
+        purpose: KeyPurpose::Ingest,
         prefix: "hgk_abcd".into(),
         sha256: "a".repeat(64),
         apps: Some(vec!["ecommstore".into()]),
+        scopes: None,
         created_at,
         revoked_at: None,
     };
     let global = ApiKeyRecord {
         id: "key_conformance_global".into(),
         name: "global".into(),
+        purpose: KeyPurpose::Ingest,
         prefix: "hgk_efgh".into(),
         sha256: "b".repeat(64),
         apps: None,
+        scopes: None,
         created_at: created_at + 1.second(),
+        revoked_at: None,
+    };
+    let management = ApiKeyRecord {
+        id: "key_conformance_management".into(),
+        name: "management".into(),
+        purpose: KeyPurpose::Management,
+        prefix: "hgm_ijkl".into(),
+        sha256: "c".repeat(64),
+        apps: None,
+        scopes: Some(vec!["stripe.*".into(), "github.push".into()]),
+        created_at: created_at + 2.seconds(),
         revoked_at: None,
     };
     store.insert_api_key(scoped.clone()).await.unwrap();
     store.insert_api_key(global.clone()).await.unwrap();
+    store.insert_api_key(management.clone()).await.unwrap();
     assert_eq!(store.active_api_key_by_hash(&"a".repeat(64)).await.unwrap(), Some(scoped.clone()));
-    assert_eq!(store.api_keys().await.unwrap(), vec![scoped.clone(), global.clone()]);
+    assert_eq!(
+        store.active_api_key_by_hash(&"c".repeat(64)).await.unwrap(),
+        Some(management.clone()),
+        "purpose and scopes come back as stored"
+    );
+    assert_eq!(store.api_keys().await.unwrap(), vec![scoped.clone(), global.clone(), management.clone()]);
 
     let revoked_at = created_at + 1.hour();
     assert!(store.revoke_api_key(&scoped.id, revoked_at).await.unwrap());

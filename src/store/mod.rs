@@ -90,14 +90,39 @@ pub struct RawBody {
 pub struct ApiKeyRecord {
     pub id: String,
     pub name: String,
+    /// What the key is for: sending to web hooks, or the management API.
+    pub purpose: KeyPurpose,
     /// The first characters of the key, enough for a person to recognise it.
     pub prefix: String,
     #[serde(skip)]
     pub sha256: String,
-    /// Apps this key may send to; `None` means every app.
+    /// Ingest keys: apps this key may send to; `None` means every app.
     pub apps: Option<Vec<String>>,
+    /// Management keys: the event names and patterns (`stripe.*`) whose subscriptions and
+    /// events the key may manage; `None` means every event.
+    pub scopes: Option<Vec<String>>,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+}
+
+/// The two kinds of issued key. They never stand in for each other: a key handed to a platform
+/// to send web hooks must not manage subscriptions, and a management key does not send events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyPurpose {
+    /// Sends events to `web` hooks (`hgk_…`).
+    Ingest,
+    /// Calls the management API within its scopes (`hgm_…`).
+    Management,
+}
+
+impl KeyPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPurpose::Ingest => "ingest",
+            KeyPurpose::Management => "management",
+        }
+    }
 }
 
 /// An app definition installed through the management API.

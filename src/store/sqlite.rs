@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::{
     ApiKeyRecord, Appended, Attempt, AttemptRecord, Delivery, DeliveryPage, DeliveryQuery, DueDelivery, EventPage,
-    EventQuery, InstalledApp, NextStep, RawBody, StoreError,
+    EventQuery, InstalledApp, KeyPurpose, NextStep, RawBody, StoreError,
 };
 use crate::definitions::HookType;
 use crate::event::{Event, EventSource, NewEvent};
@@ -118,6 +118,11 @@ CREATE TABLE publications (
     next_attempt_at_us INTEGER NOT NULL
 );
 CREATE INDEX publications_due ON publications (next_attempt_at_us);
+"#,
+    r#"
+-- Management keys beside the web hooks' ingest keys; scopes limit the events they manage.
+ALTER TABLE api_keys ADD COLUMN purpose TEXT NOT NULL DEFAULT 'ingest';
+ALTER TABLE api_keys ADD COLUMN scopes TEXT;
 "#,
 ];
 
@@ -365,9 +370,10 @@ impl SqliteStore {
     pub async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
         self.write(move |connection| {
             let apps = key.apps.as_ref().map(|apps| serde_json::to_string(apps).unwrap_or_default());
+            let scopes = key.scopes.as_ref().map(|scopes| serde_json::to_string(scopes).unwrap_or_default());
             connection.execute(
-                "INSERT INTO api_keys (id, name, prefix, sha256, apps, created_at_us, revoked_at_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO api_keys (id, name, prefix, sha256, apps, created_at_us, revoked_at_us, purpose, scopes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     key.id,
                     key.name,
@@ -375,7 +381,9 @@ impl SqliteStore {
                     key.sha256,
                     apps,
                     key.created_at.as_microsecond(),
-                    key.revoked_at.map(|at| at.as_microsecond())
+                    key.revoked_at.map(|at| at.as_microsecond()),
+                    key.purpose.as_str(),
+                    scopes
                 ],
             )?;
             Ok(())
@@ -1077,7 +1085,7 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, Sto
     })())
 }
 
-const KEY_COLUMNS: &str = "id, name, prefix, sha256, apps, created_at_us, revoked_at_us";
+const KEY_COLUMNS: &str = "id, name, prefix, sha256, apps, created_at_us, revoked_at_us, purpose, scopes";
 
 fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ApiKeyRecord, StoreError>> {
     let id: String = row.get(0)?;
@@ -1087,15 +1095,24 @@ fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ApiKeyRecord
     let apps: Option<String> = row.get(4)?;
     let created_at_us: i64 = row.get(5)?;
     let revoked_at_us: Option<i64> = row.get(6)?;
+    let purpose: String = row.get(7)?;
+    let scopes: Option<String> = row.get(8)?;
+    let list = |text: Option<String>| -> Result<Option<Vec<String>>, StoreError> {
+        text.map(|text| serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+    };
     Ok((|| {
         Ok(ApiKeyRecord {
             id,
             name,
+            purpose: match purpose.as_str() {
+                "ingest" => KeyPurpose::Ingest,
+                "management" => KeyPurpose::Management,
+                other => return Err(StoreError::Corrupt(format!("key purpose {other:?}"))),
+            },
             prefix,
             sha256,
-            apps: apps
-                .map(|apps| serde_json::from_str(&apps).map_err(|e| StoreError::Corrupt(e.to_string())))
-                .transpose()?,
+            apps: list(apps)?,
+            scopes: list(scopes)?,
             created_at: timestamp(created_at_us)?,
             revoked_at: revoked_at_us.map(timestamp).transpose()?,
         })

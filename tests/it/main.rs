@@ -11,6 +11,7 @@ mod durability;
 mod email;
 mod form_hooks;
 mod interop;
+mod management_keys;
 mod nats;
 mod openapi;
 mod rejections;
