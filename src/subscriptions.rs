@@ -93,19 +93,33 @@ impl Subscription {
         view
     }
 
-    /// Replaces the signing secret with a new one; the others stop at `old_expires_at`
-    /// (now, or after an overlap the caller asked for). Returns the new secret.
-    pub fn rotate_secret(&mut self, now: Timestamp, old_expires_at: Timestamp) -> String {
+    /// Replaces the signing secret with `secret` (a [`new_secret`]); the others stop at
+    /// `old_expires_at` (now, or after an overlap the caller asked for).
+    pub fn rotate_secret(&mut self, secret: String, now: Timestamp, old_expires_at: Timestamp) {
         for secret in &mut self.secrets {
             if secret.expires_at.is_none_or(|at| at > old_expires_at) {
                 secret.expires_at = Some(old_expires_at);
             }
         }
         self.secrets.retain(|secret| secret.expires_at.is_none_or(|at| at > now));
-        let secret = new_secret();
-        self.secrets.insert(0, SigningSecret { secret: secret.clone(), created_at: now, expires_at: None });
+        self.secrets.insert(0, SigningSecret { secret, created_at: now, expires_at: None });
         self.updated_at = now;
-        secret
+    }
+
+    /// Applies an edit made from an earlier snapshot onto the subscription as it is now: the
+    /// caller's fields win, while what the delivery worker keeps (`failing_since`, and a status it
+    /// set) stands unless the edit names a status. Enabling a disabled subscription starts its
+    /// health afresh.
+    pub fn apply_edit(&mut self, edit: Subscription, status_given: bool) {
+        let was_disabled = self.status == Status::Disabled;
+        let (status, disabled_reason, failing_since) = (self.status, self.disabled_reason.take(), self.failing_since);
+        *self = Subscription { failing_since, secrets: std::mem::take(&mut self.secrets), ..edit };
+        if !status_given {
+            self.status = status;
+            self.disabled_reason = disabled_reason;
+        } else if was_disabled && self.status != Status::Disabled {
+            self.failing_since = None;
+        }
     }
 }
 
@@ -648,9 +662,8 @@ mod tests {
         assert_eq!(missing_url[0].field, "url", "PUT needs the whole subscription");
     }
 
-    #[test]
-    fn rotation_keeps_the_old_secret_only_for_the_overlap() {
-        let mut subscription = Subscription {
+    fn stored() -> Subscription {
+        Subscription {
             id: "sub_1".into(),
             name: String::new(),
             url: "https://x.example".into(),
@@ -664,12 +677,50 @@ mod tests {
             disabled_reason: None,
             failing_since: None,
             secrets: vec![SigningSecret { secret: "whsec_old".into(), created_at: now(), expires_at: None }],
-        };
+        }
+    }
+
+    #[test]
+    fn an_edit_from_a_snapshot_keeps_what_the_worker_and_a_rotation_changed_since() {
+        let snapshot = stored();
+        let mut edit = snapshot.clone();
+        edit.name = "renamed".into();
+        // Meanwhile the worker disabled it after a 410, and the secret was rotated.
+        let mut current = snapshot.clone();
+        current.status = Status::Disabled;
+        current.disabled_reason = Some("the endpoint answered 410 Gone".into());
+        current.failing_since = Some(now());
+        current.rotate_secret("whsec_new".into(), now(), now());
+
+        let mut renamed = current.clone();
+        renamed.apply_edit(edit.clone(), false);
+        assert_eq!(renamed.name, "renamed");
+        assert_eq!(
+            (renamed.status, renamed.disabled_reason.as_deref()),
+            (Status::Disabled, Some("the endpoint answered 410 Gone"))
+        );
+        assert_eq!(renamed.failing_since, Some(now()));
+        assert_eq!(renamed.secrets, current.secrets, "the rotation stands");
+
+        let mut enabled = current.clone();
+        enabled.apply_edit(Subscription { status: Status::Active, disabled_reason: None, ..edit }, true);
+        assert_eq!(
+            (enabled.status, enabled.disabled_reason.clone(), enabled.failing_since),
+            (Status::Active, None, None),
+            "enabling starts the subscription's health afresh"
+        );
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_secret_only_for_the_overlap() {
+        let mut subscription = stored();
         let later = now() + jiff::SignedDuration::from_secs(3600);
-        let new = subscription.rotate_secret(now(), later);
+        let new = new_secret();
+        subscription.rotate_secret(new.clone(), now(), later);
         assert_eq!(subscription.signing_secrets(now()).collect::<Vec<_>>(), [new.as_str(), "whsec_old"]);
         assert_eq!(subscription.signing_secrets(later).collect::<Vec<_>>(), [new.as_str()]);
-        let newest = subscription.rotate_secret(now(), now());
+        let newest = new_secret();
+        subscription.rotate_secret(newest.clone(), now(), now());
         assert_eq!(
             subscription.signing_secrets(now()).collect::<Vec<_>>(),
             [newest.as_str()],

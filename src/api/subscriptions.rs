@@ -106,12 +106,18 @@ pub async fn segment(
 
 async fn change(state: &AppState, access: &Access, id: &str, body: &[u8], merge: bool) -> Result<Response, ApiError> {
     let existing = find(state, access, id).await?;
-    let changed =
-        from_request(&parse(body)?, Some(&existing), merge, state.config.delivery_policy(), jiff::Timestamp::now())
-            .await
-            .map_err(ApiError::InvalidFields)?;
-    access.check_patterns(&changed.events)?;
-    state.store.put_subscription(changed.clone()).await?;
+    let request = parse(body)?;
+    let edit = from_request(&request, Some(&existing), merge, state.config.delivery_policy(), jiff::Timestamp::now())
+        .await
+        .map_err(ApiError::InvalidFields)?;
+    access.check_patterns(&edit.events)?;
+    // Applied to the subscription as it is at the write: the worker may have marked it since.
+    let status_given = !merge || request.get("status").is_some();
+    let changed = state
+        .store
+        .update_subscription(id, move |current| current.apply_edit(edit, status_given))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
     state.reload_routes().await?;
     if changed.status == crate::subscriptions::Status::Active {
         // Deliveries kept while paused go out now.
@@ -156,11 +162,16 @@ pub async fn rotate_secret(
             message: "unknown field; the only field is overlap_seconds".into(),
         }]));
     }
-    let mut subscription = find(&state, &access, &id).await?;
+    find(&state, &access, &id).await?;
     let now = jiff::Timestamp::now();
     let old_expires_at = now + jiff::SignedDuration::from_secs(overlap as i64);
-    let secret = subscription.rotate_secret(now, old_expires_at);
-    state.store.put_subscription(subscription).await?;
+    let secret = crate::subscriptions::new_secret();
+    let rotated = secret.clone();
+    state
+        .store
+        .update_subscription(&id, move |subscription| subscription.rotate_secret(rotated, now, old_expires_at))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
     Ok(Json(json!({"secret": secret, "previousSecretsExpireAt": old_expires_at})))
 }
 

@@ -288,41 +288,56 @@ async fn record(state: &AppState, due: &DueDelivery, attempt: u32, outcome: Outc
 }
 
 /// Keeps `failing_since` and disables a subscription that has failed for longer than
-/// `delivery_disable_after_secs`. Writes only when the state changes.
+/// `delivery_disable_after_secs`. Writes only when the state changes, and only those fields, in
+/// one step with the read (an API edit at the same moment is not undone, nor does it undo this).
 async fn track_health(state: &AppState, subscription: &Subscription, succeeded: bool, at: Timestamp) {
     let limit = jiff::SignedDuration::from_secs(state.config.delivery_disable_after_secs as i64);
-    let change = match (succeeded, subscription.failing_since) {
-        (true, Some(_)) => Some(None),
-        (false, None) => Some(Some(at)),
+    let outcome = match (succeeded, subscription.failing_since) {
+        (true, Some(_)) => {
+            state.store.update_subscription(&subscription.id, |current| current.failing_since = None).await
+        }
+        (false, None) => {
+            state
+                .store
+                .update_subscription(&subscription.id, move |current| {
+                    // The first failure's time stands: another attempt may have set it since the snapshot.
+                    current.failing_since.get_or_insert(at);
+                })
+                .await
+        }
         (false, Some(since)) if at.duration_since(since) > limit => {
             let reason = format!(
                 "every delivery has failed since {since}, for longer than {} seconds",
                 state.config.delivery_disable_after_secs
             );
             disable(state, &subscription.id, &reason).await;
-            None
+            return;
         }
-        _ => None,
+        _ => return,
     };
-    if let Some(failing_since) = change
-        && let Ok(Some(mut current)) = state.store.subscription(&subscription.id).await
-        // The first failure's time stands: another attempt may have set it since the snapshot.
-        && !(failing_since.is_some() && current.failing_since.is_some())
-    {
-        current.failing_since = failing_since;
-        let _ = state.store.put_subscription(current).await;
+    if let Err(error) = outcome {
+        tracing::warn!(%error, subscription = %subscription.id, "A subscription's health could not be recorded.");
     }
 }
 
 /// Disables a subscription, with the reason.
 async fn disable(state: &AppState, id: &str, reason: &str) {
-    let Ok(Some(mut subscription)) = state.store.subscription(id).await else { return };
-    subscription.status = Status::Disabled;
-    subscription.disabled_reason = Some(reason.to_owned());
-    subscription.updated_at = Timestamp::now();
-    if state.store.put_subscription(subscription).await.is_ok() {
-        let _ = state.reload_routes().await;
-        tracing::warn!(subscription = %id, reason, "A subscription was disabled.");
+    let why = reason.to_owned();
+    let disabled = state
+        .store
+        .update_subscription(id, move |subscription| {
+            subscription.status = Status::Disabled;
+            subscription.disabled_reason = Some(why);
+            subscription.updated_at = Timestamp::now();
+        })
+        .await;
+    match disabled {
+        Ok(Some(_)) => {
+            let _ = state.reload_routes().await;
+            tracing::warn!(subscription = %id, reason, "A subscription was disabled.");
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, subscription = %id, reason, "A subscription could not be disabled."),
     }
 }
 

@@ -155,7 +155,14 @@ async fn subscriptions_are_kept_whole_replaced_and_removed(store: &Store) {
     let mut paused = first.clone();
     paused.status = crate::subscriptions::Status::Paused;
     store.put_subscription(paused.clone()).await.unwrap();
-    assert_eq!(store.subscription(&first.id).await.unwrap(), Some(paused));
+    assert_eq!(store.subscription(&first.id).await.unwrap(), Some(paused.clone()));
+
+    let failing_at = later + jiff::SignedDuration::from_secs(60);
+    let updated = store.update_subscription(&first.id, move |s| s.failing_since = Some(failing_at)).await.unwrap();
+    let expected = crate::subscriptions::Subscription { failing_since: Some(failing_at), ..paused };
+    assert_eq!(updated.as_ref(), Some(&expected), "the changed subscription is returned");
+    assert_eq!(store.subscription(&first.id).await.unwrap(), Some(expected), "and stored");
+    assert_eq!(store.update_subscription("sub_missing", |s| s.name = "x".into()).await.unwrap(), None);
     assert!(store.delete_subscription(&first.id).await.unwrap());
     assert!(!store.delete_subscription(&first.id).await.unwrap());
     assert_eq!(store.subscription(&first.id).await.unwrap(), None);

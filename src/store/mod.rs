@@ -336,6 +336,19 @@ impl Store {
         }
     }
 
+    /// Changes a stored subscription in one step, so that no other write lands between the read
+    /// and the write (the delivery worker's health marks and an API edit cannot undo each
+    /// other). `None` when there is no such subscription.
+    pub async fn update_subscription(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut crate::subscriptions::Subscription) + Send + 'static,
+    ) -> Result<Option<crate::subscriptions::Subscription>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.update_subscription(id.to_owned(), change).await,
+        }
+    }
+
     pub async fn subscription(&self, id: &str) -> Result<Option<crate::subscriptions::Subscription>, StoreError> {
         match self {
             Store::Sqlite(store) => store.subscription(id.to_owned()).await,

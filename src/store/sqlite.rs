@@ -499,6 +499,29 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn update_subscription(
+        &self,
+        id: String,
+        change: impl FnOnce(&mut Subscription) + Send + 'static,
+    ) -> Result<Option<Subscription>, StoreError> {
+        self.write(move |connection| {
+            let body: Option<String> = connection
+                .prepare_cached("SELECT body FROM subscriptions WHERE id = ?1")?
+                .query_row([&id], |row| row.get(0))
+                .optional()?;
+            let Some(body) = body else { return Ok(None) };
+            let mut subscription: Subscription =
+                serde_json::from_str(&body).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            change(&mut subscription);
+            let body = serde_json::to_string(&subscription).map_err(|error| StoreError::Database(error.to_string()))?;
+            connection
+                .prepare_cached("UPDATE subscriptions SET body = ?2 WHERE id = ?1")?
+                .execute(params![id, body])?;
+            Ok(Some(subscription))
+        })
+        .await
+    }
+
     pub async fn subscription(&self, id: String) -> Result<Option<Subscription>, StoreError> {
         self.read(move |connection| {
             let body: Option<String> = connection
