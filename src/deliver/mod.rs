@@ -28,115 +28,202 @@ use crate::AppState;
 use crate::store::{AttemptRecord, DueDelivery, NextStep};
 use crate::subscriptions::{Status, Subscription};
 
-/// How long a claimed delivery is kept from other workers: longer than any request may take.
-const LEASE: Duration = Duration::from_secs(120);
 /// How often the worker looks for due retries when nothing wakes it.
 const POLL: Duration = Duration::from_millis(500);
 /// The most response body kept in the history.
 const EXCERPT_BYTES: usize = 1024;
+/// Attempt records waiting to be written; senders wait when it is full.
+const RECORD_QUEUE: usize = 4096;
+/// The most attempt records written in one transaction.
+const RECORD_BATCH: usize = 512;
+/// How long a stopping worker waits for requests in flight and their records.
+const DRAIN: Duration = Duration::from_secs(5);
 
-/// Runs until `shutdown` resolves.
 /// The outbound client every delivery and test send uses.
 pub fn client(config: &crate::config::Config) -> Result<reqwest::Client, String> {
     client::build(Duration::from_secs(config.delivery_timeout_secs), config.delivery_allow_private_networks)
 }
 
+/// How long a claimed delivery is kept from other workers: longer than the last of a claimed
+/// batch can wait for its subscription's slots and then take, so no delivery is sent twice while
+/// its worker lives. After a crash, its claims come due again when this runs out.
+fn lease(config: &crate::config::Config) -> Duration {
+    let rounds = config.delivery_concurrency.div_ceil(config.delivery_concurrency_per_subscription.max(1)) as u64;
+    Duration::from_secs((rounds + 1) * config.delivery_timeout_secs + 60)
+}
+
+/// Runs until `shutdown` resolves.
+///
+/// Claims come in batches the size of the pool; each batch's subscriptions and events are read
+/// once (an event's body is built once for all its subscriptions), and the attempts' records are
+/// written in batches by one recorder, so the store does a few large writes instead of several
+/// per delivery.
 pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()>) {
     let config = &state.config;
     let client = state.delivery_client.clone();
+    let lease = lease(config);
     let in_flight = Arc::new(Semaphore::new(config.delivery_concurrency));
     let per_subscription: Arc<Mutex<HashMap<String, Arc<Semaphore>>>> = Arc::default();
+    let (recorder, records) = tokio::sync::mpsc::channel(RECORD_QUEUE);
+    let recording = tokio::spawn(write_records(state.clone(), records));
     tokio::pin!(shutdown);
     loop {
         // Under steady load the worker is never idle: it looks for the shutdown on every round.
         if futures_util::FutureExt::now_or_never(&mut shutdown).is_some() {
-            return;
+            break;
         }
-        let claimed =
-            match state.store.claim_due_deliveries(Timestamp::now(), LEASE, in_flight.available_permits().max(1)).await
-            {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    tracing::warn!(%error, "Due deliveries could not be claimed; trying again shortly.");
-                    Vec::new()
-                }
-            };
-        let idle = claimed.is_empty();
-        // Each subscription of the batch is read once, not once per delivery.
-        let mut subscriptions: HashMap<String, Option<Arc<Subscription>>> = HashMap::new();
+        let claimed = match state.store.claim_due_deliveries(Timestamp::now(), lease, config.delivery_concurrency).await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(%error, "Due deliveries could not be claimed; trying again shortly.");
+                Vec::new()
+            }
+        };
+        if claimed.is_empty() {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = state.deliveries_waiting.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            continue;
+        }
+        // On an error the batch's claims lapse and its deliveries come due again.
+        let Some(batch) = Batch::read(&state, &claimed).await else { continue };
         for due in claimed {
-            let subscription = match subscriptions.get(&due.subscription_id) {
-                Some(known) => known.clone(),
-                None => match state.store.subscription(&due.subscription_id).await {
-                    Ok(loaded) => {
-                        let loaded = loaded.map(Arc::new);
-                        subscriptions.insert(due.subscription_id.clone(), loaded.clone());
-                        loaded
-                    }
-                    Err(error) => {
-                        // The claim lapses and the delivery comes due again.
-                        tracing::warn!(%error, delivery = %due.id, "A delivery's subscription could not be read.");
-                        continue;
-                    }
-                },
-            };
             // Deleted meanwhile, with its deliveries.
-            let Some(subscription) = subscription else { continue };
-            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            let Some(subscription) = batch.subscriptions.get(&due.subscription_id).cloned().flatten() else { continue };
+            let payload = batch.payloads.get(&due.event_id).cloned();
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
             let subscription_slot = per_subscription
                 .lock()
                 .expect("not poisoned")
                 .entry(due.subscription_id.clone())
                 .or_insert_with(|| Arc::new(Semaphore::new(config.delivery_concurrency_per_subscription)))
                 .clone();
-            let (state, client) = (state.clone(), client.clone());
+            let (state, client, recorder) = (state.clone(), client.clone(), recorder.clone());
             tokio::spawn(async move {
                 let Ok(_slot) = subscription_slot.acquire_owned().await else { return };
-                deliver(&state, &client, due, &subscription).await;
+                let record = deliver(&state, &client, &due, &subscription, payload.as_deref()).await;
                 drop(permit);
+                let _ = recorder.send(record).await;
             });
         }
-        if idle {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = state.deliveries_waiting.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
+    }
+    // Let the requests in flight finish and their outcomes be written; whatever is cut off is
+    // sent again when its lease ends (at least once).
+    let all = u32::try_from(config.delivery_concurrency).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(DRAIN, in_flight.acquire_many(all)).await;
+    drop(recorder);
+    let _ = tokio::time::timeout(DRAIN, recording).await;
+}
+
+/// What a claimed batch needs, read once: its subscriptions (`None` when deleted) and, per
+/// event, the request body every subscription is sent.
+struct Batch {
+    subscriptions: HashMap<String, Option<Arc<Subscription>>>,
+    payloads: HashMap<String, Arc<Payload>>,
+}
+
+/// An event as deliveries send it.
+struct Payload {
+    event_id: String,
+    body: bytes::Bytes,
+}
+
+impl Batch {
+    async fn read(state: &AppState, claimed: &[DueDelivery]) -> Option<Batch> {
+        let mut subscriptions = HashMap::new();
+        for due in claimed {
+            if subscriptions.contains_key(&due.subscription_id) {
+                continue;
             }
+            match state.store.subscription(&due.subscription_id).await {
+                Ok(loaded) => subscriptions.insert(due.subscription_id.clone(), loaded.map(Arc::new)),
+                Err(error) => {
+                    tracing::warn!(%error, "Claimed deliveries' subscriptions could not be read; they will be retried.");
+                    return None;
+                }
+            };
+        }
+        let mut event_ids: Vec<String> = claimed.iter().map(|due| due.event_id.clone()).collect();
+        event_ids.sort_unstable();
+        event_ids.dedup();
+        let events = match state.store.events(event_ids).await {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::warn!(%error, "Claimed deliveries' events could not be read; they will be retried.");
+                return None;
+            }
+        };
+        let payloads = events
+            .into_iter()
+            .map(|event| {
+                let body =
+                    serde_json::to_vec(&json!({"type": event.name, "timestamp": event.received_at, "data": event}))
+                        .expect("an event serializes");
+                (event.id.clone(), Arc::new(Payload { event_id: event.id, body: body.into() }))
+            })
+            .collect();
+        Some(Batch { subscriptions, payloads })
+    }
+}
+
+/// Writes attempt records as they come, many to a transaction, until every sender is gone.
+async fn write_records(state: Arc<AppState>, mut records: tokio::sync::mpsc::Receiver<AttemptRecord>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while records.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let written = std::mem::replace(&mut batch, Vec::with_capacity(RECORD_BATCH));
+        let count = written.len();
+        if let Err(error) = state.store.record_attempts(written).await {
+            // The leases run out and the deliveries are tried again: at least once, never lost.
+            tracing::warn!(%error, count, "Delivery attempts could not be recorded.");
         }
     }
 }
 
-/// One attempt at one delivery, recorded whatever happens.
-async fn deliver(state: &AppState, client: &reqwest::Client, due: DueDelivery, subscription: &Subscription) {
+/// One attempt at one delivery; returns its record, whatever happened.
+async fn deliver(
+    state: &AppState,
+    client: &reqwest::Client,
+    due: &DueDelivery,
+    subscription: &Subscription,
+    payload: Option<&Payload>,
+) -> AttemptRecord {
     let attempt = due.attempts + 1;
-    let event = match state.store.event(&due.event_id).await {
-        Ok(Some(event)) => event,
-        Ok(None) => {
-            record(state, &due, attempt, Outcome::error("the event no longer exists"), NextStep::Failed).await;
-            return;
+    let (outcome, next) = match payload {
+        None => (Outcome::error("the event no longer exists"), NextStep::Failed),
+        Some(_) if subscription.status == Status::Disabled => {
+            (Outcome::error("not sent: the subscription is disabled"), NextStep::Failed)
         }
-        Err(error) => {
-            tracing::warn!(%error, delivery = %due.id, "A delivery's event could not be read; it will be retried.");
-            return;
+        Some(payload) => {
+            let outcome = send(state, client, subscription, &payload.event_id, payload.body.clone()).await;
+            let next = next_step(&state.config.delivery_retry_schedule_secs, attempt, &outcome, Timestamp::now());
+            if outcome.status_code == Some(410) {
+                disable(state, &subscription.id, "the endpoint answered 410 Gone").await;
+            } else {
+                track_health(state, subscription, next == NextStep::Delivered, outcome.at).await;
+            }
+            metrics::histogram!("hookgate_delivery_duration_seconds").record(outcome.latency.as_secs_f64());
+            (outcome, next)
         }
     };
-    let body = serde_json::to_vec(&json!({"type": event.name, "timestamp": event.received_at, "data": event}))
-        .expect("an event serializes");
-    let outcome = send(state, client, subscription, &event.id, body).await;
-    let next = next_step(&state.config.delivery_retry_schedule_secs, attempt, &outcome, Timestamp::now());
-    if outcome.status_code == Some(410) {
-        disable(state, &subscription.id, "the endpoint answered 410 Gone").await;
-    } else {
-        track_health(state, subscription, next == NextStep::Delivered, outcome.at).await;
-    }
     metrics::counter!("hookgate_deliveries_total", "outcome" => match next {
         NextStep::Delivered => "delivered",
         NextStep::RetryAt(_) => "retry",
         NextStep::Failed => "failed",
     })
     .increment(1);
-    metrics::histogram!("hookgate_delivery_duration_seconds").record(outcome.latency.as_secs_f64());
-    record(state, &due, attempt, outcome, next).await;
+    AttemptRecord {
+        delivery_id: due.id.clone(),
+        attempt,
+        at: outcome.at,
+        status_code: outcome.status_code,
+        latency: outcome.latency,
+        response_excerpt: outcome.response_excerpt,
+        error: outcome.error,
+        next,
+    }
 }
 
 /// Sends a sample of `event_name` marked `"test": true` to a subscription right away and returns
@@ -151,7 +238,7 @@ pub async fn send_test(state: &AppState, subscription: &Subscription, event_name
         "data": {"id": message_id, "name": event_name, "receivedAt": now, "data": {"example": true}},
     }))
     .expect("a sample serializes");
-    let outcome = send(state, &state.delivery_client, subscription, &message_id, body).await;
+    let outcome = send(state, &state.delivery_client, subscription, &message_id, body.into()).await;
     json!({
         "messageId": message_id,
         "statusCode": outcome.status_code,
@@ -188,7 +275,7 @@ async fn send(
     client: &reqwest::Client,
     subscription: &Subscription,
     message_id: &str,
-    body: Vec<u8>,
+    body: bytes::Bytes,
 ) -> Outcome {
     let at = Timestamp::now();
     if let Err(reason) = crate::subscriptions::check_url(&subscription.url, state.config.delivery_policy()) {
@@ -267,23 +354,6 @@ fn next_step(schedule: &[u64], attempt: u32, outcome: &Outcome, now: Timestamp) 
             }
             None => NextStep::Failed,
         },
-    }
-}
-
-async fn record(state: &AppState, due: &DueDelivery, attempt: u32, outcome: Outcome, next: NextStep) {
-    let record = AttemptRecord {
-        delivery_id: due.id.clone(),
-        attempt,
-        at: outcome.at,
-        status_code: outcome.status_code,
-        latency: outcome.latency,
-        response_excerpt: outcome.response_excerpt,
-        error: outcome.error,
-        next,
-    };
-    if let Err(error) = state.store.record_attempt(record).await {
-        // The lease runs out and the delivery is tried again: at least once, never lost.
-        tracing::warn!(%error, delivery = %due.id, "A delivery attempt could not be recorded.");
     }
 }
 

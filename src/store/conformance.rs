@@ -92,7 +92,7 @@ async fn the_outbox_is_written_with_its_event_and_worked_off(store: &Store) {
 
     let retry_at = crate::event::to_store_precision(later + 5.seconds());
     store
-        .record_attempt(AttemptRecord {
+        .record_attempts(vec![AttemptRecord {
             delivery_id: claimed[0].id.clone(),
             attempt: 1,
             at: later,
@@ -101,7 +101,7 @@ async fn the_outbox_is_written_with_its_event_and_worked_off(store: &Store) {
             response_excerpt: Some("oops".into()),
             error: None,
             next: NextStep::RetryAt(retry_at),
-        })
+        }])
         .await
         .unwrap();
     let query = |status: Option<&str>| DeliveryQuery {
@@ -123,6 +123,33 @@ async fn the_outbox_is_written_with_its_event_and_worked_off(store: &Store) {
     );
     assert!(store.retry_delivery(&active.id, &claimed[0].id, later).await.unwrap());
     assert!(!store.retry_delivery(&paused.id, &claimed[0].id, later).await.unwrap(), "only its own subscription's");
+
+    let read = store.events(vec![event_id.clone(), "evt_missing".into()]).await.unwrap();
+    assert_eq!(
+        read.iter().map(|event| event.id.as_str()).collect::<Vec<_>>(),
+        [event_id.as_str()],
+        "one read for a batch"
+    );
+
+    let paused_query = |status: &str| DeliveryQuery {
+        subscription_id: paused.id.clone(),
+        status: Some(status.to_owned()),
+        ..query(None)
+    };
+    assert_eq!(store.deliveries(paused_query("pending")).await.unwrap().total, 1);
+    store.update_subscription(&paused.id, |subscription| subscription.status = Status::Disabled).await.unwrap();
+    assert_eq!(
+        (
+            store.deliveries(paused_query("pending")).await.unwrap().total,
+            store.deliveries(paused_query("failed")).await.unwrap().total
+        ),
+        (0, 1),
+        "disabling fails what was waiting"
+    );
+    // A delivery routed by a table not yet rebuilt after the disable is claimed, for the worker to fail.
+    let late = store.enqueue_deliveries(&event_id, vec![paused.id.clone()], later).await.unwrap();
+    let claimed_late = store.claim_due_deliveries(later + 2.minutes(), lease, 10).await.unwrap();
+    assert!(claimed_late.iter().any(|due| late.contains(&due.id)), "{claimed_late:?}");
 
     let publications = store.claim_publications(later, lease, 10).await.unwrap();
     assert_eq!(publications, vec![(event_id.clone(), "hookgate.kustomer.app.outbox.order".to_owned())]);

@@ -243,6 +243,16 @@ impl Store {
         }
     }
 
+    /// The events with these ids that exist, in no particular order: one read for a batch.
+    pub async fn events(&self, ids: Vec<String>) -> Result<Vec<Event>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Store::Sqlite(store) => store.events(ids).await,
+        }
+    }
+
     pub async fn raw_body(&self, id: &str) -> Result<Option<RawBody>, StoreError> {
         match self {
             Store::Sqlite(store) => store.raw_body(id).await,
@@ -336,7 +346,7 @@ impl Store {
         }
     }
 
-    /// Changes a stored subscription in one step, so that no other write lands between the read
+    /// Changes a stored subscription in one step; disabling it fails its pending deliveries, so that no other write lands between the read
     /// and the write (the delivery worker's health marks and an API edit cannot undo each
     /// other). `None` when there is no such subscription.
     pub async fn update_subscription(
@@ -369,9 +379,10 @@ impl Store {
         }
     }
 
-    /// Claims up to `limit` pending deliveries that are due, of active subscriptions, pushing
-    /// each out by `lease` so that no other worker takes it meanwhile. Pending deliveries of
-    /// disabled subscriptions are failed on the way.
+    /// Claims up to `limit` pending deliveries that are due, of subscriptions not paused,
+    /// pushing each out by `lease` so that no other worker takes it meanwhile. (Disabling a
+    /// subscription fails its pending deliveries; one that slipped in after is claimed for the
+    /// worker to fail.)
     pub async fn claim_due_deliveries(
         &self,
         now: Timestamp,
@@ -383,10 +394,10 @@ impl Store {
         }
     }
 
-    /// Records an attempt and the delivery's next step, in one transaction.
-    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<(), StoreError> {
+    /// Records attempts and each delivery's next step, in one transaction.
+    pub async fn record_attempts(&self, records: Vec<AttemptRecord>) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(store) => store.record_attempt(record).await,
+            Store::Sqlite(store) => store.record_attempts(records).await,
         }
     }
 

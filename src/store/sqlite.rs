@@ -124,6 +124,10 @@ CREATE INDEX publications_due ON publications (next_attempt_at_us);
 ALTER TABLE api_keys ADD COLUMN purpose TEXT NOT NULL DEFAULT 'ingest';
 ALTER TABLE api_keys ADD COLUMN scopes TEXT;
 "#,
+    r#"
+-- A subscription's pending deliveries, found without reading its whole history (disabling fails them).
+CREATE INDEX deliveries_pending_by_subscription ON deliveries (subscription_id) WHERE status = 'pending';
+"#,
 ];
 
 /// A unit of work for the writer thread: it runs inside the batch's transaction, and is told
@@ -328,6 +332,17 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn events(&self, ids: Vec<String>) -> Result<Vec<Event>, StoreError> {
+        self.read(move |connection| {
+            let placeholders = vec!["?"; ids.len()].join(", ");
+            let mut statement =
+                connection.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id IN ({placeholders})"))?;
+            let rows = statement.query_map(rusqlite::params_from_iter(ids.iter()), event_from_row)?;
+            rows.map(|row| row?).collect()
+        })
+        .await
+    }
+
     pub async fn raw_body(&self, id: &str) -> Result<Option<RawBody>, StoreError> {
         let id = id.to_owned();
         self.read(move |connection| {
@@ -517,6 +532,14 @@ impl SqliteStore {
             connection
                 .prepare_cached("UPDATE subscriptions SET body = ?2 WHERE id = ?1")?
                 .execute(params![id, body])?;
+            if subscription.status == crate::subscriptions::Status::Disabled {
+                connection
+                    .prepare_cached(
+                        "UPDATE deliveries SET status = 'failed', next_attempt_at_us = NULL, updated_at_us = ?2
+                         WHERE subscription_id = ?1 AND status = 'pending'",
+                    )?
+                    .execute(params![id, Timestamp::now().as_microsecond()])?;
+            }
             Ok(Some(subscription))
         })
         .await
@@ -564,19 +587,14 @@ impl SqliteStore {
     ) -> Result<Vec<DueDelivery>, StoreError> {
         self.write(move |connection| {
             let now_us = now.as_microsecond();
-            // A disabled subscription's pending deliveries end here; a paused one's wait.
-            connection
-                .prepare_cached(
-                    "UPDATE deliveries SET status = 'failed', next_attempt_at_us = NULL, updated_at_us = ?1
-                     WHERE status = 'pending' AND subscription_id IN
-                       (SELECT id FROM subscriptions WHERE json_extract(body, '$.status') = 'disabled')",
-                )?
-                .execute([now_us])?;
+            // A paused subscription's deliveries wait. A disabled one's were failed when it was
+            // disabled; one written just after (routed by a table not yet rebuilt) is claimed, and
+            // the worker fails it.
             let mut select = connection.prepare_cached(
                 "SELECT d.id, d.subscription_id, d.event_id, d.attempts FROM deliveries d
                  JOIN subscriptions s ON s.id = d.subscription_id
                  WHERE d.status = 'pending' AND d.next_attempt_at_us <= ?1
-                   AND json_extract(s.body, '$.status') = 'active'
+                   AND json_extract(s.body, '$.status') <> 'paused'
                  ORDER BY d.next_attempt_at_us LIMIT ?2",
             )?;
             let due: Vec<DueDelivery> = select
@@ -599,15 +617,18 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<(), StoreError> {
+    pub async fn record_attempts(&self, records: Vec<AttemptRecord>) -> Result<(), StoreError> {
         self.write(move |connection| {
-            let at_us = record.at.as_microsecond();
-            connection
-                .prepare_cached(
-                    "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
+            let mut insert = connection.prepare_cached(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut update = connection.prepare_cached(
+                "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at_us = ?4, updated_at_us = ?5 WHERE id = ?1",
+            )?;
+            for record in records {
+                let at_us = record.at.as_microsecond();
+                insert.execute(params![
                     record.delivery_id,
                     record.attempt,
                     at_us,
@@ -616,16 +637,13 @@ impl SqliteStore {
                     record.response_excerpt,
                     record.error,
                 ])?;
-            let (status, next) = match record.next {
-                NextStep::Delivered => ("delivered", None),
-                NextStep::RetryAt(at) => ("pending", Some(at.as_microsecond())),
-                NextStep::Failed => ("failed", None),
-            };
-            connection
-                .prepare_cached(
-                    "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at_us = ?4, updated_at_us = ?5 WHERE id = ?1",
-                )?
-                .execute(params![record.delivery_id, status, record.attempt, next, at_us])?;
+                let (status, next) = match record.next {
+                    NextStep::Delivered => ("delivered", None),
+                    NextStep::RetryAt(at) => ("pending", Some(at.as_microsecond())),
+                    NextStep::Failed => ("failed", None),
+                };
+                update.execute(params![record.delivery_id, status, record.attempt, next, at_us])?;
+            }
             Ok(())
         })
         .await
