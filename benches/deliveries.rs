@@ -9,9 +9,9 @@
 //!
 //! - **throughput**: the subscription is paused, `--events` events are posted (their deliveries
 //!   wait in the outbox), then it is resumed: deliveries per second is the count over the time
-//!   from the resume to the last arrival. The baseline is this process posting the same number of
-//!   signed requests to the same receiver with the gateway's delivery concurrency: the ceiling of
-//!   the receiver and loopback.
+//!   from the resume until the history shows none pending (every attempt recorded). The
+//!   baseline is this process posting the same number of signed requests to the same receiver
+//!   with the gateway's delivery concurrency: the ceiling of the receiver and loopback.
 //! - **latency**: `--rate` events per second are posted for `--duration` seconds on an open
 //!   loop; each event's latency is from the moment its post was answered (committed) to its
 //!   delivery's arrival. p50 and p99.
@@ -240,10 +240,22 @@ async fn run(options: Options) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let last = seen.last.lock().unwrap().unwrap();
-    let throughput = options.events as f64 / last.duration_since(resumed).as_secs_f64();
+    // A delivery counts once its history says delivered: the end is when none is pending.
+    let pending_url = format!("{subscription_url}/deliveries?status=pending&per_page=1");
+    loop {
+        let page: serde_json::Value = admin(client.get(&pending_url)).send().await.unwrap().json().await.unwrap();
+        if page["total"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let recorded = resumed.elapsed();
+    let throughput = options.events as f64 / recorded.as_secs_f64();
     println!(
-        "hookgate: {throughput:.0} deliveries/s ({} signed, durable history; ratio to the baseline {:.3})",
+        "hookgate: {throughput:.0} deliveries/s ({} signed and recorded delivered in {:.2} s, the last arrival at {:.2} s; ratio to the baseline {:.3})",
         options.events,
+        recorded.as_secs_f64(),
+        last.duration_since(resumed).as_secs_f64(),
         throughput / baseline
     );
 
