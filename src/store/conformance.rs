@@ -137,6 +137,19 @@ async fn the_outbox_is_written_with_its_event_and_worked_off(store: &Store) {
         ..query(None)
     };
     assert_eq!(store.deliveries(paused_query("pending")).await.unwrap().total, 1);
+    let far_later = later + 1.hour();
+    assert!(
+        !store
+            .claim_due_deliveries(far_later, lease, 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|due| due.subscription_id == paused.id),
+        "parked however long it waits"
+    );
+    store.update_subscription(&paused.id, |subscription| subscription.status = Status::Active).await.unwrap();
+    let resumed = store.claim_due_deliveries(Timestamp::now() + 1.second(), lease, 10).await.unwrap();
+    assert!(resumed.iter().any(|due| due.subscription_id == paused.id), "resumed: what waited is due now");
     store.update_subscription(&paused.id, |subscription| subscription.status = Status::Disabled).await.unwrap();
     assert_eq!(
         (

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::definitions::HookType;
 use crate::event::{Event, EventSource, NewEvent};
-use crate::subscriptions::Subscription;
+use crate::subscriptions::{Status, Subscription};
 
 /// The most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
@@ -527,18 +527,31 @@ impl SqliteStore {
             let Some(body) = body else { return Ok(None) };
             let mut subscription: Subscription =
                 serde_json::from_str(&body).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            let before = subscription.status;
             change(&mut subscription);
             let body = serde_json::to_string(&subscription).map_err(|error| StoreError::Database(error.to_string()))?;
             connection
                 .prepare_cached("UPDATE subscriptions SET body = ?2 WHERE id = ?1")?
                 .execute(params![id, body])?;
-            if subscription.status == crate::subscriptions::Status::Disabled {
-                connection
-                    .prepare_cached(
-                        "UPDATE deliveries SET status = 'failed', next_attempt_at_us = NULL, updated_at_us = ?2
-                         WHERE subscription_id = ?1 AND status = 'pending'",
-                    )?
-                    .execute(params![id, Timestamp::now().as_microsecond()])?;
+            // Its pending deliveries follow a change of status: failed when disabled, parked (no
+            // due time, so claims never look at them) while paused, due now when active again.
+            let pending = match subscription.status {
+                _ if subscription.status == before => None,
+                Status::Disabled => Some(
+                    "UPDATE deliveries SET status = 'failed', next_attempt_at_us = NULL, updated_at_us = ?2
+                     WHERE subscription_id = ?1 AND status = 'pending'",
+                ),
+                Status::Paused => Some(
+                    "UPDATE deliveries SET next_attempt_at_us = NULL, updated_at_us = ?2
+                     WHERE subscription_id = ?1 AND status = 'pending'",
+                ),
+                Status::Active => Some(
+                    "UPDATE deliveries SET next_attempt_at_us = ?2, updated_at_us = ?2
+                     WHERE subscription_id = ?1 AND status = 'pending' AND next_attempt_at_us IS NULL",
+                ),
+            };
+            if let Some(pending) = pending {
+                connection.prepare_cached(pending)?.execute(params![id, Timestamp::now().as_microsecond()])?;
             }
             Ok(Some(subscription))
         })
@@ -587,9 +600,10 @@ impl SqliteStore {
     ) -> Result<Vec<DueDelivery>, StoreError> {
         self.write(move |connection| {
             let now_us = now.as_microsecond();
-            // A paused subscription's deliveries wait. A disabled one's were failed when it was
-            // disabled; one written just after (routed by a table not yet rebuilt) is claimed, and
-            // the worker fails it.
+            // A paused subscription's deliveries are parked (no due time); the status check here
+            // catches one whose retry was scheduled by an attempt in flight when it was paused. A
+            // disabled one's were failed when it was disabled; one written just after (routed
+            // by a table not yet rebuilt) is claimed, and the worker fails it.
             let mut select = connection.prepare_cached(
                 "SELECT d.id, d.subscription_id, d.event_id, d.attempts FROM deliveries d
                  JOIN subscriptions s ON s.id = d.subscription_id
@@ -744,10 +758,11 @@ impl SqliteStore {
     ) -> Result<Vec<String>, StoreError> {
         self.write(move |connection| {
             let at = now.as_microsecond();
-            subscription_ids
-                .iter()
-                .map(|subscription_id| insert_delivery(connection, subscription_id, &event_id, at))
-                .collect()
+            let mut ids = Vec::new();
+            for subscription_id in &subscription_ids {
+                ids.extend(insert_delivery(connection, subscription_id, &event_id, at)?);
+            }
+            Ok(ids)
         })
         .await
     }
@@ -808,8 +823,11 @@ impl SqliteStore {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         self.write(move |connection| {
+            // Due now, or parked until a paused subscription is resumed.
             Ok(connection.execute(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at_us = ?3, updated_at_us = ?3
+                "UPDATE deliveries SET status = 'pending', updated_at_us = ?3, next_attempt_at_us =
+                   CASE WHEN (SELECT json_extract(body, '$.status') FROM subscriptions WHERE id = ?2) = 'paused'
+                   THEN NULL ELSE ?3 END
                  WHERE id = ?1 AND subscription_id = ?2",
                 params![delivery_id, subscription_id, now.as_microsecond()],
             )? == 1)
@@ -1074,21 +1092,23 @@ fn append_one(connection: &Connection, row: &EventRow) -> Result<Appended, Store
     Ok(Appended { id: event.id.clone(), duplicate: false })
 }
 
-/// A pending delivery, due at `at_us`; returns its id.
+/// A pending delivery, due at `at_us`, or parked (no due time) while its subscription is
+/// paused; returns its id, or `None` when the subscription is gone.
 fn insert_delivery(
     connection: &Connection,
     subscription_id: &str,
     event_id: &str,
     at_us: i64,
-) -> Result<String, StoreError> {
+) -> Result<Option<String>, StoreError> {
     let id = format!("dlv_{}", uuid::Uuid::now_v7().simple());
-    connection
+    let inserted = connection
         .prepare_cached(
             "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
+             SELECT ?1, id, ?3, 'pending', CASE WHEN json_extract(body, '$.status') = 'paused' THEN NULL ELSE ?4 END, ?4, ?4
+             FROM subscriptions WHERE id = ?2",
         )?
         .execute(params![id, subscription_id, event_id, at_us])?;
-    Ok(id)
+    Ok((inserted == 1).then_some(id))
 }
 
 const EVENT_COLUMNS: &str = "id, name, app, hook_type, received_at_us, source, data, receive_count, CASE WHEN data IS NULL THEN raw_body END, quarantined";
