@@ -1,6 +1,7 @@
 //! Deliveries to real receivers on loopback: fan-out and patterns, paused and resumed, retries
 //! on failure with the history of every attempt, 410 disabling a subscription, a manual retry,
-//! the outbox surviving a crash between commit and send, and the SSRF check at send time. The
+//! the outbox surviving a crash between commit and send, a graceful stop finishing what is in
+//! flight, and the SSRF check at send time. The
 //! receiver verifies signatures with the official Standard Webhooks library.
 
 use std::collections::VecDeque;
@@ -391,4 +392,22 @@ async fn the_cli_replays_every_event_matching_a_filter() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 3, "the same three events, each delivered twice");
+}
+
+#[tokio::test]
+async fn a_graceful_stop_lets_deliveries_in_flight_finish_and_records_them() {
+    let receiver = Receiver::start(&[HANG]).await;
+    let mut gateway = Gateway::start_with(open_targets()).await;
+    let subscription = subscribe(&gateway, json!({"url": receiver.url, "events": [ORDER_UPDATE]})).await;
+    post_order(&gateway, json!({"id": "o-1"})).await;
+    receiver.wait_for(1).await;
+
+    // SIGTERM while the receiver still holds the request (it answers after 3 s).
+    assert!(gateway.stop().await, "the gateway exits cleanly");
+    gateway.restart().await;
+    let page = history(&gateway, &subscription, "").await;
+    assert_eq!(page["data"][0]["status"], "delivered", "the answer was waited for and recorded: {page}");
+    assert_eq!(page["data"][0]["attempts"], 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received().len(), 1, "so it is not sent again");
 }

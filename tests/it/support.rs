@@ -125,6 +125,20 @@ impl Gateway {
         let _ = self.child.wait();
     }
 
+    /// Stops the process with SIGTERM, as an operator would, and waits for it to exit (at most
+    /// 20 s, without blocking the test's own servers); returns whether it exited successfully.
+    pub async fn stop(&mut self) -> bool {
+        let sent = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill runs");
+        assert!(sent.success(), "SIGTERM was sent");
+        for _ in 0..400 {
+            if let Some(status) = self.child.try_wait().expect("the process can be waited for") {
+                return status.success();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the gateway did not stop within 20 s of SIGTERM");
+    }
+
     /// Starts the binary again on the same folder and database with other environment settings.
     pub async fn restart_with(&mut self, options: Options) {
         self.env = options.env;
