@@ -116,7 +116,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/events/{id}", get(events::show))
         .route("/events/{id}/raw", get(events::raw))
         .route("/events/{id}/replay", post(events::replay))
-        .route("/webhooks", get(subscriptions::list).post(subscriptions::create))
+        .route("/webhooks", get(subscriptions::list).post(subscriptions::create).delete(subscriptions::delete_by_body))
         .route("/webhooks/{id}/rotate-secret", post(subscriptions::rotate_secret))
         .route("/webhooks/{id}/deliveries", get(subscriptions::deliveries))
         .route("/webhooks/{id}/test", post(subscriptions::send_test))

@@ -126,6 +126,23 @@ async fn change(state: &AppState, access: &Access, id: &str, body: &[u8], merge:
     Ok(Json(changed.view()).into_response())
 }
 
+/// `DELETE /api/webhooks` with `{"id": "sub_…"}`: the same as `DELETE /api/webhooks/{id}`, the
+/// way seed 003's API deletes.
+pub async fn delete_by_body(
+    State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request = parse(&body)?;
+    let Some(id) = request.get("id").and_then(Value::as_str) else {
+        return Err(ApiError::InvalidFields(vec![crate::subscriptions::FieldError {
+            field: "id".into(),
+            message: "required: the id of the subscription to delete".into(),
+        }]));
+    };
+    remove(&state, &access, id).await
+}
+
 async fn remove(state: &AppState, access: &Access, id: &str) -> Result<Response, ApiError> {
     find(state, access, id).await?;
     if state.store.delete_subscription(id).await? {

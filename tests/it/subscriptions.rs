@@ -97,6 +97,20 @@ async fn put_replaces_patch_merges_and_delete_removes() {
 }
 
 #[tokio::test]
+async fn a_subscription_can_also_be_deleted_by_naming_it_in_the_body() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let (_, created) =
+        send(&gateway, reqwest::Method::POST, "/api/webhooks", Some(json!({"url": "http://127.0.0.1:9/a"}))).await;
+    let id = created["id"].clone();
+    let (status, _) = send(&gateway, reqwest::Method::DELETE, "/api/webhooks", Some(json!({"id": id}))).await;
+    assert_eq!(status, 204, "seed 003's style");
+    let (status, _) = send(&gateway, reqwest::Method::DELETE, "/api/webhooks", Some(json!({"id": id}))).await;
+    assert_eq!(status, 404);
+    let (status, error) = send(&gateway, reqwest::Method::DELETE, "/api/webhooks", Some(json!({}))).await;
+    assert_eq!((status, &error["error"]["fields"][0]["field"]), (422, &json!("id")));
+}
+
+#[tokio::test]
 async fn every_invalid_field_is_named() {
     let gateway = Gateway::start_with(open_targets()).await;
     let (status, error) = send(
