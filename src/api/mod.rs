@@ -5,8 +5,9 @@
 //! the admin token (everything), or a management key in any of the header styles the seed
 //! platforms use (`Authorization: Bearer`, `X-API-Key`, or the `X-API-KEY` + `X-API-SECRET`
 //! pair), limited to subscriptions, hooks and events within its scopes. Apps, keys, definition
-//! reloads and source rejections take the admin token. Resources live one per file. The API reads and changes state only through the
-//! store and the catalog manager; [`ApiError`] is mapped to a reply in exactly one place.
+//! reloads and source rejections take the admin token. Resources live one per file. The API
+//! reads and changes state only through the store and the catalog manager; [`ApiError`] is
+//! mapped to a reply in exactly one place.
 //! Secrets appear in a response only once: the body that creates them.
 
 mod apps;
@@ -138,15 +139,20 @@ pub enum Access {
     /// The admin token: everything.
     Admin,
     /// A management key: subscriptions, hooks and events within its scopes (all when `None`).
-    Key { id: String, scopes: Option<Vec<String>> },
+    Key { scopes: Option<Vec<String>> },
 }
 
 impl Access {
+    /// Whether anything is out of reach: only a key with scopes is limited.
+    pub fn is_scoped(&self) -> bool {
+        matches!(self, Access::Key { scopes: Some(_) })
+    }
+
     /// Whether a subscription to `pattern` is within reach.
     pub fn covers_pattern(&self, pattern: &str) -> bool {
         match self {
-            Access::Admin | Access::Key { scopes: None, .. } => true,
-            Access::Key { scopes: Some(scopes), .. } => {
+            Access::Admin | Access::Key { scopes: None } => true,
+            Access::Key { scopes: Some(scopes) } => {
                 scopes.iter().any(|scope| crate::subscriptions::pattern_covers(scope, pattern))
             }
         }
@@ -155,8 +161,8 @@ impl Access {
     /// Whether events named `name` are within reach.
     pub fn covers_event(&self, name: &str) -> bool {
         match self {
-            Access::Admin | Access::Key { scopes: None, .. } => true,
-            Access::Key { scopes: Some(scopes), .. } => {
+            Access::Admin | Access::Key { scopes: None } => true,
+            Access::Key { scopes: Some(scopes) } => {
                 scopes.iter().any(|scope| crate::subscriptions::pattern_matches(scope, name))
             }
         }
@@ -170,16 +176,15 @@ impl Access {
 
     /// Refuses (403) the patterns out of reach, naming them and the key's scopes.
     pub fn check_patterns<'a>(&self, patterns: impl IntoIterator<Item = &'a String>) -> Result<(), ApiError> {
-        let outside: Vec<&str> =
-            patterns.into_iter().filter(|pattern| !self.covers_pattern(pattern)).map(String::as_str).collect();
-        match (self, outside.is_empty()) {
-            (_, true) => Ok(()),
-            (Access::Key { scopes, .. }, false) => Err(ApiError::Forbidden(format!(
+        let outside: Vec<String> =
+            patterns.into_iter().filter(|pattern| !self.covers_pattern(pattern)).map(|p| format!("{p:?}")).collect();
+        match self {
+            Access::Key { scopes: Some(scopes) } if !outside.is_empty() => Err(ApiError::Forbidden(format!(
                 "this key's scopes ({}) do not cover {}",
-                scopes.as_deref().unwrap_or_default().join(", "),
-                outside.iter().map(|pattern| format!("{pattern:?}")).collect::<Vec<_>>().join(", ")
+                scopes.join(", "),
+                outside.join(", ")
             ))),
-            (Access::Admin, false) => Ok(()),
+            _ => Ok(()),
         }
     }
 }
@@ -229,7 +234,7 @@ pub(crate) async fn authenticate(state: &AppState, headers: &axum::http::HeaderM
         return Err(invalid());
     }
     match record.purpose {
-        crate::store::KeyPurpose::Management => Ok(Access::Key { id: record.id, scopes: record.scopes }),
+        crate::store::KeyPurpose::Management => Ok(Access::Key { scopes: record.scopes }),
         crate::store::KeyPurpose::Ingest => Err(ApiError::Forbidden(
             "this is an ingest key for sending to web hooks; the management API takes a management key".into(),
         )),

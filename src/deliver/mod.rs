@@ -67,7 +67,9 @@ pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output
     let (recorder, records) = tokio::sync::mpsc::channel(RECORD_QUEUE);
     let recording = tokio::spawn(write_records(state.clone(), records));
     tokio::pin!(shutdown);
-    loop {
+    // Claimed but not yet sent when a stop came.
+    let mut unsent = Vec::new();
+    'claims: loop {
         // Under steady load the worker is never idle: it looks for the shutdown on every round.
         if futures_util::FutureExt::now_or_never(&mut shutdown).is_some() {
             break;
@@ -90,11 +92,19 @@ pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output
         }
         // On an error the batch's claims lapse and its deliveries come due again.
         let Some(batch) = Batch::read(&state, &claimed).await else { continue };
-        for due in claimed {
+        let mut claimed = claimed.into_iter();
+        while let Some(due) = claimed.next() {
             // Deleted meanwhile, with its deliveries.
             let Some(subscription) = batch.subscriptions.get(&due.subscription_id).cloned().flatten() else { continue };
             let payload = batch.payloads.get(&due.event_id).cloned();
-            let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+            let permit = tokio::select! {
+                permit = in_flight.clone().acquire_owned() => permit.expect("the pool is never closed"),
+                _ = &mut shutdown => {
+                    unsent.push(due);
+                    unsent.extend(claimed);
+                    break 'claims;
+                }
+            };
             let subscription_slot = per_subscription
                 .lock()
                 .expect("not poisoned")
@@ -108,6 +118,14 @@ pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output
                 drop(permit);
                 let _ = recorder.send(record).await;
             });
+        }
+    }
+    // A stop sends nothing more: what was claimed and not sent is due again at once, for the
+    // next start (or another worker) rather than when its lease ends.
+    let releases = unsent.iter().map(|due| state.store.retry_delivery(&due.subscription_id, &due.id, Timestamp::now()));
+    for (due, released) in unsent.iter().zip(futures_util::future::join_all(releases).await) {
+        if let Err(error) = released {
+            tracing::warn!(%error, delivery = %due.id, "An unsent delivery's claim could not be released; it comes due when its lease ends.");
         }
     }
     // Let the requests in flight finish and their outcomes be written; whatever is cut off is

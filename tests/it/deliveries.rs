@@ -411,3 +411,24 @@ async fn a_graceful_stop_lets_deliveries_in_flight_finish_and_records_them() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.received().len(), 1, "so it is not sent again");
 }
+
+#[tokio::test]
+async fn a_graceful_stop_releases_what_it_claimed_but_did_not_send() {
+    let receiver = Receiver::start(&[HANG, HANG]).await;
+    let two_at_a_time = open_targets()
+        .env("HOOKGATE_DELIVERY_CONCURRENCY", "2")
+        .env("HOOKGATE_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION", "2");
+    let mut gateway = Gateway::start_with(two_at_a_time).await;
+    subscribe(&gateway, json!({"url": receiver.url, "events": [ORDER_UPDATE]})).await;
+    for n in 0..4 {
+        post_order(&gateway, json!({"id": n})).await;
+    }
+    // Two in flight (held 3 s by the receiver); the worker has claimed the next two and waits.
+    receiver.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(gateway.stop().await);
+    gateway.restart().await;
+    // Due at once, not when their claims' lease (over a minute here) would have ended.
+    let received = receiver.wait_for(4).await;
+    assert_eq!(received.len(), 4, "each sent once");
+}
