@@ -535,22 +535,21 @@ impl SqliteStore {
                 .execute(params![id, body])?;
             // Its pending deliveries follow a change of status: failed when disabled, parked (no
             // due time, so claims never look at them) while paused, due now when active again.
-            let pending = match subscription.status {
-                _ if subscription.status == before => None,
-                Status::Disabled => Some(
-                    "UPDATE deliveries SET status = 'failed', next_attempt_at_us = NULL, updated_at_us = ?2
-                     WHERE subscription_id = ?1 AND status = 'pending'",
-                ),
-                Status::Paused => Some(
-                    "UPDATE deliveries SET next_attempt_at_us = NULL, updated_at_us = ?2
-                     WHERE subscription_id = ?1 AND status = 'pending'",
-                ),
-                Status::Active => Some(
-                    "UPDATE deliveries SET next_attempt_at_us = ?2, updated_at_us = ?2
-                     WHERE subscription_id = ?1 AND status = 'pending' AND next_attempt_at_us IS NULL",
-                ),
-            };
-            if let Some(pending) = pending {
+            if subscription.status != before {
+                let pending = match subscription.status {
+                    Status::Disabled => {
+                        "UPDATE deliveries SET status = 'failed', next_attempt_at_us = NULL, updated_at_us = ?2
+                         WHERE subscription_id = ?1 AND status = 'pending'"
+                    }
+                    Status::Paused => {
+                        "UPDATE deliveries SET next_attempt_at_us = NULL, updated_at_us = ?2
+                         WHERE subscription_id = ?1 AND status = 'pending'"
+                    }
+                    Status::Active => {
+                        "UPDATE deliveries SET next_attempt_at_us = ?2, updated_at_us = ?2
+                         WHERE subscription_id = ?1 AND status = 'pending' AND next_attempt_at_us IS NULL"
+                    }
+                };
                 connection.prepare_cached(pending)?.execute(params![id, Timestamp::now().as_microsecond()])?;
             }
             Ok(Some(subscription))
