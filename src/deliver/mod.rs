@@ -2,11 +2,13 @@
 //!
 //! Delivery rows are written with their event (the outbox, see `AppState::commit_events`), so
 //! nothing is lost between the commit and the send, across a crash too. The worker claims due
-//! deliveries with a lease (a crashed worker's claims come due again), sends each as a signed
-//! Standard Webhooks request (`sign`), and records the attempt and the next step in one write:
-//! 2xx delivered; 410 fails the delivery and disables the subscription; anything else, a
-//! timeout or a network error is retried on the configured schedule (with jitter), and after the
-//! last retry the delivery has failed. Paused subscriptions keep their deliveries until resumed.
+//! deliveries in batches with a lease (a crashed worker's claims come due again; a stopping one
+//! releases what it has not sent and waits a moment for what is in flight), sends each as a
+//! signed Standard Webhooks request (`sign`), and records each attempt with the next step, many
+//! to a transaction: 2xx delivered; 410 fails the delivery and disables the subscription;
+//! anything else, a timeout or a network error is retried on the configured schedule (with
+//! jitter), and after the last retry the delivery has failed. Paused subscriptions keep their
+//! deliveries until resumed.
 //!
 //! Outbound requests never follow redirects and never reach private, loopback, link-local or
 //! metadata addresses unless configuration allows it: literal addresses are checked before the
