@@ -314,3 +314,34 @@ pub async fn error_code(response: reqwest::Response, status: u16) -> (String, St
     let body: Value = response.json().await.expect("a JSON error body");
     (body["error"]["code"].as_str().unwrap().to_owned(), body["error"]["message"].as_str().unwrap().to_owned())
 }
+
+/// Whether this run is strict (`HOOKGATE_TEST_STRICT=1`, which `.ci/run` sets): then a tool or
+/// service a test needs and cannot find fails the test instead of skipping it.
+pub fn strict() -> bool {
+    std::env::var("HOOKGATE_TEST_STRICT").is_ok_and(|value| value == "1")
+}
+
+/// Says that a test does not run here because `missing` is not available, and returns so the
+/// test can end early. The line goes to the process's real stderr, past the harness's capture, so
+/// `cargo test` shows it even for a passing test. In a strict run it fails the test, naming what
+/// is missing, instead.
+#[track_caller]
+pub fn skip(test: &str, missing: &str) {
+    if strict() {
+        panic!("HOOKGATE_TEST_STRICT=1 and {test} cannot run: {missing}");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {missing} (HOOKGATE_TEST_STRICT=1 makes this a failure)");
+}
+
+/// The value of the environment variable `name`, or `None` after [`skip`]ping `test`.
+#[track_caller]
+pub fn required_env(test: &str, name: &str, what: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ => {
+            skip(test, &format!("{name} is not set ({what})"));
+            None
+        }
+    }
+}
