@@ -19,6 +19,7 @@ mod reload;
 mod shapes;
 mod shipped_sources;
 mod sources;
+mod standard_webhooks;
 mod subscriptions;
 mod support;
 mod web_hooks;
