@@ -10,6 +10,7 @@ mod dns;
 mod durability;
 mod email;
 mod form_hooks;
+mod independent_signers;
 mod interop;
 mod management_keys;
 mod nats;
