@@ -28,15 +28,17 @@ fn source_of(definition: &Value) -> &Value {
     &definition["hooks"][0]["source"]
 }
 
-/// A gateway serving `definition`, whose first secret reference (`${NAME}`) is set to `secret`.
+/// A gateway serving `definition`, whose first secret reference (`${NAME}`) is set to `secret`
+/// (and a Meta `verifyToken` reference to a token of its own).
 async fn gateway_with(definition: &Value, secret: &str) -> Gateway {
-    let reference = source_of(definition)["secrets"][0].as_str().unwrap();
-    let variable = reference.trim_start_matches("${").trim_end_matches('}');
-    Gateway::start_with(Options {
-        definitions: vec![("platform.json".into(), definition.clone())],
-        env: vec![(variable.to_owned(), secret.to_owned())],
-    })
-    .await
+    let variable =
+        |reference: &Value| reference.as_str().unwrap().trim_start_matches("${").trim_end_matches('}').to_owned();
+    let source = source_of(definition);
+    let mut env = vec![(variable(&source["secrets"][0]), secret.to_owned())];
+    if let Some(reference) = source.get("verifyToken") {
+        env.push((variable(reference), "a-verify-token".to_owned()));
+    }
+    Gateway::start_with(Options { definitions: vec![("platform.json".into(), definition.clone())], env }).await
 }
 
 /// A request as the platform sends it, as the signing script printed it.
@@ -123,14 +125,7 @@ impl Case<'_> {
     }
 
     async fn post(&self, gateway: &Gateway, signed: &Signed) -> reqwest::Response {
-        let mut request = gateway.http.post(&signed.url).header("content-type", self.content_type);
-        for (name, value) in &signed.headers {
-            request = request.header(name, value);
-        }
-        for (name, value) in self.other_headers {
-            request = request.header(*name, *value);
-        }
-        request.body(signed.body.clone()).send().await.unwrap()
+        post(gateway, self.content_type, signed, self.other_headers).await
     }
 
     /// Posts the independently signed request and expects 200; then the request signed with
@@ -167,6 +162,23 @@ impl Case<'_> {
         assert_eq!(stored_events(&gateway).await, stored, "a refused {} request stored nothing", self.scheme);
         Some((gateway, reply))
     }
+}
+
+/// Posts `signed` as `content_type`, with `other_headers` beside its own.
+async fn post(
+    gateway: &Gateway,
+    content_type: &str,
+    signed: &Signed,
+    other_headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = gateway.http.post(&signed.url).header("content-type", content_type);
+    for (name, value) in &signed.headers {
+        request = request.header(name, value);
+    }
+    for (name, value) in other_headers {
+        request = request.header(*name, *value);
+    }
+    request.body(signed.body.clone()).send().await.unwrap()
 }
 
 async fn stored_events(gateway: &Gateway) -> usize {
@@ -231,17 +243,20 @@ async fn zoom_url_validation_is_answered_with_the_token_zooms_documentation_expe
     let body = json!({"event": "endpoint.url_validation", "event_ts": 1_715_000_000_000_i64,
         "payload": {"plainToken": "qgg8vlvZRS6UYooatFL8Aw"}})
     .to_string();
-    let request = json!({"scheme": "zoom-url-validation", "secret": secret, "url": url, "body": body});
-    let Some(printed) = run_signer(Signer::PythonStandardLibrary, &request) else { return };
-    let signed = Signed::from_printed(&printed);
-    let mut post = gateway.http.post(&signed.url).header("content-type", "application/json");
-    for (name, value) in &signed.headers {
-        post = post.header(name, value);
-    }
-    let response = post.body(signed.body).send().await.unwrap();
+    let sign = |key: &str| {
+        let request = json!({"scheme": "zoom-url-validation", "secret": key, "url": url, "body": body});
+        run_signer(Signer::PythonStandardLibrary, &request)
+    };
+    let Some(printed) = sign(secret) else { return };
+    let response = post(&gateway, "application/json", &Signed::from_printed(&printed), &[]).await;
     assert_eq!(response.status(), 200);
     let reply: Value = response.json().await.unwrap();
     assert_eq!(reply, printed["reply"], "the answer Zoom's documentation computes");
+
+    let Some(forged) = sign("another-secret-token") else { return };
+    let (code, _) =
+        error_code(post(&gateway, "application/json", &Signed::from_printed(&forged), &[]).await, 401).await;
+    assert_eq!(code, "signature_mismatch", "a validation request signed with another secret token is not answered");
     assert_eq!(stored_events(&gateway).await, 0, "a handshake is not an event");
 }
 
