@@ -15,6 +15,7 @@
 use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use crate::event::{MailAttachment, MailFacts, MailPlace, MailSkipped, SkipReason, SkippedKind};
@@ -227,7 +228,7 @@ fn walk(message: &Message<'_>, text_json: TextJson, depth: usize, prefix: &str, 
         if !is_json {
             continue;
         }
-        let text = String::from_utf8_lossy(contents);
+        let text = attachment_text(part, contents);
         let skip = |reason, error| MailSkipped { kind: SkippedKind::Attachment, place: place.clone(), reason, error };
         match serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}').trim()) {
             Ok(value) if is_json_ld => {
@@ -249,6 +250,19 @@ fn walk(message: &Message<'_>, text_json: TextJson, depth: usize, prefix: &str, 
             Ok(_) => extracted.skipped.push(skip(SkipReason::NoObject, None)),
             Err(error) => extracted.skipped.push(skip(SkipReason::NotJson, Some(error.to_string()))),
         }
+    }
+}
+
+/// An attachment's contents as text: in the charset its `Content-Type` declares (mail-parser
+/// decodes only `text/*` parts; an `application/json` part arrives as bytes), else as UTF-8.
+fn attachment_text<'a>(part: &MessagePart<'_>, contents: &'a [u8]) -> Cow<'a, str> {
+    let declared = part
+        .content_type()
+        .and_then(|content_type| content_type.attribute("charset"))
+        .and_then(|charset| mail_parser::decoders::charsets::map::charset_decoder(charset.as_bytes()));
+    match (&part.body, declared) {
+        (PartType::Binary(_) | PartType::InlineBinary(_), Some(decode)) => Cow::Owned(decode(contents)),
+        _ => String::from_utf8_lossy(contents),
     }
 }
 
@@ -664,6 +678,17 @@ mod tests {
         assert_eq!(
             without_errors(&extracted),
             vec![skip(SkippedKind::ForwardedMessage, (&part, "message/rfc822", None, None), SkipReason::NestedTooDeep)]
+        );
+    }
+
+    #[test]
+    fn a_json_attachment_in_a_declared_charset_is_decoded_by_it() {
+        // `{"name": "José", "price": "12 €"}` in windows-1252 (é is 0xE9, € is 0x80), base64.
+        let body = "--o\r\nContent-Type: application/json; charset=windows-1252; name=order.json\r\n\
+            Content-Transfer-Encoding: base64\r\n\r\neyJuYW1lIjogIkpvc+kiLCAicHJpY2UiOiAiMTIggCJ9\r\n--o--\r\n";
+        assert_eq!(
+            values(&message("multipart/mixed; boundary=o", body), TextJson::First),
+            vec![json!({"name": "José", "price": "12 €"})]
         );
     }
 
