@@ -1,6 +1,8 @@
 //! Email hooks over SMTP: real mail from lettre (plain and STARTTLS) and raw SMTP conversations
 //! to the running listener, read back as events. Every refusal is tested: unknown recipient,
 //! relaying, missing key, sender not allowed, over size, nothing to extract, a store failure.
+//! The fixture corpus (`fixtures/email/`, real messages stored as received) is held to reviewed
+//! snapshots, and each fixture's notable outcomes are stated by name in a test of its own.
 
 use lettre::AsyncTransport;
 use lettre::address::Envelope;
