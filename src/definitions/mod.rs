@@ -562,6 +562,8 @@ impl Checker<'_> {
             self.error(pointer, format!("expected an object, found {}", kind_of(json)));
             return None;
         };
+        // What a property left out means comes from one place, the settings' `Default`.
+        let defaults = EmailSettings::default();
         let errors_before = self.error_count();
         for key in object.keys() {
             if !PROPERTIES.contains(&key.as_str()) {
@@ -572,7 +574,7 @@ impl Checker<'_> {
             }
         }
         let key = match self.optional_string(object, pointer, "key") {
-            None => MailKey::NotRequired,
+            None => defaults.key,
             Some(reference) => match reference_name(&reference) {
                 None => {
                     self.error(&format!("{pointer}/key"), "key must be a secret reference like \"${NAME}\"");
@@ -603,7 +605,8 @@ impl Checker<'_> {
             }
         }
         let text_json = match self.optional_string(object, pointer, "textJson").as_deref() {
-            None | Some("first") => TextJson::First,
+            None => defaults.text_json,
+            Some("first") => TextJson::First,
             Some("all") => TextJson::All,
             Some("none") => TextJson::None,
             Some(other) => {
@@ -612,7 +615,8 @@ impl Checker<'_> {
             }
         };
         let one_event_each = match self.optional_string(object, pointer, "multiple").as_deref() {
-            None | Some("events") => true,
+            None => defaults.one_event_each,
+            Some("events") => true,
             Some("array") => false,
             Some(other) => {
                 self.error(&format!("{pointer}/multiple"), format!("expected events or array, found {other:?}"));
@@ -634,7 +638,7 @@ impl Checker<'_> {
             value
         });
         let require_dkim = match object.get("requireDkim") {
-            None => false,
+            None => defaults.require_dkim,
             Some(Value::Bool(flag)) => *flag,
             Some(other) => {
                 self.error(
