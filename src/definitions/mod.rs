@@ -18,6 +18,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::secrets::{SecretSource, reference_name};
+use crate::verify::{NamedScheme, SCHEME_NAMES, Scheme};
 
 /// The three kinds of hook of the Kustomer format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -712,14 +713,16 @@ impl Checker<'_> {
             }
         };
         let scheme_name = self.required_string(object, pointer, "scheme");
-        let scheme = scheme_name.as_deref().and_then(|name| self.scheme(name, allow_legacy, object, pointer));
-        if object.contains_key("allowLegacy") && !matches!(scheme_name.as_deref(), Some("github" | "hubspot")) {
+        let named = scheme_name.as_deref().map(|name| (name, crate::verify::scheme_named(name)));
+        let scheme = named.and_then(|(name, named)| self.scheme(name, named, allow_legacy, object, pointer));
+        let named = named.and_then(|(_, named)| named);
+        if object.contains_key("allowLegacy") && !matches!(named, Some(NamedScheme::Legacy(_))) {
             self.error(
                 &format!("{pointer}/allowLegacy"),
                 "allowLegacy applies to the github (SHA-1) and hubspot (v1, v2) schemes only",
             );
         }
-        if object.contains_key("hmac") && scheme_name.as_deref() != Some("generic-hmac") {
+        if object.contains_key("hmac") && !matches!(named, Some(NamedScheme::Described)) {
             self.error(&format!("{pointer}/hmac"), "hmac applies to the generic-hmac scheme only");
         }
         let secrets = self.source_secrets(object, pointer);
@@ -805,45 +808,26 @@ impl Checker<'_> {
     fn scheme(
         &mut self,
         name: &str,
+        named: Option<&NamedScheme>,
         allow_legacy: bool,
         object: &Map<String, Value>,
         pointer: &str,
-    ) -> Option<crate::verify::Scheme> {
-        use crate::verify::Scheme;
-        Some(match name {
-            "standard-webhooks" | "svix" => Scheme::StandardWebhooks,
-            "stripe" => Scheme::Stripe,
-            "github" => Scheme::GitHub { allow_sha1: allow_legacy },
-            "hubspot" => Scheme::HubSpot { allow_v1_v2: allow_legacy },
-            "shopify" => Scheme::Shopify,
-            "slack" => Scheme::Slack,
-            "twilio" => Scheme::Twilio,
-            "square" => Scheme::Square,
-            "paddle" => Scheme::Paddle,
-            "discord" => Scheme::Discord,
-            "zoom" => Scheme::Zoom,
-            "meta" => Scheme::GitHub { allow_sha1: false },
-            "sendgrid" => Scheme::SendGridEcdsa,
-            "mailgun" => Scheme::Mailgun,
-            "intercom" => Scheme::Intercom,
-            "zendesk" => Scheme::Zendesk,
-            "linear" => Scheme::Linear,
-            "typeform" => Scheme::Typeform,
-            "calendly" => Scheme::Calendly,
-            "gitlab" => Scheme::GitLabToken,
-            "basic-auth" => Scheme::BasicAuth,
-            "url-token" => Scheme::UrlToken,
-            "generic-hmac" => {
-                Scheme::GenericHmac(Box::new(self.generic_hmac(object.get("hmac"), &format!("{pointer}/hmac"))?))
+    ) -> Option<Scheme> {
+        match named {
+            Some(NamedScheme::Fixed(scheme)) => Some(scheme.clone()),
+            Some(NamedScheme::Legacy(with_legacy)) => Some(with_legacy(allow_legacy)),
+            Some(NamedScheme::Described) => {
+                Some(Scheme::GenericHmac(Box::new(self.generic_hmac(object.get("hmac"), &format!("{pointer}/hmac"))?)))
             }
-            other => {
+            None => {
+                let known: Vec<&str> = SCHEME_NAMES.iter().map(|(name, _)| *name).collect();
                 self.error(
                     &format!("{pointer}/scheme"),
-                    format!("unknown scheme {other:?}; known schemes are {}", SCHEME_NAMES.join(", ")),
+                    format!("unknown scheme {name:?}; known schemes are {}", known.join(", ")),
                 );
-                return None;
+                None
             }
-        })
+        }
     }
 
     fn generic_hmac(&mut self, json: Option<&Value>, pointer: &str) -> Option<crate::verify::GenericHmac> {
@@ -1071,34 +1055,6 @@ impl Checker<'_> {
         }
     }
 }
-
-/// The scheme names a source may use.
-pub const SCHEME_NAMES: &[&str] = &[
-    "standard-webhooks",
-    "svix",
-    "stripe",
-    "github",
-    "hubspot",
-    "shopify",
-    "slack",
-    "twilio",
-    "square",
-    "paddle",
-    "discord",
-    "zoom",
-    "meta",
-    "sendgrid",
-    "mailgun",
-    "intercom",
-    "zendesk",
-    "linear",
-    "typeform",
-    "calendly",
-    "gitlab",
-    "basic-auth",
-    "url-token",
-    "generic-hmac",
-];
 
 fn kind_of(value: &Value) -> &'static str {
     match value {
