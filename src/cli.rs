@@ -222,7 +222,7 @@ async fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
             config.database.display()
         );
     }
-    Ok(Store::open(&config.store()).await?)
+    Ok(Store::open(&hookgate::store_config(config)).await?)
 }
 
 async fn apps(config: Config, command: AppsCommand) -> anyhow::Result<ExitCode> {
@@ -260,7 +260,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http))?;
     let address = listener.local_addr()?;
-    let smtp_settings = config.smtp()?;
+    let smtp_settings = hookgate::smtp_settings(&config)?;
     let smtp_listener = tokio::net::TcpListener::bind(config.smtp)
         .await
         .with_context(|| format!("cannot listen for SMTP on {} (set --smtp)", config.smtp))?;
@@ -331,7 +331,7 @@ fn check(config: &Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
 async fn hooks(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     let store = open_existing_store(&config).await?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.http));
-    let manager = match CatalogManager::start(store, config.catalog()).await {
+    let manager = match CatalogManager::start(store, hookgate::catalog_settings(&config)).await {
         Ok((manager, _)) => manager,
         Err(error) => {
             print_diagnostics(&error);

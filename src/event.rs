@@ -9,7 +9,36 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::definitions::HookType;
+/// The three kinds of hook of the Kustomer format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookType {
+    /// Public: anyone with the URL may post.
+    Form,
+    /// Requires an API key.
+    Web,
+    /// Receives email at an address.
+    Email,
+}
+
+impl HookType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookType::Form => "form",
+            HookType::Web => "web",
+            HookType::Email => "email",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<HookType> {
+        match text {
+            "form" => Some(HookType::Form),
+            "web" => Some(HookType::Web),
+            "email" => Some(HookType::Email),
+            _ => None,
+        }
+    }
+}
 
 /// Request headers that carry credentials and so are never stored with an event.
 /// `x-gitlab-token` carries GitLab's shared secret itself.

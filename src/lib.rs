@@ -63,6 +63,8 @@ pub struct AppState {
     pub deliveries_waiting: tokio::sync::Notify,
     /// Wakes the NATS publisher when new events are committed.
     pub publications_waiting: tokio::sync::Notify,
+    /// Where subscriptions may deliver.
+    pub delivery_policy: subscriptions::TargetPolicy,
 }
 
 impl AppState {
@@ -102,6 +104,48 @@ impl AppState {
         let subscriptions = self.store.subscriptions().await?;
         self.routes.store(Arc::new(subscriptions::Routes::new(&subscriptions)));
         Ok(())
+    }
+}
+
+/// The store the configuration names.
+pub fn store_config(config: &Config) -> store::StoreConfig {
+    store::StoreConfig::Sqlite { path: config.database.clone() }
+}
+
+/// What the catalog is built from.
+pub fn catalog_settings(config: &Config) -> definitions::catalog::CatalogSettings {
+    definitions::catalog::CatalogSettings {
+        folder: config.definitions.clone(),
+        secrets_file: config.secrets_file.clone(),
+        event_prefix: config.event_prefix.clone(),
+    }
+}
+
+/// The SMTP listener's settings, with the TLS certificate loaded when one is configured.
+pub fn smtp_settings(config: &Config) -> Result<email::smtp::SmtpSettings, config::ConfigError> {
+    let tls = match (&config.smtp_tls_certificate, &config.smtp_tls_key) {
+        (Some(certificate), Some(key)) => {
+            Some(email::smtp::tls_acceptor(certificate, key).map_err(config::ConfigError::Invalid)?)
+        }
+        _ => None,
+    };
+    Ok(email::smtp::SmtpSettings {
+        domain: config.mail_domain.to_ascii_lowercase(),
+        max_message_bytes: config.smtp_max_message_bytes as usize,
+        command_timeout: std::time::Duration::from_secs(config.smtp_command_timeout_secs),
+        session_timeout: std::time::Duration::from_secs(config.smtp_session_timeout_secs),
+        max_connections: config.smtp_max_connections,
+        max_recipients: 100,
+        max_errors: 10,
+        tls,
+    })
+}
+
+/// Where subscriptions may deliver.
+pub fn delivery_policy(config: &Config) -> subscriptions::TargetPolicy {
+    subscriptions::TargetPolicy {
+        allow_http: config.delivery_allow_http,
+        allow_private: config.delivery_allow_private_networks,
     }
 }
 
@@ -171,12 +215,12 @@ impl Gateway {
             return Err(StartError::NoDefinitionsFolder(config.definitions.clone()));
         }
         let metrics = telemetry::metrics_handle();
-        let store = Store::open(&config.store()).await?;
+        let store = Store::open(&store_config(&config)).await?;
         let (admin_token_sha256, admin_token) = admin_token(&store, &config).await?;
         let watch = definitions::watch::DefinitionWatch::start(&config.definitions, config.watch_definitions)
             .map_err(|error| StartError::Watch(error.to_string()))?;
         let (catalog, reloaded) =
-            CatalogManager::start(store.clone(), config.catalog()).await.map_err(StartError::Definitions)?;
+            CatalogManager::start(store.clone(), catalog_settings(&config)).await.map_err(StartError::Definitions)?;
         for warning in &reloaded.warnings {
             tracing::warn!(%warning, "A hook definition has a warning.");
         }
@@ -191,7 +235,9 @@ impl Gateway {
         };
         let routes = subscriptions::Routes::new(&store.subscriptions().await?);
         let delivery_client = deliver::client(&config).map_err(StartError::DeliveryClient)?;
+        let delivery_policy = delivery_policy(&config);
         let state = AppState {
+            delivery_policy,
             catalog: Arc::new(catalog),
             store,
             config: Arc::new(config),

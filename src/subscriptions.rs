@@ -15,6 +15,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// Subscription ids start with this; source paths may not.
+pub const ID_PREFIX: &str = "sub_";
+
 /// A subscription as stored, secrets included.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -381,7 +384,7 @@ pub async fn from_request(
             if status == Status::Disabled { existing.disabled_reason.clone() } else { None },
         ),
         None => (
-            format!("sub_{}", uuid::Uuid::now_v7().simple()),
+            format!("{ID_PREFIX}{}", uuid::Uuid::now_v7().simple()),
             now,
             vec![SigningSecret { secret: new_secret(), created_at: now, expires_at: None }],
             None,

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use crate::AppState;
 use crate::api::Access;
+use crate::definitions::Origin;
 use crate::definitions::catalog::Catalog;
-use crate::definitions::{HookType, Origin};
+use crate::event::HookType;
 
 /// One hook as the directory shows it.
 #[derive(Debug, Clone, Serialize)]

@@ -19,10 +19,7 @@ use std::sync::Arc;
 
 use super::{Access, ApiError};
 use crate::AppState;
-use crate::subscriptions::{Subscription, from_request};
-
-/// Subscription ids start with this; source paths may not.
-pub const ID_PREFIX: &str = "sub_";
+use crate::subscriptions::{ID_PREFIX, Subscription, from_request};
 
 fn parse(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|error| {
@@ -45,10 +42,9 @@ pub async fn create(
     Extension(access): Extension<Access>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let subscription =
-        from_request(&parse(&body)?, None, false, state.config.delivery_policy(), jiff::Timestamp::now())
-            .await
-            .map_err(ApiError::InvalidFields)?;
+    let subscription = from_request(&parse(&body)?, None, false, state.delivery_policy, jiff::Timestamp::now())
+        .await
+        .map_err(ApiError::InvalidFields)?;
     access.check_patterns(&subscription.events)?;
     state.store.put_subscription(subscription.clone()).await?;
     state.reload_routes().await?;
@@ -107,7 +103,7 @@ pub async fn segment(
 async fn change(state: &AppState, access: &Access, id: &str, body: &[u8], merge: bool) -> Result<Response, ApiError> {
     let existing = find(state, access, id).await?;
     let request = parse(body)?;
-    let edit = from_request(&request, Some(&existing), merge, state.config.delivery_policy(), jiff::Timestamp::now())
+    let edit = from_request(&request, Some(&existing), merge, state.delivery_policy, jiff::Timestamp::now())
         .await
         .map_err(ApiError::InvalidFields)?;
     access.check_patterns(&edit.events)?;

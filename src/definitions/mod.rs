@@ -11,45 +11,15 @@
 pub mod catalog;
 pub mod watch;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::event::HookType;
 use crate::secrets::{SecretSource, reference_name};
 use crate::verify::{NamedScheme, SCHEME_NAMES, Scheme};
-
-/// The three kinds of hook of the Kustomer format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HookType {
-    /// Public: anyone with the URL may post.
-    Form,
-    /// Requires an API key.
-    Web,
-    /// Receives email at an address.
-    Email,
-}
-
-impl HookType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookType::Form => "form",
-            HookType::Web => "web",
-            HookType::Email => "email",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<HookType> {
-        match text {
-            "form" => Some(HookType::Form),
-            "web" => Some(HookType::Web),
-            "email" => Some(HookType::Email),
-            _ => None,
-        }
-    }
-}
 
 /// The largest body limit a definition may ask for.
 pub const MAX_BODY_BYTES_CEILING: u64 = 64 * 1024 * 1024;
@@ -694,7 +664,7 @@ impl Checker<'_> {
             );
         }
         if let Some(path) = &path
-            && path.starts_with(crate::api::subscriptions::ID_PREFIX)
+            && path.starts_with(crate::subscriptions::ID_PREFIX)
         {
             self.error(
                 &format!("{pointer}/path"),

@@ -298,7 +298,7 @@ async fn send(
     body: bytes::Bytes,
 ) -> Outcome {
     let at = Timestamp::now();
-    if let Err(reason) = crate::subscriptions::check_url(&subscription.url, state.config.delivery_policy()) {
+    if let Err(reason) = crate::subscriptions::check_url(&subscription.url, state.delivery_policy) {
         return Outcome::error(&format!("the subscription URL {reason}"));
     }
     let secrets: Vec<&str> = subscription.signing_secrets(at).collect();

@@ -92,7 +92,8 @@ impl SenderRule {
     }
 }
 
-fn is_domain(text: &str) -> bool {
+/// Whether `text` is a domain name: dot-separated labels of letters, digits and `-`.
+pub fn is_domain(text: &str) -> bool {
     !text.is_empty()
         && text.split('.').all(|label| {
             !label.is_empty()

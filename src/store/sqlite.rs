@@ -17,7 +17,7 @@ use super::{
     ApiKeyRecord, Appended, Attempt, AttemptRecord, Delivery, DeliveryPage, DeliveryQuery, DueDelivery, EventPage,
     EventQuery, InstalledApp, KeyPurpose, NextStep, RawBody, StoreError,
 };
-use crate::definitions::HookType;
+use crate::event::HookType;
 use crate::event::{Event, EventSource, NewEvent};
 use crate::subscriptions::{Status, Subscription};
 
