@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use hookgate::config::{Config, Overrides};
 use hookgate::definitions::catalog::{CatalogManager, ReloadError};
 use hookgate::definitions::{Severity, ValidationOptions, read_folder, validate};
+use hookgate::pipeline::Replay;
 use hookgate::secrets::SecretSource;
 use hookgate::store::KeyPurpose;
 use hookgate::store::{EventQuery, Store};
@@ -443,18 +444,12 @@ async fn events(config: Config, command: EventsCommand) -> anyhow::Result<ExitCo
 
 /// Queues new deliveries of every event matching `query`, page by page, with a progress bar.
 async fn replay(store: &hookgate::store::Store, mut query: EventQuery, only: Option<String>) -> anyhow::Result<()> {
-    let subscriptions = store.subscriptions().await?;
-    let routes = match &only {
-        Some(id) => {
-            let Some(subscription) = subscriptions.iter().find(|s| &s.id == id) else {
-                bail!("no subscription {id:?}")
-            };
-            if subscription.status == hookgate::subscriptions::Status::Disabled {
-                bail!("subscription {id:?} is disabled");
-            }
-            None
+    let replay = match &only {
+        Some(id) => Replay::to_one(store.clone(), id, |_| true).await?,
+        None => {
+            let routes = hookgate::subscriptions::Routes::new(&store.subscriptions().await?);
+            Replay::matching(store.clone(), std::sync::Arc::new(routes), None)
         }
-        None => Some(hookgate::subscriptions::Routes::new(&subscriptions)),
     };
     let progress = indicatif::ProgressBar::new_spinner().with_style(
         indicatif::ProgressStyle::with_template("{spinner} {pos} events replayed, {msg} deliveries queued ({elapsed})")
@@ -464,14 +459,7 @@ async fn replay(store: &hookgate::store::Store, mut query: EventQuery, only: Opt
     loop {
         let page = store.list_events(query.clone()).await?;
         for event in &page.events {
-            let targets = match (&routes, &only) {
-                (Some(routes), _) => routes.matching(event),
-                (None, Some(id)) => vec![id.clone()],
-                (None, None) => Vec::new(),
-            };
-            if !targets.is_empty() {
-                deliveries += store.enqueue_deliveries(&event.id, targets, jiff::Timestamp::now()).await?.len() as u64;
-            }
+            deliveries += replay.event(event, jiff::Timestamp::now()).await?.len() as u64;
             events += 1;
             progress.set_position(events);
             progress.set_message(deliveries.to_string());

@@ -25,6 +25,7 @@ pub mod email;
 pub mod event;
 pub mod ingress;
 pub mod keys;
+pub mod pipeline;
 pub mod secrets;
 pub mod shape;
 pub mod store;
@@ -53,58 +54,14 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The latest source requests that failed verification.
     pub rejections: ingress::rejections::RejectionLog,
-    /// DKIM and SPF for received mail; `None` when `mail_authentication` is off.
-    pub mail_authenticator: Option<email::authenticate::MailAuthenticator>,
-    /// Which subscriptions events go to, rebuilt when subscriptions change.
-    pub routes: arc_swap::ArcSwap<subscriptions::Routes>,
+    /// Every ingress commits through here.
+    pub committer: Arc<pipeline::Committer>,
+    /// Received mail: authentication lookups, then the commit.
+    pub mail: pipeline::mail::MailAcceptor,
     /// The outbound client for deliveries and test sends (SSRF-guarded, no redirects).
     pub delivery_client: reqwest::Client,
-    /// Wakes the delivery worker when new deliveries are committed.
-    pub deliveries_waiting: tokio::sync::Notify,
-    /// Wakes the NATS publisher when new events are committed.
-    pub publications_waiting: tokio::sync::Notify,
     /// Where subscriptions may deliver.
     pub delivery_policy: subscriptions::TargetPolicy,
-}
-
-impl AppState {
-    /// Commits events, with a delivery for every subscription each one goes to (the outbox,
-    /// in the same transaction), and wakes the delivery worker. Every ingress appends through
-    /// here.
-    pub async fn commit_events(
-        &self,
-        mut events: Vec<event::NewEvent>,
-    ) -> Result<Vec<store::Appended>, store::StoreError> {
-        let routes = self.routes.load();
-        let mut deliveries = false;
-        if !routes.is_empty() {
-            for event in events.iter_mut().filter(|event| !event.event.quarantined) {
-                event.deliver_to = routes.matching(&event.event);
-                deliveries |= !event.deliver_to.is_empty();
-            }
-        }
-        let publishing = self.config.nats.is_some();
-        if publishing {
-            for event in events.iter_mut().filter(|event| !event.event.quarantined) {
-                event.publish_to = Some(format!("{}.{}", self.config.nats_subject_prefix, event.event.name));
-            }
-        }
-        let appended = self.store.append_events(events).await?;
-        if deliveries {
-            self.deliveries_waiting.notify_one();
-        }
-        if publishing {
-            self.publications_waiting.notify_one();
-        }
-        Ok(appended)
-    }
-
-    /// Reads the subscriptions again after a change.
-    pub async fn reload_routes(&self) -> Result<(), store::StoreError> {
-        let subscriptions = self.store.subscriptions().await?;
-        self.routes.store(Arc::new(subscriptions::Routes::new(&subscriptions)));
-        Ok(())
-    }
 }
 
 /// The store the configuration names.
@@ -227,13 +184,15 @@ impl Gateway {
         tracing::info!(apps = reloaded.apps, hooks = reloaded.hooks, "Hook definitions loaded.");
         let mail_authenticator = if config.mail_authentication {
             Some(
-                email::authenticate::MailAuthenticator::new(config.dns_resolver, &config.mail_domain)
+                pipeline::authenticate::MailAuthenticator::new(config.dns_resolver, &config.mail_domain)
                     .map_err(StartError::MailAuthentication)?,
             )
         } else {
             None
         };
-        let routes = subscriptions::Routes::new(&store.subscriptions().await?);
+        let nats_subject_prefix = config.nats.is_some().then(|| config.nats_subject_prefix.clone());
+        let committer = Arc::new(pipeline::Committer::start(store.clone(), nats_subject_prefix).await?);
+        let mail = pipeline::mail::MailAcceptor::new(committer.clone(), mail_authenticator);
         let delivery_client = deliver::client(&config).map_err(StartError::DeliveryClient)?;
         let delivery_policy = delivery_policy(&config);
         let state = AppState {
@@ -245,11 +204,9 @@ impl Gateway {
             admin_token_sha256,
             metrics,
             rejections: Default::default(),
-            mail_authenticator,
-            routes: arc_swap::ArcSwap::from_pointee(routes),
+            committer,
+            mail,
             delivery_client,
-            deliveries_waiting: tokio::sync::Notify::new(),
-            publications_waiting: tokio::sync::Notify::new(),
         };
         Ok((Gateway { state: Arc::new(state), watch }, admin_token))
     }

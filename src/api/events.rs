@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::{Access, ApiError};
 use crate::AppState;
+use crate::pipeline::{Replay, ReplayError};
 use crate::store::EventQuery;
 
 const DEFAULT_LIMIT: usize = 50;
@@ -130,39 +131,42 @@ pub async fn replay(
         serde_json::from_slice(&body).map_err(|error| ApiError::BadRequest(format!("malformed JSON: {error}")))?
     };
     let event = find(&state, &access, &id).await?;
-    if event.quarantined {
-        return Err(ApiError::Conflict("a quarantined event is never delivered".into()));
-    }
-    let subscription_ids = match request.get("subscription_id") {
-        None | Some(Value::Null) if !access.is_scoped() => state.routes.load().matching(&event),
+    Replay::check(&event).map_err(replay_error)?;
+    let store = state.store.clone();
+    let replay = match request.get("subscription_id") {
         None | Some(Value::Null) => {
             // A key replays only to the subscriptions it can see.
-            let matching = state.routes.load().matching(&event);
-            let reachable: std::collections::HashSet<String> = state
-                .store
-                .subscriptions()
-                .await?
-                .into_iter()
-                .filter(|subscription| access.reaches(subscription))
-                .map(|subscription| subscription.id)
-                .collect();
-            matching.into_iter().filter(|id| reachable.contains(id)).collect()
+            let within = match access.is_scoped() {
+                false => None,
+                true => Some(
+                    state
+                        .store
+                        .subscriptions()
+                        .await?
+                        .into_iter()
+                        .filter(|subscription| access.reaches(subscription))
+                        .map(|subscription| subscription.id)
+                        .collect(),
+                ),
+            };
+            Replay::matching(store, state.committer.routes(), within)
         }
         Some(Value::String(subscription_id)) => {
-            let subscription = state
-                .store
-                .subscription(subscription_id)
-                .await?
-                .filter(|subscription| access.reaches(subscription))
-                .ok_or_else(|| ApiError::NotFound(format!("no subscription {subscription_id:?}")))?;
-            if subscription.status == crate::subscriptions::Status::Disabled {
-                return Err(ApiError::Conflict(format!("subscription {subscription_id:?} is disabled")));
-            }
-            vec![subscription.id]
+            Replay::to_one(store, subscription_id, |subscription| access.reaches(subscription))
+                .await
+                .map_err(replay_error)?
         }
         Some(_) => return Err(ApiError::BadRequest("subscription_id must be a subscription id".into())),
     };
-    let deliveries = state.store.enqueue_deliveries(&event.id, subscription_ids, jiff::Timestamp::now()).await?;
-    state.deliveries_waiting.notify_one();
+    let deliveries = replay.event(&event, jiff::Timestamp::now()).await.map_err(replay_error)?;
+    state.committer.wake_deliveries();
     Ok((axum::http::StatusCode::ACCEPTED, Json(json!({"eventId": event.id, "deliveries": deliveries}))))
+}
+
+fn replay_error(error: ReplayError) -> ApiError {
+    match error {
+        ReplayError::Quarantined | ReplayError::Disabled(_) => ApiError::Conflict(error.to_string()),
+        ReplayError::NoSubscription(_) => ApiError::NotFound(error.to_string()),
+        ReplayError::Store(error) => ApiError::Store(error),
+    }
 }

@@ -49,7 +49,7 @@ pub fn directory(catalog: &Catalog, public_url: &str, mail_domain: &str) -> Vec<
                 hook_type: definition.hook_type,
                 url,
                 address: (definition.hook_type == HookType::Email)
-                    .then(|| crate::email::address(hook, &mail_domain.to_ascii_lowercase())),
+                    .then(|| crate::email::address(&hook.token, &mail_domain.to_ascii_lowercase())),
                 origin: hook.origin.clone(),
             }
         })

@@ -47,7 +47,7 @@ pub async fn create(
         .map_err(ApiError::InvalidFields)?;
     access.check_patterns(&subscription.events)?;
     state.store.put_subscription(subscription.clone()).await?;
-    state.reload_routes().await?;
+    state.committer.reload_routes().await?;
     let mut view = subscription.view();
     view["secret"] = json!(subscription.secrets[0].secret);
     Ok((StatusCode::CREATED, Json(view)))
@@ -114,10 +114,10 @@ async fn change(state: &AppState, access: &Access, id: &str, body: &[u8], merge:
         .update_subscription(id, move |current| current.apply_edit(edit, status_given))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
-    state.reload_routes().await?;
+    state.committer.reload_routes().await?;
     if changed.status == crate::subscriptions::Status::Active {
         // Deliveries kept while paused go out now.
-        state.deliveries_waiting.notify_one();
+        state.committer.wake_deliveries();
     }
     Ok(Json(changed.view()).into_response())
 }
@@ -142,7 +142,7 @@ pub async fn delete_by_body(
 async fn remove(state: &AppState, access: &Access, id: &str) -> Result<Response, ApiError> {
     find(state, access, id).await?;
     if state.store.delete_subscription(id).await? {
-        state.reload_routes().await?;
+        state.committer.reload_routes().await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::NotFound(format!("no subscription {id:?}")))
@@ -248,7 +248,7 @@ pub async fn retry_delivery(
     if !state.store.retry_delivery(&id, &delivery_id, jiff::Timestamp::now()).await? {
         return Err(ApiError::NotFound(format!("subscription {id:?} has no delivery {delivery_id:?}")));
     }
-    state.deliveries_waiting.notify_one();
+    state.committer.wake_deliveries();
     Ok((StatusCode::ACCEPTED, Json(json!({"id": delivery_id, "status": "pending"}))))
 }
 

@@ -1,6 +1,6 @@
 //! Deliveries: the worker that sends committed events to subscriptions.
 //!
-//! Delivery rows are written with their event (the outbox, see `AppState::commit_events`), so
+//! Delivery rows are written with their event (the outbox, see `pipeline::Committer`), so
 //! nothing is lost between the commit and the send, across a crash too. The worker claims due
 //! deliveries in batches with a lease (a crashed worker's claims come due again; a stopping one
 //! releases what it has not sent and waits a moment for what is in flight), sends each as a
@@ -87,7 +87,7 @@ pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output
         if claimed.is_empty() {
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = state.deliveries_waiting.notified() => {}
+                _ = state.committer.deliveries_waiting() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
             continue;
@@ -423,7 +423,7 @@ async fn disable(state: &AppState, id: &str, reason: &str) {
         .await;
     match disabled {
         Ok(Some(_)) => {
-            let _ = state.reload_routes().await;
+            let _ = state.committer.reload_routes().await;
             tracing::warn!(subscription = %id, reason, "A subscription was disabled.");
         }
         Ok(None) => {}

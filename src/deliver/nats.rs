@@ -45,7 +45,7 @@ pub async fn run(state: Arc<AppState>, url: String, shutdown: impl std::future::
         if published == 0 {
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = state.publications_waiting.notified() => {}
+                _ = state.committer.publications_waiting() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
         }

@@ -23,8 +23,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::AppState;
-use crate::definitions::catalog::Hook;
-use crate::email::{Envelope, MessageError, Recipient, Refusal, accept_message, parse_recipient, refusal_label};
+use crate::email::{Envelope, Refusal, parse_recipient, refusal_label};
+use crate::pipeline::mail::{MailRecipient, MessageError};
 
 /// The listener's limits and identity.
 #[derive(Clone)]
@@ -216,7 +216,7 @@ enum Phase {
 
 struct Transaction {
     from: String,
-    recipients: Vec<(Arc<Hook>, Recipient, String)>,
+    recipients: Vec<MailRecipient>,
 }
 
 struct Session<'a> {
@@ -523,8 +523,8 @@ impl<'a> Session<'a> {
             return self.refuse(550, [5, 1, 1], "No such hook address");
         };
         let transaction = self.transaction.as_mut().expect("checked above");
-        if !transaction.recipients.iter().any(|(known, _, _)| Arc::ptr_eq(known, &hook)) {
-            transaction.recipients.push((hook, recipient, address.to_owned()));
+        if !transaction.recipients.iter().any(|known| Arc::ptr_eq(&known.hook, &hook)) {
+            transaction.recipients.push(MailRecipient { hook, recipient, address: address.to_owned() });
         }
         self.reply(250, [2, 1, 5], "Recipient OK");
         Step::Replied
@@ -540,14 +540,14 @@ impl<'a> Session<'a> {
             peer: Some(self.peer.to_string()),
             from: Some(transaction.from.clone()).filter(|from| !from.is_empty()),
             stored_content_type: None,
-            smtp_client: Some(crate::email::authenticate::SmtpClient {
+            smtp_client: Some(crate::email::SmtpClient {
                 ip: self.peer.ip(),
                 helo: self.helo.clone(),
                 mail_from: transaction.from,
             }),
         };
         let message = Bytes::from(message);
-        let outcome = accept_message(self.state, message.clone(), message, &envelope, &transaction.recipients).await;
+        let outcome = self.state.mail.accept(message.clone(), message, &envelope, &transaction.recipients).await;
         let (label, reply) = match outcome {
             Ok(ids) => ("accepted", format!("250 2.0.0 OK: queued as {}", summarize_ids(&ids))),
             Err(MessageError::Refused(refusal)) => {

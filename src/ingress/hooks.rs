@@ -253,7 +253,7 @@ async fn handle(state: &AppState, hook: &Arc<Hook>, cors: &Cors, request: Reques
     new_event.data_is_raw_json = media_kind.is_json() && !definition.shape.as_ref().is_some_and(Shape::projects);
     new_event.event.quarantined = quarantined;
     let received_at = new_event.event.received_at;
-    let appended = state.commit_events(vec![new_event]).await.map_err(IngressError::Store)?;
+    let appended = state.committer.commit(vec![new_event]).await.map_err(IngressError::Store)?;
     let id = appended
         .into_iter()
         .next()

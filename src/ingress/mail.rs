@@ -28,7 +28,8 @@ use serde_json::{Value, json};
 use super::hooks::{IngressError, read_body, request_meta};
 use crate::AppState;
 use crate::definitions::catalog::Hook;
-use crate::email::{Envelope, MessageError, Recipient, accept_message, refusal_label};
+use crate::email::{Envelope, Recipient, refusal_label};
+use crate::pipeline::mail::{MailRecipient, MessageError};
 
 /// The message and its envelope, as a provider posted them.
 struct Posted {
@@ -100,10 +101,10 @@ pub(super) async fn handle(state: &AppState, hook: &Arc<Hook>, request: Request)
         stored_content_type: Some(if content_type.is_empty() { "message/rfc822".into() } else { content_type }),
         smtp_client: None,
     };
-    let address = crate::email::address(hook, &state.config.mail_domain.to_ascii_lowercase());
+    let address = crate::email::address(&hook.token, &state.config.mail_domain.to_ascii_lowercase());
     let recipient = Recipient { token: hook.token.clone(), tag };
-    let recipients = [(hook.clone(), recipient, address)];
-    let outcome = accept_message(state, posted.mime, body, &envelope, &recipients).await;
+    let recipients = [MailRecipient { hook: hook.clone(), recipient, address }];
+    let outcome = state.mail.accept(posted.mime, body, &envelope, &recipients).await;
     let label = match &outcome {
         Ok(_) => "accepted",
         Err(MessageError::Refused(refusal)) => refusal_label(refusal),

@@ -144,7 +144,7 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
         .collect::<Result<Vec<_>, IngressError>>()?;
     let quarantined: Vec<bool> = new_events.iter().map(|event| event.event.quarantined).collect();
     let names: Vec<String> = new_events.iter().map(|event| event.event.name.clone()).collect();
-    let appended = state.commit_events(new_events).await.map_err(IngressError::Store)?;
+    let appended = state.committer.commit(new_events).await.map_err(IngressError::Store)?;
     let events: Vec<Value> = appended
         .iter()
         .zip(&names)
