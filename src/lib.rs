@@ -24,6 +24,7 @@ pub mod deliver;
 pub mod email;
 pub mod event;
 pub mod ingress;
+pub mod jsonpath;
 pub mod keys;
 pub mod pipeline;
 pub mod secrets;

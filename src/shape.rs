@@ -4,7 +4,7 @@
 //! are compiled once, when the definition loads. Pure: no I/O.
 
 use serde_json::{Map, Value};
-use serde_json_path::JsonPath;
+use crate::jsonpath::JsonPath;
 use std::sync::Arc;
 
 /// What to do with a payload that does not fit the shape.
@@ -122,7 +122,7 @@ impl Shape {
         } else {
             let mut projected = Map::new();
             for (name, path) in &self.fields {
-                if let Some(value) = path.query(&data).first() {
+                if let Some(value) = path.first(&data) {
                     projected.insert(name.clone(), value.clone());
                 }
             }

@@ -137,7 +137,7 @@ struct Route {
     id: String,
     events: Vec<String>,
     resource_id: Option<String>,
-    filter: Option<serde_json_path::JsonPath>,
+    filter: Option<crate::jsonpath::JsonPath>,
 }
 
 impl Routes {
@@ -149,7 +149,7 @@ impl Routes {
                 id: subscription.id.clone(),
                 events: subscription.events.clone(),
                 resource_id: subscription.resource_id.clone(),
-                filter: subscription.filter.as_deref().and_then(|filter| serde_json_path::JsonPath::parse(filter).ok()),
+                filter: subscription.filter.as_deref().and_then(|filter| crate::jsonpath::JsonPath::parse(filter).ok()),
             })
             .collect();
         Routes { entries }
@@ -342,7 +342,7 @@ pub async fn from_request(
     let filter =
         optional_string(object, "filter", existing.filter(|_| merge).and_then(|s| s.filter.clone()), &mut errors);
     if let Some(filter) = &filter
-        && let Err(error) = serde_json_path::JsonPath::parse(filter)
+        && let Err(error) = crate::jsonpath::JsonPath::parse(filter)
     {
         errors.push(field_error("filter", format!("invalid JSONPath: {error}")));
     }

@@ -7,7 +7,7 @@
 
 use http::HeaderMap;
 use serde_json::Value;
-use serde_json_path::JsonPath;
+use crate::jsonpath::JsonPath;
 
 #[derive(Clone)]
 enum Part {
@@ -37,7 +37,7 @@ impl Lookup {
 
     fn find(&self, data: &Value, headers: &HeaderMap) -> Option<String> {
         match self {
-            Lookup::Path(path) => path.query(data).first().and_then(scalar_text),
+            Lookup::Path(path) => path.first(data).and_then(scalar_text),
             Lookup::Header(name) => headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned),
         }
     }

@@ -1076,3 +1076,7 @@ mod tests {
         assert_eq!(data, json!({"ok": true}));
     }
 }
+
+#[cfg(test)]
+#[path = "payload_properties.rs"]
+mod properties;

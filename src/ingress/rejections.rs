@@ -96,10 +96,20 @@ mod tests {
                 format!("body {n}").as_bytes(),
             ));
         }
+        let excerpts = |rejections: &[Rejection]| -> Vec<String> {
+            rejections.iter().map(|r| format!("{} {}", r.source, r.body_excerpt)).collect()
+        };
+        // The oldest ten went; the rest come newest first.
+        let kept = (10..CAPACITY + 10).rev();
+        let expected: Vec<String> =
+            kept.clone().map(|n| format!("{} body {n}", if n % 2 == 0 { "stripe" } else { "github" })).collect();
+        assert_eq!(excerpts(&log.recent(None)), expected);
+        let stripe: Vec<String> = kept.filter(|n| n % 2 == 0).map(|n| format!("stripe body {n}")).collect();
+        assert_eq!(stripe.len(), CAPACITY / 2);
+        assert_eq!(excerpts(&log.recent(Some("stripe"))), stripe, "only the source asked for");
+        assert!(log.recent(Some("gitlab")).is_empty(), "a source without rejections has none");
         let all = log.recent(None);
-        assert_eq!(all.len(), CAPACITY);
-        assert_eq!(all[0].body_excerpt, format!("body {}", CAPACITY + 9), "newest first");
-        assert!(log.recent(Some("stripe")).iter().all(|r| r.source == "stripe"));
+        assert_eq!(all[0].header_names, ["stripe-signature"]);
         let rendered = serde_json::to_string(&all).unwrap();
         assert!(rendered.contains("stripe-signature") && !rendered.contains("deadbeef"), "names only, never values");
     }

@@ -1296,22 +1296,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let connection = open_writer(&dir.path().join("hookgate.db")).unwrap();
         let pages: i64 = connection.query_row("PRAGMA page_count", [], |row| row.get(0)).unwrap();
+        // The database may grow by two pages: a full disk, as SQLite sees one (SQLITE_FULL).
         connection.execute_batch(&format!("PRAGMA max_page_count = {}", pages + 2)).unwrap();
-        let jobs = [("before", "small".to_owned()), ("huge", "x".repeat(2_000_000)), ("after", "small".to_owned())];
+        let huge = "x".repeat(2_000_000);
+        let jobs = [("before", "small".to_owned()), ("huge", huge.clone()), ("after", "small".to_owned())];
         let (mut batch, answers): (Vec<_>, Vec<_>) =
             jobs.into_iter().map(|(key, value)| setting_job(key, value)).unzip();
         let commit = run_batch(&connection, &mut batch);
         for job in batch {
             job.finish(commit.clone());
         }
+        // The limit really is a full disk for the huge value, so the batch above did meet one.
+        let full = connection.execute("INSERT INTO settings (key, value) VALUES ('probe', ?1)", [&huge]).unwrap_err();
+        assert_eq!(full.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull), "{full}");
         connection.execute_batch("PRAGMA max_page_count = 1073741823").unwrap();
         for (key, mut answer) in ["before", "huge", "after"].into_iter().zip(answers) {
-            let acknowledged = answer.try_recv().unwrap().is_ok();
+            let answer = answer.try_recv().unwrap();
             let stored: bool = connection
                 .query_row("SELECT count(*) FROM settings WHERE key = ?1", [key], |row| row.get::<_, i64>(0))
                 .unwrap()
                 == 1;
-            assert_eq!(acknowledged, stored, "job {key:?}: acknowledged={acknowledged} stored={stored}");
+            assert_eq!(answer.is_ok(), stored, "job {key:?}: answered {answer:?}, stored={stored}");
+            if key == "huge" {
+                let refusal = answer.expect_err("the value that does not fit is refused");
+                assert!(refusal.to_string().contains("full"), "refused for a full disk: {refusal}");
+            }
         }
         assert!(connection.is_autocommit(), "no transaction is left open");
     }
@@ -1357,21 +1366,100 @@ mod tests {
         assert!(wal_size < 4 * 1024 * 1024, "600 commits of about 24 KiB each left a WAL of {wal_size} bytes");
     }
 
+    /// Records the size of every commit the writer makes, as `hookgate_store_commit_batch_size`
+    /// reports it; other metrics are dropped.
+    #[derive(Default)]
+    struct CommitSizes(Arc<Mutex<Vec<f64>>>);
+
+    impl metrics::HistogramFn for CommitSizes {
+        fn record(&self, value: f64) {
+            self.0.lock().unwrap().push(value);
+        }
+    }
+
+    impl metrics::Recorder for CommitSizes {
+        fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+            match key.name() {
+                "hookgate_store_commit_batch_size" => {
+                    metrics::Histogram::from_arc(Arc::new(CommitSizes(self.0.clone())))
+                }
+                _ => metrics::Histogram::noop(),
+            }
+        }
+    }
+
+    /// A store whose writer thread is started here, with `write_loop` under a recorder of its
+    /// commits (metrics recorders are global or per thread, and the writer has a thread of its own).
+    fn store_with_counted_commits(dir: &tempfile::TempDir) -> (SqliteStore, std::thread::JoinHandle<Vec<f64>>) {
+        let path = dir.path().join("hookgate.db");
+        let connection = open_writer(&path).unwrap();
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Box<dyn WriteJob>>();
+        let writer = std::thread::spawn(move || {
+            let wal = WalLimit { path: wal_path(&path), bytes: WAL_CATCH_UP_BYTES };
+            let sizes = CommitSizes::default();
+            metrics::with_local_recorder(&sizes, || write_loop(&connection, &jobs_rx, &wal));
+            sizes.0.lock().unwrap().clone()
+        });
+        let path = dir.path().join("hookgate.db");
+        let inner = Inner { path, writer: Mutex::new(Some(jobs_tx)), readers: Mutex::new(Vec::new()) };
+        (SqliteStore { inner: Arc::new(inner) }, writer)
+    }
+
     #[tokio::test]
     async fn concurrent_writers_share_group_commits() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open_in(&dir).await;
-        let writes = (0..200).map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store.append_events(vec![crate::store::conformance::sample_event(&format!("n.{i}"), "app")]).await
+        let (store, writer) = store_with_counted_commits(&dir);
+        let store = crate::store::Store::Sqlite(store);
+        let appends = 200;
+        let writes: Vec<_> = (0..appends)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store.append_events(vec![crate::store::conformance::sample_event(&format!("n.{i}"), "app")]).await
+                })
             })
-        });
+            .collect();
         for write in writes {
             write.await.unwrap().unwrap();
         }
         let page = store.list_events(EventQuery { limit: 1000, ..Default::default() }).await.unwrap();
-        assert_eq!(page.events.len(), 200);
+        assert_eq!(page.events.len(), appends);
+        drop(store);
+        let commits = writer.join().unwrap();
+        assert_eq!(commits.iter().sum::<f64>(), appends as f64, "every append is in exactly one commit: {commits:?}");
+        assert!(commits.len() < appends, "{appends} concurrent appends took {} commits: {commits:?}", commits.len());
+    }
+
+    #[test]
+    fn the_writer_commits_every_queued_job_at_once_up_to_the_batch_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookgate.db");
+        let connection = open_writer(&path).unwrap();
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Box<dyn WriteJob>>();
+        let answers: Vec<_> = (0..MAX_BATCH + 88)
+            .map(|i| {
+                let (job, answer) = setting_job(&format!("k{i}"), "v".into());
+                jobs_tx.send(job).unwrap();
+                answer
+            })
+            .collect();
+        drop(jobs_tx);
+        let sizes = CommitSizes::default();
+        let wal = WalLimit { path: wal_path(&path), bytes: WAL_CATCH_UP_BYTES };
+        metrics::with_local_recorder(&sizes, || write_loop(&connection, &jobs_rx, &wal));
+        assert_eq!(*sizes.0.lock().unwrap(), [MAX_BATCH as f64, 88.0]);
+        for mut answer in answers {
+            answer.try_recv().unwrap().unwrap();
+        }
     }
 
     #[tokio::test]

@@ -295,3 +295,6 @@ pub fn verify(config: &VerifyConfig, request: &SignedRequest<'_>, now: Timestamp
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod properties;

@@ -1,7 +1,8 @@
 //! Form hooks in a real browser: headless Chromium loads a page from another origin (a small
 //! page server on 127.0.0.1) that posts an HTML form, or calls `fetch` with a JSON body (which
 //! makes the browser send a CORS preflight). The browser is found at `HOOKGATE_TEST_CHROMIUM`
-//! or /usr/bin/chromium; `.ci/run` installs it. Without it these tests say they were skipped.
+//! or /usr/bin/chromium; `.ci/run` installs it. Without it these tests say they were skipped
+//! (`support::skip`), and fail in a strict run; a `HOOKGATE_TEST_CHROMIUM` naming no file fails.
 
 use axum::response::Html;
 use serde_json::{Value, json};
@@ -13,13 +14,23 @@ use crate::support::*;
 const BROWSER_FORM: &str = "kustomer.app.site.contact";
 const LOCKED_FORM: &str = "kustomer.app.site.locked";
 
-fn chromium() -> Option<PathBuf> {
-    let path =
-        std::env::var_os("HOOKGATE_TEST_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
-    if path.exists() {
+/// The browser for `test`: `HOOKGATE_TEST_CHROMIUM`, which must name a file (a missing one is a
+/// mistake, and fails the test), or else /usr/bin/chromium when it is there; without either the
+/// test is skipped, which a strict run turns into a failure.
+fn chromium(test: &str) -> Option<PathBuf> {
+    if let Some(named) = std::env::var_os("HOOKGATE_TEST_CHROMIUM").filter(|value| !value.is_empty()) {
+        let path = PathBuf::from(named);
+        assert!(path.is_file(), "HOOKGATE_TEST_CHROMIUM names {}, which is not a file", path.display());
+        return Some(path);
+    }
+    let path = PathBuf::from("/usr/bin/chromium");
+    if path.is_file() {
         Some(path)
     } else {
-        eprintln!("skipped: no Chromium at {} (set HOOKGATE_TEST_CHROMIUM; .ci/run installs it)", path.display());
+        skip(
+            test,
+            "no Chromium: HOOKGATE_TEST_CHROMIUM is not set and /usr/bin/chromium is missing (.ci/run installs it)",
+        );
         None
     }
 }
@@ -44,7 +55,17 @@ async fn load_in_browser(browser: &PathBuf, url: &str) -> String {
         .arg(url)
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), run).await.expect("Chromium finishes").unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("Chromium finishes within 60 s")
+        .unwrap_or_else(|error| panic!("{} cannot be run: {error}", browser.display()));
+    assert!(
+        output.status.success(),
+        "{} failed ({}): {}",
+        browser.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -64,7 +85,7 @@ async fn events_of(gateway: &Gateway, name: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_browser_form_submission_is_stored_then_redirected() {
-    let Some(browser) = chromium() else { return };
+    let Some(browser) = chromium("browser::a_browser_form_submission_is_stored_then_redirected") else { return };
     // The site's origin is in the definition, and its form needs the hook URL: bind first.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let site = format!("http://{}", listener.local_addr().unwrap());
@@ -110,7 +131,9 @@ fn fetch_page(hook: &str) -> String {
 
 #[tokio::test]
 async fn a_cross_origin_fetch_from_an_allowed_origin_passes_preflight() {
-    let Some(browser) = chromium() else { return };
+    let Some(browser) = chromium("browser::a_cross_origin_fetch_from_an_allowed_origin_passes_preflight") else {
+        return;
+    };
     // The fetch page's origin must be the allowed one: bind first, then name it in the definition.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
@@ -129,7 +152,9 @@ async fn a_cross_origin_fetch_from_an_allowed_origin_passes_preflight() {
 
 #[tokio::test]
 async fn a_cross_origin_fetch_from_another_origin_is_refused_and_not_stored() {
-    let Some(browser) = chromium() else { return };
+    let Some(browser) = chromium("browser::a_cross_origin_fetch_from_another_origin_is_refused_and_not_stored") else {
+        return;
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let gateway = gateway_for(&origin).await;

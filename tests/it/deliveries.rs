@@ -1,8 +1,13 @@
 //! Deliveries to real receivers on loopback: fan-out and patterns, paused and resumed, retries
 //! on failure with the history of every attempt, 410 disabling a subscription, a manual retry,
 //! the outbox surviving a crash between commit and send, a graceful stop finishing what is in
-//! flight, and the SSRF check at send time. The
-//! receiver verifies signatures with the official Standard Webhooks library.
+//! flight, and the SSRF check at send time. Signatures are checked as a receiver would: by the
+//! suite's own Standard Webhooks verifier (`standard_webhooks`, written from the specification),
+//! and also by the official library when `HOOKGATE_TEST_PYTHON` is set (a strict run requires it).
+//!
+//! No test sleeps and then looks: each waits, with a deadline, for the history to say that no
+//! delivery is pending ([`settled`]), and checks that something was not sent only after a later
+//! delivery shows the worker got past it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -10,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::standard_webhooks;
 use crate::support::*;
 
 /// A webhook receiver on 127.0.0.1: records every request and answers with the next status of
@@ -102,26 +108,54 @@ async fn history(gateway: &Gateway, subscription: &Value, query: &str) -> Value 
     gateway.admin_json(&format!("/api/webhooks/{}/deliveries{query}", subscription["id"].as_str().unwrap())).await
 }
 
-/// Checks each delivery with the official Standard Webhooks library; skipped (said on stderr)
-/// when no Python with it is configured.
-fn verify_with_standardwebhooks(secret: &str, deliveries: &[Received]) -> Vec<String> {
-    let Some(python) = std::env::var_os("HOOKGATE_TEST_PYTHON") else {
-        eprintln!("skipped: HOOKGATE_TEST_PYTHON is not set, signatures not checked by the standardwebhooks library");
-        return vec!["ok".to_owned(); deliveries.len()];
+/// The subscription's history once none of its deliveries is pending (at most 20 s): each has
+/// been delivered or has failed, and its attempts are written. Nothing more is sent to it after
+/// that unless a delivery is retried or an event replayed.
+async fn settled(gateway: &Gateway, subscription: &Value) -> Value {
+    let what = format!("no pending delivery for {}", subscription["id"]);
+    eventually(Duration::from_secs(20), &what, || async {
+        history(gateway, subscription, "?status=pending").await["total"] == 0
+    })
+    .await;
+    history(gateway, subscription, "").await
+}
+
+/// Checks the signature of every delivery as a receiver holding its secret would, now: always
+/// with the suite's own verifier, and with the official Standard Webhooks library too when
+/// `HOOKGATE_TEST_PYTHON` names a Python that has it (else said on stderr; a strict run fails).
+#[track_caller]
+fn assert_signed(test: &str, signed: &[(&str, &[Received])]) {
+    let now = jiff::Timestamp::now().as_second();
+    for (secret, deliveries) in signed {
+        assert!(!deliveries.is_empty(), "{test}: no delivery to check");
+        for delivery in *deliveries {
+            let verdict = standard_webhooks::verify(secret, &delivery.headers, delivery.body.as_bytes(), now);
+            assert_eq!(verdict, Ok(()), "the suite's verifier refuses {delivery:?}");
+        }
+    }
+    let Some(python) = required_env(
+        &format!("the standardwebhooks library's check in {test}"),
+        "HOOKGATE_TEST_PYTHON",
+        "a Python with the standardwebhooks library, which .ci/run installs",
+    ) else {
+        return;
     };
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/verify_standardwebhooks.py");
-    let input = json!({"secret": secret, "deliveries": deliveries.iter().map(|d| json!({"headers": d.headers, "body": d.body})).collect::<Vec<_>>()});
-    let mut child = std::process::Command::new(python)
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "the verifier ran");
-    String::from_utf8(output.stdout).unwrap().lines().map(str::to_owned).collect()
+    for (secret, deliveries) in signed {
+        let input = json!({"secret": secret, "deliveries": deliveries.iter().map(|d| json!({"headers": d.headers, "body": d.body})).collect::<Vec<_>>()});
+        let mut child = std::process::Command::new(&python)
+            .arg(&script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("HOOKGATE_TEST_PYTHON={python} cannot be run: {error}"));
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "the standardwebhooks library's check ran with {python}");
+        let verdicts: Vec<&str> = std::str::from_utf8(&output.stdout).unwrap().lines().collect();
+        assert_eq!(verdicts, vec!["ok"; deliveries.len()], "the official library accepts the signatures");
+    }
 }
 
 #[tokio::test]
@@ -130,20 +164,30 @@ async fn an_event_reaches_every_matching_subscription_signed() {
     let (all, shop, stripe, resource) =
         tokio::join!(Receiver::start(&[]), Receiver::start(&[]), Receiver::start(&[]), Receiver::start(&[]));
     let everything = subscribe(&gateway, json!({"url": all.url, "events": ["*"]})).await;
-    subscribe(&gateway, json!({"url": shop.url, "events": ["kustomer.app.shop.*"], "headers": {"X-Team": "orders"}}))
-        .await;
-    subscribe(&gateway, json!({"url": stripe.url, "events": ["stripe.*"]})).await;
-    subscribe(&gateway, json!({"url": resource.url, "resource_id": "order-7", "filter": "$[?@.total > 100]"})).await;
+    let shop_orders = subscribe(
+        &gateway,
+        json!({"url": shop.url, "events": ["kustomer.app.shop.*"], "headers": {"X-Team": "orders"}}),
+    )
+    .await;
+    let stripe_only = subscribe(&gateway, json!({"url": stripe.url, "events": ["stripe.*"]})).await;
+    let one_order =
+        subscribe(&gateway, json!({"url": resource.url, "resource_id": "order-7", "filter": "$[?@.total > 100]"}))
+            .await;
 
     let id = post_order(&gateway, json!({"id": "order-7", "total": 250})).await;
     post_order(&gateway, json!({"id": "order-8", "total": 250})).await;
-    let delivered = all.wait_for(2).await;
-    shop.wait_for(2).await;
-    resource.wait_for(1).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Delivery rows are written with their event, before the 202: once none is pending, every
+    // request that will ever be sent for these events has been.
+    for subscription in [&everything, &shop_orders, &stripe_only, &one_order] {
+        settled(&gateway, subscription).await;
+    }
+    assert_eq!(history(&gateway, &stripe_only, "").await["total"], 0, "stripe.* matches no shop event");
     assert!(stripe.received().is_empty(), "stripe.* matches no shop event");
+    assert_eq!(history(&gateway, &one_order, "").await["total"], 1);
     assert_eq!(resource.received().len(), 1, "only the order about resource order-7 with total > 100");
 
+    let delivered = all.received();
+    assert_eq!(delivered.len(), 2);
     let first = delivered.iter().find(|d| d.headers["webhook-id"] == id).expect("the event's id is the message id");
     let body: Value = serde_json::from_str(&first.body).unwrap();
     assert_eq!(body["type"], ORDER_UPDATE);
@@ -151,8 +195,16 @@ async fn an_event_reaches_every_matching_subscription_signed() {
     assert_eq!(body["data"]["data"], json!({"id": "order-7", "total": 250}));
     assert_eq!(first.headers["content-type"], "application/json");
     assert_eq!(shop.received()[0].headers["x-team"], "orders");
-    let verdicts = verify_with_standardwebhooks(everything["secret"].as_str().unwrap(), &delivered);
-    assert_eq!(verdicts, ["ok", "ok"], "the official library accepts the signatures");
+    let test = "deliveries::an_event_reaches_every_matching_subscription_signed";
+    let (all_secret, shop_secret) = (everything["secret"].as_str().unwrap(), shop_orders["secret"].as_str().unwrap());
+    assert_signed(test, &[(all_secret, &delivered), (shop_secret, &shop.received())]);
+    let now = jiff::Timestamp::now().as_second();
+    let delivery = &delivered[0];
+    assert_eq!(
+        standard_webhooks::verify(shop_secret, &delivery.headers, delivery.body.as_bytes(), now),
+        Err(standard_webhooks::Invalid::NoMatchingSignature),
+        "each subscription has a secret of its own"
+    );
 
     let page = history(&gateway, &everything, "?status=delivered").await;
     assert_eq!(page["total"], 2);
@@ -168,16 +220,14 @@ async fn failures_are_retried_on_schedule_and_every_attempt_is_kept() {
     let receiver = Receiver::start(&[500, 503]).await;
     let subscription = subscribe(&gateway, json!({"url": receiver.url})).await;
     post_order(&gateway, json!({"n": 1})).await;
-    receiver.wait_for(3).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let page = history(&gateway, &subscription, "").await;
+    let page = settled(&gateway, &subscription).await;
+    assert_eq!(page["total"], 1, "{page}");
     let delivery = &page["data"][0];
-    assert_eq!(delivery["status"], "delivered");
+    assert_eq!(delivery["status"], "delivered", "{delivery}");
     let statuses: Vec<&Value> =
         delivery["attemptHistory"].as_array().unwrap().iter().map(|a| &a["statusCode"]).collect();
     assert_eq!(statuses, [&json!(500), &json!(503), &json!(200)]);
-    let pending = history(&gateway, &subscription, "?status=pending").await;
-    assert_eq!(pending["total"], 0);
+    assert_eq!(receiver.received().len(), 3, "one request per attempt, none after the delivery");
 }
 
 #[tokio::test]
@@ -186,11 +236,11 @@ async fn exhausted_retries_fail_and_a_manual_retry_sends_again() {
     let receiver = Receiver::start(&[500, 500, 500]).await;
     let subscription = subscribe(&gateway, json!({"url": receiver.url})).await;
     post_order(&gateway, json!({"n": 1})).await;
-    receiver.wait_for(3).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let failed = history(&gateway, &subscription, "?status=failed").await;
-    assert_eq!(failed["total"], 1, "{failed}");
-    let delivery_id = failed["data"][0]["id"].as_str().unwrap();
+    let page = settled(&gateway, &subscription).await;
+    assert_eq!(page["total"], 1, "{page}");
+    let failed = &page["data"][0];
+    assert_eq!((&failed["status"], &failed["attempts"]), (&json!("failed"), &json!(3)), "{failed}");
+    let delivery_id = failed["id"].as_str().unwrap();
 
     let retry = gateway
         .http
@@ -203,11 +253,12 @@ async fn exhausted_retries_fail_and_a_manual_retry_sends_again() {
         .await
         .unwrap();
     assert_eq!(retry.status(), 202);
-    receiver.wait_for(4).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let delivered = history(&gateway, &subscription, "?status=delivered").await;
-    assert_eq!(delivered["total"], 1);
-    assert_eq!(delivered["data"][0]["attemptHistory"].as_array().unwrap().len(), 4);
+    // The retry made it pending before its 202: settled again means the new attempt is written.
+    let page = settled(&gateway, &subscription).await;
+    let delivered = &page["data"][0];
+    assert_eq!((&delivered["id"], &delivered["status"]), (&json!(delivery_id), &json!("delivered")), "{page}");
+    assert_eq!(delivered["attemptHistory"].as_array().unwrap().len(), 4);
+    assert_eq!(receiver.received().len(), 4);
 }
 
 #[tokio::test]
@@ -216,23 +267,36 @@ async fn a_410_disables_the_subscription_with_the_reason() {
     let receiver = Receiver::start(&[410]).await;
     let subscription = subscribe(&gateway, json!({"url": receiver.url})).await;
     post_order(&gateway, json!({"n": 1})).await;
-    receiver.wait_for(1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The subscription is disabled before the attempt is written.
+    let page = settled(&gateway, &subscription).await;
+    assert_eq!(page["data"][0]["status"], "failed", "{page}");
     let shown = gateway.admin_json(&format!("/api/webhooks/{}", subscription["id"].as_str().unwrap())).await;
     assert_eq!(shown["status"], "disabled");
     assert_eq!(shown["disabledReason"], "the endpoint answered 410 Gone");
-    post_order(&gateway, json!({"n": 2})).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let witness = Receiver::start(&[]).await;
+    subscribe(&gateway, json!({"url": witness.url})).await;
+    let later = post_order(&gateway, json!({"n": 2})).await;
+    // The worker has handled the later event, and nothing is left pending for the disabled one.
+    assert_eq!(witness.wait_for(1).await[0].headers["webhook-id"], later);
+    settled(&gateway, &subscription).await;
     assert_eq!(receiver.received().len(), 1, "a disabled subscription gets nothing");
 }
 
 #[tokio::test]
 async fn paused_deliveries_wait_in_the_outbox_across_a_crash_and_go_out_on_resume() {
     let mut gateway = Gateway::start_with(open_targets()).await;
-    let receiver = Receiver::start(&[]).await;
+    let (receiver, witness) = tokio::join!(Receiver::start(&[]), Receiver::start(&[]));
     let subscription = subscribe(&gateway, json!({"url": receiver.url, "status": "paused"})).await;
+    subscribe(&gateway, json!({"url": witness.url})).await;
     let id = post_order(&gateway, json!({"n": 1})).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // An active subscription got the event: the worker has been past it.
+    assert_eq!(witness.wait_for(1).await[0].headers["webhook-id"], id);
+    let parked = history(&gateway, &subscription, "").await;
+    assert_eq!(parked["total"], 1, "{parked}");
+    let delivery = &parked["data"][0];
+    assert_eq!((&delivery["status"], &delivery["attempts"]), (&json!("pending"), &json!(0)), "{delivery}");
+    assert!(delivery["nextAttemptAt"].is_null(), "parked, with no due time: {delivery}");
     assert!(receiver.received().is_empty(), "paused: nothing is sent");
     // SIGKILL: whatever was committed is all there is.
     gateway.restart().await;
@@ -260,11 +324,14 @@ async fn a_private_target_is_refused_at_send_time_too() {
     options.env.retain(|(name, _)| name != "HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS");
     gateway.restart_with(options).await;
     post_order(&gateway, json!({"n": 1})).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every attempt is written after it was refused.
+    let page = settled(&gateway, &subscription).await;
+    let attempts = page["data"][0]["attemptHistory"].as_array().unwrap().clone();
+    assert!(!attempts.is_empty(), "{page}");
+    for attempt in &attempts {
+        assert!(attempt["error"].as_str().is_some_and(|error| error.contains("loopback")), "{attempt}");
+    }
     assert!(receiver.received().is_empty());
-    let page = history(&gateway, &subscription, "").await;
-    let error = page["data"][0]["attemptHistory"][0]["error"].as_str().unwrap().to_owned();
-    assert!(error.contains("loopback"), "{error}");
 }
 
 #[tokio::test]
@@ -324,7 +391,8 @@ async fn a_test_event_is_sent_now_marked_as_a_test() {
     assert_eq!(received.len(), 1, "sent before the reply");
     let body: Value = serde_json::from_str(&received[0].body).unwrap();
     assert_eq!((&body["test"], &body["type"]), (&json!(true), &json!(ORDER_UPDATE)));
-    assert_eq!(verify_with_standardwebhooks(subscription["secret"].as_str().unwrap(), &received), ["ok"]);
+    let test = "deliveries::a_test_event_is_sent_now_marked_as_a_test";
+    assert_signed(test, &[(subscription["secret"].as_str().unwrap(), &received)]);
     assert_eq!(history(&gateway, &subscription, "").await["total"], 0, "a test is not a delivery");
 }
 
@@ -340,12 +408,10 @@ async fn a_subscription_failing_for_too_long_is_disabled() {
     let subscription = subscribe(&gateway, json!({"url": receiver.url})).await;
     post_order(&gateway, json!({"n": 1})).await;
     let path = format!("/api/webhooks/{}", subscription["id"].as_str().unwrap());
-    for _ in 0..100 {
-        if gateway.admin_json(&path).await["status"] == "disabled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(10), "the subscription to be disabled", || async {
+        gateway.admin_json(&path).await["status"] == "disabled"
+    })
+    .await;
     let shown = gateway.admin_json(&path).await;
     assert_eq!(shown["status"], "disabled", "{shown}");
     assert!(shown["disabledReason"].as_str().unwrap().contains("has failed since"), "{shown}");
@@ -357,10 +423,9 @@ async fn a_request_that_times_out_is_retried() {
     let receiver = Receiver::start(&[HANG]).await;
     let subscription = subscribe(&gateway, json!({"url": receiver.url})).await;
     post_order(&gateway, json!({"n": 1})).await;
-    receiver.wait_for(2).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let delivery = &history(&gateway, &subscription, "").await["data"][0];
+    let delivery = &settled(&gateway, &subscription).await["data"][0];
     assert_eq!(delivery["status"], "delivered", "{delivery}");
+    assert_eq!(receiver.received().len(), 2);
     let first = &delivery["attemptHistory"][0];
     assert!(first["statusCode"].is_null() && first["error"].as_str().unwrap().contains("timed out"), "{first}");
 }
@@ -369,11 +434,11 @@ async fn a_request_that_times_out_is_retried() {
 async fn the_cli_replays_every_event_matching_a_filter() {
     let gateway = Gateway::start_with(open_targets()).await;
     let receiver = Receiver::start(&[]).await;
-    subscribe(&gateway, json!({"url": receiver.url})).await;
+    let subscription = subscribe(&gateway, json!({"url": receiver.url})).await;
     for n in 0..3 {
         post_order(&gateway, json!({"n": n})).await;
     }
-    receiver.wait_for(3).await;
+    settled(&gateway, &subscription).await;
     let database = gateway.database();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
@@ -387,11 +452,14 @@ async fn the_cli_replays_every_event_matching_a_filter() {
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{printed} {}", String::from_utf8_lossy(&output.stderr));
     assert!(printed.contains("replayed 3 events: 3 deliveries queued"), "{printed}");
-    let received = receiver.wait_for(6).await;
-    let mut ids: Vec<&str> = received.iter().map(|r| r.headers["webhook-id"].as_str()).collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 3, "the same three events, each delivered twice");
+    receiver.wait_for(6).await;
+    let page = settled(&gateway, &subscription).await;
+    assert_eq!(page["total"], 6, "{page}");
+    let mut times_sent = std::collections::BTreeMap::new();
+    for request in receiver.received() {
+        *times_sent.entry(request.headers["webhook-id"].clone()).or_insert(0) += 1;
+    }
+    assert_eq!(times_sent.values().collect::<Vec<_>>(), [&2, &2, &2], "three events, each sent twice: {times_sent:?}");
 }
 
 #[tokio::test]
@@ -408,8 +476,12 @@ async fn a_graceful_stop_lets_deliveries_in_flight_finish_and_records_them() {
     let page = history(&gateway, &subscription, "").await;
     assert_eq!(page["data"][0]["status"], "delivered", "the answer was waited for and recorded: {page}");
     assert_eq!(page["data"][0]["attempts"], 1);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(receiver.received().len(), 1, "so it is not sent again");
+    // A later event is delivered by the restarted worker: the first was not sent again before it.
+    let later = post_order(&gateway, json!({"id": "o-2"})).await;
+    assert_eq!(settled(&gateway, &subscription).await["total"], 2);
+    let received = receiver.received();
+    assert_eq!(received.len(), 2, "so it is not sent again");
+    assert_eq!(received[1].headers["webhook-id"], later);
 }
 
 #[tokio::test]
@@ -419,16 +491,50 @@ async fn a_graceful_stop_releases_what_it_claimed_but_did_not_send() {
         .env("HOOKGATE_DELIVERY_CONCURRENCY", "2")
         .env("HOOKGATE_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION", "2");
     let mut gateway = Gateway::start_with(two_at_a_time).await;
-    subscribe(&gateway, json!({"url": receiver.url, "events": [ORDER_UPDATE]})).await;
+    // Paused while the four events come in, so that all four are due together on resume.
+    let subscription =
+        subscribe(&gateway, json!({"url": receiver.url, "events": [ORDER_UPDATE], "status": "paused"})).await;
+    let mut ids = Vec::new();
     for n in 0..4 {
-        post_order(&gateway, json!({"id": n})).await;
+        ids.push(post_order(&gateway, json!({"id": n})).await);
     }
-    // Two in flight (held 3 s by the receiver); the worker has claimed the next two and waits.
+    let path = format!("/api/webhooks/{}", subscription["id"].as_str().unwrap());
+    let resumed = gateway
+        .http
+        .patch(gateway.url(&path))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"status": "active"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+
+    // Checked before the stop: two in flight (held 3 s by the receiver), and the worker has
+    // claimed the other two as well (a claim moves a delivery's due time out by its lease, 90 s
+    // here) and waits for a free slot.
     receiver.wait_for(2).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(Duration::from_secs(10), "all four deliveries claimed", || async {
+        let pending = history(&gateway, &subscription, "?status=pending").await;
+        let claimed = |delivery: &Value| {
+            delivery["nextAttemptAt"]
+                .as_str()
+                .and_then(|due| due.parse::<jiff::Timestamp>().ok())
+                .is_some_and(|due| due > jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30))
+        };
+        pending["total"] == 4 && pending["data"].as_array().unwrap().iter().all(claimed)
+    })
+    .await;
     assert!(gateway.stop().await);
+    assert_eq!(receiver.received().len(), 2, "the stop sent neither of the two waiting");
+
     gateway.restart().await;
-    // Due at once, not when their claims' lease (over a minute here) would have ended.
-    let received = receiver.wait_for(4).await;
-    assert_eq!(received.len(), 4, "each sent once");
+    // Due at once, not when their claims' lease would have ended.
+    receiver.wait_for(4).await;
+    let page = settled(&gateway, &subscription).await;
+    assert_eq!(page["total"], 4, "{page}");
+    assert!(page["data"].as_array().unwrap().iter().all(|d| d["status"] == "delivered"), "{page}");
+    let mut sent: Vec<String> = receiver.received().iter().map(|r| r.headers["webhook-id"].clone()).collect();
+    sent.sort();
+    ids.sort();
+    assert_eq!(sent, ids, "each sent once");
 }

@@ -3,12 +3,13 @@
 //! Python SDKs, Octokit for GitHub) is accepted by `POST /api/webhooks/{source}`, and the same
 //! headers on a tampered body are refused. The signing happens in `tests/interop/sign.py` and
 //! `tests/interop/sign.mjs`, which only call the libraries; hookgate's own code signs nothing
-//! here.
+//! here. [`run_signer`] also runs the standard-library signers of `independent_signers`.
 //!
-//! The runtimes are found through `HOOKGATE_TEST_PYTHON` (a Python with the libraries) and
-//! `HOOKGATE_TEST_NODE_MODULES` (a `node_modules` folder), which `.ci/run` sets. Without them a
-//! test falls back to `python3`, or has no Node libraries, and skips with a line on stderr when a
-//! runtime or a library is missing; with them set, a missing library fails the test.
+//! The libraries are found through `HOOKGATE_TEST_PYTHON` (a Python with the libraries) and
+//! `HOOKGATE_TEST_NODE_MODULES` (a `node_modules` folder), which `.ci/run` sets. A test whose
+//! variable is not set, whose runtime cannot be run or whose library is missing goes through
+//! [`skip`]: a line on stderr, or a failure naming what is missing under
+//! `HOOKGATE_TEST_STRICT=1`.
 
 use serde_json::{Value, json};
 use std::io::Write;
@@ -23,9 +24,6 @@ const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const TWILIO_AUTH_TOKEN: &str = "twilio-auth-token-0123456789abcdef";
 const HUBSPOT_SECRET: &str = "hubspot-client-secret-interop";
 const GITHUB_SECRET: &str = "It's a Secret to Everybody";
-
-/// The exit status the signing scripts use for "this library is not installed".
-const MISSING_LIBRARY: i32 = 3;
 
 fn platforms() -> Value {
     json!({"app": "interop", "version": "1", "hooks": [
@@ -66,39 +64,86 @@ async fn gateway() -> Gateway {
     .await
 }
 
-/// Where a platform's official library runs.
+/// A signing script and the runtime that runs it.
 #[derive(Clone, Copy, Debug)]
-enum Runtime {
-    Python,
-    Node,
+pub(crate) enum Signer {
+    /// `sign.py`: the platforms' official Python libraries, in `HOOKGATE_TEST_PYTHON`.
+    PythonLibraries,
+    /// `sign.mjs`: the platforms' official Node libraries, in `HOOKGATE_TEST_NODE_MODULES`.
+    NodeLibraries,
+    /// `sign_documented.py`: the platforms' documentation read with Python's standard library
+    /// only, run by `HOOKGATE_TEST_PYTHON` or else `python3`.
+    PythonStandardLibrary,
+    /// `sign_documented.mjs`: the platforms' documentation read with Node's built-in crypto.
+    NodeCrypto,
 }
 
-impl Runtime {
-    /// The command that runs this runtime's signing script, and whether the environment named it
-    /// (then a missing library is a broken setup, not a reason to skip).
-    fn command(self) -> Result<(Command, bool), String> {
+impl Signer {
+    /// The command that runs this signer's script, or why it cannot run here.
+    fn command(self, test: &str) -> Option<Command> {
         let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-        match self {
-            Runtime::Python => {
-                let configured = std::env::var_os("HOOKGATE_TEST_PYTHON");
-                let mut command = Command::new(configured.clone().unwrap_or_else(|| "python3".into()));
-                command.arg(scripts.join("sign.py"));
-                Ok((command, configured.is_some()))
+        let (program, script) = match self {
+            Signer::PythonLibraries => {
+                let python = required_env(test, "HOOKGATE_TEST_PYTHON", "a Python with the platforms' libraries")?;
+                (python, "sign.py")
             }
-            Runtime::Node => {
-                let modules = std::env::var_os("HOOKGATE_TEST_NODE_MODULES")
-                    .ok_or("HOOKGATE_TEST_NODE_MODULES is not set: no Node libraries")?;
+            Signer::NodeLibraries => {
+                let modules =
+                    required_env(test, "HOOKGATE_TEST_NODE_MODULES", "a node_modules folder with the libraries")?;
                 let mut command = Command::new("node");
                 command.arg(scripts.join("sign.mjs")).env("HOOKGATE_TEST_NODE_MODULES", modules);
-                Ok((command, true))
+                return Some(command);
             }
-        }
+            Signer::PythonStandardLibrary => {
+                let python = std::env::var("HOOKGATE_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+                (python, "sign_documented.py")
+            }
+            Signer::NodeCrypto => ("node".to_owned(), "sign_documented.mjs"),
+        };
+        let mut command = Command::new(program);
+        command.arg(scripts.join(script));
+        Some(command)
     }
+}
+
+/// The exit status the signing scripts use for "this library is not installed".
+const MISSING_LIBRARY: i32 = 3;
+
+/// The name of the running test: the harness names each test's thread after it.
+pub(crate) fn current_test() -> String {
+    std::thread::current().name().unwrap_or("this test").to_owned()
+}
+
+/// Runs `signer` with `request` as JSON on its stdin and returns the JSON it printed, or `None`
+/// after [`skip`] when the runtime or a library it needs is not on this machine.
+pub(crate) fn run_signer(signer: Signer, request: &Value) -> Option<Value> {
+    let test = current_test();
+    let mut command = signer.command(&test)?;
+    let child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) => {
+            skip(&test, &format!("{:?} cannot be run ({error}), needed for {signer:?}", command.get_program()));
+            return None;
+        }
+    };
+    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.code() == Some(MISSING_LIBRARY) {
+        skip(&test, stderr.trim());
+        return None;
+    }
+    assert!(output.status.success(), "{signer:?} failed ({}): {stderr}", output.status);
+    let printed = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!("{signer:?} printed no JSON ({error}): {}", String::from_utf8_lossy(&output.stdout))
+    });
+    Some(printed)
 }
 
 /// What the official library is asked to sign.
 struct Signing<'a> {
-    runtime: Runtime,
+    signer: Signer,
     /// The scheme as the signing script names it.
     scheme: &'a str,
     secret: &'a str,
@@ -106,40 +151,11 @@ struct Signing<'a> {
     body: &'a str,
 }
 
-/// The headers the library computed, or `None` (after a `skipped:` line on stderr) when the
-/// runtime or the library is not on this machine and the environment did not promise them.
+/// The headers the library computed, or `None` (after [`skip`]) when the runtime or the
+/// library is not on this machine.
 fn sign_with_library(signing: &Signing<'_>) -> Option<Vec<(String, String)>> {
-    let skip = |reason: String| {
-        eprintln!("skipped: {} signing with {:?}: {reason}", signing.scheme, signing.runtime);
-    };
-    let (mut command, configured) = match signing.runtime.command() {
-        Ok(found) => found,
-        Err(reason) => {
-            skip(reason);
-            return None;
-        }
-    };
-    let child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(error) if !configured => {
-            skip(format!("cannot run {:?}: {error}", command.get_program()));
-            return None;
-        }
-        Err(error) => panic!("cannot run {:?}, which the environment names: {error}", command.get_program()),
-    };
     let request = json!({"scheme": signing.scheme, "secret": signing.secret, "url": signing.url, "body": signing.body});
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.code() == Some(MISSING_LIBRARY) && !configured {
-        skip(stderr.trim().to_owned());
-        return None;
-    }
-    assert!(output.status.success(), "{:?} failed ({}): {stderr}", command.get_program(), output.status);
-    let printed: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!("the script printed no JSON ({error}): {}", String::from_utf8_lossy(&output.stdout))
-    });
+    let printed = run_signer(signing.signer, &request)?;
     let headers = printed["headers"].as_object().unwrap_or_else(|| panic!("no headers in {printed}"));
     Some(headers.iter().map(|(name, value)| (name.clone(), value.as_str().unwrap().to_owned())).collect())
 }
@@ -201,7 +217,13 @@ async fn stripe_accepts_what_the_stripe_library_signs() {
         "data": {"object": {"id": "pi_1", "amount": 2000, "currency": "eur"}}})
     .to_string();
     let delivery = Delivery {
-        signing: Signing { runtime: Runtime::Python, scheme: "stripe", secret: STRIPE_SECRET, url: &url, body: &body },
+        signing: Signing {
+            signer: Signer::PythonLibraries,
+            scheme: "stripe",
+            secret: STRIPE_SECRET,
+            url: &url,
+            body: &body,
+        },
         content_type: "application/json; charset=utf-8",
         other_headers: &[],
         tampered: &body.replace("2000", "2"),
@@ -220,7 +242,7 @@ async fn standard_webhooks_accepts_what_the_standardwebhooks_library_signs() {
         .to_string();
     let delivery = Delivery {
         signing: Signing {
-            runtime: Runtime::Python,
+            signer: Signer::PythonLibraries,
             scheme: "standard-webhooks",
             secret: STANDARD_WEBHOOKS_SECRET,
             url: &url,
@@ -245,7 +267,13 @@ async fn slack_accepts_what_the_slack_sdk_signs() {
         "channel": "C0LAN2Q65"}})
     .to_string();
     let delivery = Delivery {
-        signing: Signing { runtime: Runtime::Python, scheme: "slack", secret: SLACK_SECRET, url: &url, body: &body },
+        signing: Signing {
+            signer: Signer::PythonLibraries,
+            scheme: "slack",
+            secret: SLACK_SECRET,
+            url: &url,
+            body: &body,
+        },
         content_type: "application/json",
         other_headers: &[],
         tampered: &body.replace("river", "ocean"),
@@ -264,7 +292,13 @@ async fn twilio_accepts_what_the_twilio_request_validator_signs() {
                 &From=%2B15017122661&To=%2B15558675310&Body=Hello+%26+welcome%21&SmsStatus=delivered\
                 &MessageStatus=delivered&ApiVersion=2010-04-01";
     let delivery = Delivery {
-        signing: Signing { runtime: Runtime::Python, scheme: "twilio", secret: TWILIO_AUTH_TOKEN, url: &url, body },
+        signing: Signing {
+            signer: Signer::PythonLibraries,
+            scheme: "twilio",
+            secret: TWILIO_AUTH_TOKEN,
+            url: &url,
+            body,
+        },
         content_type: "application/x-www-form-urlencoded",
         other_headers: &[("i-twilio-idempotency-token", "7c9f4d2b-3e1a-4b8c-9d0e-1f2a3b4c5d6e")],
         tampered: &body.replace("SmsStatus=delivered", "SmsStatus=failed"),
@@ -283,7 +317,7 @@ async fn twilio_accepts_the_hmac_sha256_shared_key_signature() {
     let body = "MessageSid=SM1&SmsStatus=delivered&Body=Hi";
     let delivery = Delivery {
         signing: Signing {
-            runtime: Runtime::Python,
+            signer: Signer::PythonLibraries,
             scheme: "twilio-hmac-sha256",
             secret: TWILIO_AUTH_TOKEN,
             url: &url,
@@ -310,7 +344,7 @@ async fn hubspot_accepts(version: &str, scheme: &str) {
     ])
     .to_string();
     let delivery = Delivery {
-        signing: Signing { runtime: Runtime::Python, scheme, secret: HUBSPOT_SECRET, url: &url, body: &body },
+        signing: Signing { signer: Signer::PythonLibraries, scheme, secret: HUBSPOT_SECRET, url: &url, body: &body },
         content_type: "application/json",
         other_headers: &[],
         tampered: &body.replace("ada@example.com", "eve@example.com"),
@@ -345,7 +379,13 @@ async fn github_accepts_what_octokit_webhooks_methods_signs() {
         "repository": {"full_name": "octo-org/hookgate"}, "sender": {"login": "octocat"}})
     .to_string();
     let delivery = Delivery {
-        signing: Signing { runtime: Runtime::Node, scheme: "github", secret: GITHUB_SECRET, url: &url, body: &body },
+        signing: Signing {
+            signer: Signer::NodeLibraries,
+            scheme: "github",
+            secret: GITHUB_SECRET,
+            url: &url,
+            body: &body,
+        },
         content_type: "application/json",
         other_headers: &[
             ("x-github-event", "pull_request"),

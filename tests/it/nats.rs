@@ -1,20 +1,43 @@
 //! Publishing to NATS JetStream against the NATS server on loopback (`HOOKGATE_TEST_NATS_URL`,
-//! set by `.ci/run`; skipped, and said, without it): every committed event on
-//! `<prefix>.<event name>` with its id as the message id, and an outage that delays events but
-//! loses none. Each test uses a stream and subject prefix of its own.
+//! set by `.ci/run`): every committed event on `<prefix>.<event name>` with its id as the message
+//! id, and an outage that delays events but loses none. Without the variable the tests are
+//! skipped (`support::skip`; a strict run fails); with it, a server that does not answer there
+//! fails them at once. Each test uses a stream and subject prefix of its own.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_nats::jetstream;
 use serde_json::{Value, json};
 
 use crate::support::*;
 
-fn nats_url() -> Option<String> {
-    let url = std::env::var("HOOKGATE_TEST_NATS_URL").ok();
-    if url.is_none() {
-        eprintln!("skipped: HOOKGATE_TEST_NATS_URL is not set");
-    }
-    url
+/// The NATS server `test` runs against, once it has answered with JetStream enabled; `None`
+/// (skipped) when `HOOKGATE_TEST_NATS_URL` is not set.
+async fn nats_url(test: &str) -> Option<String> {
+    let url = required_env(test, "HOOKGATE_TEST_NATS_URL", "a NATS server with JetStream, which .ci/run starts")?;
+    let info =
+        tokio::time::timeout(Duration::from_secs(10), client(&url).await.request("$JS.API.INFO", bytes::Bytes::new()))
+            .await
+            .unwrap_or_else(|_| panic!("NATS at {url} (HOOKGATE_TEST_NATS_URL) did not answer within 10 s"))
+            .unwrap_or_else(|error| panic!("JetStream does not answer at {url} (HOOKGATE_TEST_NATS_URL): {error}"));
+    let info: Value = serde_json::from_slice(&info.payload).expect("JetStream answers JSON");
+    assert!(info.get("error").is_none(), "JetStream at {url} (HOOKGATE_TEST_NATS_URL) refuses: {info}");
+    Some(url)
+}
+
+/// A client of the server at `url`, failing the test within 10 s if it does not answer.
+async fn client(url: &str) -> async_nats::Client {
+    let connecting = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url);
+    tokio::time::timeout(Duration::from_secs(10), connecting)
+        .await
+        .unwrap_or_else(|_| panic!("NATS at {url} (HOOKGATE_TEST_NATS_URL) did not answer within 10 s"))
+        .unwrap_or_else(|error| panic!("NATS at {url} (HOOKGATE_TEST_NATS_URL) does not answer: {error}"))
+}
+
+async fn jetstream(url: &str) -> jetstream::Context {
+    jetstream::new(client(url).await)
 }
 
 /// A stream name and subject prefix no other test uses.
@@ -30,23 +53,27 @@ fn publishing(url: &str, stream: &str, prefix: &str) -> Options {
         .env("HOOKGATE_NATS_SUBJECT_PREFIX", prefix)
 }
 
-/// The stream's messages once it holds `count` (at most 20 s).
-async fn messages(url: &str, stream: &str, count: u64) -> Vec<async_nats::jetstream::message::StreamMessage> {
-    let client = async_nats::connect(url).await.unwrap();
-    let jetstream = async_nats::jetstream::new(client);
-    for _ in 0..200 {
-        if let Ok(mut handle) = jetstream.get_stream(stream).await
-            && handle.info().await.unwrap().state.messages >= count
-        {
-            let mut all = Vec::new();
-            for sequence in 1..=count {
-                all.push(handle.get_raw_message(sequence).await.unwrap());
-            }
-            return all;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// How many messages the stream holds; 0 while it does not exist.
+async fn stream_messages(jetstream: &jetstream::Context, stream: &str) -> u64 {
+    match jetstream.get_stream(stream).await {
+        Ok(mut handle) => handle.info().await.expect("the stream's info").state.messages,
+        Err(_) => 0,
     }
-    panic!("the stream {stream} never held {count} messages");
+}
+
+/// The stream's first `count` messages, once it holds them (at most 20 s).
+async fn messages(url: &str, stream: &str, count: u64) -> Vec<jetstream::message::StreamMessage> {
+    let jetstream = jetstream(url).await;
+    eventually(Duration::from_secs(20), &format!("{count} messages in the stream {stream}"), || async {
+        stream_messages(&jetstream, stream).await >= count
+    })
+    .await;
+    let handle = jetstream.get_stream(stream).await.unwrap();
+    let mut all = Vec::new();
+    for sequence in 1..=count {
+        all.push(handle.get_raw_message(sequence).await.unwrap());
+    }
+    all
 }
 
 async fn post(gateway: &Gateway, order: Value) -> String {
@@ -57,7 +84,9 @@ async fn post(gateway: &Gateway, order: Value) -> String {
 
 #[tokio::test]
 async fn every_committed_event_is_published_with_its_id_as_message_id() {
-    let Some(url) = nats_url() else { return };
+    let Some(url) = nats_url("nats::every_committed_event_is_published_with_its_id_as_message_id").await else {
+        return;
+    };
     let (stream, prefix) = unique();
     let gateway = Gateway::start_with(publishing(&url, &stream, &prefix)).await;
     let first = post(&gateway, json!({"n": 1})).await;
@@ -74,19 +103,21 @@ async fn every_committed_event_is_published_with_its_id_as_message_id() {
 
 #[tokio::test]
 async fn a_nats_outage_delays_events_but_loses_none() {
-    let Some(url) = nats_url() else { return };
+    let Some(url) = nats_url("nats::a_nats_outage_delays_events_but_loses_none").await else { return };
     let (stream, prefix) = unique();
-    // A port where NATS is not, yet: the gateway keeps trying.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let gateway = Gateway::start_with(publishing(&format!("nats://127.0.0.1:{port}"), &stream, &prefix)).await;
-    let ids = [post(&gateway, json!({"n": 1})).await, post(&gateway, json!({"n": 2})).await];
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    // NATS comes back: a proxy to the real server on that port.
+    // The gateway's NATS is a port of the test's own: while NATS is "down" it closes every
+    // connection at once (and counts them), once "up" it passes them to the real server.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (up, tries) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
     let upstream = url.trim_start_matches("nats://").to_owned();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let (proxy_up, proxy_tries) = (up.clone(), tries.clone());
     tokio::spawn(async move {
         while let Ok((mut inbound, _)) = listener.accept().await {
+            if !proxy_up.load(Ordering::SeqCst) {
+                proxy_tries.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
             let upstream = upstream.clone();
             tokio::spawn(async move {
                 let mut outbound = tokio::net::TcpStream::connect(upstream).await.unwrap();
@@ -94,6 +125,19 @@ async fn a_nats_outage_delays_events_but_loses_none() {
             });
         }
     });
+    let gateway = Gateway::start_with(publishing(&format!("nats://127.0.0.1:{port}"), &stream, &prefix)).await;
+    let ids = [post(&gateway, json!({"n": 1})).await, post(&gateway, json!({"n": 2})).await];
+
+    // The outage, checked: a try after both events were committed found no NATS, and nothing of
+    // them reached the real server.
+    let tries_before = tries.load(Ordering::SeqCst);
+    eventually(Duration::from_secs(20), "the gateway to try NATS again during the outage", || async {
+        tries.load(Ordering::SeqCst) > tries_before
+    })
+    .await;
+    assert_eq!(stream_messages(&jetstream(&url).await, &stream).await, 0, "nothing is published during the outage");
+
+    up.store(true, Ordering::SeqCst);
     let published = messages(&url, &stream, 2).await;
     let published_ids: Vec<String> = published
         .iter()
