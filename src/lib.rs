@@ -80,14 +80,14 @@ pub fn catalog_settings(config: &Config) -> definitions::catalog::CatalogSetting
 }
 
 /// The SMTP listener's settings, with the TLS certificate loaded when one is configured.
-pub fn smtp_settings(config: &Config) -> Result<email::smtp::SmtpSettings, config::ConfigError> {
+pub fn smtp_settings(config: &Config) -> Result<ingress::smtp::SmtpSettings, config::ConfigError> {
     let tls = match (&config.smtp_tls_certificate, &config.smtp_tls_key) {
         (Some(certificate), Some(key)) => {
-            Some(email::smtp::tls_acceptor(certificate, key).map_err(config::ConfigError::Invalid)?)
+            Some(ingress::smtp::tls_acceptor(certificate, key).map_err(config::ConfigError::Invalid)?)
         }
         _ => None,
     };
-    Ok(email::smtp::SmtpSettings {
+    Ok(ingress::smtp::SmtpSettings {
         domain: config.mail_domain.to_ascii_lowercase(),
         max_message_bytes: config.smtp_max_message_bytes as usize,
         command_timeout: std::time::Duration::from_secs(config.smtp_command_timeout_secs),
@@ -111,7 +111,7 @@ pub fn delivery_policy(config: &Config) -> subscriptions::TargetPolicy {
 pub struct Listeners {
     pub http: TcpListener,
     /// The SMTP listener for email hooks.
-    pub smtp: Option<(TcpListener, email::smtp::SmtpSettings)>,
+    pub smtp: Option<(TcpListener, ingress::smtp::SmtpSettings)>,
 }
 
 /// Why the gateway could not start.
@@ -251,7 +251,7 @@ impl Gateway {
             .clone()
             .map(|url| tokio::spawn(deliver::nats::run(state.clone(), url, stopped(stop_rx.clone()))));
         let smtp = listeners.smtp.map(|(listener, settings)| {
-            tokio::spawn(email::smtp::serve(listener, state.clone(), Arc::new(settings), stopped(stop_rx.clone())))
+            tokio::spawn(ingress::smtp::serve(listener, state.clone(), Arc::new(settings), stopped(stop_rx.clone())))
         });
         tokio::spawn(async move {
             shutdown.await;

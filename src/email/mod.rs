@@ -1,7 +1,6 @@
 //! Email hooks: mail that arrives at a hook's address becomes events.
 //!
 //! - `extract` reads a message (pure) and finds its JSON-LD, JSON and JSON attachments.
-//! - `smtp` is the SMTP listener: the session loop over smtp-proto's parser, STARTTLS, limits.
 //! - This module decides, for one message and one hook, which of the found values count (the
 //!   hook's key, its sender allowlist) and builds the events, or says why the message is refused.
 //!
@@ -11,7 +10,6 @@
 //! attribute of a JSON-LD script block.
 
 pub mod extract;
-pub mod smtp;
 
 use bytes::Bytes;
 use jiff::Timestamp;

@@ -10,6 +10,7 @@ pub mod hooks;
 mod mail;
 pub mod payload;
 pub mod rejections;
+pub mod smtp;
 pub mod sources;
 
 use axum::Router;
