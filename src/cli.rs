@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use hookgate::api::AdminToken;
 use hookgate::config::{Config, Overrides};
 use hookgate::definitions::catalog::{CatalogManager, ReloadError};
 use hookgate::definitions::{Severity, ValidationOptions, read_folder, validate};
@@ -17,7 +18,7 @@ use hookgate::pipeline::Replay;
 use hookgate::secrets::SecretSource;
 use hookgate::store::KeyPurpose;
 use hookgate::store::{EventQuery, Store};
-use hookgate::{AdminToken, Gateway, Listeners};
+use hookgate::{Gateway, Listeners};
 
 #[derive(Debug, Parser)]
 #[command(name = "hookgate", version, about = "An inbound webhook gateway")]

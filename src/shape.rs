@@ -3,8 +3,8 @@
 //! kept in quarantine (stored, flagged, not triggered), as the hook says. The schema and paths
 //! are compiled once, when the definition loads. Pure: no I/O.
 
-use serde_json::{Map, Value};
 use crate::jsonpath::JsonPath;
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// What to do with a payload that does not fit the shape.

@@ -11,8 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::{Access, ApiError};
-use crate::AppState;
+use super::{Access, ApiError, ApiState};
 use crate::pipeline::{Replay, ReplayError};
 use crate::store::EventQuery;
 
@@ -63,7 +62,7 @@ impl ListParameters {
 }
 
 pub async fn list(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     parameters: Result<Query<ListParameters>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -79,7 +78,7 @@ pub async fn list(
 }
 
 /// The event `id`, if it exists and is within the caller's reach.
-async fn find(state: &AppState, access: &Access, id: &str) -> Result<crate::event::Event, ApiError> {
+async fn find(state: &ApiState, access: &Access, id: &str) -> Result<crate::event::Event, ApiError> {
     state
         .store
         .event(id)
@@ -89,7 +88,7 @@ async fn find(state: &AppState, access: &Access, id: &str) -> Result<crate::even
 }
 
 pub async fn show(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -99,7 +98,7 @@ pub async fn show(
 
 /// The exact bytes the event was made from, with their original content type.
 pub async fn raw(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -120,7 +119,7 @@ pub async fn raw(
 /// `POST /api/events/{id}/replay` with an optional `{"subscription_id": "sub_…"}`: new
 /// deliveries of a stored event to every subscription it matches now, or to that one (202).
 pub async fn replay(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
     body: axum::body::Bytes,

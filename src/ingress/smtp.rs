@@ -21,8 +21,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use crate::AppState;
+use super::IngressState;
 use crate::email::{Envelope, Refusal, parse_recipient, refusal_label};
 use crate::pipeline::mail::{MailRecipient, MessageError};
 
@@ -66,7 +67,7 @@ pub fn tls_acceptor(certificate: &std::path::Path, key: &std::path::Path) -> Res
 /// Accepts SMTP connections until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<AppState>,
+    state: Arc<IngressState>,
     settings: Arc<SmtpSettings>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -95,10 +96,14 @@ pub async fn serve(
         };
         let state = state.clone();
         let settings = settings.clone();
-        tokio::spawn(async move {
-            run_session(stream, peer, &state, &settings).await;
-            drop(permit);
-        });
+        let span = tracing::info_span!("smtp_session", %peer);
+        tokio::spawn(
+            async move {
+                run_session(stream, peer, &state, &settings).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -154,7 +159,7 @@ impl AsyncWrite for Connection {
     }
 }
 
-async fn run_session(stream: TcpStream, peer: SocketAddr, state: &AppState, settings: &SmtpSettings) {
+async fn run_session(stream: TcpStream, peer: SocketAddr, state: &IngressState, settings: &SmtpSettings) {
     let deadline = Instant::now() + settings.session_timeout;
     let mut connection = Connection::Plain(stream);
     let mut session = Session::new(state, settings, peer);
@@ -220,7 +225,7 @@ struct Transaction {
 }
 
 struct Session<'a> {
-    state: &'a AppState,
+    state: &'a IngressState,
     settings: &'a SmtpSettings,
     peer: SocketAddr,
     tls: bool,
@@ -236,7 +241,7 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn new(state: &'a AppState, settings: &'a SmtpSettings, peer: SocketAddr) -> Session<'a> {
+    fn new(state: &'a IngressState, settings: &'a SmtpSettings, peer: SocketAddr) -> Session<'a> {
         Session {
             state,
             settings,
