@@ -96,9 +96,87 @@ pub struct MailSource {
     pub facts: MailFacts,
     /// Where in the message the data was found: `jsonLd`, `text` or `attachment`.
     pub found_in: Vec<String>,
+    /// What looked like data but became no value, and why: at most 16, in message order.
+    #[serde(default)]
+    pub skipped: Vec<MailSkipped>,
+    /// How many more were skipped than `skipped` lists.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_not_listed: usize,
     /// DKIM and SPF results, when hookgate checks them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<MailAuthentication>,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
+}
+
+/// Something in a message that looked like data but became no value: what and where it is, and
+/// why it was left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MailSkipped {
+    pub kind: SkippedKind,
+    #[serde(flatten)]
+    pub place: MailPlace,
+    pub reason: SkipReason,
+    /// The parser's own words, when a parser refused it (for JSON, the line and column within
+    /// the block).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What kind of thing was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SkippedKind {
+    /// A `<script type="application/ld+json">` block.
+    JsonLd,
+    /// JSON in a plain-text part.
+    Text,
+    /// An attachment that is JSON by its type or name.
+    Attachment,
+    /// An HTML part as a whole.
+    Html,
+    /// A forwarded message (`message/rfc822`).
+    ForwardedMessage,
+}
+
+/// Why it was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SkipReason {
+    /// It does not parse as JSON.
+    NotJson,
+    /// It is JSON, but holds no object or array (a JSON-LD block: no node).
+    NoObject,
+    /// It could not be read to its end.
+    Unreadable,
+    /// The hook requires a key, and neither the address nor this block's `data-key` carries it.
+    KeyMissing,
+    /// It is forwarded more deeply than hookgate searches.
+    NestedTooDeep,
+    /// So many attempts to read JSON in it failed that the rest of it was not searched.
+    TooManyFailedAttempts,
+}
+
+/// Where in a message something is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MailPlace {
+    /// The MIME part, numbered as IMAP numbers parts (RFC 3501): `1` is a single-part message's
+    /// body, `1.2` the second part inside the first; a forwarded message's parts are numbered
+    /// under its own (`2.1`).
+    pub part: String,
+    /// The part's media type, e.g. `text/html`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// A JSON-LD block's position among the JSON-LD blocks of its part, from 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<usize>,
+    /// An attachment's file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// What DKIM and SPF said about a message.

@@ -267,3 +267,7 @@ mod tests {
         assert!(Template::parse("{$.id|}").unwrap_err().contains("unknown placeholder {}"));
     }
 }
+
+#[cfg(test)]
+#[path = "template_properties.rs"]
+mod properties;

@@ -3,16 +3,22 @@
 //! the message including forwarded ones. Also the message's own facts (from, to, subject,
 //! message id, date, attachments) for the event's `source`.
 //!
+//! What looks like data but does not become a value (a JSON-LD block that does not parse, a
+//! `.json` attachment that is not JSON, a forwarded message nested too deep) is never dropped
+//! silently: each is recorded as a [`MailSkipped`], with its MIME part, its block and the
+//! parser's error, and the event keeps the list (`source.mail.skipped`).
+//!
 //! Pure: bytes in, values out. MIME (nested multiparts, quoted-printable, base64, charsets) is
 //! mail-parser's; HTML is read by lol_html, streaming, and only when the part mentions
 //! `ld+json` at all.
 
-use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::cell::RefCell;
 
-use crate::event::{MailAttachment, MailFacts};
+use crate::event::{MailAttachment, MailFacts, MailPlace, MailSkipped, SkipReason, SkippedKind};
 
 /// Which JSON written in plain-text parts counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +48,8 @@ pub enum Origin {
 pub struct Found {
     pub value: Value,
     pub origin: Origin,
+    /// Its part (and block, or attachment name): where to say it was, should a hook leave it out.
+    pub place: MailPlace,
 }
 
 /// Everything extracted from one message.
@@ -49,9 +57,67 @@ pub struct Found {
 pub struct Extracted {
     pub found: Vec<Found>,
     pub facts: MailFacts,
-    /// Blocks and attachments that looked like data but did not parse, with the reason; they
-    /// explain a refusal when nothing else was found.
-    pub problems: Vec<String>,
+    /// What looked like data but became no value, and why: kept with the events, and the
+    /// explanation of a refusal when nothing was found.
+    pub skipped: Skips,
+}
+
+/// How many skipped things an event lists; more are only counted, so that a message of many
+/// broken blocks cannot make its events large.
+pub const MAX_SKIPPED_LISTED: usize = 16;
+
+/// Skipped things, listed up to [`MAX_SKIPPED_LISTED`] and counted beyond.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Skips {
+    pub listed: Vec<MailSkipped>,
+    pub not_listed: usize,
+}
+
+impl Skips {
+    pub fn push(&mut self, skipped: MailSkipped) {
+        if self.listed.len() < MAX_SKIPPED_LISTED {
+            self.listed.push(skipped);
+        } else {
+            self.not_listed += 1;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.listed.is_empty() && self.not_listed == 0
+    }
+
+    /// One sentence for each listed, and how many more there were.
+    pub fn describe(&self) -> Vec<String> {
+        let mut sentences: Vec<String> = self.listed.iter().map(describe).collect();
+        if self.not_listed > 0 {
+            sentences.push(format!("{} more skipped", self.not_listed));
+        }
+        sentences
+    }
+}
+
+/// A skipped thing as a sentence: `JSON-LD block 3 of part 1 is not JSON: EOF while parsing...`.
+pub fn describe(skipped: &MailSkipped) -> String {
+    let MailPlace { part, block, name, .. } = &skipped.place;
+    let what = match skipped.kind {
+        SkippedKind::JsonLd => format!("JSON-LD block {} of part {part}", block.unwrap_or_default()),
+        SkippedKind::Text => format!("the plain text of part {part}"),
+        SkippedKind::Attachment => format!("attachment {:?} (part {part})", name.as_deref().unwrap_or("unnamed")),
+        SkippedKind::Html => format!("the HTML of part {part}"),
+        SkippedKind::ForwardedMessage => format!("the message forwarded in part {part}"),
+    };
+    let why = match skipped.reason {
+        SkipReason::NotJson => "is not JSON",
+        SkipReason::NoObject => "holds no JSON object or array",
+        SkipReason::Unreadable => "could not be read",
+        SkipReason::KeyMissing => "does not carry the hook's key",
+        SkipReason::NestedTooDeep => "is nested too deep to be searched",
+        SkipReason::TooManyFailedAttempts => "was not searched to its end",
+    };
+    match &skipped.error {
+        Some(error) => format!("{what} {why}: {error}"),
+        None => format!("{what} {why}"),
+    }
 }
 
 /// Why a message could not be read at all.
@@ -75,7 +141,7 @@ pub fn extract(raw: &[u8], text_json: TextJson) -> Result<Extracted, ExtractErro
         return Err(ExtractError::NotAMessage);
     }
     let mut extracted = Extracted { facts: facts(&message), ..Extracted::default() };
-    walk(&message, text_json, 0, &mut extracted);
+    walk(&message, text_json, 0, "", &mut extracted);
     // The same value sent twice in one message (a JSON-LD block repeated in the text
     // alternative, say) is one value.
     let mut unique: Vec<Found> = Vec::with_capacity(extracted.found.len());
@@ -102,66 +168,152 @@ fn facts(message: &Message<'_>) -> MailFacts {
     }
 }
 
-fn walk(message: &Message<'_>, text_json: TextJson, depth: usize, extracted: &mut Extracted) {
+/// Extracts from `message`, a forwarded one at `depth` (0: the message itself) whose parts are
+/// numbered under `prefix` (empty for the message itself).
+fn walk(message: &Message<'_>, text_json: TextJson, depth: usize, prefix: &str, extracted: &mut Extracted) {
+    let numbers = part_numbers(message, prefix);
+    let place_of = |id: u32, part: &MessagePart<'_>| MailPlace {
+        part: numbers.get(id as usize).cloned().unwrap_or_default(),
+        content_type: media_type(part),
+        block: None,
+        name: None,
+    };
     for &id in &message.html_body {
-        if let Some(PartType::Html(html)) = message.part(id).map(|part| &part.body) {
-            json_ld_blocks(html, extracted);
+        if let Some(part) = message.part(id)
+            && let PartType::Html(html) = &part.body
+        {
+            json_ld_blocks(html, place_of(id, part), extracted);
         }
     }
     if text_json != TextJson::None {
         for &id in &message.text_body {
-            if let Some(PartType::Text(text)) = message.part(id).map(|part| &part.body) {
-                json_in_text(text, text_json, extracted);
+            if let Some(part) = message.part(id)
+                && let PartType::Text(text) = &part.body
+            {
+                json_in_text(text, text_json, place_of(id, part), extracted);
             }
         }
     }
     for &id in &message.attachments {
         let Some(part) = message.part(id) else { continue };
-        if let PartType::Message(forwarded) = &part.body {
-            if depth < MAX_MESSAGE_DEPTH {
-                walk(forwarded, text_json, depth + 1, extracted);
-            }
-            continue;
-        }
         let contents = part.contents();
         let name = part.attachment_name().map(str::to_owned);
-        let content_type = part
-            .content_type()
-            .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default()).to_ascii_lowercase());
+        let place = MailPlace { name: name.clone(), ..place_of(id, part) };
         if depth == 0 {
+            // A forwarded message is an attachment too: described like any other.
             extracted.facts.attachments.push(MailAttachment {
                 name: name.clone(),
-                content_type: content_type.clone(),
+                content_type: place.content_type.clone(),
                 size: contents.len(),
                 sha256: hex::encode(Sha256::digest(contents)),
             });
         }
+        if let PartType::Message(forwarded) = &part.body {
+            if depth < MAX_MESSAGE_DEPTH {
+                walk(forwarded, text_json, depth + 1, &place.part, extracted);
+            } else {
+                extracted.skipped.push(MailSkipped {
+                    kind: SkippedKind::ForwardedMessage,
+                    place,
+                    reason: SkipReason::NestedTooDeep,
+                    error: Some(format!("forwarded messages are searched {MAX_MESSAGE_DEPTH} deep")),
+                });
+            }
+            continue;
+        }
+        let content_type = place.content_type.as_deref();
         let lower_name = name.as_deref().map(str::to_ascii_lowercase).unwrap_or_default();
-        let is_json_ld = content_type.as_deref() == Some("application/ld+json") || lower_name.ends_with(".jsonld");
-        let is_json =
-            is_json_ld || content_type.as_deref() == Some("application/json") || lower_name.ends_with(".json");
+        let is_json_ld = content_type == Some("application/ld+json") || lower_name.ends_with(".jsonld");
+        let is_json = is_json_ld || content_type == Some("application/json") || lower_name.ends_with(".json");
         if !is_json {
             continue;
         }
-        let text = String::from_utf8_lossy(contents);
-        let label = name.clone().unwrap_or_else(|| "unnamed".into());
+        let text = attachment_text(part, contents);
+        let skip = |reason, error| MailSkipped { kind: SkippedKind::Attachment, place: place.clone(), reason, error };
         match serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}').trim()) {
             Ok(value) if is_json_ld => {
-                for item in json_ld_items(value) {
-                    extracted.found.push(Found { value: item, origin: Origin::Attachment { name: name.clone() } });
+                let items = json_ld_items(value);
+                if items.is_empty() {
+                    extracted.skipped.push(skip(SkipReason::NoObject, None));
+                }
+                for item in items {
+                    extracted.found.push(Found {
+                        value: item,
+                        origin: Origin::Attachment { name: name.clone() },
+                        place: place.clone(),
+                    });
                 }
             }
             Ok(value) if value.is_object() || value.is_array() => {
-                extracted.found.push(Found { value, origin: Origin::Attachment { name } })
+                extracted.found.push(Found { value, origin: Origin::Attachment { name }, place })
             }
-            Ok(_) => extracted.problems.push(format!("attachment {label:?} holds no JSON object or array")),
-            Err(error) => extracted.problems.push(format!("attachment {label:?} is not JSON: {error}")),
+            Ok(_) => extracted.skipped.push(skip(SkipReason::NoObject, None)),
+            Err(error) => extracted.skipped.push(skip(SkipReason::NotJson, Some(error.to_string()))),
         }
     }
 }
 
+/// An attachment's contents as text: in the charset its `Content-Type` declares (mail-parser
+/// decodes only `text/*` parts; an `application/json` part arrives as bytes), else as UTF-8.
+fn attachment_text<'a>(part: &MessagePart<'_>, contents: &'a [u8]) -> Cow<'a, str> {
+    let declared = part
+        .content_type()
+        .and_then(|content_type| content_type.attribute("charset"))
+        .and_then(|charset| mail_parser::decoders::charsets::map::charset_decoder(charset.as_bytes()));
+    match (&part.body, declared) {
+        (PartType::Binary(_) | PartType::InlineBinary(_), Some(decode)) => Cow::Owned(decode(contents)),
+        _ => String::from_utf8_lossy(contents),
+    }
+}
+
+/// Each part's number as IMAP numbers parts (RFC 3501, section 6.4.5), under `prefix` (a
+/// forwarded message's own number, or empty), indexed by part id: a single-part message's body
+/// is `1`; a multipart's children are `1`, `2`, ..., theirs `2.1`, `2.2`, ... A multipart
+/// message's root gets the prefix itself. Iterative, so no nesting can exhaust the stack.
+fn part_numbers(message: &Message<'_>, prefix: &str) -> Vec<String> {
+    let under = |number: &str, index: usize| {
+        if number.is_empty() { (index + 1).to_string() } else { format!("{number}.{}", index + 1) }
+    };
+    let mut numbers = vec![String::new(); message.parts.len()];
+    match message.parts.first().map(|part| &part.body) {
+        Some(PartType::Multipart(_)) => numbers[0] = prefix.to_owned(),
+        Some(_) => {
+            numbers[0] = under(prefix, 0);
+            return numbers;
+        }
+        None => return numbers,
+    }
+    let mut visited = vec![false; message.parts.len()];
+    let mut pending = vec![0_usize];
+    while let Some(id) = pending.pop() {
+        if std::mem::replace(&mut visited[id], true) {
+            continue;
+        }
+        let Some(PartType::Multipart(children)) = message.parts.get(id).map(|part| &part.body) else { continue };
+        for (index, &child) in children.iter().enumerate() {
+            let child = child as usize;
+            if child < numbers.len() && !visited[child] {
+                numbers[child] = under(&numbers[id], index);
+                pending.push(child);
+            }
+        }
+    }
+    numbers
+}
+
+/// A part's media type in lower case (`text/html`), when it declares one.
+fn media_type(part: &MessagePart<'_>) -> Option<String> {
+    part.content_type().map(|content_type| {
+        match content_type.subtype() {
+            Some(subtype) => format!("{}/{subtype}", content_type.ctype()),
+            None => content_type.ctype().to_owned(),
+        }
+        .to_ascii_lowercase()
+    })
+}
+
 /// Every `<script type="application/ld+json">` block of an HTML document, parsed.
-fn json_ld_blocks(html: &str, extracted: &mut Extracted) {
+fn json_ld_blocks(html: &str, place: MailPlace, extracted: &mut Extracted) {
     if !mentions_ld_json(html.as_bytes()) {
         return;
     }
@@ -196,16 +348,31 @@ fn json_ld_blocks(html: &str, extracted: &mut Extracted) {
     let mut rewriter = lol_html::HtmlRewriter::new(settings, |_: &[u8]| {});
     let result = rewriter.write(html.as_bytes()).and_then(|()| rewriter.end());
     if let Err(error) = result {
-        extracted.problems.push(format!("the HTML could not be read: {error}"));
+        extracted.skipped.push(MailSkipped {
+            kind: SkippedKind::Html,
+            place: place.clone(),
+            reason: SkipReason::Unreadable,
+            error: Some(error.to_string()),
+        });
     }
     for (index, block) in blocks.into_inner().into_iter().enumerate() {
+        let place = MailPlace { block: Some(index + 1), ..place.clone() };
+        let skip = |reason, error| MailSkipped { kind: SkippedKind::JsonLd, place: place.clone(), reason, error };
         match parse_json_ld_text(&block.text) {
             Ok(value) => {
-                for item in json_ld_items(value) {
-                    extracted.found.push(Found { value: item, origin: Origin::JsonLd { key: block.key.clone() } });
+                let items = json_ld_items(value);
+                if items.is_empty() {
+                    extracted.skipped.push(skip(SkipReason::NoObject, None));
+                }
+                for item in items {
+                    extracted.found.push(Found {
+                        value: item,
+                        origin: Origin::JsonLd { key: block.key.clone() },
+                        place: place.clone(),
+                    });
                 }
             }
-            Err(error) => extracted.problems.push(format!("JSON-LD block {} is not JSON: {error}", index + 1)),
+            Err(error) => extracted.skipped.push(skip(SkipReason::NotJson, Some(error.to_string()))),
         }
     }
 }
@@ -267,7 +434,7 @@ fn json_ld_items(value: Value) -> Vec<Value> {
 }
 
 /// JSON objects and arrays written in plain text, scanned from each `{` or `[`.
-fn json_in_text(text: &str, mode: TextJson, extracted: &mut Extracted) {
+fn json_in_text(text: &str, mode: TextJson, place: MailPlace, extracted: &mut Extracted) {
     let bytes = text.as_bytes();
     let mut at = 0;
     let mut failures = 0;
@@ -277,7 +444,7 @@ fn json_in_text(text: &str, mode: TextJson, extracted: &mut Extracted) {
         match values.next() {
             Some(Ok(value)) if value.is_object() || value.is_array() && !is_trivial(&value) => {
                 at = start + values.byte_offset();
-                extracted.found.push(Found { value, origin: Origin::Text });
+                extracted.found.push(Found { value, origin: Origin::Text, place: place.clone() });
                 if mode == TextJson::First {
                     return;
                 }
@@ -286,6 +453,17 @@ fn json_in_text(text: &str, mode: TextJson, extracted: &mut Extracted) {
                 at = start + 1;
                 failures += 1;
                 if failures >= FAILED_TEXT_ATTEMPTS_PER_PART {
+                    // Say so only when the rest could still have held JSON.
+                    if memchr::memchr2(b'{', b'[', &bytes[at..]).is_some() {
+                        extracted.skipped.push(MailSkipped {
+                            kind: SkippedKind::Text,
+                            place,
+                            reason: SkipReason::TooManyFailedAttempts,
+                            error: Some(format!(
+                                "{failures} attempts to read JSON failed; the text from byte {at} on was not searched"
+                            )),
+                        });
+                    }
                     return;
                 }
             }
@@ -360,12 +538,158 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_block_is_a_problem_not_a_value() {
+    fn a_broken_block_is_skipped_with_its_place_and_the_parse_error() {
         let html = r#"<script type="application/ld+json">{"@type": "Order",</script>"#;
         let extracted = extract(&message("text/html", html), TextJson::First).unwrap();
         assert!(extracted.found.is_empty());
-        assert_eq!(extracted.problems.len(), 1);
-        assert!(extracted.problems[0].starts_with("JSON-LD block 1 is not JSON"), "{:?}", extracted.problems);
+        assert_eq!(
+            extracted.skipped.listed,
+            vec![MailSkipped {
+                kind: SkippedKind::JsonLd,
+                place: MailPlace {
+                    part: "1".into(),
+                    content_type: Some("text/html".into()),
+                    block: Some(1),
+                    name: None
+                },
+                reason: SkipReason::NotJson,
+                error: Some("EOF while parsing a value at line 1 column 18".into()),
+            }]
+        );
+        assert_eq!(
+            extracted.skipped.describe(),
+            vec!["JSON-LD block 1 of part 1 is not JSON: EOF while parsing a value at line 1 column 18"]
+        );
+    }
+
+    fn skip(kind: SkippedKind, place: (&str, &str, Option<usize>, Option<&str>), reason: SkipReason) -> MailSkipped {
+        let (part, content_type, block, name) = place;
+        MailSkipped {
+            kind,
+            place: MailPlace {
+                part: part.into(),
+                content_type: Some(content_type.into()),
+                block,
+                name: name.map(Into::into),
+            },
+            reason,
+            error: None,
+        }
+    }
+
+    /// `skipped` without the parsers' words, which the tests that need them check apart.
+    fn without_errors(extracted: &Extracted) -> Vec<MailSkipped> {
+        extracted.skipped.listed.iter().cloned().map(|skipped| MailSkipped { error: None, ..skipped }).collect()
+    }
+
+    #[test]
+    fn skipped_things_are_placed_by_imap_part_number_forwarded_messages_included() {
+        let forwarded = "From: t@conf.example\r\nSubject: ticket\r\nContent-Type: text/html\r\n\r\n\
+            <script type=\"application/ld+json\">[1, \"two\"]</script>\r\n";
+        let body = format!(
+            "--o\r\nContent-Type: multipart/alternative; boundary=a\r\n\r\n\
+             --a\r\nContent-Type: text/plain\r\n\r\nhello\r\n\
+             --a\r\nContent-Type: text/html\r\n\r\n<script type=\"application/ld+json\">{{\"@type\":\"Order\"}}</script>\
+             <script type=\"application/ld+json\">{{broken</script>\r\n--a--\r\n\
+             --o\r\nContent-Type: application/json; name=a.json\r\n\r\nnot json\r\n\
+             --o\r\nContent-Type: message/rfc822\r\n\r\n{forwarded}--o--\r\n"
+        );
+        let extracted = extract(&message("multipart/mixed; boundary=o", &body), TextJson::All).unwrap();
+        assert_eq!(extracted.found.len(), 1);
+        assert_eq!(extracted.found[0].place.part, "1.2");
+        assert_eq!(extracted.found[0].place.block, Some(1));
+        assert_eq!(
+            without_errors(&extracted),
+            vec![
+                skip(SkippedKind::JsonLd, ("1.2", "text/html", Some(2), None), SkipReason::NotJson),
+                skip(SkippedKind::Attachment, ("2", "application/json", None, Some("a.json")), SkipReason::NotJson),
+                skip(SkippedKind::JsonLd, ("3.1", "text/html", Some(1), None), SkipReason::NoObject),
+            ]
+        );
+        assert_eq!(
+            extracted.skipped.describe(),
+            vec![
+                "JSON-LD block 2 of part 1.2 is not JSON: key must be a string at line 1 column 2",
+                "attachment \"a.json\" (part 2) is not JSON: expected ident at line 1 column 2",
+                "JSON-LD block 1 of part 3.1 holds no JSON object or array",
+            ]
+        );
+        // The forwarded message is listed among the attachments, as its own bytes.
+        let attached: Vec<_> =
+            extracted.facts.attachments.iter().map(|a| (a.content_type.as_deref().unwrap(), a.size)).collect();
+        assert_eq!(attached, [("application/json", "not json".len()), ("message/rfc822", forwarded.len() - 2)]);
+    }
+
+    #[test]
+    fn json_ld_without_a_node_is_skipped_not_silently_empty() {
+        let html = r#"<script type="application/ld+json">"just text"</script>
+            <script type="application/ld+json">{"@context":"https://schema.org","@graph":[]}</script>"#;
+        let extracted = extract(&message("text/html", html), TextJson::First).unwrap();
+        assert!(extracted.found.is_empty());
+        assert_eq!(
+            without_errors(&extracted),
+            vec![
+                skip(SkippedKind::JsonLd, ("1", "text/html", Some(1), None), SkipReason::NoObject),
+                skip(SkippedKind::JsonLd, ("1", "text/html", Some(2), None), SkipReason::NoObject),
+            ]
+        );
+    }
+
+    #[test]
+    fn beyond_sixteen_skipped_things_are_counted_not_listed() {
+        let broken = r#"<script type="application/ld+json">{</script>"#.repeat(20);
+        let html = format!(r#"{broken}<script type="application/ld+json">{{"@type":"Order"}}</script>"#);
+        let extracted = extract(&message("text/html", &html), TextJson::First).unwrap();
+        assert_eq!(extracted.found.len(), 1, "the good block after them still counts");
+        assert_eq!(extracted.skipped.listed.len(), 16);
+        assert_eq!(extracted.skipped.listed[15].place.block, Some(16));
+        assert_eq!(extracted.skipped.not_listed, 4);
+        assert_eq!(extracted.skipped.describe().last().unwrap(), "4 more skipped");
+    }
+
+    #[test]
+    fn plain_text_searched_only_in_part_says_where_it_stopped() {
+        let prose = "{a} ".repeat(16);
+        let given_up = extract(&message("text/plain", &format!("{prose}{{\"id\": 1}}")), TextJson::First).unwrap();
+        assert!(given_up.found.is_empty());
+        assert_eq!(
+            given_up.skipped.listed,
+            vec![MailSkipped {
+                error: Some("16 attempts to read JSON failed; the text from byte 61 on was not searched".into()),
+                ..skip(SkippedKind::Text, ("1", "text/plain", None, None), SkipReason::TooManyFailedAttempts)
+            }]
+        );
+        // When nothing that could be JSON is left, nothing was skipped.
+        let nothing_left = extract(&message("text/plain", &prose), TextJson::First).unwrap();
+        assert!(nothing_left.skipped.is_empty(), "{:?}", nothing_left.skipped);
+    }
+
+    #[test]
+    fn a_message_forwarded_too_deep_is_skipped_by_name() {
+        let mut nested = message("text/html", r#"<script type="application/ld+json">{"@type":"Order"}</script>"#);
+        for _ in 0..=MAX_MESSAGE_DEPTH {
+            nested = [b"Subject: Fwd\r\nMIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n".as_slice(), &nested]
+                .concat();
+        }
+        let extracted = extract(&nested, TextJson::First).unwrap();
+        assert!(extracted.found.is_empty());
+        // Parts 1, 1.1, ... are the forwarded messages; the one at depth 8 is not searched.
+        let part = ["1"; MAX_MESSAGE_DEPTH + 1].join(".");
+        assert_eq!(
+            without_errors(&extracted),
+            vec![skip(SkippedKind::ForwardedMessage, (&part, "message/rfc822", None, None), SkipReason::NestedTooDeep)]
+        );
+    }
+
+    #[test]
+    fn a_json_attachment_in_a_declared_charset_is_decoded_by_it() {
+        // `{"name": "José", "price": "12 €"}` in windows-1252 (é is 0xE9, € is 0x80), base64.
+        let body = "--o\r\nContent-Type: application/json; charset=windows-1252; name=order.json\r\n\
+            Content-Transfer-Encoding: base64\r\n\r\neyJuYW1lIjogIkpvc+kiLCAicHJpY2UiOiAiMTIggCJ9\r\n--o--\r\n";
+        assert_eq!(
+            values(&message("multipart/mixed; boundary=o", body), TextJson::First),
+            vec![json!({"name": "José", "price": "12 €"})]
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! - `extract` reads a message (pure) and finds its JSON-LD, JSON and JSON attachments.
 //! - This module decides, for one message and one hook, which of the found values count (the
 //!   hook's key, its sender allowlist) and builds the events, or says why the message is refused.
+//!   Every event lists what was skipped (`source.mail.skipped`): what `extract` could not use,
+//!   and the values this hook left out for want of its key.
 //!
 //! An address is `<token>@<mail domain>`: the hook's URL token, compared without regard to
 //! letter case (some relays fold local parts), with an optional `+tag` after it. A hook that
@@ -17,7 +19,7 @@ use serde_json::Value;
 
 use std::net::IpAddr;
 
-use crate::event::{HookIdentity, MailSource, NewEvent, RequestMeta, normalize};
+use crate::event::{HookIdentity, MailSkipped, MailSource, NewEvent, RequestMeta, SkipReason, SkippedKind, normalize};
 use extract::{Extracted, Origin, TextJson};
 
 /// A hook's email settings (`"email": {...}` in its definition).
@@ -224,12 +226,22 @@ pub fn events_for_hook(
     let counts = |origin: &Origin| {
         address_has_key || matches!(origin, Origin::JsonLd { key: Some(presented) } if is_key(presented))
     };
-    let found: Vec<_> = extracted.found.iter().filter(|found| counts(&found.origin)).collect();
+    let (found, left_out): (Vec<_>, Vec<_>) = extracted.found.iter().partition(|found| counts(&found.origin));
     if found.is_empty() {
         return Err(if extracted.found.is_empty() {
-            Refusal::NothingToExtract(extracted.problems.clone())
+            Refusal::NothingToExtract(extracted.skipped.describe())
         } else {
             Refusal::MissingKey
+        });
+    }
+    // What this hook leaves out for want of the key is skipped too, and says so.
+    let mut skipped = extracted.skipped.clone();
+    for found in left_out {
+        skipped.push(MailSkipped {
+            kind: skipped_kind(&found.origin),
+            place: found.place.clone(),
+            reason: SkipReason::KeyMissing,
+            error: None,
         });
     }
 
@@ -239,6 +251,8 @@ pub fn events_for_hook(
         envelope_to: envelope_to.to_owned(),
         facts: facts.clone(),
         found_in,
+        skipped: skipped.listed.clone(),
+        skipped_not_listed: skipped.not_listed,
         authentication: authentication.cloned(),
     };
     let meta = RequestMeta {
@@ -288,6 +302,14 @@ pub fn refusal_label(refusal: &Refusal) -> &'static str {
         Refusal::KeyNotConfigured => "key_not_configured",
         Refusal::NotAuthenticated => "not_authenticated",
         Refusal::NothingToExtract(_) => "nothing_to_extract",
+    }
+}
+
+fn skipped_kind(origin: &Origin) -> SkippedKind {
+    match origin {
+        Origin::JsonLd { .. } => SkippedKind::JsonLd,
+        Origin::Text => SkippedKind::Text,
+        Origin::Attachment { .. } => SkippedKind::Attachment,
     }
 }
 

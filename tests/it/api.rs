@@ -12,9 +12,18 @@ use crate::support::*;
 /// Posts JSON to a form hook and returns the 202 reply (`id`, `name`, `receivedAt`).
 async fn post_form(gateway: &Gateway, event_name: &str, body: Value) -> Value {
     let url = gateway.hook_url(event_name).await;
-    let response = gateway.http.post(url).json(&body).send().await.unwrap();
+    accepted(gateway.http.post(url).json(&body).send().await.unwrap(), event_name).await
+}
+
+/// Checks that `response` is the 202 reply for a new event of `event_name` and returns it.
+async fn accepted(response: reqwest::Response, event_name: &str) -> Value {
     assert_eq!(response.status(), 202, "POST to {event_name}");
-    response.json().await.unwrap()
+    let reply: Value = response.json().await.unwrap();
+    assert!(reply["id"].as_str().is_some_and(|id| id.starts_with("evt_")), "{reply}");
+    assert!(reply["receivedAt"].as_str().is_some_and(|at| at.parse::<jiff::Timestamp>().is_ok()), "{reply}");
+    assert_eq!(reply.as_object().unwrap().len(), 3, "id, name and receivedAt: {reply}");
+    assert_eq!(reply["name"], event_name, "{reply}");
+    reply
 }
 
 /// Posts JSON to a web hook with an API key in `X-API-Key` and returns the response.
@@ -278,7 +287,8 @@ async fn hook_urls_stay_the_same_after_a_restart() {
     assert_eq!(hook_paths(&gateway).await, before);
     let response =
         gateway.http.post(gateway.url(&before[ORDER_UPDATE])).json(&json!({"after": "restart"})).send().await.unwrap();
-    assert_eq!(response.status(), 202);
+    let reply = accepted(response, ORDER_UPDATE).await;
+    assert_eq!(gateway.event(reply["id"].as_str().unwrap()).await["data"], json!({"after": "restart"}));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -321,10 +331,16 @@ async fn events_are_filtered_by_name_and_app() {
 async fn events_are_filtered_by_receive_time_since_inclusive_until_exclusive() {
     let gateway = Gateway::start().await;
     let first = post_form(&gateway, ORDER_UPDATE, json!({"n": 1})).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let second = post_form(&gateway, ORDER_UPDATE, json!({"n": 2})).await;
     let first_at = first["receivedAt"].as_str().unwrap();
+    let first_time: jiff::Timestamp = first_at.parse().unwrap();
+    // The gateway reads the same clock: once it has passed the first time, the second differs.
+    eventually(Duration::from_secs(5), "the clock to pass the first receive time", || async {
+        jiff::Timestamp::now() > first_time
+    })
+    .await;
+    let second = post_form(&gateway, ORDER_UPDATE, json!({"n": 2})).await;
     let second_at = second["receivedAt"].as_str().unwrap();
+    assert!(second_at.parse::<jiff::Timestamp>().unwrap() > first_time, "{first_at} then {second_at}");
     let (first, second) = (first["id"].as_str().unwrap(), second["id"].as_str().unwrap());
 
     assert_eq!(ids(&events(&gateway, &[("since", first_at)]).await), [second, first]);
@@ -645,6 +661,8 @@ async fn a_deletion_refused_for_an_invalid_definitions_folder_leaves_the_app_ins
     std::fs::remove_file(&broken).unwrap();
     let response = admin(&gateway, Method::POST, "/api/definitions/reload", None).await;
     assert_eq!(response.status(), 200);
+    let hooks = defined_hooks().len() + 1;
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({"apps": 3, "hooks": hooks, "warnings": []}));
     assert_eq!(app_names(&gateway).await, ["blog", "crm", "shop"], "the refused deletion removed the app");
     post_form(&gateway, BLOG_COMMENT, json!({"still": "here"})).await;
 }
@@ -672,7 +690,9 @@ async fn installed_apps_survive_a_restart_with_their_urls() {
     assert_eq!(blog["origin"], json!({"kind": "installed", "path": "blog"}));
     assert_eq!(hook_paths(&gateway).await[BLOG_COMMENT], path);
     let response = gateway.http.post(gateway.url(&path)).json(&json!({"after": "restart"})).send().await.unwrap();
-    assert_eq!(response.status(), 202);
+    let reply = accepted(response, BLOG_COMMENT).await;
+    let event = gateway.event(reply["id"].as_str().unwrap()).await;
+    assert_eq!((&event["app"], &event["data"]), (&json!("blog"), &json!({"after": "restart"})));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -704,8 +724,8 @@ async fn a_new_key_is_shown_once_and_opens_web_hooks() {
     assert_eq!(listed["data"][0]["name"], "ci");
     assert!(listed["data"][0].get("key").is_none(), "{listed}");
 
-    assert_eq!(post_web(&gateway, ORDER_SYNC, &key, json!({"n": 1})).await.status(), 202);
-    assert_eq!(post_web(&gateway, LEAD_CREATED, &key, json!({"n": 1})).await.status(), 202);
+    accepted(post_web(&gateway, ORDER_SYNC, &key, json!({"n": 1})).await, ORDER_SYNC).await;
+    accepted(post_web(&gateway, LEAD_CREATED, &key, json!({"n": 1})).await, LEAD_CREATED).await;
 }
 
 #[tokio::test]
@@ -714,14 +734,17 @@ async fn a_revoked_key_is_refused_at_once() {
     let created = gateway.issue_key(json!({"name": "old"})).await;
     let key = created["key"].as_str().unwrap();
     let id = created["id"].as_str().unwrap();
-    assert_eq!(post_web(&gateway, ORDER_SYNC, key, json!({"n": 1})).await.status(), 202);
+    accepted(post_web(&gateway, ORDER_SYNC, key, json!({"n": 1})).await, ORDER_SYNC).await;
 
     let response = admin(&gateway, Method::DELETE, &format!("/api/keys/{id}"), None).await;
     assert_eq!(response.status(), 204);
     let (code, _) = error_code(post_web(&gateway, ORDER_SYNC, key, json!({"n": 2})).await, 401).await;
     assert_eq!(code, "invalid_api_key");
     let listed = gateway.admin_json("/api/keys").await;
-    assert!(listed["data"][0]["revokedAt"].is_string(), "{listed}");
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["data"][0]["id"], id, "{listed}");
+    assert!(listed["data"][0]["revokedAt"].as_str().unwrap().parse::<jiff::Timestamp>().is_ok(), "{listed}");
+    assert_eq!(ids(&events(&gateway, &[]).await).len(), 1, "only the post before the revocation was stored");
 
     let (code, _) = error_code(admin(&gateway, Method::DELETE, &format!("/api/keys/{id}"), None).await, 404).await;
     assert_eq!(code, "not_found");
@@ -777,9 +800,11 @@ async fn a_reload_answers_with_what_now_serves() {
 async fn unknown_api_paths_are_behind_the_admin_token_too() {
     let gateway = Gateway::start().await;
     let anonymous = gateway.http.get(gateway.url("/api/nope")).send().await.unwrap();
-    assert_eq!(anonymous.status(), 401, "no endpoint discovery without the token");
-    let admin = gateway.admin_get("/api/nope").await;
-    assert_eq!(admin.status(), 404);
+    let (code, _) = error_code(anonymous, 401).await;
+    assert_eq!(code, "unauthorized", "no endpoint discovery without the token");
+    let (code, message) = error_code(gateway.admin_get("/api/nope").await, 404).await;
+    assert_eq!(code, "not_found");
+    assert!(message.contains("no such management endpoint"), "{message}");
     let outside = gateway.http.get(gateway.url("/nope")).send().await.unwrap();
     assert_eq!(outside.status(), 404);
 }

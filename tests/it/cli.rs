@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -19,7 +19,7 @@ fn stderr(output: &Output) -> String {
 
 /// Runs the binary in `dir` with only these arguments, failing the test after `timeout`.
 fn hookgate_in(dir: &Path, args: &[&str], timeout: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+    let child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
         .current_dir(dir)
         .args(args)
         .env("RUST_LOG", "warn")
@@ -29,16 +29,36 @@ fn hookgate_in(dir: &Path, args: &[&str], timeout: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary runs");
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().expect("the binary can be waited for").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
+    let pid = child.id().to_string();
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exited.send(child.wait_with_output().expect("the binary can be waited for")));
+    match exit.recv_timeout(timeout) {
+        Ok(output) => output,
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            let output = exit.recv().expect("the killed binary is waited for");
             panic!("hookgate {args:?} still ran after {timeout:?}; stderr:\n{}", stderr(&output));
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    child.wait_with_output().unwrap()
+}
+
+/// The event names of the default gateway's hooks (every one has a URL), sorted.
+fn default_event_names() -> Vec<String> {
+    let mut names: Vec<String> = [shop_definition(), crm_definition()]
+        .iter()
+        .flat_map(|app| app["hooks"].as_array().unwrap().clone())
+        .map(|hook| hook["eventName"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The sorted event names of a hook directory (`/api/hooks` data or `hooks --json`).
+fn directory_names(directory: &Value) -> Vec<String> {
+    let mut names: Vec<String> =
+        directory.as_array().unwrap().iter().map(|hook| hook["eventName"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    names
 }
 
 /// A temporary folder holding these definition files.
@@ -90,6 +110,7 @@ fn check_accepts_the_shipped_definitions() {
     let printed = stdout(&output);
     assert!(printed.contains("27 apps, 27 hooks, valid (26 warnings)"), "{printed}");
     let warnings: Vec<&str> = printed.lines().filter(|line| line.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 26, "{printed}");
     assert!(
         warnings.iter().all(|line| line.contains("/source/") && line.contains("is not set;")),
         "the only warnings are the platform secrets an operator sets: {warnings:#?}"
@@ -144,15 +165,15 @@ async fn hooks_prints_a_table_of_every_hook_with_its_url() {
     let printed = stdout(&output);
     assert!(output.status.success(), "{printed}{}", stderr(&output));
     let directory = gateway.admin_json("/api/hooks").await;
+    assert_eq!(directory_names(&directory["data"]), default_event_names());
     for hook in directory["data"].as_array().unwrap() {
         let name = hook["eventName"].as_str().unwrap();
         let row = printed.lines().find(|line| line.contains(&format!(" {name} "))).unwrap_or_else(|| {
             panic!("no row for {name} in:\n{printed}");
         });
         assert!(row.contains(&format!(" {} ", hook["type"].as_str().unwrap())), "{row}");
-        if let Some(url) = hook["url"].as_str() {
-            assert!(row.contains(url), "{name}: {url} is not in the row {row:?}");
-        }
+        let url = hook["url"].as_str().unwrap_or_else(|| panic!("{name} has a URL"));
+        assert!(row.contains(url), "{name}: {url} is not in the row {row:?}");
     }
 
     // Without --public-url the CLI cannot know the running gateway's port, but the path is the same.
@@ -160,10 +181,9 @@ async fn hooks_prints_a_table_of_every_hook_with_its_url() {
     let printed = stdout(&output);
     assert!(output.status.success(), "{printed}{}", stderr(&output));
     for hook in directory["data"].as_array().unwrap() {
-        if let Some(url) = hook["url"].as_str() {
-            let path = &url[gateway.base.len()..];
-            assert!(printed.lines().any(|line| line.contains(path)), "{path} not in:\n{printed}");
-        }
+        let url = hook["url"].as_str().unwrap();
+        let path = &url[gateway.base.len()..];
+        assert!(printed.lines().any(|line| line.contains(path)), "{path} not in:\n{printed}");
     }
 }
 
@@ -175,6 +195,7 @@ async fn hooks_json_lists_the_same_urls_as_the_api() {
     let printed: Value = serde_json::from_slice(&output.stdout).expect("hooks --json prints JSON");
     let directory = gateway.admin_json("/api/hooks").await;
     assert_eq!(printed, directory["data"]);
+    assert_eq!(directory_names(&printed), default_event_names());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,7 +321,13 @@ async fn hooks_shows_urls_on_the_given_http_address() {
     let gateway = Gateway::start().await;
     let output = gateway.cli(&["hooks", "--http", "127.0.0.1:18099"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stdout(&output).contains("http://127.0.0.1:18099/h/"), "{}", stdout(&output));
+    let printed = stdout(&output);
+    let directory = gateway.admin_json("/api/hooks").await;
+    for hook in directory["data"].as_array().unwrap() {
+        let path = &hook["url"].as_str().unwrap()[gateway.base.len()..];
+        assert!(printed.contains(&format!("http://127.0.0.1:18099{path}")), "{path} not in:\n{printed}");
+    }
+    assert_eq!(printed.matches("http://127.0.0.1:18099/h/").count(), default_event_names().len(), "{printed}");
 }
 
 #[test]
@@ -347,9 +374,12 @@ async fn apps_remove_recovers_a_gateway_whose_installed_app_became_invalid() {
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("installed app \"partner\""), "{}", stderr(&refused));
     let listed = gateway.cli(&["apps", "list"]);
-    assert!(stdout(&listed).contains("partner"));
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(stdout(&listed).contains("partner"), "{}", stdout(&listed));
     let removed = gateway.cli(&["apps", "remove", "partner"]);
     assert!(removed.status.success(), "{}", stderr(&removed));
     gateway.restart().await;
-    assert_eq!(gateway.admin_get("/api/apps/partner").await.status(), 404);
+    let (code, _) = error_code(gateway.admin_get("/api/apps/partner").await, 404).await;
+    assert_eq!(code, "not_found");
+    assert_eq!(directory_names(&gateway.admin_json("/api/hooks").await["data"]), default_event_names());
 }

@@ -6,8 +6,8 @@
 //! and also by the official library when `HOOKGATE_TEST_PYTHON` is set (a strict run requires it).
 //!
 //! No test sleeps and then looks: each waits, with a deadline, for the history to say that no
-//! delivery is pending ([`settled`]), and checks that something was not sent only after a later
-//! delivery shows the worker got past it.
+//! delivery is pending ([`settled`]) or for a request to arrive, and checks that something was
+//! not sent only once nothing that could send it is pending or a later delivery has gone out.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 use crate::standard_webhooks;
 use crate::support::*;
 
-/// A webhook receiver on 127.0.0.1: records every request and answers with the next status of
-/// its script (200 once the script is empty; [`HANG`] waits 3 s first, past the client's timeout).
-/// In a receiver's script: answer only after 3 seconds.
+/// In a receiver's script: answer 200 only after 3 seconds.
 const HANG: u16 = 1;
 
+/// A webhook receiver on 127.0.0.1: records every request and answers with the next status of
+/// its script (200 once the script is empty; [`HANG`] waits 3 s first, past the client's timeout).
 #[derive(Clone)]
 struct Receiver {
     url: String,

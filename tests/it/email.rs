@@ -1,6 +1,8 @@
 //! Email hooks over SMTP: real mail from lettre (plain and STARTTLS) and raw SMTP conversations
 //! to the running listener, read back as events. Every refusal is tested: unknown recipient,
 //! relaying, missing key, sender not allowed, over size, nothing to extract, a store failure.
+//! The fixture corpus (`fixtures/email/`, real messages stored as received) is held to reviewed
+//! snapshots, and each fixture's notable outcomes are stated by name in a test of its own.
 
 use lettre::AsyncTransport;
 use lettre::address::Envelope;
@@ -176,6 +178,25 @@ async fn a_keyed_hook_takes_the_key_in_the_address_or_in_the_script_tag() {
 }
 
 #[tokio::test]
+async fn a_block_left_out_for_want_of_the_key_is_named_in_the_event() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let to = address_of(&gateway, KEYED).await;
+    let html = format!(
+        r#"<script type="application/ld+json" data-key="{MAIL_KEY}">{{"@type":"Order","orderNumber":"A-1001"}}</script>
+        <script type="application/ld+json" data-key="guess">{{"@type":"Order","orderNumber":"A-6666"}}</script>"#
+    );
+    send_raw(&gateway, "a@shop.example", &to, &html_mail("a@shop.example", &to, &html)).await.unwrap();
+    let stored = events(&gateway).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["data"]["orderNumber"], "A-1001");
+    assert_eq!(
+        stored[0]["source"]["mail"]["skipped"],
+        json!([{"kind": "jsonLd", "part": "1", "contentType": "text/html", "block": 2, "reason": "keyMissing"}]),
+        "the wrong key itself is not repeated"
+    );
+}
+
+#[tokio::test]
 async fn senders_outside_the_allowlist_are_refused() {
     let gateway = Gateway::start_with(mail_options()).await;
     let to = address_of(&gateway, PARTNERS).await;
@@ -198,7 +219,7 @@ async fn mail_with_nothing_to_extract_is_refused_with_the_reason() {
     assert!(error.contains("550") && error.contains("no JSON or JSON-LD"), "{error}");
     let broken = html_mail("a@shop.example", &to, r#"<script type="application/ld+json">{"@type": "Order",</script>"#);
     let error = send_raw(&gateway, "a@shop.example", &to, &broken).await.unwrap_err();
-    assert!(error.contains("JSON-LD block 1 is not JSON"), "the reason says what was wrong: {error}");
+    assert!(error.contains("JSON-LD block 1 of part 1 is not JSON: EOF"), "the reason says what was wrong: {error}");
     assert!(events(&gateway).await.is_empty());
     let metrics = gateway.http.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
@@ -310,20 +331,15 @@ async fn connections_beyond_the_cap_are_told_to_come_back_later() {
     second.read_line(&mut line).await.unwrap();
     assert!(line.starts_with("421 4.3.2"), "{line}");
     first.command("QUIT", 221).await;
-    // The slot is free again once the first session has ended.
-    let mut third = None;
-    for _ in 0..50 {
-        let stream = TcpStream::connect(gateway.smtp).await.unwrap();
-        let mut reader = BufReader::new(stream);
+    // The slot is freed when the first session's task ends, a moment after its 221: until then a
+    // new connection may still be turned away, so ask again until one is greeted.
+    let smtp = gateway.smtp;
+    eventually(std::time::Duration::from_secs(10), "a new session to be greeted after the first ends", || async move {
+        let Ok(stream) = TcpStream::connect(smtp).await else { return false };
         let mut greeting = String::new();
-        reader.read_line(&mut greeting).await.unwrap();
-        if greeting.starts_with("220") {
-            third = Some(greeting);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(third.is_some(), "a new session is accepted after the first ends");
+        BufReader::new(stream).read_line(&mut greeting).await.is_ok() && greeting.starts_with("220 ")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -457,37 +473,133 @@ impl Conversation {
     }
 }
 
-/// The fixture corpus: every message in `fixtures/email/` sent over SMTP to one hook; the reply
-/// and the events it made must equal `<name>.expected.json`. With `HOOKGATE_UPDATE_SNAPSHOTS=1`
-/// the snapshots are written instead (review the diff before committing them).
+// ---------------------------------------------------------------------------
+// The fixture corpus: real messages stored as received, each with a reviewed snapshot of what it
+// makes, and a test of its own that states its notable outcomes by name.
+
+/// Every fixture in `fixtures/email/`; each has a test below named for its behaviour. A new
+/// fixture needs one too (the corpus test fails until it is listed here).
+const FIXTURES: [&str; 9] = [
+    "apple-mail-json-attachment.eml",
+    "broken-html.eml",
+    "flight-reservation-graph-latin1.eml",
+    "forwarded-event-reservation.eml",
+    "gmail-order-quoted-printable.eml",
+    "jsonld-attachment-array.eml",
+    "newsletter-no-data.eml",
+    "outlook-parcel-related-entities.eml",
+    "plain-text-json-windows-1252.eml",
+];
+
+fn fixtures_folder() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/email")
+}
+
+/// The SMTP reply to one fixture and the events it made, in message order.
+struct FixtureOutcome {
+    reply: Result<String, String>,
+    events: Vec<Value>,
+}
+
+/// Sends the fixture `file` over SMTP to the hook that names each event by its `@type`.
+async fn send_fixture(gateway: &Gateway, file: &str) -> FixtureOutcome {
+    let raw = std::fs::read(fixtures_folder().join(file)).unwrap();
+    let to = address_of(gateway, ORDERS).await;
+    let before = events(gateway).await;
+    let reply = send_raw(gateway, "sender@fixtures.example", &to, &raw).await;
+    let mut made: Vec<Value> =
+        events(gateway).await.into_iter().filter(|event| !before.iter().any(|old| old["id"] == event["id"])).collect();
+    made.reverse(); // The listing is newest first.
+    FixtureOutcome { reply, events: made }
+}
+
+/// An attachment as `source.mail.attachments` describes it.
+fn attachment(name: Option<&str>, content_type: &str, size: usize, sha256: &str) -> Value {
+    json!({"name": name, "contentType": content_type, "size": size, "sha256": sha256})
+}
+
+/// Whether the corpus test compares with its snapshots or writes them.
+#[derive(Debug, PartialEq)]
+enum Snapshots {
+    Compare,
+    Rewrite,
+}
+
+/// `HOOKGATE_UPDATE_SNAPSHOTS=1`, exactly, rewrites the snapshots; unset or any other value
+/// compares. Where `CI` is set nothing is rewritten: asking for it there is an error.
+fn snapshot_mode(update: Option<&std::ffi::OsStr>, ci: Option<&std::ffi::OsStr>) -> Result<Snapshots, String> {
+    match (update.is_some_and(|value| value == "1"), ci) {
+        (false, _) => Ok(Snapshots::Compare),
+        (true, None) => Ok(Snapshots::Rewrite),
+        (true, Some(ci)) => Err(format!(
+            "HOOKGATE_UPDATE_SNAPSHOTS=1 but CI={ci:?} is set: snapshots are not rewritten in CI; \
+             rewrite them locally, review the diff and commit it"
+        )),
+    }
+}
+
+#[test]
+fn snapshots_are_rewritten_only_with_update_set_to_1_and_never_in_ci() {
+    use std::ffi::OsStr;
+    let set = |value: &'static str| Some(OsStr::new(value));
+    assert_eq!(snapshot_mode(None, None), Ok(Snapshots::Compare));
+    assert_eq!(snapshot_mode(set("1"), None), Ok(Snapshots::Rewrite));
+    for other in ["0", "", "true", "yes", " 1", "1 ", "01"] {
+        assert_eq!(snapshot_mode(set(other), None), Ok(Snapshots::Compare), "HOOKGATE_UPDATE_SNAPSHOTS={other:?}");
+        assert_eq!(snapshot_mode(set(other), set("true")), Ok(Snapshots::Compare), "{other:?} in CI");
+    }
+    assert_eq!(snapshot_mode(None, set("true")), Ok(Snapshots::Compare));
+    for ci in ["true", "1", "", "false"] {
+        let refused = snapshot_mode(set("1"), set(ci)).unwrap_err();
+        assert!(refused.contains("snapshots are not rewritten in CI"), "CI={ci:?}: {refused}");
+    }
+}
+
+/// The corpus test itself, run as its own process with `CI` and `HOOKGATE_UPDATE_SNAPSHOTS=1`:
+/// it fails, saying why, before it sends anything.
+#[test]
+fn the_corpus_test_refuses_to_rewrite_snapshots_in_ci() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["email::every_fixture_message_makes_the_events_of_its_snapshot", "--exact", "--nocapture"])
+        .env("CI", "true")
+        .env("HOOKGATE_UPDATE_SNAPSHOTS", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("1 failed"), "the test fails: {stdout}\n{stderr}");
+    assert!(stderr.contains("snapshots are not rewritten in CI"), "and says why: {stderr}");
+}
+
+/// Every message in `fixtures/email/` sent over SMTP to one hook; the reply and the events it
+/// made must equal `<name>.expected.json`. With `HOOKGATE_UPDATE_SNAPSHOTS=1` (and not in CI)
+/// the snapshots are written instead: review every changed one by hand before committing it.
 #[tokio::test]
 async fn every_fixture_message_makes_the_events_of_its_snapshot() {
-    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/email");
-    let mut fixtures: Vec<_> = std::fs::read_dir(&folder)
+    let mode =
+        snapshot_mode(std::env::var_os("HOOKGATE_UPDATE_SNAPSHOTS").as_deref(), std::env::var_os("CI").as_deref())
+            .unwrap_or_else(|refusal| panic!("{refusal}"));
+    let folder = fixtures_folder();
+    let mut fixtures: Vec<String> = std::fs::read_dir(&folder)
         .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".eml"))
         .collect();
     fixtures.sort();
-    assert!(fixtures.len() >= 9, "the corpus is in place");
+    assert_eq!(fixtures, FIXTURES, "each fixture is listed in FIXTURES and has a test of its own");
     let gateway = Gateway::start_with(mail_options()).await;
-    let to = address_of(&gateway, ORDERS).await;
-    let update = std::env::var_os("HOOKGATE_UPDATE_SNAPSHOTS").is_some();
     let mut mismatches = Vec::new();
-    for path in fixtures {
-        let raw = std::fs::read(&path).unwrap();
-        let before: Vec<Value> = events(&gateway).await;
-        let outcome = send_raw(&gateway, "sender@fixtures.example", &to, &raw).await;
-        let after = events(&gateway).await;
-        let mut made: Vec<Value> = after
+    for file in FIXTURES {
+        let FixtureOutcome { reply, events } = send_fixture(&gateway, file).await;
+        let made: Vec<Value> = events
             .iter()
-            .filter(|event| !before.iter().any(|old| old["id"] == event["id"]))
             .map(|event| {
                 let mail = &event["source"]["mail"];
                 json!({
                     "name": event["name"],
                     "data": event["data"],
                     "foundIn": mail["foundIn"],
+                    "skipped": mail["skipped"],
                     "from": mail["from"],
                     "subject": mail["subject"],
                     "messageId": mail["messageId"],
@@ -496,31 +608,225 @@ async fn every_fixture_message_makes_the_events_of_its_snapshot() {
                 })
             })
             .collect();
-        made.reverse(); // The listing is newest first; the snapshot is in message order.
-        let reply = match &outcome {
+        let reply = match &reply {
             Ok(_) => "accepted".to_owned(),
             // lettre's text, e.g. "permanent error (550): no JSON or JSON-LD ...".
             Err(error) => error.clone(),
         };
         let actual = json!({"reply": reply, "events": made});
-        let snapshot = path.with_extension("expected.json");
-        if update {
+        let snapshot = folder.join(file).with_extension("expected.json");
+        if mode == Snapshots::Rewrite {
             std::fs::write(&snapshot, serde_json::to_string_pretty(&actual).unwrap() + "\n").unwrap();
             continue;
         }
-        let expected: Value =
-            serde_json::from_str(&std::fs::read_to_string(&snapshot).unwrap_or_else(|_| {
-                panic!("{} has no snapshot; run with HOOKGATE_UPDATE_SNAPSHOTS=1", path.display())
-            }))
-            .unwrap();
+        let expected: Value = serde_json::from_str(&std::fs::read_to_string(&snapshot).unwrap_or_else(|_| {
+            panic!("{file} has no snapshot; write it with HOOKGATE_UPDATE_SNAPSHOTS=1 and review it")
+        }))
+        .unwrap();
         if actual != expected {
-            mismatches.push(format!(
-                "{}:\n  expected {expected}\n  actual   {actual}",
-                path.file_name().unwrap().to_string_lossy()
-            ));
+            mismatches.push(format!("{file}:\n  expected {expected}\n  actual   {actual}"));
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[tokio::test]
+async fn broken_html_keeps_the_two_valid_blocks_and_names_the_malformed_third() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let FixtureOutcome { reply, events } = send_fixture(&gateway, "broken-html.eml").await;
+    reply.unwrap();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    // Block 1 is wrapped in an HTML comment, block 2 in CDATA: both read.
+    assert_eq!(events[0]["name"], "kustomer.app.mailbox.Person");
+    assert_eq!(events[0]["data"]["name"], "Ada Lovelace");
+    assert_eq!(events[1]["name"], "kustomer.app.mailbox.UpdateAction");
+    assert_eq!(events[1]["data"]["object"]["email"], "ada@legacy.example");
+    // Block 3, `{"@type": "Person", "name": ` cut short, is named in each event with the reason.
+    for event in &events {
+        let mail = &event["source"]["mail"];
+        assert_eq!(mail["foundIn"], json!(["jsonLd"]));
+        let skipped = mail["skipped"].as_array().unwrap();
+        assert_eq!(skipped.len(), 1, "{skipped:#?}");
+        let third = &skipped[0];
+        assert_eq!(third["kind"], "jsonLd");
+        assert_eq!(third["part"], "1");
+        assert_eq!(third["contentType"], "text/html");
+        assert_eq!(third["block"], 3);
+        assert_eq!(third["reason"], "notJson");
+        let error = third["error"].as_str().unwrap();
+        assert!(error.starts_with("EOF while parsing a value at line 1"), "the parser's words: {error}");
+        assert!(mail.get("skippedNotListed").is_none(), "{mail}");
+    }
+}
+
+#[tokio::test]
+async fn apple_mail_json_attachment_becomes_one_event_and_is_described_not_copied() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let FixtureOutcome { reply, events } = send_fixture(&gateway, "apple-mail-json-attachment.eml").await;
+    reply.unwrap();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    assert_eq!(event["name"], ORDERS, "no @type: the hook's own name");
+    assert_eq!(event["data"]["invoice"], "INV-2026-0042");
+    assert_eq!(event["data"]["customer"]["email"], "buyer@corp.example");
+    assert_eq!(event["data"]["lines"].as_array().unwrap().len(), 2);
+    assert_eq!(event["data"]["total"], 43.0);
+    let mail = &event["source"]["mail"];
+    assert_eq!(mail["foundIn"], json!(["attachment"]));
+    assert_eq!(mail["skipped"], json!([]), "the covering text has no JSON, and none is expected of it");
+    assert_eq!(mail["date"], "2026-11-26T11:22:33+01:00", "the sender's offset is kept");
+    // Size and SHA-256 of the decoded attachment, computed with Python's email package.
+    assert_eq!(
+        mail["attachments"],
+        json!([attachment(
+            Some("invoice.json"),
+            "application/json",
+            279,
+            "4b581e877f28f502f240176253c9e0b51c4ff6d8bd19491ba4373437dab651de"
+        )])
+    );
+}
+
+#[tokio::test]
+async fn latin1_flight_graph_gives_one_event_per_passenger_with_accents_decoded() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let FixtureOutcome { reply, events } = send_fixture(&gateway, "flight-reservation-graph-latin1.eml").await;
+    reply.unwrap();
+    assert_eq!(events.len(), 2, "one per @graph node: {events:#?}");
+    let passengers: Vec<&Value> = events.iter().map(|event| &event["data"]["underName"]["name"]).collect();
+    assert_eq!(passengers, ["José Müller", "Françoise Müller"], "ISO-8859-1 in base64, decoded");
+    for event in &events {
+        assert_eq!(event["name"], "kustomer.app.mailbox.FlightReservation");
+        assert_eq!(event["data"]["@context"], "http://schema.org", "each node keeps the graph's @context");
+        assert_eq!(event["data"]["reservationNumber"], "RXJ34P");
+        assert_eq!(event["data"]["reservationFor"]["departureAirport"]["name"], "Zürich");
+        assert_eq!(event["source"]["mail"]["skipped"], json!([]));
+    }
+}
+
+#[tokio::test]
+async fn a_forwarded_ticket_is_found_inside_the_forwarded_message_which_is_listed_as_attached() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let FixtureOutcome { reply, events } = send_fixture(&gateway, "forwarded-event-reservation.eml").await;
+    reply.unwrap();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    assert_eq!(event["name"], "kustomer.app.mailbox.EventReservation");
+    assert_eq!(event["data"]["reservationNumber"], "E123456789");
+    assert_eq!(event["data"]["reservationFor"]["location"]["address"]["addressLocality"], "Lisbon");
+    let mail = &event["source"]["mail"];
+    assert_eq!(mail["from"], "ana@people.example", "the facts are the forwarding message's");
+    assert_eq!(mail["subject"], "Fwd: Your ticket for Rust Conference 2026");
+    // The forwarded message's bytes between its part headers and the closing boundary, measured
+    // with Python.
+    assert_eq!(
+        mail["attachments"],
+        json!([attachment(
+            None,
+            "message/rfc822",
+            707,
+            "5ba0a61742c4598c506a48dbb08816b2657d383b5ce3b24edd718ea387d3b2d3"
+        )])
+    );
+    assert_eq!(mail["skipped"], json!([]));
+}
+
+#[tokio::test]
+async fn gmail_quoted_printable_order_decodes_the_dash_and_the_encoded_subject() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let FixtureOutcome { reply, events } = send_fixture(&gateway, "gmail-order-quoted-printable.eml").await;
+    reply.unwrap();
+    assert_eq!(events.len(), 1, "the plain-text alternative holds no JSON: {events:#?}");
+    let event = &events[0];
+    assert_eq!(event["name"], "kustomer.app.mailbox.Order");
+    assert_eq!(event["data"]["orderNumber"], "ES-100234");
+    assert_eq!(event["data"]["price"], "129.90");
+    assert_eq!(event["data"]["acceptedOffer"]["itemOffered"]["name"], "Trail Running Shoes \u{2014} size 42");
+    let mail = &event["source"]["mail"];
+    assert_eq!(mail["subject"], "Your order ES-100234 is confirmed \u{2714}", "RFC 2047 Q-encoded UTF-8");
+    assert_eq!(mail["messageId"], "CAF=order-ES-100234@shop.example");
+    assert_eq!(mail["foundIn"], json!(["jsonLd"]));
+    assert_eq!(mail["attachments"], json!([]));
+    assert_eq!(mail["skipped"], json!([]));
+}
+
+#[tokio::test]
+async fn a_jsonld_attachment_holding_an_array_gives_one_event_per_product() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let FixtureOutcome { reply, events } = send_fixture(&gateway, "jsonld-attachment-array.eml").await;
+    reply.unwrap();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let products: Vec<(&Value, &Value)> =
+        events.iter().map(|event| (&event["data"]["sku"], &event["data"]["name"])).collect();
+    assert_eq!(products, [(&json!("SKU-1"), &json!("Lamp")), (&json!("SKU-2"), &json!("Desk"))]);
+    for event in &events {
+        assert_eq!(event["name"], "kustomer.app.mailbox.Product");
+        let mail = &event["source"]["mail"];
+        assert_eq!(mail["foundIn"], json!(["attachment"]));
+        // Read as JSON-LD for its .jsonld name, though declared application/octet-stream.
+        assert_eq!(
+            mail["attachments"],
+            json!([attachment(
+                Some("products.jsonld"),
+                "application/octet-stream",
+                176,
+                "89b796d21d2e977c2f4622c92414cc6631b65bae1f9f636cd238a513204dd979"
+            )])
+        );
+        assert_eq!(mail["skipped"], json!([]));
+    }
+}
+
+#[tokio::test]
+async fn a_newsletter_without_data_is_refused_with_550_and_stores_nothing() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let FixtureOutcome { reply, events } = send_fixture(&gateway, "newsletter-no-data.eml").await;
+    let refused = reply.unwrap_err();
+    // Neither the tracking script (not JSON-LD) nor `{AUTUMN}` (prose) is data, and neither is
+    // reported as a broken block: the reason ends where the sentence does.
+    assert_eq!(refused, "permanent error (550): 5.6.0 no JSON or JSON-LD was found in the message");
+    assert_eq!(events, Vec::<Value>::new(), "the 550 came after the message was read: nothing to wait for");
+}
+
+#[tokio::test]
+async fn outlook_entity_escaped_json_ld_is_read_once_unescaped_and_the_inline_image_listed() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let FixtureOutcome { reply, events } = send_fixture(&gateway, "outlook-parcel-related-entities.eml").await;
+    reply.unwrap();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    assert_eq!(event["name"], "kustomer.app.mailbox.ParcelDelivery");
+    assert_eq!(event["data"]["trackingNumber"], "1Z999AA10123456784");
+    assert_eq!(event["data"]["deliveryAddress"]["streetAddress"], "1 Main St & Co", "&amp; decoded once");
+    assert_eq!(event["data"]["partOfOrder"]["orderNumber"], "ES-100234");
+    let mail = &event["source"]["mail"];
+    assert_eq!(mail["foundIn"], json!(["jsonLd"]));
+    assert_eq!(
+        mail["attachments"],
+        json!([attachment(
+            Some("image001.png"),
+            "image/png",
+            29,
+            "71fde3856a298a052c6edb5155638d8422114e55bf0e28374d90dea8be99ef6c"
+        )])
+    );
+    assert_eq!(mail["skipped"], json!([]));
+}
+
+#[tokio::test]
+async fn windows_1252_plain_text_json_decodes_the_euro_sign_and_the_accents() {
+    let gateway = Gateway::start_with(mail_options()).await;
+    let FixtureOutcome { reply, events } = send_fixture(&gateway, "plain-text-json-windows-1252.eml").await;
+    reply.unwrap();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    assert_eq!(event["name"], ORDERS, "no @type: the hook's own name");
+    // 0x80 is the euro sign in windows-1252 (in ISO-8859-1 it is a control character).
+    assert_eq!(event["data"], json!({"name": "Renée Zoë", "message": "Prices in € please", "consent": true}));
+    let mail = &event["source"]["mail"];
+    assert_eq!(mail["foundIn"], json!(["text"]));
+    assert_eq!(mail["attachments"], json!([]));
+    assert_eq!(mail["skipped"], json!([]), "the quoted \u{201c}Contact us\u{201d} before it is no JSON attempt");
 }
 
 /// Property: whatever a client sends, each connection ends (the listener neither panics nor

@@ -28,15 +28,17 @@ fn source_of(definition: &Value) -> &Value {
     &definition["hooks"][0]["source"]
 }
 
-/// A gateway serving `definition`, whose first secret reference (`${NAME}`) is set to `secret`.
+/// A gateway serving `definition`, whose first secret reference (`${NAME}`) is set to `secret`
+/// (and a Meta `verifyToken` reference to a token of its own).
 async fn gateway_with(definition: &Value, secret: &str) -> Gateway {
-    let reference = source_of(definition)["secrets"][0].as_str().unwrap();
-    let variable = reference.trim_start_matches("${").trim_end_matches('}');
-    Gateway::start_with(Options {
-        definitions: vec![("platform.json".into(), definition.clone())],
-        env: vec![(variable.to_owned(), secret.to_owned())],
-    })
-    .await
+    let variable =
+        |reference: &Value| reference.as_str().unwrap().trim_start_matches("${").trim_end_matches('}').to_owned();
+    let source = source_of(definition);
+    let mut env = vec![(variable(&source["secrets"][0]), secret.to_owned())];
+    if let Some(reference) = source.get("verifyToken") {
+        env.push((variable(reference), "a-verify-token".to_owned()));
+    }
+    Gateway::start_with(Options { definitions: vec![("platform.json".into(), definition.clone())], env }).await
 }
 
 /// A request as the platform sends it, as the signing script printed it.
@@ -123,14 +125,7 @@ impl Case<'_> {
     }
 
     async fn post(&self, gateway: &Gateway, signed: &Signed) -> reqwest::Response {
-        let mut request = gateway.http.post(&signed.url).header("content-type", self.content_type);
-        for (name, value) in &signed.headers {
-            request = request.header(name, value);
-        }
-        for (name, value) in self.other_headers {
-            request = request.header(*name, *value);
-        }
-        request.body(signed.body.clone()).send().await.unwrap()
+        post(gateway, self.content_type, signed, self.other_headers).await
     }
 
     /// Posts the independently signed request and expects 200; then the request signed with
@@ -169,6 +164,23 @@ impl Case<'_> {
     }
 }
 
+/// Posts `signed` as `content_type`, with `other_headers` beside its own.
+async fn post(
+    gateway: &Gateway,
+    content_type: &str,
+    signed: &Signed,
+    other_headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = gateway.http.post(&signed.url).header("content-type", content_type);
+    for (name, value) in &signed.headers {
+        request = request.header(name, value);
+    }
+    for (name, value) in other_headers {
+        request = request.header(*name, *value);
+    }
+    request.body(signed.body.clone()).send().await.unwrap()
+}
+
 async fn stored_events(gateway: &Gateway) -> usize {
     gateway.admin_json("/api/events").await["data"].as_array().unwrap().len()
 }
@@ -178,8 +190,14 @@ async fn stored_event(gateway: &Gateway, reply: &Value) -> Value {
     gateway.event(reply["id"].as_str().unwrap_or_else(|| panic!("no id in {reply}"))).await
 }
 
-/// A shared-secret platform, signed by the Python reading of its documentation.
-fn hmac_case<'a>(source: &str, secret: &str, body: &'a str, tamper: Option<fn(&Signed) -> Signed>) -> Case<'a> {
+/// A platform with a shared secret (a MAC key, a token or credentials), signed by the Python
+/// reading of its documentation.
+fn shared_secret_case<'a>(
+    source: &str,
+    secret: &str,
+    body: &'a str,
+    tamper: Option<fn(&Signed) -> Signed>,
+) -> Case<'a> {
     let definition = shipped(source);
     let scheme = source_of(&definition)["scheme"].as_str().unwrap().to_owned();
     Case {
@@ -199,7 +217,7 @@ async fn calendly_accepts_what_calendlys_documentation_signs() {
     let body = json!({"event": "invitee.created", "created_at": "2024-05-01T12:00:00.000000Z",
         "payload": {"email": "ada@example.com", "name": "Ada Lovelace", "status": "active"}})
     .to_string();
-    let case = hmac_case(
+    let case = shared_secret_case(
         "calendly",
         "calendly-signing-key-9f2c",
         &body,
@@ -215,8 +233,12 @@ async fn zoom_accepts_what_zooms_documentation_signs() {
     let body = json!({"event": "meeting.started", "event_ts": 1_715_000_000_000_i64,
         "payload": {"account_id": "AAAAAABBBB", "object": {"id": "85743621", "topic": "Standup"}}})
     .to_string();
-    let case =
-        hmac_case("zoom", "zoom-secret-token-41a7", &body, Some(|signed| signed.body_replaced("Standup", "Retro")));
+    let case = shared_secret_case(
+        "zoom",
+        "zoom-secret-token-41a7",
+        &body,
+        Some(|signed| signed.body_replaced("Standup", "Retro")),
+    );
     let Some((gateway, reply)) = case.accepted_and_forgeries_refused().await else { return };
     assert_eq!(reply["name"], "zoom.meeting.started");
     assert_eq!(stored_event(&gateway, &reply).await["data"]["payload"]["object"]["topic"], "Standup");
@@ -231,17 +253,20 @@ async fn zoom_url_validation_is_answered_with_the_token_zooms_documentation_expe
     let body = json!({"event": "endpoint.url_validation", "event_ts": 1_715_000_000_000_i64,
         "payload": {"plainToken": "qgg8vlvZRS6UYooatFL8Aw"}})
     .to_string();
-    let request = json!({"scheme": "zoom-url-validation", "secret": secret, "url": url, "body": body});
-    let Some(printed) = run_signer(Signer::PythonStandardLibrary, &request) else { return };
-    let signed = Signed::from_printed(&printed);
-    let mut post = gateway.http.post(&signed.url).header("content-type", "application/json");
-    for (name, value) in &signed.headers {
-        post = post.header(name, value);
-    }
-    let response = post.body(signed.body).send().await.unwrap();
+    let sign = |key: &str| {
+        let request = json!({"scheme": "zoom-url-validation", "secret": key, "url": url, "body": body});
+        run_signer(Signer::PythonStandardLibrary, &request)
+    };
+    let Some(printed) = sign(secret) else { return };
+    let response = post(&gateway, "application/json", &Signed::from_printed(&printed), &[]).await;
     assert_eq!(response.status(), 200);
     let reply: Value = response.json().await.unwrap();
     assert_eq!(reply, printed["reply"], "the answer Zoom's documentation computes");
+
+    let Some(forged) = sign("another-secret-token") else { return };
+    let (code, _) =
+        error_code(post(&gateway, "application/json", &Signed::from_printed(&forged), &[]).await, 401).await;
+    assert_eq!(code, "signature_mismatch", "a validation request signed with another secret token is not answered");
     assert_eq!(stored_events(&gateway).await, 0, "a handshake is not an event");
 }
 
@@ -257,7 +282,7 @@ async fn mailgun_accepts_what_mailguns_documentation_signs() {
         body["signature"]["token"] = json!("a-token-mailgun-never-signed-0000000000000000000000");
         Signed { body: body.to_string(), ..signed.clone() }
     };
-    let case = hmac_case("mailgun", "key-mailgun-signing-7d3e", &body, Some(tamper));
+    let case = shared_secret_case("mailgun", "key-mailgun-signing-7d3e", &body, Some(tamper));
     let Some((gateway, reply)) = case.accepted_and_forgeries_refused().await else { return };
     assert_eq!(reply["name"], "mailgun.delivered");
     let event = stored_event(&gateway, &reply).await;
@@ -270,8 +295,12 @@ async fn intercom_accepts_what_intercoms_documentation_signs() {
         "topic": "conversation.user.created", "app_id": "a86dr8yl",
         "data": {"type": "notification_event_data", "item": {"type": "conversation", "id": "147"}}})
     .to_string();
-    let case =
-        hmac_case("intercom", "intercom-client-secret-0c5a", &body, Some(|signed| signed.body_replaced("147", "148")));
+    let case = shared_secret_case(
+        "intercom",
+        "intercom-client-secret-0c5a",
+        &body,
+        Some(|signed| signed.body_replaced("147", "148")),
+    );
     let Some((gateway, reply)) = case.accepted_and_forgeries_refused().await else { return };
     assert_eq!(reply["name"], "intercom.conversation.user.created");
     assert_eq!(stored_event(&gateway, &reply).await["data"]["data"]["item"]["id"], "147");
@@ -283,7 +312,7 @@ async fn zendesk_accepts_what_zendesks_documentation_signs() {
         "detail": {"id": "35", "priority": "HIGH", "subject": "Printer on fire"}})
     .to_string();
     // Zendesk's signing secrets look like base64; the HMAC key is the text as shown, not decoded.
-    let case = hmac_case(
+    let case = shared_secret_case(
         "zendesk",
         "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ==",
         &body,
@@ -300,8 +329,12 @@ async fn linear_accepts_what_linears_documentation_signs() {
     let body = json!({"action": "create", "type": "Issue", "createdAt": "2024-05-01T12:00:00.000Z",
         "data": {"id": "9f1b6c1e", "identifier": "ENG-42", "title": "Flaky deploy"}, "url": "https://linear.app/acme/issue/ENG-42"})
     .to_string();
-    let mut case =
-        hmac_case("linear", "lin_wh_signing_secret_51be", &body, Some(|signed| signed.body_replaced("Flaky", "Fixed")));
+    let mut case = shared_secret_case(
+        "linear",
+        "lin_wh_signing_secret_51be",
+        &body,
+        Some(|signed| signed.body_replaced("Flaky", "Fixed")),
+    );
     case.other_headers = &[("linear-delivery", "234d1a4e-b617-4388-90fe-adc3633d6b72"), ("linear-event", "Issue")];
     let Some((gateway, reply)) = case.accepted_and_forgeries_refused().await else { return };
     assert_eq!(reply["name"], "linear.Issue.create");
@@ -313,8 +346,12 @@ async fn typeform_accepts_what_typeforms_documentation_signs() {
     let body = json!({"event_id": "01HXZ4ABCD", "event_type": "form_response",
         "form_response": {"form_id": "lT4Z3j", "answers": [{"type": "text", "text": "Lovely"}]}})
     .to_string();
-    let case =
-        hmac_case("typeform", "typeform-secret-e81f", &body, Some(|signed| signed.body_replaced("Lovely", "Awful")));
+    let case = shared_secret_case(
+        "typeform",
+        "typeform-secret-e81f",
+        &body,
+        Some(|signed| signed.body_replaced("Lovely", "Awful")),
+    );
     let Some((gateway, reply)) = case.accepted_and_forgeries_refused().await else { return };
     assert_eq!(reply["name"], "typeform.form_response");
     assert_eq!(stored_event(&gateway, &reply).await["data"]["form_response"]["answers"][0]["text"], "Lovely");
@@ -324,7 +361,12 @@ async fn typeform_accepts_what_typeforms_documentation_signs() {
 async fn meta_accepts_what_metas_documentation_signs_over_the_escaped_payload() {
     // Meta sends non-ASCII characters escaped, and signs the payload as sent.
     let body = r#"{"object":"page","entry":[{"id":"1234","time":1715000000,"messaging":[{"message":{"text":"Caf\u00e9 ouvert?"}}]}]}"#;
-    let case = hmac_case("meta", "meta-app-secret-3b9d", body, Some(|signed| signed.body_replaced("ouvert", "ferme")));
+    let case = shared_secret_case(
+        "meta",
+        "meta-app-secret-3b9d",
+        body,
+        Some(|signed| signed.body_replaced("ouvert", "ferme")),
+    );
     let Some((gateway, reply)) = case.accepted_and_forgeries_refused().await else { return };
     assert_eq!(reply["name"], "meta.page");
     let event = stored_event(&gateway, &reply).await;
@@ -336,7 +378,7 @@ async fn gitlab_accepts_the_secret_token_header_gitlabs_documentation_describes(
     let body = json!({"object_kind": "merge_request", "event_type": "merge_request",
         "object_attributes": {"iid": 7, "title": "Add interop tests"}})
     .to_string();
-    let mut case = hmac_case("gitlab", "gitlab-secret-token-6e02", &body, None);
+    let mut case = shared_secret_case("gitlab", "gitlab-secret-token-6e02", &body, None);
     case.other_headers =
         &[("x-gitlab-event", "Merge Request Hook"), ("x-gitlab-event-uuid", "13792a34-cac6-4fda-95a8")];
     let Some((gateway, reply)) = case.accepted_and_forgeries_refused().await else { return };
@@ -349,7 +391,7 @@ async fn postmark_accepts_the_basic_credentials_of_its_documented_webhook_url() 
     let body = json!({"RecordType": "Delivery", "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
         "Recipient": "ada@example.com", "DeliveredAt": "2024-05-01T12:00:00Z"})
     .to_string();
-    let case = hmac_case("postmark", "postmark-hooks:p4ss:w0rd with spaces", &body, None);
+    let case = shared_secret_case("postmark", "postmark-hooks:p4ss:w0rd with spaces", &body, None);
     let Some((gateway, reply)) = case.accepted_and_forgeries_refused().await else { return };
     assert_eq!(reply["name"], "postmark.Delivery");
     assert_eq!(stored_event(&gateway, &reply).await["data"]["Recipient"], "ada@example.com");
@@ -358,7 +400,7 @@ async fn postmark_accepts_the_basic_credentials_of_its_documented_webhook_url() 
 #[tokio::test]
 async fn url_token_accepts_a_token_with_reserved_characters_as_a_client_encodes_it() {
     let body = json!({"id": "r1", "event": "purchase", "payload": [{"sku": "TEA-1"}]}).to_string();
-    let case = hmac_case("commerce", "t0k+en/=&?x y%", &body, None);
+    let case = shared_secret_case("commerce", "t0k+en/=&?x y%", &body, None);
     let Some((gateway, reply)) = case.accepted_and_forgeries_refused().await else { return };
     assert_eq!(reply["name"], "commerce.purchase");
     assert_eq!(stored_event(&gateway, &reply).await["data"]["payload"][0]["sku"], "TEA-1");
@@ -367,7 +409,8 @@ async fn url_token_accepts_a_token_with_reserved_characters_as_a_client_encodes_
 #[tokio::test]
 async fn generic_hmac_accepts_the_shipped_apex_format_as_documented() {
     let body = json!({"id": "ld_51", "event": "lead.created", "lead": {"email": "ada@example.com"}}).to_string();
-    let case = hmac_case("apex", "apex-shared-secret-2d4f", &body, Some(|signed| signed.body_replaced("ada", "eve")));
+    let case =
+        shared_secret_case("apex", "apex-shared-secret-2d4f", &body, Some(|signed| signed.body_replaced("ada", "eve")));
     let Some((gateway, reply)) = case.accepted_and_forgeries_refused().await else { return };
     assert_eq!(reply["name"], "apex.lead.created");
     assert_eq!(stored_event(&gateway, &reply).await["data"]["lead"]["email"], "ada@example.com");

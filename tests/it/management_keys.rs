@@ -55,11 +55,12 @@ async fn a_management_key_is_accepted_in_every_header_style_until_revoked() {
     let (id, key) = management_key(&gateway, None).await;
     assert!(key.starts_with("hgm_"), "{key}");
     let list = || gateway.http.get(gateway.url("/api/webhooks"));
+    let listed = (200, json!({"data": []}));
 
-    assert_eq!(reply(list().bearer_auth(&key)).await.0, 200, "Authorization: Bearer");
-    assert_eq!(reply(list().header("x-api-key", &key)).await.0, 200, "X-API-Key");
+    assert_eq!(reply(list().bearer_auth(&key)).await, listed, "Authorization: Bearer");
+    assert_eq!(reply(list().header("x-api-key", &key)).await, listed, "X-API-Key");
     let pair = reply(list().header("X-API-KEY", &id).header("X-API-SECRET", &key)).await;
-    assert_eq!(pair.0, 200, "the X-API-KEY (key id) and X-API-SECRET (key) pair: {}", pair.1);
+    assert_eq!(pair, listed, "the X-API-KEY (key id) and X-API-SECRET (key) pair");
 
     let (status, body) = reply(list().header("X-API-KEY", "key_someone_else").header("X-API-SECRET", &key)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_credentials")), "the pair must match");
@@ -73,7 +74,8 @@ async fn a_management_key_is_accepted_in_every_header_style_until_revoked() {
     assert!(body["error"]["message"].as_str().unwrap().contains("X-API-SECRET"), "names every style: {body}");
 
     assert_eq!(as_admin(&gateway, Method::DELETE, &format!("/api/keys/{id}"), None).await.0, 204);
-    assert_eq!(reply(list().bearer_auth(&key)).await.0, 401, "a revoked key stops at once");
+    let (status, body) = reply(list().bearer_auth(&key)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_credentials")), "revoked at once");
 }
 
 #[tokio::test]
@@ -106,10 +108,11 @@ async fn a_scoped_key_subscribes_only_within_its_scopes() {
         assert!(message.contains(outside) && message.contains("kustomer.app.shop.*"), "{message}");
     }
     let (status, body) = with_key(&gateway, &key, Method::POST, "/api/webhooks", Some(json!({"url": target}))).await;
-    assert_eq!(status, 403, "no events means every event, beyond the scopes: {body}");
-    let (status, _) =
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "no events is every event");
+    let (status, body) =
         with_key(&gateway, &key, Method::PATCH, &format!("/api/webhooks/{own}"), Some(json!({"events": ["*"]}))).await;
-    assert_eq!(status, 403, "nor may a change widen a subscription beyond them");
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "nor may a change widen it");
+    assert!(body["error"]["message"].as_str().unwrap().contains("\"*\""), "{body}");
     let (status, patched) =
         with_key(&gateway, &key, Method::PATCH, &format!("/api/webhooks/{own}"), Some(json!({"status": "paused"})))
             .await;
@@ -127,11 +130,21 @@ async fn a_scoped_key_subscribes_only_within_its_scopes() {
         (Method::GET, format!("/api/webhooks/{theirs}/deliveries")),
         (Method::POST, format!("/api/webhooks/{theirs}/rotate-secret")),
     ] {
-        assert_eq!(with_key(&gateway, &key, method.clone(), &path, None).await.0, 404, "{method} {path}");
+        let (status, body) = with_key(&gateway, &key, method.clone(), &path, None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{method} {path}");
     }
-    let (_, all) = as_admin(&gateway, Method::GET, "/api/webhooks", None).await;
-    assert_eq!(all["data"].as_array().unwrap().len(), 2, "the admin sees both");
+    let admin_ids = || async {
+        let (_, all) = as_admin(&gateway, Method::GET, "/api/webhooks", None).await;
+        let mut ids: Vec<String> =
+            all["data"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    let mut both = vec![own.clone(), theirs.to_owned()];
+    both.sort();
+    assert_eq!(admin_ids().await, both, "the admin sees both, and the key's refused calls changed nothing");
     assert_eq!(with_key(&gateway, &key, Method::DELETE, &format!("/api/webhooks/{own}"), None).await.0, 204);
+    assert_eq!(admin_ids().await, [theirs], "the key deleted its own");
 }
 
 #[tokio::test]
@@ -147,26 +160,38 @@ async fn a_scoped_key_reads_only_the_hooks_and_events_within_its_scopes() {
     let lead_id = lead.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
 
     let (_, hooks) = with_key(&gateway, &key, Method::GET, "/api/hooks", None).await;
-    let names: Vec<&str> = hooks["data"].as_array().unwrap().iter().map(|h| h["eventName"].as_str().unwrap()).collect();
-    assert!(names.contains(&ORDER_UPDATE) && names.contains(&ORDER_SYNC), "{names:?}");
-    assert!(names.iter().all(|name| name.starts_with("kustomer.app.shop.order.")), "{names:?}");
+    let mut names: Vec<&str> =
+        hooks["data"].as_array().unwrap().iter().map(|h| h["eventName"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, [ORDER_SYNC, ORDER_UPDATE], "exactly the hooks within kustomer.app.shop.order.*");
 
-    assert_eq!(with_key(&gateway, &key, Method::GET, &format!("/api/events/{order_id}"), None).await.0, 200);
-    assert_eq!(with_key(&gateway, &key, Method::GET, &format!("/api/events/{order_id}/raw"), None).await.0, 200);
+    let (status, event) = with_key(&gateway, &key, Method::GET, &format!("/api/events/{order_id}"), None).await;
+    assert_eq!((status, &event["id"], &event["data"]), (200, &json!(order_id), &json!({"id": "o-1"})));
+    let raw = gateway
+        .http
+        .get(gateway.url(&format!("/api/events/{order_id}/raw")))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 200);
+    assert_eq!(raw.text().await.unwrap(), r#"{"id": "o-1"}"#);
     for path in [
         format!("/api/events/{lead_id}"),
         format!("/api/events/{lead_id}/raw"),
         format!("/api/hooks/{LEAD_CREATED}/sample"),
     ] {
-        assert_eq!(with_key(&gateway, &key, Method::GET, &path, None).await.0, 404, "{path}");
+        let (status, body) = with_key(&gateway, &key, Method::GET, &path, None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{path}");
     }
     let (status, body) = with_key(&gateway, &key, Method::GET, "/api/events", None).await;
-    assert_eq!(status, 403, "a scoped key lists events by a name within its scopes: {body}");
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "a name within its scopes: {body}");
     let (status, listed) =
         with_key(&gateway, &key, Method::GET, &format!("/api/events?name={ORDER_UPDATE}"), None).await;
-    assert_eq!((status, listed["data"][0]["id"].as_str()), (200, Some(order_id.as_str())));
-    let (status, _) = with_key(&gateway, &key, Method::POST, &format!("/api/events/{lead_id}/replay"), None).await;
-    assert_eq!(status, 404);
+    let ids: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!((status, ids), (200, vec![order_id.as_str()]));
+    let (status, body) = with_key(&gateway, &key, Method::POST, &format!("/api/events/{lead_id}/replay"), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
 }
 
 #[tokio::test]
@@ -195,11 +220,12 @@ async fn keys_never_stand_in_for_each_other_or_for_the_admin_token() {
         assert_eq!(status, 403, "{method} {path} takes the admin token");
         assert!(body["error"]["message"].as_str().unwrap().contains("admin token"), "{body}");
     }
-    assert_eq!(with_key(&gateway, &management, Method::GET, "/api/openapi.json", None).await.0, 200);
-    let (status, _) = with_key(&gateway, &management, Method::GET, "/api/no-such-thing", None).await;
-    assert_eq!(status, 404);
-    let (status, _) = reply(gateway.http.get(gateway.url("/api/no-such-thing"))).await;
-    assert_eq!(status, 401, "unknown paths are behind a credential too");
+    let (status, document) = with_key(&gateway, &management, Method::GET, "/api/openapi.json", None).await;
+    assert_eq!((status, &document["openapi"]), (200, &json!("3.1.0")));
+    let (status, body) = with_key(&gateway, &management, Method::GET, "/api/no-such-thing", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, body) = reply(gateway.http.get(gateway.url("/api/no-such-thing"))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "behind a credential too");
 }
 
 #[tokio::test]
@@ -218,6 +244,9 @@ async fn issuing_a_key_checks_its_purpose_and_scopes() {
     let (status, body) =
         as_admin(&gateway, Method::POST, "/api/keys", Some(json!({"name": "x", "purpose": "root"}))).await;
     assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`root`") && message.contains("`ingest` or `management`"), "{body}");
 
     let (_, listed) = as_admin(&gateway, Method::GET, "/api/keys", None).await;
     assert_eq!(listed["data"], json!([]), "nothing was issued");
@@ -233,11 +262,21 @@ async fn the_cli_issues_scoped_management_keys() {
     assert!(key.starts_with("hgm_"));
     let (status, hooks) = with_key(&gateway, &key, Method::GET, "/api/hooks", None).await;
     assert_eq!(status, 200);
-    assert!(hooks["data"].as_array().unwrap().iter().all(|h| h["app"] == "shop"), "{hooks}");
+    let mut names: Vec<&str> =
+        hooks["data"].as_array().unwrap().iter().map(|h| h["eventName"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    let shop = shop_definition();
+    let mut expected: Vec<&str> =
+        shop["hooks"].as_array().unwrap().iter().map(|h| h["eventName"].as_str().unwrap()).collect();
+    expected.sort_unstable();
+    assert_eq!(names, expected, "exactly the shop's hooks");
 
     let listed = gateway.cli(&["keys", "list"]);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
     let table = String::from_utf8(listed.stdout).unwrap();
     assert!(table.contains("management") && table.contains("events kustomer.app.shop.*"), "{table}");
     let refused = gateway.cli(&["keys", "create", "--name", "x", "--scope", "stripe.*"]);
     assert!(!refused.status.success(), "a scope needs --management");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--management"), "{stderr}");
 }

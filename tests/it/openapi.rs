@@ -1,6 +1,6 @@
 //! The OpenAPI document at `/api/openapi.json` stays true: every operation it lists is routed
-//! (a request reaches a handler, not the fallback), and every management route in `src/api/mod.rs`
-//! is in it.
+//! (a request reaches a handler, not the fallback, and gets a status the document lists for it),
+//! and every management route in `src/api/mod.rs` is in it.
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -42,14 +42,23 @@ fn documented(document: &Value) -> BTreeSet<(String, String)> {
 }
 
 #[tokio::test]
-async fn the_document_lists_exactly_the_routed_operations_and_each_reaches_a_handler() {
+async fn the_document_lists_exactly_the_routed_operations_and_each_answers_as_documented() {
     let gateway = Gateway::start().await;
     let document = gateway.admin_json("/api/openapi.json").await;
     assert_eq!(document["openapi"], "3.1.0");
-    assert_eq!(documented(&document), routed(), "docs/openapi.json and src/api/mod.rs disagree");
+    let operations = documented(&document);
+    assert_eq!(operations, routed(), "docs/openapi.json and src/api/mod.rs disagree");
+    for known in [("get", "/api/events/{id}/raw"), ("post", "/api/webhooks"), ("post", "/api/definitions/reload")] {
+        let known = (known.0.to_owned(), known.1.to_owned());
+        assert!(operations.contains(&known), "{known:?} is read from both: {operations:?}");
+    }
 
-    for (method, path) in documented(&document) {
-        let concrete = path.replace("{id}", "sub_none").replace("{delivery_id}", "dlv_none").replace("{app}", "none");
+    for (method, path) in operations {
+        let concrete = path
+            .replace("{id}", "sub_none")
+            .replace("{delivery_id}", "dlv_none")
+            .replace("{app}", "none")
+            .replace("{event_name}", "kustomer.app.none");
         let response = gateway
             .http
             .request(method.to_uppercase().parse().unwrap(), gateway.url(&concrete))
@@ -63,5 +72,17 @@ async fn the_document_lists_exactly_the_routed_operations_and_each_reaches_a_han
         let body = response.text().await.unwrap();
         assert_ne!(status, 405, "{method} {path} is not routed: {body}");
         assert!(!body.contains("no such management endpoint"), "{method} {path} reaches the fallback");
+        let responses = document["paths"][&path][&method]["responses"].as_object().unwrap();
+        assert!(
+            responses.contains_key(&status.to_string()),
+            "{method} {path} answered {status}, not one of {:?}: {body}",
+            responses.keys().collect::<Vec<_>>()
+        );
+        if status >= 400 {
+            let error: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{method} {path}: {body}"));
+            let (code, message) = (error["error"]["code"].as_str(), error["error"]["message"].as_str());
+            assert!(code.is_some_and(|code| !code.is_empty()), "{method} {path}: {body}");
+            assert!(message.is_some_and(|message| !message.is_empty()), "{method} {path}: {body}");
+        }
     }
 }

@@ -25,14 +25,43 @@ async fn wait_for_hook(gateway: &Gateway, name: &str, present: bool) {
     .await;
 }
 
+/// How many reloads started by the folder watch or SIGHUP ended with `outcome` (`applied`,
+/// `refused`, `failed`), from `/metrics`. Reloads through the API are not counted there.
+async fn watched_reloads(gateway: &Gateway, outcome: &str) -> u64 {
+    let metrics = gateway.http.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("hookgate_definition_reloads_total{{outcome=\"{outcome}\"}} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&prefix)).map_or(0, |count| count.parse().unwrap())
+}
+
+/// Waits until the folder watch has refused a reload: after that, what it refused is known
+/// not to have been put in service.
+async fn wait_for_a_refused_reload(gateway: &Gateway) {
+    eventually(Duration::from_secs(10), "the watch to refuse the change", || async {
+        watched_reloads(gateway, "refused").await >= 1
+    })
+    .await;
+}
+
+/// Posts JSON to a form hook and checks the 202 reply, returning the stored event.
+async fn post_form(gateway: &Gateway, url: &str, event_name: &str, body: Value) -> Value {
+    let response = gateway.http.post(url).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 202, "POST to {event_name}");
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["name"], event_name, "{reply}");
+    let event = gateway.event(reply["id"].as_str().expect("the reply carries the event id")).await;
+    assert_eq!(event["data"], body);
+    event
+}
+
 #[tokio::test]
 async fn a_new_definition_file_is_served_without_a_restart() {
     let gateway = Gateway::start().await;
     std::fs::write(gateway.definitions_dir().join("billing.json"), billing_definition("form").to_string()).unwrap();
     wait_for_hook(&gateway, NEW_HOOK, true).await;
     let url = gateway.hook_url(NEW_HOOK).await;
-    let response = gateway.http.post(url).json(&json!({"invoice": 7})).send().await.unwrap();
-    assert_eq!(response.status(), 202);
+    let event = post_form(&gateway, &url, NEW_HOOK, json!({"invoice": 7})).await;
+    assert_eq!((&event["app"], &event["hookType"]), (&json!("billing"), &json!("form")));
+    assert!(watched_reloads(&gateway, "applied").await >= 1);
 }
 
 #[tokio::test]
@@ -42,11 +71,11 @@ async fn an_invalid_change_is_refused_and_the_old_set_keeps_serving() {
     let mut broken = billing_definition("sms");
     broken["hooks"][0]["colour"] = json!("red");
     std::fs::write(gateway.definitions_dir().join("billing.json"), broken.to_string()).unwrap();
-    // The watcher has seen the change once the explicit reload reports the same refusal.
     let response =
         gateway.http.post(gateway.url("/api/definitions/reload")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
     assert_eq!(response.status(), 422);
     let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_definition", "{body}");
     let messages: Vec<String> = body["error"]["diagnostics"]
         .as_array()
         .unwrap()
@@ -59,10 +88,10 @@ async fn an_invalid_change_is_refused_and_the_old_set_keeps_serving() {
     );
     assert!(messages.iter().any(|m| m.contains("/hooks/0/colour")), "every error is reported: {messages:?}");
 
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_for_a_refused_reload(&gateway).await;
+    assert_eq!(watched_reloads(&gateway, "applied").await, 0, "nothing of the broken folder was applied");
     assert!(!hook_names(&gateway).await.contains(&NEW_HOOK.to_owned()));
-    let response = gateway.http.post(&before).json(&json!({"still": "served"})).send().await.unwrap();
-    assert_eq!(response.status(), 202, "the previous set keeps serving");
+    post_form(&gateway, &before, ORDER_UPDATE, json!({"still": "served"})).await;
 
     std::fs::write(gateway.definitions_dir().join("billing.json"), billing_definition("form").to_string()).unwrap();
     wait_for_hook(&gateway, NEW_HOOK, true).await;
@@ -72,23 +101,35 @@ async fn an_invalid_change_is_refused_and_the_old_set_keeps_serving() {
 #[tokio::test]
 async fn a_malformed_file_is_refused_too() {
     let gateway = Gateway::start().await;
+    let before = gateway.hook_url(ORDER_UPDATE).await;
     std::fs::write(gateway.definitions_dir().join("billing.json"), "{\"app\": \"billing\",").unwrap();
     let response =
         gateway.http.post(gateway.url("/api/definitions/reload")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), 422);
     let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_definition", "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("billing.json: malformed JSON at line 1"), "{body}");
+    wait_for_a_refused_reload(&gateway).await;
     assert!(hook_names(&gateway).await.contains(&ORDER_UPDATE.to_owned()));
+    post_form(&gateway, &before, ORDER_UPDATE, json!({"still": "served"})).await;
 }
 
 #[tokio::test]
 async fn sighup_reloads_when_watching_is_off() {
     let gateway = Gateway::start_with(Options::default().env("HOOKGATE_WATCH_DEFINITIONS", "false")).await;
+    // A gateway that watches its folder, changed after this one's: once it has reloaded, a
+    // watch would have reloaded the first too.
+    let watching = Gateway::start().await;
     std::fs::write(gateway.definitions_dir().join("billing.json"), billing_definition("web").to_string()).unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    std::fs::write(watching.definitions_dir().join("billing.json"), billing_definition("web").to_string()).unwrap();
+    wait_for_hook(&watching, NEW_HOOK, true).await;
     assert!(!hook_names(&gateway).await.contains(&NEW_HOOK.to_owned()), "nothing reloads without a trigger");
+    assert_eq!(watched_reloads(&gateway, "applied").await, 0);
+
     let status = std::process::Command::new("kill").args(["-HUP", &gateway.pid().to_string()]).status().unwrap();
     assert!(status.success());
     wait_for_hook(&gateway, NEW_HOOK, true).await;
+    assert_eq!(watched_reloads(&gateway, "applied").await, 1, "one signal, one reload");
 }
 
 #[tokio::test]
@@ -98,7 +139,8 @@ async fn a_removed_hook_stops_answering() {
     std::fs::remove_file(gateway.definitions_dir().join("crm.json")).unwrap();
     wait_for_hook(&gateway, LEAD_CREATED, false).await;
     let response = gateway.http.post(url).json(&json!({})).send().await.unwrap();
-    assert_eq!(response.status(), 404);
+    let (code, _) = error_code(response, 404).await;
+    assert_eq!(code, "hook_not_found");
 }
 
 #[tokio::test]

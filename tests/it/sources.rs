@@ -69,6 +69,22 @@ fn stripe_event(id: &str) -> String {
         .to_string()
 }
 
+/// Checks that `response` is the 200 reply for one new, stored event named `name` with `data`,
+/// and returns its id.
+async fn assert_stored(gateway: &Gateway, response: reqwest::Response, name: &str, data: &Value) -> String {
+    assert_eq!(response.status(), 200);
+    let reply: Value = response.json().await.unwrap();
+    let id = reply["id"].as_str().unwrap_or_else(|| panic!("no event id in {reply}")).to_owned();
+    assert_eq!(reply, json!({"id": id, "name": name, "duplicate": false}));
+    let event = gateway.event(&id).await;
+    assert_eq!((&event["name"], &event["data"]), (&json!(name), data));
+    id
+}
+
+async fn stored_count(gateway: &Gateway) -> usize {
+    gateway.admin_json("/api/events").await["data"].as_array().unwrap().len()
+}
+
 async fn post_stripe(gateway: &Gateway, body: &str, signature: &str) -> reqwest::Response {
     gateway
         .http
@@ -118,7 +134,8 @@ async fn the_previous_stripe_secret_works_while_both_are_configured() {
     let gateway = gateway().await;
     let body = stripe_event("evt_rotated");
     let response = post_stripe(&gateway, &body, &stripe_signature(STRIPE_PREVIOUS, now(), &body)).await;
-    assert_eq!(response.status(), 200);
+    let data: Value = serde_json::from_str(&body).unwrap();
+    assert_stored(&gateway, response, "stripe.payment_intent.succeeded", &data).await;
 }
 
 /// Checks a 401 with its reason class, that nothing was stored, and that no signature leaked.
@@ -209,10 +226,15 @@ async fn github_events_are_named_by_event_and_action_and_keyed_by_delivery() {
             .body(body.clone())
             .send()
     };
-    let first: Value = send().await.unwrap().json().await.unwrap();
-    assert_eq!(first["name"], "github.pull_request.opened");
-    let again: Value = send().await.unwrap().json().await.unwrap();
-    assert_eq!((again["id"].clone(), again["duplicate"].clone()), (first["id"].clone(), json!(true)));
+    let data: Value = serde_json::from_str(&body).unwrap();
+    let first = assert_stored(&gateway, send().await.unwrap(), "github.pull_request.opened", &data).await;
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        again.json::<Value>().await.unwrap(),
+        json!({"id": first, "name": "github.pull_request.opened", "duplicate": true})
+    );
+    assert_eq!(stored_count(&gateway).await, 1);
 }
 
 #[tokio::test]
@@ -240,14 +262,21 @@ async fn a_hubspot_batch_becomes_one_event_per_element_in_one_reply() {
     let response = send().await.unwrap();
     assert_eq!(response.status(), 200);
     let reply: Value = response.json().await.unwrap();
-    let names: Vec<&str> = reply["events"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["hubspot.contact.creation", "hubspot.contact.propertyChange"]);
-    let second = gateway.event(reply["events"][1]["id"].as_str().unwrap()).await;
-    assert_eq!(second["data"]["propertyName"], "email", "each event carries its own element");
+    let ids: Vec<&str> = reply["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let names = ["hubspot.contact.creation", "hubspot.contact.propertyChange"];
+    let events = |duplicate: bool| -> Value {
+        ids.iter().zip(names).map(|(id, name)| json!({"id": id, "name": name, "duplicate": duplicate})).collect()
+    };
+    assert_eq!(reply, json!({"events": events(false)}));
+    let elements: Value = serde_json::from_str(&body).unwrap();
+    for (index, id) in ids.iter().enumerate() {
+        assert_eq!(gateway.event(id).await["data"], elements[index], "each event carries its own element");
+    }
 
-    let again: Value = send().await.unwrap().json().await.unwrap();
-    assert!(again["events"].as_array().unwrap().iter().all(|e| e["duplicate"] == true));
-    assert_eq!(gateway.admin_json("/api/events").await["data"].as_array().unwrap().len(), 2);
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap(), json!({"events": events(true)}));
+    assert_eq!(stored_count(&gateway).await, 2);
 }
 
 #[tokio::test]
@@ -277,7 +306,9 @@ async fn the_directory_shows_source_urls_and_get_is_not_allowed() {
     let gateway = gateway().await;
     assert_eq!(gateway.hook_url("stripe.event").await, gateway.url("/api/webhooks/stripe"));
     let response = gateway.http.get(gateway.url("/api/webhooks/stripe")).send().await.unwrap();
-    assert_eq!(response.status(), 405);
+    let (code, message) = error_code(response, 405).await;
+    assert_eq!(code, "method_not_allowed");
+    assert!(message.contains("GET"), "{message}");
 }
 
 fn shipped(name: &str) -> (String, Value) {
@@ -303,13 +334,15 @@ async fn the_shipped_commerce_and_enafeedback_definitions_work_as_documented() {
         .send()
         .await
         .unwrap();
-    assert_eq!(with_token.status(), 200);
-    assert_eq!(with_token.json::<Value>().await.unwrap()["name"], "commerce.tag_added");
+    assert_stored(&gateway, with_token, "commerce.tag_added", &delivery).await;
     let without =
         gateway.http.post(gateway.url("/api/webhooks/commerce?token=guess")).json(&delivery).send().await.unwrap();
-    assert_eq!(without.status(), 401);
+    let (code, _) = error_code(without, 401).await;
+    assert_eq!(code, "signature_mismatch");
+    assert_eq!(stored_count(&gateway).await, 1);
 
-    let body = json!({"id": "del_001", "event": "survey.response.created", "test": true}).to_string();
+    let delivery = json!({"id": "del_001", "event": "survey.response.created", "test": true});
+    let body = delivery.to_string();
     let signature = format!("sha256={}", hex::encode(hmac_sha256("whs_enafeedback_secret", &body)));
     let response = gateway
         .http
@@ -320,8 +353,7 @@ async fn the_shipped_commerce_and_enafeedback_definitions_work_as_documented() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["name"], "enafeedback.survey.response.created");
+    assert_stored(&gateway, response, "enafeedback.survey.response.created", &delivery).await;
 }
 
 #[tokio::test]
@@ -329,8 +361,9 @@ async fn refused_requests_are_kept_for_inspection_without_signatures() {
     let gateway = gateway().await;
     let body = stripe_event("evt_inspect");
     let forged = stripe_signature("whsec_wrong", now(), &body);
-    post_stripe(&gateway, &body, &forged).await;
+    assert_eq!(post_stripe(&gateway, &body, &forged).await.status(), 401);
     let log = gateway.admin_json("/api/sources/rejections?source=stripe").await;
+    assert_eq!(log["data"].as_array().unwrap().len(), 1, "{log}");
     let entry = &log["data"][0];
     assert_eq!(entry["source"], "stripe");
     assert_eq!(entry["reason"], "signature_mismatch");
@@ -382,7 +415,10 @@ async fn meta_subscription_handshake_and_signed_deliveries() {
     let (code, _) = error_code(handshake("guess").await.unwrap(), 403).await;
     assert_eq!(code, "handshake_refused");
 
-    let body = json!({"object": "page", "entry": [{"id": "1", "time": 1}]}).to_string();
+    assert_eq!(stored_count(&gateway).await, 0, "a handshake is not an event");
+
+    let delivery = json!({"object": "page", "entry": [{"id": "1", "time": 1}]});
+    let body = delivery.to_string();
     let response = gateway
         .http
         .post(gateway.url("/api/webhooks/meta"))
@@ -392,8 +428,7 @@ async fn meta_subscription_handshake_and_signed_deliveries() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["name"], "meta.page");
+    assert_stored(&gateway, response, "meta.page", &delivery).await;
 }
 
 #[tokio::test]
@@ -442,5 +477,7 @@ async fn discord_ping_is_answered_with_a_pong() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap(), json!({"type": 1}));
     let forged = send(hex::encode([0u8; 64])).await.unwrap();
-    assert_eq!(forged.status(), 401, "Discord checks that endpoints refuse bad signatures");
+    let (code, _) = error_code(forged, 401).await;
+    assert_eq!(code, "signature_mismatch", "Discord checks that endpoints refuse bad signatures");
+    assert_eq!(stored_count(&gateway).await, 0, "a ping is not an event");
 }

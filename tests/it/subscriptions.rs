@@ -92,8 +92,9 @@ async fn put_replaces_patch_merges_and_delete_removes() {
     assert_eq!(status, 204);
     let (status, error) = send(&gateway, reqwest::Method::GET, &path, None).await;
     assert_eq!((status, &error["error"]["code"]), (404, &json!("not_found")));
-    let (status, _) = send(&gateway, reqwest::Method::DELETE, &path, None).await;
-    assert_eq!(status, 404);
+    let (status, error) = send(&gateway, reqwest::Method::DELETE, &path, None).await;
+    assert_eq!((status, &error["error"]["code"]), (404, &json!("not_found")));
+    assert_eq!(send(&gateway, reqwest::Method::GET, "/api/webhooks", None).await, (200, json!({"data": []})));
 }
 
 #[tokio::test]
@@ -102,10 +103,12 @@ async fn a_subscription_can_also_be_deleted_by_naming_it_in_the_body() {
     let (_, created) =
         send(&gateway, reqwest::Method::POST, "/api/webhooks", Some(json!({"url": "http://127.0.0.1:9/a"}))).await;
     let id = created["id"].clone();
+    assert!(id.as_str().is_some_and(|id| id.starts_with("sub_")), "{created}");
     let (status, _) = send(&gateway, reqwest::Method::DELETE, "/api/webhooks", Some(json!({"id": id}))).await;
     assert_eq!(status, 204, "seed 003's style");
-    let (status, _) = send(&gateway, reqwest::Method::DELETE, "/api/webhooks", Some(json!({"id": id}))).await;
-    assert_eq!(status, 404);
+    assert_eq!(send(&gateway, reqwest::Method::GET, "/api/webhooks", None).await, (200, json!({"data": []})));
+    let (status, error) = send(&gateway, reqwest::Method::DELETE, "/api/webhooks", Some(json!({"id": id}))).await;
+    assert_eq!((status, &error["error"]["code"]), (404, &json!("not_found")));
     let (status, error) = send(&gateway, reqwest::Method::DELETE, "/api/webhooks", Some(json!({}))).await;
     assert_eq!((status, &error["error"]["fields"][0]["field"]), (422, &json!("id")));
 }
@@ -126,7 +129,7 @@ async fn every_invalid_field_is_named() {
         error["error"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["url", "name", "events", "status", "filter", "headers.Webhook-Id"]);
     let (status, error) = send(&gateway, reqwest::Method::POST, "/api/webhooks", None).await;
-    assert_eq!(status, 400, "{error}");
+    assert_eq!((status, &error["error"]["code"]), (400, &json!("bad_request")), "{error}");
     assert!(send(&gateway, reqwest::Method::GET, "/api/webhooks", None).await.1["data"].as_array().unwrap().is_empty());
 }
 
@@ -142,9 +145,11 @@ async fn private_and_plain_http_targets_are_refused_by_default() {
     ] {
         let (status, error) = send(&gateway, reqwest::Method::POST, "/api/webhooks", Some(json!({"url": url}))).await;
         assert_eq!(status, 422, "{url}: {error}");
+        assert_eq!(error["error"]["fields"][0]["field"], "url", "{url}: {error}");
         let message = error["error"]["fields"][0]["message"].as_str().unwrap();
         assert!(message.contains(expected), "{url}: {message}");
     }
+    assert_eq!(send(&gateway, reqwest::Method::GET, "/api/webhooks", None).await, (200, json!({"data": []})));
 }
 
 #[tokio::test]
@@ -174,9 +179,9 @@ async fn rotating_the_secret_keeps_the_old_one_only_for_the_overlap_asked_for() 
     )
     .await;
     assert_eq!((status, &error["error"]["fields"][0]["field"]), (422, &json!("overlap_seconds")));
-    let (status, _) =
+    let (status, error) =
         send(&gateway, reqwest::Method::POST, "/api/webhooks/sub_unknown/rotate-secret", Some(json!({}))).await;
-    assert_eq!(status, 404);
+    assert_eq!((status, &error["error"]["code"]), (404, &json!("not_found")));
 }
 
 #[tokio::test]
@@ -192,13 +197,16 @@ async fn subscriptions_need_the_admin_token_and_sources_keep_their_path() {
     ] {
         let response = gateway.http.request(method.clone(), gateway.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 401, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{method} {path}: {body}");
     }
     // Not a subscription id: the platforms' endpoints, as before.
     let unknown = gateway.http.post(gateway.url("/api/webhooks/nosuchsource")).body("{}").send().await.unwrap();
     assert_eq!(unknown.status(), 404);
     assert_eq!(unknown.json::<Value>().await.unwrap()["error"]["code"], "source_not_found");
     let put = gateway.http.put(gateway.url("/api/webhooks/nosuchsource")).send().await.unwrap();
-    assert_eq!(put.status(), 405);
+    let (code, _) = error_code(put, 405).await;
+    assert_eq!(code, "method_not_allowed");
 }
 
 #[tokio::test]
@@ -214,13 +222,15 @@ async fn a_hook_sample_is_its_latest_event_or_the_declared_one() {
     let gateway = Gateway::start_with(options).await;
     let declared = gateway.admin_json("/api/hooks/kustomer.app.samples.declared/sample").await;
     assert_eq!((&declared["from"], &declared["data"]), (&json!("definition"), &json!({"orderId": "ORD-1"})));
-    let (status, _) = send(&gateway, reqwest::Method::GET, "/api/hooks/kustomer.app.samples.none/sample", None).await;
-    assert_eq!(status, 404, "no event yet and nothing declared");
-    let (status, _) = send(&gateway, reqwest::Method::GET, "/api/hooks/kustomer.app.nope/sample", None).await;
-    assert_eq!(status, 404);
+    let (status, error) =
+        send(&gateway, reqwest::Method::GET, "/api/hooks/kustomer.app.samples.none/sample", None).await;
+    assert_eq!((status, &error["error"]["code"]), (404, &json!("not_found")), "no event yet and nothing declared");
+    let (status, error) = send(&gateway, reqwest::Method::GET, "/api/hooks/kustomer.app.nope/sample", None).await;
+    assert_eq!((status, &error["error"]["code"]), (404, &json!("not_found")));
 
     let url = gateway.hook_url("kustomer.app.samples.declared").await;
-    gateway.http.post(url).json(&json!({"orderId": "ORD-real"})).send().await.unwrap();
+    let posted = gateway.http.post(url).json(&json!({"orderId": "ORD-real"})).send().await.unwrap();
+    assert_eq!(posted.status(), 202);
     let latest = gateway.admin_json("/api/hooks/kustomer.app.samples.declared/sample").await;
     assert_eq!((&latest["from"], &latest["data"]), (&json!("latest_event"), &json!({"orderId": "ORD-real"})));
 }
