@@ -7,6 +7,7 @@ mod cli;
 mod definition_schema;
 mod deliveries;
 mod dns;
+mod documented_defaults;
 mod durability;
 mod email;
 mod form_hooks;
