@@ -10,13 +10,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use hookgate::api::AdminToken;
 use hookgate::config::{Config, Overrides};
 use hookgate::definitions::catalog::{CatalogManager, ReloadError};
 use hookgate::definitions::{Severity, ValidationOptions, read_folder, validate};
+use hookgate::pipeline::Replay;
 use hookgate::secrets::SecretSource;
 use hookgate::store::KeyPurpose;
 use hookgate::store::{EventQuery, Store};
-use hookgate::{AdminToken, Gateway, Listeners};
+use hookgate::{Gateway, Listeners};
 
 #[derive(Debug, Parser)]
 #[command(name = "hookgate", version, about = "An inbound webhook gateway")]
@@ -222,7 +224,7 @@ async fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
             config.database.display()
         );
     }
-    Ok(Store::open(&config.store()).await?)
+    Ok(Store::open(&hookgate::store_config(config)).await?)
 }
 
 async fn apps(config: Config, command: AppsCommand) -> anyhow::Result<ExitCode> {
@@ -260,7 +262,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http))?;
     let address = listener.local_addr()?;
-    let smtp_settings = config.smtp()?;
+    let smtp_settings = hookgate::smtp_settings(&config)?;
     let smtp_listener = tokio::net::TcpListener::bind(config.smtp)
         .await
         .with_context(|| format!("cannot listen for SMTP on {} (set --smtp)", config.smtp))?;
@@ -331,7 +333,7 @@ fn check(config: &Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
 async fn hooks(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     let store = open_existing_store(&config).await?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.http));
-    let manager = match CatalogManager::start(store, config.catalog()).await {
+    let manager = match CatalogManager::start(store, hookgate::catalog_settings(&config)).await {
         Ok((manager, _)) => manager,
         Err(error) => {
             print_diagnostics(&error);
@@ -443,18 +445,12 @@ async fn events(config: Config, command: EventsCommand) -> anyhow::Result<ExitCo
 
 /// Queues new deliveries of every event matching `query`, page by page, with a progress bar.
 async fn replay(store: &hookgate::store::Store, mut query: EventQuery, only: Option<String>) -> anyhow::Result<()> {
-    let subscriptions = store.subscriptions().await?;
-    let routes = match &only {
-        Some(id) => {
-            let Some(subscription) = subscriptions.iter().find(|s| &s.id == id) else {
-                bail!("no subscription {id:?}")
-            };
-            if subscription.status == hookgate::subscriptions::Status::Disabled {
-                bail!("subscription {id:?} is disabled");
-            }
-            None
+    let replay = match &only {
+        Some(id) => Replay::to_one(store.clone(), id, |_| true).await?,
+        None => {
+            let routes = hookgate::subscriptions::Routes::new(&store.subscriptions().await?);
+            Replay::matching(store.clone(), std::sync::Arc::new(routes), None)
         }
-        None => Some(hookgate::subscriptions::Routes::new(&subscriptions)),
     };
     let progress = indicatif::ProgressBar::new_spinner().with_style(
         indicatif::ProgressStyle::with_template("{spinner} {pos} events replayed, {msg} deliveries queued ({elapsed})")
@@ -464,14 +460,7 @@ async fn replay(store: &hookgate::store::Store, mut query: EventQuery, only: Opt
     loop {
         let page = store.list_events(query.clone()).await?;
         for event in &page.events {
-            let targets = match (&routes, &only) {
-                (Some(routes), _) => routes.matching(event),
-                (None, Some(id)) => vec![id.clone()],
-                (None, None) => Vec::new(),
-            };
-            if !targets.is_empty() {
-                deliveries += store.enqueue_deliveries(&event.id, targets, jiff::Timestamp::now()).await?.len() as u64;
-            }
+            deliveries += replay.event(event, jiff::Timestamp::now()).await?.len() as u64;
             events += 1;
             progress.set_position(events);
             progress.set_message(deliveries.to_string());

@@ -1,6 +1,9 @@
 //! Configuration in layers: built-in defaults, then a TOML file, then `HOOKGATE_*` environment
 //! variables, then command-line flags. Unknown keys in the file are rejected. The result is
 //! validated once into a typed [`Config`]; nothing else reads the environment for settings.
+//!
+//! Configuration is plain data: it builds none of its consumers' types and opens no file but its
+//! own. The composition root (`lib.rs`) turns it into each module's settings.
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -246,7 +249,7 @@ impl Config {
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid("max_connections must be at least 1".into()));
         }
-        if crate::email::SenderRule::parse(&format!("@{}", self.mail_domain)).is_none() {
+        if !crate::email::is_domain(self.mail_domain.trim_end()) {
             return Err(ConfigError::Invalid(format!("mail_domain must be a domain name, not {:?}", self.mail_domain)));
         }
         if self.smtp_max_message_bytes < 1024 || self.smtp_max_message_bytes > 100 * 1024 * 1024 {
@@ -284,46 +287,6 @@ impl Config {
 
     pub fn body_timeout(&self) -> Duration {
         Duration::from_secs(self.body_timeout_secs)
-    }
-
-    pub fn store(&self) -> crate::store::StoreConfig {
-        crate::store::StoreConfig::Sqlite { path: self.database.clone() }
-    }
-
-    /// The SMTP listener's settings, with the TLS certificate loaded when one is configured.
-    pub fn smtp(&self) -> Result<crate::email::smtp::SmtpSettings, ConfigError> {
-        let tls = match (&self.smtp_tls_certificate, &self.smtp_tls_key) {
-            (Some(certificate), Some(key)) => {
-                Some(crate::email::smtp::tls_acceptor(certificate, key).map_err(ConfigError::Invalid)?)
-            }
-            _ => None,
-        };
-        Ok(crate::email::smtp::SmtpSettings {
-            domain: self.mail_domain.to_ascii_lowercase(),
-            max_message_bytes: self.smtp_max_message_bytes as usize,
-            command_timeout: Duration::from_secs(self.smtp_command_timeout_secs),
-            session_timeout: Duration::from_secs(self.smtp_session_timeout_secs),
-            max_connections: self.smtp_max_connections,
-            max_recipients: 100,
-            max_errors: 10,
-            tls,
-        })
-    }
-
-    /// Where subscriptions may deliver.
-    pub fn delivery_policy(&self) -> crate::subscriptions::TargetPolicy {
-        crate::subscriptions::TargetPolicy {
-            allow_http: self.delivery_allow_http,
-            allow_private: self.delivery_allow_private_networks,
-        }
-    }
-
-    pub fn catalog(&self) -> crate::definitions::catalog::CatalogSettings {
-        crate::definitions::catalog::CatalogSettings {
-            folder: self.definitions.clone(),
-            secrets_file: self.secrets_file.clone(),
-            event_prefix: self.event_prefix.clone(),
-        }
     }
 }
 

@@ -1,15 +1,46 @@
 //! The normalized event: the one versioned type that leaves the process.
 //!
-//! Every accepted request (and, later, every email) becomes exactly one [`Event`] here. This
-//! module is pure: it does no I/O and reads no clock; the caller passes the receive time in.
-//! It must never know HTTP status codes or SQL.
+//! Every accepted request, and every value an email hook takes from a message, becomes one
+//! [`Event`] here. This module also holds the model types others build on: [`HookType`], the
+//! event's source (with the mail facts and authentication results), [`NewEvent`] with its
+//! idempotency key and outbox targets. It is pure: no I/O, no clock (the caller passes the
+//! receive time in); it must never know HTTP status codes or SQL, and imports no other module.
 
 use bytes::Bytes;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::definitions::HookType;
+/// The three kinds of hook of the Kustomer format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookType {
+    /// Public: anyone with the URL may post.
+    Form,
+    /// Requires an API key.
+    Web,
+    /// Receives email at an address.
+    Email,
+}
+
+impl HookType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookType::Form => "form",
+            HookType::Web => "web",
+            HookType::Email => "email",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<HookType> {
+        match text {
+            "form" => Some(HookType::Form),
+            "web" => Some(HookType::Web),
+            "email" => Some(HookType::Email),
+            _ => None,
+        }
+    }
+}
 
 /// Request headers that carry credentials and so are never stored with an event.
 /// `x-gitlab-token` carries GitLab's shared secret itself.

@@ -6,6 +6,7 @@
 //! active at once, which is how keys are rotated: issue the new one, move callers, revoke the
 //! old one. Ingest keys are limited to apps; management keys to event scopes, the way seed 004's
 //! API key scopes limit which events may be subscribed. Used by the management API and the CLI.
+//! [`presented_key`] reads a key the way both ingress (web hooks) and the API take it.
 
 use jiff::Timestamp;
 
@@ -37,6 +38,19 @@ pub enum KeyError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The key from `Authorization: Bearer <key>` or `X-API-Key: <key>`. Another `Authorization`
+/// scheme (a proxy's Basic auth, say) does not hide an `X-API-Key`.
+pub fn presented_key(headers: &http::HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().split_once(' '))
+        .filter(|(scheme, credential)| scheme.eq_ignore_ascii_case("bearer") && !credential.trim().is_empty())
+        .map(|(_, credential)| credential.trim());
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|key| !key.is_empty()))
 }
 
 /// Issues a key and stores its hash.
@@ -92,4 +106,29 @@ pub async fn issue(store: &Store, request: KeyRequest, now: Timestamp) -> Result
     };
     store.insert_api_key(record.clone()).await?;
     Ok(IssuedKey { record, key })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn keys_are_read_from_bearer_or_x_api_key() {
+        assert_eq!(presented_key(&headers(&[("authorization", "Bearer abc")])), Some("abc"));
+        assert_eq!(presented_key(&headers(&[("authorization", "bearer  abc ")])), Some("abc"));
+        assert_eq!(presented_key(&headers(&[("x-api-key", "xyz")])), Some("xyz"));
+        assert_eq!(presented_key(&headers(&[("authorization", "Basic abc")])), None);
+        assert_eq!(presented_key(&headers(&[("authorization", "Basic abc"), ("x-api-key", "xyz")])), Some("xyz"));
+        assert_eq!(presented_key(&headers(&[("authorization", "Bearer ")])), None);
+        assert_eq!(presented_key(&headers(&[])), None);
+    }
 }

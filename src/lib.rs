@@ -5,17 +5,22 @@
 //! Data flows one way:
 //!
 //! ```text
-//! HTTP request
-//!   -> ingress      transport: accept loop, limits, routing, web-hook keys, replies
-//!      (or email::smtp: mail to a hook address, and email::extract: its JSON and JSON-LD)
-//!   -> definitions  which hook is this? (the catalog, reloaded atomically)
-//!   -> ingress::payload  body + content type -> JSON data (no I/O)
-//!   -> event        -> Event, the one versioned type that leaves the process (no I/O)
-//!   -> store        durable; the 2xx reply waits for the commit
-//! api reads and manages through store and the catalog manager.
+//! HTTP request | SMTP message
+//!   -> ingress      transports only: accept loops, routes, opening steps, replies
+//!   -> definitions  which hook is this? (the catalog, swapped atomically on reload)
+//!   -> verify       a source's signature over the raw bytes (pure)
+//!   -> email        MIME -> JSON and JSON-LD values (pure; email hooks only)
+//!   -> event        -> Event, the one versioned type that leaves the process (pure)
+//!   -> pipeline     the commit: event, deliveries and publication in one transaction
+//!   -> store        durable and idempotent; the reply waits for the commit
+//!   -> deliver      outbox workers: subscriptions (signed webhooks) and NATS
+//! api reads, replays and manages through store, pipeline and the catalog manager.
 //! ```
 //!
-//! [`run`] serves until shutdown; `main.rs` only parses the command line (see `cli`).
+//! This file is the composition root and nothing else: [`Gateway::start`] turns a [`Config`]
+//! into each module's own state (ingress, the management API, the delivery worker, the NATS
+//! publisher) and [`Gateway::run`] serves until shutdown. No module uses a name defined here;
+//! `main.rs` only parses the command line (see `cli`).
 
 pub mod api;
 pub mod config;
@@ -26,6 +31,7 @@ pub mod event;
 pub mod ingress;
 pub mod jsonpath;
 pub mod keys;
+pub mod pipeline;
 pub mod secrets;
 pub mod shape;
 pub mod store;
@@ -36,81 +42,27 @@ pub mod verify;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
-use config::Config;
-use definitions::catalog::{CatalogManager, ReloadError};
-use store::{Store, StoreError};
-
-/// Everything a request handler may use.
-pub struct AppState {
-    pub catalog: Arc<CatalogManager>,
-    pub store: Store,
-    pub config: Arc<Config>,
-    /// Base of the hook URLs shown to users.
-    pub public_url: String,
-    /// SHA-256 (hex) of the admin token; the token itself is not kept.
-    pub admin_token_sha256: String,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// The latest source requests that failed verification.
-    pub rejections: ingress::rejections::RejectionLog,
-    /// DKIM and SPF for received mail; `None` when `mail_authentication` is off.
-    pub mail_authenticator: Option<email::authenticate::MailAuthenticator>,
-    /// Which subscriptions events go to, rebuilt when subscriptions change.
-    pub routes: arc_swap::ArcSwap<subscriptions::Routes>,
-    /// The outbound client for deliveries and test sends (SSRF-guarded, no redirects).
-    pub delivery_client: reqwest::Client,
-    /// Wakes the delivery worker when new deliveries are committed.
-    pub deliveries_waiting: tokio::sync::Notify,
-    /// Wakes the NATS publisher when new events are committed.
-    pub publications_waiting: tokio::sync::Notify,
-}
-
-impl AppState {
-    /// Commits events, with a delivery for every subscription each one goes to (the outbox,
-    /// in the same transaction), and wakes the delivery worker. Every ingress appends through
-    /// here.
-    pub async fn commit_events(
-        &self,
-        mut events: Vec<event::NewEvent>,
-    ) -> Result<Vec<store::Appended>, store::StoreError> {
-        let routes = self.routes.load();
-        let mut deliveries = false;
-        if !routes.is_empty() {
-            for event in events.iter_mut().filter(|event| !event.event.quarantined) {
-                event.deliver_to = routes.matching(&event.event);
-                deliveries |= !event.deliver_to.is_empty();
-            }
-        }
-        let publishing = self.config.nats.is_some();
-        if publishing {
-            for event in events.iter_mut().filter(|event| !event.event.quarantined) {
-                event.publish_to = Some(format!("{}.{}", self.config.nats_subject_prefix, event.event.name));
-            }
-        }
-        let appended = self.store.append_events(events).await?;
-        if deliveries {
-            self.deliveries_waiting.notify_one();
-        }
-        if publishing {
-            self.publications_waiting.notify_one();
-        }
-        Ok(appended)
-    }
-
-    /// Reads the subscriptions again after a change.
-    pub async fn reload_routes(&self) -> Result<(), store::StoreError> {
-        let subscriptions = self.store.subscriptions().await?;
-        self.routes.store(Arc::new(subscriptions::Routes::new(&subscriptions)));
-        Ok(())
-    }
-}
+use api::{AdminToken, ApiState};
+use config::{Config, ConfigError};
+use definitions::catalog::{CatalogManager, CatalogSettings, ReloadError};
+use deliver::nats::{NatsSettings, Publisher};
+use deliver::{DeliverySettings, Sender, Worker};
+use ingress::smtp::SmtpSettings;
+use ingress::{ConnectionLimits, IngressSettings, IngressState};
+use pipeline::Committer;
+use pipeline::authenticate::MailAuthenticator;
+use pipeline::mail::MailAcceptor;
+use store::{Store, StoreConfig, StoreError};
+use subscriptions::TargetPolicy;
 
 /// Listeners bound by the caller, so that tests can bind port 0 and read the address.
 pub struct Listeners {
     pub http: TcpListener,
     /// The SMTP listener for email hooks.
-    pub smtp: Option<(TcpListener, email::smtp::SmtpSettings)>,
+    pub smtp: Option<(TcpListener, SmtpSettings)>,
 }
 
 /// Why the gateway could not start.
@@ -132,36 +84,82 @@ pub enum StartError {
     DeliveryClient(String),
 }
 
-/// The admin token to require, and whether it was just generated (and so must be shown once).
-pub enum AdminToken {
-    Configured,
-    Stored,
-    Generated(String),
+/// The store the configuration names.
+pub fn store_config(config: &Config) -> StoreConfig {
+    StoreConfig::Sqlite { path: config.database.clone() }
 }
 
-const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
-
-/// Decides the admin token: the configured one, else the one generated on an earlier start,
-/// else a new one (stored as a hash, shown once). A configured token's hash replaces the stored
-/// one, so a generated token, once replaced, never works again.
-pub async fn admin_token(store: &Store, config: &Config) -> Result<(String, AdminToken), StoreError> {
-    if let Some(token) = &config.admin_token {
-        let hash = secrets::sha256_hex(token);
-        store.put_setting(ADMIN_TOKEN_SETTING, &hash).await?;
-        return Ok((hash, AdminToken::Configured));
+/// What the catalog is built from.
+pub fn catalog_settings(config: &Config) -> CatalogSettings {
+    CatalogSettings {
+        folder: config.definitions.clone(),
+        secrets_file: config.secrets_file.clone(),
+        event_prefix: config.event_prefix.clone(),
     }
-    if let Some(hash) = store.setting(ADMIN_TOKEN_SETTING).await? {
-        return Ok((hash, AdminToken::Stored));
-    }
-    let token = format!("hgat_{}", secrets::random_token(32));
-    let hash = secrets::sha256_hex(&token);
-    let stored = store.put_setting_if_absent(ADMIN_TOKEN_SETTING, &hash).await?;
-    if stored == hash { Ok((hash, AdminToken::Generated(token))) } else { Ok((stored, AdminToken::Stored)) }
 }
 
-/// A gateway ready to serve: store open, catalog loaded.
+/// The SMTP listener's settings, with the TLS certificate loaded when one is configured.
+pub fn smtp_settings(config: &Config) -> Result<SmtpSettings, ConfigError> {
+    let tls = match (&config.smtp_tls_certificate, &config.smtp_tls_key) {
+        (Some(certificate), Some(key)) => {
+            Some(ingress::smtp::tls_acceptor(certificate, key).map_err(ConfigError::Invalid)?)
+        }
+        _ => None,
+    };
+    Ok(SmtpSettings {
+        domain: config.mail_domain.to_ascii_lowercase(),
+        max_message_bytes: config.smtp_max_message_bytes as usize,
+        command_timeout: Duration::from_secs(config.smtp_command_timeout_secs),
+        session_timeout: Duration::from_secs(config.smtp_session_timeout_secs),
+        max_connections: config.smtp_max_connections,
+        max_recipients: 100,
+        max_errors: 10,
+        tls,
+    })
+}
+
+fn ingress_settings(config: &Config, public_url: String) -> IngressSettings {
+    IngressSettings {
+        public_url,
+        mail_domain: config.mail_domain.to_ascii_lowercase(),
+        max_body_bytes: config.max_body_bytes,
+        max_file_bytes: config.max_file_bytes,
+        max_message_bytes: config.smtp_max_message_bytes,
+        body_timeout: config.body_timeout(),
+    }
+}
+
+fn delivery_policy(config: &Config) -> TargetPolicy {
+    TargetPolicy { allow_http: config.delivery_allow_http, allow_private: config.delivery_allow_private_networks }
+}
+
+fn delivery_settings(config: &Config) -> DeliverySettings {
+    DeliverySettings {
+        retry_schedule_secs: config.delivery_retry_schedule_secs.clone(),
+        disable_after_secs: config.delivery_disable_after_secs,
+        timeout_secs: config.delivery_timeout_secs,
+        concurrency: config.delivery_concurrency,
+        concurrency_per_subscription: config.delivery_concurrency_per_subscription,
+        policy: delivery_policy(config),
+    }
+}
+
+fn nats_settings(config: &Config) -> Option<NatsSettings> {
+    config.nats.clone().map(|url| NatsSettings {
+        url,
+        stream: config.nats_stream.clone(),
+        subject_prefix: config.nats_subject_prefix.clone(),
+    })
+}
+
+/// A gateway ready to serve: store open, catalog loaded, every module's state built.
 pub struct Gateway {
-    state: Arc<AppState>,
+    catalog: Arc<CatalogManager>,
+    ingress: Arc<IngressState>,
+    api: Arc<ApiState>,
+    worker: Arc<Worker>,
+    publisher: Option<Arc<Publisher>>,
+    limits: ConnectionLimits,
     watch: definitions::watch::DefinitionWatch,
 }
 
@@ -172,45 +170,67 @@ impl Gateway {
             return Err(StartError::NoDefinitionsFolder(config.definitions.clone()));
         }
         let metrics = telemetry::metrics_handle();
-        let store = Store::open(&config.store()).await?;
-        let (admin_token_sha256, admin_token) = admin_token(&store, &config).await?;
+        let store = Store::open(&store_config(&config)).await?;
+        let (admin_token_sha256, admin_token) = api::admin_token(&store, config.admin_token.as_deref()).await?;
         let watch = definitions::watch::DefinitionWatch::start(&config.definitions, config.watch_definitions)
             .map_err(|error| StartError::Watch(error.to_string()))?;
         let (catalog, reloaded) =
-            CatalogManager::start(store.clone(), config.catalog()).await.map_err(StartError::Definitions)?;
+            CatalogManager::start(store.clone(), catalog_settings(&config)).await.map_err(StartError::Definitions)?;
         for warning in &reloaded.warnings {
             tracing::warn!(%warning, "A hook definition has a warning.");
         }
         tracing::info!(apps = reloaded.apps, hooks = reloaded.hooks, "Hook definitions loaded.");
+        let catalog = Arc::new(catalog);
         let mail_authenticator = if config.mail_authentication {
             Some(
-                email::authenticate::MailAuthenticator::new(config.dns_resolver, &config.mail_domain)
+                MailAuthenticator::new(config.dns_resolver, &config.mail_domain)
                     .map_err(StartError::MailAuthentication)?,
             )
         } else {
             None
         };
-        let routes = subscriptions::Routes::new(&store.subscriptions().await?);
-        let delivery_client = deliver::client(&config).map_err(StartError::DeliveryClient)?;
-        let state = AppState {
-            catalog: Arc::new(catalog),
-            store,
-            config: Arc::new(config),
-            public_url,
+        let nats = nats_settings(&config);
+        let committer =
+            Arc::new(Committer::start(store.clone(), nats.as_ref().map(|nats| nats.subject_prefix.clone())).await?);
+        let deliveries = delivery_settings(&config);
+        let sender = Sender::new(&deliveries).map_err(StartError::DeliveryClient)?;
+        let rejections = Arc::new(ingress::rejections::RejectionLog::default());
+        let ingress = IngressState {
+            catalog: catalog.clone(),
+            committer: committer.clone(),
+            mail: MailAcceptor::new(committer.clone(), mail_authenticator),
+            store: store.clone(),
+            rejections: rejections.clone(),
+            settings: ingress_settings(&config, public_url.clone()),
+        };
+        let api = ApiState {
+            catalog: catalog.clone(),
+            store: store.clone(),
+            committer: committer.clone(),
+            sender: sender.clone(),
+            rejections,
             admin_token_sha256,
             metrics,
-            rejections: Default::default(),
-            mail_authenticator,
-            routes: arc_swap::ArcSwap::from_pointee(routes),
-            delivery_client,
-            deliveries_waiting: tokio::sync::Notify::new(),
-            publications_waiting: tokio::sync::Notify::new(),
+            public_url,
+            mail_domain: config.mail_domain.clone(),
+            delivery_policy: delivery_policy(&config),
         };
-        Ok((Gateway { state: Arc::new(state), watch }, admin_token))
-    }
-
-    pub fn state(&self) -> &Arc<AppState> {
-        &self.state
+        let worker = Worker { store: store.clone(), committer: committer.clone(), sender, settings: deliveries };
+        let publisher = nats.map(|settings| Arc::new(Publisher { store, committer, settings }));
+        let limits = ConnectionLimits {
+            header_read_timeout: config.header_read_timeout(),
+            max_connections: config.max_connections,
+        };
+        let gateway = Gateway {
+            catalog,
+            ingress: Arc::new(ingress),
+            api: Arc::new(api),
+            worker: Arc::new(worker),
+            publisher,
+            limits,
+            watch,
+        };
+        Ok((gateway, admin_token))
     }
 
     /// Serves until `shutdown` resolves, reloading definitions on change and on SIGHUP.
@@ -219,42 +239,24 @@ impl Gateway {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let state = self.state;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
             let _ = receiver.wait_for(|stop| *stop).await;
         };
-        let watcher = tokio::spawn(self.watch.run(state.catalog.clone(), stopped(stop_rx.clone())));
-        let router = axum::Router::new()
-            .route("/h/{token}", axum::routing::any(ingress::hooks::receive))
-            // Platforms post here; outside the admin token: the signature is the authentication.
-            // Platforms post here; subscriptions (`sub_…` ids, behind the admin token) share the path.
-            .route("/api/webhooks/{segment}", axum::routing::any(api::subscriptions::segment))
-            // Every other path under /h/ gets the same reply as an unknown token.
-            .route("/h", axum::routing::any(ingress::hooks::unknown))
-            .route("/h/", axum::routing::any(ingress::hooks::unknown))
-            .route("/h/{token}/", axum::routing::any(ingress::hooks::unknown))
-            .route("/h/{token}/{*rest}", axum::routing::any(ingress::hooks::unknown))
-            .merge(api::router(state.clone()))
-            .with_state(state.clone());
-        let limits = ingress::ConnectionLimits {
-            header_read_timeout: state.config.header_read_timeout(),
-            max_connections: state.config.max_connections,
-        };
-        let deliveries = tokio::spawn(deliver::run(state.clone(), stopped(stop_rx.clone())));
-        let publisher = state
-            .config
-            .nats
-            .clone()
-            .map(|url| tokio::spawn(deliver::nats::run(state.clone(), url, stopped(stop_rx.clone()))));
+        let watcher = tokio::spawn(self.watch.run(self.catalog.clone(), stopped(stop_rx.clone())));
+        let router = ingress::router(self.ingress.clone(), api::router(self.api));
+        let deliveries = tokio::spawn(deliver::run(self.worker, stopped(stop_rx.clone())));
+        let publisher =
+            self.publisher.map(|publisher| tokio::spawn(deliver::nats::run(publisher, stopped(stop_rx.clone()))));
         let smtp = listeners.smtp.map(|(listener, settings)| {
-            tokio::spawn(email::smtp::serve(listener, state.clone(), Arc::new(settings), stopped(stop_rx.clone())))
+            let ingress = self.ingress.clone();
+            tokio::spawn(ingress::smtp::serve(listener, ingress, Arc::new(settings), stopped(stop_rx.clone())))
         });
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        ingress::serve(listeners.http, router, limits, stopped(stop_rx)).await;
+        ingress::serve(listeners.http, router, self.limits, stopped(stop_rx)).await;
         if let Some(smtp) = smtp {
             let _ = smtp.await;
         }

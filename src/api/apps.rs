@@ -11,8 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::ApiError;
-use crate::AppState;
+use super::{ApiError, ApiState};
 use crate::definitions::Origin;
 use crate::definitions::catalog::{AppSummary, ReloadError, Reloaded};
 
@@ -38,19 +37,19 @@ fn warnings(reloaded: &Reloaded) -> Vec<String> {
     reloaded.warnings.iter().map(ToString::to_string).collect()
 }
 
-pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
+pub async fn list(State(state): State<Arc<ApiState>>) -> Json<Value> {
     let catalog = state.catalog.current();
     Json(json!({"data": catalog.apps().iter().map(view).collect::<Vec<_>>()}))
 }
 
-pub async fn show(State(state): State<Arc<AppState>>, Path(app): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn show(State(state): State<Arc<ApiState>>, Path(app): Path<String>) -> Result<Json<Value>, ApiError> {
     let catalog = state.catalog.current();
     let found =
         catalog.apps().iter().find(|a| a.app == app).ok_or_else(|| ApiError::NotFound(format!("no app {app:?}")))?;
     Ok(Json(view(found)))
 }
 
-pub async fn install(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn install(State(state): State<Arc<ApiState>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let definition: Value = serde_json::from_slice(&body).map_err(|error| {
         ApiError::BadRequest(format!(
             "malformed JSON at line {} column {}: {}",
@@ -74,7 +73,7 @@ pub async fn install(State(state): State<Arc<AppState>>, body: axum::body::Bytes
     Ok((status, Json(json!({"app": installed, "warnings": warnings(&reloaded)}))).into_response())
 }
 
-pub async fn remove(State(state): State<Arc<AppState>>, Path(app): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn remove(State(state): State<Arc<ApiState>>, Path(app): Path<String>) -> Result<StatusCode, ApiError> {
     let catalog = state.catalog.current();
     if let Some(AppSummary { origin: Origin::File(path), .. }) = catalog.apps().iter().find(|a| a.app == app) {
         return Err(ApiError::Conflict(format!("app {app:?} is defined by the file {path}; remove the file instead")));
@@ -87,7 +86,7 @@ pub async fn remove(State(state): State<Arc<AppState>>, Path(app): Path<String>)
 }
 
 /// `POST /api/definitions/reload`: reload now, answering with the result.
-pub async fn reload(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+pub async fn reload(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     let reloaded = state.catalog.reload().await.map_err(reload_error)?;
     Ok(Json(json!({"apps": reloaded.apps, "hooks": reloaded.hooks, "warnings": warnings(&reloaded)})))
 }

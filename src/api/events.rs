@@ -1,7 +1,8 @@
 //! `/api/events`: the event log, newest first, with filters and cursor pagination.
 //!
 //! A scoped management key reads only events within its scopes: it lists them by a `name` its
-//! scopes cover, and any other event is not found for it.
+//! scopes cover, and any other event is not found for it. Replays go through
+//! [`crate::pipeline::Replay`], as the command line's do.
 
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
@@ -11,8 +12,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::{Access, ApiError};
-use crate::AppState;
+use super::{Access, ApiError, ApiState};
+use crate::pipeline::{Replay, ReplayError};
 use crate::store::EventQuery;
 
 const DEFAULT_LIMIT: usize = 50;
@@ -62,7 +63,7 @@ impl ListParameters {
 }
 
 pub async fn list(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     parameters: Result<Query<ListParameters>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -78,7 +79,7 @@ pub async fn list(
 }
 
 /// The event `id`, if it exists and is within the caller's reach.
-async fn find(state: &AppState, access: &Access, id: &str) -> Result<crate::event::Event, ApiError> {
+async fn find(state: &ApiState, access: &Access, id: &str) -> Result<crate::event::Event, ApiError> {
     state
         .store
         .event(id)
@@ -88,7 +89,7 @@ async fn find(state: &AppState, access: &Access, id: &str) -> Result<crate::even
 }
 
 pub async fn show(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -98,7 +99,7 @@ pub async fn show(
 
 /// The exact bytes the event was made from, with their original content type.
 pub async fn raw(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -119,7 +120,7 @@ pub async fn raw(
 /// `POST /api/events/{id}/replay` with an optional `{"subscription_id": "sub_…"}`: new
 /// deliveries of a stored event to every subscription it matches now, or to that one (202).
 pub async fn replay(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
@@ -130,39 +131,42 @@ pub async fn replay(
         serde_json::from_slice(&body).map_err(|error| ApiError::BadRequest(format!("malformed JSON: {error}")))?
     };
     let event = find(&state, &access, &id).await?;
-    if event.quarantined {
-        return Err(ApiError::Conflict("a quarantined event is never delivered".into()));
-    }
-    let subscription_ids = match request.get("subscription_id") {
-        None | Some(Value::Null) if !access.is_scoped() => state.routes.load().matching(&event),
+    Replay::check(&event).map_err(replay_error)?;
+    let store = state.store.clone();
+    let replay = match request.get("subscription_id") {
         None | Some(Value::Null) => {
             // A key replays only to the subscriptions it can see.
-            let matching = state.routes.load().matching(&event);
-            let reachable: std::collections::HashSet<String> = state
-                .store
-                .subscriptions()
-                .await?
-                .into_iter()
-                .filter(|subscription| access.reaches(subscription))
-                .map(|subscription| subscription.id)
-                .collect();
-            matching.into_iter().filter(|id| reachable.contains(id)).collect()
+            let within = match access.is_scoped() {
+                false => None,
+                true => Some(
+                    state
+                        .store
+                        .subscriptions()
+                        .await?
+                        .into_iter()
+                        .filter(|subscription| access.reaches(subscription))
+                        .map(|subscription| subscription.id)
+                        .collect(),
+                ),
+            };
+            Replay::matching(store, state.committer.routes(), within)
         }
         Some(Value::String(subscription_id)) => {
-            let subscription = state
-                .store
-                .subscription(subscription_id)
-                .await?
-                .filter(|subscription| access.reaches(subscription))
-                .ok_or_else(|| ApiError::NotFound(format!("no subscription {subscription_id:?}")))?;
-            if subscription.status == crate::subscriptions::Status::Disabled {
-                return Err(ApiError::Conflict(format!("subscription {subscription_id:?} is disabled")));
-            }
-            vec![subscription.id]
+            Replay::to_one(store, subscription_id, |subscription| access.reaches(subscription))
+                .await
+                .map_err(replay_error)?
         }
         Some(_) => return Err(ApiError::BadRequest("subscription_id must be a subscription id".into())),
     };
-    let deliveries = state.store.enqueue_deliveries(&event.id, subscription_ids, jiff::Timestamp::now()).await?;
-    state.deliveries_waiting.notify_one();
+    let deliveries = replay.event(&event, jiff::Timestamp::now()).await.map_err(replay_error)?;
+    state.committer.wake_deliveries();
     Ok((axum::http::StatusCode::ACCEPTED, Json(json!({"eventId": event.id, "deliveries": deliveries}))))
+}
+
+fn replay_error(error: ReplayError) -> ApiError {
+    match error {
+        ReplayError::Quarantined | ReplayError::Disabled(_) => ApiError::Conflict(error.to_string()),
+        ReplayError::NoSubscription(_) => ApiError::NotFound(error.to_string()),
+        ReplayError::Store(error) => ApiError::Store(error),
+    }
 }

@@ -5,10 +5,10 @@ use axum::extract::{Extension, State};
 use serde::Serialize;
 use std::sync::Arc;
 
-use crate::AppState;
-use crate::api::Access;
+use crate::api::{Access, ApiState};
+use crate::definitions::Origin;
 use crate::definitions::catalog::Catalog;
-use crate::definitions::{HookType, Origin};
+use crate::event::HookType;
 
 /// One hook as the directory shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -48,7 +48,7 @@ pub fn directory(catalog: &Catalog, public_url: &str, mail_domain: &str) -> Vec<
                 hook_type: definition.hook_type,
                 url,
                 address: (definition.hook_type == HookType::Email)
-                    .then(|| crate::email::address(hook, &mail_domain.to_ascii_lowercase())),
+                    .then(|| crate::email::address(&hook.token, &mail_domain.to_ascii_lowercase())),
                 origin: hook.origin.clone(),
             }
         })
@@ -56,8 +56,8 @@ pub fn directory(catalog: &Catalog, public_url: &str, mail_domain: &str) -> Vec<
 }
 
 /// The directory; a scoped management key sees the hooks whose events its scopes cover.
-pub async fn list(State(state): State<Arc<AppState>>, Extension(access): Extension<Access>) -> Json<serde_json::Value> {
-    let mut hooks = directory(&state.catalog.current(), &state.public_url, &state.config.mail_domain);
+pub async fn list(State(state): State<Arc<ApiState>>, Extension(access): Extension<Access>) -> Json<serde_json::Value> {
+    let mut hooks = directory(&state.catalog.current(), &state.public_url, &state.mail_domain);
     hooks.retain(|hook| access.covers_event(&hook.event_name));
     Json(serde_json::json!({ "data": hooks }))
 }
@@ -65,7 +65,7 @@ pub async fn list(State(state): State<Arc<AppState>>, Extension(access): Extensi
 /// `GET /api/hooks/{eventName}/sample`: the latest real event of the hook (credentials are never
 /// stored with events), else the sample its definition declares.
 pub async fn sample(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     axum::extract::Path(event_name): axum::extract::Path<String>,
 ) -> Result<Json<serde_json::Value>, crate::api::ApiError> {

@@ -8,8 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::ApiError;
-use crate::AppState;
+use super::{ApiError, ApiState};
 use crate::keys::{KeyError, KeyRequest, issue};
 use crate::store::KeyPurpose;
 
@@ -31,7 +30,7 @@ fn ingest() -> KeyPurpose {
 }
 
 pub async fn create(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: CreateKey = serde_json::from_slice(&body).map_err(|error| ApiError::BadRequest(error.to_string()))?;
@@ -47,12 +46,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     let keys = state.store.api_keys().await?;
     Ok(Json(json!({"data": keys})))
 }
 
-pub async fn revoke(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn revoke(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     if state.store.revoke_api_key(&id, jiff::Timestamp::now()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

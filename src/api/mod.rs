@@ -6,8 +6,11 @@
 //! platforms use (`Authorization: Bearer`, `X-API-Key`, or the `X-API-KEY` + `X-API-SECRET`
 //! pair), limited to subscriptions, hooks and events within its scopes. Apps, keys, definition
 //! reloads and source rejections take the admin token. Resources live one per file. The API
-//! reads and changes state only through the store and the catalog manager; [`ApiError`] is
-//! mapped to a reply in exactly one place.
+//! reads and changes state only through the store, the catalog manager and the pipeline (routes
+//! rebuilt after a subscription changes, replays, waking the delivery worker); [`ApiError`] is
+//! mapped to a reply in exactly one place. Its state is [`ApiState`]; the public routes (hook
+//! URLs, sources) are served in front of it by `ingress`, which passes subscription ids under
+//! `/api/webhooks/` on to it.
 //! Secrets appear in a response only once: the body that creates them.
 
 mod apps;
@@ -21,15 +24,66 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use std::sync::Arc;
 
-use crate::AppState;
 use crate::definitions::Diagnostic;
+use crate::definitions::catalog::CatalogManager;
+use crate::ingress::rejections::RejectionLog;
+use crate::pipeline::Committer;
 use crate::secrets::{constant_time_eq, sha256_hex};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
+use crate::subscriptions::TargetPolicy;
+
+/// What the management API works with.
+pub struct ApiState {
+    pub catalog: Arc<CatalogManager>,
+    pub store: Store,
+    /// Rebuilds the routes after a subscription changes; wakes the worker for retries and replays.
+    pub committer: Arc<Committer>,
+    /// Test sends go out through the deliveries' own client.
+    pub sender: crate::deliver::Sender,
+    /// The latest source requests that failed verification.
+    pub rejections: Arc<RejectionLog>,
+    /// SHA-256 (hex) of the admin token; the token itself is not kept.
+    pub admin_token_sha256: String,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Base of the hook URLs shown to users.
+    pub public_url: String,
+    /// The domain of email hook addresses.
+    pub mail_domain: String,
+    /// Where subscriptions may deliver.
+    pub delivery_policy: TargetPolicy,
+}
+
+/// The admin token to require, and whether it was just generated (and so must be shown once).
+pub enum AdminToken {
+    Configured,
+    Stored,
+    Generated(String),
+}
+
+const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
+
+/// Decides the admin token: the configured one, else the one generated on an earlier start,
+/// else a new one (stored as a hash, shown once). A configured token's hash replaces the stored
+/// one, so a generated token, once replaced, never works again. Returns the token's SHA-256.
+pub async fn admin_token(store: &Store, configured: Option<&str>) -> Result<(String, AdminToken), StoreError> {
+    if let Some(token) = configured {
+        let hash = sha256_hex(token);
+        store.put_setting(ADMIN_TOKEN_SETTING, &hash).await?;
+        return Ok((hash, AdminToken::Configured));
+    }
+    if let Some(hash) = store.setting(ADMIN_TOKEN_SETTING).await? {
+        return Ok((hash, AdminToken::Stored));
+    }
+    let token = format!("hgat_{}", crate::secrets::random_token(32));
+    let hash = sha256_hex(&token);
+    let stored = store.put_setting_if_absent(ADMIN_TOKEN_SETTING, &hash).await?;
+    if stored == hash { Ok((hash, AdminToken::Generated(token))) } else { Ok((stored, AdminToken::Stored)) }
+}
 
 /// Why a management request failed.
 #[derive(Debug, thiserror::Error)]
@@ -98,8 +152,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The management routes, behind a credential, plus the unauthenticated probes.
-pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+/// The management routes, behind a credential, plus the unauthenticated probes. The public
+/// routes (hooks and sources) are served in front of it by `ingress`.
+pub fn router(state: Arc<ApiState>) -> Router {
     let admin_only = Router::new()
         .route("/apps", get(apps::list).post(apps::install))
         .route("/apps/{app}", get(apps::show).delete(apps::remove))
@@ -118,19 +173,21 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/events/{id}/raw", get(events::raw))
         .route("/events/{id}/replay", post(events::replay))
         .route("/webhooks", get(subscriptions::list).post(subscriptions::create).delete(subscriptions::delete_by_body))
+        .route("/webhooks/{id}", any(subscriptions::by_id))
         .route("/webhooks/{id}/rotate-secret", post(subscriptions::rotate_secret))
         .route("/webhooks/{id}/deliveries", get(subscriptions::deliveries))
         .route("/webhooks/{id}/test", post(subscriptions::send_test))
         .route("/openapi.json", get(openapi))
         .route("/webhooks/{id}/deliveries/{delivery_id}/retry", post(subscriptions::retry_delivery))
         .fallback(|| async { ApiError::NotFound("no such management endpoint".into()) })
-        .layer(axum::middleware::from_fn_with_state(state, require_credential));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_credential));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
         .nest("/api", api)
         .fallback(|| async { ApiError::NotFound("nothing here; hooks are under /h/ and the API under /api/".into()) })
+        .with_state(state)
 }
 
 /// Who is calling the management API, and so what it may touch.
@@ -190,7 +247,7 @@ impl Access {
 }
 
 /// Resolves the request's credential into an [`Access`] for the handlers, or refuses it.
-async fn require_credential(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+async fn require_credential(State(state): State<Arc<ApiState>>, mut request: Request, next: Next) -> Response {
     match authenticate(&state, request.headers()).await {
         Ok(access) => {
             request.extensions_mut().insert(access);
@@ -213,7 +270,7 @@ async fn require_admin(request: Request, next: Next) -> Response {
 
 /// Who the request's credential is: the admin token or an active management key, in any of
 /// the accepted header styles.
-pub(crate) async fn authenticate(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Access, ApiError> {
+async fn authenticate(state: &ApiState, headers: &axum::http::HeaderMap) -> Result<Access, ApiError> {
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim);
     let (key, claimed_id) = match header("x-api-secret") {
         Some(secret) => {
@@ -222,7 +279,7 @@ pub(crate) async fn authenticate(state: &AppState, headers: &axum::http::HeaderM
             })?;
             (secret, Some(id))
         }
-        None => (crate::ingress::hooks::presented_key(headers).ok_or(ApiError::Unauthorized)?, None),
+        None => (crate::keys::presented_key(headers).ok_or(ApiError::Unauthorized)?, None),
     };
     let hash = sha256_hex(key);
     if claimed_id.is_none() && constant_time_eq(hash.as_bytes(), state.admin_token_sha256.as_bytes()) {
@@ -246,7 +303,7 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], include_str!("../../docs/openapi.json")).into_response()
 }
 
-async fn ready(State(state): State<Arc<AppState>>) -> Response {
+async fn ready(State(state): State<Arc<ApiState>>) -> Response {
     match state.store.ping().await {
         Ok(()) => Json(json!({"status": "ready", "hooks": state.catalog.current().hooks().len()})).into_response(),
         Err(error) => {
@@ -256,7 +313,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn render_metrics(State(state): State<Arc<ApiState>>) -> Response {
     let body = state.metrics.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

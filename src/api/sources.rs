@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use crate::AppState;
+use super::ApiState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,6 +15,6 @@ pub struct RejectionFilter {
     source: Option<String>,
 }
 
-pub async fn rejections(State(state): State<Arc<AppState>>, Query(filter): Query<RejectionFilter>) -> Json<Value> {
+pub async fn rejections(State(state): State<Arc<ApiState>>, Query(filter): Query<RejectionFilter>) -> Json<Value> {
     Json(json!({"data": state.rejections.recent(filter.source.as_deref())}))
 }

@@ -3,26 +3,22 @@
 //! at once, or after the overlap asked for).
 //!
 //! `GET`, `PUT`, `PATCH` and `DELETE /api/webhooks/{id}` share their path with the platforms'
-//! `/api/webhooks/{source}`: [`segment`] sends `sub_…` ids here (behind a credential) and any
-//! other segment to the source endpoints. No source path may start with `sub_`.
+//! `/api/webhooks/{source}`: `ingress` serves the sources and passes `sub_…` ids on to this
+//! API (behind a credential). No source path may start with `sub_`.
 //!
 //! A scoped management key sees only the subscriptions whose every pattern its scopes cover,
 //! and may create or change one only within them (403 naming what is outside).
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, RawQuery, Request, State};
+use axum::extract::{Extension, Path, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::{Access, ApiError};
-use crate::AppState;
+use super::{Access, ApiError, ApiState};
 use crate::subscriptions::{Subscription, from_request};
-
-/// Subscription ids start with this; source paths may not.
-pub const ID_PREFIX: &str = "sub_";
 
 fn parse(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|error| {
@@ -31,7 +27,7 @@ fn parse(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// The subscription `id`, if it exists and is within the caller's reach.
-async fn find(state: &AppState, access: &Access, id: &str) -> Result<Subscription, ApiError> {
+async fn find(state: &ApiState, access: &Access, id: &str) -> Result<Subscription, ApiError> {
     state
         .store
         .subscription(id)
@@ -41,24 +37,23 @@ async fn find(state: &AppState, access: &Access, id: &str) -> Result<Subscriptio
 }
 
 pub async fn create(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let subscription =
-        from_request(&parse(&body)?, None, false, state.config.delivery_policy(), jiff::Timestamp::now())
-            .await
-            .map_err(ApiError::InvalidFields)?;
+    let subscription = from_request(&parse(&body)?, None, false, state.delivery_policy, jiff::Timestamp::now())
+        .await
+        .map_err(ApiError::InvalidFields)?;
     access.check_patterns(&subscription.events)?;
     state.store.put_subscription(subscription.clone()).await?;
-    state.reload_routes().await?;
+    state.committer.reload_routes().await?;
     let mut view = subscription.view();
     view["secret"] = json!(subscription.secrets[0].secret);
     Ok((StatusCode::CREATED, Json(view)))
 }
 
 pub async fn list(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
 ) -> Result<Json<Value>, ApiError> {
     let subscriptions = state.store.subscriptions().await?;
@@ -66,48 +61,33 @@ pub async fn list(
     Ok(Json(json!({ "data": views })))
 }
 
-/// `GET /api/webhooks/{segment}` and friends: a subscription when the segment is one of its
-/// ids (a credential required), else the platform source of that path.
-pub async fn segment(
-    State(state): State<Arc<AppState>>,
-    Path(segment): Path<String>,
-    query: RawQuery,
+/// `GET`, `PUT`, `PATCH` and `DELETE /api/webhooks/{id}`. Platforms post to the same path with
+/// a source's name; `ingress` sends only subscription ids (`sub_…`) here.
+pub async fn by_id(
+    State(state): State<Arc<ApiState>>,
+    Extension(access): Extension<Access>,
+    Path(id): Path<String>,
     request: Request,
 ) -> Response {
-    if !segment.starts_with(ID_PREFIX) {
-        return match request.method().clone() {
-            Method::GET => crate::ingress::sources::handshake(State(state), Path(segment), query).await,
-            Method::POST => crate::ingress::sources::receive(State(state), Path(segment), request).await,
-            method => {
-                crate::ingress::hooks::IngressError::MethodNotAllowed { method, allow: "GET, POST" }.into_response()
-            }
-        };
-    }
-    let access = match super::authenticate(&state, request.headers()).await {
-        Ok(access) => access,
-        Err(error) => return error.into_response(),
-    };
     let method = request.method().clone();
     let body = match axum::body::to_bytes(request.into_body(), 1024 * 1024).await {
         Ok(body) => body,
         Err(_) => return ApiError::BadRequest("the body is over 1 MiB or could not be read".into()).into_response(),
     };
     let outcome = match method {
-        Method::GET => {
-            find(&state, &access, &segment).await.map(|subscription| Json(subscription.view()).into_response())
-        }
-        Method::PUT => change(&state, &access, &segment, &body, false).await,
-        Method::PATCH => change(&state, &access, &segment, &body, true).await,
-        Method::DELETE => remove(&state, &access, &segment).await,
+        Method::GET => find(&state, &access, &id).await.map(|subscription| Json(subscription.view()).into_response()),
+        Method::PUT => change(&state, &access, &id, &body, false).await,
+        Method::PATCH => change(&state, &access, &id, &body, true).await,
+        Method::DELETE => remove(&state, &access, &id).await,
         _ => Err(ApiError::MethodNotAllowed("use GET, PUT, PATCH or DELETE on a subscription".into())),
     };
     outcome.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn change(state: &AppState, access: &Access, id: &str, body: &[u8], merge: bool) -> Result<Response, ApiError> {
+async fn change(state: &ApiState, access: &Access, id: &str, body: &[u8], merge: bool) -> Result<Response, ApiError> {
     let existing = find(state, access, id).await?;
     let request = parse(body)?;
-    let edit = from_request(&request, Some(&existing), merge, state.config.delivery_policy(), jiff::Timestamp::now())
+    let edit = from_request(&request, Some(&existing), merge, state.delivery_policy, jiff::Timestamp::now())
         .await
         .map_err(ApiError::InvalidFields)?;
     access.check_patterns(&edit.events)?;
@@ -118,10 +98,10 @@ async fn change(state: &AppState, access: &Access, id: &str, body: &[u8], merge:
         .update_subscription(id, move |current| current.apply_edit(edit, status_given))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
-    state.reload_routes().await?;
+    state.committer.reload_routes().await?;
     if changed.status == crate::subscriptions::Status::Active {
         // Deliveries kept while paused go out now.
-        state.deliveries_waiting.notify_one();
+        state.committer.wake_deliveries();
     }
     Ok(Json(changed.view()).into_response())
 }
@@ -129,7 +109,7 @@ async fn change(state: &AppState, access: &Access, id: &str, body: &[u8], merge:
 /// `DELETE /api/webhooks` with `{"id": "sub_…"}`: the same as `DELETE /api/webhooks/{id}`, the
 /// way seed 003's API deletes.
 pub async fn delete_by_body(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -143,10 +123,10 @@ pub async fn delete_by_body(
     remove(&state, &access, id).await
 }
 
-async fn remove(state: &AppState, access: &Access, id: &str) -> Result<Response, ApiError> {
+async fn remove(state: &ApiState, access: &Access, id: &str) -> Result<Response, ApiError> {
     find(state, access, id).await?;
     if state.store.delete_subscription(id).await? {
-        state.reload_routes().await?;
+        state.committer.reload_routes().await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::NotFound(format!("no subscription {id:?}")))
@@ -158,7 +138,7 @@ const MAX_OVERLAP_SECONDS: u64 = 7 * 24 * 3600;
 
 /// `POST /api/webhooks/{id}/rotate-secret` with an optional `{"overlap_seconds": N}`.
 pub async fn rotate_secret(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
     body: Bytes,
@@ -195,7 +175,7 @@ pub async fn rotate_secret(
 /// `GET /api/webhooks/{id}/deliveries?from=&to=&status=&page=&per_page=`: newest first, each
 /// with its attempts (time, HTTP status, latency, response excerpt, error).
 pub async fn deliveries(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
@@ -244,7 +224,7 @@ pub async fn deliveries(
 
 /// `POST /api/webhooks/{id}/deliveries/{delivery_id}/retry`: due now (202).
 pub async fn retry_delivery(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -252,14 +232,14 @@ pub async fn retry_delivery(
     if !state.store.retry_delivery(&id, &delivery_id, jiff::Timestamp::now()).await? {
         return Err(ApiError::NotFound(format!("subscription {id:?} has no delivery {delivery_id:?}")));
     }
-    state.deliveries_waiting.notify_one();
+    state.committer.wake_deliveries();
     Ok((StatusCode::ACCEPTED, Json(json!({"id": delivery_id, "status": "pending"}))))
 }
 
 /// `POST /api/webhooks/{id}/test` with `{"event": "<event name>"}`: a sample marked
 /// `"test": true`, sent now; the reply says what the endpoint answered.
 pub async fn send_test(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
     body: Bytes,
@@ -275,5 +255,5 @@ pub async fn send_test(
     if !access.covers_event(event_name) {
         return Err(ApiError::Forbidden(format!("this key's scopes do not cover {event_name:?}")));
     }
-    Ok(Json(crate::deliver::send_test(&state, &subscription, event_name).await))
+    Ok(Json(state.sender.send_test(&subscription, event_name).await))
 }

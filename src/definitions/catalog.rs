@@ -16,7 +16,7 @@ use super::{
     AppDefinition, Diagnostic, HookDefinition, Origin, SourceDocument, Validated, ValidationOptions, read_folder,
     validate,
 };
-use crate::event::HookIdentity;
+use crate::event::{HookIdentity, HookType};
 use crate::secrets::{SecretSource, SecretsFileError};
 use crate::store::{InstalledApp, Store, StoreError};
 
@@ -90,7 +90,7 @@ impl Catalog {
                 if let Some(source) = &hook.definition.source {
                     catalog.by_source.insert(source.path.clone(), hook.clone());
                 }
-                if hook.definition.hook_type == super::HookType::Email {
+                if hook.definition.hook_type == HookType::Email {
                     catalog.by_mail_token.insert(hook.token.to_ascii_lowercase(), hook.clone());
                 }
                 catalog.hooks.push(hook);

@@ -1,6 +1,7 @@
-//! Deliveries: the worker that sends committed events to subscriptions.
+//! Deliveries: the worker that sends committed events to subscriptions ([`Worker`]), and the
+//! [`Sender`] that signs and sends one request (for the worker and the API's test sends).
 //!
-//! Delivery rows are written with their event (the outbox, see `AppState::commit_events`), so
+//! Delivery rows are written with their event (the outbox, see `pipeline::Committer`), so
 //! nothing is lost between the commit and the send, across a crash too. The worker claims due
 //! deliveries in batches with a lease (a crashed worker's claims come due again; a stopping one
 //! releases what it has not sent and waits a moment for what is in flight), sends each as a
@@ -26,9 +27,9 @@ use jiff::Timestamp;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::AppState;
-use crate::store::{AttemptRecord, DueDelivery, NextStep};
-use crate::subscriptions::{Status, Subscription};
+use crate::pipeline::Committer;
+use crate::store::{AttemptRecord, DueDelivery, NextStep, Store};
+use crate::subscriptions::{Status, Subscription, TargetPolicy};
 
 /// How often the worker looks for due retries when nothing wakes it.
 const POLL: Duration = Duration::from_millis(500);
@@ -41,17 +42,55 @@ const RECORD_BATCH: usize = 512;
 /// How long a stopping worker waits for requests in flight and their records.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// The outbound client every delivery and test send uses.
-pub fn client(config: &crate::config::Config) -> Result<reqwest::Client, String> {
-    client::build(Duration::from_secs(config.delivery_timeout_secs), config.delivery_allow_private_networks)
+/// How deliveries are made, from configuration.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// Seconds to wait before each retry of a failed delivery; after the last, it has failed.
+    pub retry_schedule_secs: Vec<u64>,
+    /// A subscription whose deliveries have all failed for this long is disabled.
+    pub disable_after_secs: u64,
+    /// Time allowed for one request, answer included.
+    pub timeout_secs: u64,
+    /// Deliveries in flight at once, and at most per subscription.
+    pub concurrency: usize,
+    pub concurrency_per_subscription: usize,
+    /// Where deliveries may go.
+    pub policy: TargetPolicy,
 }
 
-/// How long a claimed delivery is kept from other workers: longer than the last of a claimed
-/// batch can wait for its subscription's slots and then take, so no delivery is sent twice while
-/// its worker lives. After a crash, its claims come due again when this runs out.
-fn lease(config: &crate::config::Config) -> Duration {
-    let rounds = config.delivery_concurrency.div_ceil(config.delivery_concurrency_per_subscription.max(1)) as u64;
-    Duration::from_secs((rounds + 1) * config.delivery_timeout_secs + 60)
+impl DeliverySettings {
+    /// How long a claimed delivery is kept from other workers: longer than the last of a claimed
+    /// batch can wait for its subscription's slots and then take, so no delivery is sent twice
+    /// while its worker lives. After a crash, its claims come due again when this runs out.
+    fn lease(&self) -> Duration {
+        let rounds = self.concurrency.div_ceil(self.concurrency_per_subscription.max(1)) as u64;
+        Duration::from_secs((rounds + 1) * self.timeout_secs + 60)
+    }
+}
+
+/// Sends signed requests to subscriptions: the worker's deliveries and the API's test sends,
+/// through one outbound client (SSRF-guarded, no redirects).
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    policy: TargetPolicy,
+}
+
+impl Sender {
+    pub fn new(settings: &DeliverySettings) -> Result<Sender, String> {
+        let client = client::build(Duration::from_secs(settings.timeout_secs), settings.policy.allow_private)?;
+        Ok(Sender { client, policy: settings.policy })
+    }
+}
+
+/// What the delivery worker works with.
+pub struct Worker {
+    pub store: Store,
+    /// Wakes the worker when deliveries are committed; rebuilds the routes when it disables a
+    /// subscription.
+    pub committer: Arc<Committer>,
+    pub sender: Sender,
+    pub settings: DeliverySettings,
 }
 
 /// Runs until `shutdown` resolves.
@@ -60,11 +99,10 @@ fn lease(config: &crate::config::Config) -> Duration {
 /// once (an event's body is built once for all its subscriptions), and the attempts' records are
 /// written in batches by one recorder, so the store does a few large writes instead of several
 /// per delivery.
-pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()>) {
-    let config = &state.config;
-    let client = state.delivery_client.clone();
-    let lease = lease(config);
-    let in_flight = Arc::new(Semaphore::new(config.delivery_concurrency));
+pub async fn run(state: Arc<Worker>, shutdown: impl std::future::Future<Output = ()>) {
+    let settings = &state.settings;
+    let lease = settings.lease();
+    let in_flight = Arc::new(Semaphore::new(settings.concurrency));
     let per_subscription: Arc<Mutex<HashMap<String, Arc<Semaphore>>>> = Arc::default();
     let (recorder, records) = tokio::sync::mpsc::channel(RECORD_QUEUE);
     let recording = tokio::spawn(write_records(state.clone(), records));
@@ -76,8 +114,7 @@ pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output
         if futures_util::FutureExt::now_or_never(&mut shutdown).is_some() {
             break;
         }
-        let claimed = match state.store.claim_due_deliveries(Timestamp::now(), lease, config.delivery_concurrency).await
-        {
+        let claimed = match state.store.claim_due_deliveries(Timestamp::now(), lease, settings.concurrency).await {
             Ok(claimed) => claimed,
             Err(error) => {
                 tracing::warn!(%error, "Due deliveries could not be claimed; trying again shortly.");
@@ -87,7 +124,7 @@ pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output
         if claimed.is_empty() {
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = state.deliveries_waiting.notified() => {}
+                _ = state.committer.deliveries_waiting() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
             continue;
@@ -111,12 +148,12 @@ pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output
                 .lock()
                 .expect("not poisoned")
                 .entry(due.subscription_id.clone())
-                .or_insert_with(|| Arc::new(Semaphore::new(config.delivery_concurrency_per_subscription)))
+                .or_insert_with(|| Arc::new(Semaphore::new(settings.concurrency_per_subscription)))
                 .clone();
-            let (state, client, recorder) = (state.clone(), client.clone(), recorder.clone());
+            let (state, recorder) = (state.clone(), recorder.clone());
             tokio::spawn(async move {
                 let Ok(_slot) = subscription_slot.acquire_owned().await else { return };
-                let record = deliver(&state, &client, &due, &subscription, payload.as_deref()).await;
+                let record = deliver(&state, &due, &subscription, payload.as_deref()).await;
                 drop(permit);
                 let _ = recorder.send(record).await;
             });
@@ -132,7 +169,7 @@ pub async fn run(state: Arc<AppState>, shutdown: impl std::future::Future<Output
     }
     // Let the requests in flight finish and their outcomes be written; whatever is cut off is
     // sent again when its lease ends (at least once).
-    let all = u32::try_from(config.delivery_concurrency).unwrap_or(u32::MAX);
+    let all = u32::try_from(settings.concurrency).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(DRAIN, in_flight.acquire_many(all)).await;
     drop(recorder);
     let _ = tokio::time::timeout(DRAIN, recording).await;
@@ -152,7 +189,7 @@ struct Payload {
 }
 
 impl Batch {
-    async fn read(state: &AppState, claimed: &[DueDelivery]) -> Option<Batch> {
+    async fn read(state: &Worker, claimed: &[DueDelivery]) -> Option<Batch> {
         let mut subscriptions = HashMap::new();
         for due in claimed {
             if subscriptions.contains_key(&due.subscription_id) {
@@ -190,7 +227,7 @@ impl Batch {
 }
 
 /// Writes attempt records as they come, many to a transaction, until every sender is gone.
-async fn write_records(state: Arc<AppState>, mut records: tokio::sync::mpsc::Receiver<AttemptRecord>) {
+async fn write_records(state: Arc<Worker>, mut records: tokio::sync::mpsc::Receiver<AttemptRecord>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while records.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let written = std::mem::replace(&mut batch, Vec::with_capacity(RECORD_BATCH));
@@ -204,8 +241,7 @@ async fn write_records(state: Arc<AppState>, mut records: tokio::sync::mpsc::Rec
 
 /// One attempt at one delivery; returns its record, whatever happened.
 async fn deliver(
-    state: &AppState,
-    client: &reqwest::Client,
+    state: &Worker,
     due: &DueDelivery,
     subscription: &Subscription,
     payload: Option<&Payload>,
@@ -217,8 +253,8 @@ async fn deliver(
             (Outcome::error("not sent: the subscription is disabled"), NextStep::Failed)
         }
         Some(payload) => {
-            let outcome = send(state, client, subscription, &payload.event_id, payload.body.clone()).await;
-            let next = next_step(&state.config.delivery_retry_schedule_secs, attempt, &outcome, Timestamp::now());
+            let outcome = state.sender.send(subscription, &payload.event_id, payload.body.clone()).await;
+            let next = next_step(&state.settings.retry_schedule_secs, attempt, &outcome, Timestamp::now());
             if outcome.status_code == Some(410) {
                 disable(state, &subscription.id, "the endpoint answered 410 Gone").await;
             } else {
@@ -246,27 +282,70 @@ async fn deliver(
     }
 }
 
-/// Sends a sample of `event_name` marked `"test": true` to a subscription right away and returns
-/// what the endpoint answered; nothing is stored or retried.
-pub async fn send_test(state: &AppState, subscription: &Subscription, event_name: &str) -> serde_json::Value {
-    let now = Timestamp::now();
-    let message_id = format!("msg_test_{}", uuid::Uuid::now_v7().simple());
-    let body = serde_json::to_vec(&json!({
-        "type": event_name,
-        "timestamp": now,
-        "test": true,
-        "data": {"id": message_id, "name": event_name, "receivedAt": now, "data": {"example": true}},
-    }))
-    .expect("a sample serializes");
-    let outcome = send(state, &state.delivery_client, subscription, &message_id, body.into()).await;
-    json!({
-        "messageId": message_id,
-        "statusCode": outcome.status_code,
-        "latencyMs": outcome.latency.as_secs_f64() * 1000.0,
-        "responseExcerpt": outcome.response_excerpt,
-        "error": outcome.error,
-        "delivered": outcome.status_code.is_some_and(|code| (200..300).contains(&code)),
-    })
+impl Sender {
+    /// Sends a sample of `event_name` marked `"test": true` to a subscription right away and returns
+    /// what the endpoint answered; nothing is stored or retried.
+    pub async fn send_test(&self, subscription: &Subscription, event_name: &str) -> serde_json::Value {
+        let now = Timestamp::now();
+        let message_id = format!("msg_test_{}", uuid::Uuid::now_v7().simple());
+        let body = serde_json::to_vec(&json!({
+            "type": event_name,
+            "timestamp": now,
+            "test": true,
+            "data": {"id": message_id, "name": event_name, "receivedAt": now, "data": {"example": true}},
+        }))
+        .expect("a sample serializes");
+        let outcome = self.send(subscription, &message_id, body.into()).await;
+        json!({
+            "messageId": message_id,
+            "statusCode": outcome.status_code,
+            "latencyMs": outcome.latency.as_secs_f64() * 1000.0,
+            "responseExcerpt": outcome.response_excerpt,
+            "error": outcome.error,
+            "delivered": outcome.status_code.is_some_and(|code| (200..300).contains(&code)),
+        })
+    }
+
+    /// One signed request to a subscription; what came of it.
+    async fn send(&self, subscription: &Subscription, message_id: &str, body: bytes::Bytes) -> Outcome {
+        let at = Timestamp::now();
+        if let Err(reason) = crate::subscriptions::check_url(&subscription.url, self.policy) {
+            return Outcome::error(&format!("the subscription URL {reason}"));
+        }
+        let secrets: Vec<&str> = subscription.signing_secrets(at).collect();
+        let signature = sign::signature(&secrets, message_id, at.as_second(), &body);
+        let mut request = self
+            .client
+            .post(&subscription.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", message_id)
+            .header("webhook-timestamp", at.as_second().to_string())
+            .header("webhook-signature", signature);
+        for (name, value) in &subscription.headers {
+            request = request.header(name, value);
+        }
+        let started = Instant::now();
+        match request.body(body).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let excerpt = read_excerpt(response).await;
+                Outcome {
+                    at,
+                    status_code: Some(status),
+                    latency: started.elapsed(),
+                    response_excerpt: Some(excerpt),
+                    error: None,
+                }
+            }
+            Err(error) => Outcome {
+                at,
+                status_code: None,
+                latency: started.elapsed(),
+                response_excerpt: None,
+                error: Some(describe(&error)),
+            },
+        }
+    }
 }
 
 /// What one request came to.
@@ -287,51 +366,6 @@ impl Outcome {
             response_excerpt: None,
             error: Some(message.to_owned()),
         }
-    }
-}
-
-async fn send(
-    state: &AppState,
-    client: &reqwest::Client,
-    subscription: &Subscription,
-    message_id: &str,
-    body: bytes::Bytes,
-) -> Outcome {
-    let at = Timestamp::now();
-    if let Err(reason) = crate::subscriptions::check_url(&subscription.url, state.config.delivery_policy()) {
-        return Outcome::error(&format!("the subscription URL {reason}"));
-    }
-    let secrets: Vec<&str> = subscription.signing_secrets(at).collect();
-    let signature = sign::signature(&secrets, message_id, at.as_second(), &body);
-    let mut request = client
-        .post(&subscription.url)
-        .header("content-type", "application/json")
-        .header("webhook-id", message_id)
-        .header("webhook-timestamp", at.as_second().to_string())
-        .header("webhook-signature", signature);
-    for (name, value) in &subscription.headers {
-        request = request.header(name, value);
-    }
-    let started = Instant::now();
-    match request.body(body).send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let excerpt = read_excerpt(response).await;
-            Outcome {
-                at,
-                status_code: Some(status),
-                latency: started.elapsed(),
-                response_excerpt: Some(excerpt),
-                error: None,
-            }
-        }
-        Err(error) => Outcome {
-            at,
-            status_code: None,
-            latency: started.elapsed(),
-            response_excerpt: None,
-            error: Some(describe(&error)),
-        },
     }
 }
 
@@ -380,8 +414,8 @@ fn next_step(schedule: &[u64], attempt: u32, outcome: &Outcome, now: Timestamp) 
 /// Keeps `failing_since` and disables a subscription that has failed for longer than
 /// `delivery_disable_after_secs`. Writes only when the state changes, and only those fields, in
 /// one step with the read (an API edit at the same moment is not undone, nor does it undo this).
-async fn track_health(state: &AppState, subscription: &Subscription, succeeded: bool, at: Timestamp) {
-    let limit = jiff::SignedDuration::from_secs(state.config.delivery_disable_after_secs as i64);
+async fn track_health(state: &Worker, subscription: &Subscription, succeeded: bool, at: Timestamp) {
+    let limit = jiff::SignedDuration::from_secs(state.settings.disable_after_secs as i64);
     let outcome = match (succeeded, subscription.failing_since) {
         (true, Some(_)) => {
             state.store.update_subscription(&subscription.id, |current| current.failing_since = None).await
@@ -398,7 +432,7 @@ async fn track_health(state: &AppState, subscription: &Subscription, succeeded: 
         (false, Some(since)) if at.duration_since(since) > limit => {
             let reason = format!(
                 "every delivery has failed since {since}, for longer than {} seconds",
-                state.config.delivery_disable_after_secs
+                state.settings.disable_after_secs
             );
             disable(state, &subscription.id, &reason).await;
             return;
@@ -411,7 +445,7 @@ async fn track_health(state: &AppState, subscription: &Subscription, succeeded: 
 }
 
 /// Disables a subscription, with the reason.
-async fn disable(state: &AppState, id: &str, reason: &str) {
+async fn disable(state: &Worker, id: &str, reason: &str) {
     let why = reason.to_owned();
     let disabled = state
         .store
@@ -423,7 +457,7 @@ async fn disable(state: &AppState, id: &str, reason: &str) {
         .await;
     match disabled {
         Ok(Some(_)) => {
-            let _ = state.reload_routes().await;
+            let _ = state.committer.reload_routes().await;
             tracing::warn!(subscription = %id, reason, "A subscription was disabled.");
         }
         Ok(None) => {}

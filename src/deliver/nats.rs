@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, message::PublishMessage};
 use jiff::Timestamp;
 
-use crate::AppState;
+use crate::pipeline::Committer;
+use crate::store::Store;
 
 /// Publications claimed at once (and in flight together, acknowledged in order).
 const BATCH: usize = 256;
@@ -21,11 +22,30 @@ const POLL: Duration = Duration::from_millis(500);
 /// Wait after a failed batch.
 const RETRY: Duration = Duration::from_secs(2);
 
+/// Where events are published.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// The NATS server's URL.
+    pub url: String,
+    /// The JetStream stream that takes `<subject_prefix>.>`, created when missing.
+    pub stream: String,
+    /// Events are published to `<subject_prefix>.<event name>`.
+    pub subject_prefix: String,
+}
+
+/// What the publisher works with.
+pub struct Publisher {
+    pub store: Store,
+    /// Wakes the publisher when events are committed.
+    pub committer: Arc<Committer>,
+    pub settings: NatsSettings,
+}
+
 /// Runs until `shutdown` resolves, reconnecting as needed.
-pub async fn run(state: Arc<AppState>, url: String, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(state: Arc<Publisher>, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     let jetstream = loop {
-        match connect(&state, &url).await {
+        match connect(&state.settings).await {
             Ok(jetstream) => break jetstream,
             Err(error) => {
                 tracing::warn!(%error, "NATS is not reachable; events wait in the outbox.");
@@ -36,7 +56,7 @@ pub async fn run(state: Arc<AppState>, url: String, shutdown: impl std::future::
             }
         }
     };
-    tracing::info!(stream = %state.config.nats_stream, "Publishing events to NATS JetStream.");
+    tracing::info!(stream = %state.settings.stream, "Publishing events to NATS JetStream.");
     loop {
         if futures_util::FutureExt::now_or_never(&mut shutdown).is_some() {
             return;
@@ -45,34 +65,34 @@ pub async fn run(state: Arc<AppState>, url: String, shutdown: impl std::future::
         if published == 0 {
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = state.publications_waiting.notified() => {}
+                _ = state.committer.publications_waiting() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
     }
 }
 
-async fn connect(state: &AppState, url: &str) -> Result<jetstream::Context, String> {
+async fn connect(settings: &NatsSettings) -> Result<jetstream::Context, String> {
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(&settings.url)
         .await
         .map_err(|error| error.to_string())?;
     let jetstream = jetstream::new(client);
     jetstream
         .get_or_create_stream(jetstream::stream::Config {
-            name: state.config.nats_stream.clone(),
-            subjects: vec![format!("{}.>", state.config.nats_subject_prefix)],
+            name: settings.stream.clone(),
+            subjects: vec![format!("{}.>", settings.subject_prefix)],
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         })
         .await
-        .map_err(|error| format!("cannot use the stream {}: {error}", state.config.nats_stream))?;
+        .map_err(|error| format!("cannot use the stream {}: {error}", settings.stream))?;
     Ok(jetstream)
 }
 
 /// Publishes one batch of due events; returns how many JetStream acknowledged.
-async fn publish_due(state: &AppState, jetstream: &jetstream::Context) -> usize {
+async fn publish_due(state: &Publisher, jetstream: &jetstream::Context) -> usize {
     let due = match state.store.claim_publications(Timestamp::now(), LEASE, BATCH).await {
         Ok(due) => due,
         Err(error) => {

@@ -1,7 +1,10 @@
 //! Email hooks: mail that arrives at a hook's address becomes events.
 //!
+//! Pure: MIME in, values and events out, from a hook's identity and email settings. No store,
+//! no DNS, no runtime: the transports are in `ingress` (SMTP, mail over HTTP), the lookups and
+//! the commit in `pipeline::mail`.
+//!
 //! - `extract` reads a message (pure) and finds its JSON-LD, JSON and JSON attachments.
-//! - `smtp` is the SMTP listener: the session loop over smtp-proto's parser, STARTTLS, limits.
 //! - This module decides, for one message and one hook, which of the found values count (the
 //!   hook's key, its sender allowlist) and builds the events, or says why the message is refused.
 //!   Every event lists what was skipped (`source.mail.skipped`): what `extract` could not use,
@@ -12,18 +15,15 @@
 //! requires a key accepts it as that tag (`<token>+<key>@<domain>`) or as the `data-key`
 //! attribute of a JSON-LD script block.
 
-pub mod authenticate;
 pub mod extract;
-pub mod smtp;
 
 use bytes::Bytes;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use std::sync::Arc;
+use std::net::IpAddr;
 
-use crate::definitions::catalog::Hook;
-use crate::event::{MailSkipped, MailSource, NewEvent, RequestMeta, SkipReason, SkippedKind, normalize};
+use crate::event::{HookIdentity, MailSkipped, MailSource, NewEvent, RequestMeta, SkipReason, SkippedKind, normalize};
 use extract::{Extracted, Origin, TextJson};
 
 /// A hook's email settings (`"email": {...}` in its definition).
@@ -113,7 +113,8 @@ impl SenderRule {
     }
 }
 
-fn is_domain(text: &str) -> bool {
+/// Whether `text` is a domain name: dot-separated labels of letters, digits and `-`.
+pub fn is_domain(text: &str) -> bool {
     !text.is_empty()
         && text.split('.').all(|label| {
             !label.is_empty()
@@ -122,9 +123,9 @@ fn is_domain(text: &str) -> bool {
         })
 }
 
-/// A hook's address under `domain`.
-pub fn address(hook: &Hook, domain: &str) -> String {
-    format!("{}@{}", hook.token, domain)
+/// The address of the hook with URL token `token` under `domain`.
+pub fn address(token: &str, domain: &str) -> String {
+    format!("{token}@{domain}")
 }
 
 /// A recipient address taken apart: the hook token and the `+tag`, if the domain is ours.
@@ -181,7 +182,17 @@ pub struct Envelope {
     /// message itself), else the HTTP body's (a provider's JSON or form post).
     pub stored_content_type: Option<String>,
     /// The SMTP client, for SPF; `None` for mail posted over HTTP.
-    pub smtp_client: Option<authenticate::SmtpClient>,
+    pub smtp_client: Option<SmtpClient>,
+}
+
+/// What the SMTP session knows of the client, for SPF.
+#[derive(Debug, Clone)]
+pub struct SmtpClient {
+    pub ip: IpAddr,
+    /// The name given in EHLO or HELO.
+    pub helo: String,
+    /// `MAIL FROM`, empty for a bounce.
+    pub mail_from: String,
 }
 
 /// Checks the sender against the hook's allowlist: the `From` header's address when the
@@ -209,15 +220,16 @@ pub struct ReceivedMail<'a> {
     pub received_at: Timestamp,
 }
 
-/// The events one message makes for one hook (`recipient` at `envelope_to`), or why it makes none.
+/// The events one message makes for one hook (`hook` with its email `settings`, `recipient` at
+/// `envelope_to`), or why it makes none.
 pub fn events_for_hook(
-    hook: &Hook,
+    hook: HookIdentity<'_>,
+    settings: &EmailSettings,
     mail: &ReceivedMail<'_>,
     recipient: &Recipient,
     envelope_to: &str,
 ) -> Result<Vec<NewEvent>, Refusal> {
     let ReceivedMail { raw, extracted, envelope, authentication, received_at } = *mail;
-    let settings = &hook.definition.email;
     check_sender(settings, extracted, envelope)?;
     if settings.require_dkim {
         let from = extracted.facts.from.as_deref().unwrap_or_default();
@@ -276,7 +288,7 @@ pub fn events_for_hook(
     let no_headers = http::HeaderMap::new();
     let make = |data: Value, name: String, found_in: Vec<String>| {
         let mut event = normalize(
-            crate::event::HookIdentity { app: &hook.app, event_name: &name, hook_type: hook.definition.hook_type },
+            HookIdentity { app: hook.app, event_name: &name, hook_type: hook.hook_type },
             &meta,
             data,
             raw.clone(),
@@ -290,7 +302,7 @@ pub fn events_for_hook(
             .event_name
             .as_ref()
             .and_then(|template| template.render_name_if_found(value, &no_headers))
-            .unwrap_or_else(|| hook.definition.event_name.clone())
+            .unwrap_or_else(|| hook.event_name.to_owned())
     };
     if settings.one_event_each {
         Ok(found
@@ -300,15 +312,8 @@ pub fn events_for_hook(
     } else {
         let kinds = found.iter().map(|found| origin_kind(&found.origin).to_owned()).collect();
         let values: Vec<Value> = found.into_iter().map(|found| found.value.clone()).collect();
-        Ok(vec![make(Value::Array(values), hook.definition.event_name.clone(), kinds)])
+        Ok(vec![make(Value::Array(values), hook.event_name.to_owned(), kinds)])
     }
-}
-
-/// Why a message made no events.
-#[derive(Debug)]
-pub enum MessageError {
-    Refused(Refusal),
-    Store(crate::store::StoreError),
 }
 
 /// The metric label of a refusal.
@@ -321,57 +326,6 @@ pub fn refusal_label(refusal: &Refusal) -> &'static str {
         Refusal::NotAuthenticated => "not_authenticated",
         Refusal::NothingToExtract(_) => "nothing_to_extract",
     }
-}
-
-/// Extracts, checks and stores one message (`raw`, RFC 5322) for its recipient hooks: every
-/// event committed in one transaction, or none. `stored` is kept with the events for replay:
-/// the message itself, or the HTTP body it came in. Large messages are parsed off the async
-/// threads.
-pub async fn accept_message(
-    state: &crate::AppState,
-    raw: Bytes,
-    stored: Bytes,
-    envelope: &Envelope,
-    recipients: &[(Arc<Hook>, Recipient, String)],
-) -> Result<Vec<String>, MessageError> {
-    let authentication = match &state.mail_authenticator {
-        Some(authenticator) => Some(authenticator.check(&raw, envelope.smtp_client.as_ref()).await),
-        None => None,
-    };
-    // Hooks may read plain text differently: the message is read once per way asked for.
-    let mut readings: Vec<(extract::TextJson, extract::Extracted)> = Vec::with_capacity(1);
-    let received_at = jiff::Timestamp::now();
-    let mut events = Vec::new();
-    for (hook, recipient, address) in recipients {
-        let settings = &hook.definition.email;
-        let extracted = match readings.iter().position(|(mode, _)| *mode == settings.text_json) {
-            Some(index) => &readings[index].1,
-            None => {
-                let reading = read_message(&raw, settings.text_json).await?;
-                readings.push((settings.text_json, reading));
-                &readings[readings.len() - 1].1
-            }
-        };
-        let mail =
-            ReceivedMail { raw: &stored, extracted, envelope, authentication: authentication.as_ref(), received_at };
-        let made = events_for_hook(hook, &mail, recipient, address).map_err(MessageError::Refused)?;
-        events.extend(made);
-    }
-    let appended = state.commit_events(events).await.map_err(MessageError::Store)?;
-    Ok(appended.into_iter().map(|appended| appended.id).collect())
-}
-
-/// Extracts on a blocking thread when the message is large enough to hold up other sessions.
-async fn read_message(raw: &Bytes, text_json: extract::TextJson) -> Result<extract::Extracted, MessageError> {
-    let unreadable = |_| MessageError::Refused(Refusal::Unreadable);
-    if raw.len() <= 64 * 1024 {
-        return extract::extract(raw, text_json).map_err(unreadable);
-    }
-    let raw = raw.clone();
-    tokio::task::spawn_blocking(move || extract::extract(&raw, text_json))
-        .await
-        .map_err(|_| MessageError::Refused(Refusal::Unreadable))?
-        .map_err(unreadable)
 }
 
 fn skipped_kind(origin: &Origin) -> SkippedKind {

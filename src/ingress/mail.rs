@@ -1,6 +1,6 @@
 //! Email over HTTP: `POST` to an email hook's URL, for teams whose MX points at a provider.
-//! The same extraction and the same checks as SMTP ([`crate::email::accept_message`]); the
-//! request body is what is stored with the events.
+//! The same opening steps as every HTTP path (`opening`), then the same acceptance as SMTP
+//! ([`crate::pipeline::mail::MailAcceptor`]); the request body is what is stored with the events.
 //!
 //! Accepted bodies:
 //! - `message/rfc822`: the raw message;
@@ -25,10 +25,11 @@ use bytes::Bytes;
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::hooks::{IngressError, read_body, request_meta};
-use crate::AppState;
+use super::opening::{self, Opened};
+use super::{IngressError, IngressState};
 use crate::definitions::catalog::Hook;
-use crate::email::{Envelope, MessageError, Recipient, accept_message, refusal_label};
+use crate::email::{Envelope, Recipient, refusal_label};
+use crate::pipeline::mail::{MailRecipient, MessageError};
 
 /// The message and its envelope, as a provider posted them.
 struct Posted {
@@ -39,7 +40,7 @@ struct Posted {
     mailbox_hash: Option<String>,
 }
 
-pub(super) async fn handle(state: &AppState, hook: &Arc<Hook>, request: Request) -> Result<Response, IngressError> {
+pub(super) async fn handle(state: &IngressState, hook: &Arc<Hook>, request: Request) -> Result<Response, IngressError> {
     if request.method() != Method::POST {
         return Err(IngressError::MethodNotAllowed { method: request.method().clone(), allow: "POST" });
     }
@@ -53,9 +54,7 @@ pub(super) async fn handle(state: &AppState, hook: &Arc<Hook>, request: Request)
     let query_key = request.uri().query().and_then(|query| {
         form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "key").map(|(_, value)| value.into_owned())
     });
-    let limit = hook.definition.max_body_bytes.unwrap_or(state.config.smtp_max_message_bytes);
-    let meta = request_meta(&request);
-    let body = read_body(request.into_body(), limit, state.config.body_timeout()).await?;
+    let Opened { meta, body, .. } = opening::open(&state.settings, hook, request).await?;
 
     let is_form = matches!(media_type.as_str(), "multipart/form-data" | "application/x-www-form-urlencoded");
     if hook.definition.email.mailgun_signing_key.is_some() && !is_form {
@@ -100,10 +99,10 @@ pub(super) async fn handle(state: &AppState, hook: &Arc<Hook>, request: Request)
         stored_content_type: Some(if content_type.is_empty() { "message/rfc822".into() } else { content_type }),
         smtp_client: None,
     };
-    let address = crate::email::address(hook, &state.config.mail_domain.to_ascii_lowercase());
+    let address = crate::email::address(&hook.token, &state.settings.mail_domain);
     let recipient = Recipient { token: hook.token.clone(), tag };
-    let recipients = [(hook.clone(), recipient, address)];
-    let outcome = accept_message(state, posted.mime, body, &envelope, &recipients).await;
+    let recipients = [MailRecipient { hook: hook.clone(), recipient, address }];
+    let outcome = state.mail.accept(posted.mime, body, &envelope, &recipients).await;
     let label = match &outcome {
         Ok(_) => "accepted",
         Err(MessageError::Refused(refusal)) => refusal_label(refusal),

@@ -1,18 +1,30 @@
-//! Ingress: the HTTP server and the hook endpoint.
+//! Ingress: every transport a hook is reached by, and nothing past the transport.
 //!
-//! This module owns transport: the accept loop (connection cap, header-read deadline, graceful
-//! shutdown), routing, authentication of web hooks, body limits and deadlines, and the mapping
-//! of every failure to an HTTP reply. It turns a request into bytes plus metadata, asks
-//! `payload` for the data and `event` for the normalized event, and replies only after the
-//! store has committed. It knows nothing of what happens to an event afterwards.
+//! This module owns the HTTP server (the accept loop with its connection cap, header-read
+//! deadline and graceful shutdown; the public routes, in front of the management API) and the
+//! SMTP listener (`smtp`). Every HTTP path to a hook goes through the same opening steps
+//! (`opening`: one span and the metrics per request, labelled by hook; content encoding,
+//! declared length, body under its limit and deadline). Then `hooks` (form and web hooks),
+//! `sources` (platforms' signed requests) and `mail` (mail posted over HTTP) turn the request
+//! into events and commit them through [`crate::pipeline::Committer`]; the reply goes out only
+//! after the commit. [`IngressError`] is mapped to a reply in one place. This module knows
+//! nothing of what happens to an event afterwards.
 
-pub mod hooks;
+mod decode;
+mod error;
+mod hooks;
 mod mail;
+mod opening;
 pub mod payload;
 pub mod rejections;
-pub mod sources;
+pub mod smtp;
+mod sources;
+
+pub use error::IngressError;
 
 use axum::Router;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::routing::any;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
@@ -23,6 +35,68 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
+
+use crate::definitions::catalog::CatalogManager;
+use crate::pipeline::Committer;
+use crate::pipeline::mail::MailAcceptor;
+use crate::store::Store;
+use rejections::RejectionLog;
+
+/// What every transport works with.
+pub struct IngressState {
+    /// Which hook a token, a source path or a mail address is.
+    pub catalog: Arc<CatalogManager>,
+    /// Where every event is committed.
+    pub committer: Arc<Committer>,
+    /// Received mail, over SMTP or HTTP: authentication lookups, then the commit.
+    pub mail: MailAcceptor,
+    /// Issued ingest keys are looked up here.
+    pub store: Store,
+    /// Source requests that failed verification.
+    pub rejections: Arc<RejectionLog>,
+    pub settings: IngressSettings,
+}
+
+/// The limits and names ingress applies, from configuration.
+#[derive(Debug, Clone)]
+pub struct IngressSettings {
+    /// The base URL platforms post to, as they see it: what sources' signatures cover.
+    pub public_url: String,
+    /// The domain of email hook addresses, in lower case.
+    pub mail_domain: String,
+    /// The body limit of form, web and source hooks that set no `maxBodyBytes`.
+    pub max_body_bytes: u64,
+    /// Multipart file content kept in an event, for hooks that set no `maxFileBytes`.
+    pub max_file_bytes: u64,
+    /// The body limit of email hooks that set no `maxBodyBytes`: the SMTP message size.
+    pub max_message_bytes: u64,
+    /// Time allowed to send a whole body.
+    pub body_timeout: Duration,
+}
+
+/// Every HTTP route: the public ones (hook URLs, the platforms' source endpoints), and behind
+/// them `management`, which takes every other path (and subscription ids under
+/// `/api/webhooks/`).
+pub fn router(state: Arc<IngressState>, management: Router) -> Router {
+    let passed_on = management.clone();
+    let sources = any(
+        move |State(state): State<Arc<IngressState>>,
+              Path(segment): Path<String>,
+              RawQuery(query): RawQuery,
+              request: Request| { sources::endpoint(state, segment, query, request, passed_on.clone()) },
+    );
+    Router::new()
+        .route("/h/{token}", any(hooks::receive))
+        // Platforms post here; the signature is their authentication.
+        .route("/api/webhooks/{segment}", sources)
+        // Every other path under /h/ gets the same reply as an unknown token.
+        .route("/h", any(hooks::unknown))
+        .route("/h/", any(hooks::unknown))
+        .route("/h/{token}/", any(hooks::unknown))
+        .route("/h/{token}/{*rest}", any(hooks::unknown))
+        .with_state(state)
+        .fallback_service(management)
+}
 
 /// The peer address of the connection a request arrived on.
 #[derive(Debug, Clone, Copy)]

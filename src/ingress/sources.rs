@@ -1,106 +1,94 @@
 //! Source-specific endpoints, `POST /api/webhooks/{source}`: a platform's request becomes
 //! events only when its signature verifies over the exact raw bytes.
 //!
-//! Order: the source exists (404), the method (405), the content type (415) and length (413),
-//! the body is read under its limit and deadline, the signature and timestamp are verified
-//! (401 naming the reason class, never an expected value), then the body is parsed, split into
-//! one event per element when the source says so, named by its template, keyed by the
-//! platform's delivery id, and appended in one transaction. A repeated delivery gets the same
-//! success reply with the original event id and stores nothing new. Slack's `url_verification`
-//! challenge is answered after verification.
+//! Order: the source exists (404), the method (405), the content type (415), the shared opening
+//! steps (`opening`: encoding, declared length, body under its limit and deadline), then the
+//! signature and timestamp are verified (401 naming the reason class, never an expected value;
+//! the request is kept in the rejection log and counted by source and reason), then the body is
+//! parsed, split into one event per element when the source says so, named by its template,
+//! keyed by the platform's delivery id, and committed in one transaction. A repeated delivery
+//! gets the same success reply with the original event id and stores nothing new. Platform
+//! handshakes (Slack, Zoom, Discord) are answered after verification; Meta's `GET` handshake
+//! checks its verify token.
+//!
+//! The path is shared with the management API's `/api/webhooks/{id}`: a segment that is a
+//! subscription id (`sub_…`) is passed on to the management router.
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::Router;
+use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Instant;
+use tower::ServiceExt;
 
-use super::hooks::{IngressError, apply_shape, read_body, request_meta};
-use super::payload::{self, PayloadLimits};
+use super::opening::{self, Opened};
 use super::rejections::Rejection;
-use crate::AppState;
+use super::{IngressError, IngressState, decode};
 use crate::definitions::SourceDefinition;
 use crate::definitions::catalog::Hook;
 use crate::event::{HookIdentity, IdempotencyKey, normalize};
+use crate::subscriptions::ID_PREFIX;
 use crate::verify::{Scheme, SignedRequest};
 
-/// Handles `POST /api/webhooks/{source}`.
-pub async fn receive(State(state): State<Arc<AppState>>, Path(path): Path<String>, request: Request) -> Response {
-    let started = Instant::now();
-    let Some(hook) = state.catalog.current().hook_by_source(&path).cloned() else {
-        metrics::counter!("hookgate_source_requests_total", "source" => "unknown", "outcome" => "source_not_found")
-            .increment(1);
-        return IngressError::UnknownSource.into_response();
-    };
-    let outcome = handle(&state, &hook, request).await;
-    match outcome {
-        Ok(response) => {
-            metrics::counter!("hookgate_source_requests_total", "source" => path.clone(), "outcome" => "accepted")
-                .increment(1);
-            metrics::histogram!("hookgate_ingest_duration_seconds", "hook" => path)
-                .record(started.elapsed().as_secs_f64());
-            response
+/// Every method on `/api/webhooks/{segment}`: a subscription id goes to `management`, `GET` is
+/// a platform's subscription handshake and `POST` a platform's delivery.
+pub(super) async fn endpoint(
+    state: Arc<IngressState>,
+    segment: String,
+    query: Option<String>,
+    request: Request,
+    management: Router,
+) -> Response {
+    if segment.starts_with(ID_PREFIX) {
+        // Passed on as it came: this router's matched path and parameters are not the API's.
+        let (mut parts, body) = request.into_parts();
+        parts.extensions = http::Extensions::new();
+        let request = Request::from_parts(parts, body);
+        return management.oneshot(request).await.unwrap_or_else(|never| match never {});
+    }
+    match request.method().clone() {
+        Method::GET => handshake(&state, &segment, query).await,
+        Method::POST => {
+            let Some(hook) = state.catalog.current().hook_by_source(&segment).cloned() else {
+                return opening::unknown(IngressError::UnknownSource);
+            };
+            opening::observe(&hook, handle(&state, &hook, request)).await
         }
-        Err(error) => {
-            if let IngressError::Unverified(reason) = &error {
-                metrics::counter!("hookgate_source_rejections_total", "source" => path.clone(), "reason" => reason.reason_class())
-                    .increment(1);
-                tracing::info!(source = %path, reason = %reason, "A source request failed verification.");
-            }
-            metrics::counter!("hookgate_source_requests_total", "source" => path, "outcome" => error.code())
-                .increment(1);
-            error.into_response()
-        }
+        method => IngressError::MethodNotAllowed { method, allow: "GET, POST" }.into_response(),
     }
 }
 
-/// Verifies, splits, names and appends one source request. Also serves the source hook's
+/// Verifies, splits, names and commits one source request. Also serves the source hook's
 /// `/h/{token}` URL.
-pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> Result<Response, IngressError> {
+pub(super) async fn handle(state: &IngressState, hook: &Hook, request: Request) -> Result<Response, IngressError> {
     let Some(source) = &hook.definition.source else { return Err(IngressError::UnknownSource) };
     if request.method() != Method::POST {
         return Err(IngressError::MethodNotAllowed { method: request.method().clone(), allow: "POST" });
     }
-    let content_type =
-        request.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("<not text>").to_owned());
-    let media_kind = payload::media_kind(content_type.as_deref())
-        .map_err(|error| IngressError::UnsupportedMediaType(error.to_string()))?;
-    let limit = hook.definition.max_body_bytes.unwrap_or(state.config.max_body_bytes);
-    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(IngressError::BodyTooLarge { limit });
-    }
-    let method = request.method().as_str().to_owned();
+    let (content_type, media_kind) = decode::content_type(request.headers())?;
+    let Opened { parts, meta, body } = opening::open(&state.settings, hook, request).await?;
+    let headers = &parts.headers;
     let url = format!(
         "{}{}",
-        state.public_url.trim_end_matches('/'),
-        request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        state.settings.public_url.trim_end_matches('/'),
+        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     );
-    let meta = request_meta(&request);
-    let headers = request.headers().clone();
-    let body = read_body(request.into_body(), limit, state.config.body_timeout()).await?;
-
-    let signed = SignedRequest { method: &method, url: &url, headers: &headers, body: &body };
+    let signed = SignedRequest { method: parts.method.as_str(), url: &url, headers, body: &body };
     let verified = match crate::verify::verify(&source.verify, &signed, jiff::Timestamp::now()) {
         Ok(verified) => verified,
         Err(error) => {
-            state.rejections.record(Rejection::new(&source.path, &error, meta.peer.clone(), &headers, &body));
+            metrics::counter!("hookgate_source_rejections_total", "source" => source.path.clone(), "reason" => error.reason_class())
+                .increment(1);
+            tracing::info!(source = %source.path, reason = %error, "A source request failed verification.");
+            state.rejections.record(Rejection::new(&source.path, &error, meta.peer.clone(), headers, &body));
             return Err(IngressError::Unverified(error));
         }
     };
 
-    let limits = PayloadLimits {
-        max_file_bytes_kept: hook.definition.max_file_bytes.unwrap_or(state.config.max_file_bytes) as usize,
-    };
-    let data = payload::parse_payload(content_type.as_deref(), body.clone(), &limits).await.map_err(|error| {
-        if error.is_unsupported_media_type() {
-            IngressError::UnsupportedMediaType(error.to_string())
-        } else {
-            IngressError::MalformedBody(error.to_string())
-        }
-    })?;
+    let max_file_bytes = hook.definition.max_file_bytes.unwrap_or(state.settings.max_file_bytes);
+    let data = decode::parse(content_type.as_deref(), body.clone(), max_file_bytes).await?;
     if let Some(reply) = handshake_reply(source, &verified, &data) {
         return Ok(Json(reply).into_response());
     }
@@ -117,9 +105,9 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
         .enumerate()
         .map(|(index, element)| {
             // Names and delivery ids come from the platform's payload, before any projection.
-            let name = event_name(hook, source, &element, &headers);
-            let key = source.delivery_id.as_ref().and_then(|template| template.render_id(&element, &headers));
-            let (data, quarantined) = apply_shape(&hook.definition, element).map_err(|error| match error {
+            let name = event_name(hook, source, &element, headers);
+            let key = source.delivery_id.as_ref().and_then(|template| template.render_id(&element, headers));
+            let (data, quarantined) = decode::apply_shape(&hook.definition, element).map_err(|error| match error {
                 // In a batch, each reason points into the delivered array.
                 IngressError::Misfit(mut misfit) if split => {
                     for reason in &mut misfit.reasons {
@@ -144,7 +132,12 @@ pub(super) async fn handle(state: &AppState, hook: &Hook, request: Request) -> R
         .collect::<Result<Vec<_>, IngressError>>()?;
     let quarantined: Vec<bool> = new_events.iter().map(|event| event.event.quarantined).collect();
     let names: Vec<String> = new_events.iter().map(|event| event.event.name.clone()).collect();
-    let appended = state.commit_events(new_events).await.map_err(IngressError::Store)?;
+    // A repeated delivery id is decided in the store's transaction: the original's id comes
+    // back with `duplicate`, and the platform gets the same success reply.
+    let appended = state.committer.commit(new_events).await.map_err(IngressError::Store)?;
+    if let Some(first) = appended.first() {
+        tracing::Span::current().record("event_id", first.id.as_str());
+    }
     let events: Vec<Value> = appended
         .iter()
         .zip(&names)
@@ -180,13 +173,9 @@ fn handshake_reply(source: &SourceDefinition, verified: &crate::verify::Verified
 
 /// `GET /api/webhooks/{source}`: Meta's subscription handshake (`hub.mode=subscribe`,
 /// `hub.verify_token`, `hub.challenge`), for sources that declare a `verifyToken`.
-pub async fn handshake(
-    State(state): State<Arc<AppState>>,
-    Path(path): Path<String>,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> Response {
+async fn handshake(state: &IngressState, path: &str, query: Option<String>) -> Response {
     let catalog = state.catalog.current();
-    let Some(source) = catalog.hook_by_source(&path).and_then(|hook| hook.definition.source.clone()) else {
+    let Some(source) = catalog.hook_by_source(path).and_then(|hook| hook.definition.source.clone()) else {
         return IngressError::UnknownSource.into_response();
     };
     let Some(expected) = &source.verify_token else {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use jiff::{Timestamp, ToSpan};
 
 use super::{ApiKeyRecord, EventQuery, InstalledApp, KeyPurpose, Store};
-use crate::definitions::HookType;
+use crate::event::HookType;
 use crate::event::{HookIdentity, IdempotencyKey, NewEvent, RequestMeta, normalize};
 
 /// An event for `name` in `app`, received now, with a small JSON payload.

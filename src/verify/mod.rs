@@ -68,6 +68,52 @@ pub enum Scheme {
     GenericHmac(Box<GenericHmac>),
 }
 
+/// What a scheme's name stands for in a source definition.
+#[derive(Debug)]
+pub enum NamedScheme {
+    /// One scheme; the name says everything.
+    Fixed(Scheme),
+    /// A scheme whose legacy signatures a definition may allow (`allowLegacy`).
+    Legacy(fn(bool) -> Scheme),
+    /// The generic HMAC scheme, described by the definition's `hmac` object.
+    Described,
+}
+
+/// The scheme names a source definition may use, in the order they are listed to users; the
+/// definition checker reads names here and nowhere else.
+pub const SCHEME_NAMES: &[(&str, NamedScheme)] = &[
+    ("standard-webhooks", NamedScheme::Fixed(Scheme::StandardWebhooks)),
+    ("svix", NamedScheme::Fixed(Scheme::StandardWebhooks)),
+    ("stripe", NamedScheme::Fixed(Scheme::Stripe)),
+    ("github", NamedScheme::Legacy(|allow_sha1| Scheme::GitHub { allow_sha1 })),
+    ("hubspot", NamedScheme::Legacy(|allow_v1_v2| Scheme::HubSpot { allow_v1_v2 })),
+    ("shopify", NamedScheme::Fixed(Scheme::Shopify)),
+    ("slack", NamedScheme::Fixed(Scheme::Slack)),
+    ("twilio", NamedScheme::Fixed(Scheme::Twilio)),
+    ("square", NamedScheme::Fixed(Scheme::Square)),
+    ("paddle", NamedScheme::Fixed(Scheme::Paddle)),
+    ("discord", NamedScheme::Fixed(Scheme::Discord)),
+    ("zoom", NamedScheme::Fixed(Scheme::Zoom)),
+    // Meta signs like GitHub, without the legacy SHA-1 header.
+    ("meta", NamedScheme::Fixed(Scheme::GitHub { allow_sha1: false })),
+    ("sendgrid", NamedScheme::Fixed(Scheme::SendGridEcdsa)),
+    ("mailgun", NamedScheme::Fixed(Scheme::Mailgun)),
+    ("intercom", NamedScheme::Fixed(Scheme::Intercom)),
+    ("zendesk", NamedScheme::Fixed(Scheme::Zendesk)),
+    ("linear", NamedScheme::Fixed(Scheme::Linear)),
+    ("typeform", NamedScheme::Fixed(Scheme::Typeform)),
+    ("calendly", NamedScheme::Fixed(Scheme::Calendly)),
+    ("gitlab", NamedScheme::Fixed(Scheme::GitLabToken)),
+    ("basic-auth", NamedScheme::Fixed(Scheme::BasicAuth)),
+    ("url-token", NamedScheme::Fixed(Scheme::UrlToken)),
+    ("generic-hmac", NamedScheme::Described),
+];
+
+/// What `name` stands for; `None` for a name that is not a scheme.
+pub fn scheme_named(name: &str) -> Option<&'static NamedScheme> {
+    SCHEME_NAMES.iter().find(|(known, _)| *known == name).map(|(_, scheme)| scheme)
+}
+
 /// A generic HMAC scheme: which header, algorithm, encoding and prefix, and what is signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenericHmac {

@@ -29,12 +29,12 @@ pub(super) fn verify(
         Scheme::GitHub { allow_sha1 } => github(secrets, request, *allow_sha1),
         Scheme::HubSpot { allow_v1_v2 } => hubspot(secrets, request, window, *allow_v1_v2),
         Scheme::Shopify => shopify(secrets, request),
-        Scheme::Slack => slack(secrets, request, window),
+        Scheme::Slack => v0(&SLACK_HEADERS, secrets, request, window),
         Scheme::Twilio => twilio(secrets, request),
         Scheme::Square => square(secrets, request),
         Scheme::Paddle => timestamped_hex(&PADDLE_HEADER, secrets, request, window),
         Scheme::Discord => discord(secrets, request, window),
-        Scheme::Zoom => zoom(secrets, request, window),
+        Scheme::Zoom => v0(&ZOOM_HEADERS, secrets, request, window),
         Scheme::SendGridEcdsa => sendgrid(secrets, request, window),
         Scheme::Mailgun => mailgun(secrets, request, window),
         Scheme::Intercom => intercom(secrets, request),
@@ -87,20 +87,23 @@ fn unix_seconds(text: &str, header: &str) -> Result<Timestamp, VerifyError> {
         .ok_or(VerifyError::MalformedHeader { header: header.into(), reason: "expected a Unix time in seconds" })
 }
 
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
-    for part in parts {
-        mac.update(part);
+/// HMAC of `parts`, in order, with `algorithm`: the one MAC every scheme here computes.
+fn hmac(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    fn compute<D: hmac::EagerHash>(key: &[u8], parts: &[&[u8]]) -> Vec<u8>
+    where
+        Hmac<D>: KeyInit + Mac,
+    {
+        let mut mac = <Hmac<D> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().to_vec()
     }
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
-    for part in parts {
-        mac.update(part);
+    match algorithm {
+        HmacAlgorithm::Sha1 => compute::<Sha1>(key, parts),
+        HmacAlgorithm::Sha256 => compute::<Sha256>(key, parts),
+        HmacAlgorithm::Sha512 => compute::<sha2::Sha512>(key, parts),
     }
-    mac.finalize().into_bytes().to_vec()
 }
 
 fn sha256(parts: &[&[u8]]) -> Vec<u8> {
@@ -179,7 +182,7 @@ fn standard_webhooks(secrets: &[String], request: &SignedRequest<'_>, window: Wi
         } else {
             decode_base64(secret.strip_prefix("whsec_").unwrap_or(secret)).filter(|key| !key.is_empty()).is_some_and(
                 |key| {
-                    let expected = hmac_sha256(&key, &[&signed]);
+                    let expected = hmac(HmacAlgorithm::Sha256, &key, &[&signed]);
                     symmetric
                         .iter()
                         .fold(false, |found, signature| found | crate::secrets::constant_time_eq(signature, &expected))
@@ -261,7 +264,7 @@ fn timestamped_hex(
     }
     let signed_at = unix_seconds(timestamp, layout.header)?;
     let secret_index = match_secret(secrets, &presented, |secret| {
-        vec![hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), layout.joiner, request.body])]
+        vec![hmac(HmacAlgorithm::Sha256, secret.as_bytes(), &[timestamp.as_bytes(), layout.joiner, request.body])]
     })?;
     Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
 }
@@ -274,8 +277,9 @@ fn github(secrets: &[String], request: &SignedRequest<'_>, allow_sha1: bool) -> 
             header: "x-hub-signature-256".into(),
             reason: "expected sha256=<hex>",
         })?;
-        let secret_index =
-            match_secret(secrets, &[presented], |secret| vec![hmac_sha256(secret.as_bytes(), &[request.body])])?;
+        let secret_index = match_secret(secrets, &[presented], |secret| {
+            vec![hmac(HmacAlgorithm::Sha256, secret.as_bytes(), &[request.body])]
+        })?;
         return Ok(Verified { secret_index, ..unsigned });
     }
     if allow_sha1 && let Some(value) = header(request.headers, "x-hub-signature")? {
@@ -283,8 +287,9 @@ fn github(secrets: &[String], request: &SignedRequest<'_>, allow_sha1: bool) -> 
             .strip_prefix("sha1=")
             .and_then(decode_hex)
             .ok_or(VerifyError::MalformedHeader { header: "x-hub-signature".into(), reason: "expected sha1=<hex>" })?;
-        let secret_index =
-            match_secret(secrets, &[presented], |secret| vec![hmac_sha1(secret.as_bytes(), &[request.body])])?;
+        let secret_index = match_secret(secrets, &[presented], |secret| {
+            vec![hmac(HmacAlgorithm::Sha1, secret.as_bytes(), &[request.body])]
+        })?;
         return Ok(Verified { secret_index, ..unsigned });
     }
     Err(VerifyError::MissingHeader("x-hub-signature-256".into()))
@@ -341,7 +346,8 @@ fn hubspot(
         let secret_index = match_secret(secrets, &[presented], |secret| {
             uris.iter()
                 .map(|uri| {
-                    hmac_sha256(
+                    hmac(
+                        HmacAlgorithm::Sha256,
                         secret.as_bytes(),
                         &[request.method.as_bytes(), uri.as_bytes(), request.body, millis_text.as_bytes()],
                     )
@@ -377,23 +383,36 @@ fn shopify(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, 
     const HEADER: &str = "x-shopify-hmac-sha256";
     let presented = decode_base64(required(request.headers, HEADER)?)
         .ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "expected base64" })?;
-    let secret_index =
-        match_secret(secrets, &[presented], |secret| vec![hmac_sha256(secret.as_bytes(), &[request.body])])?;
+    let secret_index = match_secret(secrets, &[presented], |secret| {
+        vec![hmac(HmacAlgorithm::Sha256, secret.as_bytes(), &[request.body])]
+    })?;
     Ok(Verified { secret_index, signed_at: None })
 }
 
-/// Slack: `v0={hex}` over `v0:{timestamp}:{body}`.
-fn slack(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
-    const SIGNATURE: &str = "x-slack-signature";
-    const TIMESTAMP: &str = "x-slack-request-timestamp";
-    let timestamp = required(request.headers, TIMESTAMP)?;
-    let presented = required(request.headers, SIGNATURE)?
+/// The header names of a `v0` scheme: Slack and Zoom sign the same way under other names.
+struct V0Headers {
+    signature: &'static str,
+    timestamp: &'static str,
+}
+
+const SLACK_HEADERS: V0Headers = V0Headers { signature: "x-slack-signature", timestamp: "x-slack-request-timestamp" };
+const ZOOM_HEADERS: V0Headers = V0Headers { signature: "x-zm-signature", timestamp: "x-zm-request-timestamp" };
+
+/// Slack, and Zoom with the app's secret token: `v0={hex}` over `v0:{timestamp}:{body}`.
+fn v0(
+    headers: &V0Headers,
+    secrets: &[String],
+    request: &SignedRequest<'_>,
+    window: Window,
+) -> Result<Verified, VerifyError> {
+    let timestamp = required(request.headers, headers.timestamp)?;
+    let presented = required(request.headers, headers.signature)?
         .strip_prefix("v0=")
         .and_then(decode_hex)
-        .ok_or(VerifyError::MalformedHeader { header: SIGNATURE.into(), reason: "expected v0=<hex>" })?;
-    let signed_at = unix_seconds(timestamp, TIMESTAMP)?;
+        .ok_or(VerifyError::MalformedHeader { header: headers.signature.into(), reason: "expected v0=<hex>" })?;
+    let signed_at = unix_seconds(timestamp, headers.timestamp)?;
     let secret_index = match_secret(secrets, &[presented], |secret| {
-        vec![hmac_sha256(secret.as_bytes(), &[b"v0:", timestamp.as_bytes(), b":", request.body])]
+        vec![hmac(HmacAlgorithm::Sha256, secret.as_bytes(), &[b"v0:", timestamp.as_bytes(), b":", request.body])]
     })?;
     Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
 }
@@ -426,7 +445,7 @@ fn twilio(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, V
     let sha256_signed = header(request.headers, SETTINGS)?.is_some_and(|settings| {
         settings.split(',').any(|item| item.trim().eq_ignore_ascii_case("algorithm=HMAC_SHA256"))
     });
-    let mac: fn(&[u8], &[&[u8]]) -> Vec<u8> = if sha256_signed { hmac_sha256 } else { hmac_sha1 };
+    let algorithm = if sha256_signed { HmacAlgorithm::Sha256 } else { HmacAlgorithm::Sha1 };
     let presented = decode_base64(required(request.headers, HEADER)?)
         .ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "expected base64" })?;
     let body_sha256 = request
@@ -446,7 +465,7 @@ fn twilio(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, V
     };
     let urls = twilio_url_forms(request.url);
     let secret_index = match_secret(secrets, &[presented], |secret| {
-        urls.iter().map(|url| mac(secret.as_bytes(), &[url.as_bytes(), parameters.as_bytes()])).collect()
+        urls.iter().map(|url| hmac(algorithm, secret.as_bytes(), &[url.as_bytes(), parameters.as_bytes()])).collect()
     })?;
     Ok(Verified { secret_index, signed_at: None })
 }
@@ -474,7 +493,7 @@ fn square(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, V
     let presented = decode_base64(required(request.headers, HEADER)?)
         .ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "expected base64" })?;
     let secret_index = match_secret(secrets, &[presented], |secret| {
-        vec![hmac_sha256(secret.as_bytes(), &[request.url.as_bytes(), request.body])]
+        vec![hmac(HmacAlgorithm::Sha256, secret.as_bytes(), &[request.url.as_bytes(), request.body])]
     })?;
     Ok(Verified { secret_index, signed_at: None })
 }
@@ -495,25 +514,9 @@ fn discord(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> R
     Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
 }
 
-/// Zoom: `v0={hex}` over `v0:{timestamp}:{body}` with the app's secret token.
-fn zoom(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Result<Verified, VerifyError> {
-    const SIGNATURE: &str = "x-zm-signature";
-    const TIMESTAMP: &str = "x-zm-request-timestamp";
-    let timestamp = required(request.headers, TIMESTAMP)?;
-    let presented = required(request.headers, SIGNATURE)?
-        .strip_prefix("v0=")
-        .and_then(decode_hex)
-        .ok_or(VerifyError::MalformedHeader { header: SIGNATURE.into(), reason: "expected v0=<hex>" })?;
-    let signed_at = unix_seconds(timestamp, TIMESTAMP)?;
-    let secret_index = match_secret(secrets, &[presented], |secret| {
-        vec![hmac_sha256(secret.as_bytes(), &[b"v0:", timestamp.as_bytes(), b":", request.body])]
-    })?;
-    Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
-}
-
 /// Zoom's answer to `endpoint.url_validation`: the hex HMAC-SHA256 of the plain token.
 pub(super) fn zoom_encrypted_token(secret: &str, plain_token: &str) -> String {
-    hex::encode(hmac_sha256(secret.as_bytes(), &[plain_token.as_bytes()]))
+    hex::encode(hmac(HmacAlgorithm::Sha256, secret.as_bytes(), &[plain_token.as_bytes()]))
 }
 
 /// SendGrid Event Webhook: ECDSA P-256 with SHA-256 over `{timestamp}{body}`; the signature is
@@ -587,7 +590,7 @@ fn mailgun_fields(
         .ok_or(VerifyError::MalformedHeader { header: format!("{place}signature"), reason: "expected hex" })?;
     let signed_at = unix_seconds(fields.timestamp, &format!("{place}timestamp"))?;
     let secret_index = match_secret(secrets, &[presented], |key| {
-        vec![hmac_sha256(key.as_bytes(), &[fields.timestamp.as_bytes(), fields.token.as_bytes()])]
+        vec![hmac(HmacAlgorithm::Sha256, key.as_bytes(), &[fields.timestamp.as_bytes(), fields.token.as_bytes()])]
     })?;
     Ok(Verified { secret_index, signed_at: Some(window.check(signed_at)?) })
 }
@@ -609,24 +612,25 @@ fn body_hmac(
     header_name: &'static str,
     prefix: &str,
     decode: fn(&str) -> Option<Vec<u8>>,
-    mac: fn(&[u8], &[&[u8]]) -> Vec<u8>,
+    algorithm: HmacAlgorithm,
 ) -> Result<Verified, VerifyError> {
     let presented = required(request.headers, header_name)?
         .strip_prefix(prefix)
         .and_then(decode)
         .ok_or(VerifyError::MalformedHeader { header: header_name.into(), reason: "not the documented format" })?;
-    let secret_index = match_secret(secrets, &[presented], |secret| vec![mac(secret.as_bytes(), &[request.body])])?;
+    let secret_index =
+        match_secret(secrets, &[presented], |secret| vec![hmac(algorithm, secret.as_bytes(), &[request.body])])?;
     Ok(Verified { secret_index, signed_at: None })
 }
 
 /// Intercom: `X-Hub-Signature: sha1=<hex>` of the body.
 fn intercom(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
-    body_hmac(secrets, request, "x-hub-signature", "sha1=", decode_hex, hmac_sha1)
+    body_hmac(secrets, request, "x-hub-signature", "sha1=", decode_hex, HmacAlgorithm::Sha1)
 }
 
 /// Typeform: `Typeform-Signature: sha256=<base64>` of the body.
 fn typeform(secrets: &[String], request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
-    body_hmac(secrets, request, "typeform-signature", "sha256=", decode_base64, hmac_sha256)
+    body_hmac(secrets, request, "typeform-signature", "sha256=", decode_base64, HmacAlgorithm::Sha256)
 }
 
 /// Zendesk: base64 HMAC-SHA256 of `{timestamp}{body}`, the timestamp as its header carries it.
@@ -637,7 +641,7 @@ fn zendesk(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> R
     let presented = decode_base64(required(request.headers, SIGNATURE)?)
         .ok_or(VerifyError::MalformedHeader { header: SIGNATURE.into(), reason: "expected base64" })?;
     let secret_index = match_secret(secrets, &[presented], |secret| {
-        vec![hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), request.body])]
+        vec![hmac(HmacAlgorithm::Sha256, secret.as_bytes(), &[timestamp.as_bytes(), request.body])]
     })?;
     let signed_at = timestamp
         .parse::<Timestamp>()
@@ -650,8 +654,9 @@ fn linear(secrets: &[String], request: &SignedRequest<'_>, window: Window) -> Re
     const HEADER: &str = "linear-signature";
     let presented = decode_hex(required(request.headers, HEADER)?)
         .ok_or(VerifyError::MalformedHeader { header: HEADER.into(), reason: "expected hex" })?;
-    let secret_index =
-        match_secret(secrets, &[presented], |secret| vec![hmac_sha256(secret.as_bytes(), &[request.body])])?;
+    let secret_index = match_secret(secrets, &[presented], |secret| {
+        vec![hmac(HmacAlgorithm::Sha256, secret.as_bytes(), &[request.body])]
+    })?;
     let millis = serde_json::from_slice::<serde_json::Value>(request.body)
         .ok()
         .and_then(|body| body.get("webhookTimestamp").and_then(serde_json::Value::as_i64))
@@ -719,12 +724,8 @@ fn generic_hmac(
             SignedPart::Url => request.url.as_bytes(),
         });
     }
-    let mac = match scheme.algorithm {
-        HmacAlgorithm::Sha1 => hmac_sha1,
-        HmacAlgorithm::Sha256 => hmac_sha256,
-        HmacAlgorithm::Sha512 => hmac_sha512,
-    };
-    let secret_index = match_secret(secrets, &[presented], |secret| vec![mac(secret.as_bytes(), &signed)])?;
+    let secret_index =
+        match_secret(secrets, &[presented], |secret| vec![hmac(scheme.algorithm, secret.as_bytes(), &signed)])?;
     let signed_at = match (timestamp, &scheme.timestamp_header) {
         (Some(text), Some(name)) => Some(window.check(unix_seconds(text, name)?)?),
         _ => None,
@@ -732,26 +733,12 @@ fn generic_hmac(
     Ok(Verified { secret_index, signed_at })
 }
 
-fn hmac_sha512(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = <Hmac<sha2::Sha512> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// The primitives, for tests that sign requests themselves.
+/// The MAC, for tests that sign requests themselves.
 #[cfg(test)]
 pub(super) mod test_support {
-    pub fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
-        super::hmac_sha256(key, &[message])
-    }
+    use super::HmacAlgorithm;
 
-    pub fn hmac_sha1(key: &[u8], message: &[u8]) -> Vec<u8> {
-        super::hmac_sha1(key, &[message])
-    }
-
-    pub fn hmac_sha512(key: &[u8], message: &[u8]) -> Vec<u8> {
-        super::hmac_sha512(key, &[message])
+    pub fn hmac(algorithm: HmacAlgorithm, key: &[u8], message: &[u8]) -> Vec<u8> {
+        super::hmac(algorithm, key, &[message])
     }
 }

@@ -150,8 +150,10 @@ fn github_vectors() {
 
 #[test]
 fn github_legacy_sha1_only_when_allowed() {
-    let sha1 =
-        format!("sha1={}", hex::encode(super::schemes_test_support::hmac_sha1(b"mysecret", b"{\"foo\":\"bar\"}")));
+    let sha1 = format!(
+        "sha1={}",
+        hex::encode(super::schemes_test_support::hmac(HmacAlgorithm::Sha1, b"mysecret", b"{\"foo\":\"bar\"}"))
+    );
     let case = |allow_sha1| {
         Case::new(Scheme::GitHub { allow_sha1 }, "mysecret", "{\"foo\":\"bar\"}")
             .header("x-hub-signature", sha1.clone())
@@ -212,8 +214,11 @@ fn zendesk_refuses_a_stale_timestamp() {
     use base64::Engine;
     let body = "{}";
     let at = "2001-01-01T00:00:00Z";
-    let signature = base64::engine::general_purpose::STANDARD
-        .encode(super::schemes_test_support::hmac_sha256(b"zd", format!("{at}{body}").as_bytes()));
+    let signature = base64::engine::general_purpose::STANDARD.encode(super::schemes_test_support::hmac(
+        HmacAlgorithm::Sha256,
+        b"zd",
+        format!("{at}{body}").as_bytes(),
+    ));
     let case = Case::new(Scheme::Zendesk, "zd", body)
         .header("x-zendesk-webhook-signature", signature)
         .header("x-zendesk-webhook-signature-timestamp", at)
@@ -226,7 +231,11 @@ fn an_empty_secret_never_verifies() {
     let body = "{}";
     let empty_key_signature = format!(
         "t=1700000000,v1={}",
-        hex::encode(super::schemes_test_support::hmac_sha256(b"", format!("1700000000.{body}").as_bytes()))
+        hex::encode(super::schemes_test_support::hmac(
+            HmacAlgorithm::Sha256,
+            b"",
+            format!("1700000000.{body}").as_bytes()
+        ))
     );
     let case = Case::new(Scheme::Stripe, "", body).header("stripe-signature", empty_key_signature).at(1_700_000_000);
     assert_eq!(case.run(), Err(VerifyError::SignatureMismatch));
@@ -345,8 +354,11 @@ fn paddle_vectors() {
 
 /// A Stripe header signed here the way Stripe's SDKs generate test headers.
 fn stripe_header(secret: &str, timestamp: i64, body: &str) -> String {
-    let signature =
-        super::schemes_test_support::hmac_sha256(secret.as_bytes(), format!("{timestamp}.{body}").as_bytes());
+    let signature = super::schemes_test_support::hmac(
+        HmacAlgorithm::Sha256,
+        secret.as_bytes(),
+        format!("{timestamp}.{body}").as_bytes(),
+    );
     format!("t={timestamp},v1={}", hex::encode(signature))
 }
 
@@ -520,7 +532,8 @@ fn discord_ed25519_with_the_application_public_key() {
 #[test]
 fn mailgun_signature_object_in_the_body() {
     let key = "key-mailgun-signing";
-    let signature = hex::encode(super::schemes_test_support::hmac_sha256(key.as_bytes(), b"1700000000token123"));
+    let signature =
+        hex::encode(super::schemes_test_support::hmac(HmacAlgorithm::Sha256, key.as_bytes(), b"1700000000token123"));
     let body = format!(
         r#"{{"signature":{{"timestamp":"1700000000","token":"token123","signature":"{signature}"}},"event-data":{{"event":"delivered"}}}}"#
     );
@@ -537,8 +550,8 @@ fn body_hmac_schemes_intercom_typeform_zendesk_linear_calendly() {
     use base64::Engine;
     let secret = "shared-secret";
     let body = r#"{"webhookTimestamp":1700000000000,"data":{}}"#;
-    let sha1 = super::schemes_test_support::hmac_sha1(secret.as_bytes(), body.as_bytes());
-    let sha256 = super::schemes_test_support::hmac_sha256(secret.as_bytes(), body.as_bytes());
+    let sha1 = super::schemes_test_support::hmac(HmacAlgorithm::Sha1, secret.as_bytes(), body.as_bytes());
+    let sha256 = super::schemes_test_support::hmac(HmacAlgorithm::Sha256, secret.as_bytes(), body.as_bytes());
     let base64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
 
     Case::new(Scheme::Intercom, secret, body)
@@ -556,15 +569,22 @@ fn body_hmac_schemes_intercom_typeform_zendesk_linear_calendly() {
     assert_eq!(stale.run(), Err(VerifyError::TimestampOutsideTolerance { seconds: 61 }));
 
     let zendesk_time = "2026-11-23T10:00:00Z";
-    let zendesk =
-        super::schemes_test_support::hmac_sha256(secret.as_bytes(), format!("{zendesk_time}{body}").as_bytes());
+    let zendesk = super::schemes_test_support::hmac(
+        HmacAlgorithm::Sha256,
+        secret.as_bytes(),
+        format!("{zendesk_time}{body}").as_bytes(),
+    );
     Case::new(Scheme::Zendesk, secret, body)
         .header("x-zendesk-webhook-signature", base64(&zendesk))
         .header("x-zendesk-webhook-signature-timestamp", zendesk_time)
         .at("2026-11-23T10:00:00Z".parse::<Timestamp>().unwrap().as_second())
         .check_vector();
 
-    let calendly = super::schemes_test_support::hmac_sha256(secret.as_bytes(), format!("1700000000.{body}").as_bytes());
+    let calendly = super::schemes_test_support::hmac(
+        HmacAlgorithm::Sha256,
+        secret.as_bytes(),
+        format!("1700000000.{body}").as_bytes(),
+    );
     Case::new(Scheme::Calendly, secret, body)
         .header("calendly-webhook-signature", format!("t=1700000000,v1={}", hex::encode(calendly)))
         .at(1_700_000_000)
@@ -588,8 +608,9 @@ fn timestamped_schemes_refuse_stale_and_future_requests() {
     use ed25519_dalek::Signer;
     let body = r#"{"a":1}"#;
     let signed_at: i64 = 1_700_000_000;
-    let hmac =
-        |key: &str, message: String| super::schemes_test_support::hmac_sha256(key.as_bytes(), message.as_bytes());
+    let hmac = |key: &str, message: String| {
+        super::schemes_test_support::hmac(HmacAlgorithm::Sha256, key.as_bytes(), message.as_bytes())
+    };
     let discord = ed25519_key();
     let cases: Vec<(Case, u64)> = vec![
         (
@@ -669,7 +690,7 @@ fn generic_hmac_signs_what_its_template_says() {
     use base64::Engine;
     let body = r#"{"order":1}"#;
     let signed = format!("1700000000.d-42.POST.https://hooks.example/api/webhooks/source.{body}");
-    let mac = super::schemes_test_support::hmac_sha512(b"acme-secret", signed.as_bytes());
+    let mac = super::schemes_test_support::hmac(HmacAlgorithm::Sha512, b"acme-secret", signed.as_bytes());
     let case = || {
         Case::new(generic("{timestamp}.{id}.{method}.{url}.{body}"), "acme-secret", body)
             .header("x-acme-signature", format!("sha512={}", base64::engine::general_purpose::STANDARD.encode(&mac)))

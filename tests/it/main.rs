@@ -16,6 +16,7 @@ mod interop;
 mod management_keys;
 mod nats;
 mod openapi;
+mod opening_steps;
 mod rejections;
 mod reload;
 mod shapes;

@@ -1,4 +1,5 @@
-//! The SMTP listener: hookgate's own session loop over smtp-proto's command parser.
+//! The SMTP listener: hookgate's own session loop over smtp-proto's command parser. A transport
+//! only: what a message makes is decided by [`crate::pipeline::mail::MailAcceptor`].
 //!
 //! One task per connection, up to a cap (more are answered `421` and closed). Commands are read
 //! in pipelined batches and their replies written together when the input runs dry. Each
@@ -9,6 +10,9 @@
 //! the answer is `552`). `250` is sent only after every event of the message is committed; a
 //! store failure answers `451` so that the sender retries. STARTTLS (when a certificate is
 //! configured) discards anything the client sent after the command, and starts the session over.
+//! These are the listener's opening steps, its equivalents of HTTP's: the declared `SIZE` (552
+//! at `MAIL`), the size limit while reading, the command and session deadlines; one tracing span
+//! per session.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,10 +25,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use crate::AppState;
-use crate::definitions::catalog::Hook;
-use crate::email::{Envelope, MessageError, Recipient, Refusal, accept_message, parse_recipient, refusal_label};
+use super::IngressState;
+use crate::email::{Envelope, Refusal, parse_recipient, refusal_label};
+use crate::pipeline::mail::{MailRecipient, MessageError};
 
 /// The listener's limits and identity.
 #[derive(Clone)]
@@ -66,7 +71,7 @@ pub fn tls_acceptor(certificate: &std::path::Path, key: &std::path::Path) -> Res
 /// Accepts SMTP connections until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<AppState>,
+    state: Arc<IngressState>,
     settings: Arc<SmtpSettings>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -95,10 +100,14 @@ pub async fn serve(
         };
         let state = state.clone();
         let settings = settings.clone();
-        tokio::spawn(async move {
-            run_session(stream, peer, &state, &settings).await;
-            drop(permit);
-        });
+        let span = tracing::info_span!("smtp_session", %peer);
+        tokio::spawn(
+            async move {
+                run_session(stream, peer, &state, &settings).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -154,7 +163,7 @@ impl AsyncWrite for Connection {
     }
 }
 
-async fn run_session(stream: TcpStream, peer: SocketAddr, state: &AppState, settings: &SmtpSettings) {
+async fn run_session(stream: TcpStream, peer: SocketAddr, state: &IngressState, settings: &SmtpSettings) {
     let deadline = Instant::now() + settings.session_timeout;
     let mut connection = Connection::Plain(stream);
     let mut session = Session::new(state, settings, peer);
@@ -216,11 +225,11 @@ enum Phase {
 
 struct Transaction {
     from: String,
-    recipients: Vec<(Arc<Hook>, Recipient, String)>,
+    recipients: Vec<MailRecipient>,
 }
 
 struct Session<'a> {
-    state: &'a AppState,
+    state: &'a IngressState,
     settings: &'a SmtpSettings,
     peer: SocketAddr,
     tls: bool,
@@ -236,7 +245,7 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn new(state: &'a AppState, settings: &'a SmtpSettings, peer: SocketAddr) -> Session<'a> {
+    fn new(state: &'a IngressState, settings: &'a SmtpSettings, peer: SocketAddr) -> Session<'a> {
         Session {
             state,
             settings,
@@ -523,8 +532,8 @@ impl<'a> Session<'a> {
             return self.refuse(550, [5, 1, 1], "No such hook address");
         };
         let transaction = self.transaction.as_mut().expect("checked above");
-        if !transaction.recipients.iter().any(|(known, _, _)| Arc::ptr_eq(known, &hook)) {
-            transaction.recipients.push((hook, recipient, address.to_owned()));
+        if !transaction.recipients.iter().any(|known| Arc::ptr_eq(&known.hook, &hook)) {
+            transaction.recipients.push(MailRecipient { hook, recipient, address: address.to_owned() });
         }
         self.reply(250, [2, 1, 5], "Recipient OK");
         Step::Replied
@@ -540,14 +549,14 @@ impl<'a> Session<'a> {
             peer: Some(self.peer.to_string()),
             from: Some(transaction.from.clone()).filter(|from| !from.is_empty()),
             stored_content_type: None,
-            smtp_client: Some(crate::email::authenticate::SmtpClient {
+            smtp_client: Some(crate::email::SmtpClient {
                 ip: self.peer.ip(),
                 helo: self.helo.clone(),
                 mail_from: transaction.from,
             }),
         };
         let message = Bytes::from(message);
-        let outcome = accept_message(self.state, message.clone(), message, &envelope, &transaction.recipients).await;
+        let outcome = self.state.mail.accept(message.clone(), message, &envelope, &transaction.recipients).await;
         let (label, reply) = match outcome {
             Ok(ids) => ("accepted", format!("250 2.0.0 OK: queued as {}", summarize_ids(&ids))),
             Err(MessageError::Refused(refusal)) => {

@@ -1,4 +1,5 @@
-//! DKIM and SPF for received mail, by mail-auth, recorded in each event's `source.mail`.
+//! DKIM and SPF for received mail, by mail-auth, recorded in each event's `source.mail`: the
+//! lookups mail acceptance makes before its commit (kept out of `email`, which does no I/O).
 //!
 //! DKIM is checked on every message (the signatures travel with it, over SMTP or HTTP). SPF needs
 //! the connecting client's address, its EHLO name and the envelope sender, so it is checked for
@@ -6,23 +7,14 @@
 //! the resolver caches answers. A lookup that fails is a `temperror` result, never a refusal:
 //! the results are facts about the message, and a hook decides what it trusts (`requireDkim`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator, SpfResult};
 
+use crate::email::SmtpClient;
 use crate::event::{DkimCheck, MailAuthentication, SpfCheck};
-
-/// What the SMTP session knows of the client, for SPF.
-#[derive(Debug, Clone)]
-pub struct SmtpClient {
-    pub ip: IpAddr,
-    /// The name given in EHLO or HELO.
-    pub helo: String,
-    /// `MAIL FROM`, empty for a bounce.
-    pub mail_from: String,
-}
 
 /// The DKIM and SPF checker, with its resolver.
 pub struct MailAuthenticator {

@@ -5,9 +5,9 @@
 //! payload, or `header:Name`, or several of these separated by `|`, the first that finds a
 //! value winning (`{header:webhook-id|header:svix-id}`). Pure: no I/O.
 
+use crate::jsonpath::JsonPath;
 use http::HeaderMap;
 use serde_json::Value;
-use crate::jsonpath::JsonPath;
 
 #[derive(Clone)]
 enum Part {
@@ -269,5 +269,4 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "template_properties.rs"]
 mod properties;

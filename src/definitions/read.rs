@@ -1,0 +1,94 @@
+//! Reading the definitions folder: every `*.json` file, recursively, hidden entries skipped, in
+//! path order. A file that cannot be read or is not JSON is a diagnostic, not a failure.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+use super::{Diagnostic, Origin, SourceDocument};
+
+/// Reads every `*.json` file under `dir` (recursively, skipping hidden entries), in path
+/// order. Unreadable files and malformed JSON are reported as diagnostics.
+pub fn read_folder(dir: &Path) -> (Vec<SourceDocument>, Vec<Diagnostic>) {
+    let mut paths = Vec::new();
+    let mut diagnostics = Vec::new();
+    collect_json_files(dir, &mut paths, &mut diagnostics);
+    paths.sort();
+    let mut documents = Vec::new();
+    for path in paths {
+        let origin = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
+        match std::fs::read(&path) {
+            Err(error) => diagnostics.push(Diagnostic::error(&origin, "", format!("cannot read the file: {error}"))),
+            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(json) => documents.push(SourceDocument { origin: Origin::File(origin), json }),
+                Err(error) => diagnostics.push(Diagnostic::error(
+                    &origin,
+                    "",
+                    format!(
+                        "malformed JSON at line {} column {}: {}",
+                        error.line(),
+                        error.column(),
+                        json_reason(&error)
+                    ),
+                )),
+            },
+        }
+    }
+    (documents, diagnostics)
+}
+
+/// serde_json's message without its trailing " at line L column C".
+pub fn json_reason(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(index) => text[..index].to_owned(),
+        None => text,
+    }
+}
+
+fn collect_json_files(dir: &Path, paths: &mut Vec<PathBuf>, diagnostics: &mut Vec<Diagnostic>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            diagnostics.push(Diagnostic::error(
+                &dir.display().to_string(),
+                "",
+                format!("cannot read the folder: {error}"),
+            ));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            collect_json_files(&path, paths, diagnostics);
+        } else if path.extension().is_some_and(|ext| ext == "json") {
+            paths.push(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definitions::checker::tests::KUSTOMER_EXAMPLE;
+
+    #[test]
+    fn reading_a_folder_reports_malformed_files_and_skips_hidden_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("good.json"), KUSTOMER_EXAMPLE).unwrap();
+        std::fs::write(dir.path().join("broken.json"), "{\"app\": ").unwrap();
+        std::fs::write(dir.path().join(".hidden.json"), "nonsense").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "nonsense").unwrap();
+        std::fs::create_dir(dir.path().join("nested")).unwrap();
+        std::fs::write(dir.path().join("nested/other.json"), r#"{"app": "other", "version": "1"}"#).unwrap();
+        let (documents, diagnostics) = read_folder(dir.path());
+        let origins: Vec<String> = documents.iter().map(|d| d.origin.to_string()).collect();
+        assert_eq!(origins, vec!["good.json", "nested/other.json"]);
+        let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(rendered, vec!["broken.json: malformed JSON at line 1 column 8: EOF while parsing a value"]);
+    }
+}

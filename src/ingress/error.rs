@@ -1,0 +1,154 @@
+//! [`IngressError`]: why a request did not become an event, mapped to a reply in exactly one
+//! place, [`IngressError::into_response`]. Its [`IngressError::code`] is both the reply's code
+//! and the `outcome` label of the request metrics. Client errors are not logged at error level;
+//! a store failure gets a generic reply and a logged cause.
+
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::email::Refusal;
+use crate::store::StoreError;
+
+/// Why a request to a hook did not become an event.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("no hook is defined at this URL")]
+    UnknownHook,
+    #[error("no source is defined at this URL")]
+    UnknownSource,
+    #[error("the subscription handshake was refused: the verify token does not match")]
+    HandshakeRefused,
+    #[error("the request is not verified: {0}")]
+    Unverified(#[source] crate::verify::VerifyError),
+    #[error("{method} is not allowed here; use POST")]
+    MethodNotAllowed { method: Method, allow: &'static str },
+    #[error("{0}")]
+    MailRefused(Refusal),
+    #[error("origin {origin:?} may not post to this hook")]
+    OriginNotAllowed { origin: String },
+    #[error("this hook requires an API key: send it as \"Authorization: Bearer <key>\" or \"X-API-Key: <key>\"")]
+    MissingApiKey,
+    #[error("the API key is not valid (unknown or revoked)")]
+    InvalidApiKey,
+    #[error("this API key may not send to app {app:?}")]
+    ApiKeyOutOfScope { app: String },
+    #[error("this is a management key; web hooks take an ingest key (hookgate keys create)")]
+    NotAnIngestKey,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the request body is larger than this hook's limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("the request body was not received within {seconds} seconds")]
+    BodyTimeout { seconds: u64 },
+    #[error("the request body could not be read: {0}")]
+    BodyUnreadable(String),
+    #[error("{0}")]
+    MalformedBody(String),
+    #[error("the payload does not fit this hook's shape: {}", .0.reasons.join("; "))]
+    Misfit(crate::shape::Misfit),
+    #[error("the event could not be stored; retry later")]
+    Store(#[source] StoreError),
+}
+
+impl IngressError {
+    /// The machine-readable code, also the `outcome` label of the request metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngressError::UnknownHook => "hook_not_found",
+            IngressError::UnknownSource => "source_not_found",
+            IngressError::HandshakeRefused => "handshake_refused",
+            IngressError::Unverified(error) => error.reason_class(),
+            IngressError::MethodNotAllowed { .. } => "method_not_allowed",
+            IngressError::MailRefused(refusal) => crate::email::refusal_label(refusal),
+            IngressError::OriginNotAllowed { .. } => "origin_not_allowed",
+            IngressError::MissingApiKey => "missing_api_key",
+            IngressError::InvalidApiKey => "invalid_api_key",
+            IngressError::ApiKeyOutOfScope { .. } => "api_key_out_of_scope",
+            IngressError::NotAnIngestKey => "not_an_ingest_key",
+            IngressError::UnsupportedMediaType(_) => "unsupported_media_type",
+            IngressError::BodyTooLarge { .. } => "body_too_large",
+            IngressError::BodyTimeout { .. } => "body_timeout",
+            IngressError::BodyUnreadable(_) => "body_unreadable",
+            IngressError::MalformedBody(_) => "malformed_body",
+            IngressError::Misfit(_) => "shape_mismatch",
+            IngressError::Store(_) => "store_unavailable",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            IngressError::UnknownHook | IngressError::UnknownSource => StatusCode::NOT_FOUND,
+            IngressError::Unverified(_) => StatusCode::UNAUTHORIZED,
+            IngressError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            IngressError::MailRefused(refusal) => match refusal {
+                Refusal::Unreadable => StatusCode::BAD_REQUEST,
+                Refusal::SenderNotAllowed(_) => StatusCode::FORBIDDEN,
+                Refusal::MissingKey | Refusal::KeyNotConfigured => StatusCode::UNAUTHORIZED,
+                Refusal::NotAuthenticated => StatusCode::FORBIDDEN,
+                Refusal::NothingToExtract(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            },
+            IngressError::OriginNotAllowed { .. }
+            | IngressError::ApiKeyOutOfScope { .. }
+            | IngressError::NotAnIngestKey
+            | IngressError::HandshakeRefused => StatusCode::FORBIDDEN,
+            IngressError::MissingApiKey | IngressError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            IngressError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngressError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngressError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            IngressError::BodyUnreadable(_) | IngressError::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            IngressError::Misfit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            IngressError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for IngressError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        if let IngressError::Misfit(misfit) = &self {
+            body["error"]["reasons"] = json!(misfit.reasons);
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            IngressError::MethodNotAllowed { allow, .. } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            IngressError::MissingApiKey | IngressError::InvalidApiKey => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"hookgate\""));
+            }
+            IngressError::BodyTooLarge { .. } | IngressError::BodyTimeout { .. } => {
+                // The rest of the body was not read: the connection cannot be reused.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            IngressError::Store(error) => {
+                tracing::error!(%error, "A request could not be stored; the sender was told to retry.");
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_has_its_status() {
+        let check = |error: IngressError, status: u16| assert_eq!(error.status().as_u16(), status, "{error}");
+        check(IngressError::UnknownHook, 404);
+        check(IngressError::MethodNotAllowed { method: Method::GET, allow: "POST" }, 405);
+        check(IngressError::MissingApiKey, 401);
+        check(IngressError::InvalidApiKey, 401);
+        check(IngressError::ApiKeyOutOfScope { app: "a".into() }, 403);
+        check(IngressError::UnsupportedMediaType("x".into()), 415);
+        check(IngressError::BodyTooLarge { limit: 1 }, 413);
+        check(IngressError::BodyTimeout { seconds: 1 }, 408);
+        check(IngressError::MalformedBody("x".into()), 400);
+        check(IngressError::Store(StoreError::Unavailable("x".into())), 503);
+    }
+}

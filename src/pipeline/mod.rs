@@ -1,0 +1,108 @@
+//! The commit every ingress ends in, and what starts from it.
+//!
+//! [`Committer`] is the one way events enter the store: it asks the routing table
+//! ([`crate::subscriptions::Routes`]) which subscriptions each event goes to, writes the event
+//! with its deliveries (and a NATS publication) in one transaction (the outbox), and then wakes
+//! the delivery worker and the publisher. Whether an event is a duplicate of an earlier delivery
+//! is decided inside that transaction, by the store (`Store::append_events`): a duplicate gets
+//! the original's id and no second event, and the caller replies success all the same.
+//!
+//! Beside it: [`mail`] accepts a received message for its recipient hooks (DKIM and SPF
+//! lookups by [`authenticate`], then extraction and one commit for all of its events), and
+//! [`Replay`] queues new deliveries of stored events, for the API and the command line alike.
+//!
+//! This module knows no transport: no HTTP status, no SMTP reply code.
+
+pub mod authenticate;
+pub mod mail;
+mod replay;
+
+pub use replay::{Replay, ReplayError};
+
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+use crate::event::NewEvent;
+use crate::store::{Appended, Store, StoreError};
+use crate::subscriptions::Routes;
+
+/// Commits events with their outbox rows and wakes what sends them.
+pub struct Committer {
+    store: Store,
+    /// Which subscriptions an event goes to; rebuilt when subscriptions change.
+    routes: ArcSwap<Routes>,
+    /// Each event is also published to `<prefix>.<event name>`; `None` without NATS.
+    nats_subject_prefix: Option<String>,
+    deliveries_waiting: Notify,
+    publications_waiting: Notify,
+}
+
+impl Committer {
+    /// A committer routing by the subscriptions stored now.
+    pub async fn start(store: Store, nats_subject_prefix: Option<String>) -> Result<Committer, StoreError> {
+        let routes = Routes::new(&store.subscriptions().await?);
+        Ok(Committer {
+            store,
+            routes: ArcSwap::from_pointee(routes),
+            nats_subject_prefix,
+            deliveries_waiting: Notify::new(),
+            publications_waiting: Notify::new(),
+        })
+    }
+
+    /// Commits events, with a delivery for every subscription each one goes to (the outbox,
+    /// in the same transaction), and wakes the delivery worker. Returns after the commit; a
+    /// quarantined event is stored and goes nowhere.
+    pub async fn commit(&self, mut events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        let routes = self.routes.load();
+        let mut deliveries = false;
+        if !routes.is_empty() {
+            for event in events.iter_mut().filter(|event| !event.event.quarantined) {
+                event.deliver_to = routes.matching(&event.event);
+                deliveries |= !event.deliver_to.is_empty();
+            }
+        }
+        if let Some(prefix) = &self.nats_subject_prefix {
+            for event in events.iter_mut().filter(|event| !event.event.quarantined) {
+                event.publish_to = Some(format!("{prefix}.{}", event.event.name));
+            }
+        }
+        let appended = self.store.append_events(events).await?;
+        if deliveries {
+            self.deliveries_waiting.notify_one();
+        }
+        if self.nats_subject_prefix.is_some() {
+            self.publications_waiting.notify_one();
+        }
+        Ok(appended)
+    }
+
+    /// The routing table serving now.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.load_full()
+    }
+
+    /// Reads the subscriptions again after a change.
+    pub async fn reload_routes(&self) -> Result<(), StoreError> {
+        let subscriptions = self.store.subscriptions().await?;
+        self.routes.store(Arc::new(Routes::new(&subscriptions)));
+        Ok(())
+    }
+
+    /// Tells the delivery worker that deliveries came due outside a commit (a retry, a replay,
+    /// a resumed subscription).
+    pub fn wake_deliveries(&self) {
+        self.deliveries_waiting.notify_one();
+    }
+
+    /// Resolves when deliveries were committed or came due since the last wait.
+    pub async fn deliveries_waiting(&self) {
+        self.deliveries_waiting.notified().await;
+    }
+
+    /// Resolves when events to publish were committed since the last wait.
+    pub async fn publications_waiting(&self) {
+        self.publications_waiting.notified().await;
+    }
+}

@@ -1,0 +1,274 @@
+//! The outbox's worker side: deliveries claimed with a lease, attempts recorded with the next
+//! step, the history, replays and manual retries; and the NATS publications, claimed and
+//! finished the same way. A delivery is written only for a subscription that still exists, and
+//! parked (no due time) while its subscription is paused.
+
+use jiff::Timestamp;
+use rusqlite::{Connection, params};
+
+use super::{SqliteStore, timestamp};
+use crate::store::{Attempt, AttemptRecord, Delivery, DeliveryPage, DeliveryQuery, DueDelivery, NextStep, StoreError};
+
+impl SqliteStore {
+    pub async fn claim_due_deliveries(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.write(move |connection| {
+            let now_us = now.as_microsecond();
+            // A paused subscription's deliveries are parked (no due time); the status check here
+            // catches one whose retry was scheduled by an attempt in flight when it was paused. A
+            // disabled one's were failed when it was disabled; one written just after (routed
+            // by a table not yet rebuilt) is claimed, and the worker fails it.
+            let mut select = connection.prepare_cached(
+                "SELECT d.id, d.subscription_id, d.event_id, d.attempts FROM deliveries d
+                 JOIN subscriptions s ON s.id = d.subscription_id
+                 WHERE d.status = 'pending' AND d.next_attempt_at_us <= ?1
+                   AND json_extract(s.body, '$.status') <> 'paused'
+                 ORDER BY d.next_attempt_at_us LIMIT ?2",
+            )?;
+            let due: Vec<DueDelivery> = select
+                .query_map(params![now_us, limit as i64], |row| {
+                    Ok(DueDelivery {
+                        id: row.get(0)?,
+                        subscription_id: row.get(1)?,
+                        event_id: row.get(2)?,
+                        attempts: row.get(3)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let lease_until = now_us + i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2);
+            let mut claim = connection.prepare_cached("UPDATE deliveries SET next_attempt_at_us = ?2 WHERE id = ?1")?;
+            for delivery in &due {
+                claim.execute(params![delivery.id, lease_until])?;
+            }
+            Ok(due)
+        })
+        .await
+    }
+
+    pub async fn record_attempts(&self, records: Vec<AttemptRecord>) -> Result<(), StoreError> {
+        self.write(move |connection| {
+            let mut insert = connection.prepare_cached(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut update = connection.prepare_cached(
+                "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at_us = ?4, updated_at_us = ?5 WHERE id = ?1",
+            )?;
+            for record in records {
+                let at_us = record.at.as_microsecond();
+                insert.execute(params![
+                    record.delivery_id,
+                    record.attempt,
+                    at_us,
+                    record.status_code,
+                    i64::try_from(record.latency.as_micros()).unwrap_or(i64::MAX),
+                    record.response_excerpt,
+                    record.error,
+                ])?;
+                let (status, next) = match record.next {
+                    NextStep::Delivered => ("delivered", None),
+                    NextStep::RetryAt(at) => ("pending", Some(at.as_microsecond())),
+                    NextStep::Failed => ("failed", None),
+                };
+                update.execute(params![record.delivery_id, status, record.attempt, next, at_us])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage, StoreError> {
+        self.read(move |connection| {
+            let mut conditions = vec!["subscription_id = ?1".to_owned()];
+            let mut values: Vec<rusqlite::types::Value> = vec![query.subscription_id.clone().into()];
+            if let Some(from) = query.from {
+                values.push(from.as_microsecond().into());
+                conditions.push(format!("created_at_us >= ?{}", values.len()));
+            }
+            if let Some(to) = query.to {
+                values.push(to.as_microsecond().into());
+                conditions.push(format!("created_at_us < ?{}", values.len()));
+            }
+            if let Some(status) = &query.status {
+                values.push(status.clone().into());
+                conditions.push(format!("status = ?{}", values.len()));
+            }
+            let filter = conditions.join(" AND ");
+            let total: i64 = connection.query_row(
+                &format!("SELECT count(*) FROM deliveries WHERE {filter}"),
+                rusqlite::params_from_iter(values.iter()),
+                |row| row.get(0),
+            )?;
+            let offset = query.page.saturating_sub(1) * query.per_page;
+            let mut statement = connection.prepare(&format!(
+                "SELECT id, event_id, status, attempts, next_attempt_at_us, created_at_us, updated_at_us FROM deliveries
+                 WHERE {filter} ORDER BY created_at_us DESC, id DESC LIMIT {} OFFSET {offset}",
+                query.per_page
+            ))?;
+            let rows = statement.query_map(rusqlite::params_from_iter(values.iter()), |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, u32>(3)?,
+                    row.get::<_, Option<i64>>(4)?,
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, i64>(6)?,
+                ))
+            })?;
+            let mut deliveries = Vec::new();
+            for row in rows {
+                let (id, event_id, status, attempts, next_us, created_us, updated_us) = row?;
+                let mut attempts_statement = connection.prepare_cached(
+                    "SELECT attempt, at_us, status_code, latency_us, response_excerpt, error FROM delivery_attempts
+                     WHERE delivery_id = ?1 ORDER BY attempt",
+                )?;
+                let history = attempts_statement
+                    .query_map([&id], |row| {
+                        Ok((
+                            row.get::<_, u32>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, Option<u16>>(2)?,
+                            row.get::<_, i64>(3)?,
+                            row.get::<_, Option<String>>(4)?,
+                            row.get::<_, Option<String>>(5)?,
+                        ))
+                    })?
+                    .map(|row| {
+                        let (attempt, at_us, status_code, latency_us, response_excerpt, error) = row?;
+                        Ok(Attempt {
+                            attempt,
+                            at: timestamp(at_us)?,
+                            status_code,
+                            latency_ms: latency_us as f64 / 1000.0,
+                            response_excerpt,
+                            error,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                let next_attempt_at = if status == "pending" { next_us.map(timestamp).transpose()? } else { None };
+                deliveries.push(Delivery {
+                    id,
+                    subscription_id: query.subscription_id.clone(),
+                    event_id,
+                    status,
+                    attempts,
+                    next_attempt_at,
+                    created_at: timestamp(created_us)?,
+                    updated_at: timestamp(updated_us)?,
+                    history,
+                });
+            }
+            Ok(DeliveryPage { deliveries, total: total as u64 })
+        })
+        .await
+    }
+
+    pub async fn enqueue_deliveries(
+        &self,
+        event_id: String,
+        subscription_ids: Vec<String>,
+        now: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        self.write(move |connection| {
+            let at = now.as_microsecond();
+            let mut ids = Vec::new();
+            for subscription_id in &subscription_ids {
+                ids.extend(insert_delivery(connection, subscription_id, &event_id, at)?);
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    pub async fn claim_publications(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.write(move |connection| {
+            let now_us = now.as_microsecond();
+            let due: Vec<(String, String)> = connection
+                .prepare_cached(
+                    "SELECT event_id, subject FROM publications WHERE next_attempt_at_us <= ?1
+                     ORDER BY event_id LIMIT ?2",
+                )?
+                .query_map(params![now_us, limit as i64], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let lease_until = now_us + i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2);
+            let mut claim = connection.prepare_cached(
+                "UPDATE publications SET next_attempt_at_us = ?2, attempts = attempts + 1 WHERE event_id = ?1",
+            )?;
+            for (event_id, _) in &due {
+                claim.execute(params![event_id, lease_until])?;
+            }
+            Ok(due)
+        })
+        .await
+    }
+
+    pub async fn finish_publications(
+        &self,
+        published: Vec<String>,
+        retry: Vec<String>,
+        retry_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(move |connection| {
+            let mut delete = connection.prepare_cached("DELETE FROM publications WHERE event_id = ?1")?;
+            for event_id in &published {
+                delete.execute([event_id])?;
+            }
+            let mut later =
+                connection.prepare_cached("UPDATE publications SET next_attempt_at_us = ?2 WHERE event_id = ?1")?;
+            for event_id in &retry {
+                later.execute(params![event_id, retry_at.as_microsecond()])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Makes a delivery of `subscription_id` due now; false when there is no such delivery.
+    pub async fn retry_delivery(
+        &self,
+        subscription_id: String,
+        delivery_id: String,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write(move |connection| {
+            // Due now, or parked until a paused subscription is resumed.
+            Ok(connection.execute(
+                "UPDATE deliveries SET status = 'pending', updated_at_us = ?3, next_attempt_at_us =
+                   CASE WHEN (SELECT json_extract(body, '$.status') FROM subscriptions WHERE id = ?2) = 'paused'
+                   THEN NULL ELSE ?3 END
+                 WHERE id = ?1 AND subscription_id = ?2",
+                params![delivery_id, subscription_id, now.as_microsecond()],
+            )? == 1)
+        })
+        .await
+    }
+}
+
+/// A pending delivery, due at `at_us`, or parked (no due time) while its subscription is
+/// paused; returns its id, or `None` when the subscription is gone.
+pub(super) fn insert_delivery(
+    connection: &Connection,
+    subscription_id: &str,
+    event_id: &str,
+    at_us: i64,
+) -> Result<Option<String>, StoreError> {
+    let id = format!("dlv_{}", uuid::Uuid::now_v7().simple());
+    let inserted = connection
+        .prepare_cached(
+            "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
+             SELECT ?1, id, ?3, 'pending', CASE WHEN json_extract(body, '$.status') = 'paused' THEN NULL ELSE ?4 END, ?4, ?4
+             FROM subscriptions WHERE id = ?2",
+        )?
+        .execute(params![id, subscription_id, event_id, at_us])?;
+    Ok((inserted == 1).then_some(id))
+}

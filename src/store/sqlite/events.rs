@@ -1,0 +1,222 @@
+//! Events: appends (where a duplicate is decided, and the outbox rows are written with the
+//! event), reads and listing.
+//!
+//! `append_one` is where "a duplicate gets success and no second event" is decided: an event
+//! whose idempotency key (scope and the platform's delivery id) was stored within its window is
+//! not stored again; the original's receive count goes up and its id is returned as a
+//! duplicate. Past the window the key is released and the event is new. A new event that is not
+//! quarantined gets its deliveries and its NATS publication in the same savepoint, so nothing
+//! triggered is lost between the commit and the send.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::deliveries::insert_delivery;
+use super::{SqliteStore, timestamp};
+use crate::event::{Event, EventSource, HookType, NewEvent};
+use crate::store::{Appended, EventPage, EventQuery, RawBody, StoreError};
+
+impl SqliteStore {
+    pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        // Serialize here, on the caller's task, so the single writer thread only writes.
+        let rows = events.into_iter().map(EventRow::new).collect::<Result<Vec<_>, _>>()?;
+        self.write(move |connection| rows.iter().map(|row| append_one(connection, row)).collect()).await
+    }
+
+    pub async fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |connection| {
+            connection
+                .query_row(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"), [id], event_from_row)
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
+    pub async fn events(&self, ids: Vec<String>) -> Result<Vec<Event>, StoreError> {
+        self.read(move |connection| {
+            let placeholders = vec!["?"; ids.len()].join(", ");
+            let mut statement =
+                connection.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id IN ({placeholders})"))?;
+            let rows = statement.query_map(rusqlite::params_from_iter(ids.iter()), event_from_row)?;
+            rows.map(|row| row?).collect()
+        })
+        .await
+    }
+
+    pub async fn raw_body(&self, id: &str) -> Result<Option<RawBody>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |connection| {
+            let row = connection
+                .query_row("SELECT source, raw_body FROM events WHERE id = ?1", [id], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()?;
+            row.map(|(source, bytes)| {
+                let source: EventSource =
+                    serde_json::from_str(&source).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(RawBody { content_type: source.content_type, bytes })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    pub async fn list_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
+        self.read(move |connection| list_events(connection, &query)).await
+    }
+}
+
+/// An event ready for INSERT: its JSON columns already serialized.
+struct EventRow {
+    new: NewEvent,
+    source: String,
+    /// `None` when the raw body is the data.
+    data: Option<String>,
+}
+
+impl EventRow {
+    fn new(new: NewEvent) -> Result<EventRow, StoreError> {
+        let source = serde_json::to_string(&new.event.source).map_err(|e| StoreError::Database(e.to_string()))?;
+        let data = if new.data_is_raw_json {
+            None
+        } else {
+            Some(serde_json::to_string(&new.event.data).map_err(|e| StoreError::Database(e.to_string()))?)
+        };
+        Ok(EventRow { new, source, data })
+    }
+}
+
+fn append_one(connection: &Connection, row: &EventRow) -> Result<Appended, StoreError> {
+    let EventRow { new, source, data } = row;
+    if let Some(key) = &new.idempotency_key {
+        let existing: Option<(String, i64)> = connection
+            .prepare_cached(
+                "SELECT id, received_at_us FROM events WHERE idempotency_scope = ?1 AND idempotency_key = ?2",
+            )?
+            .query_row([&key.scope, &key.key], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        if let Some((id, received_at_us)) = existing {
+            let window_us = i64::try_from(key.window.as_micros()).unwrap_or(i64::MAX);
+            if new.event.received_at.as_microsecond().saturating_sub(received_at_us) <= window_us {
+                connection
+                    .prepare_cached("UPDATE events SET receive_count = receive_count + 1 WHERE id = ?1")?
+                    .execute([&id])?;
+                return Ok(Appended { id, duplicate: true });
+            }
+            // Past its window the key is released: the old event keeps its data, not the key.
+            connection
+                .prepare_cached("UPDATE events SET idempotency_scope = NULL, idempotency_key = NULL WHERE id = ?1")?
+                .execute([&id])?;
+        }
+    }
+    let event = &new.event;
+    connection
+        .prepare_cached(
+            "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, raw_body,
+                                 idempotency_scope, idempotency_key, receive_count, quarantined)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            event.id,
+            event.name,
+            event.app,
+            event.hook_type.as_str(),
+            event.received_at.as_microsecond(),
+            source,
+            data,
+            new.raw_body.as_ref(),
+            new.idempotency_key.as_ref().map(|k| &k.scope),
+            new.idempotency_key.as_ref().map(|k| &k.key),
+            event.receive_count,
+            event.quarantined,
+        ])?;
+    if !event.quarantined {
+        let at = event.received_at.as_microsecond();
+        if let Some(subject) = &new.publish_to {
+            connection
+                .prepare_cached("INSERT INTO publications (event_id, subject, next_attempt_at_us) VALUES (?1, ?2, ?3)")?
+                .execute(params![event.id, subject, at])?;
+        }
+        for subscription_id in &new.deliver_to {
+            insert_delivery(connection, subscription_id, &event.id, at)?;
+        }
+    }
+    Ok(Appended { id: event.id.clone(), duplicate: false })
+}
+
+const EVENT_COLUMNS: &str = "id, name, app, hook_type, received_at_us, source, data, receive_count, CASE WHEN data IS NULL THEN raw_body END, quarantined";
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
+    let id: String = row.get(0)?;
+    let name: String = row.get(1)?;
+    let app: String = row.get(2)?;
+    let hook_type: String = row.get(3)?;
+    let received_at_us: i64 = row.get(4)?;
+    let source: String = row.get(5)?;
+    let data: Option<String> = row.get(6)?;
+    let receive_count: u32 = row.get(7)?;
+    let raw_json: Option<Vec<u8>> = row.get(8)?;
+    let quarantined: bool = row.get(9)?;
+    let corrupt = |error: serde_json::Error| StoreError::Corrupt(error.to_string());
+    Ok((|| {
+        let data = match (data, raw_json) {
+            (Some(data), _) => serde_json::from_str(&data).map_err(corrupt)?,
+            (None, Some(body)) => serde_json::from_slice(&body).map_err(corrupt)?,
+            (None, None) => return Err(StoreError::Corrupt(format!("event {id} has no data"))),
+        };
+        Ok(Event {
+            hook_type: HookType::parse(&hook_type)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown hook type {hook_type:?}")))?,
+            received_at: timestamp(received_at_us)?,
+            source: serde_json::from_str(&source).map_err(corrupt)?,
+            data,
+            id,
+            name,
+            app,
+            receive_count,
+            quarantined,
+        })
+    })())
+}
+
+fn list_events(connection: &Connection, query: &EventQuery) -> Result<EventPage, StoreError> {
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let mut bind = |sql: &mut String, clause: &str, value: rusqlite::types::Value| {
+        values.push(value);
+        sql.push_str(&clause.replace('?', &format!("?{}", values.len())));
+    };
+    if let Some(name) = &query.name {
+        bind(&mut sql, " AND name = ?", name.clone().into());
+    }
+    if let Some(app) = &query.app {
+        bind(&mut sql, " AND app = ?", app.clone().into());
+    }
+    if let Some(since) = query.since {
+        bind(&mut sql, " AND received_at_us >= ?", since.as_microsecond().into());
+    }
+    if let Some(until) = query.until {
+        bind(&mut sql, " AND received_at_us < ?", until.as_microsecond().into());
+    }
+    if let Some(quarantined) = query.quarantined {
+        bind(&mut sql, " AND quarantined = ?", i64::from(quarantined).into());
+    }
+    if let Some(before) = &query.before_id {
+        bind(&mut sql, " AND id < ?", before.clone().into());
+    }
+    let limit = query.limit.max(1);
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", limit + 1));
+    let mut statement = connection.prepare_cached(&sql)?;
+    let mut events = statement
+        .query_map(rusqlite::params_from_iter(values), event_from_row)?
+        .map(|row| row?)
+        .collect::<Result<Vec<Event>, StoreError>>()?;
+    let next_cursor = if events.len() > limit {
+        events.truncate(limit);
+        events.last().map(|event| event.id.clone())
+    } else {
+        None
+    };
+    Ok(EventPage { events, next_cursor })
+}

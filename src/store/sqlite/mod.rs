@@ -1,0 +1,176 @@
+//! The embedded SQLite backend: one file in WAL mode with `synchronous=FULL`.
+//!
+//! One writer thread owns the only write connection and does group commit (`writer`: the
+//! reasoning is written there). Reads run on a small pool of read-only connections on tokio's
+//! blocking threads; rusqlite is never called on a tokio worker thread. The queries are grouped
+//! by what they keep: `events` (appends, where a duplicate is decided, with their outbox rows;
+//! reads and listing), `deliveries` (the outbox's worker side: claims, attempts, history,
+//! replays, and the NATS publications), `subscriptions`, and `records` (API keys, hook URL
+//! tokens, installed apps, settings). `migrations` holds the schema.
+
+mod deliveries;
+mod events;
+mod migrations;
+mod records;
+mod subscriptions;
+mod writer;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OpenFlags};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::oneshot;
+
+use super::StoreError;
+use writer::{Job, WAL_CATCH_UP_BYTES, WalLimit, WriteJob, open_writer, start_checkpointer, wal_path, write_loop};
+
+/// Read connections kept open between reads.
+const MAX_IDLE_READERS: usize = 8;
+
+/// The SQLite store. Cloning shares the writer and the read pool.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer thread finish what is queued and exit.
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.take();
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens or creates the database file (and its folder), migrates it and starts the writer.
+    pub async fn open(path: PathBuf) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with_wal_limit(path, WAL_CATCH_UP_BYTES).await
+    }
+
+    async fn open_with_wal_limit(path: PathBuf, wal_limit_bytes: u64) -> Result<SqliteStore, StoreError> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Box<dyn WriteJob>>();
+        let writer_path = path.clone();
+        std::thread::Builder::new()
+            .name("hookgate-sqlite-writer".into())
+            .spawn(move || {
+                let connection = match open_writer(&writer_path) {
+                    Ok(connection) => {
+                        let _ = ready_tx.send(Ok(()));
+                        connection
+                    }
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error));
+                        return;
+                    }
+                };
+                // The checkpointer lives as long as this thread: it stops when `_running` drops.
+                let (_running, running) = mpsc::channel::<()>();
+                start_checkpointer(writer_path.clone(), running);
+                let wal = WalLimit { path: wal_path(&writer_path), bytes: wal_limit_bytes };
+                write_loop(&connection, &jobs_rx, &wal);
+            })
+            .map_err(|error| StoreError::Unavailable(format!("cannot start the writer thread: {error}")))?;
+        ready_rx.await.map_err(|_| StoreError::Unavailable("the writer thread stopped while opening".into()))??;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { path, writer: Mutex::new(Some(jobs_tx)), readers: Mutex::new(Vec::new()) }),
+        })
+    }
+
+    /// Runs `work` in the writer's next transaction and returns once it has committed.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn WriteJob> = Box::new(Job { work: Some(work), result: None, reply });
+        {
+            let writer =
+                self.inner.writer.lock().map_err(|_| StoreError::Unavailable("writer lock poisoned".into()))?;
+            let sender = writer.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+            sender.send(job).map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
+        }
+        answer.await.map_err(|_| StoreError::Unavailable("the writer thread stopped before committing".into()))?
+    }
+
+    /// Runs `work` on a read connection on a blocking thread.
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().ok().and_then(|mut readers| readers.pop());
+            let connection = match pooled {
+                Some(connection) => connection,
+                None => open_reader(&inner.path)?,
+            };
+            let result = work(&connection);
+            if let Ok(mut readers) = inner.readers.lock()
+                && readers.len() < MAX_IDLE_READERS
+            {
+                readers.push(connection);
+            }
+            result
+        })
+        .await
+        .map_err(|error| StoreError::Unavailable(format!("a read task failed: {error}")))?
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|connection| Ok(connection.query_row("SELECT 1", [], |_| Ok(()))?)).await?;
+        self.write(|_| Ok(())).await
+    }
+}
+
+fn open_reader(path: &std::path::Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|error| StoreError::Unavailable(format!("cannot open {}: {error}", path.display())))?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(connection)
+}
+
+fn timestamp(microseconds: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_microsecond(microseconds).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+async fn open_in(dir: &tempfile::TempDir) -> crate::store::Store {
+    crate::store::Store::Sqlite(SqliteStore::open(dir.path().join("hookgate.db")).await.unwrap())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_passes_the_store_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_in(&dir).await;
+        crate::store::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_keeps_everything_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_in(&dir).await;
+        let tokens = store.hook_tokens(vec!["a.b".into()]).await.unwrap();
+        let appended = store.append_events(vec![crate::store::conformance::sample_event("a.b", "app")]).await.unwrap();
+        drop(store);
+        let reopened = open_in(&dir).await;
+        assert_eq!(reopened.hook_tokens(vec!["a.b".into()]).await.unwrap(), tokens);
+        assert!(reopened.event(&appended[0].id).await.unwrap().is_some());
+    }
+}

@@ -1,0 +1,68 @@
+//! The routing table: which subscriptions an event goes to. Built from the stored subscriptions
+//! (active and paused ones; a paused subscription's deliveries are kept), with each filter
+//! compiled once, and rebuilt whenever a subscription changes. Pure.
+
+use serde_json::Value;
+
+use super::{Status, Subscription, pattern_matches};
+
+/// Which subscriptions an event goes to: every active or paused subscription, with its filter
+/// compiled once. Rebuilt whenever a subscription changes.
+#[derive(Default)]
+pub struct Routes {
+    entries: Vec<Route>,
+}
+
+struct Route {
+    id: String,
+    events: Vec<String>,
+    resource_id: Option<String>,
+    filter: Option<crate::jsonpath::JsonPath>,
+}
+
+impl Routes {
+    pub fn new(subscriptions: &[Subscription]) -> Routes {
+        let entries = subscriptions
+            .iter()
+            .filter(|subscription| subscription.status != Status::Disabled)
+            .map(|subscription| Route {
+                id: subscription.id.clone(),
+                events: subscription.events.clone(),
+                resource_id: subscription.resource_id.clone(),
+                filter: subscription.filter.as_deref().and_then(|filter| crate::jsonpath::JsonPath::parse(filter).ok()),
+            })
+            .collect();
+        Routes { entries }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The ids of the subscriptions `event` goes to.
+    pub fn matching(&self, event: &crate::event::Event) -> Vec<String> {
+        let mut envelope: Option<Value> = None;
+        self.entries
+            .iter()
+            .filter(|route| route.events.iter().any(|pattern| pattern_matches(pattern, &event.name)))
+            .filter(|route| route.resource_id.as_deref().is_none_or(|resource| is_about(&event.data, resource)))
+            .filter(|route| match &route.filter {
+                None => true,
+                Some(path) => {
+                    let envelope = envelope.get_or_insert_with(|| serde_json::to_value(event).unwrap_or(Value::Null));
+                    !path.query(envelope).is_empty()
+                }
+            })
+            .map(|route| route.id.clone())
+            .collect()
+    }
+}
+
+/// Whether event data is about `resource`: its `resource_id`, `resourceId` or `id` is it.
+fn is_about(data: &Value, resource: &str) -> bool {
+    ["resource_id", "resourceId", "id"].iter().any(|field| match data.get(*field) {
+        Some(Value::String(text)) => text == resource,
+        Some(Value::Number(number)) => number.to_string() == resource,
+        _ => false,
+    })
+}
