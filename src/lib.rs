@@ -47,6 +47,7 @@ use tokio::net::TcpListener;
 
 use api::{AdminToken, ApiState};
 use config::{Config, ConfigError};
+use definitions::Concern;
 use definitions::catalog::{CatalogManager, CatalogSettings, ReloadError};
 use deliver::nats::{NatsSettings, Publisher};
 use deliver::{DeliverySettings, Sender, Worker};
@@ -176,7 +177,10 @@ impl Gateway {
             .map_err(|error| StartError::Watch(error.to_string()))?;
         let (catalog, reloaded) =
             CatalogManager::start(store.clone(), catalog_settings(&config)).await.map_err(StartError::Definitions)?;
-        for warning in &reloaded.warnings {
+        // Unset platform secrets are the normal state of a fresh install: `serve` reports them
+        // as one count (see `sources_waiting_for_a_secret`), `hookgate sources` lists them.
+        let concerning = reloaded.warnings.iter().filter(|warning| warning.concern != Concern::UnsetSourceSecret);
+        for warning in concerning {
             tracing::warn!(%warning, "A hook definition has a warning.");
         }
         tracing::info!(apps = reloaded.apps, hooks = reloaded.hooks, "Hook definitions loaded.");
@@ -231,6 +235,16 @@ impl Gateway {
             watch,
         };
         Ok((gateway, admin_token))
+    }
+
+    /// How many platform sources have none of their secrets set, and so answer every request
+    /// with 401 `no_secret_configured` until one is.
+    pub fn sources_waiting_for_a_secret(&self) -> usize {
+        let catalog = self.catalog.current();
+        let waiting = |hook: &&Arc<definitions::catalog::Hook>| {
+            hook.definition.source.as_ref().is_some_and(|source| source.verify.secrets.is_empty())
+        };
+        catalog.hooks().iter().filter(waiting).count()
     }
 
     /// Serves until `shutdown` resolves, reloading definitions on change and on SIGHUP.

@@ -9,6 +9,7 @@ mod deliveries;
 mod dns;
 mod durability;
 mod email;
+mod first_start;
 mod form_hooks;
 mod independent_signers;
 mod interop;
