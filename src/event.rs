@@ -19,6 +19,8 @@ pub enum HookType {
     Web,
     /// Receives email at an address.
     Email,
+    /// No hook: hookgate's own events (`hookgate.*`, see `notice`). Never a definition's type.
+    Internal,
 }
 
 impl HookType {
@@ -27,6 +29,7 @@ impl HookType {
             HookType::Form => "form",
             HookType::Web => "web",
             HookType::Email => "email",
+            HookType::Internal => "internal",
         }
     }
 
@@ -35,6 +38,7 @@ impl HookType {
             "form" => Some(HookType::Form),
             "web" => Some(HookType::Web),
             "email" => Some(HookType::Email),
+            "internal" => Some(HookType::Internal),
             _ => None,
         }
     }

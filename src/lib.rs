@@ -31,6 +31,7 @@ pub mod event;
 pub mod ingress;
 pub mod jsonpath;
 pub mod keys;
+pub mod notice;
 pub mod pipeline;
 pub mod secrets;
 pub mod shape;
@@ -145,6 +146,14 @@ fn delivery_settings(config: &Config) -> DeliverySettings {
     }
 }
 
+/// When a source's rejections become a `hookgate.source.rejections` event.
+fn rejection_alarm(config: &Config) -> ingress::rejections::RejectionAlarm {
+    ingress::rejections::RejectionAlarm {
+        threshold: config.notify_rejections_threshold,
+        window: Duration::from_secs(config.notify_rejections_window_secs),
+    }
+}
+
 fn nats_settings(config: &Config) -> Option<NatsSettings> {
     config.nats.clone().map(|url| NatsSettings {
         url,
@@ -198,7 +207,7 @@ impl Gateway {
             Arc::new(Committer::start(store.clone(), nats.as_ref().map(|nats| nats.subject_prefix.clone())).await?);
         let deliveries = delivery_settings(&config);
         let sender = Sender::new(&deliveries).map_err(StartError::DeliveryClient)?;
-        let rejections = Arc::new(ingress::rejections::RejectionLog::default());
+        let rejections = Arc::new(ingress::rejections::RejectionLog::with_alarm(rejection_alarm(&config)));
         let ingress = IngressState {
             catalog: catalog.clone(),
             committer: committer.clone(),

@@ -191,7 +191,8 @@ impl Checker<'_> {
                 None
             }
             Some(Value::String(text)) => {
-                let parsed = HookType::parse(text);
+                // `internal` is hookgate's own events' type, never a hook's.
+                let parsed = HookType::parse(text).filter(|parsed| *parsed != HookType::Internal);
                 if parsed.is_none() {
                     self.error(
                         &format!("{pointer}/type"),

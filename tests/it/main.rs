@@ -15,6 +15,7 @@ mod independent_signers;
 mod interop;
 mod management_keys;
 mod nats;
+mod notices;
 mod openapi;
 mod rejections;
 mod reload;
