@@ -32,6 +32,7 @@ pub mod ingress;
 pub mod jsonpath;
 pub mod keys;
 pub mod notice;
+pub mod notify;
 pub mod pipeline;
 pub mod secrets;
 pub mod shape;
@@ -84,6 +85,8 @@ pub enum StartError {
     MailAuthentication(String),
     #[error("the delivery client could not be built: {0}")]
     DeliveryClient(String),
+    #[error(transparent)]
+    Mail(#[from] notify::MailSetupError),
 }
 
 /// The store the configuration names.
@@ -154,6 +157,20 @@ fn rejection_alarm(config: &Config) -> ingress::rejections::RejectionAlarm {
     }
 }
 
+/// Where notices are mailed, when they are.
+fn mail_settings(config: &Config, public_url: &str) -> Option<notify::MailSettings> {
+    let relay = config.smtp_relay.clone()?;
+    (!config.notify_email.is_empty()).then(|| notify::MailSettings {
+        to: config.notify_email.clone(),
+        from: config.notify_mail_from.clone().unwrap_or_else(|| format!("hookgate@{}", config.mail_domain)),
+        relay,
+        relay_ca: config.smtp_relay_ca.clone(),
+        events: config.notify_mail_events.clone(),
+        coalesce: Duration::from_secs(config.notify_mail_coalesce_secs),
+        public_url: public_url.to_owned(),
+    })
+}
+
 fn nats_settings(config: &Config) -> Option<NatsSettings> {
     config.nats.clone().map(|url| NatsSettings {
         url,
@@ -169,6 +186,7 @@ pub struct Gateway {
     api: Arc<ApiState>,
     worker: Arc<Worker>,
     publisher: Option<Arc<Publisher>>,
+    mailer: Option<Arc<notify::Mailer>>,
     limits: ConnectionLimits,
     watch: definitions::watch::DefinitionWatch,
 }
@@ -205,6 +223,17 @@ impl Gateway {
         let nats = nats_settings(&config);
         let committer =
             Arc::new(Committer::start(store.clone(), nats.as_ref().map(|nats| nats.subject_prefix.clone())).await?);
+        let mailer = match mail_settings(&config, &public_url) {
+            Some(settings) => {
+                let events = settings.events.clone();
+                let mailer = notify::Mailer::new(store.clone(), settings)?;
+                // The first start mails what happens from now on (this sets the outbox's cursor).
+                let coalesce = Duration::from_secs(config.notify_mail_coalesce_secs);
+                store.queue_notice_mails(events, coalesce, jiff::Timestamp::now()).await?;
+                Some(Arc::new(mailer))
+            }
+            None => None,
+        };
         let deliveries = delivery_settings(&config);
         let sender = Sender::new(&deliveries).map_err(StartError::DeliveryClient)?;
         let rejections = Arc::new(ingress::rejections::RejectionLog::with_alarm(rejection_alarm(&config)));
@@ -240,6 +269,7 @@ impl Gateway {
             api: Arc::new(api),
             worker: Arc::new(worker),
             publisher,
+            mailer,
             limits,
             watch,
         };
@@ -271,6 +301,7 @@ impl Gateway {
         let deliveries = tokio::spawn(deliver::run(self.worker, stopped(stop_rx.clone())));
         let publisher =
             self.publisher.map(|publisher| tokio::spawn(deliver::nats::run(publisher, stopped(stop_rx.clone()))));
+        let mailer = self.mailer.map(|mailer| tokio::spawn(notify::run(mailer, stopped(stop_rx.clone()))));
         let smtp = listeners.smtp.map(|(listener, settings)| {
             let ingress = self.ingress.clone();
             tokio::spawn(ingress::smtp::serve(listener, ingress, Arc::new(settings), stopped(stop_rx.clone())))
@@ -286,6 +317,9 @@ impl Gateway {
         let _ = deliveries.await;
         if let Some(publisher) = publisher {
             let _ = publisher.await;
+        }
+        if let Some(mailer) = mailer {
+            let _ = mailer.await;
         }
         let _ = watcher.await;
         Ok(())

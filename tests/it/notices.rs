@@ -192,3 +192,201 @@ async fn a_source_refusing_requests_past_the_threshold_gives_one_event_and_a_qua
     assert_eq!((&data["source"], &data["count"], &data["windowSecs"]), (&json!("stripe"), &json!(3), &json!(60)));
     assert_eq!(data["reasons"], json!({"signature_mismatch": 3}));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Mail
+
+/// An SMTP server on 127.0.0.1 speaking the real protocol (greeting, EHLO, MAIL, RCPT, DATA,
+/// QUIT), keeping each message. Its first `refuse` connections are answered `421` and closed,
+/// as a relay that is down for maintenance does.
+#[derive(Clone)]
+struct SmtpSink {
+    address: std::net::SocketAddr,
+    messages: Arc<Mutex<Vec<String>>>,
+    refused: Arc<Mutex<usize>>,
+}
+
+impl SmtpSink {
+    async fn start(refuse: usize) -> SmtpSink {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sink =
+            SmtpSink { address: listener.local_addr().unwrap(), messages: Arc::default(), refused: Arc::default() };
+        let state = sink.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let refusing = {
+                        let mut refused = state.refused.lock().unwrap();
+                        let refusing = *refused < refuse;
+                        *refused += usize::from(refusing);
+                        refusing
+                    };
+                    if refusing {
+                        let _ = write.write_all(b"421 sink.test down for maintenance\r\n").await;
+                        return;
+                    }
+                    let _ = write.write_all(b"220 sink.test ESMTP\r\n").await;
+                    let mut lines = BufReader::new(read);
+                    let mut line = String::new();
+                    while lines.read_line(&mut line).await.is_ok_and(|read| read > 0) {
+                        let command = line.trim_end().to_ascii_uppercase();
+                        let reply: &[u8] = if command.starts_with("EHLO") || command.starts_with("HELO") {
+                            b"250 sink.test\r\n"
+                        } else if command == "DATA" {
+                            let _ = write.write_all(b"354 go ahead\r\n").await;
+                            let mut message = String::new();
+                            loop {
+                                line.clear();
+                                if lines.read_line(&mut line).await.unwrap_or(0) == 0 || line == ".\r\n" {
+                                    break;
+                                }
+                                message.push_str(&line);
+                            }
+                            state.messages.lock().unwrap().push(message);
+                            b"250 queued\r\n"
+                        } else if command == "QUIT" {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            return;
+                        } else {
+                            b"250 ok\r\n"
+                        };
+                        let _ = write.write_all(reply).await;
+                        line.clear();
+                    }
+                });
+            }
+        });
+        sink
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Waits until `count` messages arrived (at most 30 s).
+    async fn wait_for(&self, count: usize) -> Vec<String> {
+        eventually(Duration::from_secs(30), &format!("{count} mails at {}", self.address), || async {
+            self.messages().len() >= count
+        })
+        .await;
+        self.messages()
+    }
+}
+
+fn mailing(sink: &SmtpSink) -> Options {
+    open_targets()
+        .env("HOOKGATE_NOTIFY_EMAIL", "ops@example.com, oncall@example.com")
+        .env("HOOKGATE_SMTP_RELAY", &format!("smtp://{}", sink.address))
+}
+
+/// A received mail, parsed: its subject, recipients, sender, and its text and HTML parts.
+struct Mail {
+    subject: String,
+    to: Vec<String>,
+    from: String,
+    text: String,
+    html: String,
+}
+
+fn parse(message: &str) -> Mail {
+    let parsed = mail_parser::MessageParser::default().parse(message.as_bytes()).expect("a MIME message");
+    let addresses = |address: Option<&mail_parser::Address<'_>>| -> Vec<String> {
+        address
+            .map(|address| address.iter().filter_map(|a| a.address()).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    Mail {
+        subject: parsed.subject().unwrap_or_default().to_owned(),
+        to: addresses(parsed.to()),
+        from: addresses(parsed.from()).join(","),
+        text: parsed.body_text(0).expect("a text part").into_owned(),
+        html: parsed.body_html(0).expect("an HTML part").into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_410_is_mailed_once_in_text_and_html_with_the_command_that_fixes_it() {
+    let sink = SmtpSink::start(0).await;
+    let gateway = Gateway::start_with(mailing(&sink)).await;
+    let gone = Receiver::start(&[410]).await;
+    let gone_id = subscribe(&gateway, &gone.url, &[ORDER_UPDATE]).await;
+    post_order(&gateway, 1).await;
+
+    let messages = sink.wait_for(1).await;
+    let mail = parse(&messages[0]);
+    assert_eq!(mail.to, ["ops@example.com", "oncall@example.com"]);
+    assert_eq!(mail.from, "hookgate@localhost");
+    assert_eq!(
+        mail.subject,
+        format!("[hookgate] Subscription {gone_id} ({}) was disabled: its endpoint answered 410 Gone.", gone.url)
+    );
+    let fix = format!("PATCH {}/api/webhooks/{gone_id} with {{\"status\": \"active\"}}", gateway.base);
+    let event = &listed(&gateway, "hookgate.subscription.disabled").await[0];
+    let link = format!("{}/api/events/{}", gateway.base, event["id"].as_str().unwrap());
+    for part in [&mail.text, &mail.html] {
+        assert!(
+            part.contains(&fix.replace('"', if part == &mail.html { "&quot;" } else { "\"" })) || part.contains(&fix),
+            "{fix} in {part}"
+        );
+        assert!(part.contains(&link) && part.contains("hookgate.subscription.disabled"), "{part}");
+        assert!(part.contains(&event["receivedAt"].as_str().unwrap()[..19]), "when it happened: {part}");
+    }
+    assert_eq!(messages.len(), 1);
+}
+
+#[tokio::test]
+async fn a_burst_of_failures_is_one_mail_per_subscription_and_kind() {
+    let sink = SmtpSink::start(0).await;
+    let gateway = Gateway::start_with(mailing(&sink).env("HOOKGATE_DELIVERY_RETRY_SCHEDULE_SECS", "[]")).await;
+    let down = Receiver::start(&[500; 10]).await;
+    let down_id = subscribe(&gateway, &down.url, &[ORDER_UPDATE]).await;
+    for n in 0..10 {
+        post_order(&gateway, n).await;
+    }
+    eventually(Duration::from_secs(20), "ten exhausted deliveries", || async {
+        listed(&gateway, "hookgate.delivery.exhausted").await.len() == 10
+    })
+    .await;
+    // The barrier: a later notice of another kind and subscription. The outbox takes events in
+    // commit order and sends the oldest due mail first, so when this mail is in, any exhausted
+    // mail that was due went before it.
+    let gone = Receiver::start(&[410]).await;
+    let gone_id = subscribe(&gateway, &gone.url, &[SMALL_FORM]).await;
+    let small = gateway.http.post(gateway.hook_url(SMALL_FORM).await).json(&json!({"n": 0})).send().await.unwrap();
+    assert_eq!(small.status(), 202);
+    eventually(Duration::from_secs(30), "the disabled mail", || async {
+        sink.messages().iter().any(|message| message.contains(&gone_id))
+    })
+    .await;
+
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 2, "one exhausted mail and one disabled mail: {messages:#?}");
+    let exhausted: Vec<Mail> =
+        messages.iter().map(|message| parse(message)).filter(|mail| mail.text.contains(&down_id)).collect();
+    assert_eq!(exhausted.len(), 1);
+    // The first mail tells of what had come by the time it went; the rest waits for the next.
+    let told = exhausted[0].text.matches("  Delivery dlv_").count();
+    assert!((1..=10).contains(&told), "{}", exhausted[0].text);
+    let expected = match told {
+        1 => "gave up after 1 attempts".to_owned(),
+        n => format!("[hookgate] {n} × hookgate.delivery.exhausted for {down_id}"),
+    };
+    assert!(exhausted[0].subject.contains(&expected), "{expected} in {}", exhausted[0].subject);
+}
+
+#[tokio::test]
+async fn a_relay_that_is_down_delays_the_mail_and_does_not_lose_it() {
+    let sink = SmtpSink::start(2).await;
+    let gateway = Gateway::start_with(mailing(&sink)).await;
+    let gone = Receiver::start(&[410]).await;
+    let gone_id = subscribe(&gateway, &gone.url, &[ORDER_UPDATE]).await;
+    post_order(&gateway, 1).await;
+    let messages = sink.wait_for(1).await;
+    assert_eq!(*sink.refused.lock().unwrap(), 2, "the relay refused twice before it took the mail");
+    assert_eq!(messages.len(), 1);
+    assert!(parse(&messages[0]).subject.contains(&gone_id), "{}", messages[0]);
+}
