@@ -99,13 +99,12 @@ fn transport(relay: &str, ca: Option<&std::path::Path>) -> Result<AsyncSmtpTrans
         parameters = parameters.add_root_certificate(certificate);
     }
     let parameters = parameters.build_rustls().map_err(|error| MailSetupError::Tls(error.to_string()))?;
-    let tls_mode = url.query_pairs().find(|(key, _)| key == "tls").map(|(_, value)| value.into_owned());
-    let (tls, default_port) = match (url.scheme(), tls_mode.as_deref()) {
-        ("smtp", None | Some("opportunistic")) => (Tls::Opportunistic(parameters), 25),
-        ("smtp", Some("required")) => (Tls::Required(parameters), 587),
-        ("smtp", Some("none")) => (Tls::None, 25),
-        ("smtps", None) => (Tls::Wrapper(parameters), 465),
-        _ => return Err(MailSetupError::Relay),
+    let (mode, default_port) = relay_tls(&url).ok_or(MailSetupError::Relay)?;
+    let tls = match mode {
+        RelayTls::StartTlsWhenOffered => Tls::Opportunistic(parameters),
+        RelayTls::StartTlsRequired => Tls::Required(parameters),
+        RelayTls::Plain => Tls::None,
+        RelayTls::Implicit => Tls::Wrapper(parameters),
     };
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
         .port(url.port().unwrap_or(default_port))
@@ -116,6 +115,31 @@ fn transport(relay: &str, ca: Option<&std::path::Path>) -> Result<AsyncSmtpTrans
         builder = builder.credentials(Credentials::new(decode(url.username())?, decode(password)?));
     }
     Ok(builder.build())
+}
+
+/// How the relay connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RelayTls {
+    /// `smtp://`: STARTTLS whenever the relay offers it.
+    StartTlsWhenOffered,
+    /// `smtp://…?tls=required`: no mail unless STARTTLS succeeds.
+    StartTlsRequired,
+    /// `smtp://…?tls=none`: never TLS.
+    Plain,
+    /// `smtps://`: TLS from the first byte.
+    Implicit,
+}
+
+/// The relay URL's TLS mode and default port; `None` for any other scheme or `tls` value.
+fn relay_tls(url: &reqwest::Url) -> Option<(RelayTls, u16)> {
+    let tls = url.query_pairs().find(|(key, _)| key == "tls").map(|(_, value)| value.into_owned());
+    match (url.scheme(), tls.as_deref()) {
+        ("smtp", None | Some("opportunistic")) => Some((RelayTls::StartTlsWhenOffered, 25)),
+        ("smtp", Some("required")) => Some((RelayTls::StartTlsRequired, 587)),
+        ("smtp", Some("none")) => Some((RelayTls::Plain, 25)),
+        ("smtps", None) => Some((RelayTls::Implicit, 465)),
+        _ => None,
+    }
 }
 
 /// `%XX` escapes of a URL's user or password decoded.
@@ -190,5 +214,34 @@ async fn send(mailer: &Mailer, mail: NoticeMail) {
     if let Err(error) = recorded {
         // The mail stays due: it may go out twice, never not at all.
         tracing::warn!(%error, "A notice mail's outcome could not be recorded.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(relay: &str, expected: Option<(RelayTls, u16)>) {
+        assert_eq!(relay_tls(&reqwest::Url::parse(relay).unwrap()), expected, "{relay}");
+    }
+
+    #[test]
+    fn a_relay_url_says_how_its_connection_is_secured_starttls_by_default() {
+        check("smtp://relay.example:2525", Some((RelayTls::StartTlsWhenOffered, 25)));
+        check("smtp://relay.example?tls=required", Some((RelayTls::StartTlsRequired, 587)));
+        check("smtp://relay.example?tls=none", Some((RelayTls::Plain, 25)));
+        check("smtps://user:pass@relay.example", Some((RelayTls::Implicit, 465)));
+        check("smtps://relay.example?tls=none", None);
+        check("smtp://relay.example?tls=sometimes", None);
+        check("http://relay.example", None);
+    }
+
+    #[test]
+    fn relay_credentials_are_percent_decoded_and_never_shown_in_errors() {
+        assert_eq!(percent_decode("p%40ss%2Fword").as_deref(), Some("p@ss/word"));
+        assert_eq!(percent_decode("%zz"), None);
+        let Err(error) = transport("ftp://user:hunter2@relay.example", None) else { panic!("an ftp relay") };
+        assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 }
