@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use hookgate::api::AdminToken;
 use hookgate::config::{Config, Overrides};
 use hookgate::definitions::catalog::{CatalogManager, ReloadError};
+use hookgate::definitions::sources::SecretUse;
 use hookgate::definitions::{Severity, ValidationOptions, read_folder, validate};
 use hookgate::pipeline::Replay;
 use hookgate::secrets::SecretSource;
@@ -73,6 +74,13 @@ enum Command {
     },
     /// Show every hook with its URL.
     Hooks {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every platform source with its URL, scheme and the secrets it reads, and whether
+    /// each is set in this command's environment and secrets file (never their values).
+    Sources {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -209,6 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => serve(config).await,
         Command::Check { dir } => check(&config, dir.unwrap_or_else(|| config.definitions.clone())),
         Command::Hooks { json } => hooks(config, json).await,
+        Command::Sources { json } => sources(config, json).await,
         Command::Keys(command) => keys(config, command).await,
         Command::Events(command) => events(config, command).await,
         Command::Apps(command) => apps(config, command).await,
@@ -283,6 +292,17 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let starttls = if smtp_settings.tls.is_some() { ", STARTTLS offered" } else { "" };
     writeln!(stdout, "hookgate: smtp listening on {smtp_address} for @{}{starttls}", smtp_settings.domain)?;
     writeln!(stdout, "hookgate: http listening on http://{address}")?;
+    match gateway.sources_waiting_for_a_secret() {
+        0 => {}
+        1 => writeln!(
+            stdout,
+            "hookgate: 1 source waits for its secret (it answers 401 until then); `hookgate sources` lists it"
+        )?,
+        waiting => writeln!(
+            stdout,
+            "hookgate: {waiting} sources wait for their secrets (they answer 401 until then); `hookgate sources` lists them"
+        )?,
+    }
     stdout.flush()?;
     drop(stdout);
     gateway.run(Listeners { http: listener, smtp: Some((smtp_listener, smtp_settings)) }, shutdown_signal()).await?;
@@ -356,6 +376,70 @@ async fn hooks(config: Config, json: bool) -> anyhow::Result<ExitCode> {
         ]);
     }
     println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lists the sources of the definitions folder, and of the installed apps when a gateway has run
+/// here before (this command never creates a database).
+async fn sources(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.http));
+    let secrets = SecretSource::load(config.secrets_file.as_deref())?;
+    let listed = if config.database.exists() {
+        let store = open_existing_store(&config).await?;
+        let manager = match CatalogManager::start(store, hookgate::catalog_settings(&config)).await {
+            Ok((manager, _)) => manager,
+            Err(error) => {
+                print_diagnostics(&error);
+                bail!("{error}");
+            }
+        };
+        let catalog = manager.current();
+        hookgate::definitions::sources::sources(
+            catalog.hooks().iter().map(|hook| (hook.app.as_str(), &hook.definition)),
+            &public_url,
+            &secrets,
+        )
+    } else {
+        let (documents, diagnostics) = read_folder(&config.definitions);
+        let options = ValidationOptions { event_prefix: config.event_prefix.clone(), secrets: secrets.clone() };
+        let validated = validate(&documents, &options);
+        let errors: Vec<_> = diagnostics.iter().chain(validated.errors()).collect();
+        if !errors.is_empty() {
+            for diagnostic in &errors {
+                eprintln!("{diagnostic}");
+            }
+            bail!("the definitions in {} are invalid", config.definitions.display());
+        }
+        let hooks = validated.apps.iter().flat_map(|app| app.hooks.iter().map(|hook| (app.app.as_str(), hook)));
+        hookgate::definitions::sources::sources(hooks, &public_url, &secrets)
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&listed)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["APP", "URL", "SCHEME", "SECRETS"]);
+    for source in &listed {
+        let secrets: Vec<String> = source
+            .secrets
+            .iter()
+            .map(|secret| {
+                let role = match secret.used_for {
+                    SecretUse::Signature => "",
+                    SecretUse::VerifyToken => " (verify token)",
+                };
+                let state = if secret.set { "set" } else { "NOT SET" };
+                format!("{}{role}: {state}", secret.name)
+            })
+            .collect();
+        table.add_row([source.app.clone(), source.url.clone(), source.scheme.clone(), secrets.join("\n")]);
+    }
+    println!("{table}");
+    let waiting = listed.iter().filter(|source| source.waits_for_a_secret()).count();
+    println!(
+        "{} sources, {waiting} waiting for a secret (they answer 401 no_secret_configured until one is set)",
+        listed.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

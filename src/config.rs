@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::notice::NoticeKind;
+
 /// Every setting, with its default.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +84,27 @@ pub struct Config {
     /// Deliveries in flight at once, and at most per subscription.
     pub delivery_concurrency: usize,
     pub delivery_concurrency_per_subscription: usize,
+    /// Addresses that operator notices are mailed to (a list, or one string of comma-separated
+    /// addresses); none: no mail.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub notify_email: Vec<String>,
+    /// The relay notices are mailed through: `smtp://host:port` (STARTTLS when the relay offers
+    /// it; `?tls=required` insists, `?tls=none` never), or `smtps://user:pass@host` (TLS from
+    /// the start). Credentials in it are a secret: never shown.
+    pub smtp_relay: Option<String>,
+    /// PEM certificates trusted for the relay besides the public roots (a private relay's CA).
+    pub smtp_relay_ca: Option<PathBuf>,
+    /// The sender of notice mail; `hookgate@<mail_domain>` when unset.
+    pub notify_mail_from: Option<String>,
+    /// Which `hookgate.*` events are mailed.
+    pub notify_mail_events: Vec<String>,
+    /// At most one mail per subscription (or source, or hook) and kind within this long; what
+    /// happens meanwhile is told in the next one.
+    pub notify_mail_coalesce_secs: u64,
+    /// A source refusing this many requests within `notify_rejections_window_secs` gives a
+    /// `hookgate.source.rejections` event.
+    pub notify_rejections_threshold: usize,
+    pub notify_rejections_window_secs: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -133,6 +156,14 @@ impl Default for Config {
             nats_stream: "HOOKGATE".into(),
             delivery_concurrency: 256,
             delivery_concurrency_per_subscription: 16,
+            notify_email: Vec::new(),
+            smtp_relay: None,
+            smtp_relay_ca: None,
+            notify_mail_from: None,
+            notify_mail_events: NoticeKind::ALL.iter().map(|kind| kind.event_name().to_owned()).collect(),
+            notify_mail_coalesce_secs: 600,
+            notify_rejections_threshold: 10,
+            notify_rejections_window_secs: 60,
         }
     }
 }
@@ -192,6 +223,14 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "nats_stream",
     "delivery_concurrency",
     "delivery_concurrency_per_subscription",
+    "notify_email",
+    "smtp_relay",
+    "smtp_relay_ca",
+    "notify_mail_from",
+    "notify_mail_events",
+    "notify_mail_coalesce_secs",
+    "notify_rejections_threshold",
+    "notify_rejections_window_secs",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -275,8 +314,42 @@ impl Config {
                 "delivery_timeout_secs, delivery_concurrency and delivery_concurrency_per_subscription must be at least 1".into(),
             ));
         }
+        self.validate_notifications()?;
         if self.admin_token.as_ref().is_some_and(|token| token.len() < 16) {
             return Err(ConfigError::Invalid("the admin token must be at least 16 characters long".into()));
+        }
+        Ok(())
+    }
+
+    fn validate_notifications(&self) -> Result<(), ConfigError> {
+        if self.notify_email.is_empty() != self.smtp_relay.is_none() {
+            return Err(ConfigError::Invalid(
+                "notify_email and smtp_relay go together: set both to mail notices, or neither".into(),
+            ));
+        }
+        if let Some(address) = self.notify_email.iter().chain(&self.notify_mail_from).find(|a| !is_mailbox(a)) {
+            return Err(ConfigError::Invalid(format!("{address:?} is not a mail address (name@domain)")));
+        }
+        if let Some(relay) = &self.smtp_relay {
+            let parsed = reqwest::Url::parse(relay).ok();
+            let usable = parsed.is_some_and(|url| matches!(url.scheme(), "smtp" | "smtps") && url.host_str().is_some());
+            if !usable {
+                return Err(ConfigError::Invalid(
+                    "smtp_relay must be an smtp:// or smtps:// URL with a host (its value is not shown)".into(),
+                ));
+            }
+        }
+        if let Some(name) = self.notify_mail_events.iter().find(|name| NoticeKind::from_event_name(name).is_none()) {
+            let known: Vec<&str> = NoticeKind::ALL.iter().map(|kind| kind.event_name()).collect();
+            return Err(ConfigError::Invalid(format!(
+                "notify_mail_events: unknown event {name:?}; known are {}",
+                known.join(", ")
+            )));
+        }
+        if self.notify_rejections_threshold == 0 || self.notify_rejections_window_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "notify_rejections_threshold and notify_rejections_window_secs must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -288,6 +361,29 @@ impl Config {
     pub fn body_timeout(&self) -> Duration {
         Duration::from_secs(self.body_timeout_secs)
     }
+}
+
+/// `name@domain`, loosely: enough to catch a setting that is not an address at all.
+fn is_mailbox(address: &str) -> bool {
+    address.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && !domain.is_empty() && !address.contains(char::is_whitespace) && !domain.contains('@')
+    })
+}
+
+/// A list of strings, or one string of comma-separated items (as an environment variable gives).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(text) => {
+            text.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect()
+        }
+        OneOrMany::Many(items) => items,
+    })
 }
 
 /// Reads a secret setting as text; any other kind of value is refused without showing it.
@@ -384,6 +480,51 @@ mod tests {
         std::fs::write(&file, "body_timeout_secs = 0\n").unwrap();
         let error = Config::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
         assert!(error.contains("at least 1 second"), "{error}");
+    }
+
+    #[test]
+    fn notices_are_mailed_only_with_both_an_address_and_a_relay_whose_credentials_are_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookgate.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config::load(Some(&file), &Overrides::default())
+        };
+        let config =
+            load("notify_email = \"ops@example.com, oncall@example.com\"\nsmtp_relay = \"smtp://relay.example:587\"\n")
+                .unwrap();
+        assert_eq!(config.notify_email, ["ops@example.com", "oncall@example.com"], "one string, comma-separated");
+        let config =
+            load("notify_email = [\"ops@example.com\"]\nsmtp_relay = \"smtps://u:p@relay.example\"\n").unwrap();
+        assert_eq!(config.notify_email, ["ops@example.com"]);
+        let error = load("notify_email = \"ops@example.com\"\n").unwrap_err().to_string();
+        assert!(error.contains("notify_email and smtp_relay go together"), "{error}");
+        let error = load("notify_email = \"ops@example.com\"\nsmtp_relay = \"http://user:hunter2@relay\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("smtp_relay must be") && !error.contains("hunter2"), "{error}");
+        let error = load("notify_email = \"ops\"\nsmtp_relay = \"smtp://relay.example\"\n").unwrap_err().to_string();
+        assert!(error.contains("\"ops\" is not a mail address"), "{error}");
+        let error = load("notify_mail_events = [\"hookgate.subscription.gone\"]\n").unwrap_err().to_string();
+        assert!(error.contains("unknown event \"hookgate.subscription.gone\""), "{error}");
+    }
+
+    #[test]
+    fn notices_default_to_mailing_every_kind_coalesced_per_ten_minutes() {
+        let config = Config::default();
+        assert_eq!(
+            config.notify_mail_events,
+            [
+                "hookgate.subscription.disabled",
+                "hookgate.subscription.recovered",
+                "hookgate.delivery.exhausted",
+                "hookgate.source.rejections",
+                "hookgate.quarantine.received"
+            ]
+        );
+        assert_eq!(config.notify_mail_coalesce_secs, 600);
+        assert_eq!((config.notify_rejections_threshold, config.notify_rejections_window_secs), (10, 60));
+        assert!(config.notify_email.is_empty() && config.smtp_relay.is_none(), "no mail unless configured");
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub enum HookType {
     Web,
     /// Receives email at an address.
     Email,
+    /// No hook: hookgate's own events (`hookgate.*`, see `notice`). Never a definition's type.
+    Internal,
 }
 
 impl HookType {
@@ -29,6 +31,7 @@ impl HookType {
             HookType::Form => "form",
             HookType::Web => "web",
             HookType::Email => "email",
+            HookType::Internal => "internal",
         }
     }
 
@@ -37,6 +40,7 @@ impl HookType {
             "form" => Some(HookType::Form),
             "web" => Some(HookType::Web),
             "email" => Some(HookType::Email),
+            "internal" => Some(HookType::Internal),
             _ => None,
         }
     }

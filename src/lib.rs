@@ -31,6 +31,8 @@ pub mod event;
 pub mod ingress;
 pub mod jsonpath;
 pub mod keys;
+pub mod notice;
+pub mod notify;
 pub mod pipeline;
 pub mod secrets;
 pub mod shape;
@@ -47,6 +49,7 @@ use tokio::net::TcpListener;
 
 use api::{AdminToken, ApiState};
 use config::{Config, ConfigError};
+use definitions::Concern;
 use definitions::catalog::{CatalogManager, CatalogSettings, ReloadError};
 use deliver::nats::{NatsSettings, Publisher};
 use deliver::{DeliverySettings, Sender, Worker};
@@ -82,6 +85,8 @@ pub enum StartError {
     MailAuthentication(String),
     #[error("the delivery client could not be built: {0}")]
     DeliveryClient(String),
+    #[error(transparent)]
+    Mail(#[from] notify::MailSetupError),
 }
 
 /// The store the configuration names.
@@ -144,6 +149,28 @@ fn delivery_settings(config: &Config) -> DeliverySettings {
     }
 }
 
+/// When a source's rejections become a `hookgate.source.rejections` event.
+fn rejection_alarm(config: &Config) -> ingress::rejections::RejectionAlarm {
+    ingress::rejections::RejectionAlarm {
+        threshold: config.notify_rejections_threshold,
+        window: Duration::from_secs(config.notify_rejections_window_secs),
+    }
+}
+
+/// Where notices are mailed, when they are.
+fn mail_settings(config: &Config, public_url: &str) -> Option<notify::MailSettings> {
+    let relay = config.smtp_relay.clone()?;
+    (!config.notify_email.is_empty()).then(|| notify::MailSettings {
+        to: config.notify_email.clone(),
+        from: config.notify_mail_from.clone().unwrap_or_else(|| format!("hookgate@{}", config.mail_domain)),
+        relay,
+        relay_ca: config.smtp_relay_ca.clone(),
+        events: config.notify_mail_events.clone(),
+        coalesce: Duration::from_secs(config.notify_mail_coalesce_secs),
+        public_url: public_url.to_owned(),
+    })
+}
+
 fn nats_settings(config: &Config) -> Option<NatsSettings> {
     config.nats.clone().map(|url| NatsSettings {
         url,
@@ -159,6 +186,7 @@ pub struct Gateway {
     api: Arc<ApiState>,
     worker: Arc<Worker>,
     publisher: Option<Arc<Publisher>>,
+    mailer: Option<Arc<notify::Mailer>>,
     limits: ConnectionLimits,
     watch: definitions::watch::DefinitionWatch,
 }
@@ -176,7 +204,10 @@ impl Gateway {
             .map_err(|error| StartError::Watch(error.to_string()))?;
         let (catalog, reloaded) =
             CatalogManager::start(store.clone(), catalog_settings(&config)).await.map_err(StartError::Definitions)?;
-        for warning in &reloaded.warnings {
+        // Unset platform secrets are the normal state of a fresh install: `serve` reports them
+        // as one count (see `sources_waiting_for_a_secret`), `hookgate sources` lists them.
+        let concerning = reloaded.warnings.iter().filter(|warning| warning.concern != Concern::UnsetSourceSecret);
+        for warning in concerning {
             tracing::warn!(%warning, "A hook definition has a warning.");
         }
         tracing::info!(apps = reloaded.apps, hooks = reloaded.hooks, "Hook definitions loaded.");
@@ -192,9 +223,20 @@ impl Gateway {
         let nats = nats_settings(&config);
         let committer =
             Arc::new(Committer::start(store.clone(), nats.as_ref().map(|nats| nats.subject_prefix.clone())).await?);
+        let mailer = match mail_settings(&config, &public_url) {
+            Some(settings) => {
+                let events = settings.events.clone();
+                let mailer = notify::Mailer::new(store.clone(), settings)?;
+                // The first start mails what happens from now on (this sets the outbox's cursor).
+                let coalesce = Duration::from_secs(config.notify_mail_coalesce_secs);
+                store.queue_notice_mails(events, coalesce, jiff::Timestamp::now()).await?;
+                Some(Arc::new(mailer))
+            }
+            None => None,
+        };
         let deliveries = delivery_settings(&config);
         let sender = Sender::new(&deliveries).map_err(StartError::DeliveryClient)?;
-        let rejections = Arc::new(ingress::rejections::RejectionLog::default());
+        let rejections = Arc::new(ingress::rejections::RejectionLog::with_alarm(rejection_alarm(&config)));
         let ingress = IngressState {
             catalog: catalog.clone(),
             committer: committer.clone(),
@@ -227,10 +269,21 @@ impl Gateway {
             api: Arc::new(api),
             worker: Arc::new(worker),
             publisher,
+            mailer,
             limits,
             watch,
         };
         Ok((gateway, admin_token))
+    }
+
+    /// How many platform sources have none of their secrets set, and so answer every request
+    /// with 401 `no_secret_configured` until one is.
+    pub fn sources_waiting_for_a_secret(&self) -> usize {
+        let catalog = self.catalog.current();
+        let waiting = |hook: &&Arc<definitions::catalog::Hook>| {
+            hook.definition.source.as_ref().is_some_and(|source| source.verify.secrets.is_empty())
+        };
+        catalog.hooks().iter().filter(waiting).count()
     }
 
     /// Serves until `shutdown` resolves, reloading definitions on change and on SIGHUP.
@@ -248,6 +301,7 @@ impl Gateway {
         let deliveries = tokio::spawn(deliver::run(self.worker, stopped(stop_rx.clone())));
         let publisher =
             self.publisher.map(|publisher| tokio::spawn(deliver::nats::run(publisher, stopped(stop_rx.clone()))));
+        let mailer = self.mailer.map(|mailer| tokio::spawn(notify::run(mailer, stopped(stop_rx.clone()))));
         let smtp = listeners.smtp.map(|(listener, settings)| {
             let ingress = self.ingress.clone();
             tokio::spawn(ingress::smtp::serve(listener, ingress, Arc::new(settings), stopped(stop_rx.clone())))
@@ -263,6 +317,9 @@ impl Gateway {
         let _ = deliveries.await;
         if let Some(publisher) = publisher {
             let _ = publisher.await;
+        }
+        if let Some(mailer) = mailer {
+            let _ = mailer.await;
         }
         let _ = watcher.await;
         Ok(())

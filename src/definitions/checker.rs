@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 
 use super::{
-    AppDefinition, Diagnostic, HookDefinition, MAX_BODY_BYTES_CEILING, Origin, Severity, SourceDefinition,
+    AppDefinition, Concern, Diagnostic, HookDefinition, MAX_BODY_BYTES_CEILING, Origin, Severity, SourceDefinition,
     SourceDocument, Validated, ValidationOptions,
 };
 use crate::event::HookType;
@@ -114,11 +114,16 @@ impl Checker<'_> {
     }
 
     fn warning(&mut self, pointer: &str, message: impl Into<String>) {
+        self.warning_about(Concern::Definition, pointer, message);
+    }
+
+    fn warning_about(&mut self, concern: Concern, pointer: &str, message: impl Into<String>) {
         self.diagnostics.push(Diagnostic {
             severity: Severity::Warning,
             origin: self.origin.clone(),
             pointer: pointer.to_owned(),
             message: message.into(),
+            concern,
         });
     }
 
@@ -188,7 +193,8 @@ impl Checker<'_> {
                 None
             }
             Some(Value::String(text)) => {
-                let parsed = HookType::parse(text);
+                // `internal` is hookgate's own events' type, never a hook's.
+                let parsed = HookType::parse(text).filter(|parsed| *parsed != HookType::Internal);
                 if parsed.is_none() {
                     self.error(
                         &format!("{pointer}/type"),
@@ -488,7 +494,7 @@ impl Checker<'_> {
         if object.contains_key("hmac") && !matches!(named, Some(NamedScheme::Described)) {
             self.error(&format!("{pointer}/hmac"), "hmac applies to the generic-hmac scheme only");
         }
-        let secrets = self.source_secrets(object, pointer);
+        let (secrets, secret_names) = self.source_secrets(object, pointer);
         let tolerance = match object.get("toleranceSeconds") {
             None => None,
             Some(value) => match value.as_u64().filter(|seconds| (1..=86_400).contains(seconds)) {
@@ -502,7 +508,8 @@ impl Checker<'_> {
                 }
             },
         };
-        let verify_token = self.verify_token(object, pointer);
+        let (verify_token, verify_token_name) = self.verify_token(object, pointer).unzip();
+        let verify_token = verify_token.flatten();
         let dedup_window = match object.get("dedupWindowSeconds") {
             None => crate::event::DEFAULT_DEDUP_WINDOW,
             Some(value) => match value.as_u64().filter(|seconds| (1..=90 * 86_400).contains(seconds)) {
@@ -536,6 +543,9 @@ impl Checker<'_> {
         let tolerance = tolerance.unwrap_or_else(|| scheme.default_tolerance());
         Some(SourceDefinition {
             path: path?,
+            scheme_name: scheme_name?,
+            secret_names,
+            verify_token_name,
             verify: crate::verify::VerifyConfig { scheme, secrets, tolerance },
             event_name,
             delivery_id,
@@ -546,8 +556,8 @@ impl Checker<'_> {
     }
 
     /// Meta's subscription handshake token, a secret reference (unset: a warning, and the GET
-    /// handshake is refused).
-    fn verify_token(&mut self, object: &Map<String, Value>, pointer: &str) -> Option<String> {
+    /// handshake is refused): its value when set, and its name.
+    fn verify_token(&mut self, object: &Map<String, Value>, pointer: &str) -> Option<(Option<String>, String)> {
         let reference = self.optional_string(object, pointer, "verifyToken")?;
         let at = format!("{pointer}/verifyToken");
         match reference_name(&reference) {
@@ -562,12 +572,13 @@ impl Checker<'_> {
             Some(name) => {
                 let value = self.options.secrets.resolve(name);
                 if value.is_none() {
-                    self.warning(
+                    self.warning_about(
+                        Concern::UnsetSourceSecret,
                         &at,
                         format!("secret ${{{name}}} is not set; the GET handshake is refused until it is"),
                     );
                 }
-                value
+                Some((value, name.to_owned()))
             }
         }
     }
@@ -672,12 +683,14 @@ impl Checker<'_> {
 
     /// Secret references of a source: unresolved ones are a warning (the source then answers
     /// `no_secret_configured`), so shipped definitions never keep the gateway from starting.
-    fn source_secrets(&mut self, object: &Map<String, Value>, pointer: &str) -> Vec<String> {
+    /// Returns the values that are set and the names of all of them.
+    fn source_secrets(&mut self, object: &Map<String, Value>, pointer: &str) -> (Vec<String>, Vec<String>) {
         if !object.contains_key("secrets") {
             self.error(pointer, "missing required property \"secrets\"");
         }
         let references = self.optional_string_array(object, pointer, "secrets").unwrap_or_default();
         let mut secrets = Vec::new();
+        let mut names = Vec::new();
         for (index, reference) in references.iter().enumerate() {
             let at = format!("{pointer}/secrets/{index}");
             match reference_name(reference) {
@@ -685,18 +698,22 @@ impl Checker<'_> {
                     self.error(&at, "secrets entries must be secret references like \"${NAME}\", never literal secrets")
                 }
                 Some(name) if name.starts_with("HOOKGATE_") => self.error(&at, own_setting(name)),
-                Some(name) => match self.options.secrets.resolve(name) {
-                    Some(value) => secrets.push(value),
-                    None => self.warning(
-                        &at,
-                        format!(
-                            "secret ${{{name}}} is not set; this source answers 401 no_secret_configured until it is"
+                Some(name) => {
+                    names.push(name.to_owned());
+                    match self.options.secrets.resolve(name) {
+                        Some(value) => secrets.push(value),
+                        None => self.warning_about(
+                            Concern::UnsetSourceSecret,
+                            &at,
+                            format!(
+                                "secret ${{{name}}} is not set; this source answers 401 no_secret_configured until it is"
+                            ),
                         ),
-                    ),
-                },
+                    }
+                }
             }
         }
-        secrets
+        (secrets, names)
     }
 
     fn template(&mut self, object: &Map<String, Value>, pointer: &str, key: &str) -> Option<crate::template::Template> {

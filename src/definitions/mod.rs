@@ -5,13 +5,15 @@
 //! (see `docs/hook-definitions.md` and `schema/hook-definition.schema.json`). This file is the
 //! model: a validated [`HookDefinition`] and its app, and the [`Diagnostic`]s that locate every
 //! problem by origin and JSON pointer. Beside it: `read` (the folder's files into documents),
-//! `checker` (documents validated into definitions, every problem at once), `catalog` (the
+//! `checker` (documents validated into definitions, every problem at once), `sources` (the
+//! platform sources listed with their secrets' names, set or not), `catalog` (the
 //! validated set serving now, by URL token, swapped atomically) and `watch` (reload on change).
 //! This module reads files but never touches the network; only `catalog` uses the store.
 
 pub mod catalog;
 mod checker;
 mod read;
+pub mod sources;
 pub mod watch;
 
 pub use checker::validate;
@@ -55,6 +57,12 @@ pub struct HookDefinition {
 pub struct SourceDefinition {
     /// The last segment of `/api/webhooks/{path}`.
     pub path: String,
+    /// The scheme as the definition names it (`stripe`, `meta`, `generic-hmac`).
+    pub scheme_name: String,
+    /// The names of the secrets it reads (`secrets` references, in order), set or not.
+    pub secret_names: Vec<String>,
+    /// The name of Meta's `verifyToken` secret, when it has one.
+    pub verify_token_name: Option<String>,
     /// Scheme, resolved secrets (none when none is set: requests then get `no_secret_configured`)
     /// and tolerance.
     pub verify: crate::verify::VerifyConfig,
@@ -126,6 +134,20 @@ pub struct Diagnostic {
     pub origin: String,
     pub pointer: String,
     pub message: String,
+    /// What the finding is about, for callers that report some kinds together.
+    #[serde(skip)]
+    pub concern: Concern,
+}
+
+/// What a [`Diagnostic`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Concern {
+    /// The definition itself.
+    #[default]
+    Definition,
+    /// A secret a platform source reads is not set (a warning: the source answers 401 until it
+    /// is). `serve` reports these as one count; `hookgate sources` lists them.
+    UnsetSourceSecret,
 }
 
 impl fmt::Display for Diagnostic {
@@ -181,6 +203,12 @@ impl Validated {
 impl Diagnostic {
     /// An error at `pointer` of the document from `origin`.
     fn error(origin: &str, pointer: &str, message: String) -> Diagnostic {
-        Diagnostic { severity: Severity::Error, origin: origin.to_owned(), pointer: pointer.to_owned(), message }
+        Diagnostic {
+            severity: Severity::Error,
+            origin: origin.to_owned(),
+            pointer: pointer.to_owned(),
+            message,
+            concern: Concern::Definition,
+        }
     }
 }

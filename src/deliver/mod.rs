@@ -11,6 +11,11 @@
 //! jitter), and after the last retry the delivery has failed. Paused subscriptions keep their
 //! deliveries until resumed.
 //!
+//! What operators should hear of becomes one of hookgate's own events (`crate::notice`, through
+//! `Committer::notify`): a subscription disabled (410, or failing for too long), a subscription
+//! recovered (the first success after failures), a delivery exhausted (failed after its last
+//! retry). Each is noticed once: by the write that changed the subscription, not by a snapshot.
+//!
 //! Outbound requests never follow redirects and never reach private, loopback, link-local or
 //! metadata addresses unless configuration allows it: literal addresses are checked before the
 //! request, names by the client's resolver, which drops such addresses (`client`).
@@ -27,6 +32,7 @@ use jiff::Timestamp;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use crate::notice::{DisableReason, Notice, SubscriptionRef};
 use crate::pipeline::Committer;
 use crate::store::{AttemptRecord, DueDelivery, NextStep, Store};
 use crate::subscriptions::{Status, Subscription, TargetPolicy};
@@ -185,6 +191,7 @@ struct Batch {
 /// An event as deliveries send it.
 struct Payload {
     event_id: String,
+    event_name: String,
     body: bytes::Bytes,
 }
 
@@ -219,7 +226,8 @@ impl Batch {
                 let body =
                     serde_json::to_vec(&json!({"type": event.name, "timestamp": event.received_at, "data": event}))
                         .expect("an event serializes");
-                (event.id.clone(), Arc::new(Payload { event_id: event.id, body: body.into() }))
+                let payload = Payload { event_id: event.id.clone(), event_name: event.name, body: body.into() };
+                (event.id, Arc::new(payload))
             })
             .collect();
         Some(Batch { subscriptions, payloads })
@@ -256,8 +264,19 @@ async fn deliver(
             let outcome = state.sender.send(subscription, &payload.event_id, payload.body.clone()).await;
             let next = next_step(&state.settings.retry_schedule_secs, attempt, &outcome, Timestamp::now());
             if outcome.status_code == Some(410) {
-                disable(state, &subscription.id, "the endpoint answered 410 Gone").await;
+                disable(state, subscription, DisableReason::Gone).await;
             } else {
+                if next == NextStep::Failed {
+                    state.committer.notify(Notice::DeliveryExhausted {
+                        subscription: SubscriptionRef::new(&subscription.id, &subscription.url),
+                        delivery_id: due.id.clone(),
+                        event_id: payload.event_id.clone(),
+                        event_name: payload.event_name.clone(),
+                        attempts: attempt,
+                        status_code: outcome.status_code,
+                        error: outcome.error.clone(),
+                    });
+                }
                 track_health(state, subscription, next == NextStep::Delivered, outcome.at).await;
             }
             metrics::histogram!("hookgate_delivery_duration_seconds").record(outcome.latency.as_secs_f64());
@@ -418,7 +437,21 @@ async fn track_health(state: &Worker, subscription: &Subscription, succeeded: bo
     let limit = jiff::SignedDuration::from_secs(state.settings.disable_after_secs as i64);
     let outcome = match (succeeded, subscription.failing_since) {
         (true, Some(_)) => {
-            state.store.update_subscription(&subscription.id, |current| current.failing_since = None).await
+            // The write that clears it says whether it was set: two successes at once recover once.
+            let (cleared_tx, cleared) = std::sync::mpsc::channel();
+            let outcome = state
+                .store
+                .update_subscription(&subscription.id, move |current| {
+                    let _ = cleared_tx.send(current.failing_since.take());
+                })
+                .await;
+            if let (Ok(Some(_)), Ok(Some(failing_since))) = (&outcome, cleared.try_recv()) {
+                state.committer.notify(Notice::SubscriptionRecovered {
+                    subscription: SubscriptionRef::new(&subscription.id, &subscription.url),
+                    failing_since,
+                });
+            }
+            outcome
         }
         (false, None) => {
             state
@@ -430,11 +463,8 @@ async fn track_health(state: &Worker, subscription: &Subscription, succeeded: bo
                 .await
         }
         (false, Some(since)) if at.duration_since(since) > limit => {
-            let reason = format!(
-                "every delivery has failed since {since}, for longer than {} seconds",
-                state.settings.disable_after_secs
-            );
-            disable(state, &subscription.id, &reason).await;
+            let reason = DisableReason::Failing { since, limit_secs: state.settings.disable_after_secs };
+            disable(state, subscription, reason).await;
             return;
         }
         _ => return,
@@ -444,24 +474,41 @@ async fn track_health(state: &Worker, subscription: &Subscription, succeeded: bo
     }
 }
 
-/// Disables a subscription, with the reason.
-async fn disable(state: &Worker, id: &str, reason: &str) {
-    let why = reason.to_owned();
+/// Disables a subscription, with the reason; the write that disables it (not one that finds it
+/// disabled already) is noticed.
+async fn disable(state: &Worker, subscription: &Subscription, reason: DisableReason) {
+    let id = subscription.id.as_str();
+    let why = match &reason {
+        DisableReason::Gone => "the endpoint answered 410 Gone".to_owned(),
+        DisableReason::Failing { since, limit_secs } => {
+            format!("every delivery has failed since {since}, for longer than {limit_secs} seconds")
+        }
+    };
+    let (was_tx, was) = std::sync::mpsc::channel();
+    let disabled_reason = why.clone();
     let disabled = state
         .store
         .update_subscription(id, move |subscription| {
+            let _ = was_tx.send(subscription.status);
             subscription.status = Status::Disabled;
-            subscription.disabled_reason = Some(why);
+            subscription.disabled_reason = Some(disabled_reason);
             subscription.updated_at = Timestamp::now();
         })
         .await;
+    let reason_text = why.as_str();
     match disabled {
         Ok(Some(_)) => {
             let _ = state.committer.reload_routes().await;
-            tracing::warn!(subscription = %id, reason, "A subscription was disabled.");
+            tracing::warn!(subscription = %id, reason = reason_text, "A subscription was disabled.");
+            if was.try_recv().is_ok_and(|status| status != Status::Disabled) {
+                let subscription = SubscriptionRef::new(id, &subscription.url);
+                state.committer.notify(Notice::SubscriptionDisabled { subscription, reason });
+            }
         }
         Ok(None) => {}
-        Err(error) => tracing::warn!(%error, subscription = %id, reason, "A subscription could not be disabled."),
+        Err(error) => {
+            tracing::warn!(%error, subscription = %id, reason = reason_text, "A subscription could not be disabled.")
+        }
     }
 }
 

@@ -54,7 +54,8 @@ async fn dispatch(
     }
     match hook.definition.hook_type {
         HookType::Email => super::mail::handle(state, hook, request).await,
-        HookType::Form | HookType::Web => handle(state, hook, cors, request).await,
+        // No definition has the internal type.
+        HookType::Form | HookType::Web | HookType::Internal => handle(state, hook, cors, request).await,
     }
 }
 

@@ -82,7 +82,8 @@ pub(super) async fn open(settings: &IngressSettings, hook: &Hook, request: Reque
 fn body_limit(settings: &IngressSettings, hook: &Hook) -> u64 {
     let default = match hook.definition.hook_type {
         HookType::Email => settings.max_message_bytes,
-        HookType::Form | HookType::Web => settings.max_body_bytes,
+        // No definition has the internal type.
+        HookType::Form | HookType::Web | HookType::Internal => settings.max_body_bytes,
     };
     hook.definition.max_body_bytes.unwrap_or(default)
 }

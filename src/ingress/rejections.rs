@@ -3,11 +3,18 @@
 //! values: signature headers are credentials) and a short excerpt of the body; never a secret or
 //! a signature. The oldest entry goes when the log is full. It lives per process and is not kept
 //! across restarts.
+//!
+//! It also watches each source's rate: when a source's rejections reach a threshold within a
+//! window (the typical misconfigured secret), [`RejectionLog::record`] returns a
+//! `hookgate.source.rejections` notice for the caller to commit, then stays quiet about that
+//! source for one window.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
+
+use crate::notice::Notice;
 
 /// How many rejections are kept.
 pub const CAPACITY: usize = 256;
@@ -54,19 +61,78 @@ impl Rejection {
     }
 }
 
+/// When a source's rejections become a notice.
+#[derive(Debug, Clone, Copy)]
+pub struct RejectionAlarm {
+    /// This many rejections of one source...
+    pub threshold: usize,
+    /// ...within this long.
+    pub window: std::time::Duration,
+}
+
+/// One source's recent rejections, for the alarm.
+#[derive(Debug, Default)]
+struct SourceRate {
+    /// Time and reason class of each rejection within the window, oldest first.
+    recent: VecDeque<(Timestamp, &'static str)>,
+    /// After a notice, none again for this source before this time.
+    quiet_until: Option<Timestamp>,
+}
+
 /// The log itself.
 #[derive(Debug, Default)]
 pub struct RejectionLog {
     entries: Mutex<VecDeque<Rejection>>,
+    /// `None`: no notices.
+    alarm: Option<RejectionAlarm>,
+    rates: Mutex<HashMap<String, SourceRate>>,
 }
 
 impl RejectionLog {
-    pub fn record(&self, rejection: Rejection) {
-        let Ok(mut entries) = self.entries.lock() else { return };
-        if entries.len() == CAPACITY {
-            entries.pop_front();
+    /// A log that also returns a notice when a source's rejections pass `alarm`.
+    pub fn with_alarm(alarm: RejectionAlarm) -> RejectionLog {
+        RejectionLog { alarm: Some(alarm), ..RejectionLog::default() }
+    }
+
+    /// Keeps the rejection; returns the notice to commit when it brings its source's count within
+    /// the window to the threshold.
+    pub fn record(&self, rejection: Rejection) -> Option<Notice> {
+        let notice = self.alarm.and_then(|alarm| self.count(alarm, &rejection));
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() == CAPACITY {
+                entries.pop_front();
+            }
+            entries.push_back(rejection);
         }
-        entries.push_back(rejection);
+        notice
+    }
+
+    fn count(&self, alarm: RejectionAlarm, rejection: &Rejection) -> Option<Notice> {
+        let mut rates = self.rates.lock().ok()?;
+        let rate = rates.entry(rejection.source.clone()).or_default();
+        let now = rejection.at;
+        if rate.quiet_until.is_some_and(|until| now < until) {
+            return None;
+        }
+        let window = SignedDuration::try_from(alarm.window).unwrap_or(SignedDuration::MAX);
+        while rate.recent.front().is_some_and(|(at, _)| now.duration_since(*at) >= window) {
+            rate.recent.pop_front();
+        }
+        rate.recent.push_back((now, rejection.reason));
+        if rate.recent.len() < alarm.threshold {
+            return None;
+        }
+        let mut reasons = BTreeMap::new();
+        for (_, reason) in rate.recent.drain(..) {
+            *reasons.entry(reason.to_owned()).or_insert(0) += 1;
+        }
+        rate.quiet_until = now.checked_add(window).ok();
+        Some(Notice::SourceRejections {
+            source: rejection.source.clone(),
+            count: reasons.values().sum(),
+            window_secs: alarm.window.as_secs(),
+            reasons,
+        })
     }
 
     /// The kept rejections, newest first, optionally of one source.
@@ -112,6 +178,55 @@ mod tests {
         assert_eq!(all[0].header_names, ["stripe-signature"]);
         let rendered = serde_json::to_string(&all).unwrap();
         assert!(rendered.contains("stripe-signature") && !rendered.contains("deadbeef"), "names only, never values");
+    }
+
+    fn rejection_at(source: &str, at: &str, error: &VerifyError) -> Rejection {
+        Rejection { at: at.parse().unwrap(), ..Rejection::new(source, error, None, &http::HeaderMap::new(), b"") }
+    }
+
+    #[test]
+    fn a_source_passing_the_threshold_within_the_window_gives_one_notice_then_a_quiet_window() {
+        let log = RejectionLog::with_alarm(RejectionAlarm { threshold: 3, window: std::time::Duration::from_secs(60) });
+        let mismatch = VerifyError::SignatureMismatch;
+        // Two within the window, then the first falls out of it: still below the threshold.
+        assert_eq!(log.record(rejection_at("stripe", "2026-11-25T10:00:00Z", &mismatch)), None);
+        assert_eq!(log.record(rejection_at("stripe", "2026-11-25T10:00:50Z", &mismatch)), None);
+        assert_eq!(log.record(rejection_at("stripe", "2026-11-25T10:01:05Z", &mismatch)), None);
+        // Another source counts apart.
+        assert_eq!(log.record(rejection_at("github", "2026-11-25T10:01:06Z", &mismatch)), None);
+        let notice = log.record(rejection_at("stripe", "2026-11-25T10:01:10Z", &VerifyError::NoSecretConfigured));
+        let expected = Notice::SourceRejections {
+            source: "stripe".into(),
+            count: 3,
+            window_secs: 60,
+            reasons: BTreeMap::from([
+                (VerifyError::SignatureMismatch.reason_class().to_owned(), 2),
+                (VerifyError::NoSecretConfigured.reason_class().to_owned(), 1),
+            ]),
+        };
+        assert_eq!(notice, Some(expected));
+        // Quiet for one window after the notice, whatever comes.
+        let noticed: Timestamp = "2026-11-25T10:01:10Z".parse().unwrap();
+        for second in 1..60 {
+            let at = (noticed + SignedDuration::from_secs(second)).to_string();
+            assert_eq!(log.record(rejection_at("stripe", &at, &mismatch)), None, "{at}");
+        }
+        // Then counting starts again.
+        assert_eq!(log.record(rejection_at("stripe", "2026-11-25T10:02:10Z", &mismatch)), None);
+        assert_eq!(log.record(rejection_at("stripe", "2026-11-25T10:02:11Z", &mismatch)), None);
+        assert!(log.record(rejection_at("stripe", "2026-11-25T10:02:12Z", &mismatch)).is_some());
+        assert_eq!(log.recent(Some("stripe")).len(), 66, "every rejection is kept in the log");
+    }
+
+    #[test]
+    fn a_log_without_an_alarm_never_gives_a_notice() {
+        let log = RejectionLog::default();
+        for _ in 0..CAPACITY {
+            assert_eq!(
+                log.record(rejection_at("stripe", "2026-11-25T10:00:00Z", &VerifyError::SignatureMismatch)),
+                None
+            );
+        }
     }
 
     #[test]

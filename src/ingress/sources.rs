@@ -82,7 +82,10 @@ pub(super) async fn handle(state: &IngressState, hook: &Hook, request: Request) 
             metrics::counter!("hookgate_source_rejections_total", "source" => source.path.clone(), "reason" => error.reason_class())
                 .increment(1);
             tracing::info!(source = %source.path, reason = %error, "A source request failed verification.");
-            state.rejections.record(Rejection::new(&source.path, &error, meta.peer.clone(), headers, &body));
+            let rejection = Rejection::new(&source.path, &error, meta.peer.clone(), headers, &body);
+            if let Some(notice) = state.rejections.record(rejection) {
+                state.committer.notify(notice);
+            }
             return Err(IngressError::Unverified(error));
         }
     };

@@ -11,6 +11,10 @@
 //! lookups by [`authenticate`], then extraction and one commit for all of its events), and
 //! [`Replay`] queues new deliveries of stored events, for the API and the command line alike.
 //!
+//! hookgate's own events (`crate::notice`) are committed here too, by [`Committer::notify`], in
+//! the background: whoever notices something never waits for its commit. A quarantined event
+//! gives one (`hookgate.quarantine.received`) as soon as it is stored.
+//!
 //! This module knows no transport: no HTTP status, no SMTP reply code.
 
 pub mod authenticate;
@@ -24,6 +28,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::event::NewEvent;
+use crate::notice::Notice;
 use crate::store::{Appended, Store, StoreError};
 use crate::subscriptions::Routes;
 
@@ -54,7 +59,50 @@ impl Committer {
     /// Commits events, with a delivery for every subscription each one goes to (the outbox,
     /// in the same transaction), and wakes the delivery worker. Returns after the commit; a
     /// quarantined event is stored and goes nowhere.
-    pub async fn commit(&self, mut events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+    pub async fn commit(self: &Arc<Self>, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        let quarantined: Vec<Notice> = events
+            .iter()
+            .filter(|new| new.event.quarantined)
+            .map(|new| Notice::QuarantineReceived {
+                event_id: new.event.id.clone(),
+                event_name: new.event.name.clone(),
+                app: new.event.app.clone(),
+            })
+            .collect();
+        let appended = self.append(events).await?;
+        for notice in quarantined {
+            // A repeated delivery of a quarantined event is not news.
+            if appended.iter().any(|appended| !appended.duplicate && Some(appended.id.as_str()) == notice.event_id()) {
+                self.notify(notice);
+            }
+        }
+        Ok(appended)
+    }
+
+    /// Commits one of hookgate's own events in the background, routed like any other event
+    /// except to the subscription it is withheld from (see `Notice::withheld_from`). A failed
+    /// commit is logged; nothing waits for it.
+    pub fn notify(self: &Arc<Self>, notice: Notice) {
+        let committer = self.clone();
+        tokio::spawn(async move {
+            let kind = notice.kind().event_name();
+            let withheld = notice.withheld_from().map(str::to_owned);
+            let mut event = notice.into_event(jiff::Timestamp::now());
+            event.deliver_to = committer.routes.load().matching(&event.event);
+            event.deliver_to.retain(|id| Some(id) != withheld.as_ref());
+            let deliveries = !event.deliver_to.is_empty();
+            if let Some(prefix) = &committer.nats_subject_prefix {
+                event.publish_to = Some(format!("{prefix}.{}", event.event.name));
+            }
+            match committer.store.append_events(vec![event]).await {
+                Ok(_) => committer.wake(deliveries),
+                Err(error) => tracing::warn!(%error, kind, "One of hookgate's own events could not be stored."),
+            }
+        });
+    }
+
+    /// Appends events with their deliveries and publications.
+    async fn append(&self, mut events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
         let routes = self.routes.load();
         let mut deliveries = false;
         if !routes.is_empty() {
@@ -69,13 +117,18 @@ impl Committer {
             }
         }
         let appended = self.store.append_events(events).await?;
+        self.wake(deliveries);
+        Ok(appended)
+    }
+
+    /// Wakes the delivery worker when deliveries were written, and the publisher.
+    fn wake(&self, deliveries: bool) {
         if deliveries {
             self.deliveries_waiting.notify_one();
         }
         if self.nats_subject_prefix.is_some() {
             self.publications_waiting.notify_one();
         }
-        Ok(appended)
     }
 
     /// The routing table serving now.

@@ -55,6 +55,19 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// A notice mail waiting in the outbox: the hookgate events it tells of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeMail {
+    pub id: i64,
+    /// The events' name, `hookgate.…`.
+    pub kind: String,
+    /// What they are about (a subscription id, a source, a hook).
+    pub subject: String,
+    pub event_ids: Vec<String>,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
 /// Filters and cursor for listing events, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
@@ -459,6 +472,38 @@ impl Store {
     }
 
     /// Checks that the store answers reads and writes.
+    /// Queues mails for the hookgate events named `names` committed since the last call (see
+    /// `sqlite::notice_mails`): each joins the unsent mail of its kind and subject, or starts one,
+    /// due at once or `coalesce` after the last one sent. The first call only sets the cursor.
+    pub async fn queue_notice_mails(
+        &self,
+        names: Vec<String>,
+        coalesce: std::time::Duration,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.queue_notice_mails(names, coalesce, now).await,
+        }
+    }
+
+    /// Unsent notice mails due at `now`, oldest first.
+    pub async fn due_notice_mails(&self, now: Timestamp, limit: usize) -> Result<Vec<NoticeMail>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.due_notice_mails(now, limit).await,
+        }
+    }
+
+    /// Records a notice mail sent, or failed and due again at the given time.
+    pub async fn finish_notice_mail(
+        &self,
+        id: i64,
+        outcome: Result<Timestamp, (String, Timestamp)>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => store.finish_notice_mail(id, outcome).await,
+        }
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.ping().await,

@@ -44,7 +44,7 @@ impl Routes {
         let mut envelope: Option<Value> = None;
         self.entries
             .iter()
-            .filter(|route| route.events.iter().any(|pattern| pattern_matches(pattern, &event.name)))
+            .filter(|route| route.events.iter().any(|pattern| routes_to(pattern, &event.name)))
             .filter(|route| route.resource_id.as_deref().is_none_or(|resource| is_about(&event.data, resource)))
             .filter(|route| match &route.filter {
                 None => true,
@@ -56,6 +56,13 @@ impl Routes {
             .map(|route| route.id.clone())
             .collect()
     }
+}
+
+/// Whether a subscription's pattern takes events of this name. hookgate's own events
+/// (`hookgate.*`) go only to subscriptions that name them: a catch-all `*` means the events hooks
+/// receive, so that an existing subscription is not sent operator notices it never asked for.
+fn routes_to(pattern: &str, name: &str) -> bool {
+    pattern_matches(pattern, name) && !(pattern == "*" && name.starts_with(crate::notice::PREFIX))
 }
 
 /// Whether event data is about `resource`: its `resource_id`, `resourceId` or `id` is it.

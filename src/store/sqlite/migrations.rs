@@ -107,6 +107,22 @@ ALTER TABLE api_keys ADD COLUMN scopes TEXT;
 -- A subscription's pending deliveries, found without reading its whole history (disabling fails them).
 CREATE INDEX deliveries_pending_by_subscription ON deliveries (subscription_id) WHERE status = 'pending';
 "#,
+    r#"
+-- The mail outbox of operator notices: one row per mail, holding the hookgate events it tells of.
+CREATE TABLE notice_mails (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    event_ids TEXT NOT NULL,
+    due_at_us INTEGER NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    sent_at_us INTEGER
+);
+CREATE INDEX notice_mails_due ON notice_mails (due_at_us) WHERE sent_at_us IS NULL;
+CREATE INDEX notice_mails_by_subject ON notice_mails (kind, subject);
+"#,
 ];
 
 /// Applies the migrations not yet applied, each in an IMMEDIATE transaction that re-reads the

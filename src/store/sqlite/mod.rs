@@ -11,6 +11,7 @@
 mod deliveries;
 mod events;
 mod migrations;
+mod notice_mails;
 mod records;
 mod subscriptions;
 mod writer;
