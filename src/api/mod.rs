@@ -12,6 +12,7 @@
 
 mod apps;
 mod events;
+mod faces;
 pub mod hooks;
 mod keys;
 mod sources;
@@ -23,6 +24,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
+use faces::integrations;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -176,6 +178,16 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/webhooks/{id}/test", post(subscriptions::send_test))
         .route("/openapi.json", get(openapi))
         .route("/webhooks/{id}/deliveries/{delivery_id}/retry", post(subscriptions::retry_delivery))
+        // Seed 001's face (faces::integrations).
+        .route("/integrations/webhooks", get(integrations::list).post(integrations::create))
+        .route(
+            "/integrations/webhooks/{id}",
+            get(integrations::show).patch(integrations::update).delete(integrations::delete),
+        )
+        .route("/integrations/webhooks/{id}/rotate-secret", post(integrations::rotate_secret))
+        .route("/integrations/webhooks/{id}/deliveries", get(integrations::deliveries))
+        .route("/integrations/webhooks/{id}/deliveries/{delivery_id}/retry", post(integrations::retry_delivery))
+        .route("/integrations/webhooks/{id}/test", post(integrations::send_test))
         .fallback(|| async { ApiError::NotFound("no such management endpoint".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_credential));
     Router::new()

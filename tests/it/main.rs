@@ -17,6 +17,7 @@ mod nats;
 mod openapi;
 mod rejections;
 mod reload;
+mod seed_faces;
 mod shapes;
 mod shipped_sources;
 mod sources;

@@ -12,9 +12,25 @@ const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];
 /// `(method, path)` of every `.route(...)` of the management router, read from its source.
 fn routed() -> BTreeSet<(String, String)> {
     let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/api/mod.rs")).unwrap();
+    // Each `.route(` call whole, however rustfmt wrapped it: up to its closing parenthesis.
+    let source = source.split_whitespace().collect::<Vec<_>>().join(" ").replace(".route( \"", ".route(\"");
     let mut routes = BTreeSet::new();
-    for line in source.lines().map(str::trim).filter(|line| line.starts_with(".route(\"/")) {
-        let path = line.trim_start_matches(".route(\"").split('"').next().unwrap();
+    for call in source.split(".route(\"/").skip(1) {
+        let mut depth = 1;
+        let end = call
+            .char_indices()
+            .find(|(_, c)| {
+                depth += match c {
+                    '(' => 1,
+                    ')' => -1,
+                    _ => 0,
+                };
+                depth == 0
+            })
+            .map_or(call.len(), |(at, _)| at);
+        let line = &call[..end];
+        let path = format!("/{}", line.split('"').next().unwrap());
+        let path = path.as_str();
         if ["/healthz", "/readyz", "/metrics"].contains(&path) {
             continue;
         }

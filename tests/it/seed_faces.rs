@@ -1,0 +1,321 @@
+//! The seed platforms' subscription APIs served by hookgate, each request sent as the seed's
+//! documentation writes it (path, headers, body) and each reply checked against the shape the
+//! seed documents. Two things are replaced: event names by hookgate's (`survey.response.created`
+//! is [`ORDER_UPDATE`], `hygiene.submission.created` [`CONTACT_FORM`], `feedback.ticket.created`
+//! [`LEAD_CREATED`]), and target URLs by receivers on loopback, since tests never reach outside
+//! the machine.
+//!
+//! Seed 001 is `/api/integrations/webhooks`; `/api/webhooks` also takes seed 001's `enabled`
+//! and seed 004's `target_url` and `event`.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+use crate::deliveries::Receiver;
+use crate::standard_webhooks;
+use crate::support::*;
+
+fn open_targets() -> Options {
+    Options::default()
+        .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
+        .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true")
+        .env("HOOKGATE_DELIVERY_RETRY_SCHEDULE_SECS", "[1, 1]")
+}
+
+/// Sends a request with the admin token; the status and the JSON body (null when empty).
+async fn call(gateway: &Gateway, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = gateway.http.request(method, gateway.url(path)).bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.header("content-type", "application/json").body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+}
+
+/// The names of an object's fields, sorted.
+#[track_caller]
+fn keys(object: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> =
+        object.as_object().unwrap_or_else(|| panic!("not an object: {object}")).keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// Posts an order update to the shop's form hook; the new event's id.
+async fn post_order(gateway: &Gateway, order: Value) -> String {
+    let response = gateway.http.post(gateway.hook_url(ORDER_UPDATE).await).json(&order).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+/// Seed 001's delivery history of `id` once nothing is pending (at most 20 s).
+async fn settled_001(gateway: &Gateway, id: &str) -> Value {
+    let pending = format!("/api/integrations/webhooks/{id}/deliveries?status=pending");
+    eventually(Duration::from_secs(20), "no pending delivery", || async {
+        call(gateway, Method::GET, &pending, None).await.1["total"] == 0
+    })
+    .await;
+    let (status, page) = call(gateway, Method::GET, &format!("/api/integrations/webhooks/{id}/deliveries"), None).await;
+    assert_eq!(status, 200, "{page}");
+    page
+}
+
+#[tokio::test]
+async fn seed_001_endpoints_are_created_listed_changed_and_deleted_as_its_docs_show() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let (first, second) = (Receiver::start(&[]).await, Receiver::start(&[]).await);
+
+    // Create webhook endpoint.
+    let (status, created) = call(
+        &gateway,
+        Method::POST,
+        "/api/integrations/webhooks",
+        Some(json!({"url": first.url, "events": [ORDER_UPDATE, CONTACT_FORM], "enabled": true})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(keys(&created), ["created_at", "enabled", "events", "id", "secret", "url"]);
+    assert_eq!(
+        (&created["url"], &created["events"], &created["enabled"]),
+        (&json!(first.url), &json!([ORDER_UPDATE, CONTACT_FORM]), &json!(true))
+    );
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"), "{created}");
+    let created_at: jiff::Timestamp = created["created_at"].as_str().unwrap().parse().unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // List webhook endpoints: the seed's item shape, the secret never again.
+    let (status, listed) = call(&gateway, Method::GET, "/api/integrations/webhooks", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed,
+        json!({"data": [{"id": id, "url": first.url, "events": [ORDER_UPDATE, CONTACT_FORM], "enabled": true,
+                         "created_at": created["created_at"]}]})
+    );
+
+    // Update webhook endpoint, with the seed's body: all fields optional.
+    let path = format!("/api/integrations/webhooks/{id}");
+    let (status, updated) =
+        call(&gateway, Method::PATCH, &path, Some(json!({"url": second.url, "events": ["*"], "enabled": false}))).await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(
+        updated,
+        json!({"id": id, "url": second.url, "events": ["*"], "enabled": false, "created_at": created["created_at"]})
+    );
+    let (_, canonical) = call(&gateway, Method::GET, &format!("/api/webhooks/{id}"), None).await;
+    assert_eq!(canonical["status"], "disabled", "enabled false is status disabled: {canonical}");
+    let (status, enabled) = call(&gateway, Method::PATCH, &path, Some(json!({"enabled": true}))).await;
+    assert_eq!((status, &enabled["enabled"], &enabled["url"]), (200, &json!(true), &json!(second.url)));
+    let (_, canonical) = call(&gateway, Method::GET, &format!("/api/webhooks/{id}"), None).await;
+    assert_eq!(canonical["status"], "active", "{canonical}");
+    let (status, paused) =
+        call(&gateway, Method::PATCH, &format!("/api/webhooks/{id}"), Some(json!({"status": "paused"}))).await;
+    assert_eq!(status, 200, "{paused}");
+    let (_, shown) = call(&gateway, Method::GET, &path, None).await;
+    assert_eq!(shown["enabled"], false, "a paused subscription is not enabled: {shown}");
+    assert!(created_at <= jiff::Timestamp::now());
+
+    let (status, error) = call(&gateway, Method::PATCH, &path, Some(json!({"enabled": "no"}))).await;
+    assert_eq!((status, &error["error"]["fields"][0]["field"]), (422, &json!("enabled")), "{error}");
+
+    // Delete webhook endpoint.
+    let (status, body) = call(&gateway, Method::DELETE, &path, None).await;
+    assert_eq!((status, body), (204, Value::Null));
+    assert_eq!(call(&gateway, Method::GET, "/api/integrations/webhooks", None).await, (200, json!({"data": []})));
+    let (status, error) = call(&gateway, Method::GET, &path, None).await;
+    assert_eq!((status, &error["error"]["code"]), (404, &json!("not_found")));
+}
+
+#[tokio::test]
+async fn seed_001_rotation_invalidates_the_old_secret_at_once() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let receiver = Receiver::start(&[]).await;
+    let (_, created) = call(
+        &gateway,
+        Method::POST,
+        "/api/integrations/webhooks",
+        Some(json!({"url": receiver.url, "events": [ORDER_UPDATE], "enabled": true})),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let old = created["secret"].as_str().unwrap();
+
+    let (status, rotated) =
+        call(&gateway, Method::POST, &format!("/api/integrations/webhooks/{id}/rotate-secret"), None).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap();
+    assert!(new.starts_with("whsec_") && new != old, "{rotated}");
+    assert_eq!((&rotated["id"], &rotated["enabled"]), (&json!(id), &json!(true)));
+
+    let (status, sent) = call(
+        &gateway,
+        Method::POST,
+        &format!("/api/integrations/webhooks/{id}/test"),
+        Some(json!({"event": ORDER_UPDATE})),
+    )
+    .await;
+    assert_eq!((status, &sent["delivered"]), (200, &json!(true)), "{sent}");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    let now = jiff::Timestamp::now().as_second();
+    let delivery = &received[0];
+    assert_eq!(standard_webhooks::verify(new, &delivery.headers, delivery.body.as_bytes(), now), Ok(()));
+    assert!(
+        standard_webhooks::verify(old, &delivery.headers, delivery.body.as_bytes(), now).is_err(),
+        "no signature by the old secret: {:?}",
+        delivery.headers.get("webhook-signature")
+    );
+}
+
+#[tokio::test]
+async fn seed_001_delivery_history_has_its_item_shape_filters_and_retry() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let receiver = Receiver::start(&[500, 500, 500]).await;
+    let (_, created) = call(
+        &gateway,
+        Method::POST,
+        "/api/integrations/webhooks",
+        Some(json!({"url": receiver.url, "events": [ORDER_UPDATE], "enabled": true})),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let before = jiff::Timestamp::now();
+    post_order(&gateway, json!({"orderId": "ORD-1"})).await;
+
+    // List webhook deliveries: three failed attempts.
+    let page = settled_001(&gateway, &id).await;
+    assert_eq!(page["total"], 1, "{page}");
+    let failed = &page["data"][0];
+    assert_eq!(keys(failed), ["attempt_count", "delivered_at", "event", "http_status", "id", "status"]);
+    assert_eq!(
+        (
+            &failed["event"],
+            &failed["delivered_at"],
+            &failed["http_status"],
+            &failed["attempt_count"],
+            &failed["status"]
+        ),
+        (&json!(ORDER_UPDATE), &Value::Null, &json!(500), &json!(3), &json!("failed"))
+    );
+    let delivery_id = failed["id"].as_str().unwrap().to_owned();
+    let deliveries = format!("/api/integrations/webhooks/{id}/deliveries");
+    let filtered = |query: String| {
+        let path = format!("{deliveries}{query}");
+        let gateway = &gateway;
+        async move {
+            let (status, page) = call(gateway, Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{path}: {page}");
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(filtered("?status=failed".into()).await, [delivery_id.as_str()]);
+    assert!(filtered("?status=delivered".into()).await.is_empty());
+    assert_eq!(filtered(format!("?from={before}&to={}", jiff::Timestamp::now())).await, [delivery_id.as_str()]);
+    assert!(
+        filtered(format!("?from={}", jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60))).await.is_empty()
+    );
+    assert_eq!(filtered("?page=1&per_page=1".into()).await, [delivery_id.as_str()]);
+    assert!(filtered("?page=2&per_page=1".into()).await.is_empty());
+    let (status, error) = call(&gateway, Method::GET, &format!("{deliveries}?status=lost"), None).await;
+    assert_eq!((status, &error["error"]["code"]), (400, &json!("bad_request")));
+
+    // Retry a delivery: 202, then delivered.
+    let (status, _) = call(&gateway, Method::POST, &format!("{deliveries}/{delivery_id}/retry"), None).await;
+    assert_eq!(status, 202);
+    let page = settled_001(&gateway, &id).await;
+    let delivered = &page["data"][0];
+    assert_eq!(
+        (&delivered["id"], &delivered["http_status"], &delivered["attempt_count"], &delivered["status"]),
+        (&json!(delivery_id), &json!(200), &json!(4), &json!("delivered")),
+        "{page}"
+    );
+    let delivered_at: jiff::Timestamp = delivered["delivered_at"].as_str().unwrap().parse().unwrap();
+    assert!(before <= delivered_at && delivered_at <= jiff::Timestamp::now(), "{delivered_at}");
+    assert_eq!(receiver.received().len(), 4);
+    let (status, error) = call(&gateway, Method::POST, &format!("{deliveries}/dlv_unknown/retry"), None).await;
+    assert_eq!((status, &error["error"]["code"]), (404, &json!("not_found")));
+
+    // Deleting the endpoint deletes its history.
+    assert_eq!(call(&gateway, Method::DELETE, &format!("/api/integrations/webhooks/{id}"), None).await.0, 204);
+    let (status, error) = call(&gateway, Method::GET, &deliveries, None).await;
+    assert_eq!((status, &error["error"]["code"]), (404, &json!("not_found")));
+}
+
+#[tokio::test]
+async fn seed_001_test_event_is_sent_now_marked_as_a_test() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let receiver = Receiver::start(&[]).await;
+    let (_, created) = call(
+        &gateway,
+        Method::POST,
+        "/api/integrations/webhooks",
+        Some(json!({"url": receiver.url, "events": [ORDER_UPDATE], "enabled": true})),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let (status, sent) = call(
+        &gateway,
+        Method::POST,
+        &format!("/api/integrations/webhooks/{id}/test"),
+        Some(json!({"event": ORDER_UPDATE})),
+    )
+    .await;
+    assert_eq!((status, &sent["statusCode"]), (200, &json!(200)), "{sent}");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "sent before the reply");
+    let body: Value = serde_json::from_str(&received[0].body).unwrap();
+    assert_eq!((&body["test"], &body["type"]), (&json!(true), &json!(ORDER_UPDATE)), "{body}");
+    let page = settled_001(&gateway, id).await;
+    assert_eq!(page["total"], 0, "a test is not a delivery: {page}");
+}
+
+#[tokio::test]
+async fn api_webhooks_also_takes_seed_001_and_seed_004_field_names() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let receiver = Receiver::start(&[]).await;
+
+    let (status, created) = call(
+        &gateway,
+        Method::POST,
+        "/api/webhooks",
+        Some(json!({"url": receiver.url, "events": [ORDER_UPDATE], "enabled": true})),
+    )
+    .await;
+    assert_eq!((status, &created["status"]), (201, &json!("active")), "{created}");
+    let path = format!("/api/webhooks/{}", created["id"].as_str().unwrap());
+    let (status, disabled) = call(&gateway, Method::PATCH, &path, Some(json!({"enabled": false}))).await;
+    assert_eq!((status, &disabled["status"], &disabled["events"]), (200, &json!("disabled"), &json!([ORDER_UPDATE])));
+
+    let (status, created) = call(
+        &gateway,
+        Method::POST,
+        "/api/webhooks",
+        Some(json!({"target_url": receiver.url, "event": ORDER_UPDATE, "resource_id": "123"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (&created["url"], &created["events"], &created["resourceId"], &created["status"]),
+        (&json!(receiver.url), &json!([ORDER_UPDATE]), &json!("123"), &json!("active"))
+    );
+
+    for (body, field) in [
+        (json!({"url": receiver.url, "target_url": receiver.url}), "target_url"),
+        (json!({"url": receiver.url, "enabled": "yes"}), "enabled"),
+        (json!({"url": receiver.url, "event": [ORDER_UPDATE]}), "event"),
+        (json!({"target_url": "ftp://127.0.0.1/x"}), "target_url"),
+        (json!({"url": receiver.url, "event": "bad*"}), "event"),
+    ] {
+        let (status, error) = call(&gateway, Method::POST, "/api/webhooks", Some(body.clone())).await;
+        assert_eq!((status, &error["error"]["fields"][0]["field"]), (422, &json!(field)), "{body}: {error}");
+    }
+    let (_, listed) = call(&gateway, Method::GET, "/api/webhooks", None).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2, "nothing refused was kept: {listed}");
+}
