@@ -9,10 +9,21 @@
 //!   the ratio shows what finding and parsing the JSON-LD costs on top.
 //! - **smtp**: the real binary (`serve`, release build, a fresh SQLite database, one email hook,
 //!   DKIM and SPF checked against a DNS server in this process) receives that message over SMTP from `--connections` clients, each in a closed loop on one
-//!   connection (`MAIL`, `RCPT`, `DATA` pipelined, then the message); a message counts when its
-//!   `250` arrives, which hookgate sends only after the event is committed. The baseline is a
-//!   bare SMTP sink in this process that answers the same commands without parsing or storing
-//!   anything: the ceiling of loopback SMTP on this machine.
+//!   connection (`MAIL`, `RCPT`, `DATA` pipelined, then the message), 2 s of warm-up then the
+//!   measured seconds; a message counts when its `250` arrives, which hookgate sends only after
+//!   the event is committed. The baseline is a bare SMTP sink that answers the same commands
+//!   without parsing or storing anything: the ceiling of loopback SMTP on this machine. Like
+//!   hookgate, it runs in a process of its own (this bench binary re-executed with
+//!   `HOOKGATE_BENCH_ROLE=sink`, with its own tokio runtime), so neither server shares a process,
+//!   a runtime or its threads with the clients; the clients are the same for both.
+//!
+//! # What it checks
+//!
+//! Every client finishes the message it is sending before it stops, so no message is left in
+//! flight. Then what each server kept is compared with the messages it acknowledged with a `250`
+//! over the warm-up and the measurement: the messages the sink counted (it answers `XCOUNT`),
+//! and the events in hookgate's store (read with SQLite after hookgate is killed, so only what
+//! was committed counts). Any difference fails the bench (exit status 1).
 //!
 //! # How to run it
 //!
@@ -28,7 +39,7 @@
 //!
 //! The machine is small and shared: compare ratios from one run, not absolute figures.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -42,6 +53,10 @@ mod dns;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::{TcpListener, TcpStream};
+
+/// Set to `sink` in the environment of the child that serves the baseline.
+const ROLE_VAR: &str = "HOOKGATE_BENCH_ROLE";
+const SINK_LISTENING: &str = "sink listening on ";
 
 struct Options {
     duration: Duration,
@@ -84,6 +99,14 @@ fn message(to: &str) -> Vec<u8> {
 }
 
 fn main() -> ExitCode {
+    match std::env::var_os(ROLE_VAR) {
+        None => {}
+        Some(role) if role == "sink" => return run_sink_process(),
+        Some(role) => {
+            eprintln!("error: unknown {ROLE_VAR} {role:?}; the only role is `sink`");
+            return ExitCode::from(2);
+        }
+    }
     let options = match options() {
         Ok(options) => options,
         Err(error) => {
@@ -101,27 +124,52 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "{{\"extraction\":{{\"message_bytes\":{},\"mail_parser_mb_s\":{:.1},\"extract_mb_s\":{:.1},\"ratio\":{:.3}}},\"smtp\":{{\"connections\":{},\"baseline_msgs_s\":{:.0},\"hookgate_msgs_s\":{:.0},\"ratio\":{:.3},\"hookgate_p50_ms\":{:.2},\"hookgate_p99_ms\":{:.2}}}}}",
-        extraction.bytes,
-        extraction.baseline_mb_s,
-        extraction.extract_mb_s,
-        extraction.extract_mb_s / extraction.baseline_mb_s,
-        options.connections,
-        smtp.baseline,
-        smtp.hookgate,
-        smtp.hookgate / smtp.baseline,
-        smtp.p50_ms,
-        smtp.p99_ms,
+        "{}",
+        serde_json::json!({
+            "extraction": {
+                "message_bytes": extraction.bytes,
+                "mail_parser_mb_s": round(extraction.baseline_mb_s, 1),
+                "extract_mb_s": round(extraction.extract_mb_s, 1),
+                "ratio": round(extraction.extract_mb_s / extraction.baseline_mb_s, 3),
+            },
+            "smtp": {
+                "connections": options.connections,
+                "baseline_msgs_s": round(smtp.baseline.rate, 0),
+                "hookgate_msgs_s": round(smtp.hookgate.rate, 0),
+                "ratio": round(smtp.hookgate.rate / smtp.baseline.rate, 3),
+                "hookgate_p50_ms": round(smtp.p50_ms, 2),
+                "hookgate_p99_ms": round(smtp.p99_ms, 2),
+                "baseline_acknowledged": smtp.baseline.acknowledged,
+                "baseline_kept": smtp.baseline_kept,
+                "hookgate_acknowledged": smtp.hookgate.acknowledged,
+                "hookgate_stored": smtp.hookgate_stored,
+            },
+        })
     );
     let meets = |ok: bool| if ok { "met" } else { "MISSED" };
     println!(
         "extraction: {:.0} MB/s (target >= 100: {}); smtp: {:.0} durable messages/s (target >= 1000: {})",
         extraction.extract_mb_s,
         meets(extraction.extract_mb_s >= 100.0),
-        smtp.hookgate,
-        meets(smtp.hookgate >= 1000.0)
+        smtp.hookgate.rate,
+        meets(smtp.hookgate.rate >= 1000.0)
     );
-    ExitCode::SUCCESS
+    let mismatches = smtp.mismatches();
+    for mismatch in &mismatches {
+        eprintln!("error: {mismatch}");
+    }
+    match mismatches.is_empty() {
+        true => {
+            println!("every acknowledged message was kept, and nothing more");
+            ExitCode::SUCCESS
+        }
+        false => ExitCode::FAILURE,
+    }
+}
+
+fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
 }
 
 struct Extraction {
@@ -158,44 +206,84 @@ fn measure_extraction(duration: Duration) -> Extraction {
 }
 
 struct SmtpResult {
-    baseline: f64,
-    hookgate: f64,
+    baseline: Load,
+    /// The messages the sink counted.
+    baseline_kept: u64,
+    hookgate: Load,
+    /// The events in hookgate's store.
+    hookgate_stored: u64,
     p50_ms: f64,
     p99_ms: f64,
 }
 
+impl SmtpResult {
+    /// Each server must have kept exactly what it acknowledged.
+    fn mismatches(&self) -> Vec<String> {
+        let mut mismatches = Vec::new();
+        for (name, acknowledged, kept, what) in [
+            ("the SMTP sink", self.baseline.acknowledged, self.baseline_kept, "messages it counted"),
+            ("hookgate", self.hookgate.acknowledged, self.hookgate_stored, "events in its store"),
+        ] {
+            if acknowledged != kept {
+                mismatches.push(format!(
+                    "{name} acknowledged {acknowledged} message(s) with a 250 but has {kept} {what} ({:+}): \
+                     what was acknowledged must be exactly what was kept",
+                    kept as i128 - acknowledged as i128
+                ));
+            }
+        }
+        mismatches
+    }
+}
+
 async fn measure_smtp(options: &Options) -> Result<SmtpResult, String> {
-    let sink = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let sink_address = sink.local_addr().map_err(|e| e.to_string())?;
-    let sink_task = tokio::spawn(run_sink(sink));
-    let (baseline, _) = load(sink_address, "bench@localhost", options).await?;
-    sink_task.abort();
-    println!("baseline SMTP sink: {baseline:.0} messages/s");
+    let sink = Sink::start()?;
+    let baseline = load(sink.address, "bench@localhost", options).await?;
+    let baseline_kept = sink.count().await?;
+    drop(sink);
+    println!(
+        "baseline SMTP sink (a process of its own): {:.0} messages/s ({} acknowledged, {baseline_kept} counted by the sink)",
+        baseline.rate, baseline.acknowledged
+    );
 
     let mut gateway = Gateway::start().await?;
     let result = load(gateway.smtp, &gateway.address, options).await;
-    gateway.stop();
-    let (hookgate, latencies) = result?;
-    let stored = gateway.stored_events;
-    let p = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
+    let stored = gateway.stop_and_count();
+    let hookgate = result?;
+    let hookgate_stored = stored?;
+    let p = |q: f64| hookgate.latencies.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "hookgate: {hookgate:.0} durable messages/s, p50 {:.2} ms, p99 {:.2} ms ({stored:?} events on disk)",
+        "hookgate: {:.0} durable messages/s, p50 {:.2} ms, p99 {:.2} ms ({} acknowledged, {hookgate_stored} events in the store)",
+        hookgate.rate,
         p(0.5),
-        p(0.99)
+        p(0.99),
+        hookgate.acknowledged,
     );
-    Ok(SmtpResult { baseline, hookgate, p50_ms: p(0.5), p99_ms: p(0.99) })
+    Ok(SmtpResult { baseline, baseline_kept, p50_ms: p(0.5), p99_ms: p(0.99), hookgate, hookgate_stored })
+}
+
+/// What the clients saw of one server.
+struct Load {
+    /// Messages per second acknowledged during the measurement.
+    rate: f64,
+    /// Latencies of the measured messages, in microseconds.
+    latencies: hdrhistogram::Histogram<u64>,
+    /// Every message acknowledged with a `250`, over the warm-up and the measurement.
+    acknowledged: u64,
 }
 
 /// Runs `options.connections` closed-loop SMTP clients for the duration after a 2 s warm-up.
-async fn load(address: SocketAddr, to: &str, options: &Options) -> Result<(f64, hdrhistogram::Histogram<u64>), String> {
+/// Each client finishes the message it is sending before it stops.
+async fn load(address: SocketAddr, to: &str, options: &Options) -> Result<Load, String> {
     let message = Arc::new(message(to));
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
+    let acknowledged = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
     for _ in 0..options.connections {
-        let (message, counting, stop, delivered, to) =
-            (message.clone(), counting.clone(), stop.clone(), delivered.clone(), to.to_owned());
+        let (message, counting, stop, delivered, acknowledged, to) =
+            (message.clone(), counting.clone(), stop.clone(), delivered.clone(), acknowledged.clone(), to.to_owned());
         clients.push(tokio::spawn(async move {
             let mut histogram = hdrhistogram::Histogram::<u64>::new(3).unwrap();
             let stream = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
@@ -214,6 +302,7 @@ async fn load(address: SocketAddr, to: &str, options: &Options) -> Result<(f64, 
                 stream.get_mut().write_all(&message).await.map_err(|e| e.to_string())?;
                 stream.get_mut().write_all(b".\r\n").await.map_err(|e| e.to_string())?;
                 expect(&mut stream, "250").await?;
+                acknowledged.fetch_add(1, Ordering::Relaxed);
                 if counting.load(Ordering::Relaxed) {
                     delivered.fetch_add(1, Ordering::Relaxed);
                     histogram.record(started.elapsed().as_micros() as u64).unwrap();
@@ -235,7 +324,7 @@ async fn load(address: SocketAddr, to: &str, options: &Options) -> Result<(f64, 
         let histogram = client.await.map_err(|e| e.to_string())??;
         all.add(histogram).unwrap();
     }
-    Ok((count as f64 / elapsed, all))
+    Ok(Load { rate: count as f64 / elapsed, latencies: all, acknowledged: acknowledged.load(Ordering::Relaxed) })
 }
 
 async fn expect(stream: &mut AsyncBufReader<TcpStream>, code: &str) -> Result<(), String> {
@@ -253,11 +342,85 @@ async fn expect(stream: &mut AsyncBufReader<TcpStream>, code: &str) -> Result<()
     }
 }
 
-/// The baseline: answers SMTP without parsing addresses, reading MIME or storing anything.
+/// The baseline in a child process: this binary in the `sink` role.
+struct Sink {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Sink {
+    fn start() -> Result<Sink, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the bench binary: {e}"))?;
+        let mut child = Command::new(exe)
+            .env(ROLE_VAR, "sink")
+            // The sink exits when its stdin closes, should this process die without killing it.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the sink: {e}"))?;
+        let mut line = String::new();
+        let read = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        let address = line.trim().strip_prefix(SINK_LISTENING).and_then(|address| address.parse().ok());
+        match (read, address) {
+            (Ok(_), Some(address)) => Ok(Sink { child, address }),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!("the sink printed {line:?} instead of its address"))
+            }
+        }
+    }
+
+    /// The messages the sink accepted, by its own count (`XCOUNT`).
+    async fn count(&self) -> Result<u64, String> {
+        let stream = TcpStream::connect(self.address).await.map_err(|e| e.to_string())?;
+        let mut stream = AsyncBufReader::new(stream);
+        expect(&mut stream, "220").await?;
+        stream.get_mut().write_all(b"XCOUNT\r\n").await.map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        stream.read_line(&mut line).await.map_err(|e| e.to_string())?;
+        line.trim().strip_prefix("250 ").and_then(|count| count.parse().ok()).ok_or(format!("XCOUNT answered {line:?}"))
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sink role: serves on its own multi-threaded runtime until killed or until stdin closes.
+fn run_sink_process() -> ExitCode {
+    std::thread::spawn(|| {
+        let _ = std::io::stdin().lock().read_to_end(&mut Vec::new());
+        std::process::exit(0);
+    });
+    let served = tokio::runtime::Builder::new_multi_thread().enable_all().build().and_then(|runtime| {
+        runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            println!("{SINK_LISTENING}{}", listener.local_addr()?);
+            run_sink(listener).await;
+            Ok(())
+        })
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sink: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The baseline: answers SMTP without parsing addresses, reading MIME or storing anything, and
+/// counts the messages it accepted; `XCOUNT` answers `250 <count>`.
 async fn run_sink(listener: TcpListener) {
+    let accepted = Arc::new(AtomicU64::new(0));
     loop {
         let Ok((stream, _)) = listener.accept().await else { return };
         let _ = stream.set_nodelay(true);
+        let accepted = accepted.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut lines = AsyncBufReader::new(read);
@@ -270,21 +433,24 @@ async fn run_sink(listener: TcpListener) {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 }
-                let reply: &[u8] = if in_data {
+                let reply: Vec<u8> = if in_data {
                     if line != b".\r\n" {
                         continue;
                     }
                     in_data = false;
-                    b"250 2.0.0 OK\r\n"
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    b"250 2.0.0 OK\r\n".to_vec()
                 } else if line.starts_with(b"DATA") {
                     in_data = true;
-                    b"354 go ahead\r\n"
+                    b"354 go ahead\r\n".to_vec()
+                } else if line.starts_with(b"XCOUNT") {
+                    format!("250 {}\r\n", accepted.load(Ordering::SeqCst)).into_bytes()
                 } else if line.starts_with(b"QUIT") {
                     return;
                 } else {
-                    b"250 OK\r\n"
+                    b"250 OK\r\n".to_vec()
                 };
-                if write.write_all(reply).await.is_err() {
+                if write.write_all(&reply).await.is_err() {
                     return;
                 }
             }
@@ -299,7 +465,6 @@ struct Gateway {
     database: std::path::PathBuf,
     smtp: SocketAddr,
     address: String,
-    stored_events: Option<i64>,
 }
 
 impl Gateway {
@@ -358,15 +523,18 @@ impl Gateway {
             .await
             .map_err(|e| e.to_string())?;
         let address = hooks["data"][0]["address"].as_str().ok_or("the hook has no address")?.to_owned();
-        Ok(Gateway { child, _directory: directory, database, smtp, address, stored_events: None })
+        Ok(Gateway { child, _directory: directory, database, smtp, address })
     }
 
-    fn stop(&mut self) {
+    /// Kills hookgate, then counts the events in its database: only what was committed survives
+    /// a kill.
+    fn stop_and_count(&mut self) -> Result<u64, String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.stored_events = rusqlite::Connection::open(&self.database)
+        let count: i64 = rusqlite::Connection::open(&self.database)
             .and_then(|db| db.query_row("SELECT count(*) FROM events", [], |row| row.get(0)))
-            .ok();
+            .map_err(|e| format!("cannot count the events in {}: {e}", self.database.display()))?;
+        u64::try_from(count).map_err(|e| e.to_string())
     }
 }
 

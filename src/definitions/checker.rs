@@ -136,6 +136,8 @@ impl Checker<'_> {
         }
         let version = self.required_string(object, "", "version");
         let title = self.optional_string(object, "", "title");
+        // `$schema` is for editors and otherwise ignored, but the format gives it the type string.
+        self.optional_string(object, "", "$schema");
         let mut hooks = Vec::new();
         match object.get("hooks") {
             None => {}
@@ -312,6 +314,8 @@ impl Checker<'_> {
             self.error(pointer, format!("expected an object, found {}", kind_of(json)));
             return None;
         };
+        // What a property left out means comes from one place, the settings' `Default`.
+        let defaults = EmailSettings::default();
         let errors_before = self.error_count();
         for key in object.keys() {
             if !PROPERTIES.contains(&key.as_str()) {
@@ -322,10 +326,14 @@ impl Checker<'_> {
             }
         }
         let key = match self.optional_string(object, pointer, "key") {
-            None => MailKey::NotRequired,
+            None => defaults.key,
             Some(reference) => match reference_name(&reference) {
                 None => {
                     self.error(&format!("{pointer}/key"), "key must be a secret reference like \"${NAME}\"");
+                    MailKey::Unset
+                }
+                Some(name) if name.starts_with("HOOKGATE_") => {
+                    self.error(&format!("{pointer}/key"), own_setting(name));
                     MailKey::Unset
                 }
                 Some(name) => match self.options.secrets.resolve(name) {
@@ -353,7 +361,8 @@ impl Checker<'_> {
             }
         }
         let text_json = match self.optional_string(object, pointer, "textJson").as_deref() {
-            None | Some("first") => TextJson::First,
+            None => defaults.text_json,
+            Some("first") => TextJson::First,
             Some("all") => TextJson::All,
             Some("none") => TextJson::None,
             Some(other) => {
@@ -362,7 +371,8 @@ impl Checker<'_> {
             }
         };
         let one_event_each = match self.optional_string(object, pointer, "multiple").as_deref() {
-            None | Some("events") => true,
+            None => defaults.one_event_each,
+            Some("events") => true,
             Some("array") => false,
             Some(other) => {
                 self.error(&format!("{pointer}/multiple"), format!("expected events or array, found {other:?}"));
@@ -376,6 +386,10 @@ impl Checker<'_> {
                 self.error(&at, "mailgunSigningKey must be a secret reference like \"${NAME}\"");
                 return None;
             };
+            if name.starts_with("HOOKGATE_") {
+                self.error(&at, own_setting(name));
+                return None;
+            }
             let value = self.options.secrets.resolve(name);
             if value.is_none() {
                 // Unset, the key would silently let unsigned posts in: refuse the definition.
@@ -384,7 +398,7 @@ impl Checker<'_> {
             value
         });
         let require_dkim = match object.get("requireDkim") {
-            None => false,
+            None => defaults.require_dkim,
             Some(Value::Bool(flag)) => *flag,
             Some(other) => {
                 self.error(
@@ -541,6 +555,10 @@ impl Checker<'_> {
                 self.error(&at, "verifyToken must be a secret reference like \"${NAME}\"");
                 None
             }
+            Some(name) if name.starts_with("HOOKGATE_") => {
+                self.error(&at, own_setting(name));
+                None
+            }
             Some(name) => {
                 let value = self.options.secrets.resolve(name);
                 if value.is_none() {
@@ -585,6 +603,14 @@ impl Checker<'_> {
             self.error(pointer, "the generic-hmac scheme needs an hmac object: header, algorithm, encoding, signed");
             return None;
         };
+        const PROPERTIES: &[&str] =
+            &["header", "algorithm", "encoding", "prefix", "signed", "timestampHeader", "idHeader"];
+        for key in object.keys().filter(|key| !PROPERTIES.contains(&key.as_str())) {
+            self.error(
+                &format!("{pointer}/{}", pointer_segment(key)),
+                format!("unknown hmac property {key:?}; known properties are {}", PROPERTIES.join(", ")),
+            );
+        }
         let header = self.required_string(object, pointer, "header").map(|h| h.to_ascii_lowercase());
         let algorithm = match self.required_string(object, pointer, "algorithm").as_deref() {
             Some("sha1") => Some(HmacAlgorithm::Sha1),
@@ -647,6 +673,9 @@ impl Checker<'_> {
     /// Secret references of a source: unresolved ones are a warning (the source then answers
     /// `no_secret_configured`), so shipped definitions never keep the gateway from starting.
     fn source_secrets(&mut self, object: &Map<String, Value>, pointer: &str) -> Vec<String> {
+        if !object.contains_key("secrets") {
+            self.error(pointer, "missing required property \"secrets\"");
+        }
         let references = self.optional_string_array(object, pointer, "secrets").unwrap_or_default();
         let mut secrets = Vec::new();
         for (index, reference) in references.iter().enumerate() {
@@ -655,10 +684,7 @@ impl Checker<'_> {
                 None => {
                     self.error(&at, "secrets entries must be secret references like \"${NAME}\", never literal secrets")
                 }
-                Some(name) if name.starts_with("HOOKGATE_") => self.error(
-                    &at,
-                    format!("${{{name}}} names one of hookgate's own settings (HOOKGATE_*), never a secret reference"),
-                ),
+                Some(name) if name.starts_with("HOOKGATE_") => self.error(&at, own_setting(name)),
                 Some(name) => match self.options.secrets.resolve(name) {
                     Some(value) => secrets.push(value),
                     None => self.warning(
@@ -720,10 +746,7 @@ impl Checker<'_> {
                 None => {
                     self.error(&at, "apiKeys entries must be secret references like \"${NAME}\", never literal keys")
                 }
-                Some(name) if name.starts_with("HOOKGATE_") => self.error(
-                    &at,
-                    format!("${{{name}}} names one of hookgate's own settings (HOOKGATE_*), never a secret reference"),
-                ),
+                Some(name) if name.starts_with("HOOKGATE_") => self.error(&at, own_setting(name)),
                 Some(name) => match self.options.secrets.resolve(name) {
                     Some(value) => hashes.push(crate::secrets::sha256_hex(&value)),
                     None => {
@@ -805,6 +828,11 @@ impl Checker<'_> {
     }
 }
 
+/// Why a reference to one of hookgate's own settings is refused.
+fn own_setting(name: &str) -> String {
+    format!("${{{name}}} names one of hookgate's own settings (HOOKGATE_*), never a secret reference")
+}
+
 fn kind_of(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -835,11 +863,24 @@ fn is_cors_origin(origin: &str) -> bool {
     if origin == "*" {
         return true;
     }
+    // scheme://host[:port]: the host a name or a bracketed IPv6 address, the port 1 to 5 digits.
     let Some((scheme, rest)) = origin.split_once("://") else { return false };
-    matches!(scheme, "http" | "https")
-        && !rest.is_empty()
-        && !rest.contains('/')
-        && rest.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((address, port)) if address.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.')) => {
+                (address, port)
+            }
+            _ => return false,
+        },
+        None => rest.split_at(rest.find(':').unwrap_or(rest.len())),
+    };
+    let host_valid =
+        !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    let port_valid = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|digits| (1..=5).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()));
+    matches!(scheme, "http" | "https") && host_valid && port_valid
 }
 
 #[cfg(test)]

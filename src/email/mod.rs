@@ -23,7 +23,7 @@ use crate::event::{HookIdentity, MailSkipped, MailSource, NewEvent, RequestMeta,
 use extract::{Extracted, Origin, TextJson};
 
 /// A hook's email settings (`"email": {...}` in its definition).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EmailSettings {
     pub key: MailKey,
     /// Empty: any sender.
@@ -39,6 +39,25 @@ pub struct EmailSettings {
     pub mailgun_signing_key: Option<String>,
     /// Only mail with a passing DKIM signature for its `From` domain (or a parent domain) counts.
     pub require_dkim: bool,
+}
+
+/// The documented defaults (docs/hook-definitions.md, "Email hooks"), written by hand: a hook
+/// without an `email` block, and every property an `email` block leaves out, gets these. No key,
+/// any sender, the first JSON of each plain-text part, one event per value, the hook's own
+/// event name, no Mailgun signature, no DKIM requirement. `tests/it/documented_defaults.rs`
+/// checks each against the docs and against a hook that writes it out.
+impl Default for EmailSettings {
+    fn default() -> Self {
+        EmailSettings {
+            key: MailKey::NotRequired,
+            allowed_senders: Vec::new(),
+            text_json: TextJson::First,
+            one_event_each: true,
+            event_name: None,
+            mailgun_signing_key: None,
+            require_dkim: false,
+        }
+    }
 }
 
 /// Whether senders must prove they know a key.

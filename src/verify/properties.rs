@@ -545,16 +545,38 @@ fn sign(platform: Platform, material: &Material) -> Signed {
     signed
 }
 
-/// One changed byte: which span, where in it, and what it is XORed with.
+/// One changed byte: which span, where in it, and what it becomes.
 #[derive(Debug, Clone)]
 struct Change {
     span: usize,
     at: usize,
-    flip: u8,
+    to: Replacement,
+}
+
+/// A replacement byte: any other byte, or one of the same kind (a digit for a digit, a letter
+/// for a letter), the tampering that keeps a header well formed.
+#[derive(Debug, Clone, Copy)]
+enum Replacement {
+    Xor(u8),
+    SameKind(u8),
+}
+
+impl Replacement {
+    fn apply(self, before: u8) -> u8 {
+        let within = |first: u8, count: u8, pick: u8| first + (before - first + 1 + pick % (count - 1)) % count;
+        match self {
+            Replacement::Xor(flip) => before ^ flip,
+            Replacement::SameKind(pick) if before.is_ascii_digit() => within(b'0', 10, pick),
+            Replacement::SameKind(pick) if before.is_ascii_lowercase() => within(b'a', 26, pick),
+            Replacement::SameKind(pick) if before.is_ascii_uppercase() => within(b'A', 26, pick),
+            Replacement::SameKind(pick) => before ^ pick.max(1),
+        }
+    }
 }
 
 fn change() -> impl Strategy<Value = Change> {
-    (any::<usize>(), any::<usize>(), 1..=255u8).prop_map(|(span, at, flip)| Change { span, at, flip })
+    let to = prop_oneof![(1..=255u8).prop_map(Replacement::Xor), any::<u8>().prop_map(Replacement::SameKind)];
+    (any::<usize>(), any::<usize>(), to).prop_map(|(span, at, to)| Change { span, at, to })
 }
 
 /// Applies `change`; `None` when the changed request is the same request (a hex digit changed
@@ -569,7 +591,7 @@ fn apply(signed: &Signed, change: &Change) -> Option<(Signed, Content)> {
         Place::Header(index) => &mut changed.headers[index].1,
     };
     let before = bytes[at];
-    let after = before ^ change.flip;
+    let after = change.to.apply(before);
     bytes[at] = after;
     let same_hex_digit = before.is_ascii_hexdigit() && after.is_ascii_hexdigit() && before.eq_ignore_ascii_case(&after);
     if span.content == (Content::Signature { hex: true }) && same_hex_digit {

@@ -269,5 +269,4 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "template_properties.rs"]
 mod properties;
