@@ -32,6 +32,7 @@ pub mod ingress;
 pub mod jsonpath;
 pub mod keys;
 pub mod pipeline;
+pub mod samples;
 pub mod secrets;
 pub mod shape;
 pub mod store;

@@ -319,3 +319,226 @@ async fn api_webhooks_also_takes_seed_001_and_seed_004_field_names() {
     let (_, listed) = call(&gateway, Method::GET, "/api/webhooks", None).await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 2, "nothing refused was kept: {listed}");
 }
+
+/// Sends a JSON:API request to seed 004's face with `Authorization: Bearer <key>`; the status,
+/// the reply's content type and its JSON body (null when empty).
+async fn jsonapi(
+    gateway: &Gateway,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, String, Value) {
+    let mut request = gateway.http.request(method, gateway.url(path)).bearer_auth(key);
+    if let Some(body) = body {
+        request = request.header("content-type", "application/vnd.api+json").body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type =
+        response.headers().get("content-type").map(|value| value.to_str().unwrap().to_owned()).unwrap_or_default();
+    let text = response.text().await.unwrap();
+    (status, content_type, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+}
+
+/// Seed 004's request body, with `resource_id` when given.
+fn seed_004_hook(target_url: &str, event: &str, resource_id: Option<&str>) -> Value {
+    let mut attributes = json!({"target_url": target_url, "event": event});
+    if let Some(resource_id) = resource_id {
+        attributes["resource_id"] = json!(resource_id);
+    }
+    json!({"data": {"type": "hooks", "attributes": attributes,
+                    "relationships": {"site": {"data": {"id": "456", "type": "sites"}}}}})
+}
+
+#[tokio::test]
+async fn seed_004_hooks_are_created_from_its_json_api_examples_and_filter_by_resource() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let key = gateway.issue_key(json!({"name": "seed 004", "purpose": "management"})).await;
+    let key = key["key"].as_str().unwrap();
+    let (specific, wildcard) = (Receiver::start(&[]).await, Receiver::start(&[]).await);
+    let relationships = json!({"site": {"data": {"id": "456", "type": "sites"}}});
+
+    // Example request targeting a specific resource.
+    let (status, content_type, created) = jsonapi(
+        &gateway,
+        key,
+        Method::POST,
+        "/api/v1/hooks",
+        Some(seed_004_hook(&specific.url, ORDER_UPDATE, Some("123"))),
+    )
+    .await;
+    assert_eq!((status, content_type.as_str()), (201, "application/vnd.api+json"), "{created}");
+    let data = &created["data"];
+    assert_eq!((&data["type"], &data["relationships"]), (&json!("hooks"), &relationships), "{created}");
+    assert_eq!(
+        (&data["attributes"]["target_url"], &data["attributes"]["event"], &data["attributes"]["resource_id"]),
+        (&json!(specific.url), &json!(ORDER_UPDATE), &json!("123"))
+    );
+    assert!(data["attributes"]["secret"].as_str().unwrap().starts_with("whsec_"), "{created}");
+    let specific_id = data["id"].as_str().unwrap().to_owned();
+
+    // Example request using a wildcard webhook.
+    let (status, _, created) =
+        jsonapi(&gateway, key, Method::POST, "/api/v1/hooks", Some(seed_004_hook(&wildcard.url, ORDER_UPDATE, None)))
+            .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (&created["data"]["attributes"]["resource_id"], &created["data"]["relationships"]),
+        (&Value::Null, &relationships)
+    );
+    let wildcard_id = created["data"]["id"].as_str().unwrap().to_owned();
+
+    let (status, content_type, listed) = jsonapi(&gateway, key, Method::GET, "/api/v1/hooks", None).await;
+    assert_eq!((status, content_type.as_str()), (200, "application/vnd.api+json"));
+    let ids: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|hook| hook["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [specific_id.as_str(), wildcard_id.as_str()]);
+    assert!(listed["data"].as_array().unwrap().iter().all(|hook| hook.get("relationships") == Some(&relationships)));
+    let (status, _, shown) = jsonapi(&gateway, key, Method::GET, &format!("/api/v1/hooks/{specific_id}"), None).await;
+    assert_eq!((status, &shown["data"]["attributes"]["resource_id"]), (200, &json!("123")));
+    assert!(shown["data"]["attributes"].get("secret").is_none(), "{shown}");
+
+    // The payload about resource 123 goes to both, the other only to the wildcard hook.
+    post_order(&gateway, json!({"id": "123"})).await;
+    post_order(&gateway, json!({"id": "999"})).await;
+    eventually(Duration::from_secs(20), "both deliveries to the wildcard hook", || async {
+        wildcard.received().len() == 2
+    })
+    .await;
+    let history = format!("/api/webhooks/{specific_id}/deliveries");
+    eventually(Duration::from_secs(20), "no pending delivery to the specific hook", || async {
+        call(&gateway, Method::GET, &format!("{history}?status=pending"), None).await.1["total"] == 0
+    })
+    .await;
+    assert_eq!(call(&gateway, Method::GET, &history, None).await.1["total"], 1);
+    let received = specific.wait_for(1).await;
+    let delivered: Value = serde_json::from_str(&received[0].body).unwrap();
+    assert_eq!(delivered["data"]["data"], json!({"id": "123"}), "{delivered}");
+
+    let (status, _, _) = jsonapi(&gateway, key, Method::DELETE, &format!("/api/v1/hooks/{specific_id}"), None).await;
+    assert_eq!(status, 204);
+    let (status, content_type, error) =
+        jsonapi(&gateway, key, Method::GET, &format!("/api/v1/hooks/{specific_id}"), None).await;
+    assert_eq!((status, content_type.as_str()), (404, "application/vnd.api+json"));
+    assert_eq!(
+        (&error["errors"][0]["status"], &error["errors"][0]["code"]),
+        (&json!("404"), &json!("not_found")),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn seed_004_errors_are_json_api_errors_pointing_at_the_attribute() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let receiver = Receiver::start(&[]).await;
+    let pointers = |error: &Value| -> Vec<String> {
+        error["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["source"]["pointer"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    for (body, expected) in [
+        (
+            seed_004_hook("ftp://127.0.0.1/x", "bad*", None),
+            vec!["/data/attributes/target_url", "/data/attributes/event"],
+        ),
+        (
+            json!({"data": {"type": "sites", "attributes": {"target_url": receiver.url, "event": ORDER_UPDATE}}}),
+            vec!["/data/type"],
+        ),
+        (
+            json!({"data": {"type": "hooks", "attributes": {"target_url": receiver.url}}}),
+            vec!["/data/attributes/event"],
+        ),
+        (
+            json!({"data": {"type": "hooks", "attributes": {"target_url": receiver.url, "event": ORDER_UPDATE, "colour": "red"}}}),
+            vec!["/data/attributes/colour"],
+        ),
+        (json!({"target_url": receiver.url, "event": ORDER_UPDATE}), vec!["/data"]),
+    ] {
+        let (status, content_type, error) =
+            jsonapi(&gateway, ADMIN_TOKEN, Method::POST, "/api/v1/hooks", Some(body.clone())).await;
+        assert_eq!((status, content_type.as_str()), (422, "application/vnd.api+json"), "{body}: {error}");
+        assert_eq!(pointers(&error), expected, "{body}: {error}");
+        assert_eq!(
+            (&error["errors"][0]["status"], &error["errors"][0]["code"]),
+            (&json!("422"), &json!("invalid_request"))
+        );
+    }
+    let (_, _, listed) = jsonapi(&gateway, ADMIN_TOKEN, Method::GET, "/api/v1/hooks", None).await;
+    assert_eq!(listed, json!({"data": []}), "nothing refused was kept");
+
+    // Scopes as now: 403 naming what is outside.
+    let key = gateway.issue_key(json!({"name": "crm only", "purpose": "management", "scopes": [LEAD_CREATED]})).await;
+    let (status, _, error) = jsonapi(
+        &gateway,
+        key["key"].as_str().unwrap(),
+        Method::POST,
+        "/api/v1/hooks",
+        Some(seed_004_hook(&receiver.url, ORDER_UPDATE, None)),
+    )
+    .await;
+    assert_eq!((status, &error["errors"][0]["code"]), (403, &json!("forbidden")), "{error}");
+    assert!(error["errors"][0]["detail"].as_str().unwrap().contains(ORDER_UPDATE), "{error}");
+}
+
+#[tokio::test]
+async fn every_event_has_a_sample_on_both_sample_routes() {
+    let mut options = open_targets();
+    options.definitions.push((
+        "samples.json".into(),
+        json!({"app": "samples", "version": "1", "hooks": [
+            {"eventName": "kustomer.app.samples.declared", "type": "form", "sample": {"orderId": "ORD-1"}},
+            {"eventName": "kustomer.app.samples.schema", "type": "form", "shape": {"schema": {
+                "type": "object", "required": ["orderId", "amount"],
+                "properties": {"orderId": {"type": "string", "examples": ["ORD-9"]}, "amount": {"type": "integer", "minimum": 1},
+                               "email": {"type": "string", "format": "email"}}}}},
+            {"eventName": "kustomer.app.samples.none", "type": "form"}
+        ]}),
+    ));
+    let gateway = Gateway::start_with(options).await;
+    let expected = [
+        ("kustomer.app.samples.declared", "definition", json!({"orderId": "ORD-1"})),
+        (
+            "kustomer.app.samples.schema",
+            "schema",
+            json!({"orderId": "ORD-9", "amount": 1, "email": "user@example.com"}),
+        ),
+        ("kustomer.app.samples.none", "none", json!({})),
+    ];
+    for (event, from, data) in &expected {
+        let (status, sample) = call(&gateway, Method::GET, &format!("/api/hooks/{event}/sample"), None).await;
+        assert_eq!(status, 200, "{event}: {sample}");
+        assert_eq!(sample, json!({"eventName": event, "from": from, "sample": true, "data": data}));
+        let (status, content_type, sample) =
+            jsonapi(&gateway, ADMIN_TOKEN, Method::GET, &format!("/api/v1/hooks/{event}_sample"), None).await;
+        assert_eq!((status, content_type.as_str()), (200, "application/vnd.api+json"), "{event}: {sample}");
+        assert_eq!(sample, json!({"id": null, "event": event, "payload": data, "sample": true, "from": from}));
+    }
+
+    // Every hook in the directory answers both, with no traffic yet.
+    let hooks = gateway.admin_json("/api/hooks").await;
+    let names: Vec<&str> =
+        hooks["data"].as_array().unwrap().iter().map(|hook| hook["eventName"].as_str().unwrap()).collect();
+    assert!(names.contains(&ORDER_UPDATE) && names.contains(&SHOP_MAIL) && names.len() >= 11, "{names:?}");
+    for name in names {
+        let (status, sample) = call(&gateway, Method::GET, &format!("/api/hooks/{name}/sample"), None).await;
+        assert_eq!((status, &sample["sample"]), (200, &json!(true)), "{name}: {sample}");
+        let (status, _, sample) =
+            jsonapi(&gateway, ADMIN_TOKEN, Method::GET, &format!("/api/v1/hooks/{name}_sample"), None).await;
+        assert_eq!((status, &sample["sample"]), (200, &json!(true)), "{name}: {sample}");
+    }
+
+    // Once there is traffic, the latest event.
+    let event_id = post_order(&gateway, json!({"orderId": "ORD-real"})).await;
+    let (_, _, sample) =
+        jsonapi(&gateway, ADMIN_TOKEN, Method::GET, &format!("/api/v1/hooks/{ORDER_UPDATE}_sample"), None).await;
+    assert_eq!(
+        sample,
+        json!({"id": event_id, "event": ORDER_UPDATE, "payload": {"orderId": "ORD-real"}, "sample": true, "from": "latest_event"})
+    );
+    let (status, error) = call(&gateway, Method::GET, "/api/v1/hooks/kustomer.app.nope_sample", None).await;
+    assert_eq!((status, &error["errors"][0]["code"]), (404, &json!("not_found")));
+}

@@ -12,3 +12,4 @@
 //! translates, and calls the functions `api::subscriptions` serves with.
 
 pub mod integrations;
+pub mod jsonapi;
