@@ -1,6 +1,9 @@
 //! Configuration in layers: built-in defaults, then a TOML file, then `HOOKGATE_*` environment
 //! variables, then command-line flags. Unknown keys in the file are rejected. The result is
 //! validated once into a typed [`Config`]; nothing else reads the environment for settings.
+//!
+//! Configuration is plain data: it builds none of its consumers' types and opens no file but its
+//! own. The composition root (`lib.rs`) turns it into each module's settings.
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};

@@ -1,8 +1,10 @@
 //! The normalized event: the one versioned type that leaves the process.
 //!
-//! Every accepted request (and, later, every email) becomes exactly one [`Event`] here. This
-//! module is pure: it does no I/O and reads no clock; the caller passes the receive time in.
-//! It must never know HTTP status codes or SQL.
+//! Every accepted request, and every value an email hook takes from a message, becomes one
+//! [`Event`] here. This module also holds the model types others build on: [`HookType`], the
+//! event's source (with the mail facts and authentication results), [`NewEvent`] with its
+//! idempotency key and outbox targets. It is pure: no I/O, no clock (the caller passes the
+//! receive time in); it must never know HTTP status codes or SQL, and imports no other module.
 
 use bytes::Bytes;
 use jiff::Timestamp;

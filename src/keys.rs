@@ -6,6 +6,7 @@
 //! active at once, which is how keys are rotated: issue the new one, move callers, revoke the
 //! old one. Ingest keys are limited to apps; management keys to event scopes, the way seed 004's
 //! API key scopes limit which events may be subscribed. Used by the management API and the CLI.
+//! [`presented_key`] reads a key the way both ingress (web hooks) and the API take it.
 
 use jiff::Timestamp;
 

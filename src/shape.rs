@@ -99,11 +99,12 @@ impl Shape {
                 }
             },
         };
-        let on_invalid = match object.get("onInvalid").and_then(Value::as_str) {
-            None | Some("reject") => OnInvalid::Reject,
-            Some("quarantine") => OnInvalid::Quarantine,
+        let on_invalid = match object.get("onInvalid") {
+            None => OnInvalid::Reject,
+            Some(Value::String(text)) if text == "reject" => OnInvalid::Reject,
+            Some(Value::String(text)) if text == "quarantine" => OnInvalid::Quarantine,
             Some(other) => {
-                problems.push(("/onInvalid".into(), format!("expected reject or quarantine, found {other:?}")));
+                problems.push(("/onInvalid".into(), format!("expected reject or quarantine, found {other}")));
                 OnInvalid::Reject
             }
         };

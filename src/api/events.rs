@@ -1,7 +1,8 @@
 //! `/api/events`: the event log, newest first, with filters and cursor pagination.
 //!
 //! A scoped management key reads only events within its scopes: it lists them by a `name` its
-//! scopes cover, and any other event is not found for it.
+//! scopes cover, and any other event is not found for it. Replays go through
+//! [`crate::pipeline::Replay`], as the command line's do.
 
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};

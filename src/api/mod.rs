@@ -6,8 +6,11 @@
 //! platforms use (`Authorization: Bearer`, `X-API-Key`, or the `X-API-KEY` + `X-API-SECRET`
 //! pair), limited to subscriptions, hooks and events within its scopes. Apps, keys, definition
 //! reloads and source rejections take the admin token. Resources live one per file. The API
-//! reads and changes state only through the store and the catalog manager; [`ApiError`] is
-//! mapped to a reply in exactly one place.
+//! reads and changes state only through the store, the catalog manager and the pipeline (routes
+//! rebuilt after a subscription changes, replays, waking the delivery worker); [`ApiError`] is
+//! mapped to a reply in exactly one place. Its state is [`ApiState`]; the public routes (hook
+//! URLs, sources) are served in front of it by `ingress`, which passes subscription ids under
+//! `/api/webhooks/` on to it.
 //! Secrets appear in a response only once: the body that creates them.
 
 mod apps;

@@ -854,8 +854,18 @@ fn is_app_name(name: &str) -> bool {
 /// An absolute http(s) URL with a host that can be sent as a `Location` header.
 fn is_redirect_url(url: &str) -> bool {
     let Ok(uri) = url.parse::<http::Uri>() else { return false };
+    // The host is a name (letters, digits, `.`, `_`, `~`, `-`) or a bracketed IPv6 address; the
+    // http crate alone also takes the URI grammar's other characters (`http://a[]`).
+    let host_valid = |host: &str| match host.strip_prefix('[').and_then(|inner| inner.strip_suffix(']')) {
+        Some(address) => {
+            !address.is_empty() && address.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'))
+        }
+        None => {
+            !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-'))
+        }
+    };
     matches!(uri.scheme_str(), Some("http" | "https"))
-        && uri.host().is_some_and(|host| !host.is_empty())
+        && uri.host().is_some_and(host_valid)
         && http::HeaderValue::from_str(url).is_ok()
 }
 

@@ -1,4 +1,5 @@
-//! Deliveries: the worker that sends committed events to subscriptions.
+//! Deliveries: the worker that sends committed events to subscriptions ([`Worker`]), and the
+//! [`Sender`] that signs and sends one request (for the worker and the API's test sends).
 //!
 //! Delivery rows are written with their event (the outbox, see `pipeline::Committer`), so
 //! nothing is lost between the commit and the send, across a crash too. The worker claims due

@@ -1,5 +1,9 @@
 //! Email hooks: mail that arrives at a hook's address becomes events.
 //!
+//! Pure: MIME in, values and events out, from a hook's identity and email settings. No store,
+//! no DNS, no runtime: the transports are in `ingress` (SMTP, mail over HTTP), the lookups and
+//! the commit in `pipeline::mail`.
+//!
 //! - `extract` reads a message (pure) and finds its JSON-LD, JSON and JSON attachments.
 //! - This module decides, for one message and one hook, which of the found values count (the
 //!   hook's key, its sender allowlist) and builds the events, or says why the message is refused.

@@ -1,4 +1,5 @@
-//! The SMTP listener: hookgate's own session loop over smtp-proto's command parser.
+//! The SMTP listener: hookgate's own session loop over smtp-proto's command parser. A transport
+//! only: what a message makes is decided by [`crate::pipeline::mail::MailAcceptor`].
 //!
 //! One task per connection, up to a cap (more are answered `421` and closed). Commands are read
 //! in pipelined batches and their replies written together when the input runs dry. Each
@@ -9,6 +10,9 @@
 //! the answer is `552`). `250` is sent only after every event of the message is committed; a
 //! store failure answers `451` so that the sender retries. STARTTLS (when a certificate is
 //! configured) discards anything the client sent after the command, and starts the session over.
+//! These are the listener's opening steps, its equivalents of HTTP's: the declared `SIZE` (552
+//! at `MAIL`), the size limit while reading, the command and session deadlines; one tracing span
+//! per session.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! DKIM and SPF for received mail, by mail-auth, recorded in each event's `source.mail`.
+//! DKIM and SPF for received mail, by mail-auth, recorded in each event's `source.mail`: the
+//! lookups mail acceptance makes before its commit (kept out of `email`, which does no I/O).
 //!
 //! DKIM is checked on every message (the signatures travel with it, over SMTP or HTTP). SPF needs
 //! the connecting client's address, its EHLO name and the envelope sender, so it is checked for

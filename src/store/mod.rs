@@ -5,6 +5,8 @@
 //! picked once from configuration (SQLite embedded today, PostgreSQL later). Every backend
 //! must pass the shared suite in `conformance`. Only this module speaks SQL. A write method
 //! returns only after its transaction has committed: callers reply to clients after that.
+//! Whether an event is a duplicate (its idempotency key seen within its window) is decided in
+//! the append's own transaction (`sqlite::events`), never by a read before it.
 
 mod sqlite;
 

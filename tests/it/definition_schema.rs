@@ -326,9 +326,6 @@ fn schema_rejects_app_name_with_uppercase_letters() {
 /// a valid JSON Schema (generated ones are valid and never replaced by other strings); numbers
 /// written with a fraction or an exponent that are whole (`1.0`, `1e3`): JSON Schema's data model
 /// does not tell them from `1` and `1000`, and the loader refuses them.
-///
-/// Left out because the loader is wrong and the fix is not in `definitions`: a `shape.onInvalid`
-/// that is not a string is taken as `reject` by `Shape::compile` instead of refused.
 mod properties {
     use hookgate::definitions::{Origin, SourceDocument, ValidationOptions, validate};
     use hookgate::secrets::SecretSource;
@@ -1159,12 +1156,10 @@ mod properties {
                     at,
                     &|slot, value| {
                         let last = slot.path.last().map(String::as_str);
-                        // Anything is a sample; a shape's schema may be an object or a boolean;
-                        // a non-string onInvalid is a known loader gap (reported).
+                        // Anything is a sample; a shape's schema may be an object or a boolean.
                         !same_type(value)
                             && last != Some("sample")
                             && !(last == Some("schema") && slot.path.len() == 4 && replacement.is_boolean())
-                            && last != Some("onInvalid")
                     },
                     &document,
                 )?;
