@@ -5,8 +5,11 @@
 //! [`LEAD_CREATED`]), and target URLs by receivers on loopback, since tests never reach outside
 //! the machine.
 //!
-//! Seed 001 is `/api/integrations/webhooks`; `/api/webhooks` also takes seed 001's `enabled`
-//! and seed 004's `target_url` and `event`.
+//! Seeds 000 and 003 are `/api/webhooks` (seed 000 with its `X-API-KEY` + `X-API-SECRET` pair,
+//! seed 003 with `x-api-key` and deleting by `{"id"}` in the body); seed 001 is
+//! `/api/integrations/webhooks`; seed 004 is `/api/v1/hooks` with its JSON:API documents and
+//! `{event}_sample`. `/api/webhooks` also takes seed 001's `enabled` and seed 004's `target_url`
+//! and `event`. One subscription is made, seen, changed and deleted through different faces.
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -541,4 +544,181 @@ async fn every_event_has_a_sample_on_both_sample_routes() {
     );
     let (status, error) = call(&gateway, Method::GET, "/api/v1/hooks/kustomer.app.nope_sample", None).await;
     assert_eq!((status, &error["errors"][0]["code"]), (404, &json!("not_found")));
+}
+
+/// A management key for every event: `(id, key)`.
+async fn management_key(gateway: &Gateway) -> (String, String) {
+    let issued = gateway.issue_key(json!({"name": "seed client", "purpose": "management"})).await;
+    (issued["id"].as_str().unwrap().to_owned(), issued["key"].as_str().unwrap().to_owned())
+}
+
+/// Sends a request with seed 000's header pair, `X-API-KEY` (the key's id) and `X-API-SECRET`.
+async fn seed_000(
+    gateway: &Gateway,
+    (id, key): &(String, String),
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request =
+        gateway.http.request(method, gateway.url(path)).header("X-API-KEY", id).header("X-API-SECRET", key);
+    if let Some(body) = body {
+        request = request.header("Content-Type", "application/json").body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+}
+
+#[tokio::test]
+async fn seed_000_webhooks_are_managed_as_its_curl_examples_show() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let credentials = management_key(&gateway).await;
+    let (first, second) = (Receiver::start(&[]).await, Receiver::start(&[]).await);
+
+    // 1. Create a Webhook.
+    let (status, created) = seed_000(
+        &gateway,
+        &credentials,
+        Method::POST,
+        "/api/webhooks",
+        Some(json!({"url": first.url, "name": "Test Webhook", "subscribed_events": [ORDER_UPDATE]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (&created["url"], &created["name"], &created["events"], &created["status"]),
+        (&json!(first.url), &json!("Test Webhook"), &json!([ORDER_UPDATE]), &json!("active"))
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, every) =
+        seed_000(&gateway, &credentials, Method::POST, "/api/webhooks", Some(json!({"url": first.url}))).await;
+    assert_eq!((status, &every["events"]), (201, &json!(["*"])), "no subscribed_events: every event");
+
+    // 2. Get All Webhooks; 3. Get a Specific Webhook.
+    let (status, listed) = seed_000(&gateway, &credentials, Method::GET, "/api/webhooks", None).await;
+    let ids: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|hook| hook["id"].as_str().unwrap()).collect();
+    assert_eq!((status, ids), (200, vec![id.as_str(), every["id"].as_str().unwrap()]));
+    let (status, shown) = seed_000(&gateway, &credentials, Method::GET, &format!("/api/webhooks/{id}"), None).await;
+    assert_eq!((status, &shown["name"]), (200, &json!("Test Webhook")));
+
+    // 4. Update a Webhook.
+    let (status, updated) = seed_000(
+        &gateway,
+        &credentials,
+        Method::PUT,
+        &format!("/api/webhooks/{id}"),
+        Some(json!({"url": second.url, "name": "Updated Webhook Name", "subscribed_events": [CONTACT_FORM]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(
+        (&updated["url"], &updated["name"], &updated["events"]),
+        (&json!(second.url), &json!("Updated Webhook Name"), &json!([CONTACT_FORM]))
+    );
+
+    // 5. Delete a Webhook.
+    let (status, body) = seed_000(&gateway, &credentials, Method::DELETE, &format!("/api/webhooks/{id}"), None).await;
+    assert_eq!((status, body), (204, Value::Null));
+    let (status, _) = seed_000(&gateway, &credentials, Method::GET, &format!("/api/webhooks/{id}"), None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn seed_003_webhooks_are_listed_created_and_deleted_by_body_as_its_curl_examples_show() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let (_, key) = management_key(&gateway).await;
+    let receiver = Receiver::start(&[]).await;
+    let send = |method: Method, body: Option<Value>| {
+        let mut request = gateway.http.request(method, gateway.url("/api/webhooks")).header("x-api-key", &key);
+        if let Some(body) = body {
+            request = request.header("Content-Type", "application/json").body(body.to_string());
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            (status, if text.is_empty() { Value::Null } else { serde_json::from_str::<Value>(&text).unwrap() })
+        }
+    };
+
+    // Create Webhook: the secret is returned once.
+    let (status, created) =
+        send(Method::POST, Some(json!({"url": receiver.url, "events": [ORDER_UPDATE, CONTACT_FORM, LEAD_CREATED]})))
+            .await;
+    assert_eq!(status, 201, "{created}");
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // List Webhooks: id, url, events, status, createdAt.
+    let (status, listed) = send(Method::GET, None).await;
+    assert_eq!(status, 200);
+    let hook = &listed["data"][0];
+    assert_eq!(
+        (&hook["id"], &hook["url"], &hook["events"], &hook["status"], &hook["createdAt"]),
+        (
+            &json!(id),
+            &json!(receiver.url),
+            &json!([ORDER_UPDATE, CONTACT_FORM, LEAD_CREATED]),
+            &json!("active"),
+            &created["createdAt"]
+        )
+    );
+    assert!(hook.get("secret").is_none());
+
+    // Delete Webhook, by id in the body.
+    let (status, _) = send(Method::DELETE, Some(json!({"id": id}))).await;
+    assert_eq!(status, 204);
+    assert_eq!(send(Method::GET, None).await, (200, json!({"data": []})));
+}
+
+#[tokio::test]
+async fn a_subscription_made_through_one_face_is_seen_and_deleted_through_the_others() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let credentials = management_key(&gateway).await;
+    let receiver = Receiver::start(&[]).await;
+
+    // Created through seed 004's face.
+    let (status, _, created) = jsonapi(
+        &gateway,
+        &credentials.1,
+        Method::POST,
+        "/api/v1/hooks",
+        Some(seed_004_hook(&receiver.url, ORDER_UPDATE, Some("123"))),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["data"]["id"].as_str().unwrap().to_owned();
+    let created_at = created["data"]["attributes"]["created_at"].clone();
+
+    // Listed through seed 001's face and /api/webhooks, each in its shape.
+    let (status, integrations) = call(&gateway, Method::GET, "/api/integrations/webhooks", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        integrations,
+        json!({"data": [{"id": id, "url": receiver.url, "events": [ORDER_UPDATE], "enabled": true, "created_at": created_at}]})
+    );
+    let (status, webhooks) = seed_000(&gateway, &credentials, Method::GET, "/api/webhooks", None).await;
+    assert_eq!(status, 200);
+    let hook = &webhooks["data"][0];
+    assert_eq!(
+        (&hook["id"], &hook["url"], &hook["events"], &hook["resourceId"], &hook["status"], &hook["createdAt"]),
+        (&json!(id), &json!(receiver.url), &json!([ORDER_UPDATE]), &json!("123"), &json!("active"), &created_at)
+    );
+
+    // Changed through seed 001's face, seen through seed 004's.
+    let (status, _) =
+        call(&gateway, Method::PATCH, &format!("/api/integrations/webhooks/{id}"), Some(json!({"enabled": false})))
+            .await;
+    assert_eq!(status, 200);
+    let (_, _, shown) = jsonapi(&gateway, &credentials.1, Method::GET, &format!("/api/v1/hooks/{id}"), None).await;
+    assert_eq!(shown["data"]["attributes"]["status"], "disabled", "{shown}");
+
+    // Deleted through seed 000's.
+    let (status, _) = seed_000(&gateway, &credentials, Method::DELETE, &format!("/api/webhooks/{id}"), None).await;
+    assert_eq!(status, 204);
+    let (_, _, listed) = jsonapi(&gateway, &credentials.1, Method::GET, "/api/v1/hooks", None).await;
+    assert_eq!(listed, json!({"data": []}));
+    assert_eq!(call(&gateway, Method::GET, "/api/integrations/webhooks", None).await, (200, json!({"data": []})));
 }
