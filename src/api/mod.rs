@@ -319,7 +319,22 @@ async fn authenticate(state: &ApiState, headers: &axum::http::HeaderMap) -> Resu
         return Err(invalid());
     }
     match record.purpose {
-        crate::store::KeyPurpose::Management => Ok(Access::Key { scopes: record.scopes }),
+        crate::store::KeyPurpose::Management => {
+            // Named scopes stand for the patterns the serving apps declare for them (none when
+            // no app does), so a key follows its apps' definitions as they change.
+            let catalog = state.catalog.current();
+            let scopes = record.scopes.map(|scopes| {
+                scopes
+                    .into_iter()
+                    .flat_map(|scope| match catalog.scope(&scope) {
+                        Some(patterns) => patterns.to_vec(),
+                        None if crate::definitions::is_scope_name(&scope) => Vec::new(),
+                        None => vec![scope],
+                    })
+                    .collect()
+            });
+            Ok(Access::Key { scopes })
+        }
         crate::store::KeyPurpose::Ingest => Err(ApiError::Forbidden(
             "this is an ingest key for sending to web hooks; the management API takes a management key".into(),
         )),

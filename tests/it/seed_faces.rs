@@ -722,3 +722,56 @@ async fn a_subscription_made_through_one_face_is_seen_and_deleted_through_the_ot
     assert_eq!(listed, json!({"data": []}));
     assert_eq!(call(&gateway, Method::GET, "/api/integrations/webhooks", None).await, (200, json!({"data": []})));
 }
+
+#[tokio::test]
+async fn a_named_scope_declared_by_an_app_limits_a_key_to_its_event_patterns() {
+    let mut options = open_targets();
+    options.definitions.push((
+        "scoped.json".into(),
+        json!({"app": "scoped", "version": "1", "hooks": [],
+               "scopes": {"view:orders": [ORDER_UPDATE, "kustomer.app.shop.contact.*"]}}),
+    ));
+    let gateway = Gateway::start_with(options).await;
+    let receiver = Receiver::start(&[]).await;
+    let issued = gateway.issue_key(json!({"name": "orders", "purpose": "management", "scopes": ["view:orders"]})).await;
+    assert_eq!(issued["scopes"], json!(["view:orders"]), "the key carries the name");
+    let key = issued["key"].as_str().unwrap();
+
+    let (status, _, created) =
+        jsonapi(&gateway, key, Method::POST, "/api/v1/hooks", Some(seed_004_hook(&receiver.url, ORDER_UPDATE, None)))
+            .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, _, error) =
+        jsonapi(&gateway, key, Method::POST, "/api/v1/hooks", Some(seed_004_hook(&receiver.url, LEAD_CREATED, None)))
+            .await;
+    assert_eq!((status, &error["errors"][0]["code"]), (403, &json!("forbidden")), "{error}");
+    assert!(error["errors"][0]["detail"].as_str().unwrap().contains(LEAD_CREATED), "names what is missing: {error}");
+
+    let hooks = gateway.http.get(gateway.url("/api/hooks")).bearer_auth(key).send().await.unwrap();
+    let hooks: Value = hooks.json().await.unwrap();
+    let mut names: Vec<&str> =
+        hooks["data"].as_array().unwrap().iter().map(|hook| hook["eventName"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, [CONTACT_FORM, ORDER_UPDATE], "the hooks the scope's patterns cover");
+
+    // A name no app declares covers nothing; what is neither a pattern nor a name is refused.
+    let unknown = gateway.issue_key(json!({"name": "none", "purpose": "management", "scopes": ["view:nothing"]})).await;
+    let (status, _, _) = jsonapi(
+        &gateway,
+        unknown["key"].as_str().unwrap(),
+        Method::POST,
+        "/api/v1/hooks",
+        Some(seed_004_hook(&receiver.url, ORDER_UPDATE, None)),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let refused = gateway
+        .http
+        .post(gateway.url("/api/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "bad", "purpose": "management", "scopes": ["view contacts"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+}
