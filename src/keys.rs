@@ -83,9 +83,9 @@ pub async fn issue(store: &Store, request: KeyRequest, now: Timestamp) -> Result
                 "scopes: list at least one event pattern, or leave it out for every event".into(),
             ));
         }
-        if let Some(bad) = scopes.iter().find(|scope| !is_pattern(scope)) {
+        if let Some(bad) = scopes.iter().find(|scope| !is_pattern(scope) && !crate::definitions::is_scope_name(scope)) {
             return Err(KeyError::Invalid(format!(
-                "scopes: {bad:?} is not an event name, \"*\", or a prefix ending in \".*\" (stripe.*)"
+                "scopes: {bad:?} is not an event name, \"*\", a prefix ending in \".*\" (stripe.*), or a scope name an app declares (view:contacts)"
             )));
         }
     }

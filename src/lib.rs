@@ -34,6 +34,7 @@ pub mod keys;
 pub mod notice;
 pub mod notify;
 pub mod pipeline;
+pub mod samples;
 pub mod secrets;
 pub mod shape;
 pub mod store;

@@ -53,6 +53,11 @@ pub enum Shaped {
 }
 
 impl Shape {
+    /// The JSON Schema the shaped data must fit, as the definition writes it.
+    pub fn schema(&self) -> Option<&Value> {
+        self.schema.as_ref().map(|(schema, _)| schema)
+    }
+
     /// Compiles a shape definition; every problem is returned as (pointer suffix, message).
     pub fn compile(definition: &Value) -> Result<Shape, Vec<(String, String)>> {
         let mut problems = Vec::new();

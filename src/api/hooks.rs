@@ -62,36 +62,57 @@ pub async fn list(State(state): State<Arc<ApiState>>, Extension(access): Extensi
     Json(serde_json::json!({ "data": hooks }))
 }
 
-/// `GET /api/hooks/{eventName}/sample`: the latest real event of the hook (credentials are never
-/// stored with events), else the sample its definition declares.
+/// `GET /api/hooks/{eventName}/sample`: a sample of the hook's events, always marked
+/// `"sample": true`, with `from` saying where it comes from: `latest_event` (the hook's latest
+/// real event; credentials are never stored with events), else `definition` (the `sample` it
+/// declares), else `schema` (made up from its shape's JSON Schema), else `none` (empty `data`).
 pub async fn sample(
     State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     axum::extract::Path(event_name): axum::extract::Path<String>,
 ) -> Result<Json<serde_json::Value>, crate::api::ApiError> {
+    let sample = sample_of(&state, &access, &event_name).await?;
+    let mut reply = serde_json::json!({"eventName": event_name, "from": sample.from, "sample": true});
+    if let Some(id) = sample.event_id {
+        reply["eventId"] = serde_json::json!(id);
+    }
+    reply["data"] = sample.data;
+    Ok(Json(reply))
+}
+
+/// A sample of a hook's events and where it comes from.
+pub struct Sample {
+    /// `latest_event`, `definition`, `schema` or `none`.
+    pub from: &'static str,
+    /// The event's id, when the sample is a real event.
+    pub event_id: Option<String>,
+    pub data: serde_json::Value,
+}
+
+/// A sample of the events named `event_name`, for every hook within the caller's reach (404
+/// for others): see [`sample`] for the order.
+pub async fn sample_of(state: &ApiState, access: &Access, event_name: &str) -> Result<Sample, crate::api::ApiError> {
     let catalog = state.catalog.current();
     let hook = catalog
-        .hook_by_event_name(&event_name)
-        .filter(|_| access.covers_event(&event_name))
+        .hook_by_event_name(event_name)
+        .filter(|_| access.covers_event(event_name))
         .ok_or_else(|| crate::api::ApiError::NotFound(format!("no hook {event_name:?}")))?;
     let latest = state
         .store
         .list_events(crate::store::EventQuery {
-            name: Some(event_name.clone()),
+            name: Some(event_name.to_owned()),
             quarantined: Some(false),
             limit: 1,
             ..Default::default()
         })
         .await?;
     if let Some(event) = latest.events.into_iter().next() {
-        return Ok(Json(
-            serde_json::json!({"eventName": event_name, "from": "latest_event", "eventId": event.id, "data": event.data}),
-        ));
+        return Ok(Sample { from: "latest_event", event_id: Some(event.id), data: event.data });
     }
-    match &hook.definition.sample {
-        Some(sample) => Ok(Json(serde_json::json!({"eventName": event_name, "from": "definition", "data": sample}))),
-        None => Err(crate::api::ApiError::NotFound(format!(
-            "{event_name:?} has received no event yet and its definition declares no sample"
-        ))),
-    }
+    let definition = &hook.definition;
+    Ok(match (&definition.sample, definition.shape.as_ref().and_then(crate::shape::Shape::schema)) {
+        (Some(sample), _) => Sample { from: "definition", event_id: None, data: sample.clone() },
+        (None, Some(schema)) => Sample { from: "schema", event_id: None, data: crate::samples::from_schema(schema) },
+        (None, None) => Sample { from: "none", event_id: None, data: serde_json::json!({}) },
+    })
 }

@@ -15,6 +15,7 @@
 
 mod apps;
 mod events;
+mod faces;
 pub mod hooks;
 mod keys;
 mod sources;
@@ -26,6 +27,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
+use faces::{integrations, jsonapi};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -114,9 +116,10 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
+impl ApiError {
+    /// The reply's status and the error's code: one table for every face of the API.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidCredentials(_) => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
@@ -128,12 +131,24 @@ impl IntoResponse for ApiError {
             ApiError::InvalidFields(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        match &self {
+        }
+    }
+
+    /// Logs the cause the reply does not tell (store and internal failures); client errors are
+    /// not logged.
+    pub fn log_cause(&self) {
+        match self {
             ApiError::Store(error) => tracing::error!(%error, "A management request failed in the store."),
             ApiError::Internal(cause) => tracing::error!(%cause, "A management request failed."),
             _ => {}
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        self.log_cause();
         let mut error = json!({"code": code, "message": self.to_string()});
         if let ApiError::InvalidFields(fields) = &self {
             error["fields"] = json!(fields);
@@ -179,6 +194,19 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/webhooks/{id}/test", post(subscriptions::send_test))
         .route("/openapi.json", get(openapi))
         .route("/webhooks/{id}/deliveries/{delivery_id}/retry", post(subscriptions::retry_delivery))
+        // Seed 001's face (faces::integrations).
+        .route("/integrations/webhooks", get(integrations::list).post(integrations::create))
+        .route(
+            "/integrations/webhooks/{id}",
+            get(integrations::show).patch(integrations::update).delete(integrations::delete),
+        )
+        .route("/integrations/webhooks/{id}/rotate-secret", post(integrations::rotate_secret))
+        .route("/integrations/webhooks/{id}/deliveries", get(integrations::deliveries))
+        .route("/integrations/webhooks/{id}/deliveries/{delivery_id}/retry", post(integrations::retry_delivery))
+        .route("/integrations/webhooks/{id}/test", post(integrations::send_test))
+        // Seed 004's face (faces::jsonapi); {id} is also {event}_sample.
+        .route("/v1/hooks", get(jsonapi::list).post(jsonapi::create))
+        .route("/v1/hooks/{id}", get(jsonapi::show).delete(jsonapi::delete))
         .fallback(|| async { ApiError::NotFound("no such management endpoint".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_credential));
     Router::new()
@@ -291,7 +319,22 @@ async fn authenticate(state: &ApiState, headers: &axum::http::HeaderMap) -> Resu
         return Err(invalid());
     }
     match record.purpose {
-        crate::store::KeyPurpose::Management => Ok(Access::Key { scopes: record.scopes }),
+        crate::store::KeyPurpose::Management => {
+            // Named scopes stand for the patterns the serving apps declare for them (none when
+            // no app does), so a key follows its apps' definitions as they change.
+            let catalog = state.catalog.current();
+            let scopes = record.scopes.map(|scopes| {
+                scopes
+                    .into_iter()
+                    .flat_map(|scope| match catalog.scope(&scope) {
+                        Some(patterns) => patterns.to_vec(),
+                        None if crate::definitions::is_scope_name(&scope) => Vec::new(),
+                        None => vec![scope],
+                    })
+                    .collect()
+            });
+            Ok(Access::Key { scopes })
+        }
         crate::store::KeyPurpose::Ingest => Err(ApiError::Forbidden(
             "this is an ingest key for sending to web hooks; the management API takes a management key".into(),
         )),

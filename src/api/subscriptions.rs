@@ -20,14 +20,14 @@ use std::sync::Arc;
 use super::{Access, ApiError, ApiState};
 use crate::subscriptions::{Subscription, from_request};
 
-fn parse(body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|error| {
         ApiError::BadRequest(format!("malformed JSON at line {} column {}: {error}", error.line(), error.column()))
     })
 }
 
 /// The subscription `id`, if it exists and is within the caller's reach.
-async fn find(state: &ApiState, access: &Access, id: &str) -> Result<Subscription, ApiError> {
+pub(crate) async fn find(state: &ApiState, access: &Access, id: &str) -> Result<Subscription, ApiError> {
     state
         .store
         .subscription(id)
@@ -41,15 +41,29 @@ pub async fn create(
     Extension(access): Extension<Access>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let subscription = from_request(&parse(&body)?, None, false, state.delivery_policy, jiff::Timestamp::now())
-        .await
-        .map_err(ApiError::InvalidFields)?;
-    access.check_patterns(&subscription.events)?;
-    state.store.put_subscription(subscription.clone()).await?;
-    state.committer.reload_routes().await?;
+    let subscription = create_subscription(&state, &access, &parse(&body)?, |_| {}).await?;
     let mut view = subscription.view();
     view["secret"] = json!(subscription.secrets[0].secret);
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Creates the subscription `request` asks for, in hookgate's fields or the seeds' aliases;
+/// `keep` sets what a face keeps beside them. Every face creates through here.
+pub(crate) async fn create_subscription(
+    state: &ApiState,
+    access: &Access,
+    request: &Value,
+    keep: impl FnOnce(&mut Subscription),
+) -> Result<Subscription, ApiError> {
+    let canonical = crate::subscriptions::canonical(request).map_err(ApiError::InvalidFields)?;
+    let mut subscription = from_request(&canonical.request, None, false, state.delivery_policy, jiff::Timestamp::now())
+        .await
+        .map_err(|errors| ApiError::InvalidFields(canonical.rename_errors(errors)))?;
+    access.check_patterns(&subscription.events)?;
+    keep(&mut subscription);
+    state.store.put_subscription(subscription.clone()).await?;
+    state.committer.reload_routes().await?;
+    Ok(subscription)
 }
 
 pub async fn list(
@@ -78,18 +92,33 @@ pub async fn by_id(
         Method::GET => find(&state, &access, &id).await.map(|subscription| Json(subscription.view()).into_response()),
         Method::PUT => change(&state, &access, &id, &body, false).await,
         Method::PATCH => change(&state, &access, &id, &body, true).await,
-        Method::DELETE => remove(&state, &access, &id).await,
+        Method::DELETE => remove(&state, &access, &id).await.map(|()| StatusCode::NO_CONTENT.into_response()),
         _ => Err(ApiError::MethodNotAllowed("use GET, PUT, PATCH or DELETE on a subscription".into())),
     };
     outcome.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn change(state: &ApiState, access: &Access, id: &str, body: &[u8], merge: bool) -> Result<Response, ApiError> {
-    let existing = find(state, access, id).await?;
     let request = parse(body)?;
-    let edit = from_request(&request, Some(&existing), merge, state.delivery_policy, jiff::Timestamp::now())
+    let changed = change_subscription(state, access, id, &request, merge).await?;
+    Ok(Json(changed.view()).into_response())
+}
+
+/// Replaces (`merge` false) or updates a subscription as `request` asks, in hookgate's fields or
+/// the seeds' aliases. Every face changes through here.
+pub(crate) async fn change_subscription(
+    state: &ApiState,
+    access: &Access,
+    id: &str,
+    request: &Value,
+    merge: bool,
+) -> Result<Subscription, ApiError> {
+    let existing = find(state, access, id).await?;
+    let canonical = crate::subscriptions::canonical(request).map_err(ApiError::InvalidFields)?;
+    let request = &canonical.request;
+    let edit = from_request(request, Some(&existing), merge, state.delivery_policy, jiff::Timestamp::now())
         .await
-        .map_err(ApiError::InvalidFields)?;
+        .map_err(|errors| ApiError::InvalidFields(canonical.rename_errors(errors)))?;
     access.check_patterns(&edit.events)?;
     // Applied to the subscription as it is at the write: the worker may have marked it since.
     let status_given = !merge || request.get("status").is_some();
@@ -103,7 +132,7 @@ async fn change(state: &ApiState, access: &Access, id: &str, body: &[u8], merge:
         // Deliveries kept while paused go out now.
         state.committer.wake_deliveries();
     }
-    Ok(Json(changed.view()).into_response())
+    Ok(changed)
 }
 
 /// `DELETE /api/webhooks` with `{"id": "sub_…"}`: the same as `DELETE /api/webhooks/{id}`, the
@@ -120,14 +149,16 @@ pub async fn delete_by_body(
             message: "required: the id of the subscription to delete".into(),
         }]));
     };
-    remove(&state, &access, id).await
+    remove(&state, &access, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn remove(state: &ApiState, access: &Access, id: &str) -> Result<Response, ApiError> {
+/// Deletes a subscription with its delivery history.
+pub(crate) async fn remove(state: &ApiState, access: &Access, id: &str) -> Result<(), ApiError> {
     find(state, access, id).await?;
     if state.store.delete_subscription(id).await? {
         state.committer.reload_routes().await?;
-        Ok(StatusCode::NO_CONTENT.into_response())
+        Ok(())
     } else {
         Err(ApiError::NotFound(format!("no subscription {id:?}")))
     }
@@ -159,17 +190,29 @@ pub async fn rotate_secret(
             message: "unknown field; the only field is overlap_seconds".into(),
         }]));
     }
-    find(&state, &access, &id).await?;
+    let (secret, old_expires_at) = rotate(&state, &access, &id, overlap).await?;
+    Ok(Json(json!({"secret": secret, "previousSecretsExpireAt": old_expires_at})))
+}
+
+/// Gives a subscription a new secret; the old ones stop after `overlap_seconds` (0: at once).
+/// Returns the new secret and when the old ones stop.
+pub(crate) async fn rotate(
+    state: &ApiState,
+    access: &Access,
+    id: &str,
+    overlap_seconds: u64,
+) -> Result<(String, jiff::Timestamp), ApiError> {
+    find(state, access, id).await?;
     let now = jiff::Timestamp::now();
-    let old_expires_at = now + jiff::SignedDuration::from_secs(overlap as i64);
+    let old_expires_at = now + jiff::SignedDuration::from_secs(overlap_seconds as i64);
     let secret = crate::subscriptions::new_secret();
     let rotated = secret.clone();
     state
         .store
-        .update_subscription(&id, move |subscription| subscription.rotate_secret(rotated, now, old_expires_at))
+        .update_subscription(id, move |subscription| subscription.rotate_secret(rotated, now, old_expires_at))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
-    Ok(Json(json!({"secret": secret, "previousSecretsExpireAt": old_expires_at})))
+    Ok((secret, old_expires_at))
 }
 
 /// `GET /api/webhooks/{id}/deliveries?from=&to=&status=&page=&per_page=`: newest first, each
@@ -180,7 +223,19 @@ pub async fn deliveries(
     Path(id): Path<String>,
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    find(&state, &access, &id).await?;
+    let (result, page, per_page) = delivery_page(&state, &access, &id, &query).await?;
+    Ok(Json(json!({"data": result.deliveries, "page": page, "per_page": per_page, "total": result.total})))
+}
+
+/// The page of a subscription's delivery history that `query` asks for (`from`, `to`,
+/// `status`, `page`, `per_page`), with the page number and size used.
+pub(crate) async fn delivery_page(
+    state: &ApiState,
+    access: &Access,
+    id: &str,
+    query: &std::collections::HashMap<String, String>,
+) -> Result<(crate::store::DeliveryPage, usize, usize), ApiError> {
+    find(state, access, id).await?;
     let time = |name: &str| -> Result<Option<jiff::Timestamp>, ApiError> {
         query
             .get(name)
@@ -211,7 +266,7 @@ pub async fn deliveries(
     let result = state
         .store
         .deliveries(crate::store::DeliveryQuery {
-            subscription_id: id,
+            subscription_id: id.to_owned(),
             from: time("from")?,
             to: time("to")?,
             status,
@@ -219,7 +274,7 @@ pub async fn deliveries(
             per_page,
         })
         .await?;
-    Ok(Json(json!({"data": result.deliveries, "page": page, "per_page": per_page, "total": result.total})))
+    Ok((result, page, per_page))
 }
 
 /// `POST /api/webhooks/{id}/deliveries/{delivery_id}/retry`: due now (202).
@@ -228,12 +283,18 @@ pub async fn retry_delivery(
     Extension(access): Extension<Access>,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    find(&state, &access, &id).await?;
-    if !state.store.retry_delivery(&id, &delivery_id, jiff::Timestamp::now()).await? {
+    retry(&state, &access, &id, &delivery_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": delivery_id, "status": "pending"}))))
+}
+
+/// Makes a delivery due now and wakes the worker.
+pub(crate) async fn retry(state: &ApiState, access: &Access, id: &str, delivery_id: &str) -> Result<(), ApiError> {
+    find(state, access, id).await?;
+    if !state.store.retry_delivery(id, delivery_id, jiff::Timestamp::now()).await? {
         return Err(ApiError::NotFound(format!("subscription {id:?} has no delivery {delivery_id:?}")));
     }
     state.committer.wake_deliveries();
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": delivery_id, "status": "pending"}))))
+    Ok(())
 }
 
 /// `POST /api/webhooks/{id}/test` with `{"event": "<event name>"}`: a sample marked
@@ -244,16 +305,20 @@ pub async fn send_test(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let request = parse(&body)?;
+    Ok(Json(test_send(&state, &access, &id, &parse(&body)?).await?))
+}
+
+/// Sends a sample of the event `request` names (`{"event": …}`) to a subscription now.
+pub(crate) async fn test_send(state: &ApiState, access: &Access, id: &str, request: &Value) -> Result<Value, ApiError> {
     let Some(event_name) = request.get("event").and_then(Value::as_str) else {
         return Err(ApiError::InvalidFields(vec![crate::subscriptions::FieldError {
             field: "event".into(),
             message: "required: the event name to send a sample of".into(),
         }]));
     };
-    let subscription = find(&state, &access, &id).await?;
+    let subscription = find(state, access, id).await?;
     if !access.covers_event(event_name) {
         return Err(ApiError::Forbidden(format!("this key's scopes do not cover {event_name:?}")));
     }
-    Ok(Json(state.sender.send_test(&subscription, event_name).await))
+    Ok(state.sender.send_test(&subscription, event_name).await)
 }

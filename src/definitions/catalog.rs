@@ -61,6 +61,8 @@ pub struct Catalog {
     /// Every hook, ordered by app and then as defined.
     hooks: Vec<Arc<Hook>>,
     apps: Vec<AppSummary>,
+    /// Named scopes of every app; a name two apps declare covers both apps' patterns.
+    scopes: HashMap<String, Vec<String>>,
 }
 
 impl Catalog {
@@ -69,6 +71,9 @@ impl Catalog {
         let mut apps = apps;
         apps.sort_by(|a, b| a.app.cmp(&b.app));
         for app in apps {
+            for (name, patterns) in &app.scopes {
+                catalog.scopes.entry(name.clone()).or_default().extend(patterns.iter().cloned());
+            }
             catalog.apps.push(AppSummary {
                 app: app.app.clone(),
                 version: app.version.clone(),
@@ -97,6 +102,11 @@ impl Catalog {
             }
         }
         Ok(catalog)
+    }
+
+    /// The event patterns a named scope stands for, when an app declares it.
+    pub fn scope(&self, name: &str) -> Option<&[String]> {
+        self.scopes.get(name).map(Vec::as_slice)
     }
 
     pub fn hook_by_token(&self, token: &str) -> Option<&Arc<Hook>> {

@@ -155,10 +155,48 @@ impl Checker<'_> {
             }
             Some(other) => self.error("/hooks", format!("expected an array of hooks, found {}", kind_of(other))),
         }
+        let scopes = self.scopes(object);
         if self.error_count() > errors_before {
             return None;
         }
-        Some(AppDefinition { app: app?, version: version?, title, hooks, origin })
+        Some(AppDefinition { app: app?, version: version?, title, hooks, scopes, origin })
+    }
+
+    /// The app's named scopes: each a name with a colon and a non-empty array of event patterns.
+    fn scopes(&mut self, object: &Map<String, Value>) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut scopes = std::collections::BTreeMap::new();
+        let Some(value) = object.get("scopes") else { return scopes };
+        let Some(entries) = value.as_object() else {
+            self.error(
+                "/scopes",
+                format!("expected an object of scope names and event patterns, found {}", kind_of(value)),
+            );
+            return scopes;
+        };
+        for (name, patterns) in entries {
+            let pointer = format!("/scopes/{}", name.replace('~', "~0").replace('/', "~1"));
+            if !super::is_scope_name(name) {
+                self.error(&pointer, format!("invalid scope name {name:?}: use letters, digits, '_', '-', '.' and a ':' (view:contacts), at most 100 characters"));
+                continue;
+            }
+            match patterns.as_array().filter(|items| !items.is_empty()) {
+                None => self.error(&pointer, "expected a non-empty array of event names or patterns"),
+                Some(items) => {
+                    let mut checked = Vec::new();
+                    for (index, item) in items.iter().enumerate() {
+                        match item.as_str().filter(|pattern| crate::subscriptions::is_pattern(pattern)) {
+                            Some(pattern) => checked.push(pattern.to_owned()),
+                            None => self.error(
+                                &format!("{pointer}/{index}"),
+                                "expected an event name, \"*\", or a prefix ending in \".*\"",
+                            ),
+                        }
+                    }
+                    scopes.insert(name.clone(), checked);
+                }
+            }
+        }
+        scopes
     }
 
     fn error_count(&self) -> usize {
@@ -970,6 +1008,27 @@ pub(super) mod tests {
         )
         .unwrap();
         assert_eq!(shipped, serde_json::from_str::<Value>(KUSTOMER_EXAMPLE).unwrap());
+    }
+
+    #[test]
+    fn named_scopes_are_names_with_a_colon_for_event_patterns() {
+        let json = json!({"app": "shop", "version": "1", "hooks": [], "scopes": {
+            "view:orders": ["kustomer.app.shop.order.*", "kustomer.app.shop.refund"],
+            "orders": ["kustomer.app.shop.order.*"],
+            "view:nothing": [],
+            "view:bad": ["ok.name", "bad*"]
+        }});
+        check(
+            &[document("shop.json", json)],
+            &[
+                "shop.json: /scopes/orders: invalid scope name \"orders\": use letters, digits, '_', '-', '.' and a ':' (view:contacts), at most 100 characters",
+                "shop.json: /scopes/view:nothing: expected a non-empty array of event names or patterns",
+                "shop.json: /scopes/view:bad/1: expected an event name, \"*\", or a prefix ending in \".*\"",
+            ],
+        );
+        let valid = json!({"app": "shop", "version": "1", "hooks": [], "scopes": {"view:orders": ["kustomer.app.shop.order.*"]}});
+        let validated = check(&[document("shop.json", valid)], &[]);
+        assert_eq!(validated.apps[0].scopes["view:orders"], ["kustomer.app.shop.order.*"]);
     }
 
     #[test]

@@ -97,7 +97,20 @@ pub struct AppDefinition {
     pub version: String,
     pub title: Option<String>,
     pub hooks: Vec<HookDefinition>,
+    /// Named scopes (`"view:orders": ["kustomer.app.shop.order.*"]`): names a management key
+    /// may carry for sets of event patterns, the way seed 004's permission names work.
+    pub scopes: std::collections::BTreeMap<String, Vec<String>>,
     pub origin: Origin,
+}
+
+/// Whether `name` can name a scope: letters, digits, `_`, `-`, `.` and at least one `:`
+/// (`view:contacts`), so that it is never also an event pattern.
+pub fn is_scope_name(name: &str) -> bool {
+    name.len() <= 100
+        && name.contains(':')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-' | '.'))
+        && !name.starts_with(':')
+        && !name.ends_with(':')
 }
 
 /// Where a definition came from.

@@ -7,14 +7,18 @@
 //! This file is the model ([`Subscription`], its secrets and status, the `sub_` id prefix);
 //! beside it: `patterns` (event name patterns and how a scope covers one), `routes` (the routing
 //! table the commit asks), `request` (API requests validated into subscriptions, every problem
-//! named by its field) and `target` (where deliveries may go: the SSRF policy). Only `target`
+//! named by its field), `aliases` (the other seeds' names for fields, `enabled`, `target_url`
+//! and `event`, rewritten before validation) and `target` (where deliveries may go: the SSRF
+//! policy). Only `target`
 //! does I/O, a DNS resolution; the store keeps subscriptions, `api::subscriptions` serves them.
 
+mod aliases;
 mod patterns;
 mod request;
 mod routes;
 mod target;
 
+pub use aliases::{Canonical, canonical};
 pub use patterns::{is_pattern, pattern_covers, pattern_matches};
 pub use request::{FieldError, from_request};
 pub use routes::Routes;
@@ -54,6 +58,10 @@ pub struct Subscription {
     pub failing_since: Option<Timestamp>,
     /// Signing secrets, newest first; an old one stays valid until its `expires_at`.
     pub secrets: Vec<SigningSecret>,
+    /// Seed 004's JSON:API `relationships` (the site a hook belongs to, say): kept as sent and
+    /// shown back, never interpreted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relationships: Option<Value>,
 }
 
 /// A secret deliveries are signed with (Standard Webhooks: `whsec_` and base64 of 24 bytes).
@@ -165,6 +173,7 @@ mod tests {
             updated_at: now(),
             disabled_reason: None,
             failing_since: None,
+            relationships: None,
             secrets: vec![SigningSecret { secret: "whsec_old".into(), created_at: now(), expires_at: None }],
         }
     }

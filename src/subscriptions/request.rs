@@ -190,6 +190,7 @@ pub async fn from_request(
         updated_at: now,
         disabled_reason,
         failing_since: existing.and_then(|existing| existing.failing_since),
+        relationships: existing.and_then(|existing| existing.relationships.clone()),
         secrets,
     })
 }

@@ -24,20 +24,20 @@ const HANG: u16 = 1;
 /// A webhook receiver on 127.0.0.1: records every request and answers with the next status of
 /// its script (200 once the script is empty; [`HANG`] waits 3 s first, past the client's timeout).
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     received: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<VecDeque<u16>>>,
 }
 
 #[derive(Clone, Debug)]
-struct Received {
-    headers: std::collections::BTreeMap<String, String>,
-    body: String,
+pub(crate) struct Received {
+    pub(crate) headers: std::collections::BTreeMap<String, String>,
+    pub(crate) body: String,
 }
 
 impl Receiver {
-    async fn start(script: &[u16]) -> Receiver {
+    pub(crate) async fn start(script: &[u16]) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let receiver =
@@ -66,12 +66,12 @@ impl Receiver {
         receiver
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 
     /// Waits until `count` requests arrived (at most 20 s).
-    async fn wait_for(&self, count: usize) -> Vec<Received> {
+    pub(crate) async fn wait_for(&self, count: usize) -> Vec<Received> {
         for _ in 0..400 {
             let received = self.received();
             if received.len() >= count {

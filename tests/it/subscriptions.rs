@@ -210,7 +210,7 @@ async fn subscriptions_need_the_admin_token_and_sources_keep_their_path() {
 }
 
 #[tokio::test]
-async fn a_hook_sample_is_its_latest_event_or_the_declared_one() {
+async fn a_hook_sample_is_its_latest_event_or_the_declared_one_or_empty_data() {
     let mut options = open_targets();
     options.definitions.push((
         "samples.json".into(),
@@ -222,9 +222,14 @@ async fn a_hook_sample_is_its_latest_event_or_the_declared_one() {
     let gateway = Gateway::start_with(options).await;
     let declared = gateway.admin_json("/api/hooks/kustomer.app.samples.declared/sample").await;
     assert_eq!((&declared["from"], &declared["data"]), (&json!("definition"), &json!({"orderId": "ORD-1"})));
-    let (status, error) =
+    assert_eq!(declared["sample"], true);
+    let (status, none) =
         send(&gateway, reqwest::Method::GET, "/api/hooks/kustomer.app.samples.none/sample", None).await;
-    assert_eq!((status, &error["error"]["code"]), (404, &json!("not_found")), "no event yet and nothing declared");
+    assert_eq!(
+        (status, none),
+        (200, json!({"eventName": "kustomer.app.samples.none", "from": "none", "sample": true, "data": {}})),
+        "no event yet and nothing declared: the envelope with empty data"
+    );
     let (status, error) = send(&gateway, reqwest::Method::GET, "/api/hooks/kustomer.app.nope/sample", None).await;
     assert_eq!((status, &error["error"]["code"]), (404, &json!("not_found")));
 
@@ -233,4 +238,5 @@ async fn a_hook_sample_is_its_latest_event_or_the_declared_one() {
     assert_eq!(posted.status(), 202);
     let latest = gateway.admin_json("/api/hooks/kustomer.app.samples.declared/sample").await;
     assert_eq!((&latest["from"], &latest["data"]), (&json!("latest_event"), &json!({"orderId": "ORD-real"})));
+    assert_eq!(latest["sample"], true);
 }
