@@ -244,7 +244,8 @@ impl SmtpSink {
                                 if lines.read_line(&mut line).await.unwrap_or(0) == 0 || line == ".\r\n" {
                                     break;
                                 }
-                                message.push_str(&line);
+                                // RFC 5321 4.5.2: the client doubles a line's leading dot; undo it.
+                                message.push_str(line.strip_prefix('.').unwrap_or(&line));
                             }
                             state.messages.lock().unwrap().push(message);
                             b"250 queued\r\n"
