@@ -190,7 +190,7 @@ async fn a_body_that_arrives_too_slowly_is_408() {
 
 #[tokio::test]
 async fn headers_that_arrive_too_slowly_end_the_connection() {
-    let gateway = Gateway::start_with(Options::default().env("HOOKGATE_HEADER_READ_TIMEOUT_SECS", "1")).await;
+    let mut gateway = Gateway::start_with(Options::default().env("HOOKGATE_HEADER_READ_TIMEOUT_SECS", "1")).await;
     let url = gateway.hook_url(ORDER_UPDATE).await;
     let path = url.trim_start_matches(&gateway.base).to_owned();
     let started = std::time::Instant::now();
@@ -199,6 +199,9 @@ async fn headers_that_arrive_too_slowly_end_the_connection() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900), "cut off after {waited:?}, before the 1 s allowed");
     assert!(!reply.contains("HTTP/1.1 2"), "a slow client must not be served: {reply}");
+    // The 1 s header deadline also ends the client's idle kept-alive connection from the lookup
+    // above; a fresh client does not race to reuse it.
+    gateway.http = client();
     assert_no_events(&gateway).await;
 }
 
