@@ -202,7 +202,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/integrations/webhooks/{id}/rotate-secret", post(integrations::rotate_secret))
         .route("/integrations/webhooks/{id}/deliveries", get(integrations::deliveries))
-        .route("/integrations/webhooks/{id}/deliveries/{delivery_id}/retry", post(integrations::retry_delivery))
+        .route("/integrations/webhooks/{id}/deliveries/{delivery_id}/retry", post(subscriptions::retry_delivery))
         .route("/integrations/webhooks/{id}/test", post(integrations::send_test))
         // Seed 004's face (faces::jsonapi); {id} is also {event}_sample.
         .route("/v1/hooks", get(jsonapi::list).post(jsonapi::create))

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::api::subscriptions::{
-    change_subscription, create_subscription, delivery_page, find, parse, remove, retry, rotate, test_send,
+    change_subscription, create_subscription, delivery_page, find, parse, remove, rotate, test_send,
 };
 use crate::api::{Access, ApiError, ApiState};
 use crate::subscriptions::{Status, Subscription};
@@ -133,16 +133,6 @@ pub async fn deliveries(
         })
         .collect();
     Ok(Json(json!({"data": items, "page": number, "per_page": per_page, "total": page.total})))
-}
-
-/// `POST /api/integrations/webhooks/{id}/deliveries/{delivery_id}/retry`: 202 once queued.
-pub async fn retry_delivery(
-    State(state): State<Arc<ApiState>>,
-    Extension(access): Extension<Access>,
-    Path((id, delivery_id)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    retry(&state, &access, &id, &delivery_id).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": delivery_id, "status": "pending"}))))
 }
 
 /// `POST /api/integrations/webhooks/{id}/test` with `{"event": …}`: a sample marked
