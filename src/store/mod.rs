@@ -471,7 +471,6 @@ impl Store {
         }
     }
 
-    /// Checks that the store answers reads and writes.
     /// Queues mails for the hookgate events named `names` committed since the last call (see
     /// `sqlite::notice_mails`): each joins the unsent mail of its kind and subject, or starts one,
     /// due at once or `coalesce` after the last one sent. The first call only sets the cursor.
@@ -504,6 +503,7 @@ impl Store {
         }
     }
 
+    /// Checks that the store answers reads and writes.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.ping().await,
