@@ -39,7 +39,7 @@ struct GlobalArgs {
     /// Folder of hook definition files [default: hook-definitions].
     #[arg(long, global = true)]
     definitions: Option<PathBuf>,
-    /// The embedded database file [default: data/hookgate.db].
+    /// The store: the embedded database's file, or a postgres:// URL [default: data/hookgate.db].
     #[arg(long, global = true)]
     database: Option<PathBuf>,
     /// Base URL that hook URLs are shown with [default: http://<http address>].
@@ -224,10 +224,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Whether a gateway has run on this database: its file exists (a PostgreSQL database is
+/// always taken to exist; opening it says otherwise).
+fn database_exists(config: &Config) -> bool {
+    match config.database_target() {
+        hookgate::config::DatabaseTarget::Sqlite(path) => path.exists(),
+        hookgate::config::DatabaseTarget::Postgres(_) => true,
+    }
+}
+
 /// Opens the store of a gateway that has run before. Commands other than `serve` never create
 /// a database: a mistyped path would otherwise issue keys nobody can use.
 async fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
-    if !config.database.exists() {
+    if !database_exists(config) {
         bail!(
             "no database at {} (run `hookgate serve` once to create it, or pass --database)",
             config.database.display()
@@ -384,7 +393,7 @@ async fn hooks(config: Config, json: bool) -> anyhow::Result<ExitCode> {
 async fn sources(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.http));
     let secrets = SecretSource::load(config.secrets_file.as_deref())?;
-    let listed = if config.database.exists() {
+    let listed = if database_exists(&config) {
         let store = open_existing_store(&config).await?;
         let manager = match CatalogManager::start(store, hookgate::catalog_settings(&config)).await {
             Ok((manager, _)) => manager,

@@ -22,7 +22,8 @@ pub struct Config {
     pub definitions: PathBuf,
     /// Address of the HTTP listener.
     pub http: SocketAddr,
-    /// The embedded database file.
+    /// The store: the embedded database's file (a path, or `sqlite:` and a path), or a
+    /// `postgres://` URL for a database several nodes share. See [`Config::database_target`].
     pub database: PathBuf,
     /// Base URL that hook URLs are shown with; defaults to `http://<bound address>`.
     pub public_url: Option<String>,
@@ -112,10 +113,68 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("definitions", &self.definitions)
             .field("http", &self.http)
-            .field("database", &self.database)
+            .field("database", &self.database_target())
             .field("public_url", &self.public_url)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .finish_non_exhaustive()
+    }
+}
+
+/// What `database` names.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    /// The embedded SQLite database in this file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its `postgres://` (or `postgresql://`) URL.
+    Postgres(String),
+}
+
+impl DatabaseTarget {
+    /// Reads a `--database` value: a PostgreSQL URL, `sqlite:` and a path, or a plain path.
+    pub fn parse(text: &str) -> DatabaseTarget {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            DatabaseTarget::Postgres(text.to_owned())
+        } else {
+            DatabaseTarget::Sqlite(PathBuf::from(text.strip_prefix("sqlite:").unwrap_or(text)))
+        }
+    }
+}
+
+/// Shows the URL without its password, so that a printed configuration leaks no secret.
+impl std::fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseTarget::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            DatabaseTarget::Postgres(url) => f.write_str(&redact_password(url)),
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` as `postgres://user:***@host/db` (and a `password=`
+/// parameter likewise).
+pub fn redact_password(url: &str) -> String {
+    let mut shown = url.to_owned();
+    if let Some(scheme_end) = shown.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_end = shown[authority_start..].find(['/', '?']).map_or(shown.len(), |end| authority_start + end);
+        if let Some(at) = shown[authority_start..authority_end].rfind('@').map(|at| authority_start + at)
+            && let Some(colon) = shown[authority_start..at].find(':').map(|colon| authority_start + colon)
+        {
+            shown.replace_range(colon + 1..at, "***");
+        }
+    }
+    if let Some(start) = shown.find("password=") {
+        let value = start + "password=".len();
+        let end = shown[value..].find('&').map_or(shown.len(), |end| value + end);
+        shown.replace_range(value..end, "***");
+    }
+    shown
+}
+
+impl Config {
+    /// The store `database` names.
+    pub fn database_target(&self) -> DatabaseTarget {
+        DatabaseTarget::parse(&self.database.to_string_lossy())
     }
 }
 

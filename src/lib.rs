@@ -92,7 +92,47 @@ pub enum StartError {
 
 /// The store the configuration names.
 pub fn store_config(config: &Config) -> StoreConfig {
-    StoreConfig::Sqlite { path: config.database.clone() }
+    match config.database_target() {
+        config::DatabaseTarget::Sqlite(path) => StoreConfig::Sqlite { path },
+        config::DatabaseTarget::Postgres(url) => StoreConfig::Postgres { url },
+    }
+}
+
+/// Acts on what other nodes sharing the store changed: their deliveries and publications wake
+/// this node's workers too (whichever claims first sends), their subscriptions rebuild the
+/// routing table, their installed apps reload the catalog.
+async fn follow_other_nodes(
+    mut changes: tokio::sync::broadcast::Receiver<store::StoreChange>,
+    catalog: Arc<CatalogManager>,
+    committer: Arc<Committer>,
+) {
+    use store::StoreChange;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let change = match changes.recv().await {
+            Ok(change) => Some(change),
+            // Changes were missed: act on every kind.
+            Err(RecvError::Lagged(_)) => None,
+            Err(RecvError::Closed) => return,
+        };
+        let all = change.is_none();
+        if all || change == Some(StoreChange::Deliveries) {
+            committer.wake_deliveries();
+        }
+        if all || change == Some(StoreChange::Publications) {
+            committer.wake_publications();
+        }
+        if (all || change == Some(StoreChange::Subscriptions))
+            && let Err(error) = committer.reload_routes().await
+        {
+            tracing::warn!(%error, "Another node changed the subscriptions; the routes could not be reloaded yet.");
+        }
+        if (all || change == Some(StoreChange::Apps))
+            && let Err(error) = catalog.reload().await
+        {
+            tracing::warn!(%error, "Another node changed the installed apps; the catalog could not be reloaded.");
+        }
+    }
 }
 
 /// What the catalog is built from.
@@ -190,6 +230,8 @@ pub struct Gateway {
     mailer: Option<Arc<notify::Mailer>>,
     limits: ConnectionLimits,
     watch: definitions::watch::DefinitionWatch,
+    /// What other nodes sharing the store change (PostgreSQL); `None` on an embedded store.
+    other_nodes: Option<tokio::sync::broadcast::Receiver<store::StoreChange>>,
 }
 
 impl Gateway {
@@ -258,6 +300,7 @@ impl Gateway {
             mail_domain: config.mail_domain.clone(),
             delivery_policy: delivery_policy(&config),
         };
+        let other_nodes = store.changes();
         let worker = Worker { store: store.clone(), committer: committer.clone(), sender, settings: deliveries };
         let publisher = nats.map(|settings| Arc::new(Publisher { store, committer, settings }));
         let limits = ConnectionLimits {
@@ -273,6 +316,7 @@ impl Gateway {
             mailer,
             limits,
             watch,
+            other_nodes,
         };
         Ok((gateway, admin_token))
     }
@@ -298,6 +342,16 @@ impl Gateway {
             let _ = receiver.wait_for(|stop| *stop).await;
         };
         let watcher = tokio::spawn(self.watch.run(self.catalog.clone(), stopped(stop_rx.clone())));
+        if let Some(changes) = self.other_nodes {
+            let follower = follow_other_nodes(changes, self.catalog.clone(), self.api.committer.clone());
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = follower => {}
+                    () = stop => {}
+                }
+            });
+        }
         let router = ingress::router(self.ingress.clone(), api::router(self.api));
         let deliveries = tokio::spawn(deliver::run(self.worker, stopped(stop_rx.clone())));
         let publisher =

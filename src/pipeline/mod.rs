@@ -149,6 +149,11 @@ impl Committer {
         self.deliveries_waiting.notify_one();
     }
 
+    /// Tells the publisher that events to publish were committed elsewhere (another node).
+    pub fn wake_publications(&self) {
+        self.publications_waiting.notify_one();
+    }
+
     /// Resolves when deliveries were committed or came due since the last wait.
     pub async fn deliveries_waiting(&self) {
         self.deliveries_waiting.notified().await;

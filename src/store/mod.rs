@@ -2,12 +2,14 @@
 //! settings.
 //!
 //! [`Store`] is the one interface the rest of hookgate uses; it is a closed enum of backends
-//! picked once from configuration (SQLite embedded today, PostgreSQL later). Every backend
-//! must pass the shared suite in `conformance`. Only this module speaks SQL. A write method
+//! picked once from configuration: SQLite embedded in the process (`sqlite`), or PostgreSQL
+//! shared by several nodes (`postgres`). Every backend must pass the shared suite in
+//! `conformance`. Only this module speaks SQL. A write method
 //! returns only after its transaction has committed: callers reply to clients after that.
 //! Whether an event is a duplicate (its idempotency key seen within its window) is decided in
 //! the append's own transaction (`sqlite::events`), never by a read before it.
 
+mod postgres;
 mod sqlite;
 
 #[cfg(test)]
@@ -20,6 +22,7 @@ use std::path::PathBuf;
 
 use crate::event::{Event, NewEvent};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed. Cloneable because one failed group commit answers many
@@ -44,6 +47,39 @@ impl From<rusqlite::Error> for StoreError {
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     Sqlite { path: PathBuf },
+    Postgres { url: String },
+}
+
+/// Something another node changed that this one must act on (PostgreSQL announces them; an
+/// embedded store has no other node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreChange {
+    /// Deliveries were written or came due: wake the delivery worker.
+    Deliveries,
+    /// Events to publish to NATS were written: wake the publisher.
+    Publications,
+    /// Subscriptions changed: rebuild the routing table.
+    Subscriptions,
+    /// Installed apps changed: reload the catalog.
+    Apps,
+}
+
+impl StoreChange {
+    pub const ALL: [StoreChange; 4] =
+        [StoreChange::Deliveries, StoreChange::Publications, StoreChange::Subscriptions, StoreChange::Apps];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreChange::Deliveries => "deliveries",
+            StoreChange::Publications => "publications",
+            StoreChange::Subscriptions => "subscriptions",
+            StoreChange::Apps => "apps",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<StoreChange> {
+        StoreChange::ALL.into_iter().find(|change| change.as_str() == text)
+    }
 }
 
 /// The outcome of appending one event.
@@ -233,6 +269,7 @@ pub struct DeliveryPage {
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PostgresStore),
 }
 
 impl Store {
@@ -240,6 +277,7 @@ impl Store {
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         match config {
             StoreConfig::Sqlite { path } => Ok(Store::Sqlite(SqliteStore::open(path.clone()).await?)),
+            StoreConfig::Postgres { url } => Ok(Store::Postgres(PostgresStore::open(url).await?)),
         }
     }
 
@@ -249,12 +287,14 @@ impl Store {
     pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
         match self {
             Store::Sqlite(store) => store.append_events(events).await,
+            Store::Postgres(store) => store.append_events(events).await,
         }
     }
 
     pub async fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
         match self {
             Store::Sqlite(store) => store.event(id).await,
+            Store::Postgres(store) => store.event(id).await,
         }
     }
 
@@ -265,18 +305,21 @@ impl Store {
         }
         match self {
             Store::Sqlite(store) => store.events(ids).await,
+            Store::Postgres(store) => store.events(ids).await,
         }
     }
 
     pub async fn raw_body(&self, id: &str) -> Result<Option<RawBody>, StoreError> {
         match self {
             Store::Sqlite(store) => store.raw_body(id).await,
+            Store::Postgres(store) => store.raw_body(id).await,
         }
     }
 
     pub async fn list_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
         match self {
             Store::Sqlite(store) => store.list_events(query).await,
+            Store::Postgres(store) => store.list_events(query).await,
         }
     }
 
@@ -285,18 +328,21 @@ impl Store {
     pub async fn hook_tokens(&self, event_names: Vec<String>) -> Result<HashMap<String, String>, StoreError> {
         match self {
             Store::Sqlite(store) => store.hook_tokens(event_names).await,
+            Store::Postgres(store) => store.hook_tokens(event_names).await,
         }
     }
 
     pub async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.insert_api_key(key).await,
+            Store::Postgres(store) => store.insert_api_key(key).await,
         }
     }
 
     pub async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         match self {
             Store::Sqlite(store) => store.api_keys().await,
+            Store::Postgres(store) => store.api_keys().await,
         }
     }
 
@@ -304,6 +350,7 @@ impl Store {
     pub async fn active_api_key_by_hash(&self, sha256: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         match self {
             Store::Sqlite(store) => store.active_api_key_by_hash(sha256.to_owned()).await,
+            Store::Postgres(store) => store.active_api_key_by_hash(sha256.to_owned()).await,
         }
     }
 
@@ -311,6 +358,7 @@ impl Store {
     pub async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(store) => store.revoke_api_key(id.to_owned(), at).await,
+            Store::Postgres(store) => store.revoke_api_key(id.to_owned(), at).await,
         }
     }
 
@@ -318,12 +366,14 @@ impl Store {
     pub async fn put_app(&self, app: InstalledApp) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.put_app(app).await,
+            Store::Postgres(store) => store.put_app(app).await,
         }
     }
 
     pub async fn apps(&self) -> Result<Vec<InstalledApp>, StoreError> {
         match self {
             Store::Sqlite(store) => store.apps().await,
+            Store::Postgres(store) => store.apps().await,
         }
     }
 
@@ -331,12 +381,14 @@ impl Store {
     pub async fn delete_app(&self, app: &str) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(store) => store.delete_app(app.to_owned()).await,
+            Store::Postgres(store) => store.delete_app(app.to_owned()).await,
         }
     }
 
     pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         match self {
             Store::Sqlite(store) => store.setting(key.to_owned()).await,
+            Store::Postgres(store) => store.setting(key.to_owned()).await,
         }
     }
 
@@ -344,6 +396,7 @@ impl Store {
     pub async fn put_setting_if_absent(&self, key: &str, value: &str) -> Result<String, StoreError> {
         match self {
             Store::Sqlite(store) => store.put_setting_if_absent(key.to_owned(), value.to_owned()).await,
+            Store::Postgres(store) => store.put_setting_if_absent(key.to_owned(), value.to_owned()).await,
         }
     }
 
@@ -351,6 +404,7 @@ impl Store {
     pub async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.put_setting(key.to_owned(), value.to_owned()).await,
+            Store::Postgres(store) => store.put_setting(key.to_owned(), value.to_owned()).await,
         }
     }
 
@@ -358,6 +412,7 @@ impl Store {
     pub async fn put_subscription(&self, subscription: crate::subscriptions::Subscription) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.put_subscription(subscription).await,
+            Store::Postgres(store) => store.put_subscription(subscription).await,
         }
     }
 
@@ -371,12 +426,14 @@ impl Store {
     ) -> Result<Option<crate::subscriptions::Subscription>, StoreError> {
         match self {
             Store::Sqlite(store) => store.update_subscription(id.to_owned(), change).await,
+            Store::Postgres(store) => store.update_subscription(id.to_owned(), change).await,
         }
     }
 
     pub async fn subscription(&self, id: &str) -> Result<Option<crate::subscriptions::Subscription>, StoreError> {
         match self {
             Store::Sqlite(store) => store.subscription(id.to_owned()).await,
+            Store::Postgres(store) => store.subscription(id.to_owned()).await,
         }
     }
 
@@ -384,6 +441,7 @@ impl Store {
     pub async fn subscriptions(&self) -> Result<Vec<crate::subscriptions::Subscription>, StoreError> {
         match self {
             Store::Sqlite(store) => store.subscriptions().await,
+            Store::Postgres(store) => store.subscriptions().await,
         }
     }
 
@@ -391,6 +449,7 @@ impl Store {
     pub async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(store) => store.delete_subscription(id.to_owned()).await,
+            Store::Postgres(store) => store.delete_subscription(id.to_owned()).await,
         }
     }
 
@@ -406,6 +465,7 @@ impl Store {
     ) -> Result<Vec<DueDelivery>, StoreError> {
         match self {
             Store::Sqlite(store) => store.claim_due_deliveries(now, lease, limit).await,
+            Store::Postgres(store) => store.claim_due_deliveries(now, lease, limit).await,
         }
     }
 
@@ -413,12 +473,14 @@ impl Store {
     pub async fn record_attempts(&self, records: Vec<AttemptRecord>) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.record_attempts(records).await,
+            Store::Postgres(store) => store.record_attempts(records).await,
         }
     }
 
     pub async fn deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage, StoreError> {
         match self {
             Store::Sqlite(store) => store.deliveries(query).await,
+            Store::Postgres(store) => store.deliveries(query).await,
         }
     }
 
@@ -432,6 +494,7 @@ impl Store {
     ) -> Result<Vec<(String, String)>, StoreError> {
         match self {
             Store::Sqlite(store) => store.claim_publications(now, lease, limit).await,
+            Store::Postgres(store) => store.claim_publications(now, lease, limit).await,
         }
     }
 
@@ -444,6 +507,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.finish_publications(published, retry, retry_at).await,
+            Store::Postgres(store) => store.finish_publications(published, retry, retry_at).await,
         }
     }
 
@@ -456,6 +520,7 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         match self {
             Store::Sqlite(store) => store.enqueue_deliveries(event_id.to_owned(), subscription_ids, now).await,
+            Store::Postgres(store) => store.enqueue_deliveries(event_id.to_owned(), subscription_ids, now).await,
         }
     }
 
@@ -468,6 +533,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(store) => store.retry_delivery(subscription_id.to_owned(), delivery_id.to_owned(), now).await,
+            Store::Postgres(store) => {
+                store.retry_delivery(subscription_id.to_owned(), delivery_id.to_owned(), now).await
+            }
         }
     }
 
@@ -482,6 +550,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         match self {
             Store::Sqlite(store) => store.queue_notice_mails(names, coalesce, now).await,
+            Store::Postgres(store) => store.queue_notice_mails(names, coalesce, now).await,
         }
     }
 
@@ -489,6 +558,7 @@ impl Store {
     pub async fn due_notice_mails(&self, now: Timestamp, limit: usize) -> Result<Vec<NoticeMail>, StoreError> {
         match self {
             Store::Sqlite(store) => store.due_notice_mails(now, limit).await,
+            Store::Postgres(store) => store.due_notice_mails(now, limit).await,
         }
     }
 
@@ -500,6 +570,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.finish_notice_mail(id, outcome).await,
+            Store::Postgres(store) => store.finish_notice_mail(id, outcome).await,
+        }
+    }
+
+    /// Changes other nodes made, to act on here; `None` for a store no other node shares.
+    pub fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(store) => Some(store.changes()),
         }
     }
 
@@ -507,6 +586,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.ping().await,
+            Store::Postgres(store) => store.ping().await,
         }
     }
 }

@@ -337,7 +337,7 @@ mod tests {
     async fn a_panicking_write_fails_alone_and_the_writer_keeps_working() {
         let dir = tempfile::tempdir().unwrap();
         let store = open_in(&dir).await;
-        let crate::store::Store::Sqlite(sqlite) = store.clone();
+        let crate::store::Store::Sqlite(sqlite) = store.clone() else { unreachable!("a SQLite store") };
         let failed = sqlite.write(|_| -> Result<(), StoreError> { panic!("a bug in a write job") }).await;
         assert!(failed.is_err());
         assert_eq!(store.put_setting_if_absent("after", "works").await.unwrap(), "works");
@@ -474,7 +474,7 @@ mod tests {
     async fn a_failing_write_does_not_undo_others_in_its_batch() {
         let dir = tempfile::tempdir().unwrap();
         let store = open_in(&dir).await;
-        let crate::store::Store::Sqlite(sqlite) = store.clone();
+        let crate::store::Store::Sqlite(sqlite) = store.clone() else { unreachable!("a SQLite store") };
         let failing = sqlite.write(|connection| {
             connection.execute("INSERT INTO settings (key, value) VALUES ('x', 'partial')", [])?;
             Err::<(), _>(StoreError::Database("deliberate".into()))

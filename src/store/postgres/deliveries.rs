@@ -1,0 +1,285 @@
+//! The outbox's worker side on PostgreSQL: deliveries and NATS publications claimed by any node
+//! with `FOR UPDATE SKIP LOCKED` and a lease (a claim pushes the row's due time out by the
+//! lease; a node that dies leaves it to come due again), attempts recorded with the next step,
+//! the history, replays and manual retries.
+//!
+//! An attempt is recorded at most once per number: a node that outlived its lease and sends the
+//! same attempt as the node that took the row over finds the record written and changes
+//! nothing.
+
+use jiff::Timestamp;
+use std::collections::HashMap;
+
+use super::{PostgresStore, announce, micros, pg_error, timestamp};
+use crate::store::{
+    Attempt, AttemptRecord, Delivery, DeliveryPage, DeliveryQuery, DueDelivery, NextStep, StoreChange, StoreError,
+};
+
+pub(super) fn new_delivery_id() -> String {
+    format!("dlv_{}", uuid::Uuid::now_v7().simple())
+}
+
+impl PostgresStore {
+    pub async fn claim_due_deliveries(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let client = self.client().await?;
+        let now_us = now.as_microsecond();
+        // A paused subscription's deliveries are parked (no due time); the status check catches
+        // one whose retry was scheduled by an attempt in flight when it was paused.
+        let statement = client
+            .prepare_cached(
+                "WITH due AS (
+                     SELECT d.id FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+                     WHERE d.status = 'pending' AND d.next_attempt_at_us <= $1 AND s.status <> 'paused'
+                     ORDER BY d.next_attempt_at_us LIMIT $2
+                     FOR UPDATE OF d SKIP LOCKED)
+                 UPDATE deliveries d SET next_attempt_at_us = $3 FROM due WHERE d.id = due.id
+                 RETURNING d.id, d.subscription_id, d.event_id, d.attempts",
+            )
+            .await
+            .map_err(pg_error)?;
+        let rows =
+            client.query(&statement, &[&now_us, &(limit as i64), &(now_us + micros(lease))]).await.map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|row| DueDelivery {
+                id: row.get(0),
+                subscription_id: row.get(1),
+                event_id: row.get(2),
+                attempts: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    pub async fn record_attempts(&self, records: Vec<AttemptRecord>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(pg_error)?;
+        let insert = transaction
+            .prepare_cached(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (delivery_id, attempt) DO NOTHING",
+            )
+            .await
+            .map_err(pg_error)?;
+        let update = transaction
+            .prepare_cached(
+                "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at_us = $4, updated_at_us = $5
+                 WHERE id = $1 AND attempts < $3",
+            )
+            .await
+            .map_err(pg_error)?;
+        for record in records {
+            let at_us = record.at.as_microsecond();
+            let attempt = i32::try_from(record.attempt).unwrap_or(i32::MAX);
+            let status_code = record.status_code.map(i32::from);
+            let written = transaction
+                .execute(
+                    &insert,
+                    &[
+                        &record.delivery_id,
+                        &attempt,
+                        &at_us,
+                        &status_code,
+                        &micros(record.latency),
+                        &record.response_excerpt,
+                        &record.error,
+                    ],
+                )
+                .await
+                .map_err(pg_error)?;
+            if written == 0 {
+                continue;
+            }
+            let (status, next) = match record.next {
+                NextStep::Delivered => ("delivered", None),
+                NextStep::RetryAt(at) => ("pending", Some(at.as_microsecond())),
+                NextStep::Failed => ("failed", None),
+            };
+            transaction
+                .execute(&update, &[&record.delivery_id, &status, &attempt, &next, &at_us])
+                .await
+                .map_err(pg_error)?;
+        }
+        transaction.commit().await.map_err(pg_error)
+    }
+
+    pub async fn deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage, StoreError> {
+        let client = self.client().await?;
+        let from = query.from.map(|at| at.as_microsecond());
+        let to = query.to.map(|at| at.as_microsecond());
+        let filter = "subscription_id = $1 AND ($2::int8 IS NULL OR created_at_us >= $2)
+                      AND ($3::int8 IS NULL OR created_at_us < $3) AND ($4::text IS NULL OR status = $4)";
+        let total: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM deliveries WHERE {filter}"),
+                &[&query.subscription_id, &from, &to, &query.status],
+            )
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        let offset = (query.page.saturating_sub(1) * query.per_page) as i64;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id, event_id, status, attempts, next_attempt_at_us, created_at_us, updated_at_us
+                     FROM deliveries WHERE {filter} ORDER BY created_at_us DESC, id DESC LIMIT $5 OFFSET $6"
+                ),
+                &[&query.subscription_id, &from, &to, &query.status, &(query.per_page as i64), &offset],
+            )
+            .await
+            .map_err(pg_error)?;
+        let ids: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+        let mut histories: HashMap<String, Vec<Attempt>> = HashMap::new();
+        for row in client
+            .query(
+                "SELECT delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error
+                 FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, attempt",
+                &[&ids],
+            )
+            .await
+            .map_err(pg_error)?
+        {
+            histories.entry(row.get(0)).or_default().push(Attempt {
+                attempt: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
+                at: timestamp(row.get(2))?,
+                status_code: row.get::<_, Option<i32>>(3).and_then(|code| u16::try_from(code).ok()),
+                latency_ms: row.get::<_, i64>(4) as f64 / 1000.0,
+                response_excerpt: row.get(5),
+                error: row.get(6),
+            });
+        }
+        let deliveries = rows
+            .iter()
+            .map(|row| {
+                let id: String = row.get(0);
+                let status: String = row.get(2);
+                let next: Option<i64> = row.get(4);
+                Ok(Delivery {
+                    history: histories.remove(&id).unwrap_or_default(),
+                    id,
+                    subscription_id: query.subscription_id.clone(),
+                    event_id: row.get(1),
+                    next_attempt_at: if status == "pending" { next.map(timestamp).transpose()? } else { None },
+                    status,
+                    attempts: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
+                    created_at: timestamp(row.get(5))?,
+                    updated_at: timestamp(row.get(6))?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(DeliveryPage { deliveries, total: total as u64 })
+    }
+
+    pub async fn enqueue_deliveries(
+        &self,
+        event_id: String,
+        subscription_ids: Vec<String>,
+        now: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(pg_error)?;
+        let ids: Vec<String> = subscription_ids.iter().map(|_| new_delivery_id()).collect();
+        let rows = transaction
+            .query(
+                "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
+                 SELECT d.id, d.subscription_id, $3, 'pending', CASE WHEN s.status = 'paused' THEN NULL ELSE $4::int8 END, $4::int8, $4::int8
+                 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS d (id, subscription_id, position)
+                 JOIN subscriptions s ON s.id = d.subscription_id
+                 ORDER BY d.position
+                 RETURNING id",
+                &[&ids, &subscription_ids, &event_id, &now.as_microsecond()],
+            )
+            .await
+            .map_err(pg_error)?;
+        let written: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+        // In the order asked for, whatever order the rows came back in.
+        let written: Vec<String> = ids.into_iter().filter(|id| written.contains(id)).collect();
+        if !written.is_empty() {
+            announce(&transaction, StoreChange::Deliveries, self.node()).await.map_err(pg_error)?;
+        }
+        transaction.commit().await.map_err(pg_error)?;
+        Ok(written)
+    }
+
+    pub async fn claim_publications(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let client = self.client().await?;
+        let now_us = now.as_microsecond();
+        let statement = client
+            .prepare_cached(
+                "WITH due AS (
+                     SELECT event_id FROM publications WHERE next_attempt_at_us <= $1
+                     ORDER BY event_id LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 UPDATE publications p SET next_attempt_at_us = $3, attempts = p.attempts + 1
+                 FROM due WHERE p.event_id = due.event_id
+                 RETURNING p.event_id, p.subject",
+            )
+            .await
+            .map_err(pg_error)?;
+        let mut rows: Vec<(String, String)> = client
+            .query(&statement, &[&now_us, &(limit as i64), &(now_us + micros(lease))])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        // Oldest first, as the publisher sends them.
+        rows.sort();
+        Ok(rows)
+    }
+
+    pub async fn finish_publications(
+        &self,
+        published: Vec<String>,
+        retry: Vec<String>,
+        retry_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(pg_error)?;
+        transaction
+            .execute("DELETE FROM publications WHERE event_id = ANY($1)", &[&published])
+            .await
+            .map_err(pg_error)?;
+        transaction
+            .execute(
+                "UPDATE publications SET next_attempt_at_us = $2 WHERE event_id = ANY($1)",
+                &[&retry, &retry_at.as_microsecond()],
+            )
+            .await
+            .map_err(pg_error)?;
+        transaction.commit().await.map_err(pg_error)
+    }
+
+    pub async fn retry_delivery(
+        &self,
+        subscription_id: String,
+        delivery_id: String,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(pg_error)?;
+        // Due now, or parked until a paused subscription is resumed.
+        let changed = transaction
+            .execute(
+                "UPDATE deliveries SET status = 'pending', updated_at_us = $3::int8, next_attempt_at_us =
+                   CASE WHEN (SELECT status FROM subscriptions WHERE id = $2) = 'paused' THEN NULL ELSE $3::int8 END
+                 WHERE id = $1 AND subscription_id = $2",
+                &[&delivery_id, &subscription_id, &now.as_microsecond()],
+            )
+            .await
+            .map_err(pg_error)?;
+        if changed == 1 {
+            announce(&transaction, StoreChange::Deliveries, self.node()).await.map_err(pg_error)?;
+        }
+        transaction.commit().await.map_err(pg_error)?;
+        Ok(changed == 1)
+    }
+}

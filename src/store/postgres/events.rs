@@ -1,0 +1,199 @@
+//! Events on PostgreSQL: rows prepared on the caller's task for the writer (`writer` decides
+//! duplicates and writes the outbox rows), reads and listing. A body is kept once in `bodies`
+//! under its SHA-256; an event whose data is its body parsed as JSON keeps no data of its own.
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+use tokio_postgres::types::ToSql;
+
+use super::writer::AppendJob;
+use super::{PostgresStore, pg_error, timestamp};
+use crate::event::{Event, EventSource, HookType, NewEvent};
+use crate::store::{Appended, EventPage, EventQuery, RawBody, StoreError};
+
+impl PostgresStore {
+    pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        // Serialize and hash here, on the caller's task, so the writers only write.
+        let rows = EventRow::prepare(events)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .appends
+            .send(AppendJob { rows, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's writers have stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the store's writer stopped before committing".into()))?
+    }
+
+    pub async fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&format!("{SELECT_EVENTS} WHERE e.id = $1")).await.map_err(pg_error)?;
+        client.query_opt(&statement, &[&id]).await.map_err(pg_error)?.map(|row| event_from_row(&row)).transpose()
+    }
+
+    pub async fn events(&self, ids: Vec<String>) -> Result<Vec<Event>, StoreError> {
+        let client = self.client().await?;
+        let statement =
+            client.prepare_cached(&format!("{SELECT_EVENTS} WHERE e.id = ANY($1)")).await.map_err(pg_error)?;
+        client.query(&statement, &[&ids]).await.map_err(pg_error)?.iter().map(event_from_row).collect()
+    }
+
+    pub async fn raw_body(&self, id: &str) -> Result<Option<RawBody>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT e.source, b.bytes FROM events e JOIN bodies b ON b.sha256 = e.body_sha256 WHERE e.id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(pg_error)?;
+        row.map(|row| {
+            let source: EventSource =
+                serde_json::from_str(row.get(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(RawBody { content_type: source.content_type, bytes: row.get(1) })
+        })
+        .transpose()
+    }
+
+    pub async fn list_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
+        let mut sql = format!("{SELECT_EVENTS} WHERE true");
+        let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let mut bind = |sql: &mut String, clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+            values.push(value);
+            sql.push_str(&clause.replace('?', &format!("${}", values.len())));
+        };
+        if let Some(name) = &query.name {
+            bind(&mut sql, " AND e.name = ?", Box::new(name.clone()));
+        }
+        if let Some(app) = &query.app {
+            bind(&mut sql, " AND e.app = ?", Box::new(app.clone()));
+        }
+        if let Some(since) = query.since {
+            bind(&mut sql, " AND e.received_at_us >= ?", Box::new(since.as_microsecond()));
+        }
+        if let Some(until) = query.until {
+            bind(&mut sql, " AND e.received_at_us < ?", Box::new(until.as_microsecond()));
+        }
+        if let Some(quarantined) = query.quarantined {
+            bind(&mut sql, " AND e.quarantined = ?", Box::new(quarantined));
+        }
+        if let Some(before) = &query.before_id {
+            bind(&mut sql, " AND e.id < ?", Box::new(before.clone()));
+        }
+        let limit = query.limit.max(1);
+        sql.push_str(&format!(" ORDER BY e.id DESC LIMIT {}", limit + 1));
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&sql).await.map_err(pg_error)?;
+        let params: Vec<&(dyn ToSql + Sync)> =
+            values.iter().map(|value| value.as_ref() as &(dyn ToSql + Sync)).collect();
+        let rows = client.query(&statement, &params).await.map_err(pg_error)?;
+        let mut events = rows.iter().map(event_from_row).collect::<Result<Vec<Event>, StoreError>>()?;
+        let next_cursor = if events.len() > limit {
+            events.truncate(limit);
+            events.last().map(|event| event.id.clone())
+        } else {
+            None
+        };
+        Ok(EventPage { events, next_cursor })
+    }
+}
+
+/// An event ready for INSERT: its JSON columns serialized, its body hashed.
+pub(super) struct EventRow {
+    pub(super) new: NewEvent,
+    hook_type: &'static str,
+    received_at_us: i64,
+    source: String,
+    /// `None` when the raw body is the data.
+    data: Option<String>,
+    pub(super) sha256: Vec<u8>,
+    scope: Option<String>,
+    key: Option<String>,
+    receive_count: i32,
+}
+
+impl EventRow {
+    /// Rows for a batch. The events of one request share one body (`Bytes` clones of one
+    /// buffer): it is hashed once.
+    fn prepare(events: Vec<NewEvent>) -> Result<Vec<EventRow>, StoreError> {
+        let mut last: Option<(*const u8, usize, Vec<u8>)> = None;
+        let json = |value: &serde_json::Value| serde_json::to_string(value);
+        events
+            .into_iter()
+            .map(|new| {
+                let body: &Bytes = &new.raw_body;
+                let sha256 = match &last {
+                    Some((pointer, length, hash)) if *pointer == body.as_ptr() && *length == body.len() => hash.clone(),
+                    _ => {
+                        let hash = Sha256::digest(body).to_vec();
+                        last = Some((body.as_ptr(), body.len(), hash.clone()));
+                        hash
+                    }
+                };
+                let invalid = |error: serde_json::Error| StoreError::Database(error.to_string());
+                let source = serde_json::to_string(&new.event.source).map_err(invalid)?;
+                let data = if new.data_is_raw_json { None } else { Some(json(&new.event.data).map_err(invalid)?) };
+                Ok(EventRow {
+                    hook_type: new.event.hook_type.as_str(),
+                    received_at_us: new.event.received_at.as_microsecond(),
+                    scope: new.idempotency_key.as_ref().map(|key| key.scope.clone()),
+                    key: new.idempotency_key.as_ref().map(|key| key.key.clone()),
+                    receive_count: i32::try_from(new.event.receive_count).unwrap_or(i32::MAX),
+                    new,
+                    source,
+                    data,
+                    sha256,
+                })
+            })
+            .collect()
+    }
+
+    /// The parameters of `writer::INSERT_EVENT`, in order.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+        let event = &self.new.event;
+        [
+            &event.id,
+            &event.name,
+            &event.app,
+            &self.hook_type,
+            &self.received_at_us,
+            &self.source,
+            &self.data,
+            &self.sha256,
+            &self.scope,
+            &self.key,
+            &self.receive_count,
+            &event.quarantined,
+        ]
+    }
+}
+
+/// Every event read selects these columns, in this order (`event_from_row`).
+const SELECT_EVENTS: &str = "SELECT e.id, e.name, e.app, e.hook_type, e.received_at_us, e.source, e.data, e.receive_count,
+            CASE WHEN e.data IS NULL THEN (SELECT b.bytes FROM bodies b WHERE b.sha256 = e.body_sha256) END, e.quarantined
+     FROM events e";
+
+fn event_from_row(row: &tokio_postgres::Row) -> Result<Event, StoreError> {
+    let id: String = row.get(0);
+    let hook_type: &str = row.get(3);
+    let data: Option<&str> = row.get(6);
+    let raw_json: Option<&[u8]> = row.get(8);
+    let corrupt = |error: serde_json::Error| StoreError::Corrupt(error.to_string());
+    let data = match (data, raw_json) {
+        (Some(data), _) => serde_json::from_str(data).map_err(corrupt)?,
+        (None, Some(body)) => serde_json::from_slice(body).map_err(corrupt)?,
+        (None, None) => return Err(StoreError::Corrupt(format!("event {id} has no data"))),
+    };
+    Ok(Event {
+        hook_type: HookType::parse(hook_type)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown hook type {hook_type:?}")))?,
+        received_at: timestamp(row.get(4))?,
+        source: serde_json::from_str(row.get(5)).map_err(corrupt)?,
+        data,
+        name: row.get(1),
+        app: row.get(2),
+        receive_count: u32::try_from(row.get::<_, i32>(7)).unwrap_or(0),
+        quarantined: row.get(9),
+        id,
+    })
+}

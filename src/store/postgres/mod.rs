@@ -1,0 +1,293 @@
+//! The PostgreSQL backend, for several gateway nodes on one database.
+//!
+//! A pool of connections (deadpool-postgres over tokio-postgres; TLS by rustls when the URL's
+//! `sslmode` is `require`) serves reads and the small writes, each in its own transaction.
+//! Appends go through group commit (`writer`): every append queued while a transaction commits
+//! joins the next one, and each waiter is answered after its commit, as on SQLite. What may
+//! happen on two nodes at once is decided by the database, never by a read before a write: a
+//! duplicate by the unique index on the idempotency key, a claim by `FOR UPDATE SKIP LOCKED`
+//! with a lease.
+//!
+//! Changes that other nodes must act on (new deliveries or publications, subscriptions, apps)
+//! are announced with NOTIFY in the transaction that makes them; `changes` listens on a
+//! dedicated connection and hands them to the node as [`StoreChange`]s, with a polled
+//! configuration counter as the fallback. The queries are grouped as SQLite's are: `events`,
+//! `deliveries`, `subscriptions`, `records`, `notice_mails`; `migrations` holds the schema.
+
+mod changes;
+mod deliveries;
+mod events;
+mod migrations;
+mod notice_mails;
+mod records;
+mod subscriptions;
+mod writer;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use jiff::Timestamp;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::error::SqlState;
+
+use super::{StoreChange, StoreError};
+
+/// Connections in each node's pool.
+const POOL_SIZE: usize = 16;
+/// How long a caller waits for a connection from the pool, or for a new one to open.
+const CONNECTION_WAIT: Duration = Duration::from_secs(5);
+
+/// The PostgreSQL store. Cloning shares the pool, the writer and the change listener.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    appends: mpsc::Sender<writer::AppendJob>,
+    changes: broadcast::Sender<StoreChange>,
+    /// This process's name in NOTIFY payloads, so that it does not act on its own announcements.
+    node: String,
+    /// Stops the listener and the writer when the last clone goes.
+    _stop: tokio::sync::watch::Sender<()>,
+}
+
+/// How connections are made: plain, or TLS when the URL asks for it.
+#[derive(Clone)]
+enum Tls {
+    None,
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl PostgresStore {
+    /// Connects, migrates (under an advisory lock), and starts the writer and the listener.
+    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let (config, tls) = connection_config(url)?;
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match &tls {
+            Tls::None => Manager::from_config(config.clone(), tokio_postgres::NoTls, manager_config),
+            Tls::Rustls(connector) => Manager::from_config(config.clone(), connector.clone(), manager_config),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(CONNECTION_WAIT))
+            .create_timeout(Some(CONNECTION_WAIT))
+            .recycle_timeout(Some(CONNECTION_WAIT))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|error| StoreError::Unavailable(format!("cannot build the connection pool: {error}")))?;
+        let mut client = get(&pool).await?;
+        migrations::migrate(&mut client).await?;
+        drop(client);
+        let node = format!("node_{}", uuid::Uuid::now_v7().simple());
+        let (changes, _) = broadcast::channel(256);
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let (appends, jobs) = mpsc::channel(writer::QUEUE);
+        tokio::spawn(writer::run(pool.clone(), jobs, node.clone()));
+        tokio::spawn(changes::listen(config, tls, pool.clone(), node.clone(), changes.clone(), stopped));
+        Ok(PostgresStore { inner: Arc::new(Inner { pool, appends, changes, node, _stop: stop }) })
+    }
+
+    /// A connection from the pool.
+    async fn client(&self) -> Result<Object, StoreError> {
+        get(&self.inner.pool).await
+    }
+
+    /// Changes announced by other nodes (and the fallback's findings).
+    pub fn changes(&self) -> broadcast::Receiver<StoreChange> {
+        self.inner.changes.subscribe()
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.execute("SELECT 1", &[]).await.map_err(pg_error)?;
+        Ok(())
+    }
+
+    fn node(&self) -> &str {
+        &self.inner.node
+    }
+}
+
+async fn get(pool: &Pool) -> Result<Object, StoreError> {
+    pool.get().await.map_err(|error| match error {
+        deadpool_postgres::PoolError::Backend(error) => pg_error(error),
+        other => StoreError::Unavailable(format!("no database connection: {other}")),
+    })
+}
+
+/// The connection settings from a `postgres://` URL. TLS is used when `sslmode=require`
+/// (the server's certificate is checked against the Web PKI roots); otherwise connections are
+/// plain, whatever the server offers.
+fn connection_config(url: &str) -> Result<(tokio_postgres::Config, Tls), StoreError> {
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|error| StoreError::Unavailable(format!("the database URL is not valid: {error}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECTION_WAIT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("hookgate");
+    }
+    let tls = match config.get_ssl_mode() {
+        SslMode::Require => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+            Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(client))
+        }
+        _ => {
+            config.ssl_mode(SslMode::Disable);
+            Tls::None
+        }
+    };
+    Ok((config, tls))
+}
+
+/// A database error as the rest of hookgate sees it: the database being away (connection
+/// lost, shutting down, disk full, too many connections) is `Unavailable`, which ingress
+/// answers with 503 or 451 so that senders retry.
+pub(super) fn pg_error(error: tokio_postgres::Error) -> StoreError {
+    match error.code() {
+        None => StoreError::Unavailable(format!("the database connection failed: {error}")),
+        Some(code) if is_unavailable(code) => {
+            StoreError::Unavailable(format!("the database is not available: {error}"))
+        }
+        Some(_) => StoreError::Database(match error.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => error.to_string(),
+        }),
+    }
+}
+
+fn is_unavailable(code: &SqlState) -> bool {
+    [
+        SqlState::DISK_FULL,
+        SqlState::INSUFFICIENT_RESOURCES,
+        SqlState::OUT_OF_MEMORY,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::CONNECTION_EXCEPTION,
+        SqlState::CONNECTION_FAILURE,
+        SqlState::READ_ONLY_SQL_TRANSACTION,
+    ]
+    .contains(code)
+}
+
+/// Whether a transaction failed only because another one ran beside it: worth running again.
+fn is_conflict(error: &tokio_postgres::Error) -> bool {
+    matches!(error.code(), Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
+fn timestamp(microseconds: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_microsecond(microseconds).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX / 2)
+}
+
+/// Announces a change to the other nodes when the transaction commits; a change of
+/// configuration also moves the counter their fallback polls.
+async fn announce(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    change: StoreChange,
+    node: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let payload = format!("{} {node}", change.as_str());
+    transaction.execute("SELECT pg_notify('hookgate_changes', $1)", &[&payload]).await?;
+    if matches!(change, StoreChange::Subscriptions | StoreChange::Apps) {
+        transaction.execute("UPDATE config_version SET version = version + 1", &[]).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A fresh schema of the test database per test, so parallel tests and runs never meet.
+
+    /// The test server's URL, or `None` (the test then says it was skipped, and fails in a strict
+    /// run).
+    pub(crate) fn server_url(test: &str) -> Option<String> {
+        match std::env::var("HOOKGATE_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty()) {
+            Some(url) => Some(url),
+            None => {
+                let strict = std::env::var("HOOKGATE_TEST_STRICT").is_ok_and(|value| value == "1");
+                assert!(!strict, "{test}: HOOKGATE_TEST_POSTGRES_URL is not set and this run is strict");
+                eprintln!("skipped {test}: HOOKGATE_TEST_POSTGRES_URL is not set");
+                None
+            }
+        }
+    }
+
+    /// Creates an empty schema and returns a URL whose connections use it.
+    pub(crate) async fn fresh_schema(server: &str) -> String {
+        let schema = format!("hg_unit_{}", uuid::Uuid::now_v7().simple());
+        let (client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+        let separator = if server.contains('?') { '&' } else { '?' };
+        format!("{server}{separator}options=-csearch_path%3D{schema}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[tokio::test]
+    async fn postgres_passes_the_store_conformance_suite() {
+        let Some(server) = testing::server_url("postgres_passes_the_store_conformance_suite") else { return };
+        let store = Store::Postgres(PostgresStore::open(&testing::fresh_schema(&server).await).await.unwrap());
+        crate::store::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn several_nodes_migrating_one_new_database_at_once_all_start() {
+        let Some(server) = testing::server_url("several_nodes_migrating_one_new_database_at_once_all_start") else {
+            return;
+        };
+        let url = testing::fresh_schema(&server).await;
+        let opened = futures_util::future::join_all((0..4).map(|_| PostgresStore::open(&url))).await;
+        for store in opened {
+            store.expect("every node starts").ping().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_newer_than_this_hookgate_is_refused() {
+        let Some(server) = testing::server_url("a_database_newer_than_this_hookgate_is_refused") else { return };
+        let url = testing::fresh_schema(&server).await;
+        PostgresStore::open(&url).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.execute("UPDATE hookgate_schema SET version = version + 1", &[]).await.unwrap();
+        let error = PostgresStore::open(&url).await.err().expect("refused");
+        assert!(error.to_string().contains("newer than this hookgate"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_does_not_answer_is_unavailable_not_a_database_error() {
+        // A port nothing listens on: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let error = PostgresStore::open(&format!("postgres://postgres@127.0.0.1:{port}/test")).await.err().unwrap();
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    }
+
+    #[test]
+    fn tls_is_used_exactly_when_the_url_requires_it() {
+        let (config, tls) = connection_config("postgres://u@db.example/x?sslmode=require").unwrap();
+        assert!(matches!(tls, Tls::Rustls(_)));
+        assert_eq!(config.get_ssl_mode(), SslMode::Require);
+        for url in ["postgres://u@db.example/x", "postgres://u@db.example/x?sslmode=prefer"] {
+            let (config, tls) = connection_config(url).unwrap();
+            assert!(matches!(tls, Tls::None), "{url}");
+            assert_eq!(config.get_ssl_mode(), SslMode::Disable, "{url}");
+        }
+    }
+}

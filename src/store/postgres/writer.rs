@@ -1,0 +1,241 @@
+//! Group commit of appends on PostgreSQL.
+//!
+//! A few writer tasks share one queue of append jobs. Each takes every job queued (up to
+//! `MAX_ROWS` events), writes them in one transaction, commits, and only then answers every
+//! waiter: nothing is acknowledged that is not committed. While one transaction commits, the
+//! next writer is already gathering the jobs that arrived meanwhile, so the wait for the disk
+//! is shared the way SQLite's single writer shares it.
+//!
+//! In the transaction, bodies go in first (once per SHA-256, `ON CONFLICT DO NOTHING`), then
+//! each event by its own pipelined INSERT: a keyed event with `ON CONFLICT DO NOTHING` on the
+//! unique index of idempotency keys, so the same platform retry reaching two nodes at once
+//! makes one event (the second insert waits for the first transaction, then finds its row).
+//! Rows go in sorted by key, so two batches never take the same keys in opposite orders; a
+//! deadlock or serialization failure all the same runs the batch again. Then the deliveries and
+//! publications of the new events, one statement each, and a NOTIFY so that idle workers on
+//! every node wake. A batch that fails for a reason of its own (not the database being away) is
+//! split, and each job is committed alone, so one bad event does not fail its neighbours.
+
+use deadpool_postgres::{Object, Pool};
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::events::EventRow;
+use super::{announce, get, is_conflict, pg_error};
+use crate::store::{Appended, StoreChange, StoreError};
+
+/// Jobs waiting for a writer before callers wait to queue.
+pub(super) const QUEUE: usize = 8192;
+/// The most events one transaction takes.
+const MAX_ROWS: usize = 512;
+/// Writer tasks per node: one gathers while another commits.
+const WRITERS: usize = 2;
+/// Runs of a batch that met a deadlock or serialization failure.
+const CONFLICT_TRIES: usize = 5;
+
+/// One caller's events and where its answer goes.
+pub(super) struct AppendJob {
+    pub(super) rows: Vec<EventRow>,
+    pub(super) reply: oneshot::Sender<Result<Vec<Appended>, StoreError>>,
+}
+
+/// Runs the writers until every sender is gone.
+pub(super) async fn run(pool: Pool, jobs: mpsc::Receiver<AppendJob>, node: String) {
+    let jobs = Arc::new(Mutex::new(jobs));
+    let writers = (0..WRITERS).map(|_| tokio::spawn(write_loop(pool.clone(), jobs.clone(), node.clone())));
+    futures_util::future::join_all(writers).await;
+}
+
+async fn write_loop(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<AppendJob>>>, node: String) {
+    loop {
+        let batch = {
+            let mut jobs = jobs.lock().await;
+            let Some(first) = jobs.recv().await else { return };
+            let mut rows = first.rows.len();
+            let mut batch = vec![first];
+            while rows < MAX_ROWS {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        rows += job.rows.len();
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        metrics::histogram!("hookgate_store_commit_batch_size").record(batch.len() as f64);
+        match commit_batch(&pool, &batch, &node).await {
+            Ok(answers) => {
+                for (job, answer) in batch.into_iter().zip(answers) {
+                    // The waiter may have gone away (client disconnected); the write stands.
+                    let _ = job.reply.send(Ok(answer));
+                }
+            }
+            Err(error) if batch.len() > 1 && !matches!(error, StoreError::Unavailable(_)) => {
+                tracing::warn!(%error, jobs = batch.len(), "A batch of appends failed; committing its jobs one by one.");
+                for job in batch {
+                    let answer = commit_batch(&pool, std::slice::from_ref(&job), &node).await;
+                    let _ = job.reply.send(answer.map(|mut answers| answers.pop().unwrap_or_default()));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, jobs = batch.len(), "A store transaction failed; its writers get an error.");
+                for job in batch {
+                    let _ = job.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Commits the jobs' events in one transaction, run again on a deadlock or serialization
+/// failure; returns each job's outcomes.
+async fn commit_batch(pool: &Pool, jobs: &[AppendJob], node: &str) -> Result<Vec<Vec<Appended>>, StoreError> {
+    let mut client = get(pool).await?;
+    let mut tries = 0;
+    loop {
+        match write_batch(&mut client, jobs, node).await {
+            Err(error) if is_conflict(&error) && tries + 1 < CONFLICT_TRIES => tries += 1,
+            other => return other.map_err(pg_error),
+        }
+    }
+}
+
+async fn write_batch(
+    client: &mut Object,
+    jobs: &[AppendJob],
+    node: &str,
+) -> Result<Vec<Vec<Appended>>, tokio_postgres::Error> {
+    let rows: Vec<&EventRow> = jobs.iter().flat_map(|job| job.rows.iter()).collect();
+    let transaction = client.transaction().await?;
+
+    // Bodies first, each once, in hash order (two batches never wait on each other in a circle).
+    let mut seen = HashSet::new();
+    let mut bodies: Vec<(&[u8], &[u8])> = rows
+        .iter()
+        .filter(|row| seen.insert(row.sha256.as_slice()))
+        .map(|row| (&row.sha256[..], row.new.raw_body.as_ref()))
+        .collect();
+    bodies.sort_unstable_by_key(|(sha256, _)| *sha256);
+    let (hashes, bytes): (Vec<&[u8]>, Vec<&[u8]>) = bodies.into_iter().unzip();
+    transaction
+        .execute(
+            "INSERT INTO bodies (sha256, bytes) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT DO NOTHING",
+            &[&hashes, &bytes],
+        )
+        .await?;
+
+    // Events, pipelined, keyed ones in key order.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|a, b| {
+        let key = |index: &usize| rows[*index].new.idempotency_key.as_ref().map(|key| (&key.scope, &key.key));
+        key(a).cmp(&key(b))
+    });
+    let keyed = transaction.prepare_cached(&format!("{INSERT_EVENT} {ON_KEY_CONFLICT}")).await?;
+    let plain = transaction.prepare_cached(INSERT_EVENT).await?;
+    let inserts = order.iter().map(|&index| {
+        let row = rows[index];
+        let statement = if row.new.idempotency_key.is_some() { &keyed } else { &plain };
+        let transaction = &transaction;
+        async move { transaction.execute(statement, &row.params()).await }
+    });
+    let inserted = futures_util::future::try_join_all(inserts).await?;
+
+    let mut outcomes: Vec<Option<Appended>> = vec![None; rows.len()];
+    for (&index, count) in order.iter().zip(inserted) {
+        if count == 1 {
+            outcomes[index] = Some(Appended { id: rows[index].new.event.id.clone(), duplicate: false });
+        }
+    }
+    // Keyed events whose key was taken: a duplicate within the window, else the key moves on.
+    for &index in &order {
+        if outcomes[index].is_some() {
+            continue;
+        }
+        let row = rows[index];
+        let key = row.new.idempotency_key.as_ref().expect("only keyed inserts can conflict");
+        let existing = transaction
+            .query_opt(
+                "SELECT id, received_at_us FROM events WHERE idempotency_scope = $1 AND idempotency_key = $2 FOR UPDATE",
+                &[&key.scope, &key.key],
+            )
+            .await?;
+        if let Some(existing) = existing {
+            let id: String = existing.get(0);
+            let received_at_us: i64 = existing.get(1);
+            let window_us = i64::try_from(key.window.as_micros()).unwrap_or(i64::MAX);
+            if row.new.event.received_at.as_microsecond().saturating_sub(received_at_us) <= window_us {
+                transaction
+                    .execute("UPDATE events SET receive_count = receive_count + 1 WHERE id = $1", &[&id])
+                    .await?;
+                outcomes[index] = Some(Appended { id, duplicate: true });
+                continue;
+            }
+            // Past its window the key is released: the old event keeps its data, not the key.
+            transaction
+                .execute("UPDATE events SET idempotency_scope = NULL, idempotency_key = NULL WHERE id = $1", &[&id])
+                .await?;
+        }
+        transaction.execute(&plain, &row.params()).await?;
+        outcomes[index] = Some(Appended { id: row.new.event.id.clone(), duplicate: false });
+    }
+
+    // The outbox rows of the new events that are not quarantined.
+    let mut deliveries: (Vec<String>, Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
+    let mut publications: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
+    for (row, outcome) in rows.iter().zip(&outcomes) {
+        let event = &row.new.event;
+        if outcome.as_ref().is_none_or(|outcome| outcome.duplicate) || event.quarantined {
+            continue;
+        }
+        let at = event.received_at.as_microsecond();
+        for subscription_id in &row.new.deliver_to {
+            deliveries.0.push(super::deliveries::new_delivery_id());
+            deliveries.1.push(subscription_id);
+            deliveries.2.push(&event.id);
+            deliveries.3.push(at);
+        }
+        if let Some(subject) = &row.new.publish_to {
+            publications.0.push(&event.id);
+            publications.1.push(subject);
+            publications.2.push(at);
+        }
+    }
+    if !deliveries.0.is_empty() {
+        let written = transaction
+            .execute(
+                "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
+                 SELECT d.id, d.subscription_id, d.event_id, 'pending',
+                        CASE WHEN s.status = 'paused' THEN NULL ELSE d.at END, d.at, d.at
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS d (id, subscription_id, event_id, at)
+                 JOIN subscriptions s ON s.id = d.subscription_id",
+                &[&deliveries.0, &deliveries.1, &deliveries.2, &deliveries.3],
+            )
+            .await?;
+        if written > 0 {
+            announce(&transaction, StoreChange::Deliveries, node).await?;
+        }
+    }
+    if !publications.0.is_empty() {
+        transaction
+            .execute(
+                "INSERT INTO publications (event_id, subject, next_attempt_at_us)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])",
+                &[&publications.0, &publications.1, &publications.2],
+            )
+            .await?;
+        announce(&transaction, StoreChange::Publications, node).await?;
+    }
+    transaction.commit().await?;
+
+    let mut outcomes = outcomes.into_iter().map(|outcome| outcome.expect("every row has an outcome"));
+    Ok(jobs.iter().map(|job| outcomes.by_ref().take(job.rows.len()).collect()).collect())
+}
+
+const INSERT_EVENT: &str = "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, body_sha256,
+                            idempotency_scope, idempotency_key, receive_count, quarantined)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+const ON_KEY_CONFLICT: &str =
+    "ON CONFLICT (idempotency_scope, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
