@@ -1,4 +1,4 @@
-//! What other nodes changed, heard on a dedicated connection (LISTEN `hookgate_changes`), with a
+//! What other nodes changed, heard on a dedicated connection (LISTEN on the schema's channel), with a
 //! polled configuration counter as the fallback.
 //!
 //! A NOTIFY payload is `<change> <node>`; a node ignores its own. When the listening connection
@@ -15,8 +15,9 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio_postgres::AsyncMessage;
 
-use super::Tls;
+use super::{Node, Tls};
 use crate::store::StoreChange;
+use std::sync::Arc;
 
 /// How often the configuration counter is read.
 const FALLBACK_POLL: Duration = Duration::from_secs(2);
@@ -28,7 +29,7 @@ pub(super) async fn listen(
     config: tokio_postgres::Config,
     tls: Tls,
     pool: Pool,
-    node: String,
+    node: Arc<Node>,
     changes: broadcast::Sender<StoreChange>,
     mut stop: watch::Receiver<()>,
 ) {
@@ -40,6 +41,7 @@ pub(super) async fn listen(
             _ = stop.changed() => return,
             outcome = listen_once(&config, &tls, &node, &changes, first) => outcome,
         };
+        eprintln!("DEBUG listen ended: {listened:?}");
         if let Err(error) = listened {
             tracing::warn!(%error, "Not listening for other nodes' changes; trying again.");
         }
@@ -56,7 +58,7 @@ pub(super) async fn listen(
 async fn listen_once(
     config: &tokio_postgres::Config,
     tls: &Tls,
-    node: &str,
+    node: &Node,
     changes: &broadcast::Sender<StoreChange>,
     first: bool,
 ) -> Result<(), tokio_postgres::Error> {
@@ -75,7 +77,7 @@ async fn listen_once(
 async fn forward<S, T>(
     client: tokio_postgres::Client,
     mut connection: tokio_postgres::Connection<S, T>,
-    node: &str,
+    node: &Node,
     changes: &broadcast::Sender<StoreChange>,
     first: bool,
 ) -> Result<(), tokio_postgres::Error>
@@ -85,7 +87,8 @@ where
 {
     let mut messages = futures_util::stream::poll_fn(move |context| connection.poll_message(context));
     {
-        let listening = client.batch_execute("LISTEN hookgate_changes");
+        let listen = format!("LISTEN \"{}\"", node.channel);
+        let listening = client.batch_execute(&listen);
         tokio::pin!(listening);
         // The connection must be driven for the LISTEN to be answered.
         loop {
@@ -108,7 +111,7 @@ where
     while let Some(message) = messages.next().await {
         if let AsyncMessage::Notification(notification) = message? {
             let Some((change, from)) = notification.payload().split_once(' ') else { continue };
-            if from == node {
+            if from == node.name {
                 continue;
             }
             if let Some(change) = StoreChange::parse(change) {

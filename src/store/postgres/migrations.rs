@@ -140,20 +140,15 @@ INSERT INTO config_version (version) VALUES (0);
 
 /// Applies the migrations not yet applied, one transaction each, under an advisory lock.
 pub(super) async fn migrate(client: &mut Object) -> Result<(), StoreError> {
-    client.batch_execute("CREATE TABLE IF NOT EXISTS hookgate_schema (version integer NOT NULL)").await.or_else(
-        |error| {
-            // Two nodes creating the table at the same moment: one of them sees it exist.
-            if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                Ok(())
-            } else {
-                Err(pg_error(error))
-            }
-        },
-    )?;
     for (index, migration) in MIGRATIONS.iter().enumerate() {
         let transaction = client.transaction().await.map_err(pg_error)?;
         transaction
             .execute("SELECT pg_advisory_xact_lock(728419, hashtext(current_schema()))", &[])
+            .await
+            .map_err(pg_error)?;
+        // Under the lock, so that two nodes never race to create it.
+        transaction
+            .batch_execute("CREATE TABLE IF NOT EXISTS hookgate_schema (version integer NOT NULL)")
             .await
             .map_err(pg_error)?;
         let applied: Option<i32> = transaction

@@ -9,7 +9,7 @@
 //! with a lease.
 //!
 //! Changes that other nodes must act on (new deliveries or publications, subscriptions, apps)
-//! are announced with NOTIFY in the transaction that makes them; `changes` listens on a
+//! are announced with NOTIFY (on a channel of the database and schema) in the transaction that makes them; `changes` listens on a
 //! dedicated connection and hands them to the node as [`StoreChange`]s, with a polled
 //! configuration counter as the fallback. The queries are grouped as SQLite's are: `events`,
 //! `deliveries`, `subscriptions`, `records`, `notice_mails`; `migrations` holds the schema.
@@ -49,10 +49,18 @@ struct Inner {
     pool: Pool,
     appends: mpsc::Sender<writer::AppendJob>,
     changes: broadcast::Sender<StoreChange>,
-    /// This process's name in NOTIFY payloads, so that it does not act on its own announcements.
-    node: String,
+    node: Arc<Node>,
     /// Stops the listener and the writer when the last clone goes.
     _stop: tokio::sync::watch::Sender<()>,
+}
+
+/// This process among the nodes sharing the database.
+pub(super) struct Node {
+    /// Its name in NOTIFY payloads, so that it does not act on its own announcements.
+    name: String,
+    /// The NOTIFY channel of this database and schema: deployments in other schemas of the same
+    /// database do not hear each other (NOTIFY channels are per database).
+    channel: String,
 }
 
 /// How connections are made: plain, or TLS when the URL asks for it.
@@ -81,8 +89,10 @@ impl PostgresStore {
             .map_err(|error| StoreError::Unavailable(format!("cannot build the connection pool: {error}")))?;
         let mut client = get(&pool).await?;
         migrations::migrate(&mut client).await?;
+        let schema: String = client.query_one("SELECT current_schema()", &[]).await.map_err(pg_error)?.get(0);
         drop(client);
-        let node = format!("node_{}", uuid::Uuid::now_v7().simple());
+        let channel = format!("hookgate_{}", &crate::secrets::sha256_hex(&schema)[..16]);
+        let node = Arc::new(Node { name: format!("node_{}", uuid::Uuid::now_v7().simple()), channel });
         let (changes, _) = broadcast::channel(256);
         let (stop, stopped) = tokio::sync::watch::channel(());
         let (appends, jobs) = mpsc::channel(writer::QUEUE);
@@ -107,7 +117,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    fn node(&self) -> &str {
+    fn node(&self) -> &Node {
         &self.inner.node
     }
 }
@@ -196,10 +206,10 @@ fn micros(duration: Duration) -> i64 {
 async fn announce(
     transaction: &deadpool_postgres::Transaction<'_>,
     change: StoreChange,
-    node: &str,
+    node: &Node,
 ) -> Result<(), tokio_postgres::Error> {
-    let payload = format!("{} {node}", change.as_str());
-    transaction.execute("SELECT pg_notify('hookgate_changes', $1)", &[&payload]).await?;
+    let payload = format!("{} {}", change.as_str(), node.name);
+    transaction.execute("SELECT pg_notify($1, $2)", &[&node.channel, &payload]).await?;
     if matches!(change, StoreChange::Subscriptions | StoreChange::Apps) {
         transaction.execute("UPDATE config_version SET version = version + 1", &[]).await?;
     }
@@ -238,7 +248,7 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::{Store, conformance};
 
     #[tokio::test]
     async fn postgres_passes_the_store_conformance_suite() {
@@ -277,6 +287,193 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let error = PostgresStore::open(&format!("postgres://postgres@127.0.0.1:{port}/test")).await.err().unwrap();
         assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    }
+
+    /// Two nodes (two stores) on one fresh schema, and a plain client to look inside it.
+    async fn two_nodes(test: &str) -> Option<(Store, Store, tokio_postgres::Client)> {
+        let server = testing::server_url(test)?;
+        let url = testing::fresh_schema(&server).await;
+        let a = Store::Postgres(PostgresStore::open(&url).await.unwrap());
+        let b = Store::Postgres(PostgresStore::open(&url).await.unwrap());
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        Some((a, b, client))
+    }
+
+    async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
+        client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0)
+    }
+
+    async fn subscription(store: &Store) -> crate::subscriptions::Subscription {
+        let policy = crate::subscriptions::TargetPolicy { allow_http: true, allow_private: true };
+        let request = serde_json::json!({"url": "http://127.0.0.1:9/hook"});
+        let subscription =
+            crate::subscriptions::from_request(&request, None, false, policy, Timestamp::now()).await.unwrap();
+        store.put_subscription(subscription.clone()).await.unwrap();
+        subscription
+    }
+
+    #[tokio::test]
+    async fn the_same_platform_retry_reaching_two_nodes_at_once_is_one_event() {
+        let Some((a, b, client)) = two_nodes("the_same_platform_retry_reaching_two_nodes_at_once_is_one_event").await
+        else {
+            return;
+        };
+        for round in 0..50 {
+            let key = crate::event::IdempotencyKey {
+                scope: "stripe".into(),
+                key: format!("evt_{round}"),
+                window: crate::event::DEFAULT_DEDUP_WINDOW,
+            };
+            let mut on_a = conformance::sample_event("stripe.charge.succeeded", "stripe");
+            on_a.idempotency_key = Some(key.clone());
+            let mut on_b = conformance::sample_event("stripe.charge.succeeded", "stripe");
+            on_b.idempotency_key = Some(key);
+            let (from_a, from_b) = tokio::join!(a.append_events(vec![on_a]), b.append_events(vec![on_b]));
+            let (from_a, from_b) = (from_a.unwrap().remove(0), from_b.unwrap().remove(0));
+            assert_eq!(from_a.id, from_b.id, "both replies carry the one event's id");
+            assert!(from_a.duplicate != from_b.duplicate, "exactly one is the original: {from_a:?} {from_b:?}");
+        }
+        assert_eq!(count(&client, "events").await, 50);
+    }
+
+    #[tokio::test]
+    async fn two_nodes_claiming_at_once_never_take_the_same_delivery() {
+        let Some((a, b, _)) = two_nodes("two_nodes_claiming_at_once_never_take_the_same_delivery").await else {
+            return;
+        };
+        let subscription = subscription(&a).await;
+        let events = (0..300)
+            .map(|_| {
+                let mut event = conformance::sample_event("kustomer.app.shop.order", "shop");
+                event.deliver_to = vec![subscription.id.clone()];
+                event
+            })
+            .collect();
+        a.append_events(events).await.unwrap();
+        let lease = Duration::from_secs(60);
+        let claim_all = |store: Store| async move {
+            let mut claimed = Vec::new();
+            loop {
+                let batch = store.claim_due_deliveries(Timestamp::now(), lease, 7).await.unwrap();
+                if batch.is_empty() {
+                    return claimed;
+                }
+                claimed.extend(batch.into_iter().map(|due| due.id));
+            }
+        };
+        let (by_a, by_b) = tokio::join!(claim_all(a.clone()), claim_all(b.clone()));
+        let all: std::collections::HashSet<&String> = by_a.iter().chain(&by_b).collect();
+        assert_eq!(all.len(), 300, "every delivery claimed once: {} by a, {} by b", by_a.len(), by_b.len());
+        assert_eq!(by_a.len() + by_b.len(), 300, "none claimed twice");
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_gives_the_delivery_to_another_node() {
+        let Some((a, b, _)) = two_nodes("an_expired_lease_gives_the_delivery_to_another_node").await else { return };
+        let subscription = subscription(&a).await;
+        let mut event = conformance::sample_event("kustomer.app.shop.order", "shop");
+        event.deliver_to = vec![subscription.id.clone()];
+        a.append_events(vec![event]).await.unwrap();
+        let now = Timestamp::now();
+        let lease = Duration::from_secs(30);
+        let taken = a.claim_due_deliveries(now, lease, 10).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        assert!(b.claim_due_deliveries(now, lease, 10).await.unwrap().is_empty(), "held while the lease runs");
+        let after_lease = now + jiff::SignedDuration::from_secs(31);
+        let retaken = b.claim_due_deliveries(after_lease, lease, 10).await.unwrap();
+        assert_eq!(retaken.iter().map(|due| &due.id).collect::<Vec<_>>(), vec![&taken[0].id]);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_recorded_by_two_nodes_counts_once() {
+        let Some((a, b, client)) = two_nodes("an_attempt_recorded_by_two_nodes_counts_once").await else { return };
+        let subscription = subscription(&a).await;
+        let mut event = conformance::sample_event("kustomer.app.shop.order", "shop");
+        event.deliver_to = vec![subscription.id.clone()];
+        a.append_events(vec![event]).await.unwrap();
+        let due = a.claim_due_deliveries(Timestamp::now(), Duration::from_secs(1), 1).await.unwrap().remove(0);
+        let record = |status_code: u16, next: crate::store::NextStep| crate::store::AttemptRecord {
+            delivery_id: due.id.clone(),
+            attempt: 1,
+            at: Timestamp::now(),
+            status_code: Some(status_code),
+            latency: Duration::from_millis(3),
+            response_excerpt: None,
+            error: None,
+            next,
+        };
+        a.record_attempts(vec![record(200, crate::store::NextStep::Delivered)]).await.unwrap();
+        // The node that outlived its lease reports the same attempt number: it changes nothing.
+        let retry_at = Timestamp::now() + jiff::SignedDuration::from_secs(60);
+        b.record_attempts(vec![record(500, crate::store::NextStep::RetryAt(retry_at))]).await.unwrap();
+        assert_eq!(count(&client, "delivery_attempts").await, 1);
+        let status: String = client.query_one("SELECT status FROM deliveries", &[]).await.unwrap().get(0);
+        assert_eq!(status, "delivered");
+    }
+
+    #[tokio::test]
+    async fn changes_on_one_node_are_announced_to_the_others_and_not_to_itself() {
+        let Some((a, b, _)) = two_nodes("changes_on_one_node_are_announced_to_the_others_and_not_to_itself").await
+        else {
+            return;
+        };
+        let mut heard_by_a = a.changes().unwrap();
+        let mut heard_by_b = b.changes().unwrap();
+        // The listeners connect in the background: announce until one is heard.
+        let heard = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                subscription(&a).await;
+                if let Ok(Ok(change)) = tokio::time::timeout(Duration::from_millis(200), heard_by_b.recv()).await {
+                    return change;
+                }
+            }
+        })
+        .await
+        .expect("node b hears node a's change");
+        assert_eq!(heard, StoreChange::Subscriptions);
+        // The fallback's counter poll may report the change to a as well; notifications of its
+        // own never do: nothing a hears names deliveries, which only a NOTIFY carries.
+        let mut event = conformance::sample_event("kustomer.app.shop.order", "shop");
+        event.deliver_to = vec![subscription(&b).await.id];
+        a.append_events(vec![event]).await.unwrap();
+        let woken = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if heard_by_b.recv().await.unwrap() == StoreChange::Deliveries {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(woken.is_ok(), "b's workers are woken by a's new deliveries");
+        while let Ok(change) = heard_by_a.try_recv() {
+            assert_ne!(change, StoreChange::Deliveries, "a is not told of its own deliveries");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_shared_by_many_events_is_stored_once() {
+        let Some((a, b, client)) = two_nodes("a_body_shared_by_many_events_is_stored_once").await else { return };
+        let body = bytes::Bytes::from_static(br#"[{"id": 1}, {"id": 2}]"#);
+        let split = |count: usize| -> Vec<crate::event::NewEvent> {
+            (0..count)
+                .map(|index| {
+                    let mut event = conformance::sample_event("kustomer.app.shop.item", "shop");
+                    event.raw_body = body.clone();
+                    event.event.data = serde_json::json!({"id": index});
+                    event.data_is_raw_json = false;
+                    event
+                })
+                .collect()
+        };
+        let appended = a.append_events(split(100)).await.unwrap();
+        // The same body again, from another node (an email to two hooks, say).
+        b.append_events(split(2)).await.unwrap();
+        assert_eq!(count(&client, "events").await, 102);
+        assert_eq!(count(&client, "bodies").await, 1);
+        let raw = b.raw_body(&appended[99].id).await.unwrap().unwrap();
+        assert_eq!(raw.bytes, body.to_vec());
+        assert_eq!(b.event(&appended[99].id).await.unwrap().unwrap().data, serde_json::json!({"id": 99}));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::events::EventRow;
-use super::{announce, get, is_conflict, pg_error};
+use super::{Node, announce, get, is_conflict, pg_error};
 use crate::store::{Appended, StoreChange, StoreError};
 
 /// Jobs waiting for a writer before callers wait to queue.
@@ -41,13 +41,13 @@ pub(super) struct AppendJob {
 }
 
 /// Runs the writers until every sender is gone.
-pub(super) async fn run(pool: Pool, jobs: mpsc::Receiver<AppendJob>, node: String) {
+pub(super) async fn run(pool: Pool, jobs: mpsc::Receiver<AppendJob>, node: Arc<Node>) {
     let jobs = Arc::new(Mutex::new(jobs));
     let writers = (0..WRITERS).map(|_| tokio::spawn(write_loop(pool.clone(), jobs.clone(), node.clone())));
     futures_util::future::join_all(writers).await;
 }
 
-async fn write_loop(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<AppendJob>>>, node: String) {
+async fn write_loop(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<AppendJob>>>, node: Arc<Node>) {
     loop {
         let batch = {
             let mut jobs = jobs.lock().await;
@@ -92,7 +92,7 @@ async fn write_loop(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<AppendJob>>>, nod
 
 /// Commits the jobs' events in one transaction, run again on a deadlock or serialization
 /// failure; returns each job's outcomes.
-async fn commit_batch(pool: &Pool, jobs: &[AppendJob], node: &str) -> Result<Vec<Vec<Appended>>, StoreError> {
+async fn commit_batch(pool: &Pool, jobs: &[AppendJob], node: &Node) -> Result<Vec<Vec<Appended>>, StoreError> {
     let mut client = get(pool).await?;
     let mut tries = 0;
     loop {
@@ -106,7 +106,7 @@ async fn commit_batch(pool: &Pool, jobs: &[AppendJob], node: &str) -> Result<Vec
 async fn write_batch(
     client: &mut Object,
     jobs: &[AppendJob],
-    node: &str,
+    node: &Node,
 ) -> Result<Vec<Vec<Appended>>, tokio_postgres::Error> {
     let rows: Vec<&EventRow> = jobs.iter().flat_map(|job| job.rows.iter()).collect();
     let transaction = client.transaction().await?;
