@@ -346,7 +346,7 @@ async fn connections_beyond_the_cap_are_told_to_come_back_later() {
 async fn when_the_store_cannot_commit_the_sender_is_told_to_retry() {
     let gateway = Gateway::start_with(mail_options()).await;
     let to = address_of(&gateway, ORDERS).await;
-    let locker = rusqlite::Connection::open(gateway.database()).unwrap();
+    let locker = rusqlite::Connection::open(gateway.database_file()).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let error =
         send_raw(&gateway, "a@shop.example", &to, &html_mail("a@shop.example", &to, ORDER_HTML)).await.unwrap_err();

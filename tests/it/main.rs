@@ -29,3 +29,6 @@ mod standard_webhooks;
 mod subscriptions;
 mod support;
 mod web_hooks;
+
+/// The store every gateway of this binary uses.
+pub const BACKEND: support::Backend = support::Backend::Sqlite;

@@ -210,7 +210,7 @@ async fn when_the_store_cannot_commit_the_client_gets_503_and_no_acknowledgement
     let gateway = Gateway::start().await;
     let url = gateway.hook_url(ORDER_UPDATE).await;
     // Another process holds the database's write lock longer than the gateway waits for it.
-    let locker = rusqlite::Connection::open(gateway.database()).unwrap();
+    let locker = rusqlite::Connection::open(gateway.database_file()).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let response = gateway.http.post(&url).json(&json!({"lost": false})).send().await.unwrap();
     assert_eq!(response.headers()["retry-after"], "5");

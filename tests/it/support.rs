@@ -1,6 +1,10 @@
 //! Runs the real `hookgate` binary for a test: a fresh folder of definitions and a fresh
 //! database in a temporary directory, HTTP on 127.0.0.1 port 0, the bound address read from
 //! the line the binary prints. The process is killed when the [`Gateway`] is dropped.
+//!
+//! The database is the test binary's `crate::BACKEND`: a SQLite file in the temporary
+//! directory, or a fresh schema of the PostgreSQL database at `HOOKGATE_TEST_POSTGRES_URL` (the
+//! `postgres` test binary runs the API suite that way).
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -57,6 +61,60 @@ pub fn crm_definition() -> Value {
     json!({"app": "crm", "version": "2", "hooks": [{"eventName": LEAD_CREATED, "type": "web"}]})
 }
 
+/// Which store the gateways of a test binary use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The `--database` value for a new gateway in `dir`: the SQLite file there, or a new schema.
+pub async fn new_database(dir: &Path) -> String {
+    match crate::BACKEND {
+        Backend::Sqlite => dir.join("data/hookgate.db").to_string_lossy().into_owned(),
+        Backend::Postgres => fresh_postgres_schema().await,
+    }
+}
+
+/// The test server's URL, `HOOKGATE_TEST_POSTGRES_URL`. Without it the whole PostgreSQL suite
+/// is skipped: this says so and ends the test process successfully, before any test of the
+/// suite runs on another backend by mistake; a strict run fails instead.
+pub fn postgres_server() -> String {
+    match std::env::var("HOOKGATE_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty()) {
+        Some(url) => url,
+        None if strict() => panic!("HOOKGATE_TEST_POSTGRES_URL is not set and this run is strict (HOOKGATE_TEST_STRICT=1)"),
+        None => {
+            let mut stderr = std::fs::OpenOptions::new().write(true).open("/dev/stderr").ok();
+            let message = "skipped: the PostgreSQL suite (HOOKGATE_TEST_POSTGRES_URL is not set)\n";
+            if let Some(stderr) = stderr.as_mut() {
+                let _ = std::io::Write::write_all(stderr, message.as_bytes());
+            }
+            std::process::exit(0);
+        }
+    }
+}
+
+/// A new, empty schema in the test database, as a URL whose connections use it.
+pub async fn fresh_postgres_schema() -> String {
+    let server = postgres_server();
+    let schema = format!("hg_it_{}", uuid_like());
+    let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|error| panic!("HOOKGATE_TEST_POSTGRES_URL does not answer: {error}"));
+    tokio::spawn(connection);
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+    let separator = if server.contains('?') { '&' } else { '?' };
+    format!("{server}{separator}options=-csearch_path%3D{schema}")
+}
+
+/// 32 random hex digits.
+fn uuid_like() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..32).map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap()).collect()
+}
+
 /// How to start a gateway.
 #[derive(Clone)]
 pub struct Options {
@@ -88,6 +146,8 @@ pub struct Gateway {
     pub http: reqwest::Client,
     child: Child,
     env: Vec<(String, String)>,
+    /// The `--database` value: the SQLite file, or the PostgreSQL URL of the test's schema.
+    database: String,
     /// Lines the process printed on stdout, after the listening line.
     pub stdout: mpsc::Receiver<String>,
 }
@@ -103,15 +163,25 @@ impl Gateway {
         for (name, json) in &options.definitions {
             std::fs::write(dir.path().join("defs").join(name), serde_json::to_vec_pretty(json).unwrap()).unwrap();
         }
-        let (child, base, smtp, stdout) = spawn(dir.path(), &options.env).await.expect("the gateway starts");
-        Gateway { dir, base, smtp, http: client(), child, env: options.env, stdout }
+        let database = new_database(dir.path()).await;
+        let (child, base, smtp, stdout) =
+            spawn(dir.path(), &database, &options.env).await.expect("the gateway starts");
+        Gateway { dir, base, smtp, http: client(), child, env: options.env, database, stdout }
     }
 
     pub fn definitions_dir(&self) -> PathBuf {
         self.dir.path().join("defs")
     }
 
-    pub fn database(&self) -> PathBuf {
+    /// The `--database` value of this gateway (a file, or a PostgreSQL URL).
+    pub fn database(&self) -> String {
+        self.database.clone()
+    }
+
+    /// The SQLite file, for tests of the embedded store itself.
+    #[allow(dead_code)]
+    pub fn database_file(&self) -> PathBuf {
+        assert_eq!(crate::BACKEND, Backend::Sqlite, "only a SQLite gateway has a database file");
         self.dir.path().join("data/hookgate.db")
     }
 
@@ -148,7 +218,8 @@ impl Gateway {
     /// Starts the binary again on the same folder and database (on a new port).
     pub async fn restart(&mut self) {
         self.kill();
-        let (child, base, smtp, stdout) = spawn(self.dir.path(), &self.env).await.expect("the gateway restarts");
+        let (child, base, smtp, stdout) =
+            spawn(self.dir.path(), &self.database, &self.env).await.expect("the gateway restarts");
         self.child = child;
         self.base = base;
         self.smtp = smtp;
@@ -237,12 +308,13 @@ pub fn client() -> reqwest::Client {
 /// Starts `hookgate serve` in `dir` and waits for its listening line.
 async fn spawn(
     dir: &Path,
+    database: &str,
     env: &[(String, String)],
 ) -> Result<(Child, String, std::net::SocketAddr, mpsc::Receiver<String>), String> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookgate"));
     command
         .current_dir(dir)
-        .args(SERVE)
+        .args(SERVE.iter().map(|arg| if *arg == "data/hookgate.db" { database } else { arg }))
         .env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "warn")
         // DKIM and SPF lookups go to the test DNS server, never outside the machine.
