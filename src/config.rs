@@ -85,6 +85,10 @@ pub struct Config {
     /// Deliveries in flight at once, and at most per subscription.
     pub delivery_concurrency: usize,
     pub delivery_concurrency_per_subscription: usize,
+    /// How long a claimed delivery is kept from other workers (and nodes) before it is due again:
+    /// the time a crashed node's deliveries wait. Unset: long enough for a full claimed batch at
+    /// `delivery_timeout_secs` each, plus a minute.
+    pub delivery_lease_secs: Option<u64>,
     /// Addresses that operator notices are mailed to (a list, or one string of comma-separated
     /// addresses); none: no mail.
     #[serde(default, deserialize_with = "one_or_many")]
@@ -215,6 +219,7 @@ impl Default for Config {
             nats_stream: "HOOKGATE".into(),
             delivery_concurrency: 256,
             delivery_concurrency_per_subscription: 16,
+            delivery_lease_secs: None,
             notify_email: Vec::new(),
             smtp_relay: None,
             smtp_relay_ca: None,
@@ -282,6 +287,7 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "nats_stream",
     "delivery_concurrency",
     "delivery_concurrency_per_subscription",
+    "delivery_lease_secs",
     "notify_email",
     "smtp_relay",
     "smtp_relay_ca",
@@ -371,6 +377,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "delivery_timeout_secs, delivery_concurrency and delivery_concurrency_per_subscription must be at least 1".into(),
+            ));
+        }
+        if self.delivery_lease_secs.is_some_and(|lease| lease < 2 * self.delivery_timeout_secs) {
+            return Err(ConfigError::Invalid(
+                "delivery_lease_secs must be at least twice delivery_timeout_secs, or a delivery still being sent could be sent again by another worker".into(),
             ));
         }
         self.validate_notifications()?;

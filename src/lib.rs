@@ -186,6 +186,7 @@ fn delivery_settings(config: &Config) -> DeliverySettings {
         timeout_secs: config.delivery_timeout_secs,
         concurrency: config.delivery_concurrency,
         concurrency_per_subscription: config.delivery_concurrency_per_subscription,
+        lease_secs: config.delivery_lease_secs,
         policy: delivery_policy(config),
     }
 }

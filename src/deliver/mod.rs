@@ -60,6 +60,8 @@ pub struct DeliverySettings {
     /// Deliveries in flight at once, and at most per subscription.
     pub concurrency: usize,
     pub concurrency_per_subscription: usize,
+    /// The lease of a claim, when configured; otherwise computed (`lease`).
+    pub lease_secs: Option<u64>,
     /// Where deliveries may go.
     pub policy: TargetPolicy,
 }
@@ -69,6 +71,9 @@ impl DeliverySettings {
     /// batch can wait for its subscription's slots and then take, so no delivery is sent twice
     /// while its worker lives. After a crash, its claims come due again when this runs out.
     fn lease(&self) -> Duration {
+        if let Some(seconds) = self.lease_secs {
+            return Duration::from_secs(seconds);
+        }
         let rounds = self.concurrency.div_ceil(self.concurrency_per_subscription.max(1)) as u64;
         Duration::from_secs((rounds + 1) * self.timeout_secs + 60)
     }
