@@ -109,4 +109,46 @@ mod tests {
         }
         assert!(store.event(&recent.event.id).await.unwrap().is_some(), "the recent event is kept");
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_are_answered_while_a_large_prune_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(&crate::store::StoreConfig::Sqlite { path: dir.path().join("hookgate.db") }).await.unwrap();
+        let long_ago = Timestamp::now() - (40 * 24).hours();
+        let old_events = 20_000;
+        for chunk in 0..old_events / 1000 {
+            let body = bytes::Bytes::from(format!(r#"{{"chunk": {chunk}}}"#));
+            let old: Vec<_> = (0..1000)
+                .map(|_| {
+                    let mut event = crate::store::conformance::sample_event_at("retention.old", "retention", long_ago);
+                    event.raw_body = body.clone();
+                    event
+                })
+                .collect();
+            store.append_events(old).await.unwrap();
+        }
+        let settings = RetentionSettings { keep: Duration::from_secs(30 * 86_400), every: EVERY, batch: BATCH };
+        let retention = Retention { store: store.clone(), settings };
+        let prune = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let deleted = prune_once(&retention).await;
+            (deleted, started.elapsed())
+        });
+        let mut waits = Vec::new();
+        while !prune.is_finished() {
+            let started = std::time::Instant::now();
+            store
+                .append_events(vec![crate::store::conformance::sample_event("retention.during", "retention")])
+                .await
+                .unwrap();
+            waits.push(started.elapsed());
+        }
+        let (deleted, took) = prune.await.unwrap();
+        assert_eq!((deleted.events, deleted.bodies), (old_events as u64, 20));
+        assert!(waits.len() >= 10, "only {} appends ran during a prune of {took:?}", waits.len());
+        let slowest = waits.iter().max().copied().unwrap();
+        // One transaction for the whole prune would hold an append for about all of it.
+        assert!(slowest < took / 4, "an append waited {slowest:?} during a prune of {took:?}");
+    }
 }
