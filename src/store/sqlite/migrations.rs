@@ -371,8 +371,7 @@ mod tests {
             statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
         };
 
-        let sqlite = SqliteStore::open(path.clone()).await.unwrap();
-        let store = Store::Sqlite(sqlite.clone());
+        let store = Store::Sqlite(SqliteStore::open(path.clone()).await.unwrap());
         for new in events.iter().filter(|event| event.event.name != "migration.deleted") {
             assert_eq!(store.event(&new.event.id).await.unwrap().as_ref(), Some(&new.event), "{}", new.event.name);
             let raw = store.raw_body(&new.event.id).await.unwrap().unwrap();
