@@ -88,7 +88,7 @@ enum Command {
     /// Manage issued keys: ingest keys for web hooks, management keys for the API.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Read the event log.
+    /// Read the event log, replay events, erase a resource's events.
     #[command(subcommand)]
     Events(EventsCommand),
     /// Apps installed through the management API (apps from files are changed by editing files).
@@ -150,6 +150,13 @@ enum EventsCommand {
         /// Only to this subscription.
         #[arg(long)]
         subscription: Option<String>,
+    },
+    /// Erase every event about a resource (for an erasure request): events whose data has a
+    /// top-level `resource_id`, `resourceId` or `id` equal to it, with their deliveries and the
+    /// raw bodies no other event shares.
+    Purge {
+        #[arg(long)]
+        resource_id: String,
     },
 }
 
@@ -531,6 +538,16 @@ async fn events(config: Config, command: EventsCommand) -> anyhow::Result<ExitCo
         EventsCommand::Replay { filter, subscription } => {
             let query = EventQuery { quarantined: Some(false), ..filter.query(500, None) };
             replay(&store, query, subscription).await?
+        }
+        EventsCommand::Purge { resource_id } => {
+            if resource_id.trim().is_empty() {
+                bail!("--resource-id must not be empty");
+            }
+            let purged = store.purge_resource(&resource_id).await?;
+            println!(
+                "erased {} events, {} deliveries and {} raw bodies about {resource_id:?}",
+                purged.events, purged.deliveries, purged.bodies
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -110,6 +110,8 @@ pub struct Config {
     /// `hookgate.source.rejections` event.
     pub notify_rejections_threshold: usize,
     pub notify_rejections_window_secs: u64,
+    /// Events, and delivery history, older than this many days are deleted; none: kept forever.
+    pub retention_days: Option<u64>,
 }
 
 impl std::fmt::Debug for Config {
@@ -228,6 +230,7 @@ impl Default for Config {
             notify_mail_coalesce_secs: 600,
             notify_rejections_threshold: 10,
             notify_rejections_window_secs: 60,
+            retention_days: None,
         }
     }
 }
@@ -296,7 +299,11 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "notify_mail_coalesce_secs",
     "notify_rejections_threshold",
     "notify_rejections_window_secs",
+    "retention_days",
 ];
+
+/// The longest retention accepted (about 100 years): longer is forever, so leave it unset.
+pub const MAX_RETENTION_DAYS: u64 = 36_500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -385,6 +392,11 @@ impl Config {
             ));
         }
         self.validate_notifications()?;
+        if self.retention_days.is_some_and(|days| days == 0 || days > MAX_RETENTION_DAYS) {
+            return Err(ConfigError::Invalid(format!(
+                "retention_days must be from 1 to {MAX_RETENTION_DAYS}; leave it unset to keep events forever"
+            )));
+        }
         if self.admin_token.as_ref().is_some_and(|token| token.len() < 16) {
             return Err(ConfigError::Invalid("the admin token must be at least 16 characters long".into()));
         }
@@ -430,6 +442,11 @@ impl Config {
 
     pub fn body_timeout(&self) -> Duration {
         Duration::from_secs(self.body_timeout_secs)
+    }
+
+    /// How long events and delivery history are kept; `None`: forever.
+    pub fn retention(&self) -> Option<Duration> {
+        self.retention_days.map(|days| Duration::from_secs(days * 86_400))
     }
 }
 
@@ -595,6 +612,20 @@ mod tests {
         assert_eq!(config.notify_mail_coalesce_secs, 600);
         assert_eq!((config.notify_rejections_threshold, config.notify_rejections_window_secs), (10, 60));
         assert!(config.notify_email.is_empty() && config.smtp_relay.is_none(), "no mail unless configured");
+    }
+
+    #[test]
+    fn events_are_kept_forever_unless_retention_days_is_set_to_at_least_one_day() {
+        assert_eq!(Config::default().retention_days, None);
+        assert_eq!(Config::default().retention(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookgate.toml");
+        std::fs::write(&file, "retention_days = 30\n").unwrap();
+        let config = Config::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(config.retention(), Some(Duration::from_secs(30 * 86_400)));
+        std::fs::write(&file, "retention_days = 0\n").unwrap();
+        let error = Config::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(error.contains("retention_days must be from 1") && error.contains("unset"), "{error}");
     }
 
     #[test]

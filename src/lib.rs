@@ -19,7 +19,7 @@
 //!
 //! This file is the composition root and nothing else: [`Gateway::start`] turns a [`Config`]
 //! into each module's own state (ingress, the management API, the delivery worker, the NATS
-//! publisher) and [`Gateway::run`] serves until shutdown. No module uses a name defined here;
+//! publisher, retention) and [`Gateway::run`] serves until shutdown. No module uses a name defined here;
 //! `main.rs` only parses the command line (see `cli`).
 
 pub mod api;
@@ -59,6 +59,7 @@ use ingress::{ConnectionLimits, IngressSettings, IngressState};
 use pipeline::Committer;
 use pipeline::authenticate::MailAuthenticator;
 use pipeline::mail::MailAcceptor;
+use store::retention::{Retention, RetentionSettings};
 use store::{Store, StoreConfig, StoreError};
 use subscriptions::TargetPolicy;
 
@@ -213,6 +214,14 @@ fn mail_settings(config: &Config, public_url: &str) -> Option<notify::MailSettin
     })
 }
 
+/// Deleting old events, when a retention is configured.
+fn retention(config: &Config, store: &Store) -> Option<Retention> {
+    config.retention().map(|keep| Retention {
+        store: store.clone(),
+        settings: RetentionSettings { keep, every: store::retention::EVERY, batch: store::retention::BATCH },
+    })
+}
+
 fn nats_settings(config: &Config) -> Option<NatsSettings> {
     config.nats.clone().map(|url| NatsSettings {
         url,
@@ -229,6 +238,7 @@ pub struct Gateway {
     worker: Arc<Worker>,
     publisher: Option<Arc<Publisher>>,
     mailer: Option<Arc<notify::Mailer>>,
+    retention: Option<Retention>,
     limits: ConnectionLimits,
     watch: definitions::watch::DefinitionWatch,
     /// What other nodes sharing the store change (PostgreSQL); `None` on an embedded store.
@@ -302,6 +312,7 @@ impl Gateway {
             delivery_policy: delivery_policy(&config),
         };
         let other_nodes = store.changes();
+        let retention = retention(&config, &store);
         let worker = Worker { store: store.clone(), committer: committer.clone(), sender, settings: deliveries };
         let publisher = nats.map(|settings| Arc::new(Publisher { store, committer, settings }));
         let limits = ConnectionLimits {
@@ -315,6 +326,7 @@ impl Gateway {
             worker: Arc::new(worker),
             publisher,
             mailer,
+            retention,
             limits,
             watch,
             other_nodes,
@@ -358,6 +370,8 @@ impl Gateway {
         let publisher =
             self.publisher.map(|publisher| tokio::spawn(deliver::nats::run(publisher, stopped(stop_rx.clone()))));
         let mailer = self.mailer.map(|mailer| tokio::spawn(notify::run(mailer, stopped(stop_rx.clone()))));
+        let retention =
+            self.retention.map(|retention| tokio::spawn(store::retention::run(retention, stopped(stop_rx.clone()))));
         let smtp = listeners.smtp.map(|(listener, settings)| {
             let ingress = self.ingress.clone();
             tokio::spawn(ingress::smtp::serve(listener, ingress, Arc::new(settings), stopped(stop_rx.clone())))
@@ -376,6 +390,9 @@ impl Gateway {
         }
         if let Some(mailer) = mailer {
             let _ = mailer.await;
+        }
+        if let Some(retention) = retention {
+            let _ = retention.await;
         }
         let _ = watcher.await;
         Ok(())

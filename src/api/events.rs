@@ -2,7 +2,8 @@
 //!
 //! A scoped management key reads only events within its scopes: it lists them by a `name` its
 //! scopes cover, and any other event is not found for it. Replays go through
-//! [`crate::pipeline::Replay`], as the command line's do.
+//! [`crate::pipeline::Replay`], as the command line's do. Erasing a resource's events
+//! (`POST /api/events/purge`) takes the admin token (`api::router` puts it behind it).
 
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
@@ -169,4 +170,32 @@ fn replay_error(error: ReplayError) -> ApiError {
         ReplayError::NoSubscription(_) => ApiError::NotFound(error.to_string()),
         ReplayError::Store(error) => ApiError::Store(error),
     }
+}
+
+/// The body of `POST /api/events/purge`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PurgeRequest {
+    resource_id: String,
+}
+
+/// `POST /api/events/purge` with `{"resourceId": "…"}` (admin token only): erases every event
+/// about the resource, for an erasure request, and answers what was deleted
+/// (`{"events", "deliveries", "bodies"}`).
+pub async fn purge(State(state): State<Arc<ApiState>>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    let request: PurgeRequest = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::BadRequest(format!("expected {{\"resourceId\": \"<the resource's id>\"}}: {error}"))
+    })?;
+    if request.resource_id.trim().is_empty() {
+        return Err(ApiError::BadRequest("resourceId must not be empty".into()));
+    }
+    let purged = state.store.purge_resource(&request.resource_id).await?;
+    // The resource's id is not logged: it may be the very personal data being erased.
+    tracing::info!(
+        events = purged.events,
+        deliveries = purged.deliveries,
+        bodies = purged.bodies,
+        "Erased the events about a resource on request."
+    );
+    Ok(Json(json!(purged)))
 }

@@ -5,7 +5,7 @@
 //! the admin token (everything), or a management key in any of the header styles the seed
 //! platforms use (`Authorization: Bearer`, `X-API-Key`, or the `X-API-KEY` + `X-API-SECRET`
 //! pair), limited to subscriptions, hooks and events within its scopes. Apps, keys, definition
-//! reloads and source rejections take the admin token. Resources live one per file. The API
+//! reloads, source rejections and erasing a resource's events take the admin token. Resources live one per file. The API
 //! reads and changes state only through the store, the catalog manager and the pipeline (routes
 //! rebuilt after a subscription changes, replays, waking the delivery worker); [`ApiError`] is
 //! mapped to a reply in exactly one place. Its state is [`ApiState`]; the public routes (hook
@@ -177,6 +177,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/sources/rejections", get(sources::rejections))
+        .route("/events/purge", post(events::purge))
         .route_layer(axum::middleware::from_fn(require_admin));
     // `layer` (not `route_layer`) so that unknown /api paths are behind a credential too.
     let api = Router::new()

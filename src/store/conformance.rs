@@ -2,8 +2,9 @@
 //!
 //! Each backend's tests call [`run_all`] on a fresh, empty store. The suite states the store's
 //! contract: what `append_events` returns for new and repeated deliveries, how listing filters
-//! and pages, that hook tokens never change, how keys and apps are kept. It uses only the
-//! public [`Store`] interface.
+//! and pages, that hook tokens never change, how keys and apps are kept, that a raw body is
+//! stored once however many events share it, and what retention and erasure delete. It uses
+//! only the public [`Store`] interface, and `Store::stored_body_count` (for tests only).
 
 use bytes::Bytes;
 use jiff::{Timestamp, ToSpan};
@@ -17,7 +18,7 @@ pub(crate) fn sample_event(name: &str, app: &str) -> NewEvent {
     sample_event_at(name, app, Timestamp::now())
 }
 
-fn sample_event_at(name: &str, app: &str, at: Timestamp) -> NewEvent {
+pub(crate) fn sample_event_at(name: &str, app: &str, at: Timestamp) -> NewEvent {
     let request = RequestMeta {
         peer: Some("127.0.0.1:1234".into()),
         headers: vec![("content-type".into(), "application/json".into())],
@@ -47,6 +48,9 @@ pub(crate) async fn run_all(store: &Store) {
     settings_are_written_once(store).await;
     subscriptions_are_kept_whole_replaced_and_removed(store).await;
     the_outbox_is_written_with_its_event_and_worked_off(store).await;
+    raw_bodies_are_stored_once_however_many_events_share_one(store).await;
+    retention_deletes_old_events_with_what_they_triggered_and_keeps_the_rest(store).await;
+    erasure_deletes_every_event_about_a_resource_and_nothing_else(store).await;
     store.ping().await.expect("ping");
 }
 
@@ -175,6 +179,235 @@ async fn the_outbox_is_written_with_its_event_and_worked_off(store: &Store) {
     assert!(store.delete_subscription(&active.id).await.unwrap());
     assert_eq!(store.deliveries(query(None)).await.unwrap().total, 0, "a deleted subscription's history goes too");
     store.delete_subscription(&paused.id).await.unwrap();
+}
+
+/// An event of `name` made from `body`; its data is the body parsed as JSON when `data` is
+/// `None`, else `data` (kept beside the body, as for a form or an element of a split batch).
+fn event_with_body(name: &str, body: &Bytes, data: Option<serde_json::Value>, at: Timestamp) -> NewEvent {
+    let mut event = sample_event_at(name, "conformance", at);
+    event.raw_body = body.clone();
+    match data {
+        None => event.event.data = serde_json::from_slice(body).unwrap(),
+        Some(data) => {
+            event.event.data = data;
+            event.data_is_raw_json = false;
+        }
+    }
+    event
+}
+
+/// Text no other test writes, so that bodies made with it are new to the store.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// An active subscription that takes every event, stored.
+async fn stored_subscription(store: &Store) -> crate::subscriptions::Subscription {
+    use crate::subscriptions::{TargetPolicy, from_request};
+    let policy = TargetPolicy { allow_http: true, allow_private: true };
+    let body = serde_json::json!({"url": "http://127.0.0.1:9/kept"});
+    let subscription = from_request(&body, None, false, policy, Timestamp::now()).await.unwrap();
+    store.put_subscription(subscription.clone()).await.unwrap();
+    subscription
+}
+
+async fn raw_bodies_are_stored_once_however_many_events_share_one(store: &Store) {
+    let before = store.stored_body_count().await.unwrap();
+    // A split batch: every element is an event, and every event was made from the one buffer.
+    let batch_body = Bytes::from(format!(r#"{{"batch": "{}", "items": [0, 1, 2]}}"#, unique("split")));
+    let split: Vec<NewEvent> = (0..100)
+        .map(|index| {
+            let data = Some(serde_json::json!({"index": index}));
+            event_with_body("conformance.split", &batch_body, data, Timestamp::now())
+        })
+        .collect();
+    store.append_events(split.clone()).await.unwrap();
+    assert_eq!(store.stored_body_count().await.unwrap(), before + 1, "100 events sharing a body store it once");
+    for event in &split {
+        assert_eq!(store.event(&event.event.id).await.unwrap().as_ref(), Some(&event.event));
+        assert_eq!(store.raw_body(&event.event.id).await.unwrap().unwrap().bytes, batch_body.to_vec());
+    }
+
+    // One mail to two hooks: separate events, appended separately, from equal bytes.
+    let message = format!("From: shop@example.com\r\n\r\n{{\"orderId\": \"{}\"}}\r\n", unique("mail"));
+    let data = serde_json::json!({"orderId": "from the mail"});
+    let to_orders =
+        event_with_body("conformance.mail.orders", &Bytes::from(message.clone()), Some(data.clone()), Timestamp::now());
+    let to_crm = event_with_body("conformance.mail.crm", &Bytes::from(message.clone()), Some(data), Timestamp::now());
+    store.append_events(vec![to_orders.clone()]).await.unwrap();
+    store.append_events(vec![to_crm.clone()]).await.unwrap();
+    assert_eq!(store.stored_body_count().await.unwrap(), before + 2, "the mail's body is stored once for both hooks");
+    for event in [&to_orders, &to_crm] {
+        assert_eq!(store.raw_body(&event.event.id).await.unwrap().unwrap().bytes, message.as_bytes());
+        assert_eq!(store.event(&event.event.id).await.unwrap().as_ref(), Some(&event.event));
+    }
+}
+
+async fn retention_deletes_old_events_with_what_they_triggered_and_keeps_the_rest(store: &Store) {
+    use crate::store::{AttemptRecord, DeliveryQuery, NextStep};
+    let subscription = stored_subscription(store).await;
+    let long_ago: Timestamp = "2001-06-01T00:00:00Z".parse().unwrap();
+    let cutoff: Timestamp = "2002-01-01T00:00:00Z".parse().unwrap();
+    let only_old = Bytes::from(format!(r#"{{"old": "{}"}}"#, unique("old")));
+    let shared = Bytes::from(format!(r#"{{"shared": "{}"}}"#, unique("shared")));
+    let mut old: Vec<NewEvent> = (0..4)
+        .map(|minute| {
+            event_with_body("conformance.retention.old", &only_old, None, long_ago + (minute as i64).minutes())
+        })
+        .collect();
+    old.push(event_with_body("conformance.retention.old", &shared, None, long_ago + 5.minutes()));
+    for event in &mut old {
+        event.deliver_to = vec![subscription.id.clone()];
+        event.publish_to = Some("hookgate.conformance.retention.old".into());
+    }
+    let mut recent = event_with_body("conformance.retention.recent", &shared, None, Timestamp::now());
+    recent.deliver_to = vec![subscription.id.clone()];
+    store.append_events(old.clone()).await.unwrap();
+    store.append_events(vec![recent.clone()]).await.unwrap();
+    // History of the recent event older than the cutoff: one delivery finished then, one pending.
+    let finished = store.enqueue_deliveries(&recent.event.id, vec![subscription.id.clone()], long_ago).await.unwrap();
+    let pending = store.enqueue_deliveries(&recent.event.id, vec![subscription.id.clone()], long_ago).await.unwrap();
+    store
+        .record_attempts(vec![AttemptRecord {
+            delivery_id: finished[0].clone(),
+            attempt: 1,
+            at: long_ago,
+            status_code: Some(200),
+            latency: std::time::Duration::from_millis(3),
+            response_excerpt: None,
+            error: None,
+            next: NextStep::Delivered,
+        }])
+        .await
+        .unwrap();
+    let history = || DeliveryQuery {
+        subscription_id: subscription.id.clone(),
+        from: None,
+        to: None,
+        status: None,
+        page: 1,
+        per_page: 100,
+    };
+    assert_eq!(store.deliveries(history()).await.unwrap().total, 8);
+    let bodies_before = store.stored_body_count().await.unwrap();
+
+    let first = store.prune_before(cutoff, 2).await.unwrap();
+    assert_eq!(first.events, 2, "at most one batch per call");
+    let mut total = first;
+    loop {
+        let count = store.prune_before(cutoff, 2).await.unwrap();
+        if count.is_empty() {
+            break;
+        }
+        total.events += count.events;
+        total.deliveries += count.deliveries;
+        total.bodies += count.bodies;
+    }
+    assert_eq!(
+        total,
+        crate::store::PruneCount { events: 5, deliveries: 6, bodies: 1 },
+        "the old events with their deliveries, the finished old delivery, and the body only old events had"
+    );
+    for event in &old {
+        assert!(store.event(&event.event.id).await.unwrap().is_none(), "an old event is gone");
+        assert!(store.raw_body(&event.event.id).await.unwrap().is_none());
+    }
+    assert_eq!(store.event(&recent.event.id).await.unwrap().as_ref(), Some(&recent.event), "a recent one is kept");
+    assert_eq!(store.raw_body(&recent.event.id).await.unwrap().unwrap().bytes, shared.to_vec(), "with its body");
+    assert_eq!(store.stored_body_count().await.unwrap(), bodies_before - 1);
+    let kept: Vec<String> =
+        store.deliveries(history()).await.unwrap().deliveries.into_iter().map(|delivery| delivery.id).collect();
+    assert_eq!(kept.len(), 2, "the recent event's delivery and the pending old one: {kept:?}");
+    assert!(kept.contains(&pending[0]) && !kept.contains(&finished[0]));
+    let publications = store.claim_publications(Timestamp::now(), std::time::Duration::from_secs(60), 100).await;
+    assert!(
+        !publications.unwrap().iter().any(|(event_id, _)| old.iter().any(|event| &event.event.id == event_id)),
+        "the old events' publications are gone"
+    );
+    store.delete_subscription(&subscription.id).await.unwrap();
+}
+
+async fn erasure_deletes_every_event_about_a_resource_and_nothing_else(store: &Store) {
+    let subscription = stored_subscription(store).await;
+    let resource = unique("cust");
+    let other = unique("cust");
+    let now = Timestamp::now();
+    let json = |value: serde_json::Value| Bytes::from(serde_json::to_vec(&value).unwrap());
+    let mut by_resource_id = event_with_body(
+        "conformance.erasure",
+        &json(serde_json::json!({"resourceId": resource, "total": 12})),
+        None,
+        now,
+    );
+    by_resource_id.deliver_to = vec![subscription.id.clone()];
+    by_resource_id.publish_to = Some("hookgate.conformance.erasure".into());
+    let form_body = Bytes::from(format!("resource_id={resource}&total=12"));
+    let by_snake_case =
+        event_with_body("conformance.erasure", &form_body, Some(serde_json::json!({"resource_id": resource})), now);
+    let by_id = event_with_body("conformance.erasure", &json(serde_json::json!({"id": resource})), None, now);
+    // One mail naming two resources: two events that share its body.
+    let mail = Bytes::from(format!(
+        "From: crm@example.com
+
+{resource} and {other}
+"
+    ));
+    let mut mail_about_it =
+        event_with_body("conformance.erasure.mail", &mail, Some(serde_json::json!({"resourceId": resource})), now);
+    mail_about_it.deliver_to = vec![subscription.id.clone()];
+    let mail_about_other =
+        event_with_body("conformance.erasure.mail", &mail, Some(serde_json::json!({"resourceId": other})), now);
+    let kept = [
+        event_with_body("conformance.erasure", &json(serde_json::json!({"resourceId": other})), None, now),
+        event_with_body("conformance.erasure", &json(serde_json::json!({"customer": {"id": resource}})), None, now),
+        event_with_body("conformance.erasure", &json(serde_json::json!({"id": format!("{resource}-2")})), None, now),
+        mail_about_other,
+    ];
+    let erased = [by_resource_id, by_snake_case, by_id, mail_about_it];
+    store.append_events(erased.iter().chain(&kept).cloned().collect()).await.unwrap();
+    let bodies_before = store.stored_body_count().await.unwrap();
+
+    let purged = store.purge_resource(&resource).await.unwrap();
+    assert_eq!(
+        purged,
+        crate::store::PurgeCount { events: 4, deliveries: 2, bodies: 3 },
+        "the mail's body stays for the event about the other resource"
+    );
+    for event in &erased {
+        assert!(store.event(&event.event.id).await.unwrap().is_none(), "{} is erased", event.event.data);
+        assert!(store.raw_body(&event.event.id).await.unwrap().is_none());
+    }
+    for event in &kept {
+        assert_eq!(store.event(&event.event.id).await.unwrap().as_ref(), Some(&event.event), "kept");
+        assert_eq!(store.raw_body(&event.event.id).await.unwrap().unwrap().bytes, event.raw_body.to_vec());
+    }
+    assert_eq!(store.stored_body_count().await.unwrap(), bodies_before - 3);
+    let query = crate::store::DeliveryQuery {
+        subscription_id: subscription.id.clone(),
+        from: None,
+        to: None,
+        status: None,
+        page: 1,
+        per_page: 10,
+    };
+    assert_eq!(store.deliveries(query).await.unwrap().total, 0, "their deliveries are gone");
+    let publications = store.claim_publications(Timestamp::now(), std::time::Duration::from_secs(60), 100).await;
+    assert!(
+        !publications.unwrap().iter().any(|(event_id, _)| event_id == &erased[0].event.id),
+        "its publication is gone"
+    );
+    assert_eq!(store.purge_resource(&resource).await.unwrap(), crate::store::PurgeCount::default(), "nothing left");
+
+    // Numbers name a resource as routes read them: `42` is "42", `1.5` is "1.5".
+    let number = uuid::Uuid::now_v7().as_u128() as u32;
+    let numbered = event_with_body("conformance.erasure", &json(serde_json::json!({"id": number})), None, now);
+    let real = event_with_body("conformance.erasure", &json(serde_json::json!({"resourceId": 1.5})), None, now);
+    store.append_events(vec![numbered.clone(), real.clone()]).await.unwrap();
+    assert_eq!(store.purge_resource(&number.to_string()).await.unwrap().events, 1);
+    assert!(store.event(&numbered.event.id).await.unwrap().is_none());
+    assert_eq!(store.purge_resource("1.5").await.unwrap().events, 1);
+    assert!(store.event(&real.event.id).await.unwrap().is_none());
+    store.delete_subscription(&subscription.id).await.unwrap();
 }
 
 async fn subscriptions_are_kept_whole_replaced_and_removed(store: &Store) {

@@ -8,8 +8,14 @@
 //! returns only after its transaction has committed: callers reply to clients after that.
 //! Whether an event is a duplicate (its idempotency key seen within its window) is decided in
 //! the append's own transaction (`sqlite::events`), never by a read before it.
+//!
+//! Raw bodies are stored once each, keyed by their SHA-256, however many events share one. Old
+//! events leave by retention (`prune_before`, driven by `retention`) and a resource's events by
+//! erasure (`purge_resource`), each with what it triggered and its body when no event is left
+//! that references it.
 
 mod postgres;
+pub mod retention;
 mod sqlite;
 
 #[cfg(test)]
@@ -102,6 +108,33 @@ pub struct NoticeMail {
     pub event_ids: Vec<String>,
     /// Attempts so far.
     pub attempts: u32,
+}
+
+/// What one round of retention deleted (`Store::prune_before`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCount {
+    pub events: u64,
+    /// The deleted events' deliveries, and finished deliveries older than the cutoff.
+    pub deliveries: u64,
+    /// Raw bodies no event references any more.
+    pub bodies: u64,
+}
+
+impl PruneCount {
+    /// True when nothing was left to delete.
+    pub fn is_empty(&self) -> bool {
+        self.events == 0 && self.deliveries == 0 && self.bodies == 0
+    }
+}
+
+/// What an erasure deleted (`Store::purge_resource`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PurgeCount {
+    pub events: u64,
+    /// The erased events' deliveries (their attempts and publications go too).
+    pub deliveries: u64,
+    /// Raw bodies no event references any more.
+    pub bodies: u64,
 }
 
 /// Filters and cursor for listing events, newest first.
@@ -579,6 +612,37 @@ impl Store {
         match self {
             Store::Sqlite(_) => None,
             Store::Postgres(store) => Some(store.changes()),
+        }
+    }
+
+    /// Deletes, in one short transaction, at most `batch` events received before `cutoff` (with
+    /// their deliveries, attempts and publications, and their raw bodies no event references any
+    /// more) and at most `batch` finished deliveries (delivered or failed) last changed before
+    /// `cutoff`, with their attempts. Call it again until it returns an empty count.
+    pub async fn prune_before(&self, cutoff: Timestamp, batch: usize) -> Result<PruneCount, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.prune_before(cutoff, batch).await,
+            Store::Postgres(store) => store.prune_before(cutoff, batch).await,
+        }
+    }
+
+    /// Erases every event whose data names `resource_id` by the rule routes use
+    /// ([`crate::subscriptions::is_about`]: a top-level `resource_id`, `resourceId` or `id` equal
+    /// to it, as a string or a number), with its deliveries, attempts and publication, and the
+    /// raw bodies no remaining event references. Works in batches; returns what it deleted.
+    pub async fn purge_resource(&self, resource_id: &str) -> Result<PurgeCount, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.purge_resource(resource_id.to_owned()).await,
+            Store::Postgres(store) => store.purge_resource(resource_id.to_owned()).await,
+        }
+    }
+
+    /// How many raw bodies are stored: each once, however many events share it.
+    #[cfg(test)]
+    pub(crate) async fn stored_body_count(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.stored_body_count().await,
+            Store::Postgres(store) => store.stored_body_count().await,
         }
     }
 

@@ -21,7 +21,7 @@ mod target;
 pub use aliases::{Canonical, canonical};
 pub use patterns::{is_pattern, pattern_covers, pattern_matches};
 pub use request::{FieldError, from_request};
-pub use routes::Routes;
+pub use routes::{Routes, is_about};
 pub use target::{TargetPolicy, check_target, check_url, is_public};
 
 use jiff::Timestamp;

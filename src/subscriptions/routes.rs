@@ -65,8 +65,9 @@ fn routes_to(pattern: &str, name: &str) -> bool {
     pattern_matches(pattern, name) && !(pattern == "*" && name.starts_with(crate::notice::PREFIX))
 }
 
-/// Whether event data is about `resource`: its `resource_id`, `resourceId` or `id` is it.
-fn is_about(data: &Value, resource: &str) -> bool {
+/// Whether event data is about `resource`: its top-level `resource_id`, `resourceId` or `id` is
+/// it, as a string or a number. Routes filter by it, and erasure (`Store::purge_resource`) takes it.
+pub fn is_about(data: &Value, resource: &str) -> bool {
     ["resource_id", "resourceId", "id"].iter().any(|field| match data.get(*field) {
         Some(Value::String(text)) => text == resource,
         Some(Value::Number(number)) => number.to_string() == resource,

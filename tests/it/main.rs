@@ -21,6 +21,7 @@ mod openapi;
 mod opening_steps;
 mod rejections;
 mod reload;
+mod retention;
 mod seed_faces;
 mod shapes;
 mod shipped_sources;

@@ -83,7 +83,9 @@ pub async fn new_database(dir: &Path) -> String {
 pub fn postgres_server() -> String {
     match std::env::var("HOOKGATE_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty()) {
         Some(url) => url,
-        None if strict() => panic!("HOOKGATE_TEST_POSTGRES_URL is not set and this run is strict (HOOKGATE_TEST_STRICT=1)"),
+        None if strict() => {
+            panic!("HOOKGATE_TEST_POSTGRES_URL is not set and this run is strict (HOOKGATE_TEST_STRICT=1)")
+        }
         None => {
             let mut stderr = std::fs::OpenOptions::new().write(true).open("/dev/stderr").ok();
             let message = "skipped: the PostgreSQL suite (HOOKGATE_TEST_POSTGRES_URL is not set)\n";
@@ -164,8 +166,7 @@ impl Gateway {
             std::fs::write(dir.path().join("defs").join(name), serde_json::to_vec_pretty(json).unwrap()).unwrap();
         }
         let database = new_database(dir.path()).await;
-        let (child, base, smtp, stdout) =
-            spawn(dir.path(), &database, &options.env).await.expect("the gateway starts");
+        let (child, base, smtp, stdout) = spawn(dir.path(), &database, &options.env).await.expect("the gateway starts");
         Gateway { dir, base, smtp, http: client(), child, env: options.env, database, stdout }
     }
 
@@ -176,6 +177,25 @@ impl Gateway {
     /// The `--database` value of this gateway (a file, or a PostgreSQL URL).
     pub fn database(&self) -> String {
         self.database.clone()
+    }
+
+    /// Moves a stored event's receive time, straight in the database (what happens to old
+    /// events cannot wait for them to age).
+    pub async fn backdate_event(&self, id: &str, received_at: jiff::Timestamp) {
+        let at = received_at.as_microsecond();
+        let changed = match crate::BACKEND {
+            Backend::Sqlite => rusqlite::Connection::open(self.database_file())
+                .unwrap()
+                .execute("UPDATE events SET received_at_us = ?1 WHERE id = ?2", rusqlite::params![at, id])
+                .unwrap() as u64,
+            Backend::Postgres => {
+                let (client, connection) =
+                    tokio_postgres::connect(&self.database, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(connection);
+                client.execute("UPDATE events SET received_at_us = $1 WHERE id = $2", &[&at, &id]).await.unwrap()
+            }
+        };
+        assert_eq!(changed, 1, "event {id} is stored");
     }
 
     /// The SQLite file, for tests of the embedded store itself.

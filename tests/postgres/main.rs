@@ -21,6 +21,8 @@ mod form_hooks;
 mod management_keys;
 mod nodes;
 mod outage;
+#[path = "../it/retention.rs"]
+mod retention;
 #[path = "../it/seed_faces.rs"]
 mod seed_faces;
 #[path = "../it/sources.rs"]

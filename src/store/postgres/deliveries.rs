@@ -60,8 +60,12 @@ impl PostgresStore {
         let transaction = client.transaction().await.map_err(pg_error)?;
         let insert = transaction
             .prepare_cached(
+                // Only for a delivery that still exists (retention, an erasure or a deleted
+                // subscription may have taken it while the attempt was in flight).
                 "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (delivery_id, attempt) DO NOTHING",
+                 SELECT $1::text, $2::int4, $3::int8, $4::int4, $5::int8, $6::text, $7::text
+                 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)
+                 ON CONFLICT (delivery_id, attempt) DO NOTHING",
             )
             .await
             .map_err(pg_error)?;

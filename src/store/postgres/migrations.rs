@@ -36,7 +36,7 @@ CREATE TABLE events (
     source text NOT NULL,
     -- NULL when the data is the raw body parsed as JSON: the body is then kept only once.
     data text,
-    body_sha256 bytea NOT NULL,
+    body_sha256 bytea NOT NULL REFERENCES bodies (sha256),
     idempotency_scope text,
     idempotency_key text,
     receive_count integer NOT NULL DEFAULT 1,

@@ -12,7 +12,8 @@
 //! are announced with NOTIFY (on a channel of the database and schema) in the transaction that makes them; `changes` listens on a
 //! dedicated connection and hands them to the node as [`StoreChange`]s, with a polled
 //! configuration counter as the fallback. The queries are grouped as SQLite's are: `events`,
-//! `deliveries`, `subscriptions`, `records`, `notice_mails`; `migrations` holds the schema.
+//! `deliveries`, `subscriptions`, `records`, `notice_mails`, `retention` (retention and
+//! erasure); `migrations` holds the schema.
 
 mod changes;
 mod deliveries;
@@ -20,6 +21,7 @@ mod events;
 mod migrations;
 mod notice_mails;
 mod records;
+mod retention;
 mod subscriptions;
 mod writer;
 
@@ -189,8 +191,12 @@ fn is_unavailable(code: &SqlState) -> bool {
 }
 
 /// Whether a transaction failed only because another one ran beside it: worth running again.
+/// (A body deleted by retention while an append referenced it again fails the append's
+/// reference check; run again, the append writes the body anew.)
 fn is_conflict(error: &tokio_postgres::Error) -> bool {
-    matches!(error.code(), Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE)
+    [SqlState::T_R_DEADLOCK_DETECTED, SqlState::T_R_SERIALIZATION_FAILURE, SqlState::FOREIGN_KEY_VIOLATION]
+        .iter()
+        .any(|code| error.code() == Some(code))
 }
 
 fn timestamp(microseconds: i64) -> Result<Timestamp, StoreError> {

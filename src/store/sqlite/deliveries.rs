@@ -26,7 +26,7 @@ impl SqliteStore {
                 "SELECT d.id, d.subscription_id, d.event_id, d.attempts FROM deliveries d
                  JOIN subscriptions s ON s.id = d.subscription_id
                  WHERE d.status = 'pending' AND d.next_attempt_at_us <= ?1
-                   AND json_extract(s.body, '$.status') <> 'paused'
+                   AND s.status <> 'paused'
                  ORDER BY d.next_attempt_at_us LIMIT ?2",
             )?;
             let due: Vec<DueDelivery> = select
@@ -51,9 +51,11 @@ impl SqliteStore {
 
     pub async fn record_attempts(&self, records: Vec<AttemptRecord>) -> Result<(), StoreError> {
         self.write(move |connection| {
+            // Only for a delivery that still exists: one deleted while its attempt was in flight
+            // (retention, an erasure, its subscription deleted) leaves no attempt behind.
             let mut insert = connection.prepare_cached(
                 "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
             )?;
             let mut update = connection.prepare_cached(
                 "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at_us = ?4, updated_at_us = ?5 WHERE id = ?1",
@@ -244,7 +246,7 @@ impl SqliteStore {
             // Due now, or parked until a paused subscription is resumed.
             Ok(connection.execute(
                 "UPDATE deliveries SET status = 'pending', updated_at_us = ?3, next_attempt_at_us =
-                   CASE WHEN (SELECT json_extract(body, '$.status') FROM subscriptions WHERE id = ?2) = 'paused'
+                   CASE WHEN (SELECT status FROM subscriptions WHERE id = ?2) = 'paused'
                    THEN NULL ELSE ?3 END
                  WHERE id = ?1 AND subscription_id = ?2",
                 params![delivery_id, subscription_id, now.as_microsecond()],
@@ -266,7 +268,7 @@ pub(super) fn insert_delivery(
     let inserted = connection
         .prepare_cached(
             "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
-             SELECT ?1, id, ?3, 'pending', CASE WHEN json_extract(body, '$.status') = 'paused' THEN NULL ELSE ?4 END, ?4, ?4
+             SELECT ?1, id, ?3, 'pending', CASE WHEN status = 'paused' THEN NULL ELSE ?4 END, ?4, ?4
              FROM subscriptions WHERE id = ?2",
         )?
         .execute(params![id, subscription_id, event_id, at_us])?;

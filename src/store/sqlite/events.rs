@@ -7,19 +7,32 @@
 //! duplicate. Past the window the key is released and the event is new. A new event that is not
 //! quarantined gets its deliveries and its NATS publication in the same savepoint, so nothing
 //! triggered is lost between the commit and the send.
+//!
+//! Raw bodies are stored once in `bodies`, keyed by their SHA-256: the hash is computed on the
+//! caller's task (`EventRow::new`), once per buffer, since a split batch's events share one;
+//! an append inserts the body with `INSERT OR IGNORE`, and reads join it back.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::deliveries::insert_delivery;
+use super::migrations::body_sha256;
 use super::{SqliteStore, timestamp};
 use crate::event::{Event, EventSource, HookType, NewEvent};
 use crate::store::{Appended, EventPage, EventQuery, RawBody, StoreError};
 
 impl SqliteStore {
     pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
-        // Serialize here, on the caller's task, so the single writer thread only writes.
-        let rows = events.into_iter().map(EventRow::new).collect::<Result<Vec<_>, _>>()?;
-        self.write(move |connection| rows.iter().map(|row| append_one(connection, row)).collect()).await
+        // Serialize and hash here, on the caller's task, so the single writer thread only writes.
+        let mut rows: Vec<EventRow> = Vec::with_capacity(events.len());
+        for event in events {
+            let row = EventRow::new(event, rows.last())?;
+            rows.push(row);
+        }
+        self.write(move |connection| {
+            let mut stored_body = None;
+            rows.iter().map(|row| append_one(connection, row, &mut stored_body)).collect()
+        })
+        .await
     }
 
     pub async fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
@@ -48,9 +61,11 @@ impl SqliteStore {
         let id = id.to_owned();
         self.read(move |connection| {
             let row = connection
-                .query_row("SELECT source, raw_body FROM events WHERE id = ?1", [id], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
-                })
+                .query_row(
+                    "SELECT e.source, b.bytes FROM events e JOIN bodies b ON b.sha256 = e.body_sha256 WHERE e.id = ?1",
+                    [id],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)),
+                )
                 .optional()?;
             row.map(|(source, bytes)| {
                 let source: EventSource =
@@ -67,28 +82,48 @@ impl SqliteStore {
     }
 }
 
-/// An event ready for INSERT: its JSON columns already serialized.
+/// An event ready for INSERT: its JSON columns already serialized, its body hashed.
 struct EventRow {
     new: NewEvent,
     source: String,
     /// `None` when the raw body is the data.
     data: Option<String>,
+    /// The key its raw body is stored under.
+    body_sha256: [u8; 32],
 }
 
 impl EventRow {
-    fn new(new: NewEvent) -> Result<EventRow, StoreError> {
+    /// `previous` is the row made just before, in the same append: when its body is the same
+    /// buffer (a split batch's events share one), its hash is taken instead of hashing again.
+    fn new(new: NewEvent, previous: Option<&EventRow>) -> Result<EventRow, StoreError> {
         let source = serde_json::to_string(&new.event.source).map_err(|e| StoreError::Database(e.to_string()))?;
         let data = if new.data_is_raw_json {
             None
         } else {
             Some(serde_json::to_string(&new.event.data).map_err(|e| StoreError::Database(e.to_string()))?)
         };
-        Ok(EventRow { new, source, data })
+        let body_sha256 = match previous {
+            // Both buffers are alive here, so the same address and length are the same bytes.
+            Some(previous)
+                if previous.new.raw_body.as_ptr() == new.raw_body.as_ptr()
+                    && previous.new.raw_body.len() == new.raw_body.len() =>
+            {
+                previous.body_sha256
+            }
+            _ => body_sha256(&new.raw_body),
+        };
+        Ok(EventRow { new, source, data, body_sha256 })
     }
 }
 
-fn append_one(connection: &Connection, row: &EventRow) -> Result<Appended, StoreError> {
-    let EventRow { new, source, data } = row;
+/// Appends one event of an append; `stored_body` is the hash of the body this append stored
+/// last, so that a run of events sharing a body inserts it once.
+fn append_one(
+    connection: &Connection,
+    row: &EventRow,
+    stored_body: &mut Option<[u8; 32]>,
+) -> Result<Appended, StoreError> {
+    let EventRow { new, source, data, body_sha256 } = row;
     if let Some(key) = &new.idempotency_key {
         let existing: Option<(String, i64)> = connection
             .prepare_cached(
@@ -111,9 +146,15 @@ fn append_one(connection: &Connection, row: &EventRow) -> Result<Appended, Store
         }
     }
     let event = &new.event;
+    if *stored_body != Some(*body_sha256) {
+        connection
+            .prepare_cached("INSERT OR IGNORE INTO bodies (sha256, bytes) VALUES (?1, ?2)")?
+            .execute(params![&body_sha256[..], new.raw_body.as_ref()])?;
+        *stored_body = Some(*body_sha256);
+    }
     connection
         .prepare_cached(
-            "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, raw_body,
+            "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, body_sha256,
                                  idempotency_scope, idempotency_key, receive_count, quarantined)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?
@@ -125,7 +166,7 @@ fn append_one(connection: &Connection, row: &EventRow) -> Result<Appended, Store
             event.received_at.as_microsecond(),
             source,
             data,
-            new.raw_body.as_ref(),
+            &body_sha256[..],
             new.idempotency_key.as_ref().map(|k| &k.scope),
             new.idempotency_key.as_ref().map(|k| &k.key),
             event.receive_count,
@@ -145,7 +186,9 @@ fn append_one(connection: &Connection, row: &EventRow) -> Result<Appended, Store
     Ok(Appended { id: event.id.clone(), duplicate: false })
 }
 
-const EVENT_COLUMNS: &str = "id, name, app, hook_type, received_at_us, source, data, receive_count, CASE WHEN data IS NULL THEN raw_body END, quarantined";
+/// An event's columns for `event_from_row`; its body is read only when it is the data.
+const EVENT_COLUMNS: &str = "id, name, app, hook_type, received_at_us, source, data, receive_count,
+    CASE WHEN data IS NULL THEN (SELECT bytes FROM bodies WHERE sha256 = body_sha256) END, quarantined";
 
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
     let id: String = row.get(0)?;
@@ -219,4 +262,26 @@ fn list_events(connection: &Connection, query: &EventQuery) -> Result<EventPage,
         None
     };
     Ok(EventPage { events, next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::sample_event;
+
+    #[test]
+    fn events_sharing_one_body_buffer_hash_it_once_and_equal_bytes_elsewhere_are_hashed() {
+        let body = bytes::Bytes::from_static(br#"[{"sku": "a"}, {"sku": "b"}]"#);
+        let with = |raw_body: bytes::Bytes| NewEvent { raw_body, ..sample_event("split.element", "split") };
+        let mut first = EventRow::new(with(body.clone()), None).unwrap();
+        assert_eq!(first.body_sha256, body_sha256(&body));
+        // A marker in place of the hash shows whether the next row took it or hashed again.
+        first.body_sha256 = [7; 32];
+        let same_buffer = EventRow::new(with(body.clone()), Some(&first)).unwrap();
+        assert_eq!(same_buffer.body_sha256, [7; 32], "the same buffer is not hashed again");
+        let equal_bytes = EventRow::new(with(bytes::Bytes::copy_from_slice(&body)), Some(&first)).unwrap();
+        assert_eq!(equal_bytes.body_sha256, body_sha256(&body), "another buffer is hashed");
+        let part = EventRow::new(with(body.slice(..5)), Some(&first)).unwrap();
+        assert_eq!(part.body_sha256, body_sha256(&body[..5]), "a shorter view of the buffer is hashed");
+    }
 }

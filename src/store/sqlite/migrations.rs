@@ -1,13 +1,25 @@
 //! The schema: migrations applied in order, `PRAGMA user_version` recording how many ran. Only
-//! ever appended to; a database newer than this hookgate is refused.
+//! ever appended to; a database newer than this hookgate is refused. Most are SQL; one that SQL
+//! alone cannot take (hashing every stored body) is a Rust step, versioned the same way and run
+//! in the same kind of transaction.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, params};
+use sha2::{Digest, Sha256};
 
 use super::StoreError;
 
+/// One schema change.
+enum Migration {
+    Sql(&'static str),
+    /// A change that needs Rust: it runs inside the migration's transaction.
+    Rust(fn(&Transaction<'_>) -> Result<(), StoreError>),
+}
+
+use Migration::{Rust, Sql};
+
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
-    r#"
+const MIGRATIONS: &[Migration] = &[
+    Sql(r#"
 CREATE TABLE events (
     id TEXT PRIMARY KEY NOT NULL,
     name TEXT NOT NULL,
@@ -49,19 +61,19 @@ CREATE TABLE settings (
     key TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
 );
-"#,
-    r#"
+"#),
+    Sql(r#"
 ALTER TABLE events ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0;
-"#,
-    r#"
+"#),
+    Sql(r#"
 -- A subscription is a document (its shape is `subscriptions::Subscription`), secrets included.
 CREATE TABLE subscriptions (
     id TEXT PRIMARY KEY NOT NULL,
     body TEXT NOT NULL,
     created_at_us INTEGER NOT NULL
 );
-"#,
-    r#"
+"#),
+    Sql(r#"
 -- The outbox: one row per event and subscription, written with the event.
 CREATE TABLE deliveries (
     id TEXT PRIMARY KEY NOT NULL,
@@ -87,8 +99,8 @@ CREATE TABLE delivery_attempts (
     error TEXT,
     PRIMARY KEY (delivery_id, attempt)
 );
-"#,
-    r#"
+"#),
+    Sql(r#"
 -- Events still to publish to NATS JetStream, written with the event; removed on the ack.
 CREATE TABLE publications (
     event_id TEXT PRIMARY KEY NOT NULL,
@@ -97,17 +109,17 @@ CREATE TABLE publications (
     next_attempt_at_us INTEGER NOT NULL
 );
 CREATE INDEX publications_due ON publications (next_attempt_at_us);
-"#,
-    r#"
+"#),
+    Sql(r#"
 -- Management keys beside the web hooks' ingest keys; scopes limit the events they manage.
 ALTER TABLE api_keys ADD COLUMN purpose TEXT NOT NULL DEFAULT 'ingest';
 ALTER TABLE api_keys ADD COLUMN scopes TEXT;
-"#,
-    r#"
+"#),
+    Sql(r#"
 -- A subscription's pending deliveries, found without reading its whole history (disabling fails them).
 CREATE INDEX deliveries_pending_by_subscription ON deliveries (subscription_id) WHERE status = 'pending';
-"#,
-    r#"
+"#),
+    Sql(r#"
 -- The mail outbox of operator notices: one row per mail, holding the hookgate events it tells of.
 CREATE TABLE notice_mails (
     id INTEGER PRIMARY KEY,
@@ -122,13 +134,109 @@ CREATE TABLE notice_mails (
 );
 CREATE INDEX notice_mails_due ON notice_mails (due_at_us) WHERE sent_at_us IS NULL;
 CREATE INDEX notice_mails_by_subject ON notice_mails (kind, subject);
-"#,
+"#),
+    // Raw bodies stored once, keyed by their SHA-256 (see `bodies_by_sha256`).
+    Rust(bodies_by_sha256),
+    Sql(r#"
+-- A subscription's status as a column, so that claims never read its JSON; every write of the
+-- subscription keeps it in step with the document.
+ALTER TABLE subscriptions ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
+UPDATE subscriptions SET status = COALESCE(json_extract(body, '$.status'), 'active');
+"#),
+    Sql(r#"
+-- Retention and erasure find an event's deliveries, and finished deliveries by age, without a scan.
+CREATE INDEX deliveries_by_event ON deliveries (event_id);
+CREATE INDEX deliveries_finished ON deliveries (updated_at_us) WHERE status <> 'pending';
+"#),
 ];
+
+/// Moves every raw body into `bodies`, once per SHA-256 (computed here, in Rust), and rebuilds
+/// `events` to reference it: SQLite cannot add a `NOT NULL` column that references another
+/// table, so the table is copied into a new one (which also drops `raw_body`). Each event keeps
+/// its rowid as `seq`, the commit order the notice mail outbox reads by.
+fn bodies_by_sha256(transaction: &Transaction<'_>) -> Result<(), StoreError> {
+    transaction.execute_batch(
+        r#"
+-- Raw bodies, each stored once: the events of a split batch, or of one mail to several hooks,
+-- share a row. A rowid table rather than WITHOUT ROWID, because bodies run to megabytes and
+-- SQLite keeps large rows best outside the key's b-tree.
+CREATE TABLE bodies (
+    sha256 BLOB PRIMARY KEY NOT NULL,
+    bytes BLOB NOT NULL
+);
+-- `seq` is AUTOINCREMENT so that a number is never given twice, even after retention or an
+-- erasure deleted the newest events (the notice mail outbox's cursor is a `seq`).
+CREATE TABLE events_rebuilt (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    app TEXT NOT NULL,
+    hook_type TEXT NOT NULL,
+    received_at_us INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    -- NULL when the data is the raw body parsed as JSON: it is then read from the body.
+    data TEXT,
+    body_sha256 BLOB NOT NULL REFERENCES bodies (sha256),
+    idempotency_scope TEXT,
+    idempotency_key TEXT,
+    receive_count INTEGER NOT NULL DEFAULT 1,
+    quarantined INTEGER NOT NULL DEFAULT 0
+);
+"#,
+    )?;
+    {
+        let mut bodies = transaction.prepare("SELECT rowid, raw_body FROM events ORDER BY rowid")?;
+        let mut keep_body = transaction.prepare("INSERT OR IGNORE INTO bodies (sha256, bytes) VALUES (?1, ?2)")?;
+        let mut copy_event = transaction.prepare(
+            "INSERT INTO events_rebuilt (seq, id, name, app, hook_type, received_at_us, source, data, body_sha256,
+                                         idempotency_scope, idempotency_key, receive_count, quarantined)
+             SELECT rowid, id, name, app, hook_type, received_at_us, source, data, ?2,
+                    idempotency_scope, idempotency_key, receive_count, quarantined
+             FROM events WHERE rowid = ?1",
+        )?;
+        let mut rows = bodies.query([])?;
+        while let Some(row) = rows.next()? {
+            let rowid: i64 = row.get(0)?;
+            let bytes = match row.get_ref(1)? {
+                rusqlite::types::ValueRef::Blob(bytes) | rusqlite::types::ValueRef::Text(bytes) => bytes,
+                _ => return Err(StoreError::Corrupt(format!("the event in row {rowid} has no raw body"))),
+            };
+            let sha256 = body_sha256(bytes);
+            keep_body.execute(params![&sha256[..], bytes])?;
+            copy_event.execute(params![rowid, &sha256[..]])?;
+        }
+    }
+    transaction.execute_batch(
+        r#"
+DROP TABLE events;
+ALTER TABLE events_rebuilt RENAME TO events;
+CREATE UNIQUE INDEX events_by_idempotency_key ON events (idempotency_scope, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX events_by_name ON events (name, id);
+CREATE INDEX events_by_app ON events (app, id);
+CREATE INDEX events_by_received_at ON events (received_at_us);
+-- Whether a body is still referenced, when events are deleted.
+CREATE INDEX events_by_body ON events (body_sha256);
+"#,
+    )?;
+    Ok(())
+}
+
+/// The key a raw body is stored under.
+pub(super) fn body_sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
 
 /// Applies the migrations not yet applied, each in an IMMEDIATE transaction that re-reads the
 /// version, so two processes opening a new file at once do not both migrate it.
 pub(super) fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
-    for (index, migration) in MIGRATIONS.iter().enumerate() {
+    migrate_through(connection, MIGRATIONS)
+}
+
+/// Applies `migrations`, the first of [`MIGRATIONS`] (all of them, except in tests that build
+/// an older schema).
+fn migrate_through(connection: &mut Connection, migrations: &[Migration]) -> Result<(), StoreError> {
+    for (index, migration) in migrations.iter().enumerate() {
         let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let applied: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         let applied = usize::try_from(applied).map_err(|_| StoreError::Corrupt(format!("schema version {applied}")))?;
@@ -141,9 +249,185 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         if applied > index {
             continue;
         }
-        transaction.execute_batch(migration)?;
+        match migration {
+            Sql(sql) => transaction.execute_batch(sql)?,
+            Rust(step) => step(&transaction)?,
+        }
         transaction.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
         transaction.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::NewEvent;
+    use crate::store::conformance::sample_event;
+    use crate::store::{SqliteStore, Store};
+    use bytes::Bytes;
+
+    /// How many migrations ran before raw bodies moved to `bodies`.
+    const BEFORE_BODIES: usize = 8;
+
+    /// Inserts `event` as hookgate did before `bodies`: the raw body in the event's row.
+    fn insert_in_previous_schema(connection: &Connection, new: &NewEvent) {
+        let event = &new.event;
+        let data = (!new.data_is_raw_json).then(|| serde_json::to_string(&event.data).unwrap());
+        connection
+            .execute(
+                "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, raw_body,
+                                     idempotency_scope, idempotency_key, receive_count, quarantined)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    event.id,
+                    event.name,
+                    event.app,
+                    event.hook_type.as_str(),
+                    event.received_at.as_microsecond(),
+                    serde_json::to_string(&event.source).unwrap(),
+                    data,
+                    new.raw_body.as_ref(),
+                    new.idempotency_key.as_ref().map(|key| &key.scope),
+                    new.idempotency_key.as_ref().map(|key| &key.key),
+                    event.receive_count,
+                    event.quarantined,
+                ],
+            )
+            .unwrap();
+    }
+
+    fn with_body(name: &str, body: &'static [u8], data: Option<serde_json::Value>) -> NewEvent {
+        let mut event = sample_event(name, "migration");
+        event.raw_body = Bytes::from_static(body);
+        match data {
+            Some(data) => {
+                event.event.data = data;
+                event.data_is_raw_json = false;
+            }
+            None => event.event.data = serde_json::from_slice(body).unwrap(),
+        }
+        event
+    }
+
+    #[tokio::test]
+    async fn a_store_of_the_previous_schema_opens_with_every_event_and_body_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookgate.db");
+        let split = br#"[{"sku": "a"}, {"sku": "b"}]"#;
+        let mut quarantined = with_body("migration.json", br#"{"held": true}"#, None);
+        quarantined.event.quarantined = true;
+        quarantined.event.receive_count = 3;
+        quarantined.idempotency_key = Some(crate::event::IdempotencyKey {
+            scope: "migration".into(),
+            key: "delivery-1".into(),
+            window: crate::event::DEFAULT_DEDUP_WINDOW,
+        });
+        let events = vec![
+            with_body("migration.json", br#"{"orderId": "ORD-1"}"#, None),
+            with_body("migration.deleted", br#"{"gone": true}"#, None),
+            with_body("migration.form", b"orderId=ORD-2&total=3", Some(serde_json::json!({"orderId": "ORD-2"}))),
+            with_body("migration.split", split, Some(serde_json::json!({"sku": "a"}))),
+            with_body("migration.split", split, Some(serde_json::json!({"sku": "b"}))),
+            quarantined,
+            with_body(
+                "migration.mail",
+                b"From: a@example.com\r\n\r\n\xff\xfe binary \x00 tail",
+                Some(serde_json::json!({})),
+            ),
+        ];
+        let mut paused = crate::subscriptions::from_request(
+            &serde_json::json!({"url": "http://127.0.0.1:9/paused"}),
+            None,
+            false,
+            crate::subscriptions::TargetPolicy { allow_http: true, allow_private: true },
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+        paused.status = crate::subscriptions::Status::Paused;
+        let rowids: Vec<(i64, String)> = {
+            let mut connection = Connection::open(&path).unwrap();
+            migrate_through(&mut connection, &MIGRATIONS[..BEFORE_BODIES]).unwrap();
+            for event in &events {
+                insert_in_previous_schema(&connection, event);
+            }
+            // A gap in the rowids, as a deleted row leaves: they must survive as they are.
+            connection.execute("DELETE FROM events WHERE name = 'migration.deleted'", []).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO subscriptions (id, body, created_at_us) VALUES (?1, ?2, 0)",
+                    params![paused.id, serde_json::to_string(&paused).unwrap()],
+                )
+                .unwrap();
+            connection
+                .execute(
+                    "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
+                     VALUES ('dlv_migration', ?1, ?2, 'pending', 0, 0, 0)",
+                    params![paused.id, events[0].event.id],
+                )
+                .unwrap();
+            let mut statement = connection.prepare("SELECT rowid, id FROM events ORDER BY rowid").unwrap();
+            statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+        };
+
+        let store = Store::Sqlite(SqliteStore::open(path.clone()).await.unwrap());
+        for new in events.iter().filter(|event| event.event.name != "migration.deleted") {
+            assert_eq!(store.event(&new.event.id).await.unwrap().as_ref(), Some(&new.event), "{}", new.event.name);
+            let raw = store.raw_body(&new.event.id).await.unwrap().unwrap();
+            assert_eq!(raw.bytes, new.raw_body.to_vec(), "{}", new.event.name);
+            assert_eq!(raw.content_type.as_deref(), Some("application/json"));
+        }
+        assert_eq!(store.stored_body_count().await.unwrap(), 5, "the split batch's two events share their body");
+
+        let connection = Connection::open(&path).unwrap();
+        let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let mut statement = connection.prepare("SELECT seq, id FROM events ORDER BY seq").unwrap();
+        let seqs: Vec<(i64, String)> =
+            statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(seqs, rowids, "every event keeps its place in the commit order");
+        let status: String = connection
+            .query_row("SELECT status FROM subscriptions WHERE id = ?1", [&paused.id], |row| row.get(0))
+            .unwrap();
+        assert_eq!(status, "paused", "the status column is filled from the document");
+        let due = store.claim_due_deliveries(jiff::Timestamp::now(), std::time::Duration::from_secs(60), 10).await;
+        assert!(due.unwrap().is_empty(), "a paused subscription's delivery is not claimed");
+
+        // The duplicate check still finds a migrated event by its key.
+        let mut repeat = sample_event("migration.json", "migration");
+        repeat.idempotency_key = events[5].idempotency_key.clone();
+        let appended = store.append_events(vec![repeat, sample_event("migration.after", "migration")]).await.unwrap();
+        assert_eq!((appended[0].id.as_str(), appended[0].duplicate), (events[5].event.id.as_str(), true));
+        let newest: i64 = connection.query_row("SELECT MAX(seq) FROM events", [], |row| row.get(0)).unwrap();
+        assert_eq!(newest, rowids.last().unwrap().0 + 1, "new events come after the migrated ones");
+    }
+
+    #[tokio::test]
+    async fn a_sequence_number_is_never_given_twice_even_after_the_newest_events_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookgate.db");
+        let store = Store::Sqlite(SqliteStore::open(path.clone()).await.unwrap());
+        let first = sample_event("seq.first", "seq");
+        store.append_events(vec![first.clone()]).await.unwrap();
+        let seq_of = |id: &str| -> i64 {
+            let connection = Connection::open(&path).unwrap();
+            connection.query_row("SELECT seq FROM events WHERE id = ?1", [id], |row| row.get(0)).unwrap()
+        };
+        let erased = seq_of(&first.event.id);
+        let far_future: jiff::Timestamp = "2100-01-01T00:00:00Z".parse().unwrap();
+        store.prune_before(far_future, 10).await.unwrap();
+        let second = sample_event("seq.second", "seq");
+        store.append_events(vec![second.clone()]).await.unwrap();
+        assert!(seq_of(&second.event.id) > erased, "the notice outbox's cursor never skips a new event");
+    }
+
+    #[test]
+    fn a_database_newer_than_this_hookgate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut connection = Connection::open(dir.path().join("hookgate.db")).unwrap();
+        connection.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len() + 1)).unwrap();
+        let refusal = migrate(&mut connection).unwrap_err().to_string();
+        assert!(refusal.contains("newer than this hookgate"), "{refusal}");
+    }
 }

@@ -6,13 +6,16 @@
 //! by what they keep: `events` (appends, where a duplicate is decided, with their outbox rows;
 //! reads and listing), `deliveries` (the outbox's worker side: claims, attempts, history,
 //! replays, and the NATS publications), `subscriptions`, and `records` (API keys, hook URL
-//! tokens, installed apps, settings). `migrations` holds the schema.
+//! tokens, installed apps, settings), `retention` (deleting old events and erasing a resource's,
+//! in small batches). `migrations` holds the schema: raw bodies are stored once in `bodies`,
+//! keyed by their SHA-256, and events reference them.
 
 mod deliveries;
 mod events;
 mod migrations;
 mod notice_mails;
 mod records;
+mod retention;
 mod subscriptions;
 mod writer;
 

@@ -1,5 +1,5 @@
 //! The mail outbox of operator notices: hookgate events (`hookgate.*`) are read from the event
-//! log in commit order (by rowid, after a cursor kept in `settings`), and each one either joins
+//! log in commit order (by `seq`, after a cursor kept in `settings`), and each one either joins
 //! the unsent mail of its kind and subject or starts a new one, due at once or when the last
 //! mail of its kind and subject is `coalesce` old. Queuing and the cursor move in one
 //! transaction, so a crash neither loses nor repeats one.
@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, params};
 use super::SqliteStore;
 use crate::store::{NoticeMail, StoreError};
 
-/// The `settings` key of the last event rowid looked at.
+/// The `settings` key of the last event `seq` looked at (a `seq` is never given twice).
 const CURSOR: &str = "notice_mails.cursor";
 /// Events taken per call.
 const BATCH: i64 = 256;
@@ -30,14 +30,16 @@ impl SqliteStore {
                 .and_then(|value| value.parse().ok());
             let Some(cursor) = cursor else {
                 // The first run mails what happens from now on, not the log's past.
-                let last: i64 = connection.query_row("SELECT COALESCE(MAX(rowid), 0) FROM events", [], |row| row.get(0))?;
+                let last: i64 = connection.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| row.get(0))?;
                 put_cursor(connection, last)?;
                 return Ok(0);
             };
             let names = serde_json::to_string(&names).expect("names serialize");
             let mut select = connection.prepare(
-                "SELECT rowid, id, name, json_extract(COALESCE(data, CAST(raw_body AS TEXT)), '$.resourceId')
-                 FROM events WHERE rowid > ?1 AND name IN (SELECT value FROM json_each(?2)) ORDER BY rowid LIMIT ?3",
+                "SELECT seq, id, name, json_extract(
+                            COALESCE(data, (SELECT CAST(bytes AS TEXT) FROM bodies WHERE sha256 = body_sha256)),
+                            '$.resourceId')
+                 FROM events WHERE seq > ?1 AND name IN (SELECT value FROM json_each(?2)) ORDER BY seq LIMIT ?3",
             )?;
             let found: Vec<(i64, String, String, Option<String>)> = select
                 .query_map(params![cursor, names, BATCH], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
@@ -124,10 +126,10 @@ impl SqliteStore {
     }
 }
 
-fn put_cursor(connection: &rusqlite::Connection, rowid: i64) -> Result<(), StoreError> {
+fn put_cursor(connection: &rusqlite::Connection, seq: i64) -> Result<(), StoreError> {
     connection.execute(
         "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![CURSOR, rowid.to_string()],
+        params![CURSOR, seq.to_string()],
     )?;
     Ok(())
 }

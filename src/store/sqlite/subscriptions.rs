@@ -1,5 +1,7 @@
-//! Subscriptions, kept as a JSON document per row (secrets included). A change is one write that
-//! reads, changes and stores the document, and moves its pending deliveries with its status.
+//! Subscriptions, kept as a JSON document per row (secrets included), with the status also in a
+//! column of its own for the claims (never read from the JSON there). A change is one write that
+//! reads, changes and stores the document and the status, and moves its pending deliveries with
+//! the status.
 
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
@@ -13,9 +15,14 @@ impl SqliteStore {
         let body = serde_json::to_string(&subscription).map_err(|error| StoreError::Database(error.to_string()))?;
         self.write(move |connection| {
             connection.execute(
-                "INSERT INTO subscriptions (id, body, created_at_us) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (id) DO UPDATE SET body = excluded.body",
-                params![subscription.id, body, subscription.created_at.as_microsecond()],
+                "INSERT INTO subscriptions (id, body, created_at_us, status) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body, status = excluded.status",
+                params![
+                    subscription.id,
+                    body,
+                    subscription.created_at.as_microsecond(),
+                    status_column(subscription.status)
+                ],
             )?;
             Ok(())
         })
@@ -39,8 +46,8 @@ impl SqliteStore {
             change(&mut subscription);
             let body = serde_json::to_string(&subscription).map_err(|error| StoreError::Database(error.to_string()))?;
             connection
-                .prepare_cached("UPDATE subscriptions SET body = ?2 WHERE id = ?1")?
-                .execute(params![id, body])?;
+                .prepare_cached("UPDATE subscriptions SET body = ?2, status = ?3 WHERE id = ?1")?
+                .execute(params![id, body, status_column(subscription.status)])?;
             // Its pending deliveries follow a change of status: failed when disabled, parked (no
             // due time, so claims never look at them) while paused, due now when active again.
             if subscription.status != before {
@@ -97,5 +104,14 @@ impl SqliteStore {
             Ok(connection.execute("DELETE FROM subscriptions WHERE id = ?1", [&id])? == 1)
         })
         .await
+    }
+}
+
+/// The `status` column's value: the same word as the document's `status`.
+fn status_column(status: Status) -> &'static str {
+    match status {
+        Status::Active => "active",
+        Status::Paused => "paused",
+        Status::Disabled => "disabled",
     }
 }
