@@ -160,12 +160,21 @@ impl Gateway {
     }
 
     pub async fn start_with(options: Options) -> Gateway {
+        Gateway::start_on(None, options).await
+    }
+
+    /// A gateway on the database `database` (a `--database` value) that other gateways may
+    /// share, or on a new one.
+    pub async fn start_on(database: Option<String>, options: Options) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("defs")).unwrap();
         for (name, json) in &options.definitions {
             std::fs::write(dir.path().join("defs").join(name), serde_json::to_vec_pretty(json).unwrap()).unwrap();
         }
-        let database = new_database(dir.path()).await;
+        let database = match database {
+            Some(database) => database,
+            None => new_database(dir.path()).await,
+        };
         let (child, base, smtp, stdout) = spawn(dir.path(), &database, &options.env).await.expect("the gateway starts");
         Gateway { dir, base, smtp, http: client(), child, env: options.env, database, stdout }
     }
