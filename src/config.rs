@@ -523,6 +523,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_database_setting_names_a_postgres_url_or_a_sqlite_file() {
+        assert_eq!(DatabaseTarget::parse("postgres://u@h/db"), DatabaseTarget::Postgres("postgres://u@h/db".into()));
+        assert_eq!(
+            DatabaseTarget::parse("postgresql://u@h/db"),
+            DatabaseTarget::Postgres("postgresql://u@h/db".into())
+        );
+        assert_eq!(DatabaseTarget::parse("sqlite:/var/lib/h.db"), DatabaseTarget::Sqlite("/var/lib/h.db".into()));
+        assert_eq!(DatabaseTarget::parse("data/hookgate.db"), DatabaseTarget::Sqlite("data/hookgate.db".into()));
+    }
+
+    #[test]
+    fn a_printed_configuration_shows_no_database_password() {
+        let config =
+            Config { database: "postgres://hookgate:s3cret@db:5432/h?password=again".into(), ..Config::default() };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("s3cret") && !printed.contains("again"), "{printed}");
+        assert!(printed.contains("postgres://hookgate:***@db:5432/h?password=***"), "{printed}");
+        assert_eq!(redact_password("postgres://u@db/x"), "postgres://u@db/x");
+    }
+
+    #[test]
     fn defaults_serve_on_loopback_8080_with_the_embedded_store() {
         let config = Config::default();
         assert_eq!(config.http.to_string(), "127.0.0.1:8080");
