@@ -239,35 +239,8 @@ pub async fn sqlite_to_postgres(
     let store = PostgresStore::open(target).await?;
     let mut client = store.client().await?;
     let transaction = client.transaction().await.map_err(pg_error)?;
-    let names: Vec<&str> = TABLES.iter().map(|table| table.name).collect();
-    // No gateway on the target writes between the check and the commit.
-    transaction.batch_execute(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", names.join(", "))).await.map_err(pg_error)?;
-    let held: Vec<String> = count_target(&transaction)
-        .await?
-        .into_iter()
-        .zip(TABLES)
-        .filter(|(rows, _)| *rows > 0)
-        .map(|(rows, table)| format!("{}: {rows} {}", table.name, if rows == 1 { "row" } else { "rows" }))
-        .collect();
-    if !held.is_empty() {
-        return Err(CopyError::TargetNotEmpty(held.join(", ")));
-    }
-
-    let (batches, mut arriving) = mpsc::channel(BATCHES_IN_FLIGHT);
-    let reader = tokio::task::spawn_blocking(move || read_tables(&connection, &batches));
-    let mut current = None;
-    while let Some(batch) = arriving.recv().await {
-        let batch = batch?;
-        if current != Some(batch.table.name) {
-            current = Some(batch.table.name);
-            let index = TABLES.iter().position(|table| table.name == batch.table.name).unwrap_or_default();
-            progress(CopyProgress::Table { table: batch.table.name, rows: source_counts.rows[index] });
-        }
-        insert(&transaction, &batch).await?;
-        progress(CopyProgress::Copied { rows: batch.rows as u64 });
-    }
-    reader.await.map_err(thread_failed)??;
-
+    lock_empty_target(&transaction).await?;
+    copy_rows(&transaction, connection, &source_counts.rows, &mut progress).await?;
     for (table, high_water) in TABLES.iter().zip(&source_counts.high_water) {
         if let Some(column) = table.identity {
             continue_identity(&transaction, table.name, column, *high_water).await?;
@@ -289,6 +262,46 @@ pub async fn sqlite_to_postgres(
         transaction.rollback().await.map_err(pg_error)?;
     }
     Ok(report)
+}
+
+/// Locks every table of the target until the copy commits (so that no gateway writes between
+/// the check and the commit) and refuses a target that holds any row, naming what it holds.
+async fn lock_empty_target(transaction: &deadpool_postgres::Transaction<'_>) -> Result<(), CopyError> {
+    let names: Vec<&str> = TABLES.iter().map(|table| table.name).collect();
+    let lock = format!("LOCK TABLE {} IN EXCLUSIVE MODE", names.join(", "));
+    transaction.batch_execute(&lock).await.map_err(pg_error)?;
+    let held: Vec<String> = count_target(transaction)
+        .await?
+        .into_iter()
+        .zip(TABLES)
+        .filter(|(rows, _)| *rows > 0)
+        .map(|(rows, table)| format!("{}: {rows} {}", table.name, if rows == 1 { "row" } else { "rows" }))
+        .collect();
+    if held.is_empty() { Ok(()) } else { Err(CopyError::TargetNotEmpty(held.join(", "))) }
+}
+
+/// Writes the batches the source's reader sends, table after table; `source_rows` are the
+/// tables' sizes for `progress`.
+async fn copy_rows(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    source: Connection,
+    source_rows: &[u64],
+    progress: &mut impl FnMut(CopyProgress),
+) -> Result<(), StoreError> {
+    let (batches, mut arriving) = mpsc::channel(BATCHES_IN_FLIGHT);
+    let reader = tokio::task::spawn_blocking(move || read_tables(&source, &batches));
+    let mut current = None;
+    while let Some(batch) = arriving.recv().await {
+        let batch = batch?;
+        if current != Some(batch.table.name) {
+            current = Some(batch.table.name);
+            let index = TABLES.iter().position(|table| table.name == batch.table.name).expect("a table of TABLES");
+            progress(CopyProgress::Table { table: batch.table.name, rows: source_rows[index] });
+        }
+        insert(transaction, &batch).await?;
+        progress(CopyProgress::Copied { rows: batch.rows as u64 });
+    }
+    reader.await.map_err(thread_failed)?
 }
 
 /// What the source holds, read in the snapshot the copy reads.

@@ -70,13 +70,9 @@ pub enum Backend {
     Postgres,
 }
 
-/// The `--database` value for a new gateway in `dir`: the SQLite file there, or a new schema.
-pub async fn new_database(dir: &Path) -> String {
-    new_database_on(crate::BACKEND, dir).await
-}
-
-/// The `--database` value for a new gateway in `dir` on `backend`.
-pub async fn new_database_on(backend: Backend, dir: &Path) -> String {
+/// The `--database` value for a new gateway in `dir` on `backend`: the SQLite file there, or a
+/// new schema.
+pub async fn new_database(backend: Backend, dir: &Path) -> String {
     match backend {
         Backend::Sqlite => dir.join("data/hookgate.db").to_string_lossy().into_owned(),
         Backend::Postgres => fresh_postgres_schema().await,
@@ -182,7 +178,7 @@ impl Gateway {
         for (name, json) in &options.definitions {
             std::fs::write(dir.path().join("defs").join(name), serde_json::to_vec_pretty(json).unwrap()).unwrap();
         }
-        let database = new_database_on(backend, dir.path()).await;
+        let database = new_database(backend, dir.path()).await;
         let (child, base, smtp, stdout) =
             spawn(dir.path(), &database, &options.env, Some(ADMIN_TOKEN)).await.expect("the gateway starts");
         Gateway {
@@ -210,6 +206,7 @@ impl Gateway {
 
     /// Points this gateway at another database (where `hookgate migrate` copied its store): the
     /// next [`Gateway::restart`] runs on it, with the same folder of definitions.
+    #[allow(dead_code, reason = "the postgres binary's migration tests use it")]
     pub fn move_to(&mut self, backend: Backend, database: String) {
         self.backend = backend;
         self.database = database;
@@ -217,6 +214,7 @@ impl Gateway {
 
     /// From the next [`Gateway::restart`] on, the process is not given `HOOKGATE_ADMIN_TOKEN`:
     /// it uses the admin token whose hash its store keeps.
+    #[allow(dead_code, reason = "the postgres binary's migration tests use it")]
     pub fn use_stored_admin_token(&mut self) {
         self.configured_admin_token = false;
     }
