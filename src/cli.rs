@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hookgate::api::AdminToken;
+use hookgate::config::DatabaseTarget;
 use hookgate::config::{Config, Overrides};
 use hookgate::definitions::catalog::{CatalogManager, ReloadError};
 use hookgate::definitions::sources::SecretUse;
@@ -18,6 +19,7 @@ use hookgate::definitions::{Severity, ValidationOptions, read_folder, validate};
 use hookgate::pipeline::Replay;
 use hookgate::secrets::SecretSource;
 use hookgate::store::KeyPurpose;
+use hookgate::store::copy::CopyProgress;
 use hookgate::store::{EventQuery, Store};
 use hookgate::{Gateway, Listeners};
 
@@ -94,6 +96,16 @@ enum Command {
     /// Apps installed through the management API (apps from files are changed by editing files).
     #[command(subcommand)]
     Apps(AppsCommand),
+    /// Copy a SQLite store into an empty PostgreSQL database, then compare every table's row
+    /// count; exits 1 unless they all match. Stop the gateway first: the copy is a snapshot.
+    Migrate {
+        /// The SQLite store: `sqlite:PATH` or a path. It is only read, never written.
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database: a `postgres://` URL. It must hold no hookgate data yet.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(command) => keys(config, command).await,
         Command::Events(command) => events(config, command).await,
         Command::Apps(command) => apps(config, command).await,
+        Command::Migrate { from, to } => migrate(&from, &to).await,
     }
 }
 
@@ -550,6 +563,53 @@ async fn events(config: Config, command: EventsCommand) -> anyhow::Result<ExitCo
             );
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copies the SQLite store `from` into the PostgreSQL database `to`, with a progress bar per
+/// table, and prints both stores' row counts.
+async fn migrate(from: &str, to: &str) -> anyhow::Result<ExitCode> {
+    let DatabaseTarget::Sqlite(source) = DatabaseTarget::parse(from) else {
+        bail!("--from names the SQLite store to copy (sqlite:PATH or a path), not a PostgreSQL URL");
+    };
+    let DatabaseTarget::Postgres(target) = DatabaseTarget::parse(to) else {
+        bail!("--to must be a postgres:// URL");
+    };
+    let shown_target = hookgate::config::redact_password(&target);
+    let bars = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template("{prefix:>17} {wide_bar} {pos}/{len} rows ({elapsed})")
+        .expect("a valid template");
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let report = hookgate::store::copy::sqlite_to_postgres(&source, &target, |step| match step {
+        CopyProgress::Table { table, rows } => {
+            if let Some(done) = bar.take() {
+                done.finish();
+            }
+            bar = Some(bars.add(indicatif::ProgressBar::new(rows).with_style(style.clone()).with_prefix(table)));
+        }
+        CopyProgress::Copied { rows } => {
+            if let Some(bar) = &bar {
+                bar.inc(rows);
+            }
+        }
+    })
+    .await
+    .with_context(|| format!("cannot copy {} to {shown_target}", source.display()))?;
+    if let Some(done) = bar.take() {
+        done.finish();
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["TABLE", "SQLITE", "POSTGRESQL", "CHECK"]);
+    for count in &report.tables {
+        let check = if count.sqlite == count.postgres { "same" } else { "DIFFERS" };
+        table.add_row([count.table.to_owned(), count.sqlite.to_string(), count.postgres.to_string(), check.to_owned()]);
+    }
+    println!("{table}");
+    if !report.committed {
+        eprintln!("hookgate: the row counts differ; the copy was rolled back and {shown_target} is left as it was");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("copied {} to {shown_target}: every table has the same number of rows", source.display());
     Ok(ExitCode::SUCCESS)
 }
 

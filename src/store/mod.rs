@@ -14,6 +14,7 @@
 //! erasure (`purge_resource`), each with what it triggered and its body when no event is left
 //! that references it.
 
+pub mod copy;
 mod postgres;
 pub mod retention;
 mod sqlite;

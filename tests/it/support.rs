@@ -2,9 +2,10 @@
 //! database in a temporary directory, HTTP on 127.0.0.1 port 0, the bound address read from
 //! the line the binary prints. The process is killed when the [`Gateway`] is dropped.
 //!
-//! The database is the test binary's `crate::BACKEND`: a SQLite file in the temporary
-//! directory, or a fresh schema of the PostgreSQL database at `HOOKGATE_TEST_POSTGRES_URL` (the
-//! `postgres` test binary runs the API suite that way).
+//! The database is the test binary's `crate::BACKEND` (or the backend a test picks with
+//! [`Gateway::start_on`]): a SQLite file in the temporary directory, or a fresh schema of the
+//! PostgreSQL database at `HOOKGATE_TEST_POSTGRES_URL` (the `postgres` test binary runs the API
+//! suite that way).
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -69,9 +70,10 @@ pub enum Backend {
     Postgres,
 }
 
-/// The `--database` value for a new gateway in `dir`: the SQLite file there, or a new schema.
-pub async fn new_database(dir: &Path) -> String {
-    match crate::BACKEND {
+/// The `--database` value for a new gateway in `dir` on `backend`: the SQLite file there, or a
+/// new schema.
+pub async fn new_database(backend: Backend, dir: &Path) -> String {
+    match backend {
         Backend::Sqlite => dir.join("data/hookgate.db").to_string_lossy().into_owned(),
         Backend::Postgres => fresh_postgres_schema().await,
     }
@@ -150,6 +152,11 @@ pub struct Gateway {
     env: Vec<(String, String)>,
     /// The `--database` value: the SQLite file, or the PostgreSQL URL of the test's schema.
     database: String,
+    /// Which store `database` is.
+    backend: Backend,
+    /// Whether the process is given `HOOKGATE_ADMIN_TOKEN` ([`ADMIN_TOKEN`], the default), or
+    /// decides the admin token from what its store keeps.
+    configured_admin_token: bool,
     /// Lines the process printed on stdout, after the listening line.
     pub stdout: mpsc::Receiver<String>,
 }
@@ -160,12 +167,24 @@ impl Gateway {
     }
 
     pub async fn start_with(options: Options) -> Gateway {
-        Gateway::start_on(None, options).await
+        Gateway::start_in(crate::BACKEND, None, options).await
     }
 
     /// A gateway on the database `database` (a `--database` value) that other gateways may
-    /// share, or on a new one.
+    /// share, or on a new one. (Used by the PostgreSQL binary only.)
+    #[allow(dead_code)]
     pub async fn start_on(database: Option<String>, options: Options) -> Gateway {
+        Gateway::start_in(crate::BACKEND, database, options).await
+    }
+
+    /// A gateway on `backend`, whatever the test binary's `BACKEND` (to start on SQLite and move
+    /// to PostgreSQL, say). (Used by the PostgreSQL binary only.)
+    #[allow(dead_code)]
+    pub async fn start_on_backend(backend: Backend, options: Options) -> Gateway {
+        Gateway::start_in(backend, None, options).await
+    }
+
+    async fn start_in(backend: Backend, database: Option<String>, options: Options) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("defs")).unwrap();
         for (name, json) in &options.definitions {
@@ -173,10 +192,22 @@ impl Gateway {
         }
         let database = match database {
             Some(database) => database,
-            None => new_database(dir.path()).await,
+            None => new_database(backend, dir.path()).await,
         };
-        let (child, base, smtp, stdout) = spawn(dir.path(), &database, &options.env).await.expect("the gateway starts");
-        Gateway { dir, base, smtp, http: client(), child, env: options.env, database, stdout }
+        let (child, base, smtp, stdout) =
+            spawn(dir.path(), &database, &options.env, Some(ADMIN_TOKEN)).await.expect("the gateway starts");
+        Gateway {
+            dir,
+            base,
+            smtp,
+            http: client(),
+            child,
+            env: options.env,
+            database,
+            backend,
+            configured_admin_token: true,
+            stdout,
+        }
     }
 
     pub fn definitions_dir(&self) -> PathBuf {
@@ -188,11 +219,26 @@ impl Gateway {
         self.database.clone()
     }
 
+    /// Points this gateway at another database (where `hookgate migrate` copied its store): the
+    /// next [`Gateway::restart`] runs on it, with the same folder of definitions.
+    #[allow(dead_code, reason = "the postgres binary's migration tests use it")]
+    pub fn move_to(&mut self, backend: Backend, database: String) {
+        self.backend = backend;
+        self.database = database;
+    }
+
+    /// From the next [`Gateway::restart`] on, the process is not given `HOOKGATE_ADMIN_TOKEN`:
+    /// it uses the admin token whose hash its store keeps.
+    #[allow(dead_code, reason = "the postgres binary's migration tests use it")]
+    pub fn use_stored_admin_token(&mut self) {
+        self.configured_admin_token = false;
+    }
+
     /// Moves a stored event's receive time, straight in the database (what happens to old
     /// events cannot wait for them to age).
     pub async fn backdate_event(&self, id: &str, received_at: jiff::Timestamp) {
         let at = received_at.as_microsecond();
-        let changed = match crate::BACKEND {
+        let changed = match self.backend {
             Backend::Sqlite => rusqlite::Connection::open(self.database_file())
                 .unwrap()
                 .execute("UPDATE events SET received_at_us = ?1 WHERE id = ?2", rusqlite::params![at, id])
@@ -210,7 +256,7 @@ impl Gateway {
     /// The SQLite file, for tests of the embedded store itself.
     #[allow(dead_code)]
     pub fn database_file(&self) -> PathBuf {
-        assert_eq!(crate::BACKEND, Backend::Sqlite, "only a SQLite gateway has a database file");
+        assert_eq!(self.backend, Backend::Sqlite, "only a SQLite gateway has a database file");
         self.dir.path().join("data/hookgate.db")
     }
 
@@ -247,8 +293,9 @@ impl Gateway {
     /// Starts the binary again on the same folder and database (on a new port).
     pub async fn restart(&mut self) {
         self.kill();
+        let admin_token = self.configured_admin_token.then_some(ADMIN_TOKEN);
         let (child, base, smtp, stdout) =
-            spawn(self.dir.path(), &self.database, &self.env).await.expect("the gateway restarts");
+            spawn(self.dir.path(), &self.database, &self.env, admin_token).await.expect("the gateway restarts");
         self.child = child;
         self.base = base;
         self.smtp = smtp;
@@ -334,17 +381,21 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Starts `hookgate serve` in `dir` and waits for its listening line.
+/// Starts `hookgate serve` in `dir` and waits for its listening line. Without `admin_token`,
+/// no `HOOKGATE_ADMIN_TOKEN` reaches the process.
 async fn spawn(
     dir: &Path,
     database: &str,
     env: &[(String, String)],
+    admin_token: Option<&str>,
 ) -> Result<(Child, String, std::net::SocketAddr, mpsc::Receiver<String>), String> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookgate"));
+    command.current_dir(dir).args(SERVE.iter().map(|arg| if *arg == "data/hookgate.db" { database } else { arg }));
+    match admin_token {
+        Some(token) => command.env("HOOKGATE_ADMIN_TOKEN", token),
+        None => command.env_remove("HOOKGATE_ADMIN_TOKEN"),
+    };
     command
-        .current_dir(dir)
-        .args(SERVE.iter().map(|arg| if *arg == "data/hookgate.db" { database } else { arg }))
-        .env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "warn")
         // DKIM and SPF lookups go to the test DNS server, never outside the machine.
         .env("HOOKGATE_DNS_RESOLVER", crate::dns::address().to_string())

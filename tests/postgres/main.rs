@@ -3,6 +3,8 @@
 //! (`.ci/run` sets it); without it this binary says the suite was skipped and runs nothing, and a
 //! strict run (`HOOKGATE_TEST_STRICT=1`) fails.
 //!
+//! `migrate` starts gateways on SQLite too: it moves their stores here with `hookgate migrate`.
+//!
 //! The API modules are the SQLite binary's own files (`tests/it/`), compiled again here with
 //! `BACKEND` set to PostgreSQL: one suite of API tests, run on each backend.
 
@@ -19,6 +21,7 @@ mod dns;
 mod form_hooks;
 #[path = "../it/management_keys.rs"]
 mod management_keys;
+mod migrate;
 mod nodes;
 mod outage;
 #[path = "../it/retention.rs"]

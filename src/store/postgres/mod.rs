@@ -36,6 +36,8 @@ use tokio_postgres::error::SqlState;
 
 use super::{StoreChange, StoreError};
 
+pub(super) use notice_mails::cursor_from_sqlite;
+
 /// Connections in each node's pool.
 const POOL_SIZE: usize = 16;
 /// How long a caller waits for a connection from the pool, or for a new one to open.
@@ -104,7 +106,7 @@ impl PostgresStore {
     }
 
     /// A connection from the pool.
-    async fn client(&self) -> Result<Object, StoreError> {
+    pub(in crate::store) async fn client(&self) -> Result<Object, StoreError> {
         get(&self.inner.pool).await
     }
 

@@ -173,6 +173,38 @@ impl PostgresStore {
     }
 }
 
+/// Turns the cursor of an embedded store, copied into `settings` by `store::copy`, into this
+/// backend's. SQLite's cursor is the `seq` of the last event looked at (`sqlite::notice_mails`);
+/// here a position in the log is `txid:seq`, and the copy kept every event's `seq`. So the copied
+/// event with the greatest `seq` at or before the old cursor marks the same place: every event
+/// after it was not looked at yet, and is after it here too (the copy writes events in `seq`
+/// order, and later events have later transactions). With no such event left, the cursor is
+/// before every event. A cursor that is not a number is removed, as SQLite ignores one: the next
+/// run then starts from the events then stored.
+pub(in crate::store) async fn cursor_from_sqlite(
+    transaction: &deadpool_postgres::Transaction<'_>,
+) -> Result<(), StoreError> {
+    let copied: Option<String> = transaction
+        .query_opt("SELECT value FROM settings WHERE key = $1", &[&CURSOR])
+        .await
+        .map_err(pg_error)?
+        .map(|row| row.get(0));
+    let Some(copied) = copied else { return Ok(()) };
+    match copied.parse::<i64>() {
+        Ok(seq) => transaction
+            .execute(
+                "UPDATE settings SET value = COALESCE(
+                     (SELECT txid::text || ':' || seq FROM events WHERE seq <= $2 ORDER BY seq DESC LIMIT 1), '0:0')
+                 WHERE key = $1",
+                &[&CURSOR, &seq],
+            )
+            .await
+            .map_err(pg_error)?,
+        Err(_) => transaction.execute("DELETE FROM settings WHERE key = $1", &[&CURSOR]).await.map_err(pg_error)?,
+    };
+    Ok(())
+}
+
 fn parse_cursor(value: &str) -> Option<(String, i64)> {
     let (txid, seq) = value.split_once(':')?;
     Some((txid.to_owned(), seq.parse().ok()?))

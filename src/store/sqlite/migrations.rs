@@ -222,6 +222,11 @@ CREATE INDEX events_by_body ON events (body_sha256);
     Ok(())
 }
 
+/// The `user_version` of a file every migration has run on.
+pub(super) fn schema_version() -> usize {
+    MIGRATIONS.len()
+}
+
 /// The key a raw body is stored under.
 pub(super) fn body_sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()

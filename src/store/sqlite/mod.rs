@@ -136,7 +136,8 @@ impl SqliteStore {
     }
 }
 
-fn open_reader(path: &std::path::Path) -> Result<Connection, StoreError> {
+/// A read-only connection to the database file (reads never write, nor create the file).
+pub(super) fn open_reader(path: &std::path::Path) -> Result<Connection, StoreError> {
     let connection = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
@@ -144,6 +145,11 @@ fn open_reader(path: &std::path::Path) -> Result<Connection, StoreError> {
     .map_err(|error| StoreError::Unavailable(format!("cannot open {}: {error}", path.display())))?;
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(connection)
+}
+
+/// The schema version (`PRAGMA user_version`) of a file this hookgate has brought up to date.
+pub(super) fn schema_version() -> usize {
+    migrations::schema_version()
 }
 
 fn timestamp(microseconds: i64) -> Result<Timestamp, StoreError> {
