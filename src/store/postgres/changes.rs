@@ -41,7 +41,6 @@ pub(super) async fn listen(
             _ = stop.changed() => return,
             outcome = listen_once(&config, &tls, &node, &changes, first) => outcome,
         };
-        eprintln!("DEBUG listen ended: {listened:?}");
         if let Err(error) = listened {
             tracing::warn!(%error, "Not listening for other nodes' changes; trying again.");
         }
