@@ -219,6 +219,7 @@ impl Gateway {
     }
 
     /// How the process ended, or `None` while it runs.
+    #[allow(dead_code, reason = "the outage tests of the postgres binary use it")]
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().expect("the process can be waited for")
     }
