@@ -264,6 +264,12 @@ impl Gateway {
         self.child.id()
     }
 
+    /// How the process ended, or `None` while it runs.
+    #[allow(dead_code, reason = "the outage tests of the postgres binary use it")]
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("the process can be waited for")
+    }
+
     /// Kills the process with SIGKILL: no shutdown code runs.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

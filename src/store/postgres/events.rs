@@ -19,7 +19,7 @@ impl PostgresStore {
         let (reply, answer) = oneshot::channel();
         self.inner
             .appends
-            .send(AppendJob { rows, reply })
+            .send(AppendJob { rows, reply, deadline: super::deadline() })
             .await
             .map_err(|_| StoreError::Unavailable("the store's writers have stopped".into()))?;
         answer.await.map_err(|_| StoreError::Unavailable("the store's writer stopped before committing".into()))?

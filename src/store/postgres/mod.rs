@@ -8,6 +8,13 @@
 //! duplicate by the unique index on the idempotency key, a claim by `FOR UPDATE SKIP LOCKED`
 //! with a lease.
 //!
+//! When the database is away, callers are told so (`StoreError::Unavailable`, which ingress
+//! answers with 503 or SMTP 451) within `CONNECTION_WAIT`, whether the server closes
+//! connections or stops answering: an append not committed by then is answered `Unavailable`
+//! (`writer`), and so are the readiness check and the API-key lookup of a web hook, the reads on
+//! a request's path (`within`). A connection that did not answer in time leaves the pool, since
+//! the next caller would wait on it too; the pool opens new ones when the database returns.
+//!
 //! Changes that other nodes must act on (new deliveries or publications, subscriptions, apps)
 //! are announced with NOTIFY (on a channel of the database and schema) in the transaction that makes them; `changes` listens on a
 //! dedicated connection and hands them to the node as [`StoreChange`]s, with a polled
@@ -40,8 +47,9 @@ pub(super) use notice_mails::cursor_from_sqlite;
 
 /// Connections in each node's pool.
 const POOL_SIZE: usize = 16;
-/// How long a caller waits for a connection from the pool, or for a new one to open.
-const CONNECTION_WAIT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a connection from the pool, or for a new one to open; and how
+/// long a request waits for the database (its append, its reads) before it is told to retry.
+pub(super) const CONNECTION_WAIT: Duration = Duration::from_secs(5);
 
 /// The PostgreSQL store. Cloning shares the pool, the writer and the change listener.
 #[derive(Clone)]
@@ -115,10 +123,13 @@ impl PostgresStore {
         self.inner.changes.subscribe()
     }
 
+    /// Whether the database answers, within `CONNECTION_WAIT`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client.execute("SELECT 1", &[]).await.map_err(pg_error)?;
-        Ok(())
+        within(&self.inner.pool, deadline(), async |client| {
+            client.execute("SELECT 1", &[]).await.map_err(pg_error)?;
+            Ok(())
+        })
+        .await
     }
 
     fn node(&self) -> &Node {
@@ -131,6 +142,32 @@ async fn get(pool: &Pool) -> Result<Object, StoreError> {
         deadpool_postgres::PoolError::Backend(error) => pg_error(error),
         other => StoreError::Unavailable(format!("no database connection: {other}")),
     })
+}
+
+/// When a request that starts now must have its answer from the database.
+pub(super) fn deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + CONNECTION_WAIT
+}
+
+/// Runs `work` on a connection from the pool, and fails it as `Unavailable` if the connection or
+/// the work is not done by `deadline`. A connection that did not answer in time leaves the pool:
+/// it may be stalled (a server that stopped answering, a network that drops everything), and the
+/// pool cannot tell, since such a connection is not closed.
+pub(super) async fn within<T>(
+    pool: &Pool,
+    deadline: tokio::time::Instant,
+    work: impl AsyncFnOnce(&mut Object) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let late =
+        || StoreError::Unavailable(format!("the database did not answer within {} s", CONNECTION_WAIT.as_secs()));
+    let mut client = tokio::time::timeout_at(deadline, get(pool)).await.map_err(|_| late())??;
+    match tokio::time::timeout_at(deadline, work(&mut client)).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            drop(Object::take(client));
+            Err(late())
+        }
+    }
 }
 
 /// The connection settings from a `postgres://` URL. TLS is used when `sslmode=require`

@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 use std::collections::HashMap;
 
-use super::{PostgresStore, announce, pg_error, timestamp};
+use super::{PostgresStore, announce, deadline, pg_error, timestamp, within};
 use crate::store::{ApiKeyRecord, InstalledApp, KeyPurpose, StoreChange, StoreError};
 
 impl PostgresStore {
@@ -62,13 +62,18 @@ impl PostgresStore {
         rows.iter().map(key_from_row).collect()
     }
 
+    /// On a web hook request's path: answered within `CONNECTION_WAIT`, like the append after it.
     pub async fn active_api_key_by_hash(&self, sha256: String) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE sha256 = $1 AND revoked_at_us IS NULL"))
-            .await
-            .map_err(pg_error)?;
-        client.query_opt(&statement, &[&sha256]).await.map_err(pg_error)?.map(|row| key_from_row(&row)).transpose()
+        within(&self.inner.pool, deadline(), async |client| {
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE sha256 = $1 AND revoked_at_us IS NULL"
+                ))
+                .await
+                .map_err(pg_error)?;
+            client.query_opt(&statement, &[&sha256]).await.map_err(pg_error)?.map(|row| key_from_row(&row)).transpose()
+        })
+        .await
     }
 
     pub async fn revoke_api_key(&self, id: String, at: Timestamp) -> Result<bool, StoreError> {

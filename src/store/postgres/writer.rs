@@ -15,14 +15,22 @@
 //! publications of the new events, one statement each, and a NOTIFY so that idle workers on
 //! every node wake. A batch that fails for a reason of its own (not the database being away) is
 //! split, and each job is committed alone, so one bad event does not fail its neighbours.
+//!
+//! Every append is answered within `CONNECTION_WAIT` of its arrival, committed or not: a job
+//! still queued at its deadline is answered `Unavailable` without being written, and a batch not
+//! committed by the deadline of its oldest job is answered `Unavailable` (its connection, which
+//! may be stalled, leaves the pool). Whether a batch cut off at its `COMMIT` was committed
+//! cannot be known; its senders are told to retry, as when the connection is lost at that
+//! moment.
 
 use deadpool_postgres::{Object, Pool};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::events::EventRow;
-use super::{Node, announce, get, is_conflict, pg_error};
+use super::{CONNECTION_WAIT, Node, announce, is_conflict, pg_error, within};
 use crate::store::{Appended, StoreChange, StoreError};
 
 /// Jobs waiting for a writer before callers wait to queue.
@@ -38,6 +46,8 @@ const CONFLICT_TRIES: usize = 5;
 pub(super) struct AppendJob {
     pub(super) rows: Vec<EventRow>,
     pub(super) reply: oneshot::Sender<Result<Vec<Appended>, StoreError>>,
+    /// When the caller must have its answer (`CONNECTION_WAIT` after it asked).
+    pub(super) deadline: Instant,
 }
 
 /// Runs the writers until every sender is gone.
@@ -65,8 +75,15 @@ async fn write_loop(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<AppendJob>>>, nod
             }
             batch
         };
+        // Jobs that waited in the queue past their deadline are answered without being written.
+        let now = Instant::now();
+        let (batch, expired): (Vec<AppendJob>, Vec<AppendJob>) = batch.into_iter().partition(|job| job.deadline > now);
+        for job in expired {
+            let _ = job.reply.send(Err(late()));
+        }
+        let Some(deadline) = batch.iter().map(|job| job.deadline).min() else { continue };
         metrics::histogram!("hookgate_store_commit_batch_size").record(batch.len() as f64);
-        match commit_batch(&pool, &batch, &node).await {
+        match commit_batch(&pool, &batch, &node, deadline).await {
             Ok(answers) => {
                 for (job, answer) in batch.into_iter().zip(answers) {
                     // The waiter may have gone away (client disconnected); the write stands.
@@ -76,7 +93,7 @@ async fn write_loop(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<AppendJob>>>, nod
             Err(error) if batch.len() > 1 && !matches!(error, StoreError::Unavailable(_)) => {
                 tracing::warn!(%error, jobs = batch.len(), "A batch of appends failed; committing its jobs one by one.");
                 for job in batch {
-                    let answer = commit_batch(&pool, std::slice::from_ref(&job), &node).await;
+                    let answer = commit_batch(&pool, std::slice::from_ref(&job), &node, job.deadline).await;
                     let _ = job.reply.send(answer.map(|mut answers| answers.pop().unwrap_or_default()));
                 }
             }
@@ -90,17 +107,29 @@ async fn write_loop(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<AppendJob>>>, nod
     }
 }
 
-/// Commits the jobs' events in one transaction, run again on a deadlock or serialization
-/// failure; returns each job's outcomes.
-async fn commit_batch(pool: &Pool, jobs: &[AppendJob], node: &Node) -> Result<Vec<Vec<Appended>>, StoreError> {
-    let mut client = get(pool).await?;
-    let mut tries = 0;
-    loop {
-        match write_batch(&mut client, jobs, node).await {
-            Err(error) if is_conflict(&error) && tries + 1 < CONFLICT_TRIES => tries += 1,
-            other => return other.map_err(pg_error),
+/// Commits the jobs' events in one transaction by `deadline`, run again on a deadlock or
+/// serialization failure; returns each job's outcomes.
+async fn commit_batch(
+    pool: &Pool,
+    jobs: &[AppendJob],
+    node: &Node,
+    deadline: Instant,
+) -> Result<Vec<Vec<Appended>>, StoreError> {
+    within(pool, deadline, async |client| {
+        let mut tries = 0;
+        loop {
+            match write_batch(client, jobs, node).await {
+                Err(error) if is_conflict(&error) && tries + 1 < CONFLICT_TRIES => tries += 1,
+                other => return other.map_err(pg_error),
+            }
         }
-    }
+    })
+    .await
+}
+
+/// The answer to a job whose deadline passed before a writer could take it.
+fn late() -> StoreError {
+    StoreError::Unavailable(format!("the database did not commit within {} s", CONNECTION_WAIT.as_secs()))
 }
 
 async fn write_batch(
