@@ -37,10 +37,15 @@ pub(super) async fn listen(
     let mut pause = Duration::from_millis(100);
     let mut first = true;
     loop {
+        let started = std::time::Instant::now();
         let listened = tokio::select! {
             _ = stop.changed() => return,
             outcome = listen_once(&config, &tls, &node, &changes, first) => outcome,
         };
+        if started.elapsed() > MAX_RECONNECT_PAUSE {
+            // It listened for a while: this is a new loss, not the same one going on.
+            pause = Duration::from_millis(100);
+        }
         if let Err(error) = listened {
             tracing::warn!(%error, "Not listening for other nodes' changes; trying again.");
         }

@@ -182,6 +182,9 @@ fn connection_config(url: &str) -> Result<(tokio_postgres::Config, Tls), StoreEr
     if config.get_application_name().is_none() {
         config.application_name("hookgate");
     }
+    // A server that vanished without closing its connections (a partition, a crashed host) is
+    // noticed in about a minute by every connection, not after the kernel's 15-minute retries.
+    config.keepalives(true).keepalives_idle(Duration::from_secs(30)).tcp_user_timeout(Duration::from_secs(60));
     let tls = match config.get_ssl_mode() {
         SslMode::Require => {
             let mut roots = rustls::RootCertStore::empty();
