@@ -5,7 +5,7 @@
 //! the message would be over [`MAX_MESSAGE_BYTES`]. A client that reconnects with
 //! `Last-Event-ID` (a browser's `EventSource` does so by itself) gets every event after that
 //! one, and none twice; `?after=<event id>` does the same for a first connection. Without
-//! either the stream starts now. Filters: `name`, `app` and `type` (the hook type). A scoped
+//! either the stream starts now, with the events not yet settled (see below) when it opens. Filters: `name`, `app` and `type` (the hook type). A scoped
 //! management key streams only the events its scopes cover, as `/api/events` lists them, and is
 //! refused a `name` outside them.
 //!

@@ -266,7 +266,7 @@ pub async fn detail(State(state): State<Arc<ConsoleState>>, viewer: Viewer, Path
             dt { "App" } dd { (event.app) }
             dt { "Type" } dd { (type_badge(event.hook_type)) }
             dt { "Received" } dd { (when(event.received_at)) }
-            dt { "Received" } dd { (event.receive_count) " " @if event.receive_count == 1 { "time" } @else { "times (repeats of one delivery id)" } }
+            dt { "Receive count" } dd { (event.receive_count) " " @if event.receive_count == 1 { "time" } @else { "times (repeats of one delivery id)" } }
             @if event.quarantined {
                 dt { "Held" } dd { (badge("quarantined", "warn")) " Its payload did not fit the hook's shape; it is stored and never delivered." }
             }
