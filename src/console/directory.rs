@@ -69,9 +69,10 @@ pub async fn page(State(state): State<Arc<ConsoleState>>, viewer: Viewer) -> Res
                 section.refused aria-labelledby="refused-heading" {
                     h2 #refused-heading { "The latest reload was refused" }
                     p {
-                        "At " (when(*at)) ", a change to the definitions had "
-                        (refused.iter().filter(|d| d.severity == Severity::Error).count())
-                        " errors, so the set below keeps serving. Fix them and save again (or send SIGHUP)."
+                        @let errors = refused.iter().filter(|d| d.severity == Severity::Error).count();
+                        "At " (when(*at)) ", a change to the definitions had " (errors)
+                        @if errors == 1 { " error" } @else { " errors" }
+                        ", so the set below keeps serving. Fix it and save again (or send SIGHUP)."
                     }
                 }
             }
@@ -80,7 +81,7 @@ pub async fn page(State(state): State<Arc<ConsoleState>>, viewer: Viewer) -> Res
         @if !unplaced.is_empty() {
             section aria-labelledby="other-problems" {
                 h2 #other-problems { "Definition problems" }
-                (diagnostics(unplaced.into_iter().copied()))
+                (diagnostics(unplaced.into_iter().copied(), true))
             }
         }
         @if hooks.is_empty() {
@@ -99,7 +100,7 @@ pub async fn page(State(state): State<Arc<ConsoleState>>, viewer: Viewer) -> Res
                     @if let Some(app) = summary {
                         p.muted { "Version " (app.version) " · from " (app.origin.to_string()) }
                         @let own: Vec<&Diagnostic> = problems.iter().filter(|d| d.origin == app.origin.to_string()).copied().collect();
-                        @if !own.is_empty() { (diagnostics(own.into_iter())) }
+                        @if !own.is_empty() { (diagnostics(own.into_iter(), false)) }
                     }
                 }
                 div.cards {
@@ -113,13 +114,15 @@ pub async fn page(State(state): State<Arc<ConsoleState>>, viewer: Viewer) -> Res
     render(&state, &viewer, View::Directory, "Directory", content)
 }
 
-fn diagnostics<'a>(list: impl Iterator<Item = &'a Diagnostic>) -> Markup {
+/// Definition problems; `with_origin` names the file or installed app of each.
+fn diagnostics<'a>(list: impl Iterator<Item = &'a Diagnostic>, with_origin: bool) -> Markup {
     html! {
         ul.diagnostics {
             @for diagnostic in list {
                 li.error[diagnostic.severity == Severity::Error].warning[diagnostic.severity == Severity::Warning] {
                     (badge(if diagnostic.severity == Severity::Error { "error" } else { "warning" }, if diagnostic.severity == Severity::Error { "bad" } else { "warn" }))
                     " "
+                    @if with_origin { strong { (diagnostic.origin) } " " }
                     @if !diagnostic.pointer.is_empty() { code { (diagnostic.pointer) } " " }
                     (diagnostic.message)
                 }

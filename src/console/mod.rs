@@ -255,7 +255,7 @@ impl FromRequest<Arc<ConsoleState>> for Action {
     async fn from_request(request: Request, state: &Arc<ConsoleState>) -> Result<Action, Response> {
         let (mut parts, body) = request.into_parts();
         let viewer = Viewer::from_request_parts(&mut parts, state).await.map_err(IntoResponse::into_response)?;
-        if let Err(reason) = same_site(&parts.headers) {
+        if let Err(reason) = same_site(&parts.headers, &state.api.public_url) {
             return Err(refused(&viewer, StatusCode::FORBIDDEN, reason));
         }
         let read = tokio::time::timeout(FORM_TIMEOUT, axum::body::to_bytes(body, MAX_FORM_BYTES)).await;
@@ -279,16 +279,22 @@ impl FromRequest<Arc<ConsoleState>> for Action {
     }
 }
 
-/// Refuses a form the browser says came from another site (`Sec-Fetch-Site`, `Origin`): with
-/// `SameSite=Strict` such a form has no session anyway; this says why.
-fn same_site(headers: &HeaderMap) -> Result<(), &'static str> {
+/// Refuses a form the browser says came from another site (`Sec-Fetch-Site`), or from an
+/// origin that is neither the public URL's nor the `Host` asked for (a proxy may rewrite the
+/// one or the other): with `SameSite=Strict` such a form has no session anyway; this says why.
+fn same_site(headers: &HeaderMap, public_url: &str) -> Result<(), &'static str> {
     let value = |name: header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
     if value(header::HeaderName::from_static("sec-fetch-site")).is_some_and(|site| site == "cross-site") {
         return Err("The form came from another site; console actions are taken on console pages only.");
     }
-    if let (Some(origin), Some(host)) = (value(header::ORIGIN), value(header::HOST)) {
+    if let Some(origin) = value(header::ORIGIN).filter(|origin| *origin != "null") {
         let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-        if origin != "null" && origin_host != host {
+        let public = public_url.trim_end_matches('/');
+        let public_origin = public.split_once("://").map_or(public, |(scheme, rest)| {
+            let end = rest.find('/').map_or(public.len(), |slash| scheme.len() + 3 + slash);
+            &public[..end]
+        });
+        if origin != public_origin && value(header::HOST) != Some(origin_host) {
             return Err("The form came from another origin; console actions are taken on console pages only.");
         }
     }
@@ -416,7 +422,7 @@ async fn sign_in(
     let refuse = |status: StatusCode, message: &str| {
         (status, Html(sign_in_form(&then, Some(message)).into_string())).into_response()
     };
-    if let Err(reason) = same_site(&headers) {
+    if let Err(reason) = same_site(&headers, &state.api.public_url) {
         return refuse(StatusCode::FORBIDDEN, reason);
     }
     let now = jiff::Timestamp::now();
@@ -494,13 +500,15 @@ mod tests {
             }
             headers
         };
-        assert!(same_site(&headers(&[])).is_ok());
-        assert!(
-            same_site(&headers(&[("sec-fetch-site", "same-origin"), ("origin", "http://h:1"), ("host", "h:1")]))
-                .is_ok()
-        );
-        assert!(same_site(&headers(&[("sec-fetch-site", "cross-site")])).is_err());
-        assert!(same_site(&headers(&[("origin", "https://evil.example"), ("host", "h:1")])).is_err());
+        let public = "https://hooks.example/base";
+        assert!(same_site(&headers(&[]), public).is_ok(), "old browsers and scripts send neither");
+        let same_host = [("sec-fetch-site", "same-origin"), ("origin", "http://h:1"), ("host", "h:1")];
+        assert!(same_site(&headers(&same_host), public).is_ok());
+        let behind_a_proxy = [("origin", "https://hooks.example"), ("host", "10.0.0.5:8080")];
+        assert!(same_site(&headers(&behind_a_proxy), public).is_ok(), "the public URL's origin");
+        assert!(same_site(&headers(&[("sec-fetch-site", "cross-site")]), public).is_err());
+        assert!(same_site(&headers(&[("origin", "https://evil.example"), ("host", "h:1")]), public).is_err());
+        assert!(same_site(&headers(&[("origin", "https://hooks.example.evil"), ("host", "h:1")]), public).is_err());
     }
 
     #[test]

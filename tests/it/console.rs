@@ -210,7 +210,7 @@ impl Browser {
         assert_eq!(png_width(&wide), WIDE.0, "{name}: the wide screenshot's width");
         self.client.set_window_size(NARROW.0, NARROW.1).await.unwrap();
         let overflow = self.script("return document.documentElement.scrollWidth - window.innerWidth").await;
-        if !overflow.as_i64().is_some_and(|overflow| overflow <= 0) {
+        if overflow.as_i64().is_none_or(|overflow| overflow > 0) {
             let wide = self
                 .script(
                     "return Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5 \
@@ -313,134 +313,128 @@ async fn an_operator_signs_in_watches_events_arrive_and_fixes_a_failing_delivery
 }
 
 async fn operator_journey(browser: &Browser, gateway: &Gateway, receiver: &Receiver) {
-    {
-        // Sign in.
-        browser.go("/console/").await;
-        browser.find("#token").await;
-        browser.shoot("sign-in").await;
-        sign_in(browser, ADMIN_TOKEN).await;
+    // Sign in.
+    browser.go("/console/").await;
+    browser.find("#token").await;
+    browser.shoot("sign-in").await;
+    sign_in(browser, ADMIN_TOKEN).await;
 
-        // Some history: a rejected Stripe request, a verified one, an order and a mail.
-        let body =
-            json!({"id": "evt_stripe_1", "type": "charge.succeeded", "data": {"object": {"amount": 1200}}}).to_string();
-        assert_eq!(post_stripe(&gateway, &body, &stripe_signature(&body, "whsec_not_the_secret")).await.status(), 401);
-        assert_eq!(post_stripe(&gateway, &body, &stripe_signature(&body, STRIPE_SECRET)).await.status(), 200);
-        let mail = gateway.post_raw(SHOP_MAIL, "message/rfc822", ORDER_MAIL).await;
-        assert_eq!(mail.status(), 202);
-        let mail_id = mail.json::<Value>().await.unwrap()["events"][0]["id"].as_str().unwrap().to_owned();
-        post_order(&gateway, 41).await;
+    // Some history: a rejected Stripe request, a verified one, an order and a mail.
+    let body =
+        json!({"id": "evt_stripe_1", "type": "charge.succeeded", "data": {"object": {"amount": 1200}}}).to_string();
+    assert_eq!(post_stripe(gateway, &body, &stripe_signature(&body, "whsec_not_the_secret")).await.status(), 401);
+    assert_eq!(post_stripe(gateway, &body, &stripe_signature(&body, STRIPE_SECRET)).await.status(), 200);
+    let mail = gateway.post_raw(SHOP_MAIL, "message/rfc822", ORDER_MAIL).await;
+    assert_eq!(mail.status(), 202);
+    let mail_id = mail.json::<Value>().await.unwrap()["events"][0]["id"].as_str().unwrap().to_owned();
+    post_order(gateway, 41).await;
 
-        // The directory.
-        browser.follow("nav a[href='/console/directory']").await;
-        let directory = browser.text("main").await;
-        for expected in [
-            "Order Update",
-            "An order changed",
-            "Payments",
-            "Stripe",
-            "stripe signature",
-            "CONSOLE_STRIPE_SECRET",
-            "CONSOLE_STRIPE_NEXT",
-            "crm",
-            "API key",
-        ] {
-            assert!(directory.contains(expected), "the directory shows {expected:?}: {directory}");
-        }
-        assert!(browser.has("article[aria-label='Stripe'] .badge.good").await, "a set secret is marked set");
-        assert!(browser.has("article[aria-label='Stripe'] .badge.bad").await, "an unset one is marked not set");
-        let order_url = gateway.hook_url(ORDER_UPDATE).await;
-        assert!(browser.has(&format!("button[data-copy='{order_url}']")).await, "the hook URL has a copy button");
-        assert!(
-            browser.text("article[aria-label='Order Update']").await.contains("1 event"),
-            "the last 24 hours' count"
-        );
-        browser.shoot("directory").await;
-
-        // Live events: a new one appears without a reload.
-        browser.follow("nav a[href='/console/events']").await;
-        browser.find(".live-status.live").await;
-        browser.script("window.stillTheSamePage = true; return true").await;
-        let order = post_order(&gateway, 42).await;
-        browser.find(&format!("#event-rows tr[data-id='{order}']")).await;
-        assert_eq!(browser.script("return window.stillTheSamePage === true").await, json!(true), "no reload");
-        assert!(browser.text(".live-status").await.contains("1 new event"));
-        browser.shoot("events").await;
-
-        // The event in full.
-        browser.follow(&format!("#event-rows tr[data-id='{order}'] a")).await;
-        browser.find("pre.json").await;
-        let detail = browser.text("main").await;
-        assert!(detail.contains("\"order\": 42"), "the data, pretty: {detail}");
-        assert!(detail.contains("public form"), "how it was checked: {detail}");
-        assert!(detail.contains("content-type"), "its headers: {detail}");
-        browser.shoot("event").await;
-
-        // A mail event: the values beside the message's parts.
-        browser.go(&format!("/console/events/{mail_id}")).await;
-        browser.find("table.parts").await;
-        let mail_detail = browser.text("main").await;
-        for expected in ["Order 42 shipped", "orders@shop.example", "text/html", "OrderShipped", "DKIM"] {
-            assert!(mail_detail.contains(expected), "the mail event shows {expected:?}: {mail_detail}");
-        }
-        browser.shoot("event-email").await;
-
-        // A subscription; its secret is shown once.
-        browser.follow("nav a[href='/console/subscriptions']").await;
-        browser.fill("#subscription-url", &receiver.url).await;
-        browser.fill("#subscription-name", "Order desk").await;
-        browser.fill("#subscription-events", ORDER_UPDATE).await;
-        browser.follow("form.stacked button[type=submit]").await;
-        let secret = browser.find("#secret-once").await.prop("value").await.unwrap().unwrap_or_default();
-        assert!(secret.starts_with("whsec_"), "the new secret: {secret:?}");
-        let subscription_path = browser.path().await;
-        assert!(subscription_path.starts_with("/console/subscriptions/sub_"), "{subscription_path}");
-        browser.client.refresh().await.unwrap();
-        browser.find("dl.summary").await;
-        assert!(!browser.has("#secret-once").await, "the secret is not shown again");
-
-        // A delivery fails (the receiver answers 500), then a retry succeeds.
-        let failing = post_order(&gateway, 43).await;
-        browser.reload_until("tr[data-delivery] .badge.bad", "the failed delivery").await;
-        let row = browser.text("tr[data-delivery]").await;
-        assert!(row.contains("500") && row.contains(&failing), "status, answer and event: {row}");
-        browser.shoot("subscription").await;
-        browser.follow("tr[data-delivery] form button").await;
-        assert!(browser.text(".notes").await.contains("due again"));
-        browser.reload_until("tr[data-delivery] .badge.good", "the retried delivery").await;
-        assert_eq!(receiver.wait_for(2).await.len(), 2, "sent twice: the failure and the retry");
-
-        // The rejected Stripe request, with its reason.
-        browser.follow("nav a[href='/console/rejections']").await;
-        let rejections = browser.text("main").await;
-        assert!(rejections.contains("stripe") && rejections.contains("signature"), "{rejections}");
-        browser.shoot("rejections").await;
-
-        // Health: the charts count what happened.
-        browser.follow("nav a[href='/console/health']").await;
-        browser.find("figure.chart svg").await;
-        let health = browser.text("main").await;
-        assert!(health.contains("answers"), "the store answers: {health}");
-        assert!(!health.contains("0 accepted"), "accepted requests are counted: {health}");
-        assert!(health.contains("1 failed"), "the failed delivery is counted: {health}");
-        browser.shoot("health").await;
-
-        // Keyboard: the first Tab reaches the skip link, and focus is visible.
-        browser.go("/console/directory").await;
-        browser.find("main").await;
-        browser.find("body").await.send_keys("\u{E004}").await.unwrap();
-        let focused = browser
-            .script("var e = document.activeElement; return [e.className, getComputedStyle(e).outlineStyle]")
-            .await;
-        assert_eq!(focused[0], "skip-link", "{focused}");
-        assert_ne!(focused[1], "none", "the focused link shows its focus: {focused}");
-
-        // Sign out: back to sign-in, and the pages are closed again.
-        browser.follow(".who button[type=submit]").await;
-        assert!(browser.text("main").await.contains("signed out"));
-        browser.go("/console/subscriptions").await;
-        browser.find("#token").await;
-        assert_eq!(browser.path().await, "/console/sign-in");
+    // The directory.
+    browser.follow("nav a[href='/console/directory']").await;
+    let directory = browser.text("main").await;
+    for expected in [
+        "Order Update",
+        "An order changed",
+        "Payments",
+        "Stripe",
+        "stripe signature",
+        "CONSOLE_STRIPE_SECRET",
+        "CONSOLE_STRIPE_NEXT",
+        "crm",
+        "API key",
+    ] {
+        assert!(directory.contains(expected), "the directory shows {expected:?}: {directory}");
     }
+    assert!(browser.has("article[aria-label='Stripe'] .badge.good").await, "a set secret is marked set");
+    assert!(browser.has("article[aria-label='Stripe'] .badge.bad").await, "an unset one is marked not set");
+    let order_url = gateway.hook_url(ORDER_UPDATE).await;
+    assert!(browser.has(&format!("button[data-copy='{order_url}']")).await, "the hook URL has a copy button");
+    assert!(browser.text("article[aria-label='Order Update']").await.contains("1 event"), "the last 24 hours' count");
+    browser.shoot("directory").await;
+
+    // Live events: a new one appears without a reload.
+    browser.follow("nav a[href='/console/events']").await;
+    browser.find(".live-status.live").await;
+    browser.script("window.stillTheSamePage = true; return true").await;
+    let order = post_order(gateway, 42).await;
+    browser.find(&format!("#event-rows tr[data-id='{order}']")).await;
+    assert_eq!(browser.script("return window.stillTheSamePage === true").await, json!(true), "no reload");
+    assert!(browser.text(".live-status").await.contains("1 new event"));
+    browser.shoot("events").await;
+
+    // The event in full.
+    browser.follow(&format!("#event-rows tr[data-id='{order}'] a")).await;
+    browser.find("pre.json").await;
+    let detail = browser.text("main").await;
+    assert!(detail.contains("\"order\": 42"), "the data, pretty: {detail}");
+    assert!(detail.contains("public form"), "how it was checked: {detail}");
+    assert!(detail.contains("content-type"), "its headers: {detail}");
+    browser.shoot("event").await;
+
+    // A mail event: the values beside the message's parts.
+    browser.go(&format!("/console/events/{mail_id}")).await;
+    browser.find("table.parts").await;
+    let mail_detail = browser.text("main").await;
+    for expected in ["Order 42 shipped", "orders@shop.example", "text/html", "OrderShipped", "DKIM"] {
+        assert!(mail_detail.contains(expected), "the mail event shows {expected:?}: {mail_detail}");
+    }
+    browser.shoot("event-email").await;
+
+    // A subscription; its secret is shown once.
+    browser.follow("nav a[href='/console/subscriptions']").await;
+    browser.fill("#subscription-url", &receiver.url).await;
+    browser.fill("#subscription-name", "Order desk").await;
+    browser.fill("#subscription-events", ORDER_UPDATE).await;
+    browser.follow("form.stacked button[type=submit]").await;
+    let secret = browser.find("#secret-once").await.prop("value").await.unwrap().unwrap_or_default();
+    assert!(secret.starts_with("whsec_"), "the new secret: {secret:?}");
+    let subscription_path = browser.path().await;
+    assert!(subscription_path.starts_with("/console/subscriptions/sub_"), "{subscription_path}");
+    browser.client.refresh().await.unwrap();
+    browser.find("dl.summary").await;
+    assert!(!browser.has("#secret-once").await, "the secret is not shown again");
+
+    // A delivery fails (the receiver answers 500), then a retry succeeds.
+    let failing = post_order(gateway, 43).await;
+    browser.reload_until("tr[data-delivery] .badge.bad", "the failed delivery").await;
+    let row = browser.text("tr[data-delivery]").await;
+    assert!(row.contains("500") && row.contains(&failing), "status, answer and event: {row}");
+    browser.shoot("subscription").await;
+    browser.follow("tr[data-delivery] form button").await;
+    assert!(browser.text(".notes").await.contains("due again"));
+    browser.reload_until("tr[data-delivery] .badge.good", "the retried delivery").await;
+    assert_eq!(receiver.wait_for(2).await.len(), 2, "sent twice: the failure and the retry");
+
+    // The rejected Stripe request, with its reason.
+    browser.follow("nav a[href='/console/rejections']").await;
+    let rejections = browser.text("main").await;
+    assert!(rejections.contains("stripe") && rejections.contains("signature"), "{rejections}");
+    browser.shoot("rejections").await;
+
+    // Health: the charts count what happened.
+    browser.follow("nav a[href='/console/health']").await;
+    browser.find("figure.chart svg").await;
+    let health = browser.text("main").await;
+    assert!(health.contains("answers"), "the store answers: {health}");
+    assert!(!health.contains("0 accepted"), "accepted requests are counted: {health}");
+    assert!(health.contains("1 failed"), "the failed delivery is counted: {health}");
+    browser.shoot("health").await;
+
+    // Keyboard: the first Tab reaches the skip link, and focus is visible.
+    browser.go("/console/directory").await;
+    browser.find("main").await;
+    browser.find("body").await.send_keys("\u{E004}").await.unwrap();
+    let focused =
+        browser.script("var e = document.activeElement; return [e.className, getComputedStyle(e).outlineStyle]").await;
+    assert_eq!(focused[0], "skip-link", "{focused}");
+    assert_ne!(focused[1], "none", "the focused link shows its focus: {focused}");
+
+    // Sign out: back to sign-in, and the pages are closed again.
+    browser.follow(".who button[type=submit]").await;
+    assert!(browser.text("main").await.contains("signed out"));
+    browser.go("/console/subscriptions").await;
+    browser.find("#token").await;
+    assert_eq!(browser.path().await, "/console/sign-in");
 }
 
 #[tokio::test]
@@ -473,38 +467,36 @@ async fn a_management_key_sees_and_changes_only_what_its_scopes_cover() {
 }
 
 async fn scoped_journey(browser: &Browser, key: &str, order: &str, mail_id: &str) {
-    {
-        sign_in(browser, key).await;
-        assert!(browser.text(".who").await.contains("order desk"), "who is signed in");
-        let navigation = browser.text("nav[aria-label=Views]").await;
-        assert!(!navigation.contains("Rejections"), "rejections are the admin's: {navigation}");
+    sign_in(browser, key).await;
+    assert!(browser.text(".who").await.contains("order desk"), "who is signed in");
+    let navigation = browser.text("nav[aria-label=Views]").await;
+    assert!(!navigation.contains("Rejections"), "rejections are the admin's: {navigation}");
 
-        browser.go("/console/directory").await;
-        let directory = browser.text("main").await;
-        assert!(directory.contains("Order Update") && directory.contains(ORDER_SYNC), "{directory}");
-        for hidden in [SHOP_MAIL, LEAD_CREATED, STRIPE_EVENT, "CONSOLE_STRIPE_SECRET"] {
-            assert!(!directory.contains(hidden), "{hidden} is outside the key's scopes: {directory}");
-        }
-        browser.shoot("directory-scoped").await;
-
-        browser.go(&format!("/console/events?name={ORDER_UPDATE}")).await;
-        browser.find(&format!("tr[data-id='{order}']")).await;
-        browser.go(&format!("/console/events/{mail_id}")).await;
-        assert!(browser.text("main").await.contains("no event"), "another scope's event is not found");
-        browser.go("/console/rejections").await;
-        assert!(browser.text("main").await.contains("admin token"), "refused, saying why");
-
-        browser.go("/console/subscriptions").await;
-        assert!(!browser.text("main").await.contains("Everything"), "the admin's catch-all is out of sight");
-        browser.fill("#subscription-url", "http://127.0.0.1:9/everything").await;
-        browser.fill("#subscription-events", "*").await;
-        browser.follow("form.stacked button[type=submit]").await;
-        let refused = browser.text(".problem").await;
-        assert!(refused.contains("do not cover"), "{refused}");
-        browser.fill("#subscription-events", "kustomer.app.shop.order.*").await;
-        browser.follow("form.stacked button[type=submit]").await;
-        browser.find("#secret-once").await;
+    browser.go("/console/directory").await;
+    let directory = browser.text("main").await;
+    assert!(directory.contains("Order Update") && directory.contains(ORDER_SYNC), "{directory}");
+    for hidden in [SHOP_MAIL, LEAD_CREATED, STRIPE_EVENT, "CONSOLE_STRIPE_SECRET"] {
+        assert!(!directory.contains(hidden), "{hidden} is outside the key's scopes: {directory}");
     }
+    browser.shoot("directory-scoped").await;
+
+    browser.go(&format!("/console/events?name={ORDER_UPDATE}")).await;
+    browser.find(&format!("tr[data-id='{order}']")).await;
+    browser.go(&format!("/console/events/{mail_id}")).await;
+    assert!(browser.text("main").await.contains("no event"), "another scope's event is not found");
+    browser.go("/console/rejections").await;
+    assert!(browser.text("main").await.contains("admin token"), "refused, saying why");
+
+    browser.go("/console/subscriptions").await;
+    assert!(!browser.text("main").await.contains("Everything"), "the admin's catch-all is out of sight");
+    browser.fill("#subscription-url", "http://127.0.0.1:9/everything").await;
+    browser.fill("#subscription-events", "*").await;
+    browser.follow("form.stacked button[type=submit]").await;
+    let refused = browser.text(".problem").await;
+    assert!(refused.contains("do not cover"), "{refused}");
+    browser.fill("#subscription-events", "kustomer.app.shop.order.*").await;
+    browser.follow("form.stacked button[type=submit]").await;
+    browser.find("#secret-once").await;
 }
 
 // Plain HTTP: sessions, cookies and CSRF.
@@ -678,4 +670,163 @@ async fn the_console_pages_and_assets_need_nothing_from_elsewhere() {
         let text = response.text().await.unwrap();
         assert!(!text.contains("http://") && !text.contains("https://"), "{asset} fetches nothing");
     }
+}
+
+/// Posts a console form with the session's CSRF token; returns the page it leads to (after
+/// the 303), which shows what came of it.
+async fn act(gateway: &Gateway, cookie: &str, csrf: &str, path: &str, fields: &[(&str, &str)]) -> String {
+    let mut form: Vec<(&str, &str)> = fields.to_vec();
+    form.push(("csrf", csrf));
+    let response = gateway.http.post(gateway.url(path)).header("cookie", cookie).form(&form).send().await.unwrap();
+    assert_eq!(response.status(), 303, "{path}: {}", response.text().await.unwrap());
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    page(gateway, cookie, &location).await
+}
+
+async fn subscription(gateway: &Gateway, id: &str) -> Value {
+    gateway.admin_json(&format!("/api/webhooks/{id}")).await
+}
+
+/// The secret shown once on a page, if any.
+fn shown_secret(page: &str) -> Option<String> {
+    let rest = page.split("id=\"secret-once\"").nth(1)?;
+    rest.split("value=\"").nth(1)?.split('"').next().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn every_subscription_action_of_the_console_does_what_the_api_does() {
+    let gateway = Gateway::start_with(console_options()).await;
+    let receiver = Receiver::start(&[]).await;
+    let (cookie, csrf) = session(&gateway, ADMIN_TOKEN).await;
+
+    // Create: a problem is named by its field and nothing is stored.
+    let refused =
+        create(&gateway, &cookie, &[("url", "ftp://nowhere"), ("events", "not a pattern!"), ("csrf", &csrf)], &[])
+            .await;
+    assert_eq!(refused.status(), 422);
+    let refused = refused.text().await.unwrap();
+    assert!(refused.contains("subscription-url-error") && refused.contains("subscription-events-error"), "{refused}");
+    assert!(refused.contains("ftp://nowhere"), "what was entered is kept");
+    assert_eq!(subscription_count(&gateway).await, 0);
+    let created = act(
+        &gateway,
+        &cookie,
+        &csrf,
+        "/console/subscriptions",
+        &[("url", &receiver.url), ("name", "Desk"), ("events", ORDER_UPDATE)],
+    )
+    .await;
+    let secret = shown_secret(&created).expect("the secret, once");
+    let listed = gateway.admin_json("/api/webhooks").await;
+    let id = listed["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (listed["data"][0]["name"].as_str(), listed["data"][0]["events"].clone()),
+        (Some("Desk"), json!([ORDER_UPDATE]))
+    );
+    let base = format!("/console/subscriptions/{id}");
+    assert!(shown_secret(&page(&gateway, &cookie, &base).await).is_none(), "not shown again");
+
+    // Edit, pause, resume.
+    let edited = act(
+        &gateway,
+        &cookie,
+        &csrf,
+        &base,
+        &[("url", &receiver.url), ("name", "Order desk"), ("events", "kustomer.app.shop.order.*, kustomer.app.crm.*")],
+    )
+    .await;
+    assert!(edited.contains("Saved."));
+    let changed = subscription(&gateway, &id).await;
+    assert_eq!(
+        (changed["name"].as_str(), changed["events"].clone()),
+        (Some("Order desk"), json!(["kustomer.app.shop.order.*", "kustomer.app.crm.*"]))
+    );
+    act(&gateway, &cookie, &csrf, &format!("{base}/pause"), &[]).await;
+    assert_eq!(subscription(&gateway, &id).await["status"], "paused");
+    act(&gateway, &cookie, &csrf, &format!("{base}/resume"), &[]).await;
+    assert_eq!(subscription(&gateway, &id).await["status"], "active");
+
+    // Rotate: a new secret, shown once, and the deliveries are signed with it.
+    let rotated = act(&gateway, &cookie, &csrf, &format!("{base}/rotate-secret"), &[("overlap_seconds", "0")]).await;
+    let new_secret = shown_secret(&rotated).expect("the new secret, once");
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+
+    // A test event: the endpoint's answer is told.
+    let tested = act(&gateway, &cookie, &csrf, &format!("{base}/test"), &[("event", ORDER_UPDATE)]).await;
+    assert!(tested.contains("answered 200"), "{tested}");
+    let test_delivery = receiver.wait_for(1).await.remove(0);
+    let now = jiff::Timestamp::now().as_second();
+    assert_eq!(
+        crate::standard_webhooks::verify(&new_secret, &test_delivery.headers, test_delivery.body.as_bytes(), now),
+        Ok(())
+    );
+
+    // Replay an event to it from the event's page.
+    let order = post_order(&gateway, 5).await;
+    receiver.wait_for(2).await;
+    let replayed =
+        act(&gateway, &cookie, &csrf, &format!("/console/events/{order}/replay"), &[("subscription", &id)]).await;
+    assert!(replayed.contains("is queued"), "{replayed}");
+    assert_eq!(receiver.wait_for(3).await.len(), 3, "the test, the order, and its replay");
+
+    // Delete.
+    let deleted = act(&gateway, &cookie, &csrf, &format!("{base}/delete"), &[]).await;
+    assert!(deleted.contains("deleted"));
+    assert_eq!(subscription_count(&gateway).await, 0);
+    let gone = gateway.http.get(gateway.url(&base)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+}
+
+#[tokio::test]
+async fn an_event_page_masks_signatures_and_says_how_the_event_was_verified() {
+    let gateway = Gateway::start_with(console_options()).await;
+    let body = json!({"id": "evt_stripe_9", "type": "charge.refunded"}).to_string();
+    let signature = stripe_signature(&body, STRIPE_SECRET);
+    let stored = post_stripe(&gateway, &body, &signature).await;
+    assert_eq!(stored.status(), 200);
+    let id = stored.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let (cookie, _) = session(&gateway, ADMIN_TOKEN).await;
+    let html = page(&gateway, &cookie, &format!("/console/events/{id}")).await;
+    assert!(html.contains("stripe signature over the raw body was valid"), "{html}");
+    assert!(html.contains("stripe-signature"), "the header is listed");
+    assert!(!html.contains(&signature), "its value is not shown");
+    assert!(html.contains("characters, masked"));
+    let raw = gateway
+        .http
+        .get(gateway.url(&format!("/console/events/{id}/raw")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.headers()["content-disposition"].to_str().unwrap(), format!("attachment; filename=\"{id}.body\""));
+    assert_eq!(raw.text().await.unwrap(), body, "the exact bytes");
+}
+
+#[tokio::test]
+async fn the_directory_shows_a_refused_reload_with_its_errors_beside_the_serving_set() {
+    let gateway = Gateway::start().await;
+    let broken =
+        json!({"app": "broken", "version": "1", "hooks": [{"eventName": "kustomer.app.broken.x", "type": "fax"}]});
+    std::fs::write(gateway.definitions_dir().join("broken.json"), broken.to_string()).unwrap();
+    let reload =
+        gateway.http.post(gateway.url("/api/definitions/reload")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(reload.status(), 422);
+    let (cookie, _) = session(&gateway, ADMIN_TOKEN).await;
+    let html = page(&gateway, &cookie, "/console/directory").await;
+    assert!(html.contains("The latest reload was refused"), "{html}");
+    assert!(html.contains("broken.json") && html.contains("/hooks/0/type"), "the error, located: {html}");
+    assert!(html.contains("Order Update"), "the serving set is still listed");
+
+    let issued =
+        gateway.issue_key(json!({"name": "k", "purpose": "management", "scopes": ["kustomer.app.shop.*"]})).await;
+    let (cookie, _) = session(&gateway, issued["key"].as_str().unwrap()).await;
+    let html = page(&gateway, &cookie, "/console/directory").await;
+    assert!(!html.contains("broken.json"), "definition problems are the admin's");
+
+    std::fs::remove_file(gateway.definitions_dir().join("broken.json")).unwrap();
+    let reload =
+        gateway.http.post(gateway.url("/api/definitions/reload")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(reload.status(), 200);
+    let (cookie, _) = session(&gateway, ADMIN_TOKEN).await;
+    assert!(!page(&gateway, &cookie, "/console/directory").await.contains("refused"), "a good reload clears it");
 }

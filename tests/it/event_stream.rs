@@ -196,7 +196,7 @@ async fn filters_by_name_app_and_hook_type() {
     let email: Value = serde_json::from_str(&by_type.take(1).await[0].data).unwrap();
     assert_eq!(email["name"], SHOP_MAIL);
     let mut by_name = Reader::new(open(&gateway, &only(&format!("name={ORDER_UPDATE}")), ADMIN_TOKEN, None).await);
-    assert_eq!(ids(&by_name.take(1).await), [order.clone()]);
+    assert_eq!(ids(&by_name.take(1).await), std::slice::from_ref(&order));
     let mut by_app = Reader::new(open(&gateway, &only("app=shop&type=form"), ADMIN_TOKEN, None).await);
     assert_eq!(ids(&by_app.take(1).await), [order]);
 }
