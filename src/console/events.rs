@@ -66,15 +66,18 @@ pub async fn live(State(state): State<Arc<ConsoleState>>, viewer: Viewer, Query(
         // As in the API, a scoped key lists by name; the stream shows what arrives.
         None
     } else {
-        let query =
-            EventQuery { name: filters.name.clone(), app: filters.app.clone(), limit: LISTED, ..EventQuery::default() };
+        // The store filters by name and app; a hook type is filtered here, from a longer read.
+        let limit = if filters.hook_type.is_some() { LISTED * 10 } else { LISTED };
+        let query = EventQuery { name: filters.name.clone(), app: filters.app.clone(), limit, ..EventQuery::default() };
         match crate::api::events::list_events(api, &viewer.access, query).await {
             Ok(page) => Some(page.events),
             Err(error) => return failure(Some(&viewer), error),
         }
     };
-    let mut events = listed.clone().unwrap_or_default();
+    let listed_by_name_only = listed.is_none();
+    let mut events = listed.unwrap_or_default();
     events.retain(|event| filters.hook_type.is_none_or(|hook_type| event.hook_type == hook_type));
+    events.truncate(LISTED);
     let hooks = crate::api::hooks::visible_directory(api, &viewer.access);
     let mut apps: Vec<&str> = hooks.iter().map(|hook| hook.app.as_str()).collect();
     apps.dedup();
@@ -117,7 +120,7 @@ pub async fn live(State(state): State<Arc<ConsoleState>>, viewer: Viewer, Query(
         div #live-events data-stream=(filters.stream_url(&after)) {
             p #live-status .live-status role="status" aria-live="polite" { "Loading the live stream…" }
             noscript { p { "New events appear here as they arrive when JavaScript is on; otherwise reload the page." } }
-            @if listed.is_none() {
+            @if listed_by_name_only {
                 p.help { "Your key is scoped: new events within its scopes appear below as they arrive. To see earlier ones, choose an event name." }
             }
             table.events.responsive {

@@ -414,10 +414,17 @@ async fn sign_in_page(Query(query): Query<SignInQuery>) -> Response {
 async fn sign_in(
     State(state): State<Arc<ConsoleState>>,
     peer: Option<axum::Extension<crate::ingress::PeerAddr>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    request: Request,
 ) -> Response {
-    let fields = Fields::parse(&body[..body.len().min(MAX_FORM_BYTES)]);
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let read = tokio::time::timeout(FORM_TIMEOUT, axum::body::to_bytes(body, MAX_FORM_BYTES)).await;
+    let Ok(Ok(body)) = read else {
+        let message = "The form was over 64 KiB or did not arrive within 10 seconds.";
+        return (StatusCode::PAYLOAD_TOO_LARGE, Html(sign_in_form("/console/events", Some(message)).into_string()))
+            .into_response();
+    };
+    let fields = Fields::parse(&body);
     let then = next_page(fields.get("then"));
     let refuse = |status: StatusCode, message: &str| {
         (status, Html(sign_in_form(&then, Some(message)).into_string())).into_response()
