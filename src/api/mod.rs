@@ -164,6 +164,9 @@ impl IntoResponse for ApiError {
             error["message"] = json!(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
         }
         let mut response = (status, Json(json!({"error": error}))).into_response();
+        if matches!(self, ApiError::TooManyStreams(_)) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         if matches!(self, ApiError::Unauthorized | ApiError::InvalidCredentials(_)) {
             response
                 .headers_mut()

@@ -128,8 +128,8 @@ struct Column {
 fn chart(id: &str, title: &str, what: &str, hour: &[Minute], series: &[Series]) -> Markup {
     const WIDTH: f64 = 600.0;
     const HEIGHT: f64 = 160.0;
-    const LEFT: f64 = 36.0;
-    const BOTTOM: f64 = 20.0;
+    const LEFT: f64 = 0.0;
+    const BOTTOM: f64 = 2.0;
     let totals: Vec<u64> = series.iter().map(|s| hour.iter().map(s.count).sum()).collect();
     let peak =
         hour.iter().map(|minute| series.iter().map(|s| (s.count)(minute)).sum::<u64>()).max().unwrap_or(0).max(1);
@@ -172,13 +172,11 @@ fn chart(id: &str, title: &str, what: &str, hour: &[Minute], series: &[Series]) 
                     span.muted { "in the last hour (" (what) ")" }
                 }
             }
+            p.peak aria-hidden="true" { "dashed line: " (peak) " per minute" }
             svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-labelledby={ (id) "-title " (id) "-desc" } preserveAspectRatio="none" {
                 desc id={ (id) "-desc" } { (title) " over the last hour: " (description) "; at most " (peak) " in one minute." }
                 line.axis x1=(LEFT) y1=(HEIGHT - BOTTOM) x2=(WIDTH) y2=(HEIGHT - BOTTOM) {}
-                text.tick x=(LEFT - 4.0) y="14" text-anchor="end" { (peak) }
-                text.tick x=(LEFT - 4.0) y=(HEIGHT - BOTTOM) text-anchor="end" { "0" }
-                text.tick x=(LEFT) y=(HEIGHT - 4.0) { "60 min ago" }
-                text.tick x=(WIDTH) y=(HEIGHT - 4.0) text-anchor="end" { "now" }
+                line.axis x1=(LEFT) y1="8" x2=(WIDTH) y2="8" stroke-dasharray="4 4" {}
                 @for column in &columns {
                     g {
                         title { (column.title) }
@@ -189,6 +187,7 @@ fn chart(id: &str, title: &str, what: &str, hour: &[Minute], series: &[Series]) 
                     }
                 }
             }
+            div.axis-labels aria-hidden="true" { span { "60 min ago" } span { "now" } }
         }
     }
 }

@@ -242,7 +242,9 @@ async fn streams_beyond_the_limit_are_refused_until_one_closes() {
     for _ in 0..64 {
         open_streams.push(Reader::new(open(&gateway, "/api/events/stream", ADMIN_TOKEN, None).await));
     }
-    let (code, message) = error_code(open(&gateway, "/api/events/stream", ADMIN_TOKEN, None).await, 503).await;
+    let refused = open(&gateway, "/api/events/stream", ADMIN_TOKEN, None).await;
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let (code, message) = error_code(refused, 503).await;
     assert_eq!(code, "too_many_streams", "{message}");
     drop(open_streams.pop());
     eventually(Duration::from_secs(10), "a freed slot", || async {
