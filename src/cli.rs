@@ -195,6 +195,7 @@ impl EventFilter {
             since: self.since,
             until: self.until,
             before_id: cursor,
+            after_id: None,
             quarantined: None,
             limit,
         }

@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod definitions;
 pub mod deliver;
 pub mod email;
@@ -310,6 +311,7 @@ impl Gateway {
             public_url,
             mail_domain: config.mail_domain.clone(),
             delivery_policy: delivery_policy(&config),
+            streams: api::stream::EventStreams::new(api::stream::MAX_STREAMS),
         };
         let other_nodes = store.changes();
         let retention = retention(&config, &store);
@@ -365,7 +367,16 @@ impl Gateway {
                 }
             });
         }
-        let router = ingress::router(self.ingress.clone(), api::router(self.api));
+        let streams = {
+            let api = self.api.clone();
+            let stopping = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                stopping.await;
+                api.streams.close();
+            })
+        };
+        let management = console::router(self.api.clone()).merge(api::router(self.api));
+        let router = ingress::router(self.ingress.clone(), management);
         let deliveries = tokio::spawn(deliver::run(self.worker, stopped(stop_rx.clone())));
         let publisher =
             self.publisher.map(|publisher| tokio::spawn(deliver::nats::run(publisher, stopped(stop_rx.clone()))));
@@ -395,6 +406,7 @@ impl Gateway {
             let _ = retention.await;
         }
         let _ = watcher.await;
+        let _ = streams.await;
         Ok(())
     }
 }

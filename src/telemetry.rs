@@ -1,8 +1,52 @@
 //! Logs and metrics set-up: tracing to stderr, and the Prometheus recorder with explicit
 //! histogram buckets (so histograms aggregate across nodes instead of rendering as summaries).
+//! The recorder also feeds [`activity()`], the last hour minute by minute, from the same
+//! counters (`activity`).
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+pub mod activity;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use std::sync::OnceLock;
+
+use activity::Activity;
+
+/// The process's activity over the last hour, counted by the installed recorder.
+pub fn activity() -> &'static Activity {
+    static ACTIVITY: OnceLock<Activity> = OnceLock::new();
+    ACTIVITY.get_or_init(Activity::default)
+}
+
+/// The Prometheus recorder, with the measured counters also counted into [`activity()`].
+struct Recording {
+    prometheus: PrometheusRecorder,
+}
+
+impl Recorder for Recording {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.prometheus.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.prometheus.describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.prometheus.describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        activity::tee(key, self.prometheus.register_counter(key, metadata), activity())
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.prometheus.register_gauge(key, metadata)
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.prometheus.register_histogram(key, metadata)
+    }
+}
 
 /// Ingest latency buckets, in seconds: 100 µs to 5 s.
 const LATENCY_BUCKETS: &[f64] =
@@ -26,7 +70,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed (several gateways in one test process);
             // this handle then renders nothing, which only tests can observe.
-            let _ = metrics::set_global_recorder(recorder);
+            let _ = metrics::set_global_recorder(Recording { prometheus: recorder });
             handle
         })
         .clone()

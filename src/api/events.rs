@@ -57,6 +57,7 @@ impl ListParameters {
             since: timestamp("since", self.since)?,
             until: timestamp("until", self.until)?,
             before_id: self.cursor,
+            after_id: None,
             quarantined: self.quarantined,
             limit,
         })
@@ -69,18 +70,27 @@ pub async fn list(
     parameters: Result<Query<ListParameters>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(parameters) = parameters.map_err(|error| ApiError::BadRequest(error.body_text()))?;
-    let query = parameters.into_query()?;
+    let page = list_events(&state, &access, parameters.into_query()?).await?;
+    Ok(Json(json!({"data": page.events, "nextCursor": page.next_cursor})))
+}
+
+/// The events `query` asks for, when `access` may list them: a scoped key lists by a name its
+/// scopes cover.
+pub async fn list_events(
+    state: &ApiState,
+    access: &Access,
+    query: EventQuery,
+) -> Result<crate::store::EventPage, ApiError> {
     if !access.covers_event(query.name.as_deref().unwrap_or("*")) {
         return Err(ApiError::Forbidden(
             "this key is scoped: filter by a name its scopes cover (?name=<event name>)".into(),
         ));
     }
-    let page = state.store.list_events(query).await?;
-    Ok(Json(json!({"data": page.events, "nextCursor": page.next_cursor})))
+    Ok(state.store.list_events(query).await?)
 }
 
 /// The event `id`, if it exists and is within the caller's reach.
-async fn find(state: &ApiState, access: &Access, id: &str) -> Result<crate::event::Event, ApiError> {
+pub async fn find(state: &ApiState, access: &Access, id: &str) -> Result<crate::event::Event, ApiError> {
     state
         .store
         .event(id)
@@ -104,10 +114,12 @@ pub async fn raw(
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if access.is_scoped() {
-        find(&state, &access, &id).await?;
-    }
-    let raw = state.store.raw_body(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
+    raw_download(&state, &access, &id).await
+}
+
+/// The bytes event `id` was made from, as a download, if the event is within reach.
+pub async fn raw_download(state: &ApiState, access: &Access, id: &str) -> Result<Response, ApiError> {
+    let raw = raw_body(state, access, id).await?;
     let content_type = raw.content_type.unwrap_or_else(|| "application/octet-stream".into());
     // Served as a download so that a stored HTML body can never run in an operator's browser.
     let headers = [
@@ -116,6 +128,14 @@ pub async fn raw(
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
     ];
     Ok((headers, raw.bytes).into_response())
+}
+
+/// The bytes event `id` was made from, if the event is within reach.
+pub async fn raw_body(state: &ApiState, access: &Access, id: &str) -> Result<crate::store::RawBody, ApiError> {
+    if access.is_scoped() {
+        find(state, access, id).await?;
+    }
+    state.store.raw_body(id).await?.ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))
 }
 
 /// `POST /api/events/{id}/replay` with an optional `{"subscription_id": "sub_…"}`: new
@@ -131,11 +151,28 @@ pub async fn replay(
     } else {
         serde_json::from_slice(&body).map_err(|error| ApiError::BadRequest(format!("malformed JSON: {error}")))?
     };
-    let event = find(&state, &access, &id).await?;
+    let subscription_id = match request.get("subscription_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(subscription_id)) => Some(subscription_id.as_str()),
+        Some(_) => return Err(ApiError::BadRequest("subscription_id must be a subscription id".into())),
+    };
+    let deliveries = replay_event(&state, &access, &id, subscription_id).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(json!({"eventId": id, "deliveries": deliveries}))))
+}
+
+/// New deliveries of the stored event `id`, due now: to every subscription within the caller's
+/// reach that it matches now, or to `subscription_id` only. Returns the deliveries' ids.
+pub async fn replay_event(
+    state: &ApiState,
+    access: &Access,
+    id: &str,
+    subscription_id: Option<&str>,
+) -> Result<Vec<String>, ApiError> {
+    let event = find(state, access, id).await?;
     Replay::check(&event).map_err(replay_error)?;
     let store = state.store.clone();
-    let replay = match request.get("subscription_id") {
-        None | Some(Value::Null) => {
+    let replay = match subscription_id {
+        None => {
             // A key replays only to the subscriptions it can see.
             let within = match access.is_scoped() {
                 false => None,
@@ -152,16 +189,13 @@ pub async fn replay(
             };
             Replay::matching(store, state.committer.routes(), within)
         }
-        Some(Value::String(subscription_id)) => {
-            Replay::to_one(store, subscription_id, |subscription| access.reaches(subscription))
-                .await
-                .map_err(replay_error)?
-        }
-        Some(_) => return Err(ApiError::BadRequest("subscription_id must be a subscription id".into())),
+        Some(subscription_id) => Replay::to_one(store, subscription_id, |subscription| access.reaches(subscription))
+            .await
+            .map_err(replay_error)?,
     };
     let deliveries = replay.event(&event, jiff::Timestamp::now()).await.map_err(replay_error)?;
     state.committer.wake_deliveries();
-    Ok((axum::http::StatusCode::ACCEPTED, Json(json!({"eventId": event.id, "deliveries": deliveries}))))
+    Ok(deliveries)
 }
 
 fn replay_error(error: ReplayError) -> ApiError {

@@ -57,9 +57,14 @@ pub fn directory(catalog: &Catalog, public_url: &str, mail_domain: &str) -> Vec<
 
 /// The directory; a scoped management key sees the hooks whose events its scopes cover.
 pub async fn list(State(state): State<Arc<ApiState>>, Extension(access): Extension<Access>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "data": visible_directory(&state, &access) }))
+}
+
+/// The hooks serving now that `access` may see: those whose events it covers.
+pub fn visible_directory(state: &ApiState, access: &Access) -> Vec<HookView> {
     let mut hooks = directory(&state.catalog.current(), &state.public_url, &state.mail_domain);
     hooks.retain(|hook| access.covers_event(&hook.event_name));
-    Json(serde_json::json!({ "data": hooks }))
+    hooks
 }
 
 /// `GET /api/hooks/{eventName}/sample`: a sample of the hook's events, always marked

@@ -14,11 +14,12 @@
 //! Secrets appear in a response only once: the body that creates them.
 
 mod apps;
-mod events;
+pub mod events;
 mod faces;
 pub mod hooks;
 mod keys;
-mod sources;
+pub mod sources;
+pub mod stream;
 pub mod subscriptions;
 
 use axum::extract::{Request, State};
@@ -58,6 +59,8 @@ pub struct ApiState {
     pub mail_domain: String,
     /// Where subscriptions may deliver.
     pub delivery_policy: TargetPolicy,
+    /// The open event streams, bounded in number, all ended at shutdown.
+    pub streams: stream::EventStreams,
 }
 
 /// The admin token to require, and whether it was just generated (and so must be shown once).
@@ -110,6 +113,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("the request is invalid: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
     InvalidFields(Vec<crate::subscriptions::FieldError>),
+    #[error("{0}")]
+    TooManyStreams(String),
     #[error("the store is not available; retry later")]
     Store(#[from] StoreError),
     #[error("internal error")]
@@ -129,6 +134,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::InvalidFields(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            ApiError::TooManyStreams(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -158,6 +164,9 @@ impl IntoResponse for ApiError {
             error["message"] = json!(diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
         }
         let mut response = (status, Json(json!({"error": error}))).into_response();
+        if matches!(self, ApiError::TooManyStreams(_)) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         if matches!(self, ApiError::Unauthorized | ApiError::InvalidCredentials(_)) {
             response
                 .headers_mut()
@@ -185,6 +194,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/hooks", get(hooks::list))
         .route("/hooks/{event_name}/sample", get(hooks::sample))
         .route("/events", get(events::list))
+        .route("/events/stream", get(stream::stream))
         .route("/events/{id}", get(events::show))
         .route("/events/{id}/raw", get(events::raw))
         .route("/events/{id}/replay", post(events::replay))
@@ -260,6 +270,17 @@ impl Access {
         subscription.events.iter().all(|pattern| self.covers_pattern(pattern))
     }
 
+    /// Refuses (403) anything but the admin token: apps, keys, definition reloads and source
+    /// rejections are the operator's.
+    pub fn admin_only(&self) -> Result<(), ApiError> {
+        match self {
+            Access::Admin => Ok(()),
+            Access::Key { .. } => Err(ApiError::Forbidden(
+                "this endpoint takes the admin token; management keys manage subscriptions, hooks and events".into(),
+            )),
+        }
+    }
+
     /// Refuses (403) the patterns out of reach, naming them and the key's scopes.
     pub fn check_patterns<'a>(&self, patterns: impl IntoIterator<Item = &'a String>) -> Result<(), ApiError> {
         let outside: Vec<String> =
@@ -288,12 +309,10 @@ async fn require_credential(State(state): State<Arc<ApiState>>, mut request: Req
 
 /// Behind [`require_credential`]: lets only the admin token through.
 async fn require_admin(request: Request, next: Next) -> Response {
-    match request.extensions().get::<Access>() {
-        Some(Access::Admin) => next.run(request).await,
-        _ => ApiError::Forbidden(
-            "this endpoint takes the admin token; management keys manage subscriptions, hooks and events".into(),
-        )
-        .into_response(),
+    let access = request.extensions().get::<Access>().cloned().unwrap_or(Access::Key { scopes: Some(Vec::new()) });
+    match access.admin_only() {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
     }
 }
 
@@ -310,12 +329,19 @@ async fn authenticate(state: &ApiState, headers: &axum::http::HeaderMap) -> Resu
         }
         None => (crate::keys::presented_key(headers).ok_or(ApiError::Unauthorized)?, None),
     };
-    let hash = sha256_hex(key);
+    access_for_key_hash(state, &sha256_hex(key), claimed_id).await
+}
+
+/// Who holds the key whose SHA-256 (hex) is `hash`: the admin token, or an active management
+/// key (whose id must be `claimed_id` when one is claimed) with its scopes resolved now. The
+/// console resolves its sessions' credential through here on every request, so a revoked key
+/// or a changed named scope takes effect at once there too.
+pub async fn access_for_key_hash(state: &ApiState, hash: &str, claimed_id: Option<&str>) -> Result<Access, ApiError> {
     if claimed_id.is_none() && constant_time_eq(hash.as_bytes(), state.admin_token_sha256.as_bytes()) {
         return Ok(Access::Admin);
     }
     let invalid = || ApiError::InvalidCredentials("the key is not valid (unknown or revoked)".into());
-    let record = state.store.active_api_key_by_hash(&hash).await?.ok_or_else(invalid)?;
+    let record = state.store.active_api_key_by_hash(hash).await?.ok_or_else(invalid)?;
     if claimed_id.is_some_and(|id| id != record.id) {
         return Err(invalid());
     }

@@ -70,9 +70,15 @@ pub async fn list(
     State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
 ) -> Result<Json<Value>, ApiError> {
-    let subscriptions = state.store.subscriptions().await?;
-    let views: Vec<Value> = subscriptions.iter().filter(|s| access.reaches(s)).map(Subscription::view).collect();
+    let views: Vec<Value> = visible(&state, &access).await?.iter().map(Subscription::view).collect();
     Ok(Json(json!({ "data": views })))
+}
+
+/// Every subscription within the caller's reach, oldest first.
+pub(crate) async fn visible(state: &ApiState, access: &Access) -> Result<Vec<Subscription>, ApiError> {
+    let mut subscriptions = state.store.subscriptions().await?;
+    subscriptions.retain(|subscription| access.reaches(subscription));
+    Ok(subscriptions)
 }
 
 /// `GET`, `PUT`, `PATCH` and `DELETE /api/webhooks/{id}`. Platforms post to the same path with

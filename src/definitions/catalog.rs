@@ -4,7 +4,9 @@
 //! the definitions folder and the apps installed through the API, validates them as one set,
 //! gives every new hook its URL token (kept in the store, so URLs survive restarts) and swaps
 //! the new catalog in. An invalid set is refused with its diagnostics and the old catalog keeps
-//! serving. Readers never wait for a reload.
+//! serving. Readers never wait for a reload. Beside the catalog it keeps a [`CatalogStatus`]:
+//! the serving set's warnings, what the secrets it was validated with resolve, and the errors of
+//! the latest reload if it was refused, for operators to see where they are.
 
 use arc_swap::ArcSwap;
 use serde_json::Value;
@@ -175,9 +177,22 @@ enum Change<'a> {
     Remove(&'a str),
 }
 
+/// What the latest reload left to tell besides the catalog.
+#[derive(Debug, Default)]
+pub struct CatalogStatus {
+    /// The warnings of the set serving now.
+    pub warnings: Vec<Diagnostic>,
+    /// The secrets the serving set was validated with: whether each name is set.
+    pub secrets: SecretSource,
+    /// The latest reload, when it was refused (a later successful one clears it): when, and
+    /// every error and warning of the set it refused.
+    pub refused: Option<(jiff::Timestamp, Vec<Diagnostic>)>,
+}
+
 /// Owns the serving catalog and every change to it.
 pub struct CatalogManager {
     current: ArcSwap<Catalog>,
+    status: ArcSwap<CatalogStatus>,
     store: Store,
     settings: CatalogSettings,
     /// One change at a time, so that two reloads cannot interleave their swaps.
@@ -189,6 +204,7 @@ impl CatalogManager {
     pub async fn start(store: Store, settings: CatalogSettings) -> Result<(CatalogManager, Reloaded), ReloadError> {
         let manager = CatalogManager {
             current: ArcSwap::from_pointee(Catalog::default()),
+            status: ArcSwap::from_pointee(CatalogStatus::default()),
             store,
             settings,
             change: Default::default(),
@@ -202,11 +218,28 @@ impl CatalogManager {
         self.current.load_full()
     }
 
+    /// The serving set's warnings and secrets, and the latest refused reload.
+    pub fn status(&self) -> Arc<CatalogStatus> {
+        self.status.load_full()
+    }
+
     /// Reads the folder and the installed apps again and swaps in the result if it is valid.
+    /// A refusal is kept in the [`CatalogStatus`] until a reload succeeds.
     pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let _change = self.change.lock().await;
-        let documents = self.documents(Change::None).await?;
-        self.put_in_service(&documents).await
+        let reloaded = match self.documents(Change::None).await {
+            Ok(documents) => self.put_in_service(&documents).await,
+            Err(error) => Err(error),
+        };
+        if let Err(ReloadError::Invalid(diagnostics)) = &reloaded {
+            let current = self.status.load();
+            self.status.store(Arc::new(CatalogStatus {
+                warnings: current.warnings.clone(),
+                secrets: current.secrets.clone(),
+                refused: Some((jiff::Timestamp::now(), diagnostics.clone())),
+            }));
+        }
+        reloaded
     }
 
     /// Installs (or replaces) an app from its definition JSON: validated with everything else
@@ -217,7 +250,7 @@ impl CatalogManager {
         let replaced = self.store.apps().await?.iter().any(|installed| installed.app == app_name);
         let candidate = SourceDocument { origin: Origin::Installed(app_name.clone()), json: json.clone() };
         let documents = self.documents(Change::Install(candidate)).await?;
-        let validated = self.validate(&documents)?;
+        let (validated, secrets) = self.validate(&documents)?;
         if !validated.is_valid() {
             return Err(ReloadError::Invalid(validated.diagnostics));
         }
@@ -226,7 +259,7 @@ impl CatalogManager {
         self.store
             .put_app(InstalledApp { app: app_name, definition: json.to_string(), installed_at: jiff::Timestamp::now() })
             .await?;
-        Ok((self.swap(validated).await?, replaced))
+        Ok((self.swap(validated, secrets).await?, replaced))
     }
 
     /// Removes an installed app; `Ok(None)` when no app of that name was installed. The set
@@ -237,14 +270,14 @@ impl CatalogManager {
             return Ok(None);
         }
         let documents = self.documents(Change::Remove(app)).await?;
-        let validated = self.validate(&documents)?;
+        let (validated, secrets) = self.validate(&documents)?;
         if !validated.is_valid() {
             return Err(ReloadError::Invalid(validated.diagnostics));
         }
         if !self.store.delete_app(app).await? {
             return Ok(None);
         }
-        self.swap(validated).await.map(Some)
+        self.swap(validated, secrets).await.map(Some)
     }
 
     /// The definitions folder's documents and the installed apps, with `change` applied.
@@ -273,28 +306,31 @@ impl CatalogManager {
         Ok(documents)
     }
 
-    fn validate(&self, documents: &[SourceDocument]) -> Result<Validated, ReloadError> {
+    /// The documents validated, with the secrets they were validated with.
+    fn validate(&self, documents: &[SourceDocument]) -> Result<(Validated, SecretSource), ReloadError> {
         let options = ValidationOptions {
             event_prefix: self.settings.event_prefix.clone(),
             secrets: SecretSource::load(self.settings.secrets_file.as_deref())?,
         };
-        Ok(validate(documents, &options))
+        let validated = validate(documents, &options);
+        Ok((validated, options.secrets))
     }
 
     async fn put_in_service(&self, documents: &[SourceDocument]) -> Result<Reloaded, ReloadError> {
-        let validated = self.validate(documents)?;
+        let (validated, secrets) = self.validate(documents)?;
         if !validated.is_valid() {
             return Err(ReloadError::Invalid(validated.diagnostics));
         }
-        self.swap(validated).await
+        self.swap(validated, secrets).await
     }
 
-    async fn swap(&self, validated: Validated) -> Result<Reloaded, ReloadError> {
+    async fn swap(&self, validated: Validated, secrets: SecretSource) -> Result<Reloaded, ReloadError> {
         let tokens = self.store.hook_tokens(event_names(&validated)).await?;
         let warnings: Vec<Diagnostic> = validated.warnings().cloned().collect();
         let catalog = Catalog::build(validated.apps, &tokens)?;
         let reloaded = Reloaded { apps: catalog.apps.len(), hooks: catalog.hooks.len(), warnings };
         self.current.store(Arc::new(catalog));
+        self.status.store(Arc::new(CatalogStatus { warnings: reloaded.warnings.clone(), secrets, refused: None }));
         Ok(reloaded)
     }
 }

@@ -154,6 +154,73 @@ pub fn extract(raw: &[u8], text_json: TextJson) -> Result<Extracted, ExtractErro
     Ok(extracted)
 }
 
+/// One part of a message, as a reader of the message sees it: where it is, what it is, how big.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartOutline {
+    /// The part's number, as [`MailPlace::part`] numbers it (`1.2`); a multipart's own number
+    /// is its children's prefix (empty for the message's root).
+    pub part: String,
+    pub content_type: Option<String>,
+    /// An attachment's file name.
+    pub name: Option<String>,
+    /// The decoded content's size in bytes (0 for a multipart).
+    pub size: usize,
+    /// The start of a text part, at most [`OUTLINE_EXCERPT_CHARS`] characters.
+    pub excerpt: Option<String>,
+    /// How deep it is nested (0 for the root's children in a multipart message).
+    pub depth: usize,
+}
+
+/// How much of a text part an outline shows.
+pub const OUTLINE_EXCERPT_CHARS: usize = 200;
+/// How many parts an outline lists: a message of more is cut there.
+pub const OUTLINE_MAX_PARTS: usize = 64;
+
+/// The parts of `raw` (a whole RFC 5322 message) in message order, forwarded messages' parts
+/// under their own number, up to [`OUTLINE_MAX_PARTS`]; `None` when it is not a message.
+pub fn outline(raw: &[u8]) -> Option<Vec<PartOutline>> {
+    let message = MessageParser::default().parse(raw)?;
+    if message.parts.is_empty() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    outline_into(&message, "", 0, &mut parts);
+    Some(parts)
+}
+
+fn outline_into(message: &Message<'_>, prefix: &str, depth: usize, parts: &mut Vec<PartOutline>) {
+    let numbers = part_numbers(message, prefix);
+    for (id, part) in message.parts.iter().enumerate() {
+        if parts.len() >= OUTLINE_MAX_PARTS {
+            return;
+        }
+        let number = numbers.get(id).cloned().unwrap_or_default();
+        let excerpt = match &part.body {
+            PartType::Text(text) | PartType::Html(text) => {
+                Some(text.chars().take(OUTLINE_EXCERPT_CHARS).collect::<String>())
+            }
+            _ => None,
+        };
+        let size = match &part.body {
+            PartType::Multipart(_) => 0,
+            _ => part.contents().len(),
+        };
+        parts.push(PartOutline {
+            depth: depth + number.matches('.').count(),
+            content_type: media_type(part),
+            name: part.attachment_name().map(str::to_owned),
+            size,
+            excerpt,
+            part: number.clone(),
+        });
+        if let PartType::Message(forwarded) = &part.body
+            && depth < MAX_MESSAGE_DEPTH
+        {
+            outline_into(forwarded, &number, depth + 1, parts);
+        }
+    }
+}
+
 fn facts(message: &Message<'_>) -> MailFacts {
     MailFacts {
         from: message.from().and_then(|from| from.first()).and_then(|from| from.address()).map(str::to_owned),
@@ -490,6 +557,27 @@ mod tests {
 
     fn values(raw: &[u8], mode: TextJson) -> Vec<Value> {
         extract(raw, mode).unwrap().found.into_iter().map(|found| found.value).collect()
+    }
+
+    #[test]
+    fn an_outline_numbers_the_parts_as_skips_do_with_type_size_and_a_text_excerpt() {
+        let raw = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: Order\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nHello {\"order\": 1}\r\n\
+--b\r\nContent-Type: application/json\r\nContent-Disposition: attachment; filename=order.json\r\n\r\n{\"order\": 2}\r\n--b--\r\n";
+        let parts = outline(raw).expect("a message");
+        let summary: Vec<(&str, Option<&str>, Option<&str>)> =
+            parts.iter().map(|p| (p.part.as_str(), p.content_type.as_deref(), p.name.as_deref())).collect();
+        assert_eq!(
+            summary,
+            [
+                ("", Some("multipart/mixed"), None),
+                ("1", Some("text/plain"), None),
+                ("2", Some("application/json"), Some("order.json"))
+            ]
+        );
+        assert_eq!(parts[1].excerpt.as_deref(), Some("Hello {\"order\": 1}"));
+        assert_eq!(parts[2].size, "{\"order\": 2}".len());
+        assert!(outline(b"").is_none());
     }
 
     #[test]

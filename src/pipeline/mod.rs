@@ -15,6 +15,11 @@
 //! the background: whoever notices something never waits for its commit. A quarantined event
 //! gives one (`hookgate.quarantine.received`) as soon as it is stored.
 //!
+//! Readers that follow the log as it grows (the event stream) learn from the committer when
+//! something was committed ([`Committer::commits`]) and which events are being committed now
+//! ([`Committer::oldest_in_flight`]): ids are minted before the commit, so an event with a
+//! smaller id can still be on its way while a later one is already stored.
+//!
 //! This module knows no transport: no HTTP status, no SMTP reply code.
 
 pub mod authenticate;
@@ -24,8 +29,9 @@ mod replay;
 pub use replay::{Replay, ReplayError};
 
 use arc_swap::ArcSwap;
-use std::sync::Arc;
-use tokio::sync::Notify;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, watch};
 
 use crate::event::NewEvent;
 use crate::notice::Notice;
@@ -41,6 +47,36 @@ pub struct Committer {
     nats_subject_prefix: Option<String>,
     deliveries_waiting: Notify,
     publications_waiting: Notify,
+    /// The ids of the events whose commit has started and not ended.
+    in_flight: Mutex<BTreeSet<String>>,
+    /// Counts the commits that stored events, for readers following the log.
+    commits: watch::Sender<u64>,
+}
+
+/// Takes a commit's event ids out of the in-flight set when the commit ends, however it ends.
+struct InFlight<'a> {
+    set: &'a Mutex<BTreeSet<String>>,
+    ids: Vec<String>,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(set: &'a Mutex<BTreeSet<String>>, events: &[NewEvent]) -> InFlight<'a> {
+        let ids: Vec<String> = events.iter().map(|new| new.event.id.clone()).collect();
+        if let Ok(mut set) = set.lock() {
+            set.extend(ids.iter().cloned());
+        }
+        InFlight { set, ids }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            for id in &self.ids {
+                set.remove(id);
+            }
+        }
+    }
 }
 
 impl Committer {
@@ -53,6 +89,8 @@ impl Committer {
             nats_subject_prefix,
             deliveries_waiting: Notify::new(),
             publications_waiting: Notify::new(),
+            in_flight: Mutex::new(BTreeSet::new()),
+            commits: watch::Sender::new(0),
         })
     }
 
@@ -94,7 +132,7 @@ impl Committer {
             if let Some(prefix) = &committer.nats_subject_prefix {
                 event.publish_to = Some(format!("{prefix}.{}", event.event.name));
             }
-            match committer.store.append_events(vec![event]).await {
+            match committer.store_events(vec![event]).await {
                 Ok(_) => committer.wake(deliveries),
                 Err(error) => tracing::warn!(%error, kind, "One of hookgate's own events could not be stored."),
             }
@@ -116,9 +154,32 @@ impl Committer {
                 event.publish_to = Some(format!("{prefix}.{}", event.event.name));
             }
         }
-        let appended = self.store.append_events(events).await?;
+        let appended = self.store_events(events).await?;
         self.wake(deliveries);
         Ok(appended)
+    }
+
+    /// Appends events to the store, in flight until the commit ends; tells the log's readers
+    /// after it.
+    async fn store_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        let in_flight = InFlight::enter(&self.in_flight, &events);
+        let appended = self.store.append_events(events).await;
+        drop(in_flight);
+        if appended.is_ok() {
+            self.commits.send_modify(|count| *count = count.wrapping_add(1));
+        }
+        appended
+    }
+
+    /// The smallest id among the events being committed now, if any: every event with a smaller
+    /// id that this process commits is already stored.
+    pub fn oldest_in_flight(&self) -> Option<String> {
+        self.in_flight.lock().ok().and_then(|set| set.first().cloned())
+    }
+
+    /// Changes after every commit that stored events.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     /// Wakes the delivery worker when deliveries were written, and the publisher.

@@ -41,6 +41,8 @@ pub(crate) async fn run_all(store: &Store) {
     a_batch_is_appended_in_order(store).await;
     repeated_idempotency_key_returns_the_original(store).await;
     events_list_newest_first_with_filters_and_cursor(store).await;
+    events_after_an_id_come_oldest_first_a_page_at_a_time(store).await;
+    events_are_counted_by_name_since_a_time(store).await;
     unknown_event_reads_as_none(store).await;
     hook_tokens_are_created_once_and_kept(store).await;
     api_keys_are_found_by_hash_until_revoked(store).await;
@@ -581,6 +583,61 @@ async fn events_list_newest_first_with_filters_and_cursor(store: &Store) {
         .unwrap();
     let expected: Vec<String> = vec![written[3].id.clone(), written[2].id.clone()];
     assert_eq!(window.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), expected);
+}
+
+async fn events_after_an_id_come_oldest_first_a_page_at_a_time(store: &Store) {
+    let app = "conformance-after";
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let name = format!("conformance.after.{}", if i == 2 { "other" } else { "order" });
+        let event = sample_event(&name, app);
+        ids.push(event.event.id.clone());
+        store.append_events(vec![event]).await.unwrap();
+    }
+    let after = |id: &str, limit: usize| EventQuery {
+        app: Some(app.into()),
+        after_id: Some(id.to_owned()),
+        limit,
+        ..Default::default()
+    };
+    let ids_of = |page: &crate::store::EventPage| page.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+
+    let first = store.list_events(after(&ids[0], 2)).await.unwrap();
+    assert_eq!(ids_of(&first), [ids[1].clone(), ids[2].clone()], "only later ids, oldest first");
+    assert_eq!(first.next_cursor.as_deref(), Some(ids[2].as_str()), "more match: the cursor is the last id");
+    let second = store.list_events(after(first.next_cursor.as_deref().unwrap(), 2)).await.unwrap();
+    assert_eq!(ids_of(&second), [ids[3].clone(), ids[4].clone()]);
+    assert_eq!(second.next_cursor, None, "nothing after the last");
+    assert!(store.list_events(after(&ids[4], 10)).await.unwrap().events.is_empty());
+
+    let from_the_start = store.list_events(after(&format!("evt_{}", "0".repeat(32)), 10)).await.unwrap();
+    assert_eq!(ids_of(&from_the_start), ids, "an id never stored is a position all the same");
+    let named = EventQuery { name: Some("conformance.after.order".into()), ..after(&ids[1], 10) };
+    assert_eq!(
+        ids_of(&store.list_events(named).await.unwrap()),
+        [ids[3].clone(), ids[4].clone()],
+        "with the other filters"
+    );
+}
+
+async fn events_are_counted_by_name_since_a_time(store: &Store) {
+    let now = Timestamp::now();
+    let app = "conformance-count";
+    let recent = |name: &str| sample_event_at(name, app, now - 1.hour());
+    store
+        .append_events(vec![
+            recent("conformance.count.a"),
+            recent("conformance.count.a"),
+            recent("conformance.count.b"),
+            sample_event_at("conformance.count.a", app, now - 30.hours()),
+            sample_event_at("conformance.count.old", app, now - 30.hours()),
+        ])
+        .await
+        .unwrap();
+    let counts = store.count_events_by_name(now - 24.hours()).await.unwrap();
+    assert_eq!(counts.get("conformance.count.a"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("conformance.count.b"), Some(&1));
+    assert_eq!(counts.get("conformance.count.old"), None, "names with no event since are left out");
 }
 
 async fn unknown_event_reads_as_none(store: &Store) {

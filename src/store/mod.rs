@@ -138,7 +138,7 @@ pub struct PurgeCount {
     pub bodies: u64,
 }
 
-/// Filters and cursor for listing events, newest first.
+/// Filters and cursor for listing events: newest first, or oldest first after `after_id`.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
     pub name: Option<String>,
@@ -149,16 +149,20 @@ pub struct EventQuery {
     pub until: Option<Timestamp>,
     /// Only events older than this id (the previous page's `next_cursor`).
     pub before_id: Option<String>,
+    /// Only events with an id greater than this one, returned oldest first (ids sort by time):
+    /// what a stream resuming after the last event it sent asks for.
+    pub after_id: Option<String>,
     /// Only quarantined events (`Some(true)`) or only the others (`Some(false)`).
     pub quarantined: Option<bool>,
     pub limit: usize,
 }
 
-/// One page of events, newest first.
+/// One page of events, newest first (oldest first for a query by `after_id`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventPage {
     pub events: Vec<Event>,
-    /// Present when more events match: pass it as `before_id` to get the next page.
+    /// Present when more events match: the last event's id, to pass as `before_id` (as
+    /// `after_id` for a query by `after_id`) to get the next page.
     pub next_cursor: Option<String>,
 }
 
@@ -354,6 +358,15 @@ impl Store {
         match self {
             Store::Sqlite(store) => store.list_events(query).await,
             Store::Postgres(store) => store.list_events(query).await,
+        }
+    }
+
+    /// How many events of each name were received at or after `since`; names with none are
+    /// left out.
+    pub async fn count_events_by_name(&self, since: Timestamp) -> Result<HashMap<String, u64>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.count_events_by_name(since).await,
+            Store::Postgres(store) => store.count_events_by_name(since).await,
         }
     }
 

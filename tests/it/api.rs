@@ -133,6 +133,7 @@ async fn every_api_route_refuses_a_missing_or_wrong_credential() {
         (Method::POST, "/api/keys", Some(json!({"name": "sneaky"}))),
         (Method::DELETE, "/api/keys/key_0123", None),
         (Method::GET, "/api/events", None),
+        (Method::GET, "/api/events/stream", None),
         (Method::GET, "/api/events/evt_0123", None),
         (Method::GET, "/api/events/evt_0123/raw", None),
     ];

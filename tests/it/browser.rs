@@ -17,7 +17,7 @@ const LOCKED_FORM: &str = "kustomer.app.site.locked";
 /// The browser for `test`: `HOOKGATE_TEST_CHROMIUM`, which must name a file (a missing one is a
 /// mistake, and fails the test), or else /usr/bin/chromium when it is there; without either the
 /// test is skipped, which a strict run turns into a failure.
-fn chromium(test: &str) -> Option<PathBuf> {
+pub(crate) fn chromium(test: &str) -> Option<PathBuf> {
     if let Some(named) = std::env::var_os("HOOKGATE_TEST_CHROMIUM").filter(|value| !value.is_empty()) {
         let path = PathBuf::from(named);
         assert!(path.is_file(), "HOOKGATE_TEST_CHROMIUM names {}, which is not a file", path.display());

@@ -4,12 +4,14 @@
 mod api;
 mod browser;
 mod cli;
+mod console;
 mod definition_schema;
 mod deliveries;
 mod dns;
 mod documented_defaults;
 mod durability;
 mod email;
+mod event_stream;
 mod first_start;
 mod form_hooks;
 mod independent_signers;

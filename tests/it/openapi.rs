@@ -88,7 +88,12 @@ async fn the_document_lists_exactly_the_routed_operations_and_each_answers_as_do
             .await
             .unwrap();
         let status = response.status().as_u16();
-        let body = response.text().await.unwrap();
+        let streams = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|content_type| content_type.as_bytes().starts_with(b"text/event-stream"));
+        // A stream does not end: its status and type are what it answers.
+        let body = if streams { String::new() } else { response.text().await.unwrap() };
         assert_ne!(status, 405, "{method} {path} is not routed: {body}");
         assert!(!body.contains("no such management endpoint"), "{method} {path} reaches the fallback");
         let responses = document["paths"][&path][&method]["responses"].as_object().unwrap();

@@ -80,8 +80,13 @@ impl PostgresStore {
         if let Some(before) = &query.before_id {
             bind(&mut sql, " AND e.id < ?", Box::new(before.clone()));
         }
+        if let Some(after) = &query.after_id {
+            bind(&mut sql, " AND e.id > ?", Box::new(after.clone()));
+        }
         let limit = query.limit.max(1);
-        sql.push_str(&format!(" ORDER BY e.id DESC LIMIT {}", limit + 1));
+        // Newest first; oldest first after an id, for followers of the log.
+        let order = if query.after_id.is_some() { "ASC" } else { "DESC" };
+        sql.push_str(&format!(" ORDER BY e.id {order} LIMIT {}", limit + 1));
         let client = self.client().await?;
         let statement = client.prepare_cached(&sql).await.map_err(pg_error)?;
         let params: Vec<&(dyn ToSql + Sync)> =
@@ -95,6 +100,23 @@ impl PostgresStore {
             None
         };
         Ok(EventPage { events, next_cursor })
+    }
+}
+
+impl PostgresStore {
+    pub async fn count_events_by_name(
+        &self,
+        since: jiff::Timestamp,
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name, count(*) FROM events WHERE received_at_us >= $1 GROUP BY name",
+                &[&since.as_microsecond()],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get::<_, i64>(1) as u64)).collect())
     }
 }
 

@@ -80,6 +80,20 @@ impl SqliteStore {
     pub async fn list_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
         self.read(move |connection| list_events(connection, &query)).await
     }
+
+    pub async fn count_events_by_name(
+        &self,
+        since: jiff::Timestamp,
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT name, COUNT(*) FROM events WHERE received_at_us >= ?1 GROUP BY name")?;
+            let rows = statement
+                .query_map([since.as_microsecond()], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+            rows.map(|row| row.map(|(name, count)| (name, count as u64)).map_err(StoreError::from)).collect()
+        })
+        .await
+    }
 }
 
 /// An event ready for INSERT: its JSON columns already serialized, its body hashed.
@@ -248,8 +262,12 @@ fn list_events(connection: &Connection, query: &EventQuery) -> Result<EventPage,
     if let Some(before) = &query.before_id {
         bind(&mut sql, " AND id < ?", before.clone().into());
     }
+    if let Some(after) = &query.after_id {
+        bind(&mut sql, " AND id > ?", after.clone().into());
+    }
     let limit = query.limit.max(1);
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", limit + 1));
+    let order = if query.after_id.is_some() { "ASC" } else { "DESC" };
+    sql.push_str(&format!(" ORDER BY id {order} LIMIT {}", limit + 1));
     let mut statement = connection.prepare_cached(&sql)?;
     let mut events = statement
         .query_map(rusqlite::params_from_iter(values), event_from_row)?
