@@ -10,7 +10,7 @@
 use jiff::Timestamp;
 use std::collections::HashMap;
 
-use super::{PostgresStore, announce, micros, pg_error, timestamp};
+use super::{PostgresStore, announce, is_conflict, micros, pg_error, timestamp};
 use crate::store::{
     Attempt, AttemptRecord, Delivery, DeliveryPage, DeliveryQuery, DueDelivery, NextStep, StoreChange, StoreError,
 };
@@ -55,60 +55,18 @@ impl PostgresStore {
             .collect())
     }
 
-    pub async fn record_attempts(&self, records: Vec<AttemptRecord>) -> Result<(), StoreError> {
+    pub async fn record_attempts(&self, mut records: Vec<AttemptRecord>) -> Result<(), StoreError> {
+        // In one order everywhere, so that two nodes' records (or a subscription's change, a
+        // prune) meet the same rows in the same order; a deadlock all the same runs it again.
+        records.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
         let mut client = self.client().await?;
-        let transaction = client.transaction().await.map_err(pg_error)?;
-        let insert = transaction
-            .prepare_cached(
-                // Only for a delivery that still exists (retention, an erasure or a deleted
-                // subscription may have taken it while the attempt was in flight).
-                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
-                 SELECT $1::text, $2::int4, $3::int8, $4::int4, $5::int8, $6::text, $7::text
-                 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)
-                 ON CONFLICT (delivery_id, attempt) DO NOTHING",
-            )
-            .await
-            .map_err(pg_error)?;
-        let update = transaction
-            .prepare_cached(
-                "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at_us = $4, updated_at_us = $5
-                 WHERE id = $1 AND attempts < $3",
-            )
-            .await
-            .map_err(pg_error)?;
-        for record in records {
-            let at_us = record.at.as_microsecond();
-            let attempt = i32::try_from(record.attempt).unwrap_or(i32::MAX);
-            let status_code = record.status_code.map(i32::from);
-            let written = transaction
-                .execute(
-                    &insert,
-                    &[
-                        &record.delivery_id,
-                        &attempt,
-                        &at_us,
-                        &status_code,
-                        &micros(record.latency),
-                        &record.response_excerpt,
-                        &record.error,
-                    ],
-                )
-                .await
-                .map_err(pg_error)?;
-            if written == 0 {
-                continue;
+        let mut tries = 0;
+        loop {
+            match write_attempts(&mut client, &records).await {
+                Err(error) if is_conflict(&error) && tries < 4 => tries += 1,
+                other => return other.map_err(pg_error),
             }
-            let (status, next) = match record.next {
-                NextStep::Delivered => ("delivered", None),
-                NextStep::RetryAt(at) => ("pending", Some(at.as_microsecond())),
-                NextStep::Failed => ("failed", None),
-            };
-            transaction
-                .execute(&update, &[&record.delivery_id, &status, &attempt, &next, &at_us])
-                .await
-                .map_err(pg_error)?;
         }
-        transaction.commit().await.map_err(pg_error)
     }
 
     pub async fn deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage, StoreError> {
@@ -286,4 +244,57 @@ impl PostgresStore {
         transaction.commit().await.map_err(pg_error)?;
         Ok(changed == 1)
     }
+}
+
+/// Records attempts and their deliveries' next steps in one transaction.
+async fn write_attempts(
+    client: &mut deadpool_postgres::Object,
+    records: &[AttemptRecord],
+) -> Result<(), tokio_postgres::Error> {
+    let transaction = client.transaction().await?;
+    let insert = transaction
+        .prepare_cached(
+            // Only for a delivery that still exists (retention, an erasure or a deleted
+            // subscription may have taken it while the attempt was in flight).
+            "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
+             SELECT $1::text, $2::int4, $3::int8, $4::int4, $5::int8, $6::text, $7::text
+             WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)
+             ON CONFLICT (delivery_id, attempt) DO NOTHING",
+        )
+        .await?;
+    let update = transaction
+        .prepare_cached(
+            "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at_us = $4, updated_at_us = $5
+             WHERE id = $1 AND attempts < $3",
+        )
+        .await?;
+    for record in records {
+        let at_us = record.at.as_microsecond();
+        let attempt = i32::try_from(record.attempt).unwrap_or(i32::MAX);
+        let status_code = record.status_code.map(i32::from);
+        let written = transaction
+            .execute(
+                &insert,
+                &[
+                    &record.delivery_id,
+                    &attempt,
+                    &at_us,
+                    &status_code,
+                    &micros(record.latency),
+                    &record.response_excerpt,
+                    &record.error,
+                ],
+            )
+            .await?;
+        if written == 0 {
+            continue;
+        }
+        let (status, next) = match record.next {
+            NextStep::Delivered => ("delivered", None),
+            NextStep::RetryAt(at) => ("pending", Some(at.as_microsecond())),
+            NextStep::Failed => ("failed", None),
+        };
+        transaction.execute(&update, &[&record.delivery_id, &status, &attempt, &next, &at_us]).await?;
+    }
+    transaction.commit().await
 }

@@ -86,7 +86,12 @@ impl PostgresStore {
         let limit = query.limit.max(1);
         // Newest first; oldest first after an id, for followers of the log.
         let order = if query.after_id.is_some() { "ASC" } else { "DESC" };
-        sql.push_str(&format!(" ORDER BY e.id {order} LIMIT {}", limit + 1));
+        // The limit is a parameter, so that each filter combination is one cached statement.
+        bind(
+            &mut sql,
+            &format!(" ORDER BY e.id {order} LIMIT ?"),
+            Box::new(i64::try_from(limit + 1).unwrap_or(i64::MAX)),
+        );
         let client = self.client().await?;
         let statement = client.prepare_cached(&sql).await.map_err(pg_error)?;
         let params: Vec<&(dyn ToSql + Sync)> =

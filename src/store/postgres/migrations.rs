@@ -48,6 +48,7 @@ CREATE INDEX events_by_name ON events (name, id);
 CREATE INDEX events_by_app ON events (app, id);
 CREATE INDEX events_by_received_at ON events (received_at_us);
 CREATE INDEX events_by_body ON events (body_sha256);
+CREATE INDEX events_by_seq ON events (seq);
 CREATE INDEX events_own_in_commit_order ON events (txid, seq) WHERE name LIKE 'hookgate.%';
 CREATE TABLE hook_tokens (
     event_name text PRIMARY KEY,

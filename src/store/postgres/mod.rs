@@ -73,6 +73,29 @@ pub(super) struct Node {
     /// The NOTIFY channel of this database and schema: deployments in other schemas of the same
     /// database do not hear each other (NOTIFY channels are per database).
     channel: String,
+    /// When this node last woke the others' workers, per kind (`wake_others`).
+    last_woken: std::sync::Mutex<[Option<std::time::Instant>; 2]>,
+}
+
+impl Node {
+    /// Tells the other nodes' workers that deliveries or publications were committed, at most
+    /// every `writer::WAKE_INTERVAL` per kind, outside any transaction (see `writer`). A lost
+    /// wake-up costs a worker's polling interval, nothing more.
+    async fn wake_others(&self, client: &Object, change: StoreChange) {
+        let kind = usize::from(change == StoreChange::Publications);
+        {
+            let Ok(mut last_woken) = self.last_woken.lock() else { return };
+            let now = std::time::Instant::now();
+            if last_woken[kind].is_some_and(|at| now.duration_since(at) < writer::WAKE_INTERVAL) {
+                return;
+            }
+            last_woken[kind] = Some(now);
+        }
+        let payload = format!("{} {}", change.as_str(), self.name);
+        if let Err(error) = client.execute("SELECT pg_notify($1, $2)", &[&self.channel, &payload]).await {
+            tracing::debug!(%error, "Other nodes could not be woken; their workers will poll.");
+        }
+    }
 }
 
 /// How connections are made: plain, or TLS when the URL asks for it.
@@ -104,7 +127,11 @@ impl PostgresStore {
         let schema: String = client.query_one("SELECT current_schema()", &[]).await.map_err(pg_error)?.get(0);
         drop(client);
         let channel = format!("hookgate_{}", &crate::secrets::sha256_hex(&schema)[..16]);
-        let node = Arc::new(Node { name: format!("node_{}", uuid::Uuid::now_v7().simple()), channel });
+        let node = Arc::new(Node {
+            name: format!("node_{}", uuid::Uuid::now_v7().simple()),
+            channel,
+            last_woken: std::sync::Mutex::new([None, None]),
+        });
         let (changes, _) = broadcast::channel(256);
         let (stop, stopped) = tokio::sync::watch::channel(());
         let (appends, jobs) = mpsc::channel(writer::QUEUE);

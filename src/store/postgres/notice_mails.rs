@@ -38,12 +38,14 @@ impl PostgresStore {
             // The first run mails what happens from now on, not the log's past.
             let last = transaction
                 .query_one(
-                    "SELECT COALESCE(max(txid)::text, '0'), COALESCE(max(seq), 0) FROM events WHERE name LIKE 'hookgate.%'",
+                    // (No max() of xid8 before PostgreSQL 15: the last row in the index's order.)
+                    "SELECT COALESCE((SELECT txid::text || ':' || seq FROM events WHERE name LIKE 'hookgate.%'
+                                      ORDER BY txid DESC, seq DESC LIMIT 1), '0:0')",
                     &[],
                 )
                 .await
                 .map_err(pg_error)?;
-            let value = format!("{}:{}", last.get::<_, String>(0), last.get::<_, i64>(1));
+            let value: String = last.get(0);
             transaction
                 .execute(
                     "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",

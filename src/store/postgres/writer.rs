@@ -11,15 +11,21 @@
 //! unique index of idempotency keys, so the same platform retry reaching two nodes at once
 //! makes one event (the second insert waits for the first transaction, then finds its row).
 //! Rows go in sorted by key, so two batches never take the same keys in opposite orders; a
-//! deadlock or serialization failure all the same runs the batch again. Then the deliveries and
-//! publications of the new events, one statement each, and a NOTIFY so that idle workers on
-//! every node wake. A batch that fails for a reason of its own (not the database being away) is
-//! split, and each job is committed alone, so one bad event does not fail its neighbours.
+//! deadlock or serialization failure all the same runs the batch again. A body this transaction
+//! wrote only for duplicates is taken out again before the commit (nothing would ever delete it).
+//! Then the deliveries and publications of the new events, one statement each. After the commit,
+//! a NOTIFY wakes idle workers on the other nodes: sent outside the transaction, because a
+//! transaction that notifies holds a lock of the whole server through its commit, which would
+//! make every node's commits wait on each other; and at most every `WAKE_INTERVAL`, since the
+//! workers poll as well. A batch that fails for a reason of its own (not the database being
+//! away) is split, and each job is committed alone, so one bad event does not fail its
+//! neighbours.
 //!
-//! Every append is answered within `CONNECTION_WAIT` of its arrival, committed or not: a job
-//! still queued at its deadline is answered `Unavailable` without being written, and a batch not
-//! committed by the deadline of its oldest job is answered `Unavailable` (its connection, which
-//! may be stalled, leaves the pool). Whether a batch cut off at its `COMMIT` was committed
+//! Every append is answered about `CONNECTION_WAIT` after its arrival at the latest, committed or
+//! not: a job taken from the queue with less than `MIN_TIME_LEFT` before its deadline is answered
+//! `Unavailable` without being written, and a batch not committed by the latest deadline of its
+//! jobs is answered `Unavailable` (its connection, which may be stalled, leaves the pool). One job
+//! close to its deadline does not cut short the batch it joined. Whether a batch cut off at its `COMMIT` was committed
 //! cannot be known; its senders are told to retry, as when the connection is lost at that
 //! moment.
 
@@ -30,7 +36,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::events::EventRow;
-use super::{CONNECTION_WAIT, Node, announce, is_conflict, pg_error, within};
+use super::{CONNECTION_WAIT, Node, is_conflict, pg_error, within};
 use crate::store::{Appended, StoreChange, StoreError};
 
 /// Jobs waiting for a writer before callers wait to queue.
@@ -41,6 +47,10 @@ const MAX_ROWS: usize = 512;
 const WRITERS: usize = 2;
 /// Runs of a batch that met a deadlock or serialization failure.
 const CONFLICT_TRIES: usize = 5;
+/// A job with less time than this before its deadline is not started.
+const MIN_TIME_LEFT: std::time::Duration = std::time::Duration::from_secs(1);
+/// The most often one node wakes the others' workers.
+pub(super) const WAKE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// One caller's events and where its answer goes.
 pub(super) struct AppendJob {
@@ -77,11 +87,12 @@ async fn write_loop(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<AppendJob>>>, nod
         };
         // Jobs that waited in the queue past their deadline are answered without being written.
         let now = Instant::now();
-        let (batch, expired): (Vec<AppendJob>, Vec<AppendJob>) = batch.into_iter().partition(|job| job.deadline > now);
+        let (batch, expired): (Vec<AppendJob>, Vec<AppendJob>) =
+            batch.into_iter().partition(|job| job.deadline > now + MIN_TIME_LEFT);
         for job in expired {
             let _ = job.reply.send(Err(late()));
         }
-        let Some(deadline) = batch.iter().map(|job| job.deadline).min() else { continue };
+        let Some(deadline) = batch.iter().map(|job| job.deadline).max() else { continue };
         metrics::histogram!("hookgate_store_commit_batch_size").record(batch.len() as f64);
         match commit_batch(&pool, &batch, &node, deadline).await {
             Ok(answers) => {
@@ -118,9 +129,15 @@ async fn commit_batch(
     within(pool, deadline, async |client| {
         let mut tries = 0;
         loop {
-            match write_batch(client, jobs, node).await {
+            match write_batch(client, jobs).await {
                 Err(error) if is_conflict(&error) && tries + 1 < CONFLICT_TRIES => tries += 1,
-                other => return other.map_err(pg_error),
+                Err(error) => return Err(pg_error(error)),
+                Ok((answers, woken)) => {
+                    for change in woken {
+                        node.wake_others(client, change).await;
+                    }
+                    return Ok(answers);
+                }
             }
         }
     })
@@ -132,11 +149,12 @@ fn late() -> StoreError {
     StoreError::Unavailable(format!("the database did not commit within {} s", CONNECTION_WAIT.as_secs()))
 }
 
+/// Writes and commits a batch; returns each job's outcomes and what the other nodes' workers
+/// should hear of.
 async fn write_batch(
     client: &mut Object,
     jobs: &[AppendJob],
-    node: &Node,
-) -> Result<Vec<Vec<Appended>>, tokio_postgres::Error> {
+) -> Result<(Vec<Vec<Appended>>, Vec<StoreChange>), tokio_postgres::Error> {
     let rows: Vec<&EventRow> = jobs.iter().flat_map(|job| job.rows.iter()).collect();
     let transaction = client.transaction().await?;
 
@@ -149,12 +167,16 @@ async fn write_batch(
         .collect();
     bodies.sort_unstable_by_key(|(sha256, _)| *sha256);
     let (hashes, bytes): (Vec<&[u8]>, Vec<&[u8]>) = bodies.into_iter().unzip();
-    transaction
-        .execute(
-            "INSERT INTO bodies (sha256, bytes) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT DO NOTHING",
+    let new_bodies: Vec<Vec<u8>> = transaction
+        .query(
+            "INSERT INTO bodies (sha256, bytes) SELECT * FROM unnest($1::bytea[], $2::bytea[])
+             ON CONFLICT DO NOTHING RETURNING sha256",
             &[&hashes, &bytes],
         )
-        .await?;
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
 
     // Events, pipelined, keyed ones in key order.
     let mut order: Vec<usize> = (0..rows.len()).collect();
@@ -211,7 +233,22 @@ async fn write_batch(
         outcomes[index] = Some(Appended { id: row.new.event.id.clone(), duplicate: false });
     }
 
+    // A body written here only for duplicates would be kept by nothing: out again.
+    if outcomes.iter().any(|outcome| outcome.as_ref().is_some_and(|outcome| outcome.duplicate)) {
+        let used: HashSet<&[u8]> = rows
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.as_ref().is_some_and(|outcome| !outcome.duplicate))
+            .map(|(row, _)| row.sha256.as_slice())
+            .collect();
+        let unused: Vec<&Vec<u8>> = new_bodies.iter().filter(|sha256| !used.contains(sha256.as_slice())).collect();
+        if !unused.is_empty() {
+            transaction.execute("DELETE FROM bodies WHERE sha256 = ANY($1)", &[&unused]).await?;
+        }
+    }
+
     // The outbox rows of the new events that are not quarantined.
+    let mut woken = Vec::new();
     let mut deliveries: (Vec<String>, Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
     let mut publications: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
     for (row, outcome) in rows.iter().zip(&outcomes) {
@@ -244,7 +281,7 @@ async fn write_batch(
             )
             .await?;
         if written > 0 {
-            announce(&transaction, StoreChange::Deliveries, node).await?;
+            woken.push(StoreChange::Deliveries);
         }
     }
     if !publications.0.is_empty() {
@@ -255,12 +292,12 @@ async fn write_batch(
                 &[&publications.0, &publications.1, &publications.2],
             )
             .await?;
-        announce(&transaction, StoreChange::Publications, node).await?;
+        woken.push(StoreChange::Publications);
     }
     transaction.commit().await?;
 
     let mut outcomes = outcomes.into_iter().map(|outcome| outcome.expect("every row has an outcome"));
-    Ok(jobs.iter().map(|job| outcomes.by_ref().take(job.rows.len()).collect()).collect())
+    Ok((jobs.iter().map(|job| outcomes.by_ref().take(job.rows.len()).collect()).collect(), woken))
 }
 
 const INSERT_EVENT: &str = "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, body_sha256,
