@@ -551,6 +551,40 @@ mod tests {
         assert_eq!(b.event(&appended[99].id).await.unwrap().unwrap().data, serde_json::json!({"id": 99}));
     }
 
+    #[tokio::test]
+    async fn a_platform_retry_with_another_body_leaves_no_body_behind() {
+        let Some((a, _, client)) = two_nodes("a_platform_retry_with_another_body_leaves_no_body_behind").await else {
+            return;
+        };
+        let key = crate::event::IdempotencyKey {
+            scope: "stripe".into(),
+            key: "evt_retried".into(),
+            window: crate::event::DEFAULT_DEDUP_WINDOW,
+        };
+        let attempt = |body: &'static [u8]| {
+            let mut event = conformance::sample_event("stripe.charge.succeeded", "stripe");
+            event.raw_body = bytes::Bytes::from_static(body);
+            event.idempotency_key = Some(key.clone());
+            event
+        };
+        a.append_events(vec![attempt(br#"{"attempt": 1}"#)]).await.unwrap();
+        let again = a.append_events(vec![attempt(br#"{"attempt": 2}"#)]).await.unwrap().remove(0);
+        assert!(again.duplicate);
+        assert_eq!(count(&client, "bodies").await, 1, "the retry's body is not kept: no event uses it");
+    }
+
+    #[tokio::test]
+    async fn erasure_finds_events_whose_data_holds_a_nul_character() {
+        let Some((a, _, _)) = two_nodes("erasure_finds_events_whose_data_holds_a_nul_character").await else { return };
+        let mut event = conformance::sample_event("kustomer.app.shop.contact", "shop");
+        event.event.data = serde_json::json!({"id": "cust_nul", "note": "a\u{0}b"});
+        event.data_is_raw_json = false;
+        let other = conformance::sample_event("kustomer.app.shop.contact", "shop");
+        a.append_events(vec![event, other]).await.unwrap();
+        let purged = a.purge_resource("cust_nul").await.unwrap();
+        assert_eq!(purged.events, 1);
+    }
+
     #[test]
     fn tls_is_used_exactly_when_the_url_requires_it() {
         let (config, tls) = connection_config("postgres://u@db.example/x?sslmode=require").unwrap();
