@@ -12,16 +12,21 @@
 //! Ids are minted before the commit, so an event can be stored after one with a greater id.
 //! The stream therefore sends an event only once every event with a smaller id has had its
 //! chance to commit: below the oldest id this process is committing now
-//! (`Committer::oldest_in_flight`), and older than [`SETTLE`], for other nodes writing to the
-//! same database. Its cursor never passes an event still on its way, which is what makes a
-//! resume lose nothing; the price is that an event shows up to [`SETTLE`] after it was
-//! received. New events are noticed by the committer's word after each local commit
-//! (`Committer::commits`) and by a read every [`POLL`], for commits of other nodes.
+//! (`Committer::oldest_in_flight`), and older than [`SETTLE`] on an embedded store, or
+//! [`SHARED_SETTLE`] on a store other nodes write to (longer than the longest an append may take
+//! there, `CONNECTION_WAIT`, with room for the nodes' clocks to differ). Its cursor never passes
+//! an event still on its way, which is what makes a resume lose nothing; the price is that an
+//! event shows up that long after it was received. Only settled events are read. New events are
+//! noticed by the committer's word after each local commit (`Committer::commits`) and by a read
+//! at least every [`POLL`], but a stream reads at most every [`MIN_READ_GAP`], however busy
+//! ingest is.
 //!
 //! Bounded: at most [`EventStreams`]' limit of streams at once (503 beyond it), events read
 //! [`BATCH`] at a time, a keep-alive comment every [`KEEP_ALIVE`], a client that takes nothing
-//! for [`SEND_TIMEOUT`] is dropped, and every stream ends at shutdown. A failed read of the
-//! store ends the stream too; the client reconnects with its `Last-Event-ID` and loses nothing.
+//! for [`SEND_TIMEOUT`] is dropped, and every stream ends at shutdown and after
+//! [`MAX_LIFETIME`]: the client reconnects with its `Last-Event-ID`, loses nothing, and its
+//! credential is checked again (a revoked key or an ended console session gets no more events).
+//! A failed read of the store ends the stream too, and the client resumes the same way.
 
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, HeaderValue};
@@ -41,6 +46,12 @@ use crate::store::EventQuery;
 
 /// How long an event waits before it is sent, for events with smaller ids to commit.
 pub const SETTLE: Duration = Duration::from_millis(750);
+/// The same on a store that other nodes write to (PostgreSQL).
+pub const SHARED_SETTLE: Duration = Duration::from_secs(7);
+/// The shortest time between two reads of the store by one stream.
+pub const MIN_READ_GAP: Duration = Duration::from_millis(250);
+/// A stream ends after this long; the client resumes with `Last-Event-ID`.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(300);
 /// How often the store is read when no local commit says there is something new.
 pub const POLL: Duration = Duration::from_secs(2);
 /// Events read at a time.
@@ -130,7 +141,7 @@ pub async fn open(
                 "Last-Event-ID and after take an event id (evt_ and 32 hex digits), not {id:?}"
             )));
         }
-        None => start_cursor(&state.committer, Timestamp::now()),
+        None => start_cursor(&state.committer, state.store.shared(), Timestamp::now()),
     };
     let permit = state
         .streams
@@ -169,8 +180,9 @@ fn first_id_of(millisecond: i64) -> String {
 
 /// Every event with an id below the returned one is stored, or will never be: older than
 /// [`SETTLE`], and older than what this process is committing now.
-fn settled_below(committer: &Committer, now: Timestamp) -> String {
-    let settled = first_id_of(now.as_millisecond() - SETTLE.as_millis() as i64);
+fn settled_below(committer: &Committer, shared: bool, now: Timestamp) -> String {
+    let settle = if shared { SHARED_SETTLE } else { SETTLE };
+    let settled = first_id_of(now.as_millisecond() - settle.as_millis() as i64);
     match committer.oldest_in_flight() {
         Some(in_flight) if in_flight < settled => in_flight,
         _ => settled,
@@ -180,8 +192,8 @@ fn settled_below(committer: &Committer, now: Timestamp) -> String {
 /// Where a stream that starts at `now` starts: after every event stored for good by then, so
 /// that it sends each later one. A page that lists the log and then follows it passes this,
 /// taken before its read, as `after`: an event in both comes twice, none goes missing.
-pub fn start_cursor(committer: &Committer, now: Timestamp) -> String {
-    position_of(settled_below(committer, now))
+pub fn start_cursor(committer: &Committer, shared: bool, now: Timestamp) -> String {
+    position_of(settled_below(committer, shared, now))
 }
 
 /// A cursor from which every id at or above `id`'s millisecond is still to come: below
@@ -228,19 +240,27 @@ impl Follow {
     async fn run(mut self, sender: mpsc::Sender<Message>, _permit: OwnedSemaphorePermit) {
         let mut commits = self.state.committer.commits();
         let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+        let ends = tokio::time::Instant::now() + MAX_LIFETIME;
+        let shared = self.state.store.shared();
+        // Events wait this long to settle; a quiet stream looks again when the latest may have.
+        let wait = if shared { POLL } else { SETTLE.min(POLL) };
         if send(&sender, Message::default().retry(RETRY)).await.is_err() {
             return;
         }
         loop {
-            let held = match self.send_settled(&sender).await {
-                Ok(Some(held)) => held,
+            match self.send_settled(&sender, shared).await {
                 // A full batch: read on at once.
-                Ok(None) => continue,
+                Ok(true) => continue,
+                Ok(false) => {}
                 Err(Stop::Client | Stop::Server) => return,
-            };
-            // An event held back is looked at again once it has settled; otherwise wait for a
-            // commit, the poll, or the end.
-            let wait = if held { SETTLE / 3 } else { POLL };
+            }
+            // At most one read per gap, however many commits come; then a commit, the poll, or
+            // the end.
+            tokio::select! {
+                () = tokio::time::sleep(MIN_READ_GAP) => {}
+                () = closed(&mut self.closing) => return,
+                () = sender.closed() => return,
+            }
             tokio::select! {
                 changed = commits.changed() => if changed.is_err() { return },
                 () = tokio::time::sleep(wait) => {}
@@ -249,20 +269,25 @@ impl Follow {
                         return;
                     }
                 }
+                () = tokio::time::sleep_until(ends) => return,
                 () = closed(&mut self.closing) => return,
                 () = sender.closed() => return,
             }
         }
     }
 
-    /// Sends the settled events after the cursor, one batch. `Ok(None)` when the batch was full
-    /// and all of it settled (read on); else whether an event was held back.
-    async fn send_settled(&mut self, sender: &mpsc::Sender<Message>) -> Result<Option<bool>, Stop> {
-        let below = settled_below(&self.state.committer, Timestamp::now());
+    /// Sends the settled events after the cursor, one batch (events not yet settled are not
+    /// read); true when the batch was full, so that there may be more to read at once.
+    async fn send_settled(&mut self, sender: &mpsc::Sender<Message>, shared: bool) -> Result<bool, Stop> {
+        let below = settled_below(&self.state.committer, shared, Timestamp::now());
+        if below <= self.cursor {
+            return Ok(false);
+        }
         let query = EventQuery {
             name: self.filter.name.clone(),
             app: self.filter.app.clone(),
             after_id: Some(self.cursor.clone()),
+            before_id: Some(below),
             limit: BATCH,
             ..EventQuery::default()
         };
@@ -272,15 +297,12 @@ impl Follow {
         })?;
         let more = page.next_cursor.is_some();
         for event in page.events {
-            if event.id >= below {
-                return Ok(Some(true));
-            }
             self.cursor.clone_from(&event.id);
             if self.filter.wants(&event) {
                 send(sender, message(&event)).await.map_err(|()| Stop::Client)?;
             }
         }
-        Ok(if more { None } else { Some(false) })
+        Ok(more)
     }
 }
 

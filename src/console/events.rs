@@ -61,7 +61,7 @@ pub async fn live(State(state): State<Arc<ConsoleState>>, viewer: Viewer, Query(
     let api = &state.api;
     let filters = Filters::from(&query);
     // Taken before the read: the stream resends what the read may also have found, never less.
-    let after = crate::api::stream::start_cursor(&api.committer, jiff::Timestamp::now());
+    let after = crate::api::stream::start_cursor(&api.committer, api.store.shared(), jiff::Timestamp::now());
     let listed = if viewer.access.is_scoped() && filters.name.is_none() {
         // As in the API, a scoped key lists by name; the stream shows what arrives.
         None

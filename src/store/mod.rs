@@ -621,6 +621,11 @@ impl Store {
         }
     }
 
+    /// Whether other nodes may write to this store at the same time (PostgreSQL).
+    pub fn shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
     /// Changes other nodes made, to act on here; `None` for a store no other node shares.
     pub fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {
         match self {

@@ -169,10 +169,15 @@ async fn many_events_posted_at_once_arrive_each_exactly_once() {
 async fn a_stream_without_a_cursor_starts_with_the_events_of_its_last_moment() {
     let gateway = Gateway::start().await;
     let before = post_order(&gateway, 1).await;
-    // The stream opens with what is not yet settled (the last 750 ms), so that nothing on its way
-    // is missed: open it once the earlier event is older than that.
+    // The stream opens with what is not yet settled (the last 750 ms, or 7 s on a store other
+    // nodes share), so that nothing on its way is missed: open it once the earlier event is
+    // older than that.
     let received: jiff::Timestamp = gateway.event(&before).await["receivedAt"].as_str().unwrap().parse().unwrap();
-    let settled = received + jiff::SignedDuration::from_millis(1000);
+    let settle = match crate::BACKEND {
+        Backend::Sqlite => jiff::SignedDuration::from_millis(1000),
+        Backend::Postgres => jiff::SignedDuration::from_millis(7500),
+    };
+    let settled = received + settle;
     let wait = settled.duration_since(jiff::Timestamp::now());
     if wait.is_positive() {
         tokio::time::sleep(wait.unsigned_abs()).await;
