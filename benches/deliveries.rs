@@ -796,9 +796,12 @@ fn print_table(options: &Options, baseline: f64, measured: &[Measured]) {
                 "cpu_s_per_10k": (cpu * 1000.0).round() / 1000.0,
                 "db_backends_cpu_s_per_10k": backends.map(|value| (value * 1000.0).round() / 1000.0),
                 "db_auxiliary_cpu_s_per_10k": auxiliary.map(|value| (value * 1000.0).round() / 1000.0),
+                "drain_secs": (figures.drained.as_secs_f64() * 1000.0).round() / 1000.0,
+                "cores": (figures.cores() * 100.0).round() / 100.0,
                 "load_average": figures.load,
                 "p50_ms": figures.latency.0,
                 "p99_ms": figures.latency.1,
+                "max_ms": figures.latency.2,
             }),
         );
     }

@@ -330,16 +330,6 @@ impl Options {
         }
         // wrk wants at least one connection per thread.
         options.threads = options.threads.min(options.connections);
-        // Each wrk thread loads one node, so every node gets the same share of the connections.
-        for backend in &options.backends {
-            ensure!(
-                options.threads % backend.nodes() == 0,
-                "{} needs a number of wrk threads divisible by its {} nodes (--threads {})",
-                backend.name(),
-                backend.nodes(),
-                options.threads
-            );
-        }
         Ok(Parsed::Run(options))
     }
 
@@ -504,6 +494,16 @@ async fn bench(options: &Options) -> anyhow::Result<Report> {
     let (backends, skipped) =
         backend::available(hookgate_backends, options.backends_asked, postgres_server.as_deref())?;
     skipped.iter().for_each(|skipped| eprintln!("{skipped}"));
+    // Each wrk thread loads one node, so every node gets the same share of the connections.
+    for backend in &backends {
+        ensure!(
+            options.threads.is_multiple_of(backend.nodes()),
+            "{} needs a number of wrk threads divisible by its {} nodes (--threads {})",
+            backend.name(),
+            backend.nodes(),
+            options.threads
+        );
+    }
 
     let machine = Machine::read()?;
     eprintln!(
