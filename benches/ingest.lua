@@ -12,6 +12,11 @@
 --             replies with what the server stored.
 -- A probe sends one request, and prints its reply's status and body.
 --
+-- Several nodes: when HOOKGATE_BENCH_WRK_ADDRESSES lists "host:port" addresses (space-separated),
+-- wrk's threads take them in turn, each thread's connections going to its address, so one wrk
+-- spreads the load over the nodes and reports one latency distribution for all of them. The
+-- bench makes the thread count a multiple of the nodes', so each node gets the same share.
+--
 -- Every request carries a different body (and, for Stripe, event id), built from the thread's
 -- number and a per-thread counter, so duplicate detection never short-circuits.
 --
@@ -39,8 +44,29 @@ local NEVER_MS = 3600 * 1000
 
 -- Setup environment (wrk's main thread): every thread, to read its counters in done().
 local threads = {}
+-- The nodes' addresses, looked up at the first setup() (nil: wrk's own address for every thread).
+local addresses = nil
+
+local function node_addresses()
+   local listed = os.getenv("HOOKGATE_BENCH_WRK_ADDRESSES")
+   if not listed or listed == "" then
+      return {}
+   end
+   local found = {}
+   for host, port in listed:gmatch("([^%s:]+):(%d+)") do
+      local resolved = wrk.lookup(host, port)
+      assert(resolved and #resolved > 0, "cannot resolve " .. host .. ":" .. port)
+      table.insert(found, resolved[1])
+   end
+   assert(#found > 0, "HOOKGATE_BENCH_WRK_ADDRESSES holds no host:port: " .. listed)
+   return found
+end
 
 function setup(thread)
+   addresses = addresses or node_addresses()
+   if #addresses > 0 then
+      thread.addr = addresses[#threads % #addresses + 1]
+   end
    thread:set("thread_number", #threads)
    table.insert(threads, thread)
 end

@@ -1,10 +1,12 @@
 //! Ingest benchmark: how many small webhook posts per second hookgate commits,
-//! and how long each one waits, next to a bare-hyper server measured in the
-//! same run on the same machine, both loaded by wrk from outside.
+//! and how long each one waits, on each of its stores (SQLite; PostgreSQL with
+//! one node; PostgreSQL with two nodes on one database), next to a bare-hyper
+//! server measured in the same run on the same machine, all loaded by wrk from
+//! outside, with the CPU time each one cost.
 //!
 //! # What it measures
 //!
-//! Three processes besides this one, so that no server shares a process or a
+//! Each server runs in a process of its own, so that none shares a process or a
 //! runtime with the load:
 //!
 //! - **wrk** (the Debian package: `apt-get install wrk`) generates the load,
@@ -15,9 +17,16 @@
 //!   posts it answered. It is the ceiling: HTTP parsing and loopback
 //!   networking on this machine, nothing else.
 //! - **hookgate**: the real binary (`CARGO_BIN_EXE_hookgate`, a release build
-//!   under `cargo bench`), started with `serve` on a fresh SQLite database in a
-//!   temporary directory and one hook definition file. Its reply waits for the
-//!   durable commit of the event.
+//!   under `cargo bench`), started with `serve` and one hook definition file, on
+//!   each backend of `--backends` in turn: `sqlite` (a fresh SQLite file in a
+//!   temporary directory), `postgres` (one node on a fresh schema of the server
+//!   named by `HOOKGATE_BENCH_POSTGRES_URL`) and `postgres-2` (two nodes on one
+//!   fresh schema; wrk's threads are spread over them, so each node takes half
+//!   the connections, and one latency distribution covers both). Its reply
+//!   waits for the durable commit of the event. Each backend's nodes start just
+//!   before it is measured and are killed after, and its schema is dropped.
+//!   Without `HOOKGATE_BENCH_POSTGRES_URL` the PostgreSQL backends are skipped,
+//!   saying so (named in `--backends`, they are an error instead).
 //!
 //! Each server gets the same three wrk runs: a probe (one request, whose reply
 //! is shown if it is not a success), a warm-up of `--warmup` seconds, and the
@@ -39,23 +48,35 @@
 //! coordinated omission. Being a closed loop, a stalled server also stalls the
 //! load, so tail latencies are a lower bound, which is fine for comparing runs.
 //!
+//! CPU: `utime + stime` of the server's processes (every node) from
+//! `/proc/<pid>/stat`, read just before and just after the measured run,
+//! divided by its acknowledged requests, as CPU seconds per 10,000 events. For
+//! PostgreSQL also the server processes serving the nodes (found in
+//! `pg_stat_activity` by the `application_name` the nodes' URL sets), and
+//! apart, the server's auxiliary processes (WAL writer, checkpointer, ...),
+//! which serve everyone on that server. On a machine with few cores the nodes,
+//! the database and wrk compete for the same cores, so the CPU per event says
+//! more about a backend's cost than its rate does.
+//!
 //! # What it checks
 //!
-//! After both servers have been measured, what each kept is compared with what
-//! wrk counted as acknowledged over the probe, the warm-up and the measured run:
+//! After each server has been measured, what it kept is compared with what wrk
+//! counted as acknowledged over the probe, the warm-up and the measured run:
 //! the baseline's count of answered posts, and the events in hookgate's store
-//! (hookgate is killed first, so only committed events count, and the database
-//! is read with SQLite). Any difference, any failed request, and any request
-//! wrk sent but never saw answered fail the bench.
+//! (its nodes are killed first, so only committed events count; SQLite's file
+//! or the PostgreSQL schema is then read). Any difference, any failed request,
+//! and any request wrk sent but never saw answered fail the bench.
 //!
 //! # How to run it
 //!
 //! ```text
 //! apt-get install wrk
 //! cargo bench --bench ingest
+//! HOOKGATE_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --bench ingest
 //! cargo bench --bench ingest -- --duration 30 --connections 128
 //! HOOKGATE_BENCH_DURATION=30 cargo bench --bench ingest
 //! cargo bench --bench ingest -- --only baseline
+//! cargo bench --bench ingest -- --backends sqlite
 //! ```
 //!
 //! The machine is small and shared, so run it while nothing else is busy and
@@ -74,6 +95,9 @@
 //! | `--threads N`        | `HOOKGATE_BENCH_THREADS`    | the machine's cores (wrk threads) |
 //! | `--scenario NAME`    | `HOOKGATE_BENCH_SCENARIO`   | `form_json`      |
 //! | `--only SERVER`      | `HOOKGATE_BENCH_ONLY`       | both (`baseline` or `hookgate`) |
+//! | `--backends LIST`    | `HOOKGATE_BENCH_BACKENDS`   | `sqlite,postgres,postgres-2` (`postgres-N`: N nodes) |
+//! |                      | `HOOKGATE_BENCH_POSTGRES_URL` | none: the PostgreSQL backends are skipped |
+//! |                      | `HOOKGATE_BENCH_BINARY`     | this build's `hookgate`; another build to measure instead (to compare two builds in turn) |
 //!
 //! Without `--bench` (that is, when `cargo test --benches` or
 //! `cargo test --all-targets` runs this file) it is a smoke test: the duration
@@ -82,11 +106,13 @@
 //!
 //! # Output and exit status
 //!
-//! Progress and wrk's own reports go to stderr. Stdout gets a table, the ratios
-//! against the targets stated in the issue (hookgate at least 30% of the
-//! baseline's requests per second, hookgate p99 under 10 ms), the store check,
-//! and as its last line one JSON object to compare later runs with:
-//! `{"scenario":"form_json","connections":64,...,"baseline":{...},"hookgate":{...},"rps_ratio":...}`.
+//! Progress and wrk's own reports go to stderr. Stdout gets the machine's facts
+//! (cores, load average, the time of a 4 KiB write with `fdatasync`), a table
+//! with a row per server, the ratios against the targets stated in the issue
+//! (hookgate at least 30% of the baseline's requests per second, hookgate p99
+//! under 10 ms), the store check, and as its last line one JSON object to
+//! compare later runs with:
+//! `{"scenario":"form_json","connections":64,...,"baseline":{...},"hookgate":{"sqlite":{...},...},"rps_ratio":{...}}`.
 //! Missing a target is reported, not an error. The exit status is 1 if any
 //! request failed (a non-2xx reply, a socket error, a timeout, or no reply),
 //! or if what a server kept differs from what it acknowledged; 2 if the bench
@@ -115,6 +141,17 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
+#[path = "support/backend.rs"]
+mod backend;
+#[path = "support/machine.rs"]
+mod machine;
+#[path = "support/postgres.rs"]
+#[allow(dead_code, reason = "shared with the deliveries bench, which reads more of the store")]
+mod postgres;
+
+use backend::Backend;
+use machine::CpuSample;
+
 /// Set to `baseline` in the environment of the child that serves the baseline.
 const ROLE_VAR: &str = "HOOKGATE_BENCH_ROLE";
 const BASELINE_LISTENING: &str = "baseline listening on ";
@@ -127,6 +164,8 @@ const WRK_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ingest.lu
 /// The script's line of counts and latencies, and the probe's reply, on wrk's stdout.
 const WRK_COUNTS: &str = "HOOKGATE_BENCH_WRK ";
 const WRK_REPLY: &str = "HOOKGATE_BENCH_REPLY ";
+/// Set for wrk when a run loads several nodes: their `host:port` addresses, space-separated.
+const WRK_ADDRESSES: &str = "HOOKGATE_BENCH_WRK_ADDRESSES";
 /// How long wrk runs past a run's seconds, for the replies to the last requests. A request still
 /// unanswered then counts as failed.
 const GRACE: Duration = Duration::from_secs(1);
@@ -170,9 +209,12 @@ usage: cargo bench --bench ingest -- [OPTIONS]
   --threads N        wrk threads (HOOKGATE_BENCH_THREADS, default: the machine's cores)
   --scenario NAME    what is posted: form_json or stripe_signed (HOOKGATE_BENCH_SCENARIO, default form_json)
   --only SERVER      measure only `baseline` or only `hookgate` (HOOKGATE_BENCH_ONLY)
+  --backends LIST    hookgate's stores, in order: sqlite, postgres (one node), postgres-2 (two
+                     nodes on one database) (HOOKGATE_BENCH_BACKENDS, default all three)
   --help             print this
 
-Needs wrk (apt-get install wrk).";
+Needs wrk (apt-get install wrk). The PostgreSQL backends need HOOKGATE_BENCH_POSTGRES_URL
+(e.g. postgres://postgres@127.0.0.1:5432/test); without it they are skipped.";
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -182,6 +224,10 @@ struct Options {
     threads: usize,
     scenario: Scenario,
     servers: Servers,
+    /// The stores hookgate is measured on, in order.
+    backends: Vec<Backend>,
+    /// Whether `backends` was asked for (a missing PostgreSQL URL is then an error, not a skip).
+    backends_asked: bool,
     /// Whether cargo ran this as a benchmark (`--bench`) rather than as a test.
     mode: Mode,
 }
@@ -243,6 +289,8 @@ impl Options {
             threads: std::thread::available_parallelism().map_or(2, |cores| cores.get()),
             scenario: Scenario::FormJson,
             servers: Servers::Both,
+            backends: Backend::DEFAULT.to_vec(),
+            backends_asked: false,
             mode,
         };
 
@@ -253,6 +301,7 @@ impl Options {
             ("--threads", "HOOKGATE_BENCH_THREADS"),
             ("--scenario", "HOOKGATE_BENCH_SCENARIO"),
             ("--only", "HOOKGATE_BENCH_ONLY"),
+            ("--backends", "HOOKGATE_BENCH_BACKENDS"),
         ] {
             if let Some(value) = var(var_name) {
                 options.set(name, &value).with_context(|| format!("in the environment variable {var_name}"))?;
@@ -301,6 +350,10 @@ impl Options {
             }
             "--scenario" => self.scenario = Scenario::parse(value)?,
             "--only" => self.servers = Servers::parse(value)?,
+            "--backends" => {
+                self.backends = Backend::parse_list(value)?;
+                self.backends_asked = true;
+            }
             _ => bail!("unknown option {name:?}\n{USAGE}"),
         }
         Ok(())
@@ -426,9 +479,9 @@ fn run_bench() -> ExitCode {
     }
 }
 
-/// Starts the servers, measures them in turn, compares what each kept with
-/// what it acknowledged, and prints the report. The servers are killed when
-/// this returns or is dropped.
+/// Measures the baseline, then hookgate on each backend in turn (each started just before its
+/// measurement and stopped after it, so no idle server shares the machine with another's run),
+/// compares what each kept with what it acknowledged, and prints the report.
 async fn bench(options: &Options) -> anyhow::Result<Report> {
     let scenario = options.scenario;
     if options.mode == Mode::Smoke {
@@ -436,49 +489,115 @@ async fn bench(options: &Options) -> anyhow::Result<Report> {
     }
     check_wrk().await?;
 
-    // Start both before measuring either, so a server that cannot start fails
-    // the run at once and neither one's start-up overlaps a measurement.
-    let mut baseline = options.servers.baseline().then(Baseline::start).transpose()?;
-    let mut hookgate = options.servers.hookgate().then(|| Hookgate::start(scenario)).transpose()?;
-    let baseline_target = match &mut baseline {
-        Some(server) => Some(server.target().await?),
-        None => None,
-    };
-    let hookgate_target = match &mut hookgate {
-        Some(server) => Some(server.target(scenario).await?),
-        None => None,
-    };
+    let postgres_server = postgres::server_url();
+    let hookgate_backends = if options.servers.hookgate() { options.backends.as_slice() } else { &[] };
+    let (backends, skipped) =
+        backend::available(hookgate_backends, options.backends_asked, postgres_server.as_deref())?;
+    skipped.iter().for_each(|skipped| eprintln!("{skipped}"));
+    // Each wrk thread loads one node, so every node gets the same share of the connections.
+    for backend in &backends {
+        ensure!(
+            options.threads.is_multiple_of(backend.nodes()),
+            "{} needs a number of wrk threads divisible by its {} nodes (--threads {})",
+            backend.name(),
+            backend.nodes(),
+            options.threads
+        );
+    }
 
+    let machine = Machine::read()?;
     eprintln!(
-        "scenario {}, {} connections over {} wrk threads, {:.1} s warm-up, {:.1} s measured per server",
+        "scenario {}, {} connections over {} wrk threads, {:.1} s warm-up, {:.1} s measured per server; {}",
         scenario.name(),
         options.connections,
         options.threads,
         options.warmup.as_secs_f64(),
         options.duration.as_secs_f64(),
+        machine.describe(),
     );
-    let mut report = Report { options: options.clone(), baseline: None, hookgate: None };
-    let baseline_runs = match &baseline_target {
-        Some(target) => Some(measure("baseline", target, options).await.context("measuring the baseline")?),
-        None => None,
-    };
-    let hookgate_runs = match &hookgate_target {
-        Some(target) => Some(measure("hookgate", target, options).await.context("measuring hookgate")?),
-        None => None,
-    };
+    let mut report = Report { options: options.clone(), machine, baseline: None, hookgate: Vec::new(), skipped };
 
-    if let (Some(runs), Some(server), Some(target)) = (baseline_runs, &baseline, &baseline_target) {
-        let kept = server.answered(target).await.context("asking the baseline how many posts it answered")?;
-        report.baseline = Some(Measured { runs, kept });
+    if options.servers.baseline() {
+        let mut baseline = Baseline::start()?;
+        let target = baseline.target().await?;
+        let meter = Meter { pids: vec![baseline.server.pid()], database: None };
+        let (runs, spent) = measure("baseline", std::slice::from_ref(&target), options, &meter)
+            .await
+            .context("measuring the baseline")?;
+        let kept = baseline.answered(&target).await.context("asking the baseline how many posts it answered")?;
+        report.baseline = Some(Measured { runs, kept, spent, nodes: 1 });
     }
-    if let (Some(runs), Some(server)) = (hookgate_runs, hookgate.take()) {
-        let kept = server.stored_events().context("counting the events in hookgate's store")?;
-        report.hookgate = Some(Measured { runs, kept });
+    for backend in backends {
+        let measured = measure_hookgate(backend, options, postgres_server.as_deref())
+            .await
+            .with_context(|| format!("measuring hookgate on {}", backend.name()))?;
+        report.hookgate.push((backend, measured));
     }
-    drop(baseline);
 
     report.print();
     Ok(report)
+}
+
+/// Starts hookgate's nodes on a fresh store of `backend`, measures them, stops them and counts
+/// the events they stored; a PostgreSQL schema is dropped afterwards, whatever happened.
+async fn measure_hookgate(backend: Backend, options: &Options, server: Option<&str>) -> anyhow::Result<Measured> {
+    let schema = match (backend, server) {
+        (Backend::Sqlite, _) => None,
+        (Backend::Postgres { .. }, Some(server)) => Some(postgres::BenchSchema::create(server).await?),
+        (Backend::Postgres { .. }, None) => bail!("{} is not set", postgres::URL_VARIABLE),
+    };
+    let measured = async {
+        let database = match &schema {
+            Some(schema) => Database::Postgres(schema),
+            None => Database::Sqlite,
+        };
+        let mut hookgate = Hookgate::start(options.scenario, &database, backend.nodes())?;
+        let targets = hookgate.targets(options.scenario).await?;
+        let meter = Meter { pids: hookgate.pids(), database: schema.as_ref() };
+        let (runs, spent) = measure(&format!("hookgate on {}", backend.name()), &targets, options, &meter).await?;
+        let kept = hookgate.stored_events(&database).await.context("counting the events in hookgate's store")?;
+        anyhow::Ok(Measured { runs, kept, spent, nodes: backend.nodes() })
+    }
+    .await;
+    if let Some(schema) = schema {
+        let name = schema.name().to_owned();
+        match schema.drop().await {
+            Ok(()) => eprintln!("dropped the schema {name}"),
+            Err(error) => eprintln!("warning: {error:#}"),
+        }
+    }
+    measured
+}
+
+/// The machine's facts printed beside the figures.
+#[derive(Debug, Clone)]
+struct Machine {
+    cores: usize,
+    /// Median and slowest of 200 durable 4 KiB writes in the temporary directory.
+    fsync: (Duration, Duration),
+    load_at_start: f64,
+}
+
+impl Machine {
+    fn read() -> anyhow::Result<Machine> {
+        let directory = tempfile::Builder::new().prefix("hookgate-bench-fsync-").tempdir()?;
+        let fsync = machine::fsync_time(directory.path(), 200).context("cannot time fdatasync")?;
+        Ok(Machine {
+            cores: std::thread::available_parallelism().map_or(0, |cores| cores.get()),
+            fsync,
+            load_at_start: machine::load_average(),
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} cores, load average {:.2}, 4 KiB write + fdatasync {:.2} ms median ({:.2} ms slowest of 200)",
+            self.cores,
+            self.load_at_start,
+            self.fsync.0.as_secs_f64() * 1000.0,
+            self.fsync.1.as_secs_f64() * 1000.0,
+        )
+    }
 }
 
 /// Fails with the way to install wrk when it is missing.
@@ -572,8 +691,9 @@ impl Counts {
     }
 }
 
-/// Runs wrk once against `target` and reads the script's counts.
-async fn wrk(target: &Target, options: &Options, run: Run) -> anyhow::Result<(Counts, Option<String>)> {
+/// Runs wrk once against `targets` and reads the script's counts. With several targets (the
+/// nodes of one store), wrk's threads take them in turn; the probe goes to the first only.
+async fn wrk(targets: &[Target], options: &Options, run: Run) -> anyhow::Result<(Counts, Option<String>)> {
     let (connections, threads, seconds, wrk_seconds) = match run {
         // One request; wrk's shortest run is a second.
         Run::Probe => (1, 1, 1.0, 1),
@@ -582,7 +702,9 @@ async fn wrk(target: &Target, options: &Options, run: Run) -> anyhow::Result<(Co
             (options.connections, options.threads, seconds.as_secs_f64(), (seconds + GRACE).as_secs_f64().ceil() as u64)
         }
     };
-    let output = tokio::process::Command::new("wrk")
+    let first = targets.first().ok_or_else(|| anyhow!("no target to load"))?;
+    let mut command = tokio::process::Command::new("wrk");
+    command
         .arg("--threads")
         .arg(threads.to_string())
         .arg("--connections")
@@ -593,16 +715,18 @@ async fn wrk(target: &Target, options: &Options, run: Run) -> anyhow::Result<(Co
         .arg(format!("{}s", REQUEST_TIMEOUT.as_secs()))
         .arg("--script")
         .arg(WRK_SCRIPT)
-        .arg(&target.url)
+        .arg(&first.url)
         .arg("--")
         .arg(options.scenario.name())
         .arg(run.name())
         .arg(seconds.to_string())
         .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("cannot run wrk")?;
+        .kill_on_drop(true);
+    if run != Run::Probe && targets.len() > 1 {
+        let addresses: Vec<String> = targets.iter().map(|target| target.address.to_string()).collect();
+        command.env(WRK_ADDRESSES, addresses.join(" "));
+    }
+    let output = command.output().await.context("cannot run wrk")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     for line in stdout.lines().filter(|line| !line.starts_with(WRK_COUNTS) && !line.starts_with(WRK_REPLY)) {
         eprintln!("  wrk {}: {line}", run.name());
@@ -622,23 +746,56 @@ async fn wrk(target: &Target, options: &Options, run: Run) -> anyhow::Result<(Co
     Ok((counts, reply))
 }
 
-/// The probe, the warm-up (unless it is 0 s) and the measured run against `target`.
-async fn measure(name: &str, target: &Target, options: &Options) -> anyhow::Result<Runs> {
-    eprintln!("measuring {name} at {}", target.url);
-    let (probe, reply) = wrk(target, options, Run::Probe).await?;
+/// Whose CPU time a measured run is charged with: the server's processes and, for PostgreSQL,
+/// the database's processes serving them.
+struct Meter<'a> {
+    pids: Vec<u32>,
+    database: Option<&'a postgres::BenchSchema>,
+}
+
+impl Meter<'_> {
+    async fn sample(&self) -> anyhow::Result<(CpuSample, Option<postgres::DatabaseSample>)> {
+        let database = match self.database {
+            Some(schema) => Some(schema.sample().await.context("reading the database's CPU time")?),
+            None => None,
+        };
+        Ok((CpuSample::of(self.pids.iter().copied()), database))
+    }
+}
+
+/// The probe, the warm-up (unless it is 0 s) and the measured run against `targets`, with the
+/// CPU time spent over the measured run.
+async fn measure(
+    name: &str,
+    targets: &[Target],
+    options: &Options,
+    meter: &Meter<'_>,
+) -> anyhow::Result<(Runs, Spent)> {
+    let first = targets.first().ok_or_else(|| anyhow!("no target to load"))?;
+    let addresses: Vec<String> = targets.iter().map(|target| target.address.to_string()).collect();
+    eprintln!("measuring {name} at {} (on {})", first.url, addresses.join(", "));
+    let (probe, reply) = wrk(targets, options, Run::Probe).await?;
     ensure!(
         probe.sent == 1 && probe.acknowledged() == 1 && probe.failed() == 0,
         "the probe POST to {} was not acknowledged: reply {}; {}",
-        target.url,
+        first.url,
         reply.as_deref().unwrap_or("none"),
         probe.failure_text()
     );
     let warmup = match options.warmup.is_zero() {
         true => None,
-        false => Some(wrk(target, options, Run::Warmup).await?.0),
+        false => Some(wrk(targets, options, Run::Warmup).await?.0),
     };
-    let (measured, _) = wrk(target, options, Run::Measure).await?;
-    Ok(Runs { probe, warmup, measured })
+    let load = machine::load_average();
+    let (server_before, database_before) = meter.sample().await?;
+    let (measured, _) = wrk(targets, options, Run::Measure).await?;
+    let (server_after, database_after) = meter.sample().await?;
+    let spent = Spent {
+        server: server_after.since(&server_before),
+        database: database_after.zip(database_before).map(|(after, before)| after.since(&before)),
+        load,
+    };
+    Ok((Runs { probe, warmup, measured }, spent))
 }
 
 // ---------------------------------------------------------------------------
@@ -751,12 +908,26 @@ impl Runs {
     }
 }
 
-/// A server's runs, and what it kept: the posts the baseline counted, or the
-/// events in hookgate's store.
+/// A server's runs, what it kept (the posts the baseline counted, or the events in hookgate's
+/// store) and the CPU time its measured run cost.
 #[derive(Debug)]
 struct Measured {
     runs: Runs,
     kept: u64,
+    spent: Spent,
+    /// Processes serving the load.
+    nodes: usize,
+}
+
+/// The CPU time spent over a measured run.
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    /// The server's processes (all of hookgate's nodes).
+    server: Duration,
+    /// PostgreSQL: the processes serving this run's nodes, and the server's auxiliary processes.
+    database: Option<(Duration, Duration)>,
+    /// The one-minute load average as the run started.
+    load: f64,
 }
 
 impl Measured {
@@ -764,9 +935,29 @@ impl Measured {
         self.runs.measured.acknowledged() as f64 / duration.as_secs_f64()
     }
 
+    /// CPU seconds per 10,000 acknowledged requests of the measured run: the server's, the
+    /// database's backends', the database's auxiliary processes'.
+    fn cpu_per_10k(&self) -> (f64, Option<f64>, Option<f64>) {
+        let events = self.runs.measured.acknowledged();
+        let (backends, auxiliary) = self.spent.database.unzip();
+        (
+            machine::per_10k(self.spent.server, events),
+            backends.map(|spent| machine::per_10k(spent, events)),
+            auxiliary.map(|spent| machine::per_10k(spent, events)),
+        )
+    }
+
+    /// Cores the server's processes kept busy on average over the measured run's seconds (the
+    /// load stops at their end; the grace that follows costs the server next to nothing).
+    fn cores(&self, duration: Duration) -> f64 {
+        self.spent.server.as_secs_f64() / duration.as_secs_f64()
+    }
+
     fn to_json(&self, duration: Duration) -> Value {
         let measured = &self.runs.measured;
+        let (server, backends, auxiliary) = self.cpu_per_10k();
         json!({
+            "nodes": self.nodes,
             "requests": measured.acknowledged(),
             "rps": round(self.rps(duration), 1),
             "p50_us": measured.p50_us,
@@ -774,6 +965,11 @@ impl Measured {
             "p99_us": measured.p99_us,
             "max_us": measured.max_us,
             "mean_us": round(measured.mean_us, 1),
+            "cpu_s_per_10k": round(server, 3),
+            "db_backends_cpu_s_per_10k": backends.map(|value| round(value, 3)),
+            "db_auxiliary_cpu_s_per_10k": auxiliary.map(|value| round(value, 3)),
+            "cores": round(self.cores(duration), 2),
+            "load_average": round(self.spent.load, 2),
             "failed": self.runs.failed(),
             "acknowledged": self.runs.acknowledged(),
             "kept": self.kept,
@@ -783,15 +979,18 @@ impl Measured {
 
 struct Report {
     options: Options,
+    machine: Machine,
     baseline: Option<Measured>,
-    hookgate: Option<Measured>,
+    hookgate: Vec<(Backend, Measured)>,
+    /// Backends left out, and why.
+    skipped: Vec<String>,
 }
 
 impl Report {
-    fn servers(&self) -> impl Iterator<Item = (&'static str, &Measured)> {
-        [("baseline", self.baseline.as_ref()), ("hookgate", self.hookgate.as_ref())]
-            .into_iter()
-            .filter_map(|(name, measured)| Some((name, measured?)))
+    /// Every measured server, by its name in the report.
+    fn servers(&self) -> impl Iterator<Item = (String, &Measured)> {
+        let baseline = self.baseline.iter().map(|measured| ("baseline".to_owned(), measured));
+        baseline.chain(self.hookgate.iter().map(|(backend, measured)| (backend.name(), measured)))
     }
 
     /// What makes the bench fail: failed requests, and a server that kept
@@ -809,9 +1008,9 @@ impl Report {
             }
             let acknowledged = measured.runs.acknowledged();
             if measured.kept != acknowledged {
-                let kept = match name {
-                    "hookgate" => "events in its store",
-                    _ => "posts it counted as answered",
+                let kept = match name.as_str() {
+                    "baseline" => "posts it counted as answered",
+                    _ => "events in its store",
                 };
                 failures.push(format!(
                     "{name} acknowledged {acknowledged} post(s) to wrk but has {} {kept} ({:+}): \
@@ -837,54 +1036,87 @@ impl Report {
             options.duration.as_secs_f64(),
             build_profile(),
         );
+        println!("machine: {}", self.machine.describe());
+        println!("hookgate binary: {}", machine::hookgate_binary().to_string_lossy());
+        for skipped in &self.skipped {
+            println!("{skipped}");
+        }
         println!();
         println!(
-            "{:<10} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>8} {:>12} {:>12}",
-            "server", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "failed", "acknowledged", "kept"
+            "{:<11} {:>5} {:>9} {:>10} {:>6} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6} {:>5} {:>6} {:>9} {:>9}",
+            "server",
+            "nodes",
+            "requests",
+            "req/s",
+            "ratio",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "cpu s/10k",
+            "db s/10k",
+            "aux s/10k",
+            "cores",
+            "load",
+            "failed",
+            "acked",
+            "kept"
         );
+        let baseline_rps = self.baseline.as_ref().map(|baseline| baseline.rps(options.duration));
+        let optional = |value: Option<f64>| value.map_or("-".to_owned(), |value| format!("{value:.3}"));
         for (name, measured) in self.servers() {
             let counts = &measured.runs.measured;
+            let rps = measured.rps(options.duration);
+            let (server, backends, auxiliary) = measured.cpu_per_10k();
             println!(
-                "{:<10} {:>10} {:>11.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>12} {:>12}",
+                "{:<11} {:>5} {:>9} {:>10.1} {:>6} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>8.3} {:>8} {:>8} {:>6.2} {:>5.2} {:>6} {:>9} {:>9}",
                 name,
+                measured.nodes,
                 counts.acknowledged(),
-                measured.rps(options.duration),
+                rps,
+                optional(baseline_rps.map(|baseline| rps / baseline)),
                 millis(counts.p50_us),
                 millis(counts.p90_us),
                 millis(counts.p99_us),
                 millis(counts.max_us),
+                server,
+                optional(backends),
+                optional(auxiliary),
+                measured.cores(options.duration),
+                measured.spent.load,
                 measured.runs.failed(),
                 measured.runs.acknowledged(),
                 measured.kept,
             );
         }
-        println!("(acknowledged: successful replies over the probe, warm-up and measured run; kept: the posts the");
-        println!(" baseline counted, the events in hookgate's store after it was killed)");
+        println!(
+            "(ratio: req/s over the baseline's; cpu s/10k: CPU seconds (user + system) of the server's processes,"
+        );
+        println!(" all nodes together, per 10,000 acknowledged requests of the measured run; db s/10k: the PostgreSQL");
+        println!(
+            " processes serving those nodes; aux s/10k: PostgreSQL's WAL writer, checkpointer and other auxiliary"
+        );
+        println!(" processes, shared with whatever else uses the server; cores: the server's CPU time over the run's");
+        println!(" seconds; load: the load average as the run started; acked: successful replies over the probe,");
+        println!(" warm-up and measured run; kept: the posts the baseline counted, or the events in hookgate's store");
+        println!(" after its nodes were killed)");
         println!();
 
-        let both = self.baseline.as_ref().zip(self.hookgate.as_ref());
-        let rps_ratio =
-            both.map(|(baseline, hookgate)| hookgate.rps(options.duration) / baseline.rps(options.duration));
-        let p99_ratio = both.map(|(baseline, hookgate)| {
-            hookgate.runs.measured.p99_us as f64 / baseline.runs.measured.p99_us.max(1) as f64
-        });
-        if let Some(ratio) = rps_ratio {
-            println!(
-                "hookgate / baseline req/s: {ratio:.3} (target >= {TARGET_RPS_RATIO:.2}: {})",
-                met(ratio >= TARGET_RPS_RATIO)
-            );
-        }
-        if let Some(hookgate) = &self.hookgate {
+        let mut rps_ratios = serde_json::Map::new();
+        for (backend, hookgate) in &self.hookgate {
+            let name = backend.name();
+            if let Some(baseline) = &self.baseline {
+                let ratio = hookgate.rps(options.duration) / baseline.rps(options.duration);
+                rps_ratios.insert(name.clone(), json!(round(ratio, 4)));
+                println!(
+                    "hookgate on {name} / baseline req/s: {ratio:.3} (target >= {TARGET_RPS_RATIO:.2}: {})",
+                    met(ratio >= TARGET_RPS_RATIO)
+                );
+            }
             let p99 = hookgate.runs.measured.p99_us;
-            let versus = match (&self.baseline, p99_ratio) {
-                (Some(baseline), Some(ratio)) => {
-                    format!(" vs baseline {:.2} ms ({ratio:.1}x)", millis(baseline.runs.measured.p99_us))
-                }
-                _ => String::new(),
-            };
             let target_micros = TARGET_P99.as_micros() as u64;
             println!(
-                "hookgate p99: {:.2} ms{versus} (target < {:.0} ms: {})",
+                "hookgate on {name} p99: {:.2} ms (target < {:.0} ms: {})",
                 millis(p99),
                 millis(target_micros),
                 met(p99 < target_micros)
@@ -896,18 +1128,21 @@ impl Report {
             false => failures.iter().for_each(|failure| println!("FAILED: {failure}")),
         }
 
-        let server_json = |measured: &Option<Measured>| {
-            measured.as_ref().map_or(Value::Null, |measured| measured.to_json(options.duration))
-        };
+        let hookgate: serde_json::Map<String, Value> = self
+            .hookgate
+            .iter()
+            .map(|(backend, measured)| (backend.name(), measured.to_json(options.duration)))
+            .collect();
         let line = json!({
             "scenario": options.scenario.name(),
             "connections": options.connections,
             "threads": options.threads,
             "generator": "wrk",
-            "baseline": server_json(&self.baseline),
-            "hookgate": server_json(&self.hookgate),
-            "rps_ratio": rps_ratio.map(|ratio| round(ratio, 4)),
-            "p99_ratio": p99_ratio.map(|ratio| round(ratio, 3)),
+            "cores": self.machine.cores,
+            "fsync_median_ms": round(self.machine.fsync.0.as_secs_f64() * 1000.0, 3),
+            "baseline": self.baseline.as_ref().map_or(Value::Null, |measured| measured.to_json(options.duration)),
+            "hookgate": hookgate,
+            "rps_ratio": rps_ratios,
             "duration_secs": options.duration.as_secs_f64(),
             "warmup_secs": options.warmup.as_secs_f64(),
             "build": build_profile(),
@@ -976,6 +1211,10 @@ impl ChildServer {
 }
 
 impl ChildServer {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server and waits for it to exit; a second call does nothing.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -1041,57 +1280,98 @@ impl Baseline {
     }
 }
 
-/// The real hookgate in a temporary directory, with one hook definition.
+/// Where hookgate's nodes keep their events.
+enum Database<'a> {
+    /// A fresh SQLite file in hookgate's temporary directory.
+    Sqlite,
+    /// A fresh schema of the PostgreSQL server.
+    Postgres(&'a postgres::BenchSchema),
+}
+
+/// The real hookgate in a temporary directory, with one hook definition: one node, or several
+/// on one PostgreSQL schema (each in a directory of its own, loading the same definitions).
 struct Hookgate {
-    // Fields drop in order: the server is killed before its directory goes.
-    server: ChildServer,
+    // Fields drop in order: the nodes are killed before their directory goes.
+    nodes: Vec<ChildServer>,
     admin_token: String,
-    database: PathBuf,
+    sqlite_file: PathBuf,
     _directory: tempfile::TempDir,
 }
 
 impl Hookgate {
-    fn start(scenario: Scenario) -> anyhow::Result<Hookgate> {
+    fn start(scenario: Scenario, database: &Database<'_>, nodes: usize) -> anyhow::Result<Hookgate> {
         let directory = tempfile::Builder::new()
             .prefix("hookgate-bench-")
             .tempdir()
             .context("cannot create a temporary directory")?;
-        let data = directory.path().join("data");
         let definitions = directory.path().join("defs");
-        std::fs::create_dir_all(&data)?;
         std::fs::create_dir_all(&definitions)?;
         write_json(&definitions.join("bench.json"), &scenario.definitions())?;
         let admin_token = hex::encode(rand::random::<[u8; 24]>());
-        let database = data.join("hookgate.db");
+        std::fs::create_dir_all(directory.path().join("data"))?;
+        let sqlite_file = directory.path().join("data").join("hookgate.db");
+        let database_arg: OsString = match database {
+            Database::Sqlite => sqlite_file.clone().into(),
+            Database::Postgres(schema) => schema.url.clone().into(),
+        };
 
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hookgate"));
-        command
-            .arg("serve")
-            .arg("--http")
-            .arg("127.0.0.1:0")
-            .arg("--smtp")
-            .arg("127.0.0.1:0")
-            .arg("--database")
-            .arg(&database)
-            .arg("--definitions")
-            .arg(&definitions)
-            .current_dir(directory.path())
-            .stdin(Stdio::null())
-            .env("HOOKGATE_ADMIN_TOKEN", &admin_token)
-            .env("BENCH_STRIPE_SECRET", BENCH_STRIPE_SECRET)
-            .env("RUST_LOG", "warn");
-        // The bench's own variables are not hookgate configuration.
-        for name in bench_variables() {
-            command.env_remove(name);
+        let mut started = Vec::with_capacity(nodes);
+        for node in 0..nodes {
+            let home = directory.path().join(format!("node-{node}"));
+            std::fs::create_dir_all(home.join("data"))?;
+            let mut command = Command::new(machine::hookgate_binary());
+            command
+                .arg("serve")
+                .arg("--http")
+                .arg("127.0.0.1:0")
+                .arg("--smtp")
+                .arg("127.0.0.1:0")
+                .arg("--database")
+                .arg(&database_arg)
+                .arg("--definitions")
+                .arg(&definitions)
+                .current_dir(&home)
+                .stdin(Stdio::null())
+                .env("HOOKGATE_ADMIN_TOKEN", &admin_token)
+                .env("BENCH_STRIPE_SECRET", BENCH_STRIPE_SECRET)
+                .env("RUST_LOG", "warn");
+            // The bench's own variables are not hookgate configuration.
+            for name in bench_variables() {
+                command.env_remove(name);
+            }
+            started.push(ChildServer::spawn("hookgate", command, HOOKGATE_LISTENING)?);
         }
-        let server = ChildServer::spawn("hookgate", command, HOOKGATE_LISTENING)?;
-        Ok(Hookgate { server, admin_token, database, _directory: directory })
+        Ok(Hookgate { nodes: started, admin_token, sqlite_file, _directory: directory })
     }
 
-    /// Waits for hookgate to listen, then asks it for the scenario's hook URL
-    /// and aims at that URL's path on the address hookgate announced.
-    async fn target(&mut self, scenario: Scenario) -> anyhow::Result<Target> {
-        let base = self.server.base_url().await?;
+    fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(ChildServer::pid).collect()
+    }
+
+    /// Waits for every node to listen and list the scenario's hook; returns the hook's URL on
+    /// each node, which must all have the same path (one store, one hook token).
+    async fn targets(&mut self, scenario: Scenario) -> anyhow::Result<Vec<Target>> {
+        let mut targets = Vec::with_capacity(self.nodes.len());
+        for node in 0..self.nodes.len() {
+            let target = self.target(node, scenario).await?;
+            if let Some(first) = targets.first() {
+                let first: &Target = first;
+                ensure!(
+                    first.path == target.path,
+                    "the nodes list the hook at different paths: {} and {}",
+                    first.path,
+                    target.path
+                );
+            }
+            targets.push(target);
+        }
+        Ok(targets)
+    }
+
+    /// Waits for node `node` to listen, then asks it for the scenario's hook URL
+    /// and aims at that URL's path on the address the node announced.
+    async fn target(&mut self, node: usize, scenario: Scenario) -> anyhow::Result<Target> {
+        let base = self.nodes[node].base_url().await?;
         let base = base.trim_end_matches('/');
         let api = Target::from_url(&format!("{base}/api/hooks")).await?;
         let deadline = Instant::now() + STARTUP_TIMEOUT;
@@ -1132,14 +1412,21 @@ impl Hookgate {
         Ok(url)
     }
 
-    /// Kills hookgate, then counts the events in its database: only what was
-    /// committed survives a kill.
-    fn stored_events(mut self) -> anyhow::Result<u64> {
-        self.server.kill();
-        let database = rusqlite::Connection::open(&self.database)
-            .with_context(|| format!("cannot open {}", self.database.display()))?;
-        let count: i64 = database.query_row("SELECT count(*) FROM events", [], |row| row.get(0))?;
-        Ok(u64::try_from(count)?)
+    /// Kills every node, then counts the events in the store: only what was committed survives
+    /// a kill.
+    async fn stored_events(mut self, database: &Database<'_>) -> anyhow::Result<u64> {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        match database {
+            Database::Sqlite => {
+                let file = rusqlite::Connection::open(&self.sqlite_file)
+                    .with_context(|| format!("cannot open {}", self.sqlite_file.display()))?;
+                let count: i64 = file.query_row("SELECT count(*) FROM events", [], |row| row.get(0))?;
+                Ok(u64::try_from(count)?)
+            }
+            Database::Postgres(schema) => schema.count("events").await,
+        }
     }
 }
 

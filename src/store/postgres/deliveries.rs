@@ -8,9 +8,9 @@
 //! nothing.
 
 use jiff::Timestamp;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use super::{PostgresStore, announce, is_conflict, micros, pg_error, timestamp};
+use super::{PostgresStore, announce, micros, pg_error, timestamp};
 use crate::store::{
     Attempt, AttemptRecord, Delivery, DeliveryPage, DeliveryQuery, DueDelivery, NextStep, StoreChange, StoreError,
 };
@@ -55,18 +55,89 @@ impl PostgresStore {
             .collect())
     }
 
-    pub async fn record_attempts(&self, mut records: Vec<AttemptRecord>) -> Result<(), StoreError> {
-        // In one order everywhere, so that two nodes' records (or a subscription's change, a
-        // prune) meet the same rows in the same order; a deadlock all the same runs it again.
-        records.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
+    /// Records a batch of attempts in two statements, whatever its size: the attempts (each
+    /// only for a delivery that still exists, and at most once per delivery and number), then
+    /// each delivery's next step from the latest of its attempts written now.
+    pub async fn record_attempts(&self, records: Vec<AttemptRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // The first record of a delivery and number counts, as it would written one at a time;
+        // in delivery order, so two nodes recording the same deliveries take their rows in one order.
+        let mut seen = HashSet::new();
+        let mut records: Vec<AttemptRecord> =
+            records.into_iter().filter(|record| seen.insert((record.delivery_id.clone(), record.attempt))).collect();
+        records.sort_by(|a, b| (&a.delivery_id, a.attempt).cmp(&(&b.delivery_id, b.attempt)));
+        let attempt_number = |record: &AttemptRecord| i32::try_from(record.attempt).unwrap_or(i32::MAX);
+        let ids: Vec<&str> = records.iter().map(|record| record.delivery_id.as_str()).collect();
+        let attempts: Vec<i32> = records.iter().map(attempt_number).collect();
+        let at_us: Vec<i64> = records.iter().map(|record| record.at.as_microsecond()).collect();
+        let status_codes: Vec<Option<i32>> = records.iter().map(|record| record.status_code.map(i32::from)).collect();
+        let latencies_us: Vec<i64> = records.iter().map(|record| micros(record.latency)).collect();
+        let excerpts: Vec<Option<&str>> = records.iter().map(|record| record.response_excerpt.as_deref()).collect();
+        let errors: Vec<Option<&str>> = records.iter().map(|record| record.error.as_deref()).collect();
+
         let mut client = self.client().await?;
-        let mut tries = 0;
-        loop {
-            match write_attempts(&mut client, &records).await {
-                Err(error) if is_conflict(&error) && tries < 4 => tries += 1,
-                other => return other.map_err(pg_error),
+        let transaction = client.transaction().await.map_err(pg_error)?;
+        let insert = transaction
+            .prepare_cached(
+                // Only for a delivery that still exists (retention, an erasure or a deleted
+                // subscription may have taken it while the attempt was in flight).
+                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
+                 SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int4[], $5::int8[], $6::text[], $7::text[])
+                     AS r (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
+                 WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.delivery_id)
+                 ON CONFLICT (delivery_id, attempt) DO NOTHING
+                 RETURNING delivery_id, attempt",
+            )
+            .await
+            .map_err(pg_error)?;
+        let written: HashSet<(String, i32)> = transaction
+            .query(&insert, &[&ids, &attempts, &at_us, &status_codes, &latencies_us, &excerpts, &errors])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+
+        // A delivery moves to the step of its latest attempt written now, unless a later attempt
+        // is already recorded (a node that outlived its lease reports an older one).
+        let mut latest: HashMap<&str, &AttemptRecord> = HashMap::new();
+        for record in &records {
+            if written.contains(&(record.delivery_id.clone(), attempt_number(record))) {
+                let entry = latest.entry(record.delivery_id.as_str()).or_insert(record);
+                if record.attempt > entry.attempt {
+                    *entry = record;
+                }
             }
         }
+        let mut steps: Vec<&AttemptRecord> = latest.into_values().collect();
+        steps.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
+        let ids: Vec<&str> = steps.iter().map(|record| record.delivery_id.as_str()).collect();
+        let attempts: Vec<i32> = steps.iter().map(|record| attempt_number(record)).collect();
+        let at_us: Vec<i64> = steps.iter().map(|record| record.at.as_microsecond()).collect();
+        let (statuses, nexts): (Vec<&str>, Vec<Option<i64>>) = steps
+            .iter()
+            .map(|record| match record.next {
+                NextStep::Delivered => ("delivered", None),
+                NextStep::RetryAt(at) => ("pending", Some(at.as_microsecond())),
+                NextStep::Failed => ("failed", None),
+            })
+            .unzip();
+        if !steps.is_empty() {
+            let update = transaction
+                .prepare_cached(
+                    "UPDATE deliveries d
+                     SET status = s.status, attempts = s.attempt, next_attempt_at_us = s.next_at_us, updated_at_us = s.at_us
+                     FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int8[])
+                         AS s (id, status, attempt, next_at_us, at_us)
+                     WHERE d.id = s.id AND d.attempts < s.attempt",
+                )
+                .await
+                .map_err(pg_error)?;
+            transaction.execute(&update, &[&ids, &statuses, &attempts, &nexts, &at_us]).await.map_err(pg_error)?;
+        }
+        transaction.commit().await.map_err(pg_error)
     }
 
     pub async fn deliveries(&self, query: DeliveryQuery) -> Result<DeliveryPage, StoreError> {
@@ -244,57 +315,4 @@ impl PostgresStore {
         transaction.commit().await.map_err(pg_error)?;
         Ok(changed == 1)
     }
-}
-
-/// Records attempts and their deliveries' next steps in one transaction.
-async fn write_attempts(
-    client: &mut deadpool_postgres::Object,
-    records: &[AttemptRecord],
-) -> Result<(), tokio_postgres::Error> {
-    let transaction = client.transaction().await?;
-    let insert = transaction
-        .prepare_cached(
-            // Only for a delivery that still exists (retention, an erasure or a deleted
-            // subscription may have taken it while the attempt was in flight).
-            "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
-             SELECT $1::text, $2::int4, $3::int8, $4::int4, $5::int8, $6::text, $7::text
-             WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)
-             ON CONFLICT (delivery_id, attempt) DO NOTHING",
-        )
-        .await?;
-    let update = transaction
-        .prepare_cached(
-            "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at_us = $4, updated_at_us = $5
-             WHERE id = $1 AND attempts < $3",
-        )
-        .await?;
-    for record in records {
-        let at_us = record.at.as_microsecond();
-        let attempt = i32::try_from(record.attempt).unwrap_or(i32::MAX);
-        let status_code = record.status_code.map(i32::from);
-        let written = transaction
-            .execute(
-                &insert,
-                &[
-                    &record.delivery_id,
-                    &attempt,
-                    &at_us,
-                    &status_code,
-                    &micros(record.latency),
-                    &record.response_excerpt,
-                    &record.error,
-                ],
-            )
-            .await?;
-        if written == 0 {
-            continue;
-        }
-        let (status, next) = match record.next {
-            NextStep::Delivered => ("delivered", None),
-            NextStep::RetryAt(at) => ("pending", Some(at.as_microsecond())),
-            NextStep::Failed => ("failed", None),
-        };
-        transaction.execute(&update, &[&record.delivery_id, &status, &attempt, &next, &at_us]).await?;
-    }
-    transaction.commit().await
 }

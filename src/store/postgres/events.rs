@@ -175,7 +175,7 @@ impl EventRow {
             .collect()
     }
 
-    /// The parameters of `writer::INSERT_EVENT`, in order.
+    /// The parameters of `writer::INSERT_EVENT` (one row), in order.
     pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 12] {
         let event = &self.new.event;
         [
@@ -191,6 +191,77 @@ impl EventRow {
             &self.key,
             &self.receive_count,
             &event.quarantined,
+        ]
+    }
+}
+
+/// A batch of rows as one array per column, the parameters of `writer::INSERT_EVENTS`.
+pub(super) struct EventColumns<'a> {
+    ids: Vec<&'a str>,
+    names: Vec<&'a str>,
+    apps: Vec<&'a str>,
+    hook_types: Vec<&'static str>,
+    received_at_us: Vec<i64>,
+    sources: Vec<&'a str>,
+    data: Vec<Option<&'a str>>,
+    sha256: Vec<&'a [u8]>,
+    scopes: Vec<Option<&'a str>>,
+    keys: Vec<Option<&'a str>>,
+    receive_counts: Vec<i32>,
+    quarantined: Vec<bool>,
+}
+
+impl<'a> EventColumns<'a> {
+    /// The rows' columns, in the rows' order.
+    pub(super) fn of(rows: impl ExactSizeIterator<Item = &'a EventRow>) -> EventColumns<'a> {
+        let length = rows.len();
+        let mut columns = EventColumns {
+            ids: Vec::with_capacity(length),
+            names: Vec::with_capacity(length),
+            apps: Vec::with_capacity(length),
+            hook_types: Vec::with_capacity(length),
+            received_at_us: Vec::with_capacity(length),
+            sources: Vec::with_capacity(length),
+            data: Vec::with_capacity(length),
+            sha256: Vec::with_capacity(length),
+            scopes: Vec::with_capacity(length),
+            keys: Vec::with_capacity(length),
+            receive_counts: Vec::with_capacity(length),
+            quarantined: Vec::with_capacity(length),
+        };
+        for row in rows {
+            let event = &row.new.event;
+            columns.ids.push(&event.id);
+            columns.names.push(&event.name);
+            columns.apps.push(&event.app);
+            columns.hook_types.push(row.hook_type);
+            columns.received_at_us.push(row.received_at_us);
+            columns.sources.push(&row.source);
+            columns.data.push(row.data.as_deref());
+            columns.sha256.push(&row.sha256);
+            columns.scopes.push(row.scope.as_deref());
+            columns.keys.push(row.key.as_deref());
+            columns.receive_counts.push(row.receive_count);
+            columns.quarantined.push(event.quarantined);
+        }
+        columns
+    }
+
+    /// The parameters of `writer::INSERT_EVENTS`, in order.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+        [
+            &self.ids,
+            &self.names,
+            &self.apps,
+            &self.hook_types,
+            &self.received_at_us,
+            &self.sources,
+            &self.data,
+            &self.sha256,
+            &self.scopes,
+            &self.keys,
+            &self.receive_counts,
+            &self.quarantined,
         ]
     }
 }

@@ -488,6 +488,74 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn attempts_recorded_in_one_batch_leave_each_delivery_at_its_latest_and_count_each_number_once() {
+        let Some((a, _, client)) =
+            two_nodes("attempts_recorded_in_one_batch_leave_each_delivery_at_its_latest_and_count_each_number_once")
+                .await
+        else {
+            return;
+        };
+        let subscription = subscription(&a).await;
+        let events = (0..2)
+            .map(|_| {
+                let mut event = conformance::sample_event("kustomer.app.shop.order", "shop");
+                event.deliver_to = vec![subscription.id.clone()];
+                event
+            })
+            .collect();
+        a.append_events(events).await.unwrap();
+        let claimed = a.claim_due_deliveries(Timestamp::now(), Duration::from_secs(60), 10).await.unwrap();
+        let (retried, delivered) = (&claimed[0].id, &claimed[1].id);
+        let retry_at = Timestamp::now() + jiff::SignedDuration::from_secs(60);
+        let record = |delivery: &String, attempt: u32, status_code: u16, next: crate::store::NextStep| {
+            crate::store::AttemptRecord {
+                delivery_id: delivery.clone(),
+                attempt,
+                at: Timestamp::now(),
+                status_code: Some(status_code),
+                latency: Duration::from_millis(3),
+                response_excerpt: None,
+                error: None,
+                next,
+            }
+        };
+        a.record_attempts(vec![
+            // The later attempt first: the delivery still ends at it.
+            record(delivered, 2, 200, crate::store::NextStep::Delivered),
+            record(delivered, 1, 500, crate::store::NextStep::RetryAt(retry_at)),
+            // The same number again: the first record of it counts.
+            record(delivered, 2, 503, crate::store::NextStep::RetryAt(retry_at)),
+            record(retried, 1, 500, crate::store::NextStep::RetryAt(retry_at)),
+        ])
+        .await
+        .unwrap();
+        let state = |id: &String| {
+            let client = &client;
+            let id = id.clone();
+            async move {
+                let row = client
+                    .query_one("SELECT status, attempts, next_attempt_at_us FROM deliveries WHERE id = $1", &[&id])
+                    .await
+                    .unwrap();
+                (row.get::<_, String>(0), row.get::<_, i32>(1), row.get::<_, Option<i64>>(2))
+            }
+        };
+        assert_eq!(state(delivered).await, ("delivered".to_owned(), 2, None));
+        assert_eq!(state(retried).await, ("pending".to_owned(), 1, Some(retry_at.as_microsecond())));
+        let codes: Vec<(i32, Option<i32>)> = client
+            .query(
+                "SELECT attempt, status_code FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt",
+                &[delivered],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        assert_eq!(codes, vec![(1, Some(500)), (2, Some(200))]);
+    }
+
+    #[tokio::test]
     async fn changes_on_one_node_are_announced_to_the_others_and_not_to_itself() {
         let Some((a, b, _)) = two_nodes("changes_on_one_node_are_announced_to_the_others_and_not_to_itself").await
         else {

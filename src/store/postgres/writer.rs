@@ -7,9 +7,11 @@
 //! is shared the way SQLite's single writer shares it.
 //!
 //! In the transaction, bodies go in first (once per SHA-256, `ON CONFLICT DO NOTHING`), then
-//! each event by its own pipelined INSERT: a keyed event with `ON CONFLICT DO NOTHING` on the
-//! unique index of idempotency keys, so the same platform retry reaching two nodes at once
-//! makes one event (the second insert waits for the first transaction, then finds its row).
+//! every event of the batch in one INSERT over arrays (one round trip and one statement for the
+//! server, whatever the batch's size), with `ON CONFLICT DO NOTHING` on the unique index of
+//! idempotency keys, so the same platform retry reaching two nodes at once makes one event (the
+//! second insert waits for the first transaction, then finds its row); the rows it returns are
+//! the events that are new, and each keyed event left out is then looked up by its key.
 //! Rows go in sorted by key, so two batches never take the same keys in opposite orders; a
 //! deadlock or serialization failure all the same runs the batch again. A body this transaction
 //! wrote only for duplicates is taken out again before the commit (nothing would ever delete it).
@@ -25,9 +27,9 @@
 //! not: a job taken from the queue with less than `MIN_TIME_LEFT` before its deadline is answered
 //! `Unavailable` without being written, and a batch not committed by the latest deadline of its
 //! jobs is answered `Unavailable` (its connection, which may be stalled, leaves the pool). One job
-//! close to its deadline does not cut short the batch it joined. Whether a batch cut off at its `COMMIT` was committed
-//! cannot be known; its senders are told to retry, as when the connection is lost at that
-//! moment.
+//! close to its deadline does not cut short the batch it joined. Whether a batch cut off at its
+//! `COMMIT` was committed cannot be known; its senders are told to retry, as when the connection
+//! is lost at that moment.
 
 use deadpool_postgres::{Object, Pool};
 use std::collections::HashSet;
@@ -35,7 +37,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::events::EventRow;
+use super::events::{EventColumns, EventRow};
 use super::{CONNECTION_WAIT, Node, is_conflict, pg_error, within};
 use crate::store::{Appended, StoreChange, StoreError};
 
@@ -178,28 +180,26 @@ async fn write_batch(
         .map(|row| row.get(0))
         .collect();
 
-    // Events, pipelined, keyed ones in key order.
+    // Events in one statement over arrays, keyed ones in key order (the rows go in in the
+    // arrays' order); a keyed event whose key is taken is left out and answered below.
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by(|a, b| {
         let key = |index: &usize| rows[*index].new.idempotency_key.as_ref().map(|key| (&key.scope, &key.key));
         key(a).cmp(&key(b))
     });
-    let keyed = transaction.prepare_cached(&format!("{INSERT_EVENT} {ON_KEY_CONFLICT}")).await?;
-    let plain = transaction.prepare_cached(INSERT_EVENT).await?;
-    let inserts = order.iter().map(|&index| {
-        let row = rows[index];
-        let statement = if row.new.idempotency_key.is_some() { &keyed } else { &plain };
-        let transaction = &transaction;
-        async move { transaction.execute(statement, &row.params()).await }
-    });
-    let inserted = futures_util::future::try_join_all(inserts).await?;
+    let columns = EventColumns::of(order.iter().map(|&index| rows[index]));
+    let insert_all = transaction.prepare_cached(INSERT_EVENTS).await?;
+    let inserted: HashSet<String> =
+        transaction.query(&insert_all, &columns.params()).await?.iter().map(|row| row.get(0)).collect();
 
     let mut outcomes: Vec<Option<Appended>> = vec![None; rows.len()];
-    for (&index, count) in order.iter().zip(inserted) {
-        if count == 1 {
-            outcomes[index] = Some(Appended { id: rows[index].new.event.id.clone(), duplicate: false });
+    for &index in &order {
+        let id = &rows[index].new.event.id;
+        if inserted.contains(id) {
+            outcomes[index] = Some(Appended { id: id.clone(), duplicate: false });
         }
     }
+    let plain = transaction.prepare_cached(INSERT_EVENT).await?;
     // Keyed events whose key was taken: a duplicate within the window, else the key moves on.
     for &index in &order {
         if outcomes[index].is_some() {
@@ -300,8 +300,14 @@ async fn write_batch(
     Ok((jobs.iter().map(|job| outcomes.by_ref().take(job.rows.len()).collect()).collect(), woken))
 }
 
+/// Every event of a batch, from one array per column (`EventColumns`).
+const INSERT_EVENTS: &str = "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, body_sha256,
+                            idempotency_scope, idempotency_key, receive_count, quarantined)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[],
+                          $8::bytea[], $9::text[], $10::text[], $11::int4[], $12::bool[])
+     ON CONFLICT (idempotency_scope, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+     RETURNING id";
+/// One event, for a key that moved on past its window.
 const INSERT_EVENT: &str = "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, body_sha256,
                             idempotency_scope, idempotency_key, receive_count, quarantined)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
-const ON_KEY_CONFLICT: &str =
-    "ON CONFLICT (idempotency_scope, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
