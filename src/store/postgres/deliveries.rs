@@ -223,6 +223,7 @@ impl PostgresStore {
                  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS d (id, subscription_id, position)
                  JOIN subscriptions s ON s.id = d.subscription_id
                  ORDER BY d.position
+                 FOR KEY SHARE OF s
                  RETURNING id",
                 &[&ids, &subscription_ids, &event_id, &now.as_microsecond()],
             )

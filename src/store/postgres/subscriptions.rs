@@ -1,6 +1,9 @@
 //! Subscriptions on PostgreSQL: a JSON document per row (secrets included) with its status in a
-//! column of its own. A change locks the row, changes the document, moves its pending
-//! deliveries with its status, and announces itself so that every node rebuilds its routes.
+//! column of its own. A change locks the row (`FOR NO KEY UPDATE`, which appends writing its
+//! deliveries do not wait on), changes the document, moves its pending deliveries with its
+//! status, and announces itself so that every node rebuilds its routes. A delete waits for the
+//! appends writing deliveries for it, which hold its row `FOR KEY SHARE`, and then removes those
+//! deliveries too.
 
 use jiff::Timestamp;
 
@@ -59,7 +62,7 @@ impl PostgresStore {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(pg_error)?;
         let row = transaction
-            .query_opt("SELECT body FROM subscriptions WHERE id = $1 FOR UPDATE", &[&id])
+            .query_opt("SELECT body FROM subscriptions WHERE id = $1 FOR NO KEY UPDATE", &[&id])
             .await
             .map_err(pg_error)?;
         let Some(row) = row else { return Ok(None) };
@@ -120,6 +123,10 @@ impl PostgresStore {
     pub async fn delete_subscription(&self, id: String) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(pg_error)?;
+        // The subscription first: an append writing deliveries for it holds its row (`FOR KEY
+        // SHARE`, see `writer`), so this waits for that commit, and the deletes below, each
+        // reading afresh, take those deliveries too; an append after this finds no subscription.
+        let deleted = transaction.execute("DELETE FROM subscriptions WHERE id = $1", &[&id]).await.map_err(pg_error)?;
         transaction
             .execute(
                 "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE subscription_id = $1)",
@@ -128,7 +135,6 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?;
         transaction.execute("DELETE FROM deliveries WHERE subscription_id = $1", &[&id]).await.map_err(pg_error)?;
-        let deleted = transaction.execute("DELETE FROM subscriptions WHERE id = $1", &[&id]).await.map_err(pg_error)?;
         if deleted == 1 {
             announce(&transaction, StoreChange::Subscriptions, self.node()).await.map_err(pg_error)?;
         }

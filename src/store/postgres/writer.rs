@@ -276,7 +276,8 @@ async fn write_batch(
                  SELECT d.id, d.subscription_id, d.event_id, 'pending',
                         CASE WHEN s.status = 'paused' THEN NULL ELSE d.at END, d.at, d.at
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS d (id, subscription_id, event_id, at)
-                 JOIN subscriptions s ON s.id = d.subscription_id",
+                 JOIN subscriptions s ON s.id = d.subscription_id
+                 FOR KEY SHARE OF s",
                 &[&deliveries.0, &deliveries.1, &deliveries.2, &deliveries.3],
             )
             .await?;
