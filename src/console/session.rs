@@ -19,6 +19,9 @@ use crate::secrets::{constant_time_eq, random_token, sha256_hex};
 pub const LIFETIME: SignedDuration = SignedDuration::from_hours(12);
 /// Sessions kept at once.
 pub const MAX_SESSIONS: usize = 1000;
+/// Sessions kept at once for one credential: signing in again past it ends that credential's
+/// oldest session, so that no key can push everyone else's sessions out.
+pub const MAX_SESSIONS_PER_CREDENTIAL: usize = 16;
 /// Failed sign-ins allowed per client address per minute.
 pub const FAILED_SIGN_INS_PER_MINUTE: u32 = 10;
 /// Client addresses whose failed sign-ins are counted at once.
@@ -71,6 +74,16 @@ impl Sessions {
             Session { key_hash, label, csrf: random_token(32), expires_at: now + LIFETIME, notes: Vec::new() };
         if let Ok(mut sessions) = self.by_id_hash.lock() {
             sessions.retain(|_, session| session.expires_at > now);
+            let of_this_credential = sessions.values().filter(|other| other.key_hash == session.key_hash).count();
+            if of_this_credential >= MAX_SESSIONS_PER_CREDENTIAL
+                && let Some(oldest) = sessions
+                    .iter()
+                    .filter(|(_, other)| other.key_hash == session.key_hash)
+                    .min_by_key(|(_, other)| other.expires_at)
+                    .map(|(id, _)| id.clone())
+            {
+                sessions.remove(&oldest);
+            }
             if sessions.len() >= MAX_SESSIONS
                 && let Some(first_to_end) =
                     sessions.iter().min_by_key(|(_, session)| session.expires_at).map(|(id, _)| id.clone())
@@ -169,6 +182,20 @@ mod tests {
         let id = sessions.start("hash".into(), "admin token".into(), now());
         sessions.end(&id);
         assert!(sessions.get(&id, now()).is_none(), "ended");
+    }
+
+    #[test]
+    fn one_credential_signing_in_again_and_again_ends_only_its_own_oldest_sessions() {
+        let sessions = Sessions::default();
+        let admin = sessions.start("admin".into(), "admin token".into(), now());
+        let first = sessions.start("narrow".into(), "a key".into(), now());
+        for second in 1..=(MAX_SESSIONS as i64) {
+            sessions.start("narrow".into(), "a key".into(), now() + SignedDuration::from_secs(second));
+        }
+        assert!(sessions.get(&admin, now()).is_some(), "another credential's session is kept");
+        assert!(sessions.get(&first, now()).is_none(), "the key's own oldest session ended");
+        let kept = sessions.by_id_hash.lock().unwrap().values().filter(|s| s.key_hash == "narrow").count();
+        assert_eq!(kept, MAX_SESSIONS_PER_CREDENTIAL);
     }
 
     #[test]
