@@ -64,6 +64,8 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Streams open at once, across every client.
 pub const MAX_STREAMS: usize = 64;
+/// Streams open at once with one credential, so that one client cannot take every slot.
+pub const MAX_STREAMS_PER_CREDENTIAL: usize = 8;
 /// What clients are told to wait before reconnecting.
 const RETRY: Duration = Duration::from_secs(2);
 /// Messages waiting for a slow client.
@@ -73,12 +75,37 @@ const BUFFERED_MESSAGES: usize = 16;
 pub struct EventStreams {
     permits: Arc<Semaphore>,
     closing: watch::Sender<bool>,
+    /// Streams open per credential (by the SHA-256 of the key or session credential).
+    per_credential: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+/// One stream's place in its credential's count; giving it back when the stream ends.
+struct CredentialSlot {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    credential: String,
+}
+
+impl Drop for CredentialSlot {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.counts.lock()
+            && let Some(count) = counts.get_mut(&self.credential)
+        {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.credential);
+            }
+        }
+    }
 }
 
 impl EventStreams {
     /// At most `max` streams at once.
     pub fn new(max: usize) -> EventStreams {
-        EventStreams { permits: Arc::new(Semaphore::new(max)), closing: watch::Sender::new(false) }
+        EventStreams {
+            permits: Arc::new(Semaphore::new(max)),
+            closing: watch::Sender::new(false),
+            per_credential: Arc::default(),
+        }
     }
 
     /// Ends every stream, and refuses new ones (at shutdown).
@@ -110,14 +137,18 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let Query(parameters) = parameters.map_err(|error| ApiError::BadRequest(error.body_text()))?;
     let last_event_id = headers.get("last-event-id").and_then(|value| value.to_str().ok()).map(str::trim);
-    open(state, access, parameters, last_event_id).await
+    let credential = crate::keys::presented_key(&headers).map(crate::secrets::sha256_hex).unwrap_or_default();
+    open(state, access, &credential, parameters, last_event_id).await
 }
 
 /// Opens a stream of the events `access` may read that `parameters` ask for, after
 /// `last_event_id` (a reconnecting client's) or `parameters.after`, else from now.
+/// `credential` (the SHA-256 of the key it was opened with) counts it against
+/// [`MAX_STREAMS_PER_CREDENTIAL`].
 pub async fn open(
     state: Arc<ApiState>,
     access: Access,
+    credential: &str,
     parameters: StreamParameters,
     last_event_id: Option<&str>,
 ) -> Result<Response, ApiError> {
@@ -143,6 +174,19 @@ pub async fn open(
         }
         None => start_cursor(&state.committer, state.store.shared(), Timestamp::now()),
     };
+    let slot = {
+        let counts = state.streams.per_credential.clone();
+        let mut open = counts.lock().map_err(|_| ApiError::TooManyStreams("the stream count is unavailable".into()))?;
+        let count = open.entry(credential.to_owned()).or_default();
+        if *count >= MAX_STREAMS_PER_CREDENTIAL {
+            return Err(ApiError::TooManyStreams(format!(
+                "this credential has {MAX_STREAMS_PER_CREDENTIAL} event streams open already; close one, or retry in a few seconds"
+            )));
+        }
+        *count += 1;
+        drop(open);
+        CredentialSlot { counts, credential: credential.to_owned() }
+    };
     let permit = state
         .streams
         .permits
@@ -156,7 +200,10 @@ pub async fn open(
         state,
     };
     let (sender, receiver) = mpsc::channel(BUFFERED_MESSAGES);
-    tokio::spawn(follow.run(sender, permit));
+    tokio::spawn(async move {
+        follow.run(sender, permit).await;
+        drop(slot);
+    });
     let messages = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|message| (Ok::<_, Infallible>(message), receiver))
     });

@@ -170,7 +170,7 @@ pub async fn stream(
         Err(error) => return ApiError::BadRequest(error.body_text()).into_response(),
     };
     let last_event_id = headers.get("last-event-id").and_then(|value| value.to_str().ok()).map(str::trim);
-    crate::api::stream::open(state.api.clone(), viewer.access, parameters, last_event_id)
+    crate::api::stream::open(state.api.clone(), viewer.access, &viewer.session.key_hash, parameters, last_event_id)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }

@@ -243,9 +243,17 @@ async fn a_cursor_that_is_not_an_event_id_or_an_unknown_type_is_refused() {
 #[tokio::test]
 async fn streams_beyond_the_limit_are_refused_until_one_closes() {
     let gateway = Gateway::start().await;
+    // 64 streams in all, at most 8 per credential: eight management keys, eight streams each.
+    let mut keys = Vec::new();
+    for n in 0..8 {
+        let issued = gateway.issue_key(json!({"name": format!("reader {n}"), "purpose": "management"})).await;
+        keys.push(issued["key"].as_str().unwrap().to_owned());
+    }
     let mut open_streams = Vec::new();
-    for _ in 0..64 {
-        open_streams.push(Reader::new(open(&gateway, "/api/events/stream", ADMIN_TOKEN, None).await));
+    for key in &keys {
+        for _ in 0..8 {
+            open_streams.push(Reader::new(open(&gateway, "/api/events/stream", key, None).await));
+        }
     }
     let refused = open(&gateway, "/api/events/stream", ADMIN_TOKEN, None).await;
     assert_eq!(refused.headers()["retry-after"], "5");
@@ -253,6 +261,26 @@ async fn streams_beyond_the_limit_are_refused_until_one_closes() {
     assert_eq!(code, "too_many_streams", "{message}");
     drop(open_streams.pop());
     eventually(Duration::from_secs(10), "a freed slot", || async {
+        open(&gateway, "/api/events/stream", ADMIN_TOKEN, None).await.status() == 200
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_credential_may_hold_eight_streams_and_others_still_open_theirs() {
+    let gateway = Gateway::start().await;
+    let mut open_streams = Vec::new();
+    for _ in 0..8 {
+        open_streams.push(Reader::new(open(&gateway, "/api/events/stream", ADMIN_TOKEN, None).await));
+    }
+    let (code, message) = error_code(open(&gateway, "/api/events/stream", ADMIN_TOKEN, None).await, 503).await;
+    assert_eq!(code, "too_many_streams");
+    assert!(message.contains("this credential has 8 event streams open"), "{message}");
+    let issued = gateway.issue_key(json!({"name": "another reader", "purpose": "management"})).await;
+    let other = open(&gateway, "/api/events/stream", issued["key"].as_str().unwrap(), None).await;
+    assert_eq!(other.status(), 200, "another credential is not held back");
+    drop(open_streams.pop());
+    eventually(Duration::from_secs(10), "the credential's freed slot", || async {
         open(&gateway, "/api/events/stream", ADMIN_TOKEN, None).await.status() == 200
     })
     .await;
