@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::support::*;
@@ -57,21 +57,6 @@ fn ids(page: &Value) -> Vec<String> {
 /// The `data` of each event of a page, in order.
 fn payloads(page: &Value) -> Vec<Value> {
     page["data"].as_array().unwrap().iter().map(|event| event["data"].clone()).collect()
-}
-
-/// Every hook's URL path by event name (form and web hooks only).
-async fn hook_paths(gateway: &Gateway) -> BTreeMap<String, String> {
-    let hooks = gateway.admin_json("/api/hooks").await;
-    hooks["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|hook| {
-            let url = hook["url"].as_str()?;
-            let path = url.strip_prefix(&gateway.base).unwrap_or_else(|| panic!("{url} is not under the base"));
-            Some((hook["eventName"].as_str().unwrap().to_owned(), path.to_owned()))
-        })
-        .collect()
 }
 
 async fn event_names(gateway: &Gateway) -> Vec<String> {

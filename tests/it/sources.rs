@@ -59,11 +59,6 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-/// A `Stripe-Signature` header as Stripe's SDKs build them.
-fn stripe_signature(secret: &str, timestamp: i64, body: &str) -> String {
-    format!("t={timestamp},v1={}", hex::encode(hmac_sha256(secret, &format!("{timestamp}.{body}"))))
-}
-
 fn stripe_event(id: &str) -> String {
     json!({"id": id, "object": "event", "type": "payment_intent.succeeded", "data": {"object": {"amount": 2000}}})
         .to_string()
@@ -85,23 +80,11 @@ async fn stored_count(gateway: &Gateway) -> usize {
     gateway.admin_json("/api/events").await["data"].as_array().unwrap().len()
 }
 
-async fn post_stripe(gateway: &Gateway, body: &str, signature: &str) -> reqwest::Response {
-    gateway
-        .http
-        .post(gateway.url("/api/webhooks/stripe"))
-        .header("content-type", "application/json")
-        .header("stripe-signature", signature)
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_signed_stripe_event_is_stored_under_its_type() {
     let gateway = gateway().await;
     let body = stripe_event("evt_1");
-    let response = post_stripe(&gateway, &body, &stripe_signature(STRIPE_SECRET, now(), &body)).await;
+    let response = post_stripe(&gateway, &body, &stripe_signature_at(STRIPE_SECRET, now(), &body)).await;
     assert_eq!(response.status(), 200);
     let reply: Value = response.json().await.unwrap();
     assert_eq!(reply["name"], "stripe.payment_intent.succeeded");
@@ -118,8 +101,8 @@ async fn a_repeated_stripe_delivery_is_not_a_second_event() {
     let gateway = gateway().await;
     let body = stripe_event("evt_repeat");
     let first: Value =
-        post_stripe(&gateway, &body, &stripe_signature(STRIPE_SECRET, now(), &body)).await.json().await.unwrap();
-    let again = post_stripe(&gateway, &body, &stripe_signature(STRIPE_SECRET, now(), &body)).await;
+        post_stripe(&gateway, &body, &stripe_signature_at(STRIPE_SECRET, now(), &body)).await.json().await.unwrap();
+    let again = post_stripe(&gateway, &body, &stripe_signature_at(STRIPE_SECRET, now(), &body)).await;
     assert_eq!(again.status(), 200, "a retry gets the same success reply");
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["id"], first["id"]);
@@ -133,7 +116,7 @@ async fn a_repeated_stripe_delivery_is_not_a_second_event() {
 async fn the_previous_stripe_secret_works_while_both_are_configured() {
     let gateway = gateway().await;
     let body = stripe_event("evt_rotated");
-    let response = post_stripe(&gateway, &body, &stripe_signature(STRIPE_PREVIOUS, now(), &body)).await;
+    let response = post_stripe(&gateway, &body, &stripe_signature_at(STRIPE_PREVIOUS, now(), &body)).await;
     let data: Value = serde_json::from_str(&body).unwrap();
     assert_stored(&gateway, response, "stripe.payment_intent.succeeded", &data).await;
 }
@@ -152,7 +135,7 @@ async fn assert_refused(gateway: &Gateway, response: reqwest::Response, reason: 
 async fn stripe_rejects_a_wrong_signature() {
     let gateway = gateway().await;
     let body = stripe_event("evt_forged");
-    let response = post_stripe(&gateway, &body, &stripe_signature("whsec_wrong", now(), &body)).await;
+    let response = post_stripe(&gateway, &body, &stripe_signature_at("whsec_wrong", now(), &body)).await;
     assert_refused(&gateway, response, "signature_mismatch").await;
     let metrics = gateway.http.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
@@ -167,7 +150,7 @@ async fn stripe_rejects_a_wrong_signature() {
 async fn stripe_rejects_an_altered_body() {
     let gateway = gateway().await;
     let body = stripe_event("evt_altered");
-    let signature = stripe_signature(STRIPE_SECRET, now(), &body);
+    let signature = stripe_signature_at(STRIPE_SECRET, now(), &body);
     let response = post_stripe(&gateway, &body.replace("2000", "9000"), &signature).await;
     assert_refused(&gateway, response, "signature_mismatch").await;
 }
@@ -176,7 +159,7 @@ async fn stripe_rejects_an_altered_body() {
 async fn stripe_rejects_signature_outside_tolerance() {
     let gateway = gateway().await;
     let body = stripe_event("evt_stale");
-    let response = post_stripe(&gateway, &body, &stripe_signature(STRIPE_SECRET, now() - 600, &body)).await;
+    let response = post_stripe(&gateway, &body, &stripe_signature_at(STRIPE_SECRET, now() - 600, &body)).await;
     assert_refused(&gateway, response, "timestamp_outside_tolerance").await;
 }
 
@@ -360,7 +343,7 @@ async fn the_shipped_commerce_and_enafeedback_definitions_work_as_documented() {
 async fn refused_requests_are_kept_for_inspection_without_signatures() {
     let gateway = gateway().await;
     let body = stripe_event("evt_inspect");
-    let forged = stripe_signature("whsec_wrong", now(), &body);
+    let forged = stripe_signature_at("whsec_wrong", now(), &body);
     assert_eq!(post_stripe(&gateway, &body, &forged).await.status(), 401);
     let log = gateway.admin_json("/api/sources/rejections?source=stripe").await;
     assert_eq!(log["data"].as_array().unwrap().len(), 1, "{log}");

@@ -450,6 +450,55 @@ async fn spawn(
     }
 }
 
+/// A `Stripe-Signature` header as Stripe's SDKs build it: `body` signed with `secret` at
+/// `timestamp` (seconds).
+pub fn stripe_signature_at(secret: &str, timestamp: i64, body: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The same, signed now.
+pub fn stripe_signature(secret: &str, body: &str) -> String {
+    stripe_signature_at(secret, jiff::Timestamp::now().as_second(), body)
+}
+
+/// POSTs `body` as Stripe would to the `stripe` source of the gateway at `base`.
+pub async fn post_stripe_to(
+    http: &reqwest::Client,
+    base: &str,
+    body: &str,
+    signature: &str,
+) -> Result<reqwest::Response, reqwest::Error> {
+    http.post(format!("{base}/api/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(body.to_owned())
+        .send()
+        .await
+}
+
+/// POSTs `body` as Stripe would to this gateway's `stripe` source.
+pub async fn post_stripe(gateway: &Gateway, body: &str, signature: &str) -> reqwest::Response {
+    post_stripe_to(&gateway.http, &gateway.base, body, signature).await.unwrap()
+}
+
+/// Each form and web hook's URL path (`/h/…`) by event name: the part that must never change.
+pub async fn hook_paths(gateway: &Gateway) -> std::collections::BTreeMap<String, String> {
+    let hooks = gateway.admin_json("/api/hooks").await;
+    hooks["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|hook| {
+            let url = hook["url"].as_str()?;
+            let path = url.strip_prefix(&gateway.base).unwrap_or_else(|| panic!("{url} is not under the base"));
+            Some((hook["eventName"].as_str().unwrap().to_owned(), path.to_owned()))
+        })
+        .collect()
+}
+
 /// Waits until `check` is true, polling; fails the test after `timeout`.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where

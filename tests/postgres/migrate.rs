@@ -3,7 +3,6 @@
 //! subscriptions with their delivery history, keys and admin token, and still knows a platform's
 //! retry. A target that holds data and a missing source are refused, and change nothing.
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -107,26 +106,11 @@ fn source_fingerprint(file: &Path) -> String {
     hex::encode(digest)
 }
 
-fn stripe_signature(body: &str) -> String {
-    let timestamp = jiff::Timestamp::now().as_second();
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(STRIPE_SECRET.as_bytes()).unwrap();
-    mac.update(format!("{timestamp}.{body}").as_bytes());
-    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
-}
-
 /// Sends Stripe's event `id`, signed; returns the reply.
-async fn post_stripe(gateway: &Gateway, id: &str) -> Value {
+async fn post_stripe_event(gateway: &Gateway, id: &str) -> Value {
     let body = json!({"id": id, "object": "event", "type": "charge.succeeded", "data": {"object": {"amount": 700}}})
         .to_string();
-    let response = gateway
-        .http
-        .post(gateway.url("/api/webhooks/stripe"))
-        .header("content-type", "application/json")
-        .header("stripe-signature", stripe_signature(&body))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_stripe(gateway, &body, &stripe_signature(STRIPE_SECRET, &body)).await;
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
@@ -150,20 +134,6 @@ async fn post_to(gateway: &Gateway, path: &str, content_type: &str, body: &str, 
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), 202, "POST {path}");
     response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
-}
-
-/// Each hook's URL path (`/h/…`), by event name: the part that must not change.
-async fn hook_paths(gateway: &Gateway) -> BTreeMap<String, String> {
-    let hooks = gateway.admin_json("/api/hooks").await;
-    hooks["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|hook| {
-            let url = hook["url"].as_str()?;
-            Some((hook["eventName"].as_str().unwrap().to_owned(), url.strip_prefix(&gateway.base).unwrap().to_owned()))
-        })
-        .collect()
 }
 
 /// What the API shows of the store: every event with its raw body, subscriptions with their
@@ -227,8 +197,8 @@ async fn a_sqlite_store_moved_to_postgres_serves_the_same_hooks_events_subscript
         post_to(&gateway, &paths[ORDER_UPDATE], "application/json", r#"{"orderId": "ORD-2", "total": 12}"#, None).await;
     post_to(&gateway, &paths[ORDER_SYNC], "application/json", r#"{"sync": 1}"#, Some(&ingest_key)).await;
     post_to(&gateway, &paths[BLOG_COMMENT], form, "comment=first%21", None).await;
-    let charge = post_stripe(&gateway, "evt_charge_1").await;
-    assert_eq!(post_stripe(&gateway, "evt_charge_1").await["duplicate"], true);
+    let charge = post_stripe_event(&gateway, "evt_charge_1").await;
+    assert_eq!(post_stripe_event(&gateway, "evt_charge_1").await["duplicate"], true);
 
     let history = settled(&gateway, &orders).await;
     let statuses: Vec<&Value> = history["data"].as_array().unwrap().iter().map(|d| &d["status"]).collect();
@@ -276,7 +246,7 @@ async fn a_sqlite_store_moved_to_postgres_serves_the_same_hooks_events_subscript
     let with_key = gateway.http.get(gateway.url("/api/webhooks")).header("x-api-key", &management_key).send().await;
     assert_eq!(with_key.unwrap().status(), 200, "the management key still works");
     post_to(&gateway, &paths[ORDER_SYNC], "application/json", r#"{"sync": 2}"#, Some(&ingest_key)).await;
-    let retried = post_stripe(&gateway, "evt_charge_1").await;
+    let retried = post_stripe_event(&gateway, "evt_charge_1").await;
     assert_eq!((&retried["id"], &retried["duplicate"]), (&charge["id"], &json!(true)), "a platform's retry");
     assert_eq!(gateway.event(charge["id"].as_str().unwrap()).await["receiveCount"], 3);
 

@@ -5,10 +5,8 @@
 //! made on one node is in force on the others within a second.
 
 use axum::http::{HeaderMap, StatusCode};
-use hmac::{Hmac, KeyInit, Mac};
 use lettre::AsyncTransport;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -116,22 +114,13 @@ fn stripe_request(id: &str) -> (String, String) {
     let body =
         json!({"id": id, "object": "event", "type": "payment_intent.succeeded", "data": {"object": {"amount": 2000}}})
             .to_string();
-    let timestamp = jiff::Timestamp::now().as_second();
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(STRIPE_SECRET.as_bytes()).unwrap();
-    mac.update(format!("{timestamp}.{body}").as_bytes());
-    let signature = format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()));
+    let signature = stripe_signature(STRIPE_SECRET, &body);
     (body, signature)
 }
 
-async fn post_stripe(http: &reqwest::Client, base: &str, body: &str, signature: &str) -> Option<Value> {
-    let response = http
-        .post(format!("{base}/api/webhooks/stripe"))
-        .header("content-type", "application/json")
-        .header("stripe-signature", signature)
-        .body(body.to_owned())
-        .send()
-        .await
-        .ok()?;
+/// The reply to a signed Stripe request to the node at `base`, when it acknowledged it.
+async fn acknowledged_stripe(http: &reqwest::Client, base: &str, body: &str, signature: &str) -> Option<Value> {
+    let response = post_stripe_to(http, base, body, signature).await.ok()?;
     if response.status() != 200 {
         return None;
     }
@@ -236,7 +225,7 @@ async fn three_nodes_under_mixed_load_lose_nothing_when_one_is_killed() {
                     2 => {
                         let id = format!("evt_nodes_{round}");
                         let (body, signature) = stripe_request(&id);
-                        if post_stripe(&http, &bases[node], &body, &signature).await.is_some() {
+                        if acknowledged_stripe(&http, &bases[node], &body, &signature).await.is_some() {
                             acknowledged.lock().unwrap().stripe.insert(id);
                         }
                     }
@@ -274,8 +263,8 @@ async fn three_nodes_under_mixed_load_lose_nothing_when_one_is_killed() {
     for n in 0..10 {
         let (body, signature) = stripe_request(&format!("evt_twice_{n}"));
         let (a, b) = tokio::join!(
-            post_stripe(&http, &bases[0], &body, &signature),
-            post_stripe(&http, &bases[1], &body, &signature)
+            acknowledged_stripe(&http, &bases[0], &body, &signature),
+            acknowledged_stripe(&http, &bases[1], &body, &signature)
         );
         let (a, b) = (a.expect("node 1 acknowledges"), b.expect("node 2 acknowledges"));
         assert_eq!(a["id"], b["id"], "one event for one platform delivery: {a} {b}");

@@ -78,6 +78,11 @@ pub(super) struct Node {
 }
 
 impl Node {
+    /// A NOTIFY payload: `<change> <node>`.
+    fn payload(&self, change: StoreChange) -> String {
+        format!("{} {}", change.as_str(), self.name)
+    }
+
     /// Tells the other nodes' workers that deliveries or publications were committed, at most
     /// every `writer::WAKE_INTERVAL` per kind, outside any transaction (see `writer`). A lost
     /// wake-up costs a worker's polling interval, nothing more.
@@ -91,8 +96,7 @@ impl Node {
             }
             last_woken[kind] = Some(now);
         }
-        let payload = format!("{} {}", change.as_str(), self.name);
-        if let Err(error) = client.execute("SELECT pg_notify($1, $2)", &[&self.channel, &payload]).await {
+        if let Err(error) = client.execute("SELECT pg_notify($1, $2)", &[&self.channel, &self.payload(change)]).await {
             tracing::debug!(%error, "Other nodes could not be woken; their workers will poll.");
         }
     }
@@ -283,8 +287,7 @@ async fn announce(
     change: StoreChange,
     node: &Node,
 ) -> Result<(), tokio_postgres::Error> {
-    let payload = format!("{} {}", change.as_str(), node.name);
-    transaction.execute("SELECT pg_notify($1, $2)", &[&node.channel, &payload]).await?;
+    transaction.execute("SELECT pg_notify($1, $2)", &[&node.channel, &node.payload(change)]).await?;
     if matches!(change, StoreChange::Subscriptions | StoreChange::Apps) {
         transaction.execute("UPDATE config_version SET version = version + 1", &[]).await?;
     }
@@ -388,6 +391,17 @@ mod tests {
         subscription
     }
 
+    /// `count` events, each with a delivery to `subscription`.
+    fn routed_to(subscription: &crate::subscriptions::Subscription, count: usize) -> Vec<crate::event::NewEvent> {
+        (0..count)
+            .map(|_| {
+                let mut event = conformance::sample_event("kustomer.app.shop.order", "shop");
+                event.deliver_to = vec![subscription.id.clone()];
+                event
+            })
+            .collect()
+    }
+
     #[tokio::test]
     async fn the_same_platform_retry_reaching_two_nodes_at_once_is_one_event() {
         let Some((a, b, client)) = two_nodes("the_same_platform_retry_reaching_two_nodes_at_once_is_one_event").await
@@ -418,14 +432,7 @@ mod tests {
             return;
         };
         let subscription = subscription(&a).await;
-        let events = (0..300)
-            .map(|_| {
-                let mut event = conformance::sample_event("kustomer.app.shop.order", "shop");
-                event.deliver_to = vec![subscription.id.clone()];
-                event
-            })
-            .collect();
-        a.append_events(events).await.unwrap();
+        a.append_events(routed_to(&subscription, 300)).await.unwrap();
         let lease = Duration::from_secs(60);
         let claim_all = |store: Store| async move {
             let mut claimed = Vec::new();
@@ -447,9 +454,7 @@ mod tests {
     async fn an_expired_lease_gives_the_delivery_to_another_node() {
         let Some((a, b, _)) = two_nodes("an_expired_lease_gives_the_delivery_to_another_node").await else { return };
         let subscription = subscription(&a).await;
-        let mut event = conformance::sample_event("kustomer.app.shop.order", "shop");
-        event.deliver_to = vec![subscription.id.clone()];
-        a.append_events(vec![event]).await.unwrap();
+        a.append_events(routed_to(&subscription, 1)).await.unwrap();
         let now = Timestamp::now();
         let lease = Duration::from_secs(30);
         let taken = a.claim_due_deliveries(now, lease, 10).await.unwrap();
@@ -464,9 +469,7 @@ mod tests {
     async fn an_attempt_recorded_by_two_nodes_counts_once() {
         let Some((a, b, client)) = two_nodes("an_attempt_recorded_by_two_nodes_counts_once").await else { return };
         let subscription = subscription(&a).await;
-        let mut event = conformance::sample_event("kustomer.app.shop.order", "shop");
-        event.deliver_to = vec![subscription.id.clone()];
-        a.append_events(vec![event]).await.unwrap();
+        a.append_events(routed_to(&subscription, 1)).await.unwrap();
         let due = a.claim_due_deliveries(Timestamp::now(), Duration::from_secs(1), 1).await.unwrap().remove(0);
         let record = |status_code: u16, next: crate::store::NextStep| crate::store::AttemptRecord {
             delivery_id: due.id.clone(),
@@ -496,14 +499,7 @@ mod tests {
             return;
         };
         let subscription = subscription(&a).await;
-        let events = (0..2)
-            .map(|_| {
-                let mut event = conformance::sample_event("kustomer.app.shop.order", "shop");
-                event.deliver_to = vec![subscription.id.clone()];
-                event
-            })
-            .collect();
-        a.append_events(events).await.unwrap();
+        a.append_events(routed_to(&subscription, 2)).await.unwrap();
         let claimed = a.claim_due_deliveries(Timestamp::now(), Duration::from_secs(60), 10).await.unwrap();
         let (retried, delivered) = (&claimed[0].id, &claimed[1].id);
         let retry_at = Timestamp::now() + jiff::SignedDuration::from_secs(60);
@@ -577,9 +573,7 @@ mod tests {
         assert_eq!(heard, StoreChange::Subscriptions);
         // The fallback's counter poll may report the change to a as well; notifications of its
         // own never do: nothing a hears names deliveries, which only a NOTIFY carries.
-        let mut event = conformance::sample_event("kustomer.app.shop.order", "shop");
-        event.deliver_to = vec![subscription(&b).await.id];
-        a.append_events(vec![event]).await.unwrap();
+        a.append_events(routed_to(&subscription(&b).await, 1)).await.unwrap();
         let woken = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 if heard_by_b.recv().await.unwrap() == StoreChange::Deliveries {

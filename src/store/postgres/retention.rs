@@ -24,28 +24,22 @@ impl PostgresStore {
         let limit = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(pg_error)?;
-        let old: Vec<String> = transaction
-            .query(
-                "SELECT id FROM events WHERE received_at_us < $1 ORDER BY received_at_us LIMIT $2 FOR UPDATE SKIP LOCKED",
-                &[&cutoff_us, &limit],
-            )
-            .await
-            .map_err(pg_error)?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let old = ids(
+            &transaction,
+            "SELECT id FROM events WHERE received_at_us < $1 ORDER BY received_at_us LIMIT $2 FOR UPDATE SKIP LOCKED",
+            cutoff_us,
+            limit,
+        )
+        .await?;
         let (events, deliveries, bodies) = delete_events(&transaction, &old).await?;
         // Finished deliveries older than the cutoff, of events still kept (replays of old events).
-        let finished: Vec<String> = transaction
-            .query(
-                "SELECT id FROM deliveries WHERE status <> 'pending' AND updated_at_us < $1 LIMIT $2 FOR UPDATE SKIP LOCKED",
-                &[&cutoff_us, &limit],
-            )
-            .await
-            .map_err(pg_error)?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let finished = ids(
+            &transaction,
+            "SELECT id FROM deliveries WHERE status <> 'pending' AND updated_at_us < $1 LIMIT $2 FOR UPDATE SKIP LOCKED",
+            cutoff_us,
+            limit,
+        )
+        .await?;
         transaction
             .execute("DELETE FROM delivery_attempts WHERE delivery_id = ANY($1)", &[&finished])
             .await
@@ -111,6 +105,17 @@ impl PostgresStore {
         let count: i64 = client.query_one("SELECT count(*) FROM bodies", &[]).await.map_err(pg_error)?.get(0);
         Ok(count as u64)
     }
+}
+
+/// The ids `select` finds older than `cutoff_us`, at most `limit` of them, locked.
+async fn ids(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    select: &str,
+    cutoff_us: i64,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let rows = transaction.query(select, &[&cutoff_us, &limit]).await.map_err(pg_error)?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// Deletes these events (those that still exist) with their deliveries, attempts and
