@@ -39,6 +39,9 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Multipart file content kept inline in the event, for hooks that do not set `maxFileBytes`.
     pub max_file_bytes: u64,
+    /// Bytes of request bodies and SMTP messages held at once, all connections together; past
+    /// it a request is answered 503 with `Retry-After` (SMTP: 452).
+    pub max_body_bytes_in_flight: u64,
     /// Time allowed to send the request line and headers.
     pub header_read_timeout_secs: u64,
     /// Time allowed to send the whole body.
@@ -196,6 +199,7 @@ impl Default for Config {
             event_prefix: "kustomer.app".into(),
             max_body_bytes: 1024 * 1024,
             max_file_bytes: 256 * 1024,
+            max_body_bytes_in_flight: 256 * 1024 * 1024,
             header_read_timeout_secs: 10,
             body_timeout_secs: 30,
             max_connections: 4096,
@@ -266,6 +270,7 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "event_prefix",
     "max_body_bytes",
     "max_file_bytes",
+    "max_body_bytes_in_flight",
     "header_read_timeout_secs",
     "body_timeout_secs",
     "max_connections",
@@ -356,6 +361,9 @@ impl Config {
                 "max_file_bytes must be at most {}",
                 crate::definitions::MAX_BODY_BYTES_CEILING
             )));
+        }
+        if self.max_body_bytes_in_flight < 64 * 1024 || self.max_body_bytes_in_flight > u64::from(u32::MAX) {
+            return Err(ConfigError::Invalid(format!("max_body_bytes_in_flight must be from 65536 to {}", u32::MAX)));
         }
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid("max_connections must be at least 1".into()));

@@ -299,6 +299,7 @@ impl Gateway {
             store: store.clone(),
             rejections: rejections.clone(),
             settings: ingress_settings(&config, public_url.clone()),
+            body_budget: ingress::budget::BodyBudget::new(config.max_body_bytes_in_flight),
         };
         let api = ApiState {
             catalog: catalog.clone(),

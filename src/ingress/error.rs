@@ -41,6 +41,8 @@ pub enum IngressError {
     BodyTooLarge { limit: u64 },
     #[error("the request body was not received within {seconds} seconds")]
     BodyTimeout { seconds: u64 },
+    #[error("the gateway is receiving too many request bodies at once ({0}); retry shortly")]
+    OverBudget(#[source] crate::ingress::budget::OverBudget),
     #[error("the request body could not be read: {0}")]
     BodyUnreadable(String),
     #[error("{0}")]
@@ -69,6 +71,7 @@ impl IngressError {
             IngressError::UnsupportedMediaType(_) => "unsupported_media_type",
             IngressError::BodyTooLarge { .. } => "body_too_large",
             IngressError::BodyTimeout { .. } => "body_timeout",
+            IngressError::OverBudget(_) => "bodies_over_budget",
             IngressError::BodyUnreadable(_) => "body_unreadable",
             IngressError::MalformedBody(_) => "malformed_body",
             IngressError::Misfit(_) => "shape_mismatch",
@@ -98,7 +101,7 @@ impl IngressError {
             IngressError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             IngressError::BodyUnreadable(_) | IngressError::MalformedBody(_) => StatusCode::BAD_REQUEST,
             IngressError::Misfit(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            IngressError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngressError::Store(_) | IngressError::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -118,6 +121,10 @@ impl IntoResponse for IngressError {
             }
             IngressError::MissingApiKey | IngressError::InvalidApiKey => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"hookgate\""));
+            }
+            IngressError::OverBudget(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             IngressError::BodyTooLarge { .. } | IngressError::BodyTimeout { .. } => {
                 // The rest of the body was not read: the connection cannot be reused.
@@ -150,5 +157,6 @@ mod tests {
         check(IngressError::BodyTimeout { seconds: 1 }, 408);
         check(IngressError::MalformedBody("x".into()), 400);
         check(IngressError::Store(StoreError::Unavailable("x".into())), 503);
+        check(IngressError::OverBudget(crate::ingress::budget::OverBudget { total: 1 }), 503);
     }
 }

@@ -81,7 +81,8 @@ async fn handle(state: &IngressState, hook: &Hook, cors: &Cors, request: Request
         authenticate(state, hook, request.headers()).await?;
     }
     let (content_type, media_kind) = decode::content_type(request.headers())?;
-    let Opened { meta, body, .. } = opening::open(&state.settings, hook, request).await?;
+    let Opened { meta, body, reservation: _reservation, .. } =
+        opening::open(&state.settings, &state.body_budget, hook, request).await?;
     let max_file_bytes = definition.max_file_bytes.unwrap_or(state.settings.max_file_bytes);
     let data = decode::parse(content_type.as_deref(), body.clone(), max_file_bytes).await?;
     let (data, quarantined) = decode::apply_shape(definition, data)?;

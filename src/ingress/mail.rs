@@ -54,7 +54,8 @@ pub(super) async fn handle(state: &IngressState, hook: &Arc<Hook>, request: Requ
     let query_key = request.uri().query().and_then(|query| {
         form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "key").map(|(_, value)| value.into_owned())
     });
-    let Opened { meta, body, .. } = opening::open(&state.settings, hook, request).await?;
+    let Opened { meta, body, reservation: _reservation, .. } =
+        opening::open(&state.settings, &state.body_budget, hook, request).await?;
 
     let is_form = matches!(media_type.as_str(), "multipart/form-data" | "application/x-www-form-urlencoded");
     if hook.definition.email.mailgun_signing_key.is_some() && !is_form {

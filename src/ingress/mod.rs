@@ -4,12 +4,13 @@
 //! deadline and graceful shutdown; the public routes, in front of the management API) and the
 //! SMTP listener (`smtp`). Every HTTP path to a hook goes through the same opening steps
 //! (`opening`: one span and the metrics per request, labelled by hook; content encoding,
-//! declared length, body under its limit and deadline). Then `hooks` (form and web hooks),
+//! declared length, body into one buffer under its limit, the bodies' budget and the deadline). Then `hooks` (form and web hooks),
 //! `sources` (platforms' signed requests) and `mail` (mail posted over HTTP) turn the request
 //! into events and commit them through [`crate::pipeline::Committer`]; the reply goes out only
 //! after the commit. [`IngressError`] is mapped to a reply in one place. This module knows
 //! nothing of what happens to an event afterwards.
 
+pub mod budget;
 mod decode;
 mod error;
 mod hooks;
@@ -55,6 +56,8 @@ pub struct IngressState {
     /// Source requests that failed verification.
     pub rejections: Arc<RejectionLog>,
     pub settings: IngressSettings,
+    /// Bytes of bodies in flight, HTTP and SMTP together.
+    pub body_budget: budget::BodyBudget,
 }
 
 /// The limits and names ingress applies, from configuration.

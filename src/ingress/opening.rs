@@ -11,17 +11,27 @@
 //! this order, cheapest first: the content encoding (identity only, else 415), the declared
 //! length against the hook's limit (413 before a byte of the body is read), then the body
 //! itself, read into one buffer under the same limit (413) and the body deadline (408).
+//!
+//! The buffer is one allocation sized by the declared length (capped by the limit), or, for a
+//! body of unknown length, grown by doubling: never a list of the frames as they came, since a
+//! frame of one byte can pin a whole read buffer of the connection's. Its bytes are reserved in
+//! the process's [`BodyBudget`] before it grows (`503` with `Retry-After` when there is no room)
+//! and held until the request's work is over ([`Opened::reservation`]). A body refused for its
+//! size (or for the budget) is read on and discarded for a while after the reply (`linger`),
+//! as nginx's lingering close does, so that a client still sending reads the reply instead of a
+//! reset connection.
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
+use super::budget::{BodyBudget, Reservation};
 use super::{IngressError, IngressSettings, PeerAddr};
 use crate::definitions::catalog::Hook;
 use crate::event::{HookType, RequestMeta};
@@ -31,7 +41,19 @@ pub(super) struct Opened {
     pub parts: http::request::Parts,
     pub meta: RequestMeta,
     pub body: Bytes,
+    /// The body's bytes in the process's budget: keep it until the request's work is over.
+    pub reservation: Reservation,
 }
+
+/// The buffer of a body of unknown length starts at this size, then doubles.
+const FIRST_BUFFER_BYTES: u64 = 16 * 1024;
+/// After a body is refused, the rest of it is read and discarded for at most this long...
+const LINGER_TIME: Duration = Duration::from_secs(10);
+/// ...and at most this many bytes, before the connection is closed...
+const LINGER_BYTES: u64 = 64 * 1024 * 1024;
+/// ...and no longer than this after the client last sent something (nginx's
+/// `lingering_timeout`): a client that sends no more is not waited for.
+const LINGER_IDLE: Duration = Duration::from_secs(2);
 
 /// Runs `handle` for a request to `hook` in the request's span, records the request's metrics
 /// by hook and outcome, and turns a failure into its reply.
@@ -65,16 +87,32 @@ pub(super) fn unknown(error: IngressError) -> Response {
 
 /// The opening steps: content encoding, declared length, then the body under its limit and
 /// deadline.
-pub(super) async fn open(settings: &IngressSettings, hook: &Hook, request: Request) -> Result<Opened, IngressError> {
+pub(super) async fn open(
+    settings: &IngressSettings,
+    budget: &BodyBudget,
+    hook: &Hook,
+    request: Request,
+) -> Result<Opened, IngressError> {
     refuse_content_encoding(request.headers())?;
     let limit = body_limit(settings, hook);
-    if declared_length(request.headers()).is_some_and(|length| length > limit) {
+    let declared = declared_length(request.headers());
+    let meta = request_meta(&request);
+    let (parts, mut body) = request.into_parts();
+    if declared.is_some_and(|length| length > limit) {
+        tokio::spawn(linger(body));
         return Err(IngressError::BodyTooLarge { limit });
     }
-    let meta = request_meta(&request);
-    let (parts, body) = request.into_parts();
-    let body = read_body(body, limit, settings.body_timeout).await?;
-    Ok(Opened { parts, meta, body })
+    let mut reservation = budget.reservation();
+    match read_body(&mut body, limit, declared, &mut reservation, settings.body_timeout).await {
+        Ok(body) => Ok(Opened { parts, meta, body, reservation }),
+        Err(error) => {
+            if matches!(error, IngressError::BodyTooLarge { .. } | IngressError::OverBudget(_)) {
+                drop(reservation);
+                tokio::spawn(linger(body));
+            }
+            Err(error)
+        }
+    }
 }
 
 /// The hook's own limit, else the gateway's: the message size for email hooks, the body size
@@ -116,13 +154,57 @@ fn request_meta(request: &Request) -> RequestMeta {
     RequestMeta { peer, headers }
 }
 
-/// Reads the whole body into one buffer, refusing it past `limit` bytes or `deadline`.
-async fn read_body(body: Body, limit: u64, deadline: Duration) -> Result<Bytes, IngressError> {
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match tokio::time::timeout(deadline, limited.collect()).await {
-        Err(_) => Err(IngressError::BodyTimeout { seconds: deadline.as_secs() }),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.is::<LengthLimitError>() => Err(IngressError::BodyTooLarge { limit }),
-        Ok(Err(error)) => Err(IngressError::BodyUnreadable(error.to_string())),
-    }
+/// Reads the whole body into one buffer: sized by the `declared` length, else grown by
+/// doubling, each growth reserved in the budget first. Refuses the body past `limit` bytes, past
+/// the budget, or past `deadline`.
+async fn read_body(
+    body: &mut Body,
+    limit: u64,
+    declared: Option<u64>,
+    reservation: &mut Reservation,
+    deadline: Duration,
+) -> Result<Bytes, IngressError> {
+    let read = async {
+        let mut buffer = Vec::new();
+        grow(&mut buffer, reservation, declared.unwrap_or(FIRST_BUFFER_BYTES).min(limit))?;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| IngressError::BodyUnreadable(error.to_string()))?;
+            // Trailers are not part of the body.
+            let Ok(data) = frame.into_data() else { continue };
+            let needed = (buffer.len() + data.len()) as u64;
+            if needed > limit {
+                return Err(IngressError::BodyTooLarge { limit });
+            }
+            let capacity = buffer.capacity() as u64;
+            if needed > capacity {
+                grow(&mut buffer, reservation, needed.max(capacity * 2).min(limit))?;
+            }
+            buffer.extend_from_slice(&data);
+        }
+        Ok(Bytes::from(buffer))
+    };
+    tokio::time::timeout(deadline, read).await.unwrap_or(Err(IngressError::BodyTimeout { seconds: deadline.as_secs() }))
+}
+
+/// Makes room for `capacity` bytes in all, reserving them in the budget first.
+fn grow(buffer: &mut Vec<u8>, reservation: &mut Reservation, capacity: u64) -> Result<(), IngressError> {
+    reservation.grow_to(capacity).map_err(IngressError::OverBudget)?;
+    let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
+    buffer.reserve_exact(capacity.saturating_sub(buffer.len()));
+    Ok(())
+}
+
+/// Reads and discards what is left of a refused body, for a bounded time and number of bytes,
+/// so that the client reads the reply before the connection closes (nginx's lingering close).
+async fn linger(mut body: Body) {
+    let discard = async {
+        let mut discarded = 0u64;
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(LINGER_IDLE, body.frame()).await {
+            discarded += frame.data_ref().map_or(0, |data| data.len() as u64);
+            if discarded > LINGER_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, discard).await;
 }

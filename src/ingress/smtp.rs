@@ -7,7 +7,10 @@
 //! Recipients are checked at `RCPT`: an address that is not an email hook's is refused there
 //! (`550 5.1.1`), so hookgate never relays and never accepts mail it would drop. The message is
 //! read up to the size limit (advertised in `SIZE`; past it the rest is read and discarded and
-//! the answer is `552`). `250` is sent only after every event of the message is committed; a
+//! the answer is `552`). A message's buffer is reserved in the process's budget for bodies in
+//! flight as it grows (from the declared `SIZE`, else doubling): with no room, `DATA` is
+//! answered `452`, and a message that outgrows the room left is read to its end, discarded and
+//! answered `452`, so that the sender retries later. `250` is sent only after every event of the message is committed; a
 //! store failure answers `451` so that the sender retries. STARTTLS (when a certificate is
 //! configured) discards anything the client sent after the command, and starts the session over.
 //! These are the listener's opening steps, its equivalents of HTTP's: the declared `SIZE` (552
@@ -28,6 +31,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::IngressState;
+use super::budget::Reservation;
 use crate::email::{Envelope, Refusal, parse_recipient, refusal_label};
 use crate::pipeline::mail::{MailRecipient, MessageError};
 
@@ -207,8 +211,8 @@ enum Step {
     NeedMore,
     /// A command was handled and its reply queued.
     Replied,
-    /// A whole message arrived (`None`: it was too large and was discarded).
-    Message(Option<Vec<u8>>),
+    /// A whole message arrived, with its bytes' reservation, or why it was discarded.
+    Message(Result<(Vec<u8>, Reservation), Discarded>),
     StartTls,
     Close,
 }
@@ -218,13 +222,26 @@ enum Phase {
     Data {
         receiver: DataReceiver,
         message: Vec<u8>,
+        reservation: Reservation,
     },
-    /// The message is over the size limit: read to its end, kept nowhere.
-    Discard(DummyDataReceiver),
+    /// The message is over the size limit, or the budget: read to its end, kept nowhere.
+    Discard(DummyDataReceiver, Discarded),
 }
+
+/// Why a message was read to its end and not kept.
+#[derive(Debug, Clone, Copy)]
+enum Discarded {
+    TooLarge,
+    OverBudget,
+}
+
+/// A message's buffer starts at its declared `SIZE`, or at this, then doubles.
+const FIRST_MESSAGE_BYTES: usize = 16 * 1024;
 
 struct Transaction {
     from: String,
+    /// The `SIZE` declared at `MAIL`, 0 if none.
+    declared_size: usize,
     recipients: Vec<MailRecipient>,
 }
 
@@ -280,11 +297,16 @@ impl<'a> Session<'a> {
                 Step::Replied => {}
                 Step::Message(message) => {
                     let reply = match message {
-                        Some(message) => self.deliver(message).await,
-                        None => format!(
+                        Ok((message, reservation)) => {
+                            let reply = self.deliver(message).await;
+                            drop(reservation);
+                            reply
+                        }
+                        Err(Discarded::TooLarge) => format!(
                             "552 5.3.4 The message exceeds the maximum size of {} bytes",
                             self.settings.max_message_bytes
                         ),
+                        Err(Discarded::OverBudget) => OVER_BUDGET_REPLY.to_owned(),
                     };
                     self.output.extend_from_slice(reply.as_bytes());
                     self.output.extend_from_slice(b"\r\n");
@@ -345,24 +367,35 @@ impl<'a> Session<'a> {
                 Err(ParseError::NeedsMoreData { .. }) => Step::NeedMore,
                 Err(error) => self.parse_error(error),
             },
-            Phase::Data { receiver, message } => {
-                let complete = receiver.ingest(&mut bytes, message);
-                let too_large = message.len() > self.settings.max_message_bytes;
-                if complete {
-                    let message = std::mem::take(message);
-                    self.phase = Phase::Command;
-                    Step::Message((!too_large).then_some(message))
-                } else if too_large {
-                    self.phase = Phase::Discard(DummyDataReceiver::new_data(receiver));
+            Phase::Data { receiver, message, reservation } => {
+                // The message grows by at most the input's length (dots and line ends only
+                // shrink it): room for that is reserved before the buffer grows.
+                let ceiling = self.settings.max_message_bytes + 1;
+                let fits = make_room(message, reservation, message.len() + input.len(), ceiling);
+                if !fits {
+                    self.phase = Phase::Discard(DummyDataReceiver::new_data(receiver), Discarded::OverBudget);
                     Step::Replied
                 } else {
-                    Step::NeedMore
+                    let complete = receiver.ingest(&mut bytes, message);
+                    let too_large = message.len() > self.settings.max_message_bytes;
+                    if complete {
+                        let message = std::mem::take(message);
+                        let reservation = std::mem::replace(reservation, self.state.body_budget.reservation());
+                        self.phase = Phase::Command;
+                        Step::Message(if too_large { Err(Discarded::TooLarge) } else { Ok((message, reservation)) })
+                    } else if too_large {
+                        self.phase = Phase::Discard(DummyDataReceiver::new_data(receiver), Discarded::TooLarge);
+                        Step::Replied
+                    } else {
+                        Step::NeedMore
+                    }
                 }
             }
-            Phase::Discard(receiver) => {
+            Phase::Discard(receiver, why) => {
                 if receiver.ingest(&mut bytes) {
+                    let why = *why;
                     self.phase = Phase::Command;
-                    Step::Message(None)
+                    Step::Message(Err(why))
                 } else {
                     Step::NeedMore
                 }
@@ -456,7 +489,8 @@ impl<'a> Session<'a> {
                         &format!("The message exceeds the maximum size of {} bytes", self.settings.max_message_bytes),
                     );
                 }
-                self.transaction = Some(Transaction { from: from.address, recipients: Vec::new() });
+                self.transaction =
+                    Some(Transaction { from: from.address, declared_size: from.size, recipients: Vec::new() });
                 self.reply(250, [2, 1, 0], "Sender OK");
                 Step::Replied
             }
@@ -466,9 +500,21 @@ impl<'a> Session<'a> {
                 Some(transaction) if transaction.recipients.is_empty() => {
                     self.refuse(554, [5, 5, 1], "No valid recipients")
                 }
-                Some(_) => {
+                Some(transaction) => {
+                    let first = match transaction.declared_size {
+                        0 => FIRST_MESSAGE_BYTES,
+                        declared => declared,
+                    };
+                    let first = first.min(self.settings.max_message_bytes + 1);
+                    let mut reservation = self.state.body_budget.reservation();
+                    if reservation.grow_to(first as u64).is_err() {
+                        self.output.extend_from_slice(OVER_BUDGET_REPLY.as_bytes());
+                        self.output.extend_from_slice(b"\r\n");
+                        return Step::Replied;
+                    }
                     self.output.extend_from_slice(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n");
-                    self.phase = Phase::Data { receiver: DataReceiver::new(), message: Vec::with_capacity(16 * 1024) };
+                    let message = Vec::with_capacity(first);
+                    self.phase = Phase::Data { receiver: DataReceiver::new(), message, reservation };
                     Step::Replied
                 }
             },
@@ -575,6 +621,23 @@ impl<'a> Session<'a> {
         reply
     }
 }
+
+/// Makes room in `message` for `needed` bytes in all, doubling up to `ceiling`, with the
+/// growth reserved in the budget first; false when the budget has no room.
+fn make_room(message: &mut Vec<u8>, reservation: &mut Reservation, needed: usize, ceiling: usize) -> bool {
+    if needed <= message.capacity() {
+        return true;
+    }
+    let capacity = (message.capacity() * 2).min(ceiling).max(needed);
+    if reservation.grow_to(capacity as u64).is_err() {
+        return false;
+    }
+    message.reserve_exact(capacity.saturating_sub(message.len()));
+    true
+}
+
+/// The answer when the budget for bodies in flight has no room for a message.
+const OVER_BUDGET_REPLY: &str = "452 4.3.1 Too many messages are being received at once; try again later";
 
 fn summarize_ids(ids: &[String]) -> String {
     match ids {

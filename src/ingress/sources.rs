@@ -68,7 +68,8 @@ pub(super) async fn handle(state: &IngressState, hook: &Hook, request: Request) 
         return Err(IngressError::MethodNotAllowed { method: request.method().clone(), allow: "POST" });
     }
     let (content_type, media_kind) = decode::content_type(request.headers())?;
-    let Opened { parts, meta, body } = opening::open(&state.settings, hook, request).await?;
+    let Opened { parts, meta, body, reservation: _reservation } =
+        opening::open(&state.settings, &state.body_budget, hook, request).await?;
     let headers = &parts.headers;
     let url = format!(
         "{}{}",

@@ -17,6 +17,7 @@ mod form_hooks;
 mod independent_signers;
 mod interop;
 mod management_keys;
+mod memory_bounds;
 mod nats;
 mod notices;
 mod openapi;
