@@ -198,6 +198,8 @@ impl EventFilter {
             after_id: None,
             quarantined: None,
             limit,
+            // Pages as the API's: bounded in bytes too, so that large events are read a few at a time.
+            max_bytes: Some(hookgate::api::events::PAGE_MAX_BYTES as u64),
         }
     }
 }
@@ -358,7 +360,7 @@ async fn shutdown_signal() {
 }
 
 fn check(config: &Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
-    let (documents, mut diagnostics) = read_folder(&dir);
+    let (documents, mut diagnostics) = read_folder(&dir, config.max_definition_file_bytes);
     let options = ValidationOptions {
         event_prefix: config.event_prefix.clone(),
         secrets: SecretSource::load(config.secrets_file.as_deref())?,
@@ -430,7 +432,7 @@ async fn sources(config: Config, json: bool) -> anyhow::Result<ExitCode> {
             &secrets,
         )
     } else {
-        let (documents, diagnostics) = read_folder(&config.definitions);
+        let (documents, diagnostics) = read_folder(&config.definitions, config.max_definition_file_bytes);
         let options = ValidationOptions { event_prefix: config.event_prefix.clone(), secrets: secrets.clone() };
         let validated = validate(&documents, &options);
         let errors: Vec<_> = diagnostics.iter().chain(validated.errors()).collect();

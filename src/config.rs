@@ -20,6 +20,8 @@ use crate::notice::NoticeKind;
 pub struct Config {
     /// Folder of hook definition files.
     pub definitions: PathBuf,
+    /// A definition file larger than this is refused (with its name).
+    pub max_definition_file_bytes: u64,
     /// Address of the HTTP listener.
     pub http: SocketAddr,
     /// The store: the embedded database's file (a path, or `sqlite:` and a path), or a
@@ -191,6 +193,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             definitions: PathBuf::from("hook-definitions"),
+            max_definition_file_bytes: crate::definitions::MAX_DEFINITION_FILE_BYTES,
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database: PathBuf::from("data/hookgate.db"),
             public_url: None,
@@ -263,6 +266,7 @@ pub struct Overrides {
 /// The keys `HOOKGATE_*` variables may set (others, such as test settings, are left alone).
 const ENVIRONMENT_KEYS: &[&str] = &[
     "definitions",
+    "max_definition_file_bytes",
     "http",
     "database",
     "public_url",

@@ -141,6 +141,7 @@ async fn follow_other_nodes(
 pub fn catalog_settings(config: &Config) -> CatalogSettings {
     CatalogSettings {
         folder: config.definitions.clone(),
+        max_file_bytes: config.max_definition_file_bytes,
         secrets_file: config.secrets_file.clone(),
         event_prefix: config.event_prefix.clone(),
     }

@@ -336,6 +336,8 @@ impl Follow {
             after_id: Some(self.cursor.clone()),
             before_id: Some(below),
             limit: BATCH,
+            // Large events are read a few at a time.
+            max_bytes: Some(super::events::PAGE_MAX_BYTES as u64),
             ..EventQuery::default()
         };
         let page = self.state.store.list_events(query).await.map_err(|error| {

@@ -152,6 +152,8 @@ pub enum ReloadError {
 #[derive(Debug, Clone)]
 pub struct CatalogSettings {
     pub folder: PathBuf,
+    /// A definition file larger than this is refused.
+    pub max_file_bytes: u64,
     pub secrets_file: Option<PathBuf>,
     pub event_prefix: String,
 }
@@ -282,8 +284,8 @@ impl CatalogManager {
 
     /// The definitions folder's documents and the installed apps, with `change` applied.
     async fn documents(&self, change: Change<'_>) -> Result<Vec<SourceDocument>, ReloadError> {
-        let folder = self.settings.folder.clone();
-        let (mut documents, diagnostics) = tokio::task::spawn_blocking(move || read_folder(&folder))
+        let (folder, max_file_bytes) = (self.settings.folder.clone(), self.settings.max_file_bytes);
+        let (mut documents, diagnostics) = tokio::task::spawn_blocking(move || read_folder(&folder, max_file_bytes))
             .await
             .map_err(|error| StoreError::Unavailable(format!("reading definitions failed: {error}")))?;
         if !diagnostics.is_empty() {

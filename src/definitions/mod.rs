@@ -17,7 +17,7 @@ pub mod sources;
 pub mod watch;
 
 pub use checker::validate;
-pub use read::{json_reason, read_folder};
+pub use read::{MAX_DEFINITION_FILE_BYTES, json_reason, read_folder};
 
 use serde::Serialize;
 use serde_json::Value;

@@ -1,14 +1,20 @@
 //! Reading the definitions folder: every `*.json` file, recursively, hidden entries skipped, in
-//! path order. A file that cannot be read or is not JSON is a diagnostic, not a failure.
+//! path order. A file that cannot be read, is larger than the limit (`max_definition_file_bytes`,
+//! 1 MiB by default: read no further than that) or is not JSON is a diagnostic, not a failure.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 use super::{Diagnostic, Origin, SourceDocument};
 
+/// The default of `max_definition_file_bytes`: 1 MiB, many times the largest app definition
+/// seen.
+pub const MAX_DEFINITION_FILE_BYTES: u64 = 1024 * 1024;
+
 /// Reads every `*.json` file under `dir` (recursively, skipping hidden entries), in path
-/// order. Unreadable files and malformed JSON are reported as diagnostics.
-pub fn read_folder(dir: &Path) -> (Vec<SourceDocument>, Vec<Diagnostic>) {
+/// order. Unreadable files, files over `max_file_bytes` and malformed JSON are reported as
+/// diagnostics.
+pub fn read_folder(dir: &Path, max_file_bytes: u64) -> (Vec<SourceDocument>, Vec<Diagnostic>) {
     let mut paths = Vec::new();
     let mut diagnostics = Vec::new();
     collect_json_files(dir, &mut paths, &mut diagnostics);
@@ -16,9 +22,17 @@ pub fn read_folder(dir: &Path) -> (Vec<SourceDocument>, Vec<Diagnostic>) {
     let mut documents = Vec::new();
     for path in paths {
         let origin = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
-        match std::fs::read(&path) {
+        match read_at_most(&path, max_file_bytes) {
             Err(error) => diagnostics.push(Diagnostic::error(&origin, "", format!("cannot read the file: {error}"))),
-            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(None) => diagnostics.push(Diagnostic::error(
+                &origin,
+                "",
+                format!(
+                    "the file is larger than the limit of {max_file_bytes} bytes for a definition file \
+                     (max_definition_file_bytes)"
+                ),
+            )),
+            Ok(Some(bytes)) => match serde_json::from_slice::<Value>(&bytes) {
                 Ok(json) => documents.push(SourceDocument { origin: Origin::File(origin), json }),
                 Err(error) => diagnostics.push(Diagnostic::error(
                     &origin,
@@ -34,6 +48,15 @@ pub fn read_folder(dir: &Path) -> (Vec<SourceDocument>, Vec<Diagnostic>) {
         }
     }
     (documents, diagnostics)
+}
+
+/// The file's bytes, or `None` when it holds more than `limit`: never more than `limit + 1`
+/// bytes are read.
+fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
 }
 
 /// serde_json's message without its trailing " at line L column C".
@@ -85,10 +108,18 @@ mod tests {
         std::fs::write(dir.path().join("notes.txt"), "nonsense").unwrap();
         std::fs::create_dir(dir.path().join("nested")).unwrap();
         std::fs::write(dir.path().join("nested/other.json"), r#"{"app": "other", "version": "1"}"#).unwrap();
-        let (documents, diagnostics) = read_folder(dir.path());
+        std::fs::write(dir.path().join("large.json"), format!("{{\"pad\": \"{}\"}}", "x".repeat(2000))).unwrap();
+        let (documents, diagnostics) = read_folder(dir.path(), 2000);
         let origins: Vec<String> = documents.iter().map(|d| d.origin.to_string()).collect();
         assert_eq!(origins, vec!["good.json", "nested/other.json"]);
         let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-        assert_eq!(rendered, vec!["broken.json: malformed JSON at line 1 column 8: EOF while parsing a value"]);
+        assert_eq!(
+            rendered,
+            vec![
+                "broken.json: malformed JSON at line 1 column 8: EOF while parsing a value",
+                "large.json: the file is larger than the limit of 2000 bytes for a definition file \
+                 (max_definition_file_bytes)"
+            ]
+        );
     }
 }

@@ -135,19 +135,18 @@ pub(super) async fn handle(state: &IngressState, hook: &Hook, request: Request) 
         })
         .collect::<Result<Vec<_>, IngressError>>()?;
     let quarantined: Vec<bool> = new_events.iter().map(|event| event.event.quarantined).collect();
-    let names: Vec<String> = new_events.iter().map(|event| event.event.name.clone()).collect();
     // A repeated delivery id is decided in the store's transaction: the original's id comes
     // back with `duplicate`, and the platform gets the same success reply.
     let appended = state.committer.commit(new_events).await.map_err(IngressError::Store)?;
     if let Some(first) = appended.first() {
         tracing::Span::current().record("event_id", first.id.as_str());
     }
+    // A duplicate's name is the stored event's, whatever the repeated request would be named.
     let events: Vec<Value> = appended
         .iter()
-        .zip(&names)
         .zip(&quarantined)
-        .map(|((appended, name), quarantined)| {
-            let mut reply = json!({"id": appended.id, "name": name, "duplicate": appended.duplicate});
+        .map(|(appended, quarantined)| {
+            let mut reply = json!({"id": appended.id, "name": appended.name, "duplicate": appended.duplicate});
             if *quarantined {
                 reply["quarantined"] = json!(true);
             }

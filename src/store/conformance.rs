@@ -42,6 +42,7 @@ pub(crate) async fn run_all(store: &Store) {
     repeated_idempotency_key_returns_the_original(store).await;
     events_list_newest_first_with_filters_and_cursor(store).await;
     events_after_an_id_come_oldest_first_a_page_at_a_time(store).await;
+    a_page_ends_at_its_byte_bound_and_the_cursor_continues_without_loss(store).await;
     events_are_counted_by_name_since_a_time(store).await;
     unknown_event_reads_as_none(store).await;
     hook_tokens_are_created_once_and_kept(store).await;
@@ -479,7 +480,9 @@ async fn repeated_idempotency_key_returns_the_original(store: &Store) {
         IdempotencyKey { scope: "stripe".into(), key: "evt_123".into(), window: crate::event::DEFAULT_DEDUP_WINDOW };
     let mut first = sample_event("conformance.idempotent", "conformance");
     first.idempotency_key = Some(key.clone());
-    let mut repeat = sample_event("conformance.idempotent", "conformance");
+    // A repeated delivery may be named otherwise (its payload changed): the original's name
+    // comes back.
+    let mut repeat = sample_event("conformance.idempotent.renamed", "conformance");
     repeat.idempotency_key = Some(key.clone());
     let mut other_scope = sample_event("conformance.idempotent", "conformance");
     other_scope.idempotency_key = Some(IdempotencyKey {
@@ -491,6 +494,8 @@ async fn repeated_idempotency_key_returns_the_original(store: &Store) {
     let original = store.append_events(vec![first.clone()]).await.unwrap().remove(0);
     let again = store.append_events(vec![repeat.clone()]).await.unwrap().remove(0);
     assert_eq!(again.id, original.id);
+    assert_eq!(original.name, "conformance.idempotent");
+    assert_eq!(again.name, "conformance.idempotent", "a duplicate carries the stored event's name");
     assert!(again.duplicate);
     assert!(store.event(&repeat.event.id).await.unwrap().is_none(), "no second event");
     assert_eq!(store.event(&original.id).await.unwrap().unwrap().receive_count, 2);
@@ -618,6 +623,54 @@ async fn events_after_an_id_come_oldest_first_a_page_at_a_time(store: &Store) {
         [ids[3].clone(), ids[4].clone()],
         "with the other filters"
     );
+}
+
+async fn a_page_ends_at_its_byte_bound_and_the_cursor_continues_without_loss(store: &Store) {
+    let app = "conformance-bytes";
+    let mut ids = Vec::new();
+    // Ten events of about 10 kB each, one as parsed data and one as a raw JSON body in turn:
+    // both count.
+    for i in 0..10 {
+        let mut event = sample_event("conformance.bytes.order", app);
+        let body = Bytes::from(serde_json::to_vec(&serde_json::json!({"i": i, "pad": "x".repeat(10_000)})).unwrap());
+        event.event.data = serde_json::from_slice(&body).unwrap();
+        event.raw_body = body;
+        event.data_is_raw_json = i % 2 == 0;
+        ids.push(event.event.id.clone());
+        store.append_events(vec![event]).await.unwrap();
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    let page = |cursor: Option<String>, max_bytes: Option<u64>| EventQuery {
+        app: Some(app.into()),
+        before_id: cursor,
+        limit: 100,
+        max_bytes,
+        ..Default::default()
+    };
+    let ids_of = |page: &crate::store::EventPage| page.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+
+    // 25 kB: the third event is added (20 kB before it), the fourth is not.
+    let first = store.list_events(page(None, Some(25_000))).await.unwrap();
+    assert_eq!(ids_of(&first), newest_first[..3], "the event that passes the bound ends the page");
+    assert_eq!(first.next_cursor.as_deref(), Some(newest_first[2].as_str()));
+    let one = store.list_events(page(None, Some(1))).await.unwrap();
+    assert_eq!(ids_of(&one), newest_first[..1], "a page has at least one event, whatever its size");
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let listed = store.list_events(page(cursor, Some(25_000))).await.unwrap();
+        assert!(!listed.events.is_empty() && listed.events.len() <= 3, "{} events", listed.events.len());
+        seen.extend(ids_of(&listed));
+        match listed.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest_first, "pages cut by bytes cover every event once, newest first");
+    let whole = store.list_events(page(None, None)).await.unwrap();
+    assert_eq!(ids_of(&whole), newest_first, "without a byte bound only the count bounds a page");
+    assert_eq!(whole.next_cursor, None);
 }
 
 async fn events_are_counted_by_name_since_a_time(store: &Store) {

@@ -94,6 +94,9 @@ impl StoreChange {
 pub struct Appended {
     /// The id of the stored event: the new one, or for a duplicate the original's.
     pub id: String,
+    /// The stored event's name: the new one's, or for a duplicate the original's (which a
+    /// repeated request may name otherwise).
+    pub name: String,
     /// True when the idempotency key had been seen: nothing new was stored.
     pub duplicate: bool,
 }
@@ -154,7 +157,50 @@ pub struct EventQuery {
     pub after_id: Option<String>,
     /// Only quarantined events (`Some(true)`) or only the others (`Some(false)`).
     pub quarantined: Option<bool>,
+    /// At most this many events.
     pub limit: usize,
+    /// A bound on the page's stored bytes as well: an event is added while the events before it
+    /// hold fewer than this many bytes of data and source (so a page has at least one event,
+    /// and passes the bound by at most its last). `None`: only `limit` bounds the page.
+    pub max_bytes: Option<u64>,
+}
+
+/// How an event counts against [`EventQuery::max_bytes`]: its stored data (or the body that is
+/// its data) and its source.
+pub fn stored_event_bytes(data: usize, source: usize) -> u64 {
+    (data + source) as u64
+}
+
+/// Decides, row by row in the order a listing reads them, where a page ends: by count and by
+/// stored bytes. Both backends list through it, so that they cut pages at the same event.
+#[derive(Debug)]
+pub(crate) struct PageCut {
+    limit: usize,
+    max_bytes: u64,
+    taken: usize,
+    bytes: u64,
+}
+
+impl PageCut {
+    pub(crate) fn new(query: &EventQuery) -> PageCut {
+        PageCut { limit: query.limit.max(1), max_bytes: query.max_bytes.unwrap_or(u64::MAX), taken: 0, bytes: 0 }
+    }
+
+    /// Whether the next row, of `bytes` stored bytes, belongs to the page; once it does not,
+    /// the row only shows that more events match.
+    pub(crate) fn takes(&mut self, bytes: u64) -> bool {
+        if self.taken >= self.limit || self.bytes >= self.max_bytes {
+            return false;
+        }
+        self.taken += 1;
+        self.bytes = self.bytes.saturating_add(bytes);
+        true
+    }
+
+    /// The SQL `LIMIT`: one row more than a full page, to know whether more match.
+    pub(crate) fn rows_to_read(&self) -> usize {
+        self.limit + 1
+    }
 }
 
 /// One page of events, newest first (oldest first for a query by `after_id`).

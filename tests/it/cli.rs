@@ -142,6 +142,33 @@ fn check_reports_every_error_with_its_file_and_pointer() {
 }
 
 #[test]
+fn check_refuses_a_definition_file_over_the_size_limit_naming_it() {
+    let cwd = tempfile::tempdir().unwrap();
+    let hooks = r#"[{"eventName": "kustomer.app.large.x", "type": "form"}]"#;
+    // Valid JSON, 2 MiB of it: past the default limit of 1 MiB.
+    let large =
+        format!(r#"{{"app": "large", "version": "1", "description": "{}", "hooks": {hooks}}}"#, "x".repeat(2 << 20));
+    let folder = definitions_folder(&[("large.json", large.as_str())]);
+    let output = hookgate_in(cwd.path(), &["check", folder.path().to_str().unwrap()], Duration::from_secs(30));
+    let printed = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{printed}{}", stderr(&output));
+    assert!(
+        printed.contains(
+            "large.json: the file is larger than the limit of 1048576 bytes for a definition file \
+             (max_definition_file_bytes)"
+        ),
+        "{printed}"
+    );
+    let raised = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .current_dir(cwd.path())
+        .args(["check", folder.path().to_str().unwrap()])
+        .env("HOOKGATE_MAX_DEFINITION_FILE_BYTES", "4194304")
+        .output()
+        .unwrap();
+    assert!(raised.status.success(), "a raised limit takes the file: {}", stdout(&raised));
+}
+
+#[test]
 fn check_passes_definitions_with_warnings_only() {
     let cwd = tempfile::tempdir().unwrap();
     let folder = definitions_folder(&[(

@@ -11,6 +11,7 @@ mod dns;
 mod documented_defaults;
 mod durability;
 mod email;
+mod event_listing;
 mod event_stream;
 mod first_start;
 mod form_hooks;

@@ -34,16 +34,6 @@ fn options() -> Options {
     Options { definitions: vec![("memory.json".into(), memory_app())], env: vec![] }
 }
 
-/// A field of `/proc/<pid>/status`, in kB.
-pub fn status_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the gateway's status is readable");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
 /// The path of a hook's URL, from the directory.
 async fn hook_path(gateway: &Gateway, event_name: &str) -> String {
     let url = gateway.hook_url(event_name).await;

@@ -113,6 +113,22 @@ async fn a_repeated_stripe_delivery_is_not_a_second_event() {
 }
 
 #[tokio::test]
+async fn a_repeated_delivery_named_otherwise_is_answered_with_the_stored_events_name() {
+    let gateway = gateway().await;
+    let body = json!({"id": "evt_renamed", "type": "invoice.created", "data": {}}).to_string();
+    let first: Value =
+        post_stripe(&gateway, &body, &stripe_signature_at(STRIPE_SECRET, now(), &body)).await.json().await.unwrap();
+    assert_eq!(first["name"], "stripe.invoice.created");
+    // The same delivery id, with a type that names the event otherwise.
+    let renamed = json!({"id": "evt_renamed", "type": "invoice.updated", "data": {}}).to_string();
+    let again = post_stripe(&gateway, &renamed, &stripe_signature_at(STRIPE_SECRET, now(), &renamed)).await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, json!({"id": first["id"], "name": "stripe.invoice.created", "duplicate": true}));
+    assert_eq!(gateway.event(first["id"].as_str().unwrap()).await["name"], "stripe.invoice.created");
+}
+
+#[tokio::test]
 async fn the_previous_stripe_secret_works_while_both_are_configured() {
     let gateway = gateway().await;
     let body = stripe_event("evt_rotated");

@@ -450,6 +450,16 @@ async fn spawn(
     }
 }
 
+/// A field of `/proc/<pid>/status`, in kB.
+pub fn status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the gateway's status is readable");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
 /// A `Stripe-Signature` header as Stripe's SDKs build it: `body` signed with `secret` at
 /// `timestamp` (seconds).
 pub fn stripe_signature_at(secret: &str, timestamp: i64, body: &str) -> String {

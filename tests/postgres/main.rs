@@ -17,6 +17,8 @@ mod api;
 mod deliveries;
 #[path = "../it/dns.rs"]
 mod dns;
+#[path = "../it/event_listing.rs"]
+mod event_listing;
 #[path = "../it/event_stream.rs"]
 mod event_stream;
 #[path = "../it/form_hooks.rs"]

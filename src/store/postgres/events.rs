@@ -10,7 +10,7 @@ use tokio_postgres::types::ToSql;
 use super::writer::AppendJob;
 use super::{PostgresStore, pg_error, timestamp};
 use crate::event::{Event, EventSource, HookType, NewEvent};
-use crate::store::{Appended, EventPage, EventQuery, RawBody, StoreError};
+use crate::store::{Appended, EventPage, EventQuery, PageCut, RawBody, StoreError, stored_event_bytes};
 
 impl PostgresStore {
     pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
@@ -83,27 +83,36 @@ impl PostgresStore {
         if let Some(after) = &query.after_id {
             bind(&mut sql, " AND e.id > ?", Box::new(after.clone()));
         }
-        let limit = query.limit.max(1);
+        let mut cut = PageCut::new(&query);
         // Newest first; oldest first after an id, for followers of the log.
         let order = if query.after_id.is_some() { "ASC" } else { "DESC" };
         // The limit is a parameter, so that each filter combination is one cached statement.
         bind(
             &mut sql,
             &format!(" ORDER BY e.id {order} LIMIT ?"),
-            Box::new(i64::try_from(limit + 1).unwrap_or(i64::MAX)),
+            Box::new(i64::try_from(cut.rows_to_read()).unwrap_or(i64::MAX)),
         );
         let client = self.client().await?;
         let statement = client.prepare_cached(&sql).await.map_err(pg_error)?;
-        let params: Vec<&(dyn ToSql + Sync)> =
-            values.iter().map(|value| value.as_ref() as &(dyn ToSql + Sync)).collect();
-        let rows = client.query(&statement, &params).await.map_err(pg_error)?;
-        let mut events = rows.iter().map(event_from_row).collect::<Result<Vec<Event>, StoreError>>()?;
-        let next_cursor = if events.len() > limit {
-            events.truncate(limit);
-            events.last().map(|event| event.id.clone())
-        } else {
-            None
-        };
+        let params = values.iter().map(|value| value.as_ref() as &(dyn ToSql + Sync));
+        // Row by row as they arrive: a row past the page's count or bytes ends the read.
+        let rows = client.query_raw(&statement, params).await.map_err(pg_error)?;
+        futures_util::pin_mut!(rows);
+        let mut events = Vec::new();
+        let mut more = false;
+        while let Some(row) = futures_util::StreamExt::next(&mut rows).await {
+            let row = row.map_err(pg_error)?;
+            let data = match row.get::<_, Option<&str>>(6) {
+                Some(data) => data.len(),
+                None => row.get::<_, Option<&[u8]>>(8).map_or(0, <[u8]>::len),
+            };
+            if !cut.takes(stored_event_bytes(data, row.get::<_, &str>(5).len())) {
+                more = true;
+                break;
+            }
+            events.push(event_from_row(&row)?);
+        }
+        let next_cursor = if more { events.last().map(|event| event.id.clone()) } else { None };
         Ok(EventPage { events, next_cursor })
     }
 }

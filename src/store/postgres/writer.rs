@@ -196,7 +196,8 @@ async fn write_batch(
     for &index in &order {
         let id = &rows[index].new.event.id;
         if inserted.contains(id) {
-            outcomes[index] = Some(Appended { id: id.clone(), duplicate: false });
+            outcomes[index] =
+                Some(Appended { id: id.clone(), name: rows[index].new.event.name.clone(), duplicate: false });
         }
     }
     let plain = transaction.prepare_cached(INSERT_EVENT).await?;
@@ -209,19 +210,20 @@ async fn write_batch(
         let key = row.new.idempotency_key.as_ref().expect("only keyed inserts can conflict");
         let existing = transaction
             .query_opt(
-                "SELECT id, received_at_us FROM events WHERE idempotency_scope = $1 AND idempotency_key = $2 FOR UPDATE",
+                "SELECT id, received_at_us, name FROM events WHERE idempotency_scope = $1 AND idempotency_key = $2 FOR UPDATE",
                 &[&key.scope, &key.key],
             )
             .await?;
         if let Some(existing) = existing {
             let id: String = existing.get(0);
             let received_at_us: i64 = existing.get(1);
+            let name: String = existing.get(2);
             let window_us = i64::try_from(key.window.as_micros()).unwrap_or(i64::MAX);
             if row.new.event.received_at.as_microsecond().saturating_sub(received_at_us) <= window_us {
                 transaction
                     .execute("UPDATE events SET receive_count = receive_count + 1 WHERE id = $1", &[&id])
                     .await?;
-                outcomes[index] = Some(Appended { id, duplicate: true });
+                outcomes[index] = Some(Appended { id, name, duplicate: true });
                 continue;
             }
             // Past its window the key is released: the old event keeps its data, not the key.
@@ -230,7 +232,8 @@ async fn write_batch(
                 .await?;
         }
         transaction.execute(&plain, &row.params()).await?;
-        outcomes[index] = Some(Appended { id: row.new.event.id.clone(), duplicate: false });
+        outcomes[index] =
+            Some(Appended { id: row.new.event.id.clone(), name: row.new.event.name.clone(), duplicate: false });
     }
 
     // A body written here only for duplicates would be kept by nothing: out again.

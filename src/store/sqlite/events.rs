@@ -18,7 +18,7 @@ use super::deliveries::insert_delivery;
 use super::migrations::body_sha256;
 use super::{SqliteStore, timestamp};
 use crate::event::{Event, EventSource, HookType, NewEvent};
-use crate::store::{Appended, EventPage, EventQuery, RawBody, StoreError};
+use crate::store::{Appended, EventPage, EventQuery, PageCut, RawBody, StoreError, stored_event_bytes};
 
 impl SqliteStore {
     pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
@@ -139,19 +139,19 @@ fn append_one(
 ) -> Result<Appended, StoreError> {
     let EventRow { new, source, data, body_sha256 } = row;
     if let Some(key) = &new.idempotency_key {
-        let existing: Option<(String, i64)> = connection
+        let existing: Option<(String, i64, String)> = connection
             .prepare_cached(
-                "SELECT id, received_at_us FROM events WHERE idempotency_scope = ?1 AND idempotency_key = ?2",
+                "SELECT id, received_at_us, name FROM events WHERE idempotency_scope = ?1 AND idempotency_key = ?2",
             )?
-            .query_row([&key.scope, &key.key], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_row([&key.scope, &key.key], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
             .optional()?;
-        if let Some((id, received_at_us)) = existing {
+        if let Some((id, received_at_us, name)) = existing {
             let window_us = i64::try_from(key.window.as_micros()).unwrap_or(i64::MAX);
             if new.event.received_at.as_microsecond().saturating_sub(received_at_us) <= window_us {
                 connection
                     .prepare_cached("UPDATE events SET receive_count = receive_count + 1 WHERE id = ?1")?
                     .execute([&id])?;
-                return Ok(Appended { id, duplicate: true });
+                return Ok(Appended { id, name, duplicate: true });
             }
             // Past its window the key is released: the old event keeps its data, not the key.
             connection
@@ -197,7 +197,7 @@ fn append_one(
             insert_delivery(connection, subscription_id, &event.id, at)?;
         }
     }
-    Ok(Appended { id: event.id.clone(), duplicate: false })
+    Ok(Appended { id: event.id.clone(), name: event.name.clone(), duplicate: false })
 }
 
 /// An event's columns for `event_from_row`; its body is read only when it is the data.
@@ -265,20 +265,24 @@ fn list_events(connection: &Connection, query: &EventQuery) -> Result<EventPage,
     if let Some(after) = &query.after_id {
         bind(&mut sql, " AND id > ?", after.clone().into());
     }
-    let limit = query.limit.max(1);
+    let mut cut = PageCut::new(query);
     let order = if query.after_id.is_some() { "ASC" } else { "DESC" };
-    sql.push_str(&format!(" ORDER BY id {order} LIMIT {}", limit + 1));
+    sql.push_str(&format!(" ORDER BY id {order} LIMIT {}", cut.rows_to_read()));
     let mut statement = connection.prepare_cached(&sql)?;
-    let mut events = statement
-        .query_map(rusqlite::params_from_iter(values), event_from_row)?
-        .map(|row| row?)
-        .collect::<Result<Vec<Event>, StoreError>>()?;
-    let next_cursor = if events.len() > limit {
-        events.truncate(limit);
-        events.last().map(|event| event.id.clone())
-    } else {
-        None
-    };
+    let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+    let mut events = Vec::new();
+    let mut more = false;
+    // Row by row: a row past the page's count or bytes is only looked at, never decoded.
+    while let Some(row) = rows.next()? {
+        let length = |index: usize| row.get_ref(index).map(|value| value.as_bytes().map_or(0, <[u8]>::len));
+        let data = if row.get_ref(6)?.as_bytes().is_ok() { length(6)? } else { length(8)? };
+        if !cut.takes(stored_event_bytes(data, length(5)?)) {
+            more = true;
+            break;
+        }
+        events.push(event_from_row(row)??);
+    }
+    let next_cursor = if more { events.last().map(|event| event.id.clone()) } else { None };
     Ok(EventPage { events, next_cursor })
 }
 
