@@ -4,6 +4,7 @@
 //! serves, and is kept in the store. Apps from files are listed but can only be changed by
 //! editing their files.
 
+use crate::api::RequestBody;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -49,7 +50,7 @@ pub async fn show(State(state): State<Arc<ApiState>>, Path(app): Path<String>) -
     Ok(Json(view(found)))
 }
 
-pub async fn install(State(state): State<Arc<ApiState>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn install(State(state): State<Arc<ApiState>>, RequestBody(body): RequestBody) -> Result<Response, ApiError> {
     let definition: Value = serde_json::from_slice(&body).map_err(|error| {
         ApiError::BadRequest(format!(
             "malformed JSON at line {} column {}: {}",

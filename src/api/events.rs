@@ -13,6 +13,7 @@
 //! [`crate::pipeline::Replay`], as the command line's do. Erasing a resource's events
 //! (`POST /api/events/purge`) takes the admin token (`api::router` puts it behind it).
 
+use crate::api::RequestBody;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Extension, Path, Query, State};
@@ -261,7 +262,7 @@ pub async fn replay(
     State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
     let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
@@ -333,7 +334,10 @@ struct PurgeRequest {
 /// `POST /api/events/purge` with `{"resourceId": "…"}` (admin token only): erases every event
 /// about the resource, for an erasure request, and answers what was deleted
 /// (`{"events", "deliveries", "bodies"}`).
-pub async fn purge(State(state): State<Arc<ApiState>>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn purge(
+    State(state): State<Arc<ApiState>>,
+    RequestBody(body): RequestBody,
+) -> Result<Json<Value>, ApiError> {
     let request: PurgeRequest = serde_json::from_slice(&body).map_err(|error| {
         ApiError::BadRequest(format!("expected {{\"resourceId\": \"<the resource's id>\"}}: {error}"))
     })?;

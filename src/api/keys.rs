@@ -1,6 +1,7 @@
 //! `/api/keys` (admin token only): ingest keys for web hooks and management keys for this API.
 //! The key text is in the creation reply only.
 
+use crate::api::RequestBody;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -31,7 +32,7 @@ fn ingest() -> KeyPurpose {
 
 pub async fn create(
     State(state): State<Arc<ApiState>>,
-    body: axum::body::Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: CreateKey = serde_json::from_slice(&body).map_err(|error| ApiError::BadRequest(error.to_string()))?;
     let CreateKey { name, purpose, apps, scopes } = request;

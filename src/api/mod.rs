@@ -63,6 +63,30 @@ pub struct ApiState {
     pub streams: stream::EventStreams,
 }
 
+/// A management request's body, read whole into one buffer of at most [`RequestBody::LIMIT`]
+/// bytes (axum's `Bytes` extractor keeps the frames as they came, so a body trickled a byte at
+/// a time would cost thousands of times its size). Over the limit: 413.
+pub struct RequestBody(pub axum::body::Bytes);
+
+impl RequestBody {
+    /// 2 MiB, axum's default limit for a body.
+    pub const LIMIT: usize = 2 * 1024 * 1024;
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RequestBody {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, _: &S) -> Result<RequestBody, Response> {
+        match crate::ingress::body::read_to_limit(request.into_body(), RequestBody::LIMIT).await {
+            Ok(body) => Ok(RequestBody(body)),
+            Err(error @ crate::ingress::body::BodyReadError::TooLarge { .. }) => {
+                Err((StatusCode::PAYLOAD_TOO_LARGE, error.to_string()).into_response())
+            }
+            Err(error) => Err(ApiError::BadRequest(error.to_string()).into_response()),
+        }
+    }
+}
+
 /// The admin token to require, and whether it was just generated (and so must be shown once).
 pub enum AdminToken {
     Configured,

@@ -9,8 +9,8 @@
 //! A scoped management key sees only the subscriptions whose every pattern its scopes cover,
 //! and may create or change one only within them (403 naming what is outside).
 
+use crate::api::RequestBody;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Extension, Path, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -39,7 +39,7 @@ pub(crate) async fn find(state: &ApiState, access: &Access, id: &str) -> Result<
 pub async fn create(
     State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let subscription = create_subscription(&state, &access, &parse(&body)?, |_| {}).await?;
     let mut view = subscription.view();
@@ -90,7 +90,7 @@ pub async fn by_id(
     request: Request,
 ) -> Response {
     let method = request.method().clone();
-    let body = match axum::body::to_bytes(request.into_body(), 1024 * 1024).await {
+    let body = match crate::ingress::body::read_to_limit(request.into_body(), 1024 * 1024).await {
         Ok(body) => body,
         Err(_) => return ApiError::BadRequest("the body is over 1 MiB or could not be read".into()).into_response(),
     };
@@ -146,7 +146,7 @@ pub(crate) async fn change_subscription(
 pub async fn delete_by_body(
     State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, ApiError> {
     let request = parse(&body)?;
     let Some(id) = request.get("id").and_then(Value::as_str) else {
@@ -178,7 +178,7 @@ pub async fn rotate_secret(
     State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Json<Value>, ApiError> {
     let request = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse(&body)? };
     let overlap = match request.get("overlap_seconds") {
@@ -309,7 +309,7 @@ pub async fn send_test(
     State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(test_send(&state, &access, &id, &parse(&body)?).await?))
 }

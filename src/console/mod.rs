@@ -258,7 +258,7 @@ impl FromRequest<Arc<ConsoleState>> for Action {
         if let Err(reason) = same_site(&parts.headers, &state.api.public_url) {
             return Err(refused(&viewer, StatusCode::FORBIDDEN, reason));
         }
-        let read = tokio::time::timeout(FORM_TIMEOUT, axum::body::to_bytes(body, MAX_FORM_BYTES)).await;
+        let read = tokio::time::timeout(FORM_TIMEOUT, crate::ingress::body::read_to_limit(body, MAX_FORM_BYTES)).await;
         let Ok(Ok(body)) = read else {
             return Err(refused(
                 &viewer,
@@ -418,7 +418,7 @@ async fn sign_in(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
-    let read = tokio::time::timeout(FORM_TIMEOUT, axum::body::to_bytes(body, MAX_FORM_BYTES)).await;
+    let read = tokio::time::timeout(FORM_TIMEOUT, crate::ingress::body::read_to_limit(body, MAX_FORM_BYTES)).await;
     let Ok(Ok(body)) = read else {
         let message = "The form was over 64 KiB or did not arrive within 10 seconds.";
         return (StatusCode::PAYLOAD_TOO_LARGE, Html(sign_in_form("/console/events", Some(message)).into_string()))

@@ -10,6 +10,7 @@
 //! after the commit. [`IngressError`] is mapped to a reply in one place. This module knows
 //! nothing of what happens to an event afterwards.
 
+pub mod body;
 pub mod budget;
 mod decode;
 mod error;

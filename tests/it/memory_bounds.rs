@@ -49,10 +49,10 @@ enum Framing {
     Chunked,
 }
 
-/// Opens a connection, sends the head and then `TRICKLED` bytes of body one write at a time,
+/// Opens a connection, sends the head and then `bytes` bytes of body one write at a time,
 /// a moment apart so that each arrives on its own (as a slow client's do); returns the
 /// connection, still open, with the body unfinished.
-async fn trickle(gateway: &Gateway, path: &str, framing: Framing) -> std::net::TcpStream {
+async fn trickle(gateway: &Gateway, path: &str, framing: Framing, bytes: usize) -> std::net::TcpStream {
     let address = gateway.base.strip_prefix("http://").unwrap().to_owned();
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -71,7 +71,7 @@ async fn trickle(gateway: &Gateway, path: &str, framing: Framing) -> std::net::T
             Framing::Declared => b"a",
             Framing::Chunked => b"1\r\na\r\n",
         };
-        for sent in 0..TRICKLED {
+        for sent in 0..bytes {
             if let Err(error) = stream.write_all(piece) {
                 panic!("{framing:?}: the gateway stopped reading after {sent} bytes: {error}");
             }
@@ -86,15 +86,18 @@ async fn trickle(gateway: &Gateway, path: &str, framing: Framing) -> std::net::T
 async fn trickling_clients_stay_under_the_ceiling(framing: Framing) {
     let gateway = Gateway::start_with(options().env("HOOKGATE_BODY_TIMEOUT_SECS", "60")).await;
     let path = hook_path(&gateway, FORM).await;
+    trickling_clients_to_stay_under_the_ceiling(&gateway, &path, framing, TRICKLED).await;
+    // The gateway still serves.
+    let response = gateway.http.post(gateway.url(&path)).form(&[("after", "trickle")]).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+}
+
+/// `CLIENTS` clients trickle `bytes` of a body to `path` at once; the gateway's peak resident memory must
+/// stay under the ceiling.
+async fn trickling_clients_to_stay_under_the_ceiling(gateway: &Gateway, path: &str, framing: Framing, bytes: usize) {
     let before = status_kb(gateway.pid(), "VmRSS");
     let started = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let gateway = &gateway;
-            let path = path.clone();
-            async move { trickle(gateway, &path, framing).await }
-        })
-        .collect();
+    let clients: Vec<_> = (0..CLIENTS).map(|_| trickle(gateway, path, framing, bytes)).collect();
     let connections = futures::future::join_all(clients).await;
     // Let the gateway read what is still in flight before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -105,21 +108,25 @@ async fn trickling_clients_stay_under_the_ceiling(framing: Framing) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let closed = status_kb(gateway.pid(), "VmRSS");
     println!(
-        "{framing:?}: {CLIENTS} clients trickled {TRICKLED} bytes each in {trickled_for:?}; RSS before {before} kB, \
+        "{framing:?} to {path}: {CLIENTS} clients trickled {bytes} bytes each in {trickled_for:?}; RSS before {before} kB, \
          while open {during} kB (peak {peak} kB), 1 s after closing {closed} kB"
     );
     assert!(
         peak < RSS_CEILING_KB,
-        "{framing:?}: the gateway peaked at {peak} kB of resident memory (ceiling {RSS_CEILING_KB} kB)"
+        "{framing:?} to {path}: the gateway peaked at {peak} kB of resident memory (ceiling {RSS_CEILING_KB} kB)"
     );
-    // The gateway still serves.
-    let response = gateway.http.post(gateway.url(&path)).form(&[("after", "trickle")]).send().await.unwrap();
-    assert_eq!(response.status(), 202);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_clients_trickling_a_declared_body_byte_by_byte_stay_under_300_mb() {
     trickling_clients_stay_under_the_ceiling(Framing::Declared).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_clients_trickling_the_consoles_sign_in_form_without_credentials_stay_under_300_mb() {
+    let gateway = Gateway::start_with(options()).await;
+    // Within the form's limit (64 KiB) and its deadline (10 s).
+    trickling_clients_to_stay_under_the_ceiling(&gateway, "/console/sign-in", Framing::Chunked, 30_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -8,8 +8,8 @@
 //! whether it is active: a paused or disabled subscription is not enabled. Setting `enabled` to
 //! true makes it active, false disables it (see `subscriptions::aliases`).
 
+use crate::api::RequestBody;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -47,7 +47,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let subscription = create_subscription(&state, &access, &parse(&body)?, |_| {}).await?;
     let mut created = view(&subscription);
@@ -69,7 +69,7 @@ pub async fn update(
     State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Json<Value>, ApiError> {
     let changed = change_subscription(&state, &access, &id, &parse(&body)?, true).await?;
     Ok(Json(view(&changed)))
@@ -141,7 +141,7 @@ pub async fn send_test(
     State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(test_send(&state, &access, &id, &parse(&body)?).await?))
 }

@@ -8,8 +8,8 @@
 //! payload shape (`id`, `event`, `payload`), marked `"sample": true` (see `api::hooks::sample_of`).
 //! Subscription ids (`sub_…`) never end in `_sample`, so both share `/api/v1/hooks/{id}`.
 
+use crate::api::RequestBody;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -159,7 +159,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<Arc<ApiState>>,
     Extension(access): Extension<Access>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, JsonApiError> {
     let (attributes, relationships) = read_document(&body)?;
     let subscription = create_subscription(&state, &access, &attributes, |subscription| {
