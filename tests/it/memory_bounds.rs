@@ -193,6 +193,16 @@ async fn past_the_budget_for_bodies_in_flight_http_is_503_with_retry_after_and_s
     smtp.command(&format!("RCPT TO:<{address}>"), 250).await;
     let reply = smtp.command("DATA", 452).await;
     assert!(reply.contains("try again later"), "{reply}");
+    // Without a declared size, a message that outgrows the room left is read to its end and
+    // answered 452.
+    smtp.command("RSET", 250).await;
+    smtp.command("MAIL FROM:<a@sender.example>", 250).await;
+    smtp.command(&format!("RCPT TO:<{address}>"), 250).await;
+    smtp.command("DATA", 354).await;
+    let line = format!("{}\r\n", "y".repeat(998));
+    smtp.write(&format!("Subject: large\r\n\r\n{}.\r\n", line.repeat(300))).await;
+    let reply = smtp.expect(452).await;
+    assert!(reply.contains("try again later"), "{reply}");
 
     drop((first, second));
     eventually(Duration::from_secs(10), "the budget is free again", || async { over().await.status() == 202 }).await;
