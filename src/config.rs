@@ -47,6 +47,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Reload when the definitions folder changes (SIGHUP always reloads).
     pub watch_definitions: bool,
+    /// After SIGTERM or SIGINT: how long requests, SMTP sessions and deliveries in flight may
+    /// take to finish before the process exits anyway.
+    pub shutdown_timeout_secs: u64,
     /// Address of the SMTP listener for email hooks.
     pub smtp: SocketAddr,
     /// The domain of email hook addresses (`<token>@<mail_domain>`); point its MX here.
@@ -200,6 +203,7 @@ impl Default for Config {
             body_timeout_secs: 30,
             max_connections: 4096,
             watch_definitions: true,
+            shutdown_timeout_secs: 30,
             smtp: SocketAddr::from(([127, 0, 0, 1], 2525)),
             mail_domain: "localhost".into(),
             smtp_max_message_bytes: 10 * 1024 * 1024,
@@ -270,6 +274,7 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "body_timeout_secs",
     "max_connections",
     "watch_definitions",
+    "shutdown_timeout_secs",
     "smtp",
     "mail_domain",
     "smtp_max_message_bytes",
@@ -360,6 +365,9 @@ impl Config {
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid("max_connections must be at least 1".into()));
         }
+        if self.shutdown_timeout_secs == 0 || self.shutdown_timeout_secs > 3600 {
+            return Err(ConfigError::Invalid("shutdown_timeout_secs must be from 1 to 3600".into()));
+        }
         if !crate::email::is_domain(self.mail_domain.trim_end()) {
             return Err(ConfigError::Invalid(format!("mail_domain must be a domain name, not {:?}", self.mail_domain)));
         }
@@ -442,6 +450,11 @@ impl Config {
 
     pub fn body_timeout(&self) -> Duration {
         Duration::from_secs(self.body_timeout_secs)
+    }
+
+    /// How long a graceful shutdown may take.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
     }
 
     /// How long events and delivery history are kept; `None`: forever.

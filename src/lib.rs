@@ -241,6 +241,10 @@ pub struct Gateway {
     mailer: Option<Arc<notify::Mailer>>,
     retention: Option<Retention>,
     limits: ConnectionLimits,
+    /// How long a graceful shutdown may take, from the signal to the exit.
+    shutdown_timeout: Duration,
+    /// Closed last, once nothing writes any more.
+    store: Store,
     watch: definitions::watch::DefinitionWatch,
     /// What other nodes sharing the store change (PostgreSQL); `None` on an embedded store.
     other_nodes: Option<tokio::sync::broadcast::Receiver<store::StoreChange>>,
@@ -316,7 +320,7 @@ impl Gateway {
         let other_nodes = store.changes();
         let retention = retention(&config, &store);
         let worker = Worker { store: store.clone(), committer: committer.clone(), sender, settings: deliveries };
-        let publisher = nats.map(|settings| Arc::new(Publisher { store, committer, settings }));
+        let publisher = nats.map(|settings| Arc::new(Publisher { store: store.clone(), committer, settings }));
         let limits = ConnectionLimits {
             header_read_timeout: config.header_read_timeout(),
             max_connections: config.max_connections,
@@ -330,6 +334,8 @@ impl Gateway {
             mailer,
             retention,
             limits,
+            shutdown_timeout: config.shutdown_timeout(),
+            store,
             watch,
             other_nodes,
         };
@@ -346,7 +352,19 @@ impl Gateway {
         catalog.hooks().iter().filter(waiting).count()
     }
 
-    /// Serves until `shutdown` resolves, reloading definitions on change and on SIGHUP.
+    /// Serves until `shutdown` resolves, reloading definitions on change and on SIGHUP; then
+    /// shuts down gracefully within the configured `shutdown_timeout_secs`:
+    ///
+    /// 1. the HTTP listener closes (new connections are refused), idle connections close, and
+    ///    requests in flight finish and are answered; the SMTP listener answers new connections
+    ///    `421`, and sessions finish the message they are in;
+    /// 2. the delivery worker and the NATS publisher send nothing new: what they claimed and
+    ///    did not start is released to be claimed again, what is in flight finishes and is
+    ///    recorded (or, cut off, is sent again after its lease: at least once);
+    /// 3. the store commits what is queued and closes.
+    ///
+    /// Past the deadline it returns anyway; nothing acknowledged is lost by that, since every
+    /// success reply waited for its commit.
     pub async fn run(
         self,
         listeners: Listeners,
@@ -356,6 +374,7 @@ impl Gateway {
         let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
             let _ = receiver.wait_for(|stop| *stop).await;
         };
+        let grace = self.shutdown_timeout;
         let watcher = tokio::spawn(self.watch.run(self.catalog.clone(), stopped(stop_rx.clone())));
         if let Some(changes) = self.other_nodes {
             let follower = follow_other_nodes(changes, self.catalog.clone(), self.api.committer.clone());
@@ -385,28 +404,41 @@ impl Gateway {
             self.retention.map(|retention| tokio::spawn(store::retention::run(retention, stopped(stop_rx.clone()))));
         let smtp = listeners.smtp.map(|(listener, settings)| {
             let ingress = self.ingress.clone();
-            tokio::spawn(ingress::smtp::serve(listener, ingress, Arc::new(settings), stopped(stop_rx.clone())))
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(ingress::smtp::serve(listener, ingress, Arc::new(settings), stop, grace))
         });
+        let (stopped_at_tx, stopped_at) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             shutdown.await;
+            let _ = stopped_at_tx.send(tokio::time::Instant::now());
             let _ = stop_tx.send(true);
         });
-        ingress::serve(listeners.http, router, self.limits, stopped(stop_rx)).await;
-        if let Some(smtp) = smtp {
-            let _ = smtp.await;
+        ingress::serve(listeners.http, router, self.limits, stopped(stop_rx), grace).await;
+        let deadline = stopped_at.await.unwrap_or_else(|_| tokio::time::Instant::now()) + grace;
+        let finishing = async {
+            if let Some(smtp) = smtp {
+                let _ = smtp.await;
+            }
+            let _ = deliveries.await;
+            if let Some(publisher) = publisher {
+                let _ = publisher.await;
+            }
+            if let Some(mailer) = mailer {
+                let _ = mailer.await;
+            }
+            if let Some(retention) = retention {
+                let _ = retention.await;
+            }
+            let _ = watcher.await;
+            let _ = streams.await;
+            self.store.close().await;
+        };
+        if tokio::time::timeout_at(deadline, finishing).await.is_err() {
+            tracing::warn!(
+                seconds = grace.as_secs(),
+                "The shutdown deadline (shutdown_timeout_secs) passed; exiting with work still in flight."
+            );
         }
-        let _ = deliveries.await;
-        if let Some(publisher) = publisher {
-            let _ = publisher.await;
-        }
-        if let Some(mailer) = mailer {
-            let _ = mailer.await;
-        }
-        if let Some(retention) = retention {
-            let _ = retention.await;
-        }
-        let _ = watcher.await;
-        let _ = streams.await;
         Ok(())
     }
 }

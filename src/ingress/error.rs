@@ -47,7 +47,7 @@ pub enum IngressError {
     MalformedBody(String),
     #[error("the payload does not fit this hook's shape: {}", .0.reasons.join("; "))]
     Misfit(crate::shape::Misfit),
-    #[error("the event could not be stored; retry later")]
+    #[error("{}", store_refusal(.0))]
     Store(#[source] StoreError),
 }
 
@@ -72,6 +72,7 @@ impl IngressError {
             IngressError::BodyUnreadable(_) => "body_unreadable",
             IngressError::MalformedBody(_) => "malformed_body",
             IngressError::Misfit(_) => "shape_mismatch",
+            IngressError::Store(StoreError::Full(_)) => "storage_full",
             IngressError::Store(_) => "store_unavailable",
         }
     }
@@ -125,11 +126,28 @@ impl IntoResponse for IngressError {
             }
             IngressError::Store(error) => {
                 tracing::error!(%error, "A request could not be stored; the sender was told to retry.");
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after_secs(error)));
             }
             _ => {}
         }
         response
+    }
+}
+
+/// What the sender is told when its event could not be stored: the cause's class, never the
+/// store's own message (that is logged).
+fn store_refusal(error: &StoreError) -> &'static str {
+    match error {
+        StoreError::Full(_) => "the gateway's storage is full, so the event was not stored; retry later",
+        _ => "the event could not be stored; retry later",
+    }
+}
+
+/// `Retry-After` of a store refusal: a full disk takes an operator, so a longer wait.
+fn retry_after_secs(error: &StoreError) -> &'static str {
+    match error {
+        StoreError::Full(_) => "30",
+        _ => "5",
     }
 }
 
@@ -150,5 +168,18 @@ mod tests {
         check(IngressError::BodyTimeout { seconds: 1 }, 408);
         check(IngressError::MalformedBody("x".into()), 400);
         check(IngressError::Store(StoreError::Unavailable("x".into())), 503);
+        check(IngressError::Store(StoreError::Full("x".into())), 503);
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_store_failures() {
+        let full = IngressError::Store(StoreError::Full("database or disk is full".into()));
+        assert_eq!(full.code(), "storage_full");
+        assert!(full.to_string().contains("storage is full"), "{full}");
+        let response = full.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "30");
+        let away = IngressError::Store(StoreError::Unavailable("connection refused".into()));
+        assert_eq!(away.code(), "store_unavailable");
+        assert_eq!(away.into_response().headers()[header::RETRY_AFTER], "5");
     }
 }

@@ -8,11 +8,16 @@
 //! (`550 5.1.1`), so hookgate never relays and never accepts mail it would drop. The message is
 //! read up to the size limit (advertised in `SIZE`; past it the rest is read and discarded and
 //! the answer is `552`). `250` is sent only after every event of the message is committed; a
-//! store failure answers `451` so that the sender retries. STARTTLS (when a certificate is
-//! configured) discards anything the client sent after the command, and starts the session over.
-//! These are the listener's opening steps, its equivalents of HTTP's: the declared `SIZE` (552
-//! at `MAIL`), the size limit while reading, the command and session deadlines; one tracing span
-//! per session.
+//! store failure answers `451` (`452` when the disk is full) so that the sender retries.
+//! STARTTLS (when a certificate is configured) discards anything the client sent after the
+//! command, and starts the session over. These are the listener's opening steps, its
+//! equivalents of HTTP's: the declared `SIZE` (552 at `MAIL`), the size limit while reading,
+//! the command and session deadlines; one tracing span per session.
+//!
+//! At shutdown the listener keeps answering for a while, but every new connection gets `421`;
+//! a session between messages gets `421` and is closed, and one in a mail transaction (from
+//! `MAIL` to the end of `DATA`) finishes its message first. Once every session has ended, or
+//! the grace period has, the listener closes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +35,7 @@ use tracing::Instrument;
 use super::IngressState;
 use crate::email::{Envelope, Refusal, parse_recipient, refusal_label};
 use crate::pipeline::mail::{MailRecipient, MessageError};
+use crate::store::StoreError;
 
 /// The listener's limits and identity.
 #[derive(Clone)]
@@ -68,47 +74,90 @@ pub fn tls_acceptor(certificate: &std::path::Path, key: &std::path::Path) -> Res
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts SMTP connections until `shutdown` resolves.
+/// What a connection that arrives during shutdown is told.
+const SHUTTING_DOWN: &[u8] = b"421 4.3.2 Service shutting down, try again later\r\n";
+
+/// Accepts SMTP connections until `shutdown` resolves, then lets the open sessions finish
+/// their messages for at most `grace`, answering new connections `421` meanwhile.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<IngressState>,
     settings: Arc<SmtpSettings>,
     shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
 ) {
     let connections = Arc::new(Semaphore::new(settings.max_connections));
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "An SMTP connection could not be accepted.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            _ = &mut shutdown => break,
+            accepted = accept(&listener) => match accepted {
+                Some(accepted) => accepted,
+                None => continue,
             },
         };
-        let _ = stream.set_nodelay(true);
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let _ = stream.write_all(b"421 4.3.2 Too many connections, try again later\r\n").await;
-            });
+            refuse(stream, b"421 4.3.2 Too many connections, try again later\r\n");
             metrics::counter!("hookgate_smtp_connections_refused_total").increment(1);
             continue;
         };
         let state = state.clone();
         let settings = settings.clone();
+        let stopping = stopping.clone();
         let span = tracing::info_span!("smtp_session", %peer);
         tokio::spawn(
             async move {
-                run_session(stream, peer, &state, &settings).await;
+                run_session(stream, peer, &state, &settings, stopping).await;
                 drop(permit);
             }
             .instrument(span),
         );
     }
+    let _ = stopping_tx.send(true);
+    let every_session = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+    let sessions_ended = connections.acquire_many(every_session);
+    tokio::pin!(sessions_ended);
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut sessions_ended => return,
+            () = &mut deadline => {
+                let open = settings.max_connections - connections.available_permits();
+                tracing::warn!(open, "SMTP sessions were still open when the shutdown grace period ended.");
+                return;
+            }
+            accepted = accept(&listener) => {
+                if let Some((stream, _)) = accepted {
+                    refuse(stream, SHUTTING_DOWN);
+                }
+            }
+        }
+    }
+}
+
+/// The next connection, or `None` after a failed accept (logged, with a pause: usually out of
+/// file descriptors).
+async fn accept(listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok((stream, peer)) => {
+            let _ = stream.set_nodelay(true);
+            Some((stream, peer))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "An SMTP connection could not be accepted.");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// Answers a connection that will not get a session with `reply`, and closes it.
+fn refuse(mut stream: TcpStream, reply: &'static [u8]) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(reply)).await;
+    });
 }
 
 /// A connection before or after STARTTLS.
@@ -163,10 +212,16 @@ impl AsyncWrite for Connection {
     }
 }
 
-async fn run_session(stream: TcpStream, peer: SocketAddr, state: &IngressState, settings: &SmtpSettings) {
+async fn run_session(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: &IngressState,
+    settings: &SmtpSettings,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) {
     let deadline = Instant::now() + settings.session_timeout;
     let mut connection = Connection::Plain(stream);
-    let mut session = Session::new(state, settings, peer);
+    let mut session = Session::new(state, settings, peer, stopping);
     session.reply(220, [2, 0, 0], &format!("{} hookgate ESMTP ready", settings.domain));
     loop {
         match session.converse(&mut connection, deadline).await {
@@ -242,11 +297,19 @@ struct Session<'a> {
     commands: RequestReceiver,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// Becomes true when the gateway shuts down.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<'a> Session<'a> {
-    fn new(state: &'a IngressState, settings: &'a SmtpSettings, peer: SocketAddr) -> Session<'a> {
+    fn new(
+        state: &'a IngressState,
+        settings: &'a SmtpSettings,
+        peer: SocketAddr,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Session<'a> {
         Session {
+            stopping,
             state,
             settings,
             peer,
@@ -303,11 +366,21 @@ impl<'a> Session<'a> {
                     return Ending::Close;
                 }
                 Step::NeedMore => {
+                    if self.between_messages() && *self.stopping.borrow() {
+                        return self.close_for_shutdown(connection).await;
+                    }
                     if self.flush(connection).await.is_err() {
                         return Ending::Close;
                     }
                     let idle = Instant::now() + self.settings.command_timeout;
-                    match tokio::time::timeout_at(idle.min(deadline), connection.read(&mut chunk)).await {
+                    let between_messages = self.between_messages();
+                    let read = tokio::select! {
+                        read = tokio::time::timeout_at(idle.min(deadline), connection.read(&mut chunk)) => Some(read),
+                        // Waiting between messages when the gateway stops: said so at once.
+                        _ = self.stopping.wait_for(|stopping| *stopping), if between_messages => None,
+                    };
+                    let Some(read) = read else { return self.close_for_shutdown(connection).await };
+                    match read {
                         Ok(Ok(0)) | Ok(Err(_)) => return Ending::Close,
                         Ok(Ok(read)) => self.input.extend_from_slice(&chunk[..read]),
                         Err(_) => {
@@ -320,6 +393,18 @@ impl<'a> Session<'a> {
                 }
             }
         }
+    }
+
+    /// No mail transaction is open: nothing the client sent is waiting for its answer.
+    fn between_messages(&self) -> bool {
+        self.transaction.is_none() && matches!(self.phase, Phase::Command)
+    }
+
+    /// The gateway is shutting down: `421`, and the connection is closed.
+    async fn close_for_shutdown(&mut self, connection: &mut Connection) -> Ending {
+        self.reply(421, [4, 3, 2], "Service shutting down, closing connection");
+        let _ = self.flush(connection).await;
+        Ending::Close
     }
 
     async fn flush(&mut self, connection: &mut Connection) -> std::io::Result<()> {
@@ -565,6 +650,10 @@ impl<'a> Session<'a> {
                     _ => "5.7.1",
                 };
                 (refusal_label(&refusal), format!("550 {status} {}", one_line(&refusal.to_string())))
+            }
+            Err(MessageError::Store(StoreError::Full(error))) => {
+                tracing::error!(%error, "An email could not be stored: the disk is full; the sender was told to retry.");
+                ("storage_full", "452 4.3.1 Insufficient system storage; try again later".to_owned())
             }
             Err(MessageError::Store(error)) => {
                 tracing::error!(%error, "An email could not be stored; the sender was told to retry.");

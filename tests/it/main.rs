@@ -27,6 +27,7 @@ mod retention;
 mod seed_faces;
 mod shapes;
 mod shipped_sources;
+mod shutdown;
 mod sources;
 mod standard_webhooks;
 mod subscriptions;

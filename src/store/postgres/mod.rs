@@ -149,6 +149,12 @@ impl PostgresStore {
         get(&self.inner.pool).await
     }
 
+    /// Closes the pool: every acknowledged append has committed already, and the connections
+    /// end now rather than when the process does; later calls are refused.
+    pub fn close(&self) {
+        self.inner.pool.close();
+    }
+
     /// Changes announced by other nodes (and the fallback's findings).
     pub fn changes(&self) -> broadcast::Receiver<StoreChange> {
         self.inner.changes.subscribe()
