@@ -5,6 +5,7 @@ mod api;
 mod browser;
 mod cli;
 mod console;
+mod crash_safety;
 mod definition_schema;
 mod deliveries;
 mod dns;
