@@ -1,6 +1,6 @@
 //! Every default docs/hook-definitions.md states, held to two things: the docs' own table says
 //! it, and a hook that leaves the property out behaves exactly as a twin hook that writes the
-//! documented default out. (And `retention_days`, the README's: the table and `Config` agree.) A `Default` that disagrees with the docs (a seed-format email hook
+//! documented default out. (And `retention_days` and `shutdown_timeout_secs`, the README's: the table and `Config` agree.) A `Default` that disagrees with the docs (a seed-format email hook
 //! once turned each value into a one-element array) fails here.
 //!
 //! One gateway serves a pair of hooks per type, `plain` (the property left out, as the seed
@@ -74,6 +74,20 @@ fn the_readme_states_that_events_are_kept_forever_unless_retention_days_is_set()
     let row = docs_row(section(&readme, "## Configuration"), "retention_days");
     assert!(row.contains("| none: events are kept forever"), "the README's row for retention_days: {row}");
     assert_eq!(hookgate::config::Config::default().retention_days, None, "and so does the configuration's default");
+}
+
+#[test]
+fn the_readme_states_the_shutdown_deadline_that_the_configuration_applies() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let row = docs_row(section(&readme, "## Configuration"), "shutdown_timeout_secs");
+    assert!(row.contains("| 30: after SIGTERM"), "the README's row for shutdown_timeout_secs: {row}");
+    assert_eq!(
+        hookgate::config::Config::default().shutdown_timeout_secs,
+        30,
+        "and so does the configuration's default"
+    );
+    let stopping = section(&readme, "## Stopping");
+    assert!(stopping.contains("`shutdown_timeout_secs` (default 30)"), "the Stopping section: {stopping}");
 }
 
 #[test]
