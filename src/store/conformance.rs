@@ -3,8 +3,9 @@
 //! Each backend's tests call [`run_all`] on a fresh, empty store. The suite states the store's
 //! contract: what `append_events` returns for new and repeated deliveries, how listing filters
 //! and pages, that hook tokens never change, how keys and apps are kept, that a raw body is
-//! stored once however many events share it, and what retention and erasure delete. It uses
-//! only the public [`Store`] interface, and `Store::stored_body_count` (for tests only).
+//! stored once however many events share it, what retention and erasure delete, and that a
+//! closed store refuses writes. It uses only the public [`Store`] interface, and
+//! `Store::stored_body_count` (for tests only).
 
 use bytes::Bytes;
 use jiff::{Timestamp, ToSpan};
@@ -54,6 +55,16 @@ pub(crate) async fn run_all(store: &Store) {
     retention_deletes_old_events_with_what_they_triggered_and_keeps_the_rest(store).await;
     erasure_deletes_every_event_about_a_resource_and_nothing_else(store).await;
     store.ping().await.expect("ping");
+    closing_refuses_later_writes(store).await;
+}
+
+/// Last, since it ends the store's use: a write acknowledged before `close` stays, and a write
+/// after it is refused as `Unavailable` (which ingress answers with a retry).
+async fn closing_refuses_later_writes(store: &Store) {
+    assert_eq!(store.put_setting_if_absent("before-close", "kept").await.unwrap(), "kept");
+    store.close().await;
+    let refused = store.put_setting_if_absent("after-close", "refused").await;
+    assert!(matches!(refused, Err(super::StoreError::Unavailable(_))), "a write after close: {refused:?}");
 }
 
 async fn the_outbox_is_written_with_its_event_and_worked_off(store: &Store) {
