@@ -25,6 +25,7 @@ mod opening_steps;
 mod rejections;
 mod reload;
 mod retention;
+mod route_authorization;
 mod seed_faces;
 mod shapes;
 mod shipped_sources;
