@@ -240,9 +240,15 @@ struct Session<'a> {
     errors: usize,
     phase: Phase,
     commands: RequestReceiver,
+    /// The bytes of the command being parsed (its first [`COMMAND_LINE_KEPT`] bytes), so that a
+    /// parameter can be read as sent: smtp-proto's `SIZE` wraps past `usize`.
+    command_line: Vec<u8>,
     input: Vec<u8>,
     output: Vec<u8>,
 }
+
+/// How much of a command line is kept for [`declares_more_than`]; RFC 5321 allows 512 bytes.
+const COMMAND_LINE_KEPT: usize = 1024;
 
 impl<'a> Session<'a> {
     fn new(state: &'a IngressState, settings: &'a SmtpSettings, peer: SocketAddr) -> Session<'a> {
@@ -257,6 +263,7 @@ impl<'a> Session<'a> {
             errors: 0,
             phase: Phase::Command,
             commands: RequestReceiver::default(),
+            command_line: Vec::with_capacity(128),
             input: Vec::with_capacity(4096),
             output: Vec::with_capacity(512),
         }
@@ -269,6 +276,7 @@ impl<'a> Session<'a> {
         self.transaction = None;
         self.phase = Phase::Command;
         self.commands = RequestReceiver::default();
+        self.command_line.clear();
         self.input.clear();
     }
 
@@ -337,14 +345,21 @@ impl<'a> Session<'a> {
         let input = std::mem::take(&mut self.input);
         let mut bytes = input.iter();
         let step = match &mut self.phase {
-            Phase::Command => match self.commands.ingest(&mut bytes) {
-                Ok(request) => {
-                    let request = request.into_owned();
-                    self.command(request)
+            Phase::Command => {
+                let parsed = self.commands.ingest(&mut bytes).map(Request::into_owned);
+                let read = &input[..input.len() - bytes.as_slice().len()];
+                let room = COMMAND_LINE_KEPT.saturating_sub(self.command_line.len());
+                self.command_line.extend_from_slice(&read[..read.len().min(room)]);
+                let step = match parsed {
+                    Ok(request) => self.command(request),
+                    Err(ParseError::NeedsMoreData { .. }) => Step::NeedMore,
+                    Err(error) => self.parse_error(error),
+                };
+                if !matches!(step, Step::NeedMore) {
+                    self.command_line.clear();
                 }
-                Err(ParseError::NeedsMoreData { .. }) => Step::NeedMore,
-                Err(error) => self.parse_error(error),
-            },
+                step
+            }
             Phase::Data { receiver, message } => {
                 let complete = receiver.ingest(&mut bytes, message);
                 let too_large = message.len() > self.settings.max_message_bytes;
@@ -391,12 +406,23 @@ impl<'a> Session<'a> {
         Step::Replied
     }
 
+    /// `552` for a `MAIL` whose declared `SIZE` is over the limit.
+    fn refuse_size(&mut self) -> Step {
+        let limit = self.settings.max_message_bytes;
+        self.refuse(552, [5, 3, 4], &format!("The message exceeds the maximum size of {limit} bytes"))
+    }
+
     fn parse_error(&mut self, error: ParseError) -> Step {
         match error {
             ParseError::UnknownCommand => self.refuse(500, [5, 5, 1], "Unknown command"),
             ParseError::InvalidSenderAddress => self.refuse(501, [5, 1, 7], "Bad sender address syntax"),
             ParseError::InvalidRecipientAddress => self.refuse(501, [5, 1, 3], "Bad recipient address syntax"),
             ParseError::SyntaxError { syntax } => self.refuse(501, [5, 5, 4], &format!("Syntax: {syntax}")),
+            ParseError::InvalidParameter { param: "SIZE" }
+                if declares_more_than(&self.command_line, self.settings.max_message_bytes) =>
+            {
+                self.refuse_size()
+            }
             ParseError::InvalidParameter { param } => {
                 self.refuse(501, [5, 5, 4], &format!("Invalid value for parameter {param}"))
             }
@@ -449,12 +475,10 @@ impl<'a> Session<'a> {
                 if self.transaction.is_some() {
                     return self.refuse(503, [5, 5, 1], "Nested MAIL command");
                 }
-                if from.size > self.settings.max_message_bytes {
-                    return self.refuse(
-                        552,
-                        [5, 3, 4],
-                        &format!("The message exceeds the maximum size of {} bytes", self.settings.max_message_bytes),
-                    );
+                if from.size > self.settings.max_message_bytes
+                    || declares_more_than(&self.command_line, self.settings.max_message_bytes)
+                {
+                    return self.refuse_size();
                 }
                 self.transaction = Some(Transaction { from: from.address, recipients: Vec::new() });
                 self.reply(250, [2, 1, 0], "Sender OK");
@@ -576,6 +600,28 @@ impl<'a> Session<'a> {
     }
 }
 
+/// Whether a `MAIL` command line declares a `SIZE` above `limit`, read from the digits as sent:
+/// a number of any length, so that one past `u64` (which smtp-proto's parser wraps to a small
+/// value, or refuses as invalid) counts as the oversize it is.
+fn declares_more_than(line: &[u8], limit: usize) -> bool {
+    let line = line.split(|&byte| byte == b'\n').next().unwrap_or_default();
+    // The parameters follow the address.
+    let parameters = line.iter().position(|&byte| byte == b'>').map_or(line, |end| &line[end + 1..]);
+    parameters
+        .split(u8::is_ascii_whitespace)
+        .filter_map(|parameter| {
+            let (name, digits) = parameter.split_at_checked(5)?;
+            (name.eq_ignore_ascii_case(b"SIZE=") && !digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+                .then_some(digits)
+        })
+        .any(|digits| {
+            let significant = &digits[digits.iter().position(|&digit| digit != b'0').unwrap_or(digits.len())..];
+            let value = std::str::from_utf8(significant).ok().and_then(|text| text.parse::<u128>().ok());
+            // More digits than a u128 holds is more than any limit.
+            value.is_none_or(|value| value > limit as u128) && !significant.is_empty()
+        })
+}
+
 fn summarize_ids(ids: &[String]) -> String {
     match ids {
         [] => "nothing".into(),
@@ -590,4 +636,24 @@ fn one_line(text: &str) -> String {
         text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' }).take(400).collect();
     line.truncate(line.trim_end().len());
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_size_of_any_length_is_compared_with_the_limit() {
+        let over = |line: &str| declares_more_than(line.as_bytes(), 2048);
+        assert!(over("MAIL FROM:<a@b.example> SIZE=4096\r\n"));
+        assert!(over("MAIL FROM:<a@b.example> size=2049"));
+        assert!(over("MAIL FROM:<a@b.example> SIZE=999999999999999999999999\r\n"), "past u64");
+        assert!(over(&format!("MAIL FROM:<a@b.example> BODY=8BITMIME SIZE={}\r\n", "9".repeat(60))), "past u128");
+        assert!(!over("MAIL FROM:<a@b.example> SIZE=2048\r\n"));
+        assert!(!over("MAIL FROM:<a@b.example> SIZE=0000000000000000000000000000000000000001\r\n"));
+        assert!(!over("MAIL FROM:<a@b.example> SIZE=000\r\n"));
+        assert!(!over("MAIL FROM:<a@b.example>\r\n"));
+        assert!(!over("MAIL FROM:<a@b.example> SIZE=12x45678901234567890123"), "not a number: the parser's 501");
+        assert!(!over("MAIL FROM:<SIZE=99999@b.example>\r\n"), "only parameters after the address count");
+    }
 }
