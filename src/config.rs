@@ -8,6 +8,7 @@
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,8 +44,20 @@ pub struct Config {
     pub header_read_timeout_secs: u64,
     /// Time allowed to send the whole body.
     pub body_timeout_secs: u64,
-    /// Open connections at most; more wait to be accepted.
+    /// Open HTTP connections at most; more are answered `503` and closed at once.
     pub max_connections: usize,
+    /// Open HTTP connections from one client address (an IPv6 /64) at most; more are answered
+    /// `429` and closed at once.
+    pub max_connections_per_client: usize,
+    /// HTTP requests per second one client address may send (`0`: unlimited); past the rate and
+    /// its burst, `429` with `Retry-After`.
+    pub client_requests_per_second: u32,
+    pub client_request_burst: u32,
+    /// Requests per second (a burst of one second's worth) for hooks, by event name.
+    pub hook_rate_limits: BTreeMap<String, f64>,
+    /// Requests per second (a burst of one second's worth) for platform sources, by the segment
+    /// of their path (`/api/webhooks/<segment>`).
+    pub source_rate_limits: BTreeMap<String, f64>,
     /// Reload when the definitions folder changes (SIGHUP always reloads).
     pub watch_definitions: bool,
     /// Address of the SMTP listener for email hooks.
@@ -59,6 +72,11 @@ pub struct Config {
     pub smtp_session_timeout_secs: u64,
     /// Open SMTP connections at most; more are answered 421.
     pub smtp_max_connections: usize,
+    /// Open SMTP connections from one client address (an IPv6 /64) at most; more are answered 421.
+    pub smtp_max_connections_per_client: usize,
+    /// Messages (`MAIL` commands) per minute one client address may send over SMTP (`0`:
+    /// unlimited), with a burst of one minute's worth; past it, `421` and the session ends.
+    pub smtp_client_messages_per_minute: u32,
     /// PEM certificate chain and private key: when both are set, SMTP offers STARTTLS.
     pub smtp_tls_certificate: Option<PathBuf>,
     pub smtp_tls_key: Option<PathBuf>,
@@ -199,6 +217,11 @@ impl Default for Config {
             header_read_timeout_secs: 10,
             body_timeout_secs: 30,
             max_connections: 4096,
+            max_connections_per_client: 256,
+            client_requests_per_second: 200,
+            client_request_burst: 400,
+            hook_rate_limits: BTreeMap::new(),
+            source_rate_limits: BTreeMap::new(),
             watch_definitions: true,
             smtp: SocketAddr::from(([127, 0, 0, 1], 2525)),
             mail_domain: "localhost".into(),
@@ -206,6 +229,8 @@ impl Default for Config {
             smtp_command_timeout_secs: 60,
             smtp_session_timeout_secs: 600,
             smtp_max_connections: 512,
+            smtp_max_connections_per_client: 32,
+            smtp_client_messages_per_minute: 600,
             smtp_tls_certificate: None,
             smtp_tls_key: None,
             mail_authentication: true,
@@ -269,6 +294,11 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "header_read_timeout_secs",
     "body_timeout_secs",
     "max_connections",
+    "max_connections_per_client",
+    "client_requests_per_second",
+    "client_request_burst",
+    "hook_rate_limits",
+    "source_rate_limits",
     "watch_definitions",
     "smtp",
     "mail_domain",
@@ -276,6 +306,8 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "smtp_command_timeout_secs",
     "smtp_session_timeout_secs",
     "smtp_max_connections",
+    "smtp_max_connections_per_client",
+    "smtp_client_messages_per_minute",
     "smtp_tls_certificate",
     "smtp_tls_key",
     "mail_authentication",
@@ -360,6 +392,7 @@ impl Config {
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid("max_connections must be at least 1".into()));
         }
+        self.validate_fairness()?;
         if !crate::email::is_domain(self.mail_domain.trim_end()) {
             return Err(ConfigError::Invalid(format!("mail_domain must be a domain name, not {:?}", self.mail_domain)));
         }
@@ -399,6 +432,30 @@ impl Config {
         }
         if self.admin_token.as_ref().is_some_and(|token| token.len() < 16) {
             return Err(ConfigError::Invalid("the admin token must be at least 16 characters long".into()));
+        }
+        Ok(())
+    }
+
+    /// The per-client shares and the rates.
+    fn validate_fairness(&self) -> Result<(), ConfigError> {
+        if self.max_connections_per_client == 0 || self.smtp_max_connections_per_client == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections_per_client and smtp_max_connections_per_client must be at least 1".into(),
+            ));
+        }
+        if self.client_requests_per_second > 0 && self.client_request_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "client_request_burst must be at least 1 (set client_requests_per_second to 0 for no limit)".into(),
+            ));
+        }
+        let rates = self.hook_rate_limits.iter().map(|rate| ("hook_rate_limits", rate));
+        let sources = self.source_rate_limits.iter().map(|rate| ("source_rate_limits", rate));
+        if let Some((setting, (name, _))) =
+            rates.chain(sources).find(|(_, (_, per_second))| !(per_second.is_finite() && **per_second > 0.0))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "{setting}: the rate of {name:?} must be a number of requests per second above 0"
+            )));
         }
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! The SMTP listener: hookgate's own session loop over smtp-proto's command parser. A transport
 //! only: what a message makes is decided by [`crate::pipeline::mail::MailAcceptor`].
 //!
-//! One task per connection, up to a cap (more are answered `421` and closed). Commands are read
+//! One task per connection, up to a cap and a share per client address (more are answered `421`
+//! and closed at once); each client address has a rate of messages, past which `MAIL` is answered
+//! `421` and the session ends. Commands are read
 //! in pipelined batches and their replies written together when the input runs dry. Each
 //! command must arrive within the idle timeout and the whole session within its deadline.
 //! Recipients are checked at `RCPT`: an address that is not an email hook's is refused there
@@ -23,11 +25,11 @@ use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, RequestRece
 use smtp_proto::{Error as ParseError, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::IngressState;
+use super::fairness::{ClientKey, ConnectionRefusal, ConnectionTable, Rate, RateTable, retry_after_secs};
 use crate::email::{Envelope, Refusal, parse_recipient, refusal_label};
 use crate::pipeline::mail::{MailRecipient, MessageError};
 
@@ -40,6 +42,10 @@ pub struct SmtpSettings {
     pub command_timeout: Duration,
     pub session_timeout: Duration,
     pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 /64) at most.
+    pub max_connections_per_client: usize,
+    /// Messages (`MAIL` commands) one client address may send; `None`: unlimited.
+    pub client_messages: Option<Rate>,
     pub max_recipients: usize,
     /// Refused or malformed commands before the connection is closed.
     pub max_errors: usize,
@@ -75,7 +81,9 @@ pub async fn serve(
     settings: Arc<SmtpSettings>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let connections = Arc::new(Semaphore::new(settings.max_connections));
+    let connections = ConnectionTable::new(settings.max_connections, settings.max_connections_per_client);
+    let messages =
+        Arc::new(settings.client_messages.map(|rate| RateTable::new(rate, super::fairness::CLIENTS_TRACKED)));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -90,20 +98,28 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let _ = stream.write_all(b"421 4.3.2 Too many connections, try again later\r\n").await;
-            });
-            metrics::counter!("hookgate_smtp_connections_refused_total").increment(1);
-            continue;
+        let permit = match connections.open(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                let reply: &[u8] = match refusal {
+                    ConnectionRefusal::GatewayFull => b"421 4.3.2 Too many connections, try again later\r\n",
+                    ConnectionRefusal::ClientAtLimit => {
+                        b"421 4.7.0 Too many connections from your address, try again later\r\n"
+                    }
+                };
+                // A fresh socket's send buffer takes the line without waiting.
+                let _ = stream.try_write(reply);
+                metrics::counter!("hookgate_smtp_connections_refused_total", "reason" => refusal.label()).increment(1);
+                continue;
+            }
         };
         let state = state.clone();
         let settings = settings.clone();
+        let messages = messages.clone();
         let span = tracing::info_span!("smtp_session", %peer);
         tokio::spawn(
             async move {
-                run_session(stream, peer, &state, &settings).await;
+                run_session(stream, peer, &state, &settings, messages.as_ref().as_ref()).await;
                 drop(permit);
             }
             .instrument(span),
@@ -163,10 +179,16 @@ impl AsyncWrite for Connection {
     }
 }
 
-async fn run_session(stream: TcpStream, peer: SocketAddr, state: &IngressState, settings: &SmtpSettings) {
+async fn run_session(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: &IngressState,
+    settings: &SmtpSettings,
+    messages: Option<&RateTable<ClientKey>>,
+) {
     let deadline = Instant::now() + settings.session_timeout;
     let mut connection = Connection::Plain(stream);
-    let mut session = Session::new(state, settings, peer);
+    let mut session = Session::new(state, settings, peer, messages);
     session.reply(220, [2, 0, 0], &format!("{} hookgate ESMTP ready", settings.domain));
     loop {
         match session.converse(&mut connection, deadline).await {
@@ -231,6 +253,8 @@ struct Transaction {
 struct Session<'a> {
     state: &'a IngressState,
     settings: &'a SmtpSettings,
+    /// Each client address's rate of messages.
+    messages: Option<&'a RateTable<ClientKey>>,
     peer: SocketAddr,
     tls: bool,
     greeted: bool,
@@ -251,10 +275,16 @@ struct Session<'a> {
 const COMMAND_LINE_KEPT: usize = 1024;
 
 impl<'a> Session<'a> {
-    fn new(state: &'a IngressState, settings: &'a SmtpSettings, peer: SocketAddr) -> Session<'a> {
+    fn new(
+        state: &'a IngressState,
+        settings: &'a SmtpSettings,
+        peer: SocketAddr,
+        messages: Option<&'a RateTable<ClientKey>>,
+    ) -> Session<'a> {
         Session {
             state,
             settings,
+            messages,
             peer,
             tls: false,
             greeted: false,
@@ -479,6 +509,18 @@ impl<'a> Session<'a> {
                     || declares_more_than(&self.command_line, self.settings.max_message_bytes)
                 {
                     return self.refuse_size();
+                }
+                if let Some(Err(wait)) =
+                    self.messages.map(|table| table.take(ClientKey::of(self.peer.ip()), Instant::now().into_std()))
+                {
+                    metrics::counter!("hookgate_smtp_messages_limited_total").increment(1);
+                    let seconds = retry_after_secs(wait);
+                    self.reply(
+                        421,
+                        [4, 7, 0],
+                        &format!("Too many messages from your address; try again in {seconds} seconds"),
+                    );
+                    return Step::Close;
                 }
                 self.transaction = Some(Transaction { from: from.address, recipients: Vec::new() });
                 self.reply(250, [2, 1, 0], "Sender OK");
