@@ -195,7 +195,8 @@ fn connection_limits(config: &Config) -> ConnectionLimits {
 }
 
 fn delivery_policy(config: &Config) -> TargetPolicy {
-    TargetPolicy { allow_http: config.delivery_allow_http, allow_private: config.delivery_allow_private_networks }
+    // Validated when the configuration was loaded.
+    TargetPolicy::new(config.delivery_allow_http, config.delivery_networks().unwrap_or_default())
 }
 
 fn delivery_settings(config: &Config) -> DeliverySettings {
@@ -306,6 +307,11 @@ impl Gateway {
             }
             None => None,
         };
+        if config.delivery_allow_private_networks {
+            tracing::warn!(
+                "delivery_allow_private_networks is deprecated: list the networks in delivery_allow_networks instead (metadata addresses stay refused either way)."
+            );
+        }
         let deliveries = delivery_settings(&config);
         let sender = Sender::new(&deliveries).map_err(StartError::DeliveryClient)?;
         let rejections = Arc::new(ingress::rejections::RejectionLog::with_alarm(rejection_alarm(&config)));

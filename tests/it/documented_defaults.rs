@@ -1,7 +1,7 @@
 //! Every default docs/hook-definitions.md states, held to two things: the docs' own table says
 //! it, and a hook that leaves the property out behaves exactly as a twin hook that writes the
-//! documented default out. (And `retention_days` and the fair-service limits, the README's: the
-//! table and `Config` agree.) A `Default` that disagrees with the docs (a seed-format email hook
+//! documented default out. (And `retention_days`, the fair-service limits and the delivery
+//! targets, the README's: the table and `Config` agree.) A `Default` that disagrees with the docs (a seed-format email hook
 //! once turned each value into a one-element array) fails here.
 //!
 //! One gateway serves a pair of hooks per type, `plain` (the property left out, as the seed
@@ -116,6 +116,21 @@ fn the_readme_states_the_fair_service_defaults_the_configuration_has() {
         );
     }
     assert!(fair_service.contains(&format!("{} addresses", thousands(hookgate::ingress::fairness::CLIENTS_TRACKED))));
+}
+
+#[test]
+fn the_readme_states_that_deliveries_go_to_public_https_addresses_unless_configured() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = section(&readme, "## Configuration");
+    let config = hookgate::config::Config::default();
+    assert!(
+        !config.delivery_allow_http
+            && docs_row(table, "delivery_allow_http").contains("| `false`: deliveries go to `https://` URLs only")
+    );
+    assert!(config.delivery_allow_networks.is_empty());
+    assert!(docs_row(table, "delivery_allow_networks").contains("| none: public addresses only"));
+    assert!(!config.delivery_allow_private_networks);
+    assert!(docs_row(table, "delivery_allow_private_networks").contains("| `false`; deprecated"));
 }
 
 /// `65536` as `65,536`.
