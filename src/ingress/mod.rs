@@ -1,9 +1,9 @@
 //! Ingress: every transport a hook is reached by, and nothing past the transport.
 //!
-//! This module owns the HTTP server (the accept loop with its connection cap, header-read
-//! deadline and graceful shutdown; the public routes, in front of the management API) and the
-//! SMTP listener (`smtp`). Every HTTP path to a hook goes through the same opening steps
-//! (`opening`: one span and the metrics per request, labelled by hook; content encoding,
+//! This module owns the HTTP server (the accept loop with its connection cap and per-client
+//! shares and request rates from `fairness`, header-read deadline and graceful shutdown; the
+//! public routes, in front of the management API) and the SMTP listener (`smtp`). Every HTTP
+//! path to a hook goes through the same opening steps (`opening`: one span and the metrics per request, labelled by hook; content encoding,
 //! declared length, body under its limit and deadline). Then `hooks` (form and web hooks),
 //! `sources` (platforms' signed requests) and `mail` (mail posted over HTTP) turn the request
 //! into events and commit them through [`crate::pipeline::Committer`]; the reply goes out only
@@ -226,17 +226,20 @@ fn refuse_connection(stream: tokio::net::TcpStream, refusal: fairness::Connectio
         "HTTP/1.1 {status}\r\nretry-after: 1\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    let _ = stream.try_write(reply.as_bytes());
+    // Written straight to the (non-blocking) socket: a stream just accepted has no readiness
+    // from the runtime yet, so tokio's own `try_write` would not even try.
+    let Ok(mut socket) = stream.into_std() else { return };
+    let _ = std::io::Write::write(&mut socket, reply.as_bytes());
     // What the client already sent is dropped now: closing a socket with unread input resets it.
     let mut dropped = [0u8; 4096];
     for _ in 0..16 {
-        if !matches!(stream.try_read(&mut dropped), Ok(read) if read > 0) {
+        if !matches!(std::io::Read::read(&mut socket, &mut dropped), Ok(read) if read > 0) {
             break;
         }
     }
     let Ok(permit) = lingering.clone().try_acquire_owned() else { return };
+    let Ok(mut stream) = tokio::net::TcpStream::from_std(socket) else { return };
     tokio::spawn(async move {
-        let mut stream = stream;
         let _ = tokio::time::timeout(REFUSAL_LINGER, async {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let _ = stream.shutdown().await;

@@ -107,8 +107,11 @@ pub async fn serve(
                         b"421 4.7.0 Too many connections from your address, try again later\r\n"
                     }
                 };
-                // A fresh socket's send buffer takes the line without waiting.
-                let _ = stream.try_write(reply);
+                // A fresh socket's send buffer takes the line without waiting; written straight to
+                // the socket, which has no readiness from the runtime yet.
+                if let Ok(mut socket) = stream.into_std() {
+                    let _ = std::io::Write::write(&mut socket, reply);
+                }
                 metrics::counter!("hookgate_smtp_connections_refused_total", "reason" => refusal.label()).increment(1);
                 continue;
             }
