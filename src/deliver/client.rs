@@ -55,3 +55,24 @@ impl reqwest::dns::Resolve for GuardedResolver {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::dns::Resolve;
+
+    async fn resolved(policy: TargetPolicy, name: &str) -> Result<Vec<SocketAddr>, String> {
+        let resolver = GuardedResolver { policy };
+        let name: reqwest::dns::Name = name.parse().unwrap();
+        resolver.resolve(name).await.map(Iterator::collect).map_err(|error| error.to_string())
+    }
+
+    #[tokio::test]
+    async fn the_resolver_keeps_only_what_the_policy_that_saved_the_subscription_allows() {
+        let refused = resolved(TargetPolicy::default(), "localhost").await.unwrap_err();
+        assert!(refused.starts_with("localhost resolves to ") && refused.contains("loopback"), "{refused}");
+        let loopback = TargetPolicy::new(false, ["127.0.0.1/32".parse().unwrap()]);
+        let kept = resolved(loopback, "localhost").await.unwrap();
+        assert!(!kept.is_empty() && kept.iter().all(|address| address.ip().to_string() == "127.0.0.1"), "{kept:?}");
+    }
+}
