@@ -160,6 +160,9 @@ pub fn smtp_settings(config: &Config) -> Result<SmtpSettings, ConfigError> {
         command_timeout: Duration::from_secs(config.smtp_command_timeout_secs),
         session_timeout: Duration::from_secs(config.smtp_session_timeout_secs),
         max_connections: config.smtp_max_connections,
+        max_connections_per_client: config.smtp_max_connections_per_client,
+        client_messages: (config.smtp_client_messages_per_minute > 0)
+            .then(|| ingress::fairness::Rate::per_minute(f64::from(config.smtp_client_messages_per_minute))),
         max_recipients: 100,
         max_errors: 10,
         tls,
@@ -174,11 +177,26 @@ fn ingress_settings(config: &Config, public_url: String) -> IngressSettings {
         max_file_bytes: config.max_file_bytes,
         max_message_bytes: config.smtp_max_message_bytes,
         body_timeout: config.body_timeout(),
+        hook_rates: Arc::new(ingress::fairness::HookRates::new(&config.hook_rate_limits, &config.source_rate_limits)),
+    }
+}
+
+/// The HTTP listener's caps and shares.
+fn connection_limits(config: &Config) -> ConnectionLimits {
+    ConnectionLimits {
+        header_read_timeout: config.header_read_timeout(),
+        max_connections: config.max_connections,
+        max_connections_per_client: config.max_connections_per_client,
+        client_requests: (config.client_requests_per_second > 0).then(|| ingress::fairness::Rate {
+            per_second: f64::from(config.client_requests_per_second),
+            burst: f64::from(config.client_request_burst),
+        }),
     }
 }
 
 fn delivery_policy(config: &Config) -> TargetPolicy {
-    TargetPolicy { allow_http: config.delivery_allow_http, allow_private: config.delivery_allow_private_networks }
+    // Validated when the configuration was loaded.
+    TargetPolicy::new(config.delivery_allow_http, config.delivery_networks().unwrap_or_default())
 }
 
 fn delivery_settings(config: &Config) -> DeliverySettings {
@@ -293,6 +311,11 @@ impl Gateway {
             }
             None => None,
         };
+        if config.delivery_allow_private_networks {
+            tracing::warn!(
+                "delivery_allow_private_networks is deprecated: list the networks in delivery_allow_networks instead (metadata addresses stay refused either way)."
+            );
+        }
         let deliveries = delivery_settings(&config);
         let sender = Sender::new(&deliveries).map_err(StartError::DeliveryClient)?;
         let rejections = Arc::new(ingress::rejections::RejectionLog::with_alarm(rejection_alarm(&config)));
@@ -321,10 +344,7 @@ impl Gateway {
         let retention = retention(&config, &store);
         let worker = Worker { store: store.clone(), committer: committer.clone(), sender, settings: deliveries };
         let publisher = nats.map(|settings| Arc::new(Publisher { store: store.clone(), committer, settings }));
-        let limits = ConnectionLimits {
-            header_read_timeout: config.header_read_timeout(),
-            max_connections: config.max_connections,
-        };
+        let limits = connection_limits(&config);
         let gateway = Gateway {
             catalog,
             ingress: Arc::new(ingress),

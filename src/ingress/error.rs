@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::fairness::RateScope;
 use crate::email::Refusal;
 use crate::store::StoreError;
 
@@ -49,6 +50,16 @@ pub enum IngressError {
     Misfit(crate::shape::Misfit),
     #[error("{}", store_refusal(.0))]
     Store(#[source] StoreError),
+    #[error("{}; retry after {retry_after_secs} seconds", rate_limited_reason(*.scope))]
+    RateLimited { scope: RateScope, retry_after_secs: u64 },
+}
+
+fn rate_limited_reason(scope: RateScope) -> &'static str {
+    match scope {
+        RateScope::Client => "too many requests from your address",
+        RateScope::Hook => "too many requests to this hook",
+        RateScope::Source => "too many requests to this source",
+    }
 }
 
 impl IngressError {
@@ -74,6 +85,7 @@ impl IngressError {
             IngressError::Misfit(_) => "shape_mismatch",
             IngressError::Store(StoreError::Full(_)) => "storage_full",
             IngressError::Store(_) => "store_unavailable",
+            IngressError::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -100,6 +112,7 @@ impl IngressError {
             IngressError::BodyUnreadable(_) | IngressError::MalformedBody(_) => StatusCode::BAD_REQUEST,
             IngressError::Misfit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             IngressError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngressError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -127,6 +140,11 @@ impl IntoResponse for IngressError {
             IngressError::Store(error) => {
                 tracing::error!(%error, "A request could not be stored; the sender was told to retry.");
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after_secs(error)));
+            }
+            IngressError::RateLimited { retry_after_secs, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                // The body, if any, was not read.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -168,6 +186,7 @@ mod tests {
         check(IngressError::BodyTimeout { seconds: 1 }, 408);
         check(IngressError::MalformedBody("x".into()), 400);
         check(IngressError::Store(StoreError::Unavailable("x".into())), 503);
+        check(IngressError::RateLimited { scope: RateScope::Client, retry_after_secs: 1 }, 429);
         check(IngressError::Store(StoreError::Full("x".into())), 503);
     }
 

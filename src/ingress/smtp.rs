@@ -1,7 +1,9 @@
 //! The SMTP listener: hookgate's own session loop over smtp-proto's command parser. A transport
 //! only: what a message makes is decided by [`crate::pipeline::mail::MailAcceptor`].
 //!
-//! One task per connection, up to a cap (more are answered `421` and closed). Commands are read
+//! One task per connection, up to a cap and a share per client address (more are answered `421`
+//! and closed at once); each client address has a rate of messages, past which `MAIL` is answered
+//! `421` and the session ends. Commands are read
 //! in pipelined batches and their replies written together when the input runs dry. Each
 //! command must arrive within the idle timeout and the whole session within its deadline.
 //! Recipients are checked at `RCPT`: an address that is not an email hook's is refused there
@@ -33,6 +35,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::IngressState;
+use super::fairness::{ClientKey, ConnectionRefusal, ConnectionTable, Rate, RateTable, retry_after_secs};
 use crate::email::{Envelope, Refusal, parse_recipient, refusal_label};
 use crate::pipeline::mail::{MailRecipient, MessageError};
 use crate::store::StoreError;
@@ -46,6 +49,10 @@ pub struct SmtpSettings {
     pub command_timeout: Duration,
     pub session_timeout: Duration,
     pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 /64) at most.
+    pub max_connections_per_client: usize,
+    /// Messages (`MAIL` commands) one client address may send; `None`: unlimited.
+    pub client_messages: Option<Rate>,
     pub max_recipients: usize,
     /// Refused or malformed commands before the connection is closed.
     pub max_errors: usize,
@@ -86,7 +93,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) {
-    let connections = Arc::new(Semaphore::new(settings.max_connections));
+    let connections = ConnectionTable::new(settings.max_connections, settings.max_connections_per_client);
+    let messages =
+        Arc::new(settings.client_messages.map(|rate| RateTable::new(rate, super::fairness::CLIENTS_TRACKED)));
+    // One permit per open session, all taken back at shutdown to know when every session ended.
+    let sessions = Arc::new(Semaphore::new(settings.max_connections));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -97,18 +108,34 @@ pub async fn serve(
                 None => continue,
             },
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
+        let permit = match connections.open(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                let reply: &'static [u8] = match refusal {
+                    ConnectionRefusal::GatewayFull => b"421 4.3.2 Too many connections, try again later\r\n",
+                    ConnectionRefusal::ClientAtLimit => {
+                        b"421 4.7.0 Too many connections from your address, try again later\r\n"
+                    }
+                };
+                refuse(stream, reply);
+                metrics::counter!("hookgate_smtp_connections_refused_total", "reason" => refusal.label()).increment(1);
+                continue;
+            }
+        };
+        // The table admits at most `max_connections`, so a session permit is always free here.
+        let Ok(session_permit) = sessions.clone().try_acquire_owned() else {
             refuse(stream, b"421 4.3.2 Too many connections, try again later\r\n");
-            metrics::counter!("hookgate_smtp_connections_refused_total").increment(1);
             continue;
         };
         let state = state.clone();
         let settings = settings.clone();
+        let messages = messages.clone();
         let stopping = stopping.clone();
         let span = tracing::info_span!("smtp_session", %peer);
         tokio::spawn(
             async move {
-                run_session(stream, peer, &state, &settings, stopping).await;
+                run_session(stream, peer, &state, &settings, messages.as_ref().as_ref(), stopping).await;
+                drop(session_permit);
                 drop(permit);
             }
             .instrument(span),
@@ -116,7 +143,7 @@ pub async fn serve(
     }
     let _ = stopping_tx.send(true);
     let every_session = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
-    let sessions_ended = connections.acquire_many(every_session);
+    let sessions_ended = sessions.acquire_many(every_session);
     tokio::pin!(sessions_ended);
     let deadline = tokio::time::sleep(grace);
     tokio::pin!(deadline);
@@ -124,7 +151,7 @@ pub async fn serve(
         tokio::select! {
             _ = &mut sessions_ended => return,
             () = &mut deadline => {
-                let open = settings.max_connections - connections.available_permits();
+                let open = settings.max_connections - sessions.available_permits();
                 tracing::warn!(open, "SMTP sessions were still open when the shutdown grace period ended.");
                 return;
             }
@@ -217,11 +244,12 @@ async fn run_session(
     peer: SocketAddr,
     state: &IngressState,
     settings: &SmtpSettings,
+    messages: Option<&RateTable<ClientKey>>,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let deadline = Instant::now() + settings.session_timeout;
     let mut connection = Connection::Plain(stream);
-    let mut session = Session::new(state, settings, peer, stopping);
+    let mut session = Session::new(state, settings, peer, messages, stopping);
     session.reply(220, [2, 0, 0], &format!("{} hookgate ESMTP ready", settings.domain));
     loop {
         match session.converse(&mut connection, deadline).await {
@@ -286,6 +314,8 @@ struct Transaction {
 struct Session<'a> {
     state: &'a IngressState,
     settings: &'a SmtpSettings,
+    /// Each client address's rate of messages.
+    messages: Option<&'a RateTable<ClientKey>>,
     peer: SocketAddr,
     tls: bool,
     greeted: bool,
@@ -295,23 +325,31 @@ struct Session<'a> {
     errors: usize,
     phase: Phase,
     commands: RequestReceiver,
+    /// The bytes of the command being parsed (its first [`COMMAND_LINE_KEPT`] bytes), so that a
+    /// parameter can be read as sent: smtp-proto's `SIZE` wraps past `usize`.
+    command_line: Vec<u8>,
     input: Vec<u8>,
     output: Vec<u8>,
     /// Becomes true when the gateway shuts down.
     stopping: tokio::sync::watch::Receiver<bool>,
 }
 
+/// How much of a command line is kept for [`declares_more_than`]; RFC 5321 allows 512 bytes.
+const COMMAND_LINE_KEPT: usize = 1024;
+
 impl<'a> Session<'a> {
     fn new(
         state: &'a IngressState,
         settings: &'a SmtpSettings,
         peer: SocketAddr,
+        messages: Option<&'a RateTable<ClientKey>>,
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Session<'a> {
         Session {
             stopping,
             state,
             settings,
+            messages,
             peer,
             tls: false,
             greeted: false,
@@ -320,6 +358,7 @@ impl<'a> Session<'a> {
             errors: 0,
             phase: Phase::Command,
             commands: RequestReceiver::default(),
+            command_line: Vec::with_capacity(128),
             input: Vec::with_capacity(4096),
             output: Vec::with_capacity(512),
         }
@@ -332,6 +371,7 @@ impl<'a> Session<'a> {
         self.transaction = None;
         self.phase = Phase::Command;
         self.commands = RequestReceiver::default();
+        self.command_line.clear();
         self.input.clear();
     }
 
@@ -422,14 +462,21 @@ impl<'a> Session<'a> {
         let input = std::mem::take(&mut self.input);
         let mut bytes = input.iter();
         let step = match &mut self.phase {
-            Phase::Command => match self.commands.ingest(&mut bytes) {
-                Ok(request) => {
-                    let request = request.into_owned();
-                    self.command(request)
+            Phase::Command => {
+                let parsed = self.commands.ingest(&mut bytes).map(Request::into_owned);
+                let read = &input[..input.len() - bytes.as_slice().len()];
+                let room = COMMAND_LINE_KEPT.saturating_sub(self.command_line.len());
+                self.command_line.extend_from_slice(&read[..read.len().min(room)]);
+                let step = match parsed {
+                    Ok(request) => self.command(request),
+                    Err(ParseError::NeedsMoreData { .. }) => Step::NeedMore,
+                    Err(error) => self.parse_error(error),
+                };
+                if !matches!(step, Step::NeedMore) {
+                    self.command_line.clear();
                 }
-                Err(ParseError::NeedsMoreData { .. }) => Step::NeedMore,
-                Err(error) => self.parse_error(error),
-            },
+                step
+            }
             Phase::Data { receiver, message } => {
                 let complete = receiver.ingest(&mut bytes, message);
                 let too_large = message.len() > self.settings.max_message_bytes;
@@ -476,12 +523,23 @@ impl<'a> Session<'a> {
         Step::Replied
     }
 
+    /// `552` for a `MAIL` whose declared `SIZE` is over the limit.
+    fn refuse_size(&mut self) -> Step {
+        let limit = self.settings.max_message_bytes;
+        self.refuse(552, [5, 3, 4], &format!("The message exceeds the maximum size of {limit} bytes"))
+    }
+
     fn parse_error(&mut self, error: ParseError) -> Step {
         match error {
             ParseError::UnknownCommand => self.refuse(500, [5, 5, 1], "Unknown command"),
             ParseError::InvalidSenderAddress => self.refuse(501, [5, 1, 7], "Bad sender address syntax"),
             ParseError::InvalidRecipientAddress => self.refuse(501, [5, 1, 3], "Bad recipient address syntax"),
             ParseError::SyntaxError { syntax } => self.refuse(501, [5, 5, 4], &format!("Syntax: {syntax}")),
+            ParseError::InvalidParameter { param: "SIZE" }
+                if declares_more_than(&self.command_line, self.settings.max_message_bytes) =>
+            {
+                self.refuse_size()
+            }
             ParseError::InvalidParameter { param } => {
                 self.refuse(501, [5, 5, 4], &format!("Invalid value for parameter {param}"))
             }
@@ -534,12 +592,22 @@ impl<'a> Session<'a> {
                 if self.transaction.is_some() {
                     return self.refuse(503, [5, 5, 1], "Nested MAIL command");
                 }
-                if from.size > self.settings.max_message_bytes {
-                    return self.refuse(
-                        552,
-                        [5, 3, 4],
-                        &format!("The message exceeds the maximum size of {} bytes", self.settings.max_message_bytes),
+                if from.size > self.settings.max_message_bytes
+                    || declares_more_than(&self.command_line, self.settings.max_message_bytes)
+                {
+                    return self.refuse_size();
+                }
+                if let Some(Err(wait)) =
+                    self.messages.map(|table| table.take(ClientKey::of(self.peer.ip()), Instant::now().into_std()))
+                {
+                    metrics::counter!("hookgate_smtp_messages_limited_total").increment(1);
+                    let seconds = retry_after_secs(wait);
+                    self.reply(
+                        421,
+                        [4, 7, 0],
+                        &format!("Too many messages from your address; try again in {seconds} seconds"),
                     );
+                    return Step::Close;
                 }
                 self.transaction = Some(Transaction { from: from.address, recipients: Vec::new() });
                 self.reply(250, [2, 1, 0], "Sender OK");
@@ -665,6 +733,28 @@ impl<'a> Session<'a> {
     }
 }
 
+/// Whether a `MAIL` command line declares a `SIZE` above `limit`, read from the digits as sent:
+/// a number of any length, so that one past `u64` (which smtp-proto's parser wraps to a small
+/// value, or refuses as invalid) counts as the oversize it is.
+fn declares_more_than(line: &[u8], limit: usize) -> bool {
+    let line = line.split(|&byte| byte == b'\n').next().unwrap_or_default();
+    // The parameters follow the address.
+    let parameters = line.iter().position(|&byte| byte == b'>').map_or(line, |end| &line[end + 1..]);
+    parameters
+        .split(u8::is_ascii_whitespace)
+        .filter_map(|parameter| {
+            let (name, digits) = parameter.split_at_checked(5)?;
+            (name.eq_ignore_ascii_case(b"SIZE=") && !digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+                .then_some(digits)
+        })
+        .any(|digits| {
+            let significant = &digits[digits.iter().position(|&digit| digit != b'0').unwrap_or(digits.len())..];
+            let value = std::str::from_utf8(significant).ok().and_then(|text| text.parse::<u128>().ok());
+            // More digits than a u128 holds is more than any limit.
+            value.is_none_or(|value| value > limit as u128) && !significant.is_empty()
+        })
+}
+
 fn summarize_ids(ids: &[String]) -> String {
     match ids {
         [] => "nothing".into(),
@@ -679,4 +769,24 @@ fn one_line(text: &str) -> String {
         text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' }).take(400).collect();
     line.truncate(line.trim_end().len());
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_size_of_any_length_is_compared_with_the_limit() {
+        let over = |line: &str| declares_more_than(line.as_bytes(), 2048);
+        assert!(over("MAIL FROM:<a@b.example> SIZE=4096\r\n"));
+        assert!(over("MAIL FROM:<a@b.example> size=2049"));
+        assert!(over("MAIL FROM:<a@b.example> SIZE=999999999999999999999999\r\n"), "past u64");
+        assert!(over(&format!("MAIL FROM:<a@b.example> BODY=8BITMIME SIZE={}\r\n", "9".repeat(60))), "past u128");
+        assert!(!over("MAIL FROM:<a@b.example> SIZE=2048\r\n"));
+        assert!(!over("MAIL FROM:<a@b.example> SIZE=0000000000000000000000000000000000000001\r\n"));
+        assert!(!over("MAIL FROM:<a@b.example> SIZE=000\r\n"));
+        assert!(!over("MAIL FROM:<a@b.example>\r\n"));
+        assert!(!over("MAIL FROM:<a@b.example> SIZE=12x45678901234567890123"), "not a number: the parser's 501");
+        assert!(!over("MAIL FROM:<SIZE=99999@b.example>\r\n"), "only parameters after the address count");
+    }
 }

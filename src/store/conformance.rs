@@ -70,12 +70,12 @@ async fn closing_refuses_later_writes(store: &Store) {
 async fn the_outbox_is_written_with_its_event_and_worked_off(store: &Store) {
     use crate::store::{AttemptRecord, DeliveryQuery, NextStep};
     use crate::subscriptions::{Status, TargetPolicy, from_request};
-    let policy = TargetPolicy { allow_http: true, allow_private: true };
+    let policy = TargetPolicy::new(true, ["127.0.0.0/8".parse().unwrap()]);
     let now = Timestamp::now();
     let active =
-        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/a"}), None, false, policy, now).await.unwrap();
+        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/a"}), None, false, &policy, now).await.unwrap();
     let mut paused =
-        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/b"}), None, false, policy, now).await.unwrap();
+        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/b"}), None, false, &policy, now).await.unwrap();
     paused.status = Status::Paused;
     store.put_subscription(active.clone()).await.unwrap();
     store.put_subscription(paused.clone()).await.unwrap();
@@ -217,9 +217,9 @@ fn unique(prefix: &str) -> String {
 /// An active subscription that takes every event, stored.
 async fn stored_subscription(store: &Store) -> crate::subscriptions::Subscription {
     use crate::subscriptions::{TargetPolicy, from_request};
-    let policy = TargetPolicy { allow_http: true, allow_private: true };
+    let policy = TargetPolicy::new(true, ["127.0.0.0/8".parse().unwrap()]);
     let body = serde_json::json!({"url": "http://127.0.0.1:9/kept"});
-    let subscription = from_request(&body, None, false, policy, Timestamp::now()).await.unwrap();
+    let subscription = from_request(&body, None, false, &policy, Timestamp::now()).await.unwrap();
     store.put_subscription(subscription.clone()).await.unwrap();
     subscription
 }
@@ -425,14 +425,14 @@ async fn erasure_deletes_every_event_about_a_resource_and_nothing_else(store: &S
 
 async fn subscriptions_are_kept_whole_replaced_and_removed(store: &Store) {
     use crate::subscriptions::{TargetPolicy, from_request};
-    let policy = TargetPolicy { allow_http: true, allow_private: true };
+    let policy = TargetPolicy::new(true, ["127.0.0.0/8".parse().unwrap()]);
     let at: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
     let body = serde_json::json!({"url": "http://127.0.0.1:9/a", "name": "first", "events": ["stripe.*"],
         "resource_id": "r-1", "filter": "$.data.total", "headers": {"x-team": "ops"}});
-    let first = from_request(&body, None, false, policy, at).await.unwrap();
+    let first = from_request(&body, None, false, &policy, at).await.unwrap();
     let later = at + jiff::SignedDuration::from_secs(1);
     let second =
-        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/b"}), None, false, policy, later).await.unwrap();
+        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/b"}), None, false, &policy, later).await.unwrap();
     store.put_subscription(first.clone()).await.unwrap();
     store.put_subscription(second.clone()).await.unwrap();
     assert_eq!(store.subscription(&first.id).await.unwrap().as_ref(), Some(&first), "kept whole, secrets included");

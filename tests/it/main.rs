@@ -13,6 +13,7 @@ mod documented_defaults;
 mod durability;
 mod email;
 mod event_stream;
+mod fairness;
 mod first_start;
 mod form_hooks;
 mod independent_signers;

@@ -196,7 +196,7 @@ async fn setup() -> Setup {
     let gateway = Gateway::start_with(
         Options::default()
             .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
-            .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true"),
+            .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32"),
     )
     .await;
     let document = gateway.admin_json("/api/openapi.json").await;

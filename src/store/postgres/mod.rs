@@ -390,10 +390,10 @@ mod tests {
     }
 
     async fn subscription(store: &Store) -> crate::subscriptions::Subscription {
-        let policy = crate::subscriptions::TargetPolicy { allow_http: true, allow_private: true };
+        let policy = crate::subscriptions::TargetPolicy::new(true, ["127.0.0.0/8".parse().unwrap()]);
         let request = serde_json::json!({"url": "http://127.0.0.1:9/hook"});
         let subscription =
-            crate::subscriptions::from_request(&request, None, false, policy, Timestamp::now()).await.unwrap();
+            crate::subscriptions::from_request(&request, None, false, &policy, Timestamp::now()).await.unwrap();
         store.put_subscription(subscription.clone()).await.unwrap();
         subscription
     }
