@@ -486,6 +486,9 @@ impl Gateway {
             .arg(&database)
             .current_dir(directory.path())
             .env("HOOKGATE_ADMIN_TOKEN", "bench-admin-token-0123456789")
+            // The load comes from one address: per-client rates would measure the limit.
+            .env("HOOKGATE_SMTP_CLIENT_MESSAGES_PER_MINUTE", "0")
+            .env("HOOKGATE_SMTP_MAX_CONNECTIONS_PER_CLIENT", "4096")
             .env("HOOKGATE_DNS_RESOLVER", {
                 dns::add_txt("shop.example", "v=spf1 ip4:127.0.0.1 -all");
                 dns::address().to_string()

@@ -1333,6 +1333,9 @@ impl Hookgate {
                 .current_dir(&home)
                 .stdin(Stdio::null())
                 .env("HOOKGATE_ADMIN_TOKEN", &admin_token)
+                // The load comes from one address: per-client rates would measure the limit.
+                .env("HOOKGATE_CLIENT_REQUESTS_PER_SECOND", "0")
+                .env("HOOKGATE_MAX_CONNECTIONS_PER_CLIENT", "4096")
                 .env("BENCH_STRIPE_SECRET", BENCH_STRIPE_SECRET)
                 .env("RUST_LOG", "warn");
             // The bench's own variables are not hookgate configuration.

@@ -213,7 +213,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // Whatever still runs was given its chance (`serve` ends within its shutdown deadline): a
+    // blocking task must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("hookgate: {error:#}");
@@ -356,7 +360,7 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
-    tracing::info!("Shutting down: no new connections; open requests may finish.");
+    tracing::info!("Shutting down: no new connections; open requests and SMTP sessions may finish.");
 }
 
 fn check(config: &Config, dir: PathBuf) -> anyhow::Result<ExitCode> {

@@ -8,11 +8,26 @@
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::notice::NoticeKind;
+
+/// The networks the deprecated `delivery_allow_private_networks` stands for: private, loopback,
+/// link-local, shared and unique-local addresses (metadata addresses in them stay refused).
+pub const PRIVATE_NETWORKS: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+];
 
 /// Every setting, with its default.
 #[derive(Clone, Serialize, Deserialize)]
@@ -48,10 +63,25 @@ pub struct Config {
     pub header_read_timeout_secs: u64,
     /// Time allowed to send the whole body.
     pub body_timeout_secs: u64,
-    /// Open connections at most; more wait to be accepted.
+    /// Open HTTP connections at most; more are answered `503` and closed at once.
     pub max_connections: usize,
+    /// Open HTTP connections from one client address (an IPv6 /64) at most; more are answered
+    /// `429` and closed at once.
+    pub max_connections_per_client: usize,
+    /// HTTP requests per second one client address may send (`0`: unlimited); past the rate and
+    /// its burst, `429` with `Retry-After`.
+    pub client_requests_per_second: u32,
+    pub client_request_burst: u32,
+    /// Requests per second (a burst of one second's worth) for hooks, by event name.
+    pub hook_rate_limits: BTreeMap<String, f64>,
+    /// Requests per second (a burst of one second's worth) for platform sources, by the segment
+    /// of their path (`/api/webhooks/<segment>`).
+    pub source_rate_limits: BTreeMap<String, f64>,
     /// Reload when the definitions folder changes (SIGHUP always reloads).
     pub watch_definitions: bool,
+    /// After SIGTERM or SIGINT: how long requests, SMTP sessions and deliveries in flight may
+    /// take to finish before the process exits anyway.
+    pub shutdown_timeout_secs: u64,
     /// Address of the SMTP listener for email hooks.
     pub smtp: SocketAddr,
     /// The domain of email hook addresses (`<token>@<mail_domain>`); point its MX here.
@@ -64,6 +94,11 @@ pub struct Config {
     pub smtp_session_timeout_secs: u64,
     /// Open SMTP connections at most; more are answered 421.
     pub smtp_max_connections: usize,
+    /// Open SMTP connections from one client address (an IPv6 /64) at most; more are answered 421.
+    pub smtp_max_connections_per_client: usize,
+    /// Messages (`MAIL` commands) per minute one client address may send over SMTP (`0`:
+    /// unlimited), with a burst of one minute's worth; past it, `421` and the session ends.
+    pub smtp_client_messages_per_minute: u32,
     /// PEM certificate chain and private key: when both are set, SMTP offers STARTTLS.
     pub smtp_tls_certificate: Option<PathBuf>,
     pub smtp_tls_key: Option<PathBuf>,
@@ -73,7 +108,13 @@ pub struct Config {
     pub dns_resolver: Option<SocketAddr>,
     /// Subscriptions may deliver to `http://` URLs (else HTTPS only).
     pub delivery_allow_http: bool,
-    /// Subscriptions may deliver to private, loopback, link-local and metadata addresses.
+    /// Networks subscriptions may deliver to besides public addresses, in CIDR notation (or single
+    /// addresses): a list, or one string of comma-separated items. A cloud metadata address is
+    /// allowed only when listed exactly (`169.254.169.254/32`), never through a network around it.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub delivery_allow_networks: Vec<String>,
+    /// Deprecated: adds the private, loopback, link-local and unique-local networks to
+    /// `delivery_allow_networks` (metadata addresses in them stay refused).
     pub delivery_allow_private_networks: bool,
     /// Seconds to wait before each retry of a failed delivery; after the last, it has failed.
     pub delivery_retry_schedule_secs: Vec<u64>,
@@ -206,18 +247,27 @@ impl Default for Config {
             header_read_timeout_secs: 10,
             body_timeout_secs: 30,
             max_connections: 4096,
+            max_connections_per_client: 256,
+            client_requests_per_second: 200,
+            client_request_burst: 400,
+            hook_rate_limits: BTreeMap::new(),
+            source_rate_limits: BTreeMap::new(),
             watch_definitions: true,
+            shutdown_timeout_secs: 30,
             smtp: SocketAddr::from(([127, 0, 0, 1], 2525)),
             mail_domain: "localhost".into(),
             smtp_max_message_bytes: 10 * 1024 * 1024,
             smtp_command_timeout_secs: 60,
             smtp_session_timeout_secs: 600,
             smtp_max_connections: 512,
+            smtp_max_connections_per_client: 32,
+            smtp_client_messages_per_minute: 600,
             smtp_tls_certificate: None,
             smtp_tls_key: None,
             mail_authentication: true,
             dns_resolver: None,
             delivery_allow_http: false,
+            delivery_allow_networks: Vec::new(),
             delivery_allow_private_networks: false,
             // About 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
             delivery_retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 36_000],
@@ -278,18 +328,27 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "header_read_timeout_secs",
     "body_timeout_secs",
     "max_connections",
+    "max_connections_per_client",
+    "client_requests_per_second",
+    "client_request_burst",
+    "hook_rate_limits",
+    "source_rate_limits",
     "watch_definitions",
+    "shutdown_timeout_secs",
     "smtp",
     "mail_domain",
     "smtp_max_message_bytes",
     "smtp_command_timeout_secs",
     "smtp_session_timeout_secs",
     "smtp_max_connections",
+    "smtp_max_connections_per_client",
+    "smtp_client_messages_per_minute",
     "smtp_tls_certificate",
     "smtp_tls_key",
     "mail_authentication",
     "dns_resolver",
     "delivery_allow_http",
+    "delivery_allow_networks",
     "delivery_allow_private_networks",
     "delivery_retry_schedule_secs",
     "delivery_timeout_secs",
@@ -372,6 +431,10 @@ impl Config {
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid("max_connections must be at least 1".into()));
         }
+        if self.shutdown_timeout_secs == 0 || self.shutdown_timeout_secs > 3600 {
+            return Err(ConfigError::Invalid("shutdown_timeout_secs must be from 1 to 3600".into()));
+        }
+        self.validate_fairness()?;
         if !crate::email::is_domain(self.mail_domain.trim_end()) {
             return Err(ConfigError::Invalid(format!("mail_domain must be a domain name, not {:?}", self.mail_domain)));
         }
@@ -403,6 +466,7 @@ impl Config {
                 "delivery_lease_secs must be at least twice delivery_timeout_secs, or a delivery still being sent could be sent again by another worker".into(),
             ));
         }
+        self.delivery_networks()?;
         self.validate_notifications()?;
         if self.retention_days.is_some_and(|days| days == 0 || days > MAX_RETENTION_DAYS) {
             return Err(ConfigError::Invalid(format!(
@@ -411,6 +475,30 @@ impl Config {
         }
         if self.admin_token.as_ref().is_some_and(|token| token.len() < 16) {
             return Err(ConfigError::Invalid("the admin token must be at least 16 characters long".into()));
+        }
+        Ok(())
+    }
+
+    /// The per-client shares and the rates.
+    fn validate_fairness(&self) -> Result<(), ConfigError> {
+        if self.max_connections_per_client == 0 || self.smtp_max_connections_per_client == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections_per_client and smtp_max_connections_per_client must be at least 1".into(),
+            ));
+        }
+        if self.client_requests_per_second > 0 && self.client_request_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "client_request_burst must be at least 1 (set client_requests_per_second to 0 for no limit)".into(),
+            ));
+        }
+        let rates = self.hook_rate_limits.iter().map(|rate| ("hook_rate_limits", rate));
+        let sources = self.source_rate_limits.iter().map(|rate| ("source_rate_limits", rate));
+        if let Some((setting, (name, _))) =
+            rates.chain(sources).find(|(_, (_, per_second))| !(per_second.is_finite() && **per_second > 0.0))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "{setting}: the rate of {name:?} must be a number of requests per second above 0"
+            )));
         }
         Ok(())
     }
@@ -448,12 +536,39 @@ impl Config {
         Ok(())
     }
 
+    /// The networks deliveries may go to besides public addresses: `delivery_allow_networks`
+    /// (a single address as its `/32` or `/128`), and the private ones when the deprecated
+    /// `delivery_allow_private_networks` is set.
+    pub fn delivery_networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        let deprecated = if self.delivery_allow_private_networks { PRIVATE_NETWORKS } else { &[] };
+        let listed = self.delivery_allow_networks.iter().map(String::as_str);
+        listed
+            .chain(deprecated.iter().copied())
+            .map(|text| {
+                let text = text.trim();
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "delivery_allow_networks: {text:?} is not a network (like 10.0.0.0/8) or an address (like 127.0.0.1)"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_secs)
     }
 
     pub fn body_timeout(&self) -> Duration {
         Duration::from_secs(self.body_timeout_secs)
+    }
+
+    /// How long a graceful shutdown may take.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
     }
 
     /// How long events and delivery history are kept; `None`: forever.
@@ -659,6 +774,50 @@ mod tests {
         std::fs::write(&file, "retention_days = 0\n").unwrap();
         let error = Config::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
         assert!(error.contains("retention_days must be from 1") && error.contains("unset"), "{error}");
+    }
+
+    #[test]
+    fn delivery_networks_are_cidr_or_single_addresses_and_the_deprecated_boolean_adds_the_private_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookgate.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config::load(Some(&file), &Overrides::default())
+        };
+        assert!(Config::default().delivery_networks().unwrap().is_empty(), "nothing but public addresses by default");
+        let config = load("delivery_allow_networks = [\"10.0.0.0/8\", \"127.0.0.1\", \"fd00::/8\"]\n").unwrap();
+        let shown: Vec<String> = config.delivery_networks().unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]);
+        let config = load("delivery_allow_networks = \"10.0.0.0/8, 192.168.0.0/16\"\n").unwrap();
+        assert_eq!(config.delivery_networks().unwrap().len(), 2, "one comma-separated string");
+        let error = load("delivery_allow_networks = [\"10.0.0.0/33\"]\n").unwrap_err().to_string();
+        assert!(error.contains("\"10.0.0.0/33\" is not a network"), "{error}");
+        let config = load("delivery_allow_private_networks = true\n").unwrap();
+        let shown: Vec<String> = config.delivery_networks().unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(shown, PRIVATE_NETWORKS);
+        assert!(!shown.iter().any(|net| net.ends_with("/32") || net.ends_with("/128") && net != "::1/128"));
+    }
+
+    #[test]
+    fn fair_service_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookgate.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config::load(Some(&file), &Overrides::default())
+        };
+        let config =
+            load("[hook_rate_limits]\n\"kustomer.app.shop.order\" = 2.5\n[source_rate_limits]\nstripe = 100\n")
+                .unwrap();
+        assert_eq!(config.hook_rate_limits["kustomer.app.shop.order"], 2.5);
+        assert_eq!(config.source_rate_limits["stripe"], 100.0);
+        let error = load("[source_rate_limits]\nstripe = 0\n").unwrap_err().to_string();
+        assert!(error.contains("source_rate_limits: the rate of \"stripe\" must be"), "{error}");
+        let error = load("max_connections_per_client = 0\n").unwrap_err().to_string();
+        assert!(error.contains("max_connections_per_client"), "{error}");
+        let error = load("client_request_burst = 0\n").unwrap_err().to_string();
+        assert!(error.contains("client_request_burst must be at least 1"), "{error}");
+        load("client_requests_per_second = 0\nclient_request_burst = 0\n").expect("no limit needs no burst");
     }
 
     #[test]

@@ -161,6 +161,9 @@ pub fn smtp_settings(config: &Config) -> Result<SmtpSettings, ConfigError> {
         command_timeout: Duration::from_secs(config.smtp_command_timeout_secs),
         session_timeout: Duration::from_secs(config.smtp_session_timeout_secs),
         max_connections: config.smtp_max_connections,
+        max_connections_per_client: config.smtp_max_connections_per_client,
+        client_messages: (config.smtp_client_messages_per_minute > 0)
+            .then(|| ingress::fairness::Rate::per_minute(f64::from(config.smtp_client_messages_per_minute))),
         max_recipients: 100,
         max_errors: 10,
         tls,
@@ -175,11 +178,26 @@ fn ingress_settings(config: &Config, public_url: String) -> IngressSettings {
         max_file_bytes: config.max_file_bytes,
         max_message_bytes: config.smtp_max_message_bytes,
         body_timeout: config.body_timeout(),
+        hook_rates: Arc::new(ingress::fairness::HookRates::new(&config.hook_rate_limits, &config.source_rate_limits)),
+    }
+}
+
+/// The HTTP listener's caps and shares.
+fn connection_limits(config: &Config) -> ConnectionLimits {
+    ConnectionLimits {
+        header_read_timeout: config.header_read_timeout(),
+        max_connections: config.max_connections,
+        max_connections_per_client: config.max_connections_per_client,
+        client_requests: (config.client_requests_per_second > 0).then(|| ingress::fairness::Rate {
+            per_second: f64::from(config.client_requests_per_second),
+            burst: f64::from(config.client_request_burst),
+        }),
     }
 }
 
 fn delivery_policy(config: &Config) -> TargetPolicy {
-    TargetPolicy { allow_http: config.delivery_allow_http, allow_private: config.delivery_allow_private_networks }
+    // Validated when the configuration was loaded.
+    TargetPolicy::new(config.delivery_allow_http, config.delivery_networks().unwrap_or_default())
 }
 
 fn delivery_settings(config: &Config) -> DeliverySettings {
@@ -242,6 +260,10 @@ pub struct Gateway {
     mailer: Option<Arc<notify::Mailer>>,
     retention: Option<Retention>,
     limits: ConnectionLimits,
+    /// How long a graceful shutdown may take, from the signal to the exit.
+    shutdown_timeout: Duration,
+    /// Closed last, once nothing writes any more.
+    store: Store,
     watch: definitions::watch::DefinitionWatch,
     /// What other nodes sharing the store change (PostgreSQL); `None` on an embedded store.
     other_nodes: Option<tokio::sync::broadcast::Receiver<store::StoreChange>>,
@@ -290,6 +312,11 @@ impl Gateway {
             }
             None => None,
         };
+        if config.delivery_allow_private_networks {
+            tracing::warn!(
+                "delivery_allow_private_networks is deprecated: list the networks in delivery_allow_networks instead (metadata addresses stay refused either way)."
+            );
+        }
         let deliveries = delivery_settings(&config);
         let sender = Sender::new(&deliveries).map_err(StartError::DeliveryClient)?;
         let rejections = Arc::new(ingress::rejections::RejectionLog::with_alarm(rejection_alarm(&config)));
@@ -318,11 +345,8 @@ impl Gateway {
         let other_nodes = store.changes();
         let retention = retention(&config, &store);
         let worker = Worker { store: store.clone(), committer: committer.clone(), sender, settings: deliveries };
-        let publisher = nats.map(|settings| Arc::new(Publisher { store, committer, settings }));
-        let limits = ConnectionLimits {
-            header_read_timeout: config.header_read_timeout(),
-            max_connections: config.max_connections,
-        };
+        let publisher = nats.map(|settings| Arc::new(Publisher { store: store.clone(), committer, settings }));
+        let limits = connection_limits(&config);
         let gateway = Gateway {
             catalog,
             ingress: Arc::new(ingress),
@@ -332,6 +356,8 @@ impl Gateway {
             mailer,
             retention,
             limits,
+            shutdown_timeout: config.shutdown_timeout(),
+            store,
             watch,
             other_nodes,
         };
@@ -348,7 +374,19 @@ impl Gateway {
         catalog.hooks().iter().filter(waiting).count()
     }
 
-    /// Serves until `shutdown` resolves, reloading definitions on change and on SIGHUP.
+    /// Serves until `shutdown` resolves, reloading definitions on change and on SIGHUP; then
+    /// shuts down gracefully within the configured `shutdown_timeout_secs`:
+    ///
+    /// 1. the HTTP listener closes (new connections are refused), idle connections close, and
+    ///    requests in flight finish and are answered; the SMTP listener answers new connections
+    ///    `421`, and sessions finish the message they are in;
+    /// 2. the delivery worker and the NATS publisher send nothing new: what they claimed and
+    ///    did not start is released to be claimed again, what is in flight finishes and is
+    ///    recorded (or, cut off, is sent again after its lease: at least once);
+    /// 3. the store commits what is queued and closes.
+    ///
+    /// Past the deadline it returns anyway; nothing acknowledged is lost by that, since every
+    /// success reply waited for its commit.
     pub async fn run(
         self,
         listeners: Listeners,
@@ -358,6 +396,7 @@ impl Gateway {
         let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
             let _ = receiver.wait_for(|stop| *stop).await;
         };
+        let grace = self.shutdown_timeout;
         let watcher = tokio::spawn(self.watch.run(self.catalog.clone(), stopped(stop_rx.clone())));
         if let Some(changes) = self.other_nodes {
             let follower = follow_other_nodes(changes, self.catalog.clone(), self.api.committer.clone());
@@ -387,28 +426,41 @@ impl Gateway {
             self.retention.map(|retention| tokio::spawn(store::retention::run(retention, stopped(stop_rx.clone()))));
         let smtp = listeners.smtp.map(|(listener, settings)| {
             let ingress = self.ingress.clone();
-            tokio::spawn(ingress::smtp::serve(listener, ingress, Arc::new(settings), stopped(stop_rx.clone())))
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(ingress::smtp::serve(listener, ingress, Arc::new(settings), stop, grace))
         });
+        let (stopped_at_tx, stopped_at) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             shutdown.await;
+            let _ = stopped_at_tx.send(tokio::time::Instant::now());
             let _ = stop_tx.send(true);
         });
-        ingress::serve(listeners.http, router, self.limits, stopped(stop_rx)).await;
-        if let Some(smtp) = smtp {
-            let _ = smtp.await;
+        ingress::serve(listeners.http, router, self.limits, stopped(stop_rx), grace).await;
+        let deadline = stopped_at.await.unwrap_or_else(|_| tokio::time::Instant::now()) + grace;
+        let finishing = async {
+            if let Some(smtp) = smtp {
+                let _ = smtp.await;
+            }
+            let _ = deliveries.await;
+            if let Some(publisher) = publisher {
+                let _ = publisher.await;
+            }
+            if let Some(mailer) = mailer {
+                let _ = mailer.await;
+            }
+            if let Some(retention) = retention {
+                let _ = retention.await;
+            }
+            let _ = watcher.await;
+            let _ = streams.await;
+            self.store.close().await;
+        };
+        if tokio::time::timeout_at(deadline, finishing).await.is_err() {
+            tracing::warn!(
+                seconds = grace.as_secs(),
+                "The shutdown deadline (shutdown_timeout_secs) passed; exiting with work still in flight."
+            );
         }
-        let _ = deliveries.await;
-        if let Some(publisher) = publisher {
-            let _ = publisher.await;
-        }
-        if let Some(mailer) = mailer {
-            let _ = mailer.await;
-        }
-        if let Some(retention) = retention {
-            let _ = retention.await;
-        }
-        let _ = watcher.await;
-        let _ = streams.await;
         Ok(())
     }
 }

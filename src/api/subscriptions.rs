@@ -56,9 +56,10 @@ pub(crate) async fn create_subscription(
     keep: impl FnOnce(&mut Subscription),
 ) -> Result<Subscription, ApiError> {
     let canonical = crate::subscriptions::canonical(request).map_err(ApiError::InvalidFields)?;
-    let mut subscription = from_request(&canonical.request, None, false, state.delivery_policy, jiff::Timestamp::now())
-        .await
-        .map_err(|errors| ApiError::InvalidFields(canonical.rename_errors(errors)))?;
+    let mut subscription =
+        from_request(&canonical.request, None, false, &state.delivery_policy, jiff::Timestamp::now())
+            .await
+            .map_err(|errors| ApiError::InvalidFields(canonical.rename_errors(errors)))?;
     access.check_patterns(&subscription.events)?;
     keep(&mut subscription);
     state.store.put_subscription(subscription.clone()).await?;
@@ -122,7 +123,7 @@ pub(crate) async fn change_subscription(
     let existing = find(state, access, id).await?;
     let canonical = crate::subscriptions::canonical(request).map_err(ApiError::InvalidFields)?;
     let request = &canonical.request;
-    let edit = from_request(request, Some(&existing), merge, state.delivery_policy, jiff::Timestamp::now())
+    let edit = from_request(request, Some(&existing), merge, &state.delivery_policy, jiff::Timestamp::now())
         .await
         .map_err(|errors| ApiError::InvalidFields(canonical.rename_errors(errors)))?;
     access.check_patterns(&edit.events)?;

@@ -89,8 +89,8 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(settings: &DeliverySettings) -> Result<Sender, String> {
-        let client = client::build(Duration::from_secs(settings.timeout_secs), settings.policy.allow_private)?;
-        Ok(Sender { client, policy: settings.policy })
+        let client = client::build(Duration::from_secs(settings.timeout_secs), &settings.policy)?;
+        Ok(Sender { client, policy: settings.policy.clone() })
     }
 }
 
@@ -333,7 +333,7 @@ impl Sender {
     /// One signed request to a subscription; what came of it.
     async fn send(&self, subscription: &Subscription, message_id: &str, body: bytes::Bytes) -> Outcome {
         let at = Timestamp::now();
-        if let Err(reason) = crate::subscriptions::check_url(&subscription.url, self.policy) {
+        if let Err(reason) = crate::subscriptions::check_url(&subscription.url, &self.policy) {
             return Outcome::error(&format!("the subscription URL {reason}"));
         }
         let secrets: Vec<&str> = subscription.signing_secrets(at).collect();

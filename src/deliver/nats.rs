@@ -15,8 +15,11 @@ use crate::store::Store;
 
 /// Publications claimed at once (and in flight together, acknowledged in order).
 const BATCH: usize = 256;
-/// A claim lasts longer than a batch may take.
-const LEASE: Duration = Duration::from_secs(60);
+/// A claim lasts longer than a batch normally takes, and is what a killed process's claimed
+/// events wait before they are published again. Short, because a repeat is harmless: a batch
+/// that outlives its claim and is published again by another claimer is dropped by JetStream,
+/// whose duplicate window (120 s) is far longer than a lease and a batch together.
+const LEASE: Duration = Duration::from_secs(10);
 /// How often to look for due publications when nothing wakes the publisher.
 const POLL: Duration = Duration::from_millis(500);
 /// Wait after a failed batch.

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::fairness::RateScope;
 use crate::email::Refusal;
 use crate::store::StoreError;
 
@@ -49,8 +50,18 @@ pub enum IngressError {
     MalformedBody(String),
     #[error("the payload does not fit this hook's shape: {}", .0.reasons.join("; "))]
     Misfit(crate::shape::Misfit),
-    #[error("the event could not be stored; retry later")]
+    #[error("{}", store_refusal(.0))]
     Store(#[source] StoreError),
+    #[error("{}; retry after {retry_after_secs} seconds", rate_limited_reason(*.scope))]
+    RateLimited { scope: RateScope, retry_after_secs: u64 },
+}
+
+fn rate_limited_reason(scope: RateScope) -> &'static str {
+    match scope {
+        RateScope::Client => "too many requests from your address",
+        RateScope::Hook => "too many requests to this hook",
+        RateScope::Source => "too many requests to this source",
+    }
 }
 
 impl IngressError {
@@ -75,7 +86,9 @@ impl IngressError {
             IngressError::BodyUnreadable(_) => "body_unreadable",
             IngressError::MalformedBody(_) => "malformed_body",
             IngressError::Misfit(_) => "shape_mismatch",
+            IngressError::Store(StoreError::Full(_)) => "storage_full",
             IngressError::Store(_) => "store_unavailable",
+            IngressError::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -102,6 +115,7 @@ impl IngressError {
             IngressError::BodyUnreadable(_) | IngressError::MalformedBody(_) => StatusCode::BAD_REQUEST,
             IngressError::Misfit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             IngressError::Store(_) | IngressError::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngressError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -132,11 +146,33 @@ impl IntoResponse for IngressError {
             }
             IngressError::Store(error) => {
                 tracing::error!(%error, "A request could not be stored; the sender was told to retry.");
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after_secs(error)));
+            }
+            IngressError::RateLimited { retry_after_secs, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                // The body, if any, was not read.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
         response
+    }
+}
+
+/// What the sender is told when its event could not be stored: the cause's class, never the
+/// store's own message (that is logged).
+fn store_refusal(error: &StoreError) -> &'static str {
+    match error {
+        StoreError::Full(_) => "the gateway's storage is full, so the event was not stored; retry later",
+        _ => "the event could not be stored; retry later",
+    }
+}
+
+/// `Retry-After` of a store refusal: a full disk takes an operator, so a longer wait.
+fn retry_after_secs(error: &StoreError) -> &'static str {
+    match error {
+        StoreError::Full(_) => "30",
+        _ => "5",
     }
 }
 
@@ -158,5 +194,19 @@ mod tests {
         check(IngressError::MalformedBody("x".into()), 400);
         check(IngressError::Store(StoreError::Unavailable("x".into())), 503);
         check(IngressError::OverBudget(crate::ingress::budget::OverBudget { total: 1 }), 503);
+        check(IngressError::RateLimited { scope: RateScope::Client, retry_after_secs: 1 }, 429);
+        check(IngressError::Store(StoreError::Full("x".into())), 503);
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_store_failures() {
+        let full = IngressError::Store(StoreError::Full("database or disk is full".into()));
+        assert_eq!(full.code(), "storage_full");
+        assert!(full.to_string().contains("storage is full"), "{full}");
+        let response = full.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "30");
+        let away = IngressError::Store(StoreError::Unavailable("connection refused".into()));
+        assert_eq!(away.code(), "store_unavailable");
+        assert_eq!(away.into_response().headers()[header::RETRY_AFTER], "5");
     }
 }

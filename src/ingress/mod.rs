@@ -1,9 +1,9 @@
 //! Ingress: every transport a hook is reached by, and nothing past the transport.
 //!
-//! This module owns the HTTP server (the accept loop with its connection cap, header-read
-//! deadline and graceful shutdown; the public routes, in front of the management API) and the
-//! SMTP listener (`smtp`). Every HTTP path to a hook goes through the same opening steps
-//! (`opening`: one span and the metrics per request, labelled by hook; content encoding,
+//! This module owns the HTTP server (the accept loop with its connection cap and per-client
+//! shares and request rates from `fairness`, header-read deadline and graceful shutdown; the
+//! public routes, in front of the management API) and the SMTP listener (`smtp`). Every HTTP
+//! path to a hook goes through the same opening steps (`opening`: one span and the metrics per request, labelled by hook; content encoding,
 //! declared length, body into one buffer under its limit, the bodies' budget and the deadline). Then `hooks` (form and web hooks),
 //! `sources` (platforms' signed requests) and `mail` (mail posted over HTTP) turn the request
 //! into events and commit them through [`crate::pipeline::Committer`]; the reply goes out only
@@ -14,6 +14,7 @@ pub mod body;
 pub mod budget;
 mod decode;
 mod error;
+pub mod fairness;
 mod hooks;
 mod mail;
 mod opening;
@@ -76,6 +77,8 @@ pub struct IngressSettings {
     pub max_message_bytes: u64,
     /// Time allowed to send a whole body.
     pub body_timeout: Duration,
+    /// The request rates configuration gives hooks and sources.
+    pub hook_rates: Arc<fairness::HookRates>,
 }
 
 /// Every HTTP route: the public ones (hook URLs, the platforms' source endpoints), and behind
@@ -111,31 +114,46 @@ pub struct PeerAddr(pub SocketAddr);
 pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// Connections one client address (an IPv6 /64) may have open.
+    pub max_connections_per_client: usize,
+    /// Requests per second and burst one client address may send; `None`: unlimited.
+    pub client_requests: Option<fairness::Rate>,
 }
 
-/// How long in-flight requests may take to finish once shutdown starts.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Refused connections whose reply is still being delivered, at most; past it a refused
+/// connection is closed without a word.
+const REFUSALS_LINGERING: usize = 1024;
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets open requests finish.
+/// How long a refused connection is kept open for its reply to arrive, while what the client
+/// sends is read and dropped (so that closing does not reset the reply away).
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Serves `router` on `listener` until `shutdown` resolves; then closes the listener (new
+/// connections are refused), closes idle connections and lets the requests in flight finish
+/// for at most `grace`.
+///
+/// Every connection is accepted at once: one past its client's share or past the cap is
+/// answered `429` or `503` and closed, so that nothing waits in the kernel's queue behind a
+/// client that holds connections open. Each request first takes from its client's rate (`429`
+/// with `Retry-After` when there is none left).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
+    grace: Duration,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let clients = Arc::new(fairness::ClientLimits::new(
+        limits.max_connections,
+        limits.max_connections_per_client,
+        limits.client_requests,
+    ));
+    let lingering = Arc::new(Semaphore::new(REFUSALS_LINGERING));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -148,23 +166,90 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let slot = match clients.connections.open(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                metrics::counter!("hookgate_connections_refused_total", "listener" => "http", "reason" => refusal.label())
+                    .increment(1);
+                refuse_connection(stream, refusal, &lingering);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let clients = clients.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(PeerAddr(peer));
             let router = router.clone();
-            async move { Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|never| match never {})) }
+            let allowed = clients.take_request(peer.ip());
+            async move {
+                if let Err(wait) = allowed {
+                    metrics::counter!("hookgate_requests_limited_total", "scope" => "client").increment(1);
+                    let retry_after_secs = fairness::retry_after_secs(wait);
+                    let scope = fairness::RateScope::Client;
+                    return Ok(axum::response::IntoResponse::into_response(IngressError::RateLimited {
+                        scope,
+                        retry_after_secs,
+                    }));
+                }
+                Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|never| match never {}))
+            }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "A connection ended with an error.");
             }
-            drop(permit);
+            drop(slot);
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("Some connections were still open when the shutdown grace period ended.");
     }
+}
+
+/// Answers a connection that will not be served, without reading its request: `429` for a
+/// client past its share, `503` when the gateway is full, both with `Retry-After` and closed.
+/// The reply fits in a fresh socket's send buffer, so it is written without waiting; the
+/// connection then lingers briefly, dropping what the client sends, so that the close does not
+/// reset the reply away, unless too many refusals are already lingering.
+fn refuse_connection(stream: tokio::net::TcpStream, refusal: fairness::ConnectionRefusal, lingering: &Arc<Semaphore>) {
+    let (status, code, message) = match refusal {
+        fairness::ConnectionRefusal::ClientAtLimit => (
+            "429 Too Many Requests",
+            "too_many_connections",
+            "your address has as many connections open as one client may; reuse or close one",
+        ),
+        fairness::ConnectionRefusal::GatewayFull => {
+            ("503 Service Unavailable", "gateway_busy", "the gateway has as many connections open as it serves")
+        }
+    };
+    let body = serde_json::json!({"error": {"code": code, "message": format!("{message}; retry later")}}).to_string();
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nretry-after: 1\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Written straight to the (non-blocking) socket: a stream just accepted has no readiness
+    // from the runtime yet, so tokio's own `try_write` would not even try.
+    let Ok(mut socket) = stream.into_std() else { return };
+    let _ = std::io::Write::write(&mut socket, reply.as_bytes());
+    // What the client already sent is dropped now: closing a socket with unread input resets it.
+    let mut dropped = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!(std::io::Read::read(&mut socket, &mut dropped), Ok(read) if read > 0) {
+            break;
+        }
+    }
+    let Ok(permit) = lingering.clone().try_acquire_owned() else { return };
+    let Ok(mut stream) = tokio::net::TcpStream::from_std(socket) else { return };
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = stream.shutdown().await;
+            while matches!(stream.read(&mut dropped).await, Ok(read) if read > 0) {}
+        })
+        .await;
+        drop(permit);
+    });
 }

@@ -8,7 +8,8 @@
 //! requests, `hookgate_ingest_duration_seconds{hook}`.
 //!
 //! [`open`] runs after a transport's own cheap checks (method, origin, key, content type), in
-//! this order, cheapest first: the content encoding (identity only, else 415), the declared
+//! this order, cheapest first: the hook's and its source's request rates, when configuration
+//! gives them one (429 with `Retry-After`), the content encoding (identity only, else 415), the declared
 //! length against the hook's limit (413 before a byte of the body is read), then the body
 //! itself, read into one buffer under the same limit (413) and the body deadline (408).
 //!
@@ -93,6 +94,10 @@ pub(super) async fn open(
     hook: &Hook,
     request: Request,
 ) -> Result<Opened, IngressError> {
+    let source = hook.definition.source.as_ref().map(|source| source.path.as_str());
+    settings.hook_rates.take(&hook.definition.event_name, source).map_err(|(scope, wait)| {
+        IngressError::RateLimited { scope, retry_after_secs: super::fairness::retry_after_secs(wait) }
+    })?;
     refuse_content_encoding(request.headers())?;
     let limit = body_limit(settings, hook);
     let declared = declared_length(request.headers());

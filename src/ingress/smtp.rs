@@ -1,7 +1,9 @@
 //! The SMTP listener: hookgate's own session loop over smtp-proto's command parser. A transport
 //! only: what a message makes is decided by [`crate::pipeline::mail::MailAcceptor`].
 //!
-//! One task per connection, up to a cap (more are answered `421` and closed). Commands are read
+//! One task per connection, up to a cap and a share per client address (more are answered `421`
+//! and closed at once); each client address has a rate of messages, past which `MAIL` is answered
+//! `421` and the session ends. Commands are read
 //! in pipelined batches and their replies written together when the input runs dry. Each
 //! command must arrive within the idle timeout and the whole session within its deadline.
 //! Recipients are checked at `RCPT`: an address that is not an email hook's is refused there
@@ -10,12 +12,17 @@
 //! the answer is `552`). A message's buffer is reserved in the process's budget for bodies in
 //! flight as it grows (from the declared `SIZE`, else doubling): with no room, `DATA` is
 //! answered `452`, and a message that outgrows the room left is read to its end, discarded and
-//! answered `452`, so that the sender retries later. `250` is sent only after every event of the message is committed; a
-//! store failure answers `451` so that the sender retries. STARTTLS (when a certificate is
-//! configured) discards anything the client sent after the command, and starts the session over.
-//! These are the listener's opening steps, its equivalents of HTTP's: the declared `SIZE` (552
-//! at `MAIL`), the size limit while reading, the command and session deadlines; one tracing span
-//! per session.
+//! answered `452`, so that the sender retries later. `250` is sent only after every event of
+//! the message is committed; a store failure answers `451` (`452` when the disk is full) so that
+//! the sender retries. STARTTLS (when a certificate is configured) discards anything the client
+//! sent after the command, and starts the session over. These are the listener's opening steps,
+//! its equivalents of HTTP's: the declared `SIZE` (552 at `MAIL`), the size limit while reading,
+//! the command and session deadlines; one tracing span per session.
+//!
+//! At shutdown the listener keeps answering for a while, but every new connection gets `421`;
+//! a session between messages gets `421` and is closed, and one in a mail transaction (from
+//! `MAIL` to the end of `DATA`) finishes its message first. Once every session has ended, or
+//! the grace period has, the listener closes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,8 +39,10 @@ use tracing::Instrument;
 
 use super::IngressState;
 use super::budget::Reservation;
+use super::fairness::{ClientKey, ConnectionRefusal, ConnectionTable, Rate, RateTable, retry_after_secs};
 use crate::email::{Envelope, Refusal, parse_recipient, refusal_label};
 use crate::pipeline::mail::{MailRecipient, MessageError};
+use crate::store::StoreError;
 
 /// The listener's limits and identity.
 #[derive(Clone)]
@@ -44,6 +53,10 @@ pub struct SmtpSettings {
     pub command_timeout: Duration,
     pub session_timeout: Duration,
     pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 /64) at most.
+    pub max_connections_per_client: usize,
+    /// Messages (`MAIL` commands) one client address may send; `None`: unlimited.
+    pub client_messages: Option<Rate>,
     pub max_recipients: usize,
     /// Refused or malformed commands before the connection is closed.
     pub max_errors: usize,
@@ -72,47 +85,110 @@ pub fn tls_acceptor(certificate: &std::path::Path, key: &std::path::Path) -> Res
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts SMTP connections until `shutdown` resolves.
+/// What a connection that arrives during shutdown is told.
+const SHUTTING_DOWN: &[u8] = b"421 4.3.2 Service shutting down, try again later\r\n";
+
+/// Accepts SMTP connections until `shutdown` resolves, then lets the open sessions finish
+/// their messages for at most `grace`, answering new connections `421` meanwhile.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<IngressState>,
     settings: Arc<SmtpSettings>,
     shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
 ) {
-    let connections = Arc::new(Semaphore::new(settings.max_connections));
+    let connections = ConnectionTable::new(settings.max_connections, settings.max_connections_per_client);
+    let messages =
+        Arc::new(settings.client_messages.map(|rate| RateTable::new(rate, super::fairness::CLIENTS_TRACKED)));
+    // One permit per open session, all taken back at shutdown to know when every session ended.
+    let sessions = Arc::new(Semaphore::new(settings.max_connections));
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "An SMTP connection could not be accepted.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            _ = &mut shutdown => break,
+            accepted = accept(&listener) => match accepted {
+                Some(accepted) => accepted,
+                None => continue,
             },
         };
-        let _ = stream.set_nodelay(true);
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let _ = stream.write_all(b"421 4.3.2 Too many connections, try again later\r\n").await;
-            });
-            metrics::counter!("hookgate_smtp_connections_refused_total").increment(1);
+        let permit = match connections.open(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                let reply: &'static [u8] = match refusal {
+                    ConnectionRefusal::GatewayFull => b"421 4.3.2 Too many connections, try again later\r\n",
+                    ConnectionRefusal::ClientAtLimit => {
+                        b"421 4.7.0 Too many connections from your address, try again later\r\n"
+                    }
+                };
+                refuse(stream, reply);
+                metrics::counter!("hookgate_smtp_connections_refused_total", "reason" => refusal.label()).increment(1);
+                continue;
+            }
+        };
+        // The table admits at most `max_connections`, so a session permit is always free here.
+        let Ok(session_permit) = sessions.clone().try_acquire_owned() else {
+            refuse(stream, b"421 4.3.2 Too many connections, try again later\r\n");
             continue;
         };
         let state = state.clone();
         let settings = settings.clone();
+        let messages = messages.clone();
+        let stopping = stopping.clone();
         let span = tracing::info_span!("smtp_session", %peer);
         tokio::spawn(
             async move {
-                run_session(stream, peer, &state, &settings).await;
+                run_session(stream, peer, &state, &settings, messages.as_ref().as_ref(), stopping).await;
+                drop(session_permit);
                 drop(permit);
             }
             .instrument(span),
         );
     }
+    let _ = stopping_tx.send(true);
+    let every_session = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+    let sessions_ended = sessions.acquire_many(every_session);
+    tokio::pin!(sessions_ended);
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut sessions_ended => return,
+            () = &mut deadline => {
+                let open = settings.max_connections - sessions.available_permits();
+                tracing::warn!(open, "SMTP sessions were still open when the shutdown grace period ended.");
+                return;
+            }
+            accepted = accept(&listener) => {
+                if let Some((stream, _)) = accepted {
+                    refuse(stream, SHUTTING_DOWN);
+                }
+            }
+        }
+    }
+}
+
+/// The next connection, or `None` after a failed accept (logged, with a pause: usually out of
+/// file descriptors).
+async fn accept(listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok((stream, peer)) => {
+            let _ = stream.set_nodelay(true);
+            Some((stream, peer))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "An SMTP connection could not be accepted.");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// Answers a connection that will not get a session with `reply`, and closes it.
+fn refuse(mut stream: TcpStream, reply: &'static [u8]) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(reply)).await;
+    });
 }
 
 /// A connection before or after STARTTLS.
@@ -167,10 +243,17 @@ impl AsyncWrite for Connection {
     }
 }
 
-async fn run_session(stream: TcpStream, peer: SocketAddr, state: &IngressState, settings: &SmtpSettings) {
+async fn run_session(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: &IngressState,
+    settings: &SmtpSettings,
+    messages: Option<&RateTable<ClientKey>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) {
     let deadline = Instant::now() + settings.session_timeout;
     let mut connection = Connection::Plain(stream);
-    let mut session = Session::new(state, settings, peer);
+    let mut session = Session::new(state, settings, peer, messages, stopping);
     session.reply(220, [2, 0, 0], &format!("{} hookgate ESMTP ready", settings.domain));
     loop {
         match session.converse(&mut connection, deadline).await {
@@ -248,6 +331,8 @@ struct Transaction {
 struct Session<'a> {
     state: &'a IngressState,
     settings: &'a SmtpSettings,
+    /// Each client address's rate of messages.
+    messages: Option<&'a RateTable<ClientKey>>,
     peer: SocketAddr,
     tls: bool,
     greeted: bool,
@@ -257,15 +342,31 @@ struct Session<'a> {
     errors: usize,
     phase: Phase,
     commands: RequestReceiver,
+    /// The bytes of the command being parsed (its first [`COMMAND_LINE_KEPT`] bytes), so that a
+    /// parameter can be read as sent: smtp-proto's `SIZE` wraps past `usize`.
+    command_line: Vec<u8>,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// Becomes true when the gateway shuts down.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
+/// How much of a command line is kept for [`declares_more_than`]; RFC 5321 allows 512 bytes.
+const COMMAND_LINE_KEPT: usize = 1024;
+
 impl<'a> Session<'a> {
-    fn new(state: &'a IngressState, settings: &'a SmtpSettings, peer: SocketAddr) -> Session<'a> {
+    fn new(
+        state: &'a IngressState,
+        settings: &'a SmtpSettings,
+        peer: SocketAddr,
+        messages: Option<&'a RateTable<ClientKey>>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Session<'a> {
         Session {
+            stopping,
             state,
             settings,
+            messages,
             peer,
             tls: false,
             greeted: false,
@@ -274,6 +375,7 @@ impl<'a> Session<'a> {
             errors: 0,
             phase: Phase::Command,
             commands: RequestReceiver::default(),
+            command_line: Vec::with_capacity(128),
             input: Vec::with_capacity(4096),
             output: Vec::with_capacity(512),
         }
@@ -286,6 +388,7 @@ impl<'a> Session<'a> {
         self.transaction = None;
         self.phase = Phase::Command;
         self.commands = RequestReceiver::default();
+        self.command_line.clear();
         self.input.clear();
     }
 
@@ -325,11 +428,21 @@ impl<'a> Session<'a> {
                     return Ending::Close;
                 }
                 Step::NeedMore => {
+                    if self.between_messages() && *self.stopping.borrow() {
+                        return self.close_for_shutdown(connection).await;
+                    }
                     if self.flush(connection).await.is_err() {
                         return Ending::Close;
                     }
                     let idle = Instant::now() + self.settings.command_timeout;
-                    match tokio::time::timeout_at(idle.min(deadline), connection.read(&mut chunk)).await {
+                    let between_messages = self.between_messages();
+                    let read = tokio::select! {
+                        read = tokio::time::timeout_at(idle.min(deadline), connection.read(&mut chunk)) => Some(read),
+                        // Waiting between messages when the gateway stops: said so at once.
+                        _ = self.stopping.wait_for(|stopping| *stopping), if between_messages => None,
+                    };
+                    let Some(read) = read else { return self.close_for_shutdown(connection).await };
+                    match read {
                         Ok(Ok(0)) | Ok(Err(_)) => return Ending::Close,
                         Ok(Ok(read)) => self.input.extend_from_slice(&chunk[..read]),
                         Err(_) => {
@@ -342,6 +455,18 @@ impl<'a> Session<'a> {
                 }
             }
         }
+    }
+
+    /// No mail transaction is open: nothing the client sent is waiting for its answer.
+    fn between_messages(&self) -> bool {
+        self.transaction.is_none() && matches!(self.phase, Phase::Command)
+    }
+
+    /// The gateway is shutting down: `421`, and the connection is closed.
+    async fn close_for_shutdown(&mut self, connection: &mut Connection) -> Ending {
+        self.reply(421, [4, 3, 2], "Service shutting down, closing connection");
+        let _ = self.flush(connection).await;
+        Ending::Close
     }
 
     async fn flush(&mut self, connection: &mut Connection) -> std::io::Result<()> {
@@ -359,14 +484,21 @@ impl<'a> Session<'a> {
         let input = std::mem::take(&mut self.input);
         let mut bytes = input.iter();
         let step = match &mut self.phase {
-            Phase::Command => match self.commands.ingest(&mut bytes) {
-                Ok(request) => {
-                    let request = request.into_owned();
-                    self.command(request)
+            Phase::Command => {
+                let parsed = self.commands.ingest(&mut bytes).map(Request::into_owned);
+                let read = &input[..input.len() - bytes.as_slice().len()];
+                let room = COMMAND_LINE_KEPT.saturating_sub(self.command_line.len());
+                self.command_line.extend_from_slice(&read[..read.len().min(room)]);
+                let step = match parsed {
+                    Ok(request) => self.command(request),
+                    Err(ParseError::NeedsMoreData { .. }) => Step::NeedMore,
+                    Err(error) => self.parse_error(error),
+                };
+                if !matches!(step, Step::NeedMore) {
+                    self.command_line.clear();
                 }
-                Err(ParseError::NeedsMoreData { .. }) => Step::NeedMore,
-                Err(error) => self.parse_error(error),
-            },
+                step
+            }
             Phase::Data { receiver, message, reservation } => {
                 // The message grows by at most the input's length (dots and line ends only
                 // shrink it): room for that is reserved before the buffer grows.
@@ -424,12 +556,23 @@ impl<'a> Session<'a> {
         Step::Replied
     }
 
+    /// `552` for a `MAIL` whose declared `SIZE` is over the limit.
+    fn refuse_size(&mut self) -> Step {
+        let limit = self.settings.max_message_bytes;
+        self.refuse(552, [5, 3, 4], &format!("The message exceeds the maximum size of {limit} bytes"))
+    }
+
     fn parse_error(&mut self, error: ParseError) -> Step {
         match error {
             ParseError::UnknownCommand => self.refuse(500, [5, 5, 1], "Unknown command"),
             ParseError::InvalidSenderAddress => self.refuse(501, [5, 1, 7], "Bad sender address syntax"),
             ParseError::InvalidRecipientAddress => self.refuse(501, [5, 1, 3], "Bad recipient address syntax"),
             ParseError::SyntaxError { syntax } => self.refuse(501, [5, 5, 4], &format!("Syntax: {syntax}")),
+            ParseError::InvalidParameter { param: "SIZE" }
+                if declares_more_than(&self.command_line, self.settings.max_message_bytes) =>
+            {
+                self.refuse_size()
+            }
             ParseError::InvalidParameter { param } => {
                 self.refuse(501, [5, 5, 4], &format!("Invalid value for parameter {param}"))
             }
@@ -482,12 +625,22 @@ impl<'a> Session<'a> {
                 if self.transaction.is_some() {
                     return self.refuse(503, [5, 5, 1], "Nested MAIL command");
                 }
-                if from.size > self.settings.max_message_bytes {
-                    return self.refuse(
-                        552,
-                        [5, 3, 4],
-                        &format!("The message exceeds the maximum size of {} bytes", self.settings.max_message_bytes),
+                if from.size > self.settings.max_message_bytes
+                    || declares_more_than(&self.command_line, self.settings.max_message_bytes)
+                {
+                    return self.refuse_size();
+                }
+                if let Some(Err(wait)) =
+                    self.messages.map(|table| table.take(ClientKey::of(self.peer.ip()), Instant::now().into_std()))
+                {
+                    metrics::counter!("hookgate_smtp_messages_limited_total").increment(1);
+                    let seconds = retry_after_secs(wait);
+                    self.reply(
+                        421,
+                        [4, 7, 0],
+                        &format!("Too many messages from your address; try again in {seconds} seconds"),
                     );
+                    return Step::Close;
                 }
                 self.transaction =
                     Some(Transaction { from: from.address, declared_size: from.size, recipients: Vec::new() });
@@ -612,6 +765,10 @@ impl<'a> Session<'a> {
                 };
                 (refusal_label(&refusal), format!("550 {status} {}", one_line(&refusal.to_string())))
             }
+            Err(MessageError::Store(StoreError::Full(error))) => {
+                tracing::error!(%error, "An email could not be stored: the disk is full; the sender was told to retry.");
+                ("storage_full", "452 4.3.1 Insufficient system storage; try again later".to_owned())
+            }
             Err(MessageError::Store(error)) => {
                 tracing::error!(%error, "An email could not be stored; the sender was told to retry.");
                 ("store_error", "451 4.3.0 The message could not be stored; try again later".to_owned())
@@ -639,6 +796,28 @@ fn make_room(message: &mut Vec<u8>, reservation: &mut Reservation, needed: usize
 /// The answer when the budget for bodies in flight has no room for a message.
 const OVER_BUDGET_REPLY: &str = "452 4.3.1 Too many messages are being received at once; try again later";
 
+/// Whether a `MAIL` command line declares a `SIZE` above `limit`, read from the digits as sent:
+/// a number of any length, so that one past `u64` (which smtp-proto's parser wraps to a small
+/// value, or refuses as invalid) counts as the oversize it is.
+fn declares_more_than(line: &[u8], limit: usize) -> bool {
+    let line = line.split(|&byte| byte == b'\n').next().unwrap_or_default();
+    // The parameters follow the address.
+    let parameters = line.iter().position(|&byte| byte == b'>').map_or(line, |end| &line[end + 1..]);
+    parameters
+        .split(u8::is_ascii_whitespace)
+        .filter_map(|parameter| {
+            let (name, digits) = parameter.split_at_checked(5)?;
+            (name.eq_ignore_ascii_case(b"SIZE=") && !digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+                .then_some(digits)
+        })
+        .any(|digits| {
+            let significant = &digits[digits.iter().position(|&digit| digit != b'0').unwrap_or(digits.len())..];
+            let value = std::str::from_utf8(significant).ok().and_then(|text| text.parse::<u128>().ok());
+            // More digits than a u128 holds is more than any limit.
+            value.is_none_or(|value| value > limit as u128) && !significant.is_empty()
+        })
+}
+
 fn summarize_ids(ids: &[String]) -> String {
     match ids {
         [] => "nothing".into(),
@@ -653,4 +832,24 @@ fn one_line(text: &str) -> String {
         text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' }).take(400).collect();
     line.truncate(line.trim_end().len());
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_size_of_any_length_is_compared_with_the_limit() {
+        let over = |line: &str| declares_more_than(line.as_bytes(), 2048);
+        assert!(over("MAIL FROM:<a@b.example> SIZE=4096\r\n"));
+        assert!(over("MAIL FROM:<a@b.example> size=2049"));
+        assert!(over("MAIL FROM:<a@b.example> SIZE=999999999999999999999999\r\n"), "past u64");
+        assert!(over(&format!("MAIL FROM:<a@b.example> BODY=8BITMIME SIZE={}\r\n", "9".repeat(60))), "past u128");
+        assert!(!over("MAIL FROM:<a@b.example> SIZE=2048\r\n"));
+        assert!(!over("MAIL FROM:<a@b.example> SIZE=0000000000000000000000000000000000000001\r\n"));
+        assert!(!over("MAIL FROM:<a@b.example> SIZE=000\r\n"));
+        assert!(!over("MAIL FROM:<a@b.example>\r\n"));
+        assert!(!over("MAIL FROM:<a@b.example> SIZE=12x45678901234567890123"), "not a number: the parser's 501");
+        assert!(!over("MAIL FROM:<SIZE=99999@b.example>\r\n"), "only parameters after the address count");
+    }
 }

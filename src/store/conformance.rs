@@ -3,8 +3,9 @@
 //! Each backend's tests call [`run_all`] on a fresh, empty store. The suite states the store's
 //! contract: what `append_events` returns for new and repeated deliveries, how listing filters
 //! and pages, that hook tokens never change, how keys and apps are kept, that a raw body is
-//! stored once however many events share it, and what retention and erasure delete. It uses
-//! only the public [`Store`] interface, and `Store::stored_body_count` (for tests only).
+//! stored once however many events share it, what retention and erasure delete, and that a
+//! closed store refuses writes. It uses only the public [`Store`] interface, and
+//! `Store::stored_body_count` (for tests only).
 
 use bytes::Bytes;
 use jiff::{Timestamp, ToSpan};
@@ -55,17 +56,27 @@ pub(crate) async fn run_all(store: &Store) {
     retention_deletes_old_events_with_what_they_triggered_and_keeps_the_rest(store).await;
     erasure_deletes_every_event_about_a_resource_and_nothing_else(store).await;
     store.ping().await.expect("ping");
+    closing_refuses_later_writes(store).await;
+}
+
+/// Last, since it ends the store's use: a write acknowledged before `close` stays, and a write
+/// after it is refused as `Unavailable` (which ingress answers with a retry).
+async fn closing_refuses_later_writes(store: &Store) {
+    assert_eq!(store.put_setting_if_absent("before-close", "kept").await.unwrap(), "kept");
+    store.close().await;
+    let refused = store.put_setting_if_absent("after-close", "refused").await;
+    assert!(matches!(refused, Err(super::StoreError::Unavailable(_))), "a write after close: {refused:?}");
 }
 
 async fn the_outbox_is_written_with_its_event_and_worked_off(store: &Store) {
     use crate::store::{AttemptRecord, DeliveryQuery, NextStep};
     use crate::subscriptions::{Status, TargetPolicy, from_request};
-    let policy = TargetPolicy { allow_http: true, allow_private: true };
+    let policy = TargetPolicy::new(true, ["127.0.0.0/8".parse().unwrap()]);
     let now = Timestamp::now();
     let active =
-        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/a"}), None, false, policy, now).await.unwrap();
+        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/a"}), None, false, &policy, now).await.unwrap();
     let mut paused =
-        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/b"}), None, false, policy, now).await.unwrap();
+        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/b"}), None, false, &policy, now).await.unwrap();
     paused.status = Status::Paused;
     store.put_subscription(active.clone()).await.unwrap();
     store.put_subscription(paused.clone()).await.unwrap();
@@ -207,9 +218,9 @@ fn unique(prefix: &str) -> String {
 /// An active subscription that takes every event, stored.
 async fn stored_subscription(store: &Store) -> crate::subscriptions::Subscription {
     use crate::subscriptions::{TargetPolicy, from_request};
-    let policy = TargetPolicy { allow_http: true, allow_private: true };
+    let policy = TargetPolicy::new(true, ["127.0.0.0/8".parse().unwrap()]);
     let body = serde_json::json!({"url": "http://127.0.0.1:9/kept"});
-    let subscription = from_request(&body, None, false, policy, Timestamp::now()).await.unwrap();
+    let subscription = from_request(&body, None, false, &policy, Timestamp::now()).await.unwrap();
     store.put_subscription(subscription.clone()).await.unwrap();
     subscription
 }
@@ -415,14 +426,14 @@ async fn erasure_deletes_every_event_about_a_resource_and_nothing_else(store: &S
 
 async fn subscriptions_are_kept_whole_replaced_and_removed(store: &Store) {
     use crate::subscriptions::{TargetPolicy, from_request};
-    let policy = TargetPolicy { allow_http: true, allow_private: true };
+    let policy = TargetPolicy::new(true, ["127.0.0.0/8".parse().unwrap()]);
     let at: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
     let body = serde_json::json!({"url": "http://127.0.0.1:9/a", "name": "first", "events": ["stripe.*"],
         "resource_id": "r-1", "filter": "$.data.total", "headers": {"x-team": "ops"}});
-    let first = from_request(&body, None, false, policy, at).await.unwrap();
+    let first = from_request(&body, None, false, &policy, at).await.unwrap();
     let later = at + jiff::SignedDuration::from_secs(1);
     let second =
-        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/b"}), None, false, policy, later).await.unwrap();
+        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/b"}), None, false, &policy, later).await.unwrap();
     store.put_subscription(first.clone()).await.unwrap();
     store.put_subscription(second.clone()).await.unwrap();
     assert_eq!(store.subscription(&first.id).await.unwrap().as_ref(), Some(&first), "kept whole, secrets included");

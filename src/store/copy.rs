@@ -610,13 +610,13 @@ mod tests {
     /// cursor.)
     async fn filled_sqlite_store(dir: &tempfile::TempDir) -> (Store, Vec<Subscription>) {
         let store = Store::Sqlite(SqliteStore::open(dir.path().join("hookgate.db")).await.unwrap());
-        let policy = TargetPolicy { allow_http: true, allow_private: true };
+        let policy = TargetPolicy::new(true, ["127.0.0.0/8".parse().unwrap()]);
         let mut subscriptions = Vec::new();
         for (url, status) in
             [("http://127.0.0.1:9/active", Status::Active), ("http://127.0.0.1:9/paused", Status::Paused)]
         {
             let request = serde_json::json!({"url": url});
-            let mut subscription = from_request(&request, None, false, policy, Timestamp::now()).await.unwrap();
+            let mut subscription = from_request(&request, None, false, &policy, Timestamp::now()).await.unwrap();
             subscription.status = status;
             store.put_subscription(subscription.clone()).await.unwrap();
             subscriptions.push(subscription);

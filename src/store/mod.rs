@@ -42,11 +42,18 @@ pub enum StoreError {
     Database(String),
     #[error("stored data could not be read: {0}")]
     Corrupt(String),
+    /// The disk under the store has no room for the write (SQLite's `SQLITE_FULL`): nothing of
+    /// it was kept, and it can succeed once there is room again.
+    #[error("the store's disk is full: {0}")]
+    Full(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
-        StoreError::Database(error.to_string())
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(error.to_string()),
+            _ => StoreError::Database(error.to_string()),
+        }
     }
 }
 
@@ -670,6 +677,15 @@ impl Store {
     /// Whether other nodes may write to this store at the same time (PostgreSQL).
     pub fn shared(&self) -> bool {
         matches!(self, Store::Postgres(_))
+    }
+
+    /// Ends the store's use by this process, at shutdown: what is queued is committed (SQLite
+    /// also copies its WAL into the database file) and later calls are refused.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(store) => store.close().await,
+            Store::Postgres(store) => store.close(),
+        }
     }
 
     /// Changes other nodes made, to act on here; `None` for a store no other node shares.

@@ -41,7 +41,7 @@ pub async fn from_request(
     body: &Value,
     existing: Option<&Subscription>,
     merge: bool,
-    policy: TargetPolicy,
+    policy: &TargetPolicy,
     now: Timestamp,
 ) -> Result<Subscription, Vec<FieldError>> {
     let Some(object) = body.as_object() else {
@@ -217,8 +217,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const OPEN: TargetPolicy = TargetPolicy { allow_http: true, allow_private: true };
-    const STRICT: TargetPolicy = TargetPolicy { allow_http: false, allow_private: false };
+    fn open() -> TargetPolicy {
+        TargetPolicy::new(true, ["127.0.0.0/8".parse().unwrap()])
+    }
 
     fn now() -> Timestamp {
         "2026-11-23T10:00:00Z".parse().unwrap()
@@ -227,7 +228,7 @@ mod tests {
     #[tokio::test]
     async fn a_create_request_gets_defaults_and_a_secret() {
         let body = json!({"url": "http://127.0.0.1:9/hook", "name": "orders"});
-        let created = from_request(&body, None, false, OPEN, now()).await.unwrap();
+        let created = from_request(&body, None, false, &open(), now()).await.unwrap();
         assert!(created.id.starts_with("sub_"));
         assert_eq!(created.events, vec!["*"]);
         assert_eq!(created.status, Status::Active);
@@ -242,7 +243,7 @@ mod tests {
             "url": "https://10.0.0.1/x", "name": 5, "subscribed_events": ["ok.name", "bad*"], "status": "sleeping",
             "filter": "$[", "headers": {"Webhook-Signature": "x", "X-Team": 7}, "colour": "red"
         });
-        let errors = from_request(&body, None, false, STRICT, now()).await.unwrap_err();
+        let errors = from_request(&body, None, false, &TargetPolicy::default(), now()).await.unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|error| error.field.as_str()).collect();
         assert_eq!(
             fields,
@@ -265,22 +266,22 @@ mod tests {
             &json!({"url": "http://127.0.0.1:9/a", "events": ["stripe.*"], "resource_id": "r1"}),
             None,
             false,
-            OPEN,
+            &open(),
             now(),
         )
         .await
         .unwrap();
-        let patched = from_request(&json!({"status": "paused"}), Some(&created), true, OPEN, now()).await.unwrap();
+        let patched = from_request(&json!({"status": "paused"}), Some(&created), true, &open(), now()).await.unwrap();
         assert_eq!(
             (patched.status, patched.events.clone(), patched.resource_id.clone()),
             (Status::Paused, vec!["stripe.*".to_owned()], Some("r1".to_owned()))
         );
         assert_eq!(patched.secrets, created.secrets, "a change keeps the secret");
         let replaced =
-            from_request(&json!({"url": "http://127.0.0.1:9/b"}), Some(&created), false, OPEN, now()).await.unwrap();
+            from_request(&json!({"url": "http://127.0.0.1:9/b"}), Some(&created), false, &open(), now()).await.unwrap();
         assert_eq!((replaced.events.clone(), replaced.resource_id.clone()), (vec!["*".to_owned()], None));
         assert_eq!(replaced.id, created.id);
-        let missing_url = from_request(&json!({"name": "x"}), Some(&created), false, OPEN, now()).await.unwrap_err();
+        let missing_url = from_request(&json!({"name": "x"}), Some(&created), false, &open(), now()).await.unwrap_err();
         assert_eq!(missing_url[0].field, "url", "PUT needs the whole subscription");
     }
 }

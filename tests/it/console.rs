@@ -35,7 +35,7 @@ fn console_options() -> Options {
     let mut options = Options::default()
         .env("CONSOLE_STRIPE_SECRET", STRIPE_SECRET)
         .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
-        .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true")
+        .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32")
         .env("HOOKGATE_DELIVERY_RETRY_SCHEDULE_SECS", "[]");
     options.definitions.push(("payments.json".into(), payments));
     options

@@ -86,7 +86,7 @@ impl Receiver {
 fn open_targets() -> Options {
     Options::default()
         .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
-        .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true")
+        .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32")
         .env("HOOKGATE_DELIVERY_RETRY_SCHEDULE_SECS", "[1, 1]")
 }
 
@@ -321,7 +321,7 @@ async fn a_private_target_is_refused_at_send_time_too() {
     let receiver = Receiver::start(&[]).await;
     let subscription = subscribe(&gateway, json!({"url": receiver.url})).await;
     // The same database, now with the default policy: loopback is out of bounds.
-    options.env.retain(|(name, _)| name != "HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS");
+    options.env.retain(|(name, _)| name != "HOOKGATE_DELIVERY_ALLOW_NETWORKS");
     gateway.restart_with(options).await;
     post_order(&gateway, json!({"n": 1})).await;
     // Every attempt is written after it was refused.

@@ -1,6 +1,7 @@
 //! Every default docs/hook-definitions.md states, held to two things: the docs' own table says
 //! it, and a hook that leaves the property out behaves exactly as a twin hook that writes the
-//! documented default out. (And `retention_days`, the README's: the table and `Config` agree.) A `Default` that disagrees with the docs (a seed-format email hook
+//! documented default out. (And `retention_days`, `shutdown_timeout_secs`, the fair-service
+//! limits and the delivery targets, the README's: the table and `Config` agree.) A `Default` that disagrees with the docs (a seed-format email hook
 //! once turned each value into a one-element array) fails here.
 //!
 //! One gateway serves a pair of hooks per type, `plain` (the property left out, as the seed
@@ -74,6 +75,89 @@ fn the_readme_states_that_events_are_kept_forever_unless_retention_days_is_set()
     let row = docs_row(section(&readme, "## Configuration"), "retention_days");
     assert!(row.contains("| none: events are kept forever"), "the README's row for retention_days: {row}");
     assert_eq!(hookgate::config::Config::default().retention_days, None, "and so does the configuration's default");
+}
+
+#[test]
+fn the_readme_states_the_shutdown_deadline_that_the_configuration_applies() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let row = docs_row(section(&readme, "## Configuration"), "shutdown_timeout_secs");
+    assert!(row.contains("| 30: after SIGTERM"), "the README's row for shutdown_timeout_secs: {row}");
+    assert_eq!(
+        hookgate::config::Config::default().shutdown_timeout_secs,
+        30,
+        "and so does the configuration's default"
+    );
+    let stopping = section(&readme, "## Stopping");
+    assert!(stopping.contains("`shutdown_timeout_secs` (default 30)"), "the Stopping section: {stopping}");
+}
+
+#[test]
+fn the_readme_states_the_fair_service_defaults_the_configuration_has() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = section(&readme, "## Configuration");
+    let config = hookgate::config::Config::default();
+    let numbers = [
+        ("max_connections", config.max_connections.to_string()),
+        ("max_connections_per_client", config.max_connections_per_client.to_string()),
+        ("client_requests_per_second", config.client_requests_per_second.to_string()),
+        ("client_request_burst", config.client_request_burst.to_string()),
+        ("smtp_max_connections_per_client", config.smtp_max_connections_per_client.to_string()),
+        ("smtp_client_messages_per_minute", config.smtp_client_messages_per_minute.to_string()),
+    ];
+    for (key, default) in numbers {
+        let row = docs_row(table, key);
+        assert!(row.contains(&format!("| {default}:")), "the README's row for {key} states {default}: {row}");
+    }
+    for (key, rates) in
+        [("hook_rate_limits", &config.hook_rate_limits), ("source_rate_limits", &config.source_rate_limits)]
+    {
+        let row = docs_row(table, key);
+        assert!(rates.is_empty() && row.contains("| none;"), "the README's row for {key} states none: {row}");
+    }
+    let fair_service = section(&readme, "### Fair service").replace('\n', " ");
+    for (key, default) in [
+        ("max_connections_per_client", config.max_connections_per_client),
+        ("max_connections", config.max_connections),
+        ("client_requests_per_second", config.client_requests_per_second as usize),
+        ("client_request_burst", config.client_request_burst as usize),
+        ("smtp_max_connections_per_client", config.smtp_max_connections_per_client),
+        ("smtp_client_messages_per_minute", config.smtp_client_messages_per_minute as usize),
+    ] {
+        assert!(
+            fair_service.contains(&format!("`{key}`, {default}"))
+                || fair_service.contains(&format!("`{key}` ({default}")),
+            "the Fair service section states {key} = {default}"
+        );
+    }
+    assert!(fair_service.contains(&format!("{} addresses", thousands(hookgate::ingress::fairness::CLIENTS_TRACKED))));
+}
+
+#[test]
+fn the_readme_states_that_deliveries_go_to_public_https_addresses_unless_configured() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = section(&readme, "## Configuration");
+    let config = hookgate::config::Config::default();
+    assert!(
+        !config.delivery_allow_http
+            && docs_row(table, "delivery_allow_http").contains("| `false`: deliveries go to `https://` URLs only")
+    );
+    assert!(config.delivery_allow_networks.is_empty());
+    assert!(docs_row(table, "delivery_allow_networks").contains("| none: public addresses only"));
+    assert!(!config.delivery_allow_private_networks);
+    assert!(docs_row(table, "delivery_allow_private_networks").contains("| `false`; deprecated"));
+}
+
+/// `65536` as `65,536`.
+fn thousands(number: usize) -> String {
+    let digits = number.to_string();
+    let mut grouped = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Durability: every event acknowledged to a client is on disk. The gateway is killed with
 //! SIGKILL while clients are posting; after a restart every acknowledged id is present. On a
 //! disk that fills up, the gateway refuses with 503 instead of acknowledging, loses nothing it
-//! acknowledged, and accepts again once there is room.
+//! acknowledged, SMTP gets `452`, and both accept again, without a restart, once there is room.
 
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -60,7 +60,7 @@ async fn acknowledged_events_survive_sigkill() {
 }
 
 /// Every stored event id, read page by page.
-async fn stored_ids(gateway: &Gateway) -> HashSet<String> {
+pub(crate) async fn stored_ids(gateway: &Gateway) -> HashSet<String> {
     let mut stored = HashSet::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -98,15 +98,6 @@ impl SmallDisk {
         }
         Ok(SmallDisk { path: path.to_owned() })
     }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.path)
-            .status()
-            .expect("mount runs");
-        assert!(status.success(), "the tmpfs was resized to {size}");
-    }
 }
 
 impl Drop for SmallDisk {
@@ -115,51 +106,111 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Fills the file system under `folder` with a file there until nothing more fits; deleting
+/// the file gives the room back.
+fn fill(folder: &Path) -> PathBuf {
+    use std::io::Write;
+    let filler = folder.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    for chunk in [64 * 1024, 4096, 512] {
+        let block = vec![0u8; chunk];
+        loop {
+            match file.write(&block) {
+                Ok(written) if written == chunk => {}
+                Ok(_) => break,
+                Err(error) => {
+                    assert_eq!(error.raw_os_error(), Some(28), "the disk filled (ENOSPC): {error}");
+                    break;
+                }
+            }
+        }
+    }
+    filler
+}
+
+/// A message with a JSON value in its text, `pad` bytes of padding and a Message-ID of its own.
+fn order_mail(to: &str, order: &str, pad: usize) -> Vec<u8> {
+    format!(
+        "From: orders@shop.example\r\nTo: {to}\r\nSubject: Order {order}\r\nMessage-ID: <{order}@shop.example>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n",
+        json!({"order": order, "pad": "x".repeat(pad)})
+    )
+    .into_bytes()
+}
+
+/// The event id of a `250 2.0.0 OK: queued as evt_…` reply's text.
+fn queued_id(reply: &str) -> String {
+    reply
+        .split_whitespace()
+        .find(|word| word.starts_with("evt_"))
+        .unwrap_or_else(|| panic!("no id in {reply:?}"))
+        .to_owned()
+}
+
 #[tokio::test]
-async fn a_full_disk_gets_503_and_loses_nothing_that_was_acknowledged() {
-    let test = "durability::a_full_disk_gets_503_and_loses_nothing_that_was_acknowledged";
+async fn a_full_disk_gets_503_and_smtp_452_stores_nothing_unacknowledged_and_recovers_without_a_restart() {
+    let test =
+        "durability::a_full_disk_gets_503_and_smtp_452_stores_nothing_unacknowledged_and_recovers_without_a_restart";
     let mut gateway = Gateway::start().await;
-    // The gateway starts again on a new, empty database on a 2 MiB disk.
+    // The gateway starts again on a new, empty database on a disk of 8 MiB.
     gateway.kill();
     let data = gateway.dir.path().join("data");
     std::fs::remove_dir_all(&data).unwrap();
     std::fs::create_dir(&data).unwrap();
-    let disk = match SmallDisk::mount(&data, "2m") {
+    let _disk = match SmallDisk::mount(&data, "8m") {
         Ok(disk) => disk,
         Err(why) => return skip(test, &why),
     };
     gateway.restart().await;
     let url = gateway.hook_url(ORDER_UPDATE).await;
-    let pad = "x".repeat(32 * 1024);
+    let to = gateway.admin_json("/api/hooks").await["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|hook| hook["eventName"] == SHOP_MAIL)
+        .and_then(|hook| hook["address"].as_str())
+        .expect("the shop's email hook has an address")
+        .to_owned();
+    let mut acknowledged = HashSet::new();
+    let before = gateway.http.post(&url).json(&json!({"n": "before"})).send().await.unwrap();
+    assert_eq!(before.status(), 202);
+    acknowledged.insert(before.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
 
-    let mut acknowledged = Vec::new();
-    let refused = loop {
-        assert!(acknowledged.len() < 500, "500 events of 32 KiB fit on a 2 MiB disk: it never filled");
+    let filler = fill(&data);
+    // What SQLite had already allocated may still take a few events: each success is kept.
+    let pad = "x".repeat(32 * 1024);
+    let (refused, refused_body) = loop {
+        assert!(acknowledged.len() < 100, "100 events of 32 KiB were acknowledged on a full disk");
         let body = json!({"n": acknowledged.len(), "pad": pad});
         let response = gateway.http.post(&url).json(&body).send().await.unwrap();
         if response.status() != 202 {
             break (response, body);
         }
-        acknowledged.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+        acknowledged.insert(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
     };
-    let (response, refused_body) = refused;
-    assert!(acknowledged.len() >= 5, "the disk filled after {} events", acknowledged.len());
-    assert_eq!(response.headers()["retry-after"], "5");
-    let (code, message) = error_code(response, 503).await;
-    assert_eq!(code, "store_unavailable", "{message}");
-    // The refusal was the disk being full, not something else.
-    let probe = std::fs::write(data.join("probe"), vec![0u8; 64 * 1024]).unwrap_err();
-    assert_eq!(probe.raw_os_error(), Some(28), "ENOSPC: {probe}");
-    std::fs::remove_file(data.join("probe")).unwrap();
+    assert_eq!(refused.headers()["retry-after"], "30", "a full disk asks for a longer wait");
+    let (code, message) = error_code(refused, 503).await;
+    assert_eq!(code, "storage_full", "{message}");
+    assert!(message.contains("storage is full"), "the reason is given: {message}");
+    let (refused_mail, refusal) = loop {
+        assert!(acknowledged.len() < 200, "100 messages of 64 KiB were accepted on a full disk");
+        let mail = order_mail(&to, &format!("full-{}", acknowledged.len()), 64 * 1024);
+        match crate::email::send_raw(&gateway, "orders@shop.example", &to, &mail).await {
+            Ok(reply) => acknowledged.insert(queued_id(&reply)),
+            Err(error) => break (mail, error),
+        };
+    };
+    assert!(refusal.contains("452"), "SMTP is told to retry later for lack of storage: {refusal}");
 
-    disk.resize("64m");
+    // Room again: the same gateway takes the retries.
+    std::fs::remove_file(filler).unwrap();
     let retried = gateway.http.post(&url).json(&refused_body).send().await.unwrap();
     assert_eq!(retried.status(), 202, "the sender's retry succeeds once there is room");
-    let retried = retried.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    acknowledged.insert(retried.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    let resent = crate::email::send_raw(&gateway, "orders@shop.example", &to, &refused_mail).await;
+    acknowledged.insert(queued_id(&resent.expect("the mail is accepted once there is room")));
 
     gateway.restart().await;
-    let mut expected: HashSet<String> = acknowledged.into_iter().collect();
-    expected.insert(retried);
-    assert_eq!(stored_ids(&gateway).await, expected, "exactly the acknowledged events are stored");
+    assert_eq!(stored_ids(&gateway).await, acknowledged, "exactly the acknowledged events are stored");
     gateway.kill();
 }

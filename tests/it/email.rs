@@ -266,6 +266,18 @@ async fn a_message_over_the_size_limit_is_refused_with_552() {
 }
 
 #[tokio::test]
+async fn a_declared_size_too_large_for_any_integer_is_refused_with_552_not_accepted() {
+    let gateway = Gateway::start_with(mail_options().env("HOOKGATE_SMTP_MAX_MESSAGE_BYTES", "2048")).await;
+    let mut smtp = Conversation::open(&gateway).await;
+    smtp.command("EHLO client.example", 250).await;
+    for size in ["999999999999999999999999", "18446744073709551616", "18446744073709551615", "99999999999999999999"] {
+        let refused = smtp.command(&format!("MAIL FROM:<a@shop.example> SIZE={size}"), 552).await;
+        assert!(refused.contains("5.3.4") && refused.contains("2048"), "SIZE={size}: {refused}");
+    }
+    smtp.command("MAIL FROM:<a@shop.example> SIZE=2048", 250).await;
+}
+
+#[tokio::test]
 async fn pipelined_commands_are_answered_in_order() {
     let gateway = Gateway::start_with(mail_options()).await;
     let to = address_of(&gateway, ORDERS).await;

@@ -11,7 +11,7 @@ use crate::support::*;
 fn open_targets() -> Options {
     Options::default()
         .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
-        .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true")
+        .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32")
 }
 
 /// A management key: `(id, key)`.

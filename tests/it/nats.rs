@@ -15,7 +15,7 @@ use crate::support::*;
 
 /// The NATS server `test` runs against, once it has answered with JetStream enabled; `None`
 /// (skipped) when `HOOKGATE_TEST_NATS_URL` is not set.
-async fn nats_url(test: &str) -> Option<String> {
+pub(crate) async fn nats_url(test: &str) -> Option<String> {
     let url = required_env(test, "HOOKGATE_TEST_NATS_URL", "a NATS server with JetStream, which .ci/run starts")?;
     let info =
         tokio::time::timeout(Duration::from_secs(10), client(&url).await.request("$JS.API.INFO", bytes::Bytes::new()))
@@ -36,12 +36,12 @@ async fn client(url: &str) -> async_nats::Client {
         .unwrap_or_else(|error| panic!("NATS at {url} (HOOKGATE_TEST_NATS_URL) does not answer: {error}"))
 }
 
-async fn jetstream(url: &str) -> jetstream::Context {
+pub(crate) async fn jetstream(url: &str) -> jetstream::Context {
     jetstream::new(client(url).await)
 }
 
 /// A stream name and subject prefix no other test uses.
-fn unique() -> (String, String) {
+pub(crate) fn unique() -> (String, String) {
     let tag = hex::encode(rand::random::<[u8; 6]>());
     (format!("HGTEST_{tag}"), format!("hgtest{tag}"))
 }
@@ -54,7 +54,7 @@ fn publishing(url: &str, stream: &str, prefix: &str) -> Options {
 }
 
 /// How many messages the stream holds; 0 while it does not exist.
-async fn stream_messages(jetstream: &jetstream::Context, stream: &str) -> u64 {
+pub(crate) async fn stream_messages(jetstream: &jetstream::Context, stream: &str) -> u64 {
     match jetstream.get_stream(stream).await {
         Ok(mut handle) => handle.info().await.expect("the stream's info").state.messages,
         Err(_) => 0,

@@ -63,7 +63,7 @@ impl Receiver {
 fn open_targets() -> Options {
     Options::default()
         .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
-        .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true")
+        .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32")
 }
 
 async fn subscribe(gateway: &Gateway, url: &str, events: &[&str]) -> String {

@@ -115,3 +115,52 @@ async fn the_document_lists_exactly_the_routed_operations_and_each_answers_as_do
         }
     }
 }
+
+/// Schemathesis (from PyPI; `HOOKGATE_TEST_SCHEMATHESIS` names its executable, which `.ci/run`
+/// installs) generates requests for every operation from the document, valid and invalid, with
+/// the admin token, and checks every reply: no 5xx, a status the document lists, the documented
+/// content type, and a body the operation's schema accepts. The event stream never ends, so it is
+/// left to its own tests (`event_stream.rs`).
+#[tokio::test]
+async fn schemathesis_finds_no_server_error_and_no_reply_outside_the_documented_schemas() {
+    let test = "schemathesis_finds_no_server_error_and_no_reply_outside_the_documented_schemas";
+    let Some(schemathesis) = required_env(test, "HOOKGATE_TEST_SCHEMATHESIS", "the schemathesis executable") else {
+        return;
+    };
+    let gateway = Gateway::start_with(
+        Options::default()
+            .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
+            .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32"),
+    )
+    .await;
+    // Something in every list: a subscription, an event with a delivery history, a key.
+    let subscription = serde_json::json!({"url": "http://127.0.0.1:9/receiver", "events": ["*"]});
+    let created = gateway.http.post(gateway.url("/api/webhooks")).bearer_auth(ADMIN_TOKEN).json(&subscription);
+    assert_eq!(created.send().await.unwrap().status(), 201);
+    let posted = gateway.post_raw(ORDER_UPDATE, "application/json", r#"{"orderId": "o-1"}"#).await;
+    assert!(posted.status().is_success(), "{}", posted.status());
+    gateway.issue_key(serde_json::json!({"name": "contract", "purpose": "management"})).await;
+    let reports = gateway.dir.path().join("schemathesis");
+    let gateway_url = gateway.url("");
+    let output = tokio::process::Command::new(&schemathesis)
+        .args(["run", &gateway.url("/api/openapi.json"), "--url", &gateway_url])
+        .args(["--header", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+        ])
+        .args(["--exclude-path", "/api/events/stream"])
+        .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--seed", "20261207"])
+        .args(["--workers", "2", "--request-timeout", "10", "--no-color", "--warnings", "off"])
+        .arg("--report-dir")
+        .arg(&reports)
+        .env("SCHEMATHESIS_HOOKS", "")
+        // Its cache (.schemathesis/) goes with the gateway's temporary directory.
+        .current_dir(gateway.dir.path())
+        .output()
+        .await
+        .unwrap_or_else(|error| panic!("{schemathesis} does not run: {error}"));
+    let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "schemathesis found problems:\n{printed}");
+    assert!(printed.contains("passed"), "schemathesis ran its checks:\n{printed}");
+}

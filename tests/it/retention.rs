@@ -34,7 +34,7 @@ async fn an_admin_erases_a_resources_events_over_http_and_every_other_event_is_k
     let gateway = Gateway::start_with(
         Options::default()
             .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
-            .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true"),
+            .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32"),
     )
     .await;
     // Nothing listens on port 9: the deliveries stay in the outbox, to be erased with their events.

@@ -10,7 +10,7 @@ use crate::support::*;
 fn open_targets() -> Options {
     Options::default()
         .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
-        .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true")
+        .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32")
 }
 
 async fn send(gateway: &Gateway, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -150,6 +150,75 @@ async fn private_and_plain_http_targets_are_refused_by_default() {
         assert!(message.contains(expected), "{url}: {message}");
     }
     assert_eq!(send(&gateway, reqwest::Method::GET, "/api/webhooks", None).await, (200, json!({"data": []})));
+}
+
+/// The `url` field's message when creating a subscription to `url` is refused.
+async fn refusal(gateway: &Gateway, url: &str) -> String {
+    let (status, error) = send(gateway, reqwest::Method::POST, "/api/webhooks", Some(json!({"url": url}))).await;
+    assert_eq!(status, 422, "{url}: {error}");
+    assert_eq!(error["error"]["fields"][0]["field"], "url", "{url}: {error}");
+    error["error"]["fields"][0]["message"].as_str().unwrap().to_owned()
+}
+
+async fn created(gateway: &Gateway, url: &str) {
+    let (status, body) = send(gateway, reqwest::Method::POST, "/api/webhooks", Some(json!({"url": url}))).await;
+    assert_eq!(status, 201, "{url}: {body}");
+}
+
+#[tokio::test]
+async fn every_ipv6_form_of_an_inside_address_is_refused_by_default_naming_the_address_inside() {
+    let gateway = Gateway::start().await;
+    for (url, words) in [
+        ("https://[2002:7f00:1::]/", ["127.0.0.1", "6to4", "loopback"]),
+        ("https://[::127.0.0.1]/", ["127.0.0.1", "IPv4-compatible", "loopback"]),
+        ("https://[::ffff:10.0.0.1]/", ["10.0.0.1", "IPv4-mapped", "private"]),
+        ("https://[64:ff9b::c0a8:101]/", ["192.168.1.1", "NAT64", "private"]),
+        ("https://[64:ff9b:1::7f00:1]/", ["127.0.0.1", "NAT64 local-use", "delivery_allow_networks"]),
+        ("https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/", ["127.0.0.1", "Teredo", "loopback"]),
+        ("https://[::ffff:169.254.169.254]/", ["169.254.169.254", "IPv4-mapped", "cloud metadata address"]),
+        ("https://[fd00:ec2::254]/", ["fd00:ec2::254", "cloud metadata address", "fd00:ec2::254/128"]),
+    ] {
+        let message = refusal(&gateway, url).await;
+        for word in words {
+            assert!(message.contains(word), "{url}: {message:?} lacks {word:?}");
+        }
+    }
+    assert_eq!(send(&gateway, reqwest::Method::GET, "/api/webhooks", None).await, (200, json!({"data": []})));
+}
+
+#[tokio::test]
+async fn allowed_networks_take_targets_but_metadata_addresses_only_when_listed_exactly() {
+    let allowing = |networks: &str| {
+        Options::default().env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true").env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", networks)
+    };
+    let mut gateway = Gateway::start_with(allowing("169.254.0.0/16, 10.0.0.0/8, 127.0.0.1")).await;
+    created(&gateway, "http://169.254.10.10/hook").await;
+    created(&gateway, "http://10.1.2.3/hook").await;
+    created(&gateway, "http://[::ffff:10.9.9.9]/hook").await;
+    let message = refusal(&gateway, "http://169.254.169.254/latest/meta-data?token=s3cr3t-in-query").await;
+    assert!(message.contains("cloud metadata address"), "{message}");
+    assert!(message.contains("unless delivery_allow_networks lists it exactly (169.254.169.254/32)"), "{message}");
+    assert!(!message.contains("s3cr3t") && !message.contains("meta-data"), "the URL is not echoed: {message}");
+    for metadata in ["http://169.254.170.2/v2/credentials", "http://[::ffff:a9fe:a9fe]/", "http://[2002:a9fe:a9fe::]/"]
+    {
+        assert!(refusal(&gateway, metadata).await.contains("cloud metadata address"), "{metadata}");
+    }
+    let outside = refusal(&gateway, "http://192.168.1.1/hook").await;
+    assert!(outside.contains("192.168.1.1, a private address not in delivery_allow_networks"), "{outside}");
+
+    // The deprecated boolean stands for the private networks, never for metadata.
+    gateway
+        .restart_with(
+            Options::default()
+                .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
+                .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true"),
+        )
+        .await;
+    created(&gateway, "http://192.168.1.1/hook").await;
+    assert!(refusal(&gateway, "http://169.254.169.254/latest/meta-data").await.contains("cloud metadata address"));
+
+    gateway.restart_with(allowing("169.254.169.254/32")).await;
+    created(&gateway, "http://169.254.169.254/latest/meta-data").await;
 }
 
 #[tokio::test]

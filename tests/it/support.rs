@@ -279,15 +279,37 @@ impl Gateway {
     /// Stops the process with SIGTERM, as an operator would, and waits for it to exit (at most
     /// 20 s, without blocking the test's own servers); returns whether it exited successfully.
     pub async fn stop(&mut self) -> bool {
+        self.terminate();
+        match self.exit_within(Duration::from_secs(20)).await {
+            Some(status) => status.success(),
+            None => panic!("the gateway did not stop within 20 s of SIGTERM"),
+        }
+    }
+
+    /// Sends SIGTERM and returns at once: the gateway starts its graceful shutdown.
+    pub fn terminate(&self) {
         let sent = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill runs");
         assert!(sent.success(), "SIGTERM was sent");
-        for _ in 0..400 {
+    }
+
+    /// How the process ended, if it did within `limit` (polled without blocking the test's own
+    /// servers).
+    pub async fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
             if let Some(status) = self.child.try_wait().expect("the process can be waited for") {
-                return status.success();
+                return Some(status);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("the gateway did not stop within 20 s of SIGTERM");
+    }
+
+    /// The HTTP listener's address (`127.0.0.1:port`), for raw connections.
+    pub fn http_address(&self) -> std::net::SocketAddr {
+        self.base.strip_prefix("http://").and_then(|address| address.parse().ok()).expect("an http://ip:port base")
     }
 
     /// Starts the binary again on the same folder and database with other environment settings.

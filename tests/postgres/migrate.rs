@@ -33,7 +33,7 @@ const BLOG_COMMENT: &str = "kustomer.app.blog.comment";
 fn options() -> Options {
     let mut options = Options::default()
         .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
-        .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true")
+        .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32")
         .env("HOOKGATE_DELIVERY_RETRY_SCHEDULE_SECS", "[1, 1]")
         .env("TEST_STRIPE_SECRET", STRIPE_SECRET);
     let stripe = json!({"app": "platforms", "version": "1", "hooks": [

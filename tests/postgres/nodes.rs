@@ -31,7 +31,7 @@ fn node_options() -> Options {
         .env("TEST_STRIPE_SECRET", STRIPE_SECRET)
         .env("HOOKGATE_MAIL_DOMAIN", MAIL_DOMAIN)
         .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
-        .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true")
+        .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32")
         .env("HOOKGATE_DELIVERY_TIMEOUT_SECS", "2")
         .env("HOOKGATE_DELIVERY_LEASE_SECS", "4")
         .env("HOOKGATE_DELIVERY_RETRY_SCHEDULE_SECS", "[1, 1, 1, 1, 1]")

@@ -149,6 +149,12 @@ impl PostgresStore {
         get(&self.inner.pool).await
     }
 
+    /// Closes the pool: every acknowledged append has committed already, and the connections
+    /// end now rather than when the process does; later calls are refused.
+    pub fn close(&self) {
+        self.inner.pool.close();
+    }
+
     /// Changes announced by other nodes (and the fallback's findings).
     pub fn changes(&self) -> broadcast::Receiver<StoreChange> {
         self.inner.changes.subscribe()
@@ -231,12 +237,14 @@ fn connection_config(url: &str) -> Result<(tokio_postgres::Config, Tls), StoreEr
     Ok((config, tls))
 }
 
-/// A database error as the rest of hookgate sees it: the database being away (connection
-/// lost, shutting down, disk full, too many connections) is `Unavailable`, which ingress
-/// answers with 503 or 451 so that senders retry.
+/// A database error as the rest of hookgate sees it: the database's disk full is `Full` (503
+/// `storage_full`, SMTP 452, as on SQLite); the database being away (connection lost, shutting
+/// down, too many connections) is `Unavailable`, which ingress answers with 503 or 451 so that
+/// senders retry.
 pub(super) fn pg_error(error: tokio_postgres::Error) -> StoreError {
     match error.code() {
         None => StoreError::Unavailable(format!("the database connection failed: {error}")),
+        Some(code) if *code == SqlState::DISK_FULL => StoreError::Full(format!("the database's disk is full: {error}")),
         Some(code) if is_unavailable(code) => {
             StoreError::Unavailable(format!("the database is not available: {error}"))
         }
@@ -249,7 +257,6 @@ pub(super) fn pg_error(error: tokio_postgres::Error) -> StoreError {
 
 fn is_unavailable(code: &SqlState) -> bool {
     [
-        SqlState::DISK_FULL,
         SqlState::INSUFFICIENT_RESOURCES,
         SqlState::OUT_OF_MEMORY,
         SqlState::TOO_MANY_CONNECTIONS,
@@ -383,10 +390,10 @@ mod tests {
     }
 
     async fn subscription(store: &Store) -> crate::subscriptions::Subscription {
-        let policy = crate::subscriptions::TargetPolicy { allow_http: true, allow_private: true };
+        let policy = crate::subscriptions::TargetPolicy::new(true, ["127.0.0.0/8".parse().unwrap()]);
         let request = serde_json::json!({"url": "http://127.0.0.1:9/hook"});
         let subscription =
-            crate::subscriptions::from_request(&request, None, false, policy, Timestamp::now()).await.unwrap();
+            crate::subscriptions::from_request(&request, None, false, &policy, Timestamp::now()).await.unwrap();
         store.put_subscription(subscription.clone()).await.unwrap();
         subscription
     }

@@ -345,7 +345,7 @@ mod tests {
             &serde_json::json!({"url": "http://127.0.0.1:9/paused"}),
             None,
             false,
-            crate::subscriptions::TargetPolicy { allow_http: true, allow_private: true },
+            &crate::subscriptions::TargetPolicy::new(true, ["127.0.0.0/8".parse().unwrap()]),
             jiff::Timestamp::now(),
         )
         .await

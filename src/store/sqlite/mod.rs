@@ -41,6 +41,8 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
     readers: Mutex<Vec<Connection>>,
+    /// Answered (by being dropped) when the writer thread has finished and checkpointed.
+    writer_done: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl Drop for Inner {
@@ -60,6 +62,7 @@ impl SqliteStore {
 
     async fn open_with_wal_limit(path: PathBuf, wal_limit_bytes: u64) -> Result<SqliteStore, StoreError> {
         let (ready_tx, ready_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
         let (jobs_tx, jobs_rx) = mpsc::channel::<Box<dyn WriteJob>>();
         let writer_path = path.clone();
         std::thread::Builder::new()
@@ -75,16 +78,24 @@ impl SqliteStore {
                         return;
                     }
                 };
-                // The checkpointer lives as long as this thread: it stops when `_running` drops.
-                let (_running, running) = mpsc::channel::<()>();
-                start_checkpointer(writer_path.clone(), running);
+                // The checkpointer runs as long as the writer: it stops when `running` drops.
+                let (running, checkpointer_runs) = mpsc::channel::<()>();
+                start_checkpointer(writer_path.clone(), checkpointer_runs);
                 let wal = WalLimit { path: wal_path(&writer_path), bytes: wal_limit_bytes };
                 write_loop(&connection, &jobs_rx, &wal);
+                drop(running);
+                writer::checkpoint_at_close(&connection);
+                drop(done_tx);
             })
             .map_err(|error| StoreError::Unavailable(format!("cannot start the writer thread: {error}")))?;
         ready_rx.await.map_err(|_| StoreError::Unavailable("the writer thread stopped while opening".into()))??;
         Ok(SqliteStore {
-            inner: Arc::new(Inner { path, writer: Mutex::new(Some(jobs_tx)), readers: Mutex::new(Vec::new()) }),
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(Some(jobs_tx)),
+                readers: Mutex::new(Vec::new()),
+                writer_done: Mutex::new(Some(done_rx)),
+            }),
         })
     }
 
@@ -134,6 +145,21 @@ impl SqliteStore {
         self.read(|connection| Ok(connection.query_row("SELECT 1", [], |_| Ok(()))?)).await?;
         self.write(|_| Ok(())).await
     }
+
+    /// Lets the writer commit what is queued, copies the WAL into the database file and
+    /// returns when the writer has stopped; later writes are refused (`Unavailable`).
+    pub async fn close(&self) {
+        if let Ok(mut writer) = self.inner.writer.lock() {
+            writer.take();
+        }
+        if let Ok(mut readers) = self.inner.readers.lock() {
+            readers.clear();
+        }
+        let done = self.inner.writer_done.lock().ok().and_then(|mut done| done.take());
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+    }
 }
 
 /// A read-only connection to the database file (reads never write, nor create the file).
@@ -182,5 +208,33 @@ mod tests {
         let reopened = open_in(&dir).await;
         assert_eq!(reopened.hook_tokens(vec!["a.b".into()]).await.unwrap(), tokens);
         assert!(reopened.event(&appended[0].id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn closing_commits_what_is_queued_empties_the_wal_and_refuses_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_in(&dir).await;
+        let crate::store::Store::Sqlite(sqlite) = store.clone() else { unreachable!("a SQLite store") };
+        let appends: Vec<_> = (0..50)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store.append_events(vec![crate::store::conformance::sample_event(&format!("c.{i}"), "app")]).await
+                })
+            })
+            .collect();
+        for append in appends {
+            append.await.unwrap().unwrap();
+        }
+        sqlite.close().await;
+        let wal = writer::wal_path(&dir.path().join("hookgate.db"));
+        let wal_bytes = std::fs::metadata(&wal).map(|metadata| metadata.len()).unwrap_or(0);
+        assert_eq!(wal_bytes, 0, "the WAL was copied into the database file and truncated");
+        let refused = store.put_setting_if_absent("late", "write").await.unwrap_err();
+        assert!(matches!(refused, StoreError::Unavailable(_)), "{refused:?}");
+        drop(store);
+        let reopened = open_in(&dir).await;
+        let page = reopened.list_events(crate::store::EventQuery { limit: 100, ..Default::default() }).await.unwrap();
+        assert_eq!(page.events.len(), 50, "every acknowledged append is in the file");
     }
 }

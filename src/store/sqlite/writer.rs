@@ -28,6 +28,8 @@ const MAX_BATCH: usize = 512;
 /// afterwards whether the transaction committed.
 pub(super) trait WriteJob: Send {
     fn run(&mut self, connection: &Connection);
+    /// Whether the job's own work failed because the disk is full.
+    fn found_the_disk_full(&self) -> bool;
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
 }
 
@@ -45,6 +47,10 @@ where
     fn run(&mut self, connection: &Connection) {
         let Some(work) = self.work.take() else { return };
         self.result = Some(in_savepoint(connection, work));
+    }
+
+    fn found_the_disk_full(&self) -> bool {
+        matches!(self.result, Some(Err(StoreError::Full(_))))
     }
 
     fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
@@ -223,6 +229,15 @@ impl WalLimit {
     }
 }
 
+/// The writer's last act: copy the whole WAL into the database file and truncate it, so that a
+/// stopped gateway leaves one self-contained file. A failure only leaves the WAL for the next
+/// start to recover from.
+pub(super) fn checkpoint_at_close(connection: &Connection) {
+    if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::warn!(%error, "The WAL could not be checkpointed at close; the next start recovers it.");
+    }
+}
+
 pub(super) fn wal_path(database: &std::path::Path) -> PathBuf {
     let mut name = database.as_os_str().to_owned();
     name.push("-wal");
@@ -240,7 +255,10 @@ fn run_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result
         if connection.is_autocommit() {
             // SQLite rolled the transaction back by itself: nothing of this batch is kept, and
             // no later job may run outside a transaction.
-            return Err(StoreError::Database("SQLite rolled the transaction back (disk full or I/O error)".into()));
+            if job.found_the_disk_full() {
+                return Err(StoreError::Full("SQLite rolled the transaction back: no room left on the disk".into()));
+            }
+            return Err(StoreError::Database("SQLite rolled the transaction back (I/O error)".into()));
         }
     }
     if let Err(error) = connection.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([])) {
@@ -327,7 +345,7 @@ mod tests {
             assert_eq!(answer.is_ok(), stored, "job {key:?}: answered {answer:?}, stored={stored}");
             if key == "huge" {
                 let refusal = answer.expect_err("the value that does not fit is refused");
-                assert!(refusal.to_string().contains("full"), "refused for a full disk: {refusal}");
+                assert!(matches!(refusal, StoreError::Full(_)), "refused for a full disk: {refusal:?}");
             }
         }
         assert!(connection.is_autocommit(), "no transaction is left open");
@@ -418,7 +436,12 @@ mod tests {
             sizes.0.lock().unwrap().clone()
         });
         let path = dir.path().join("hookgate.db");
-        let inner = Inner { path, writer: Mutex::new(Some(jobs_tx)), readers: Mutex::new(Vec::new()) };
+        let inner = Inner {
+            path,
+            writer: Mutex::new(Some(jobs_tx)),
+            readers: Mutex::new(Vec::new()),
+            writer_done: Mutex::new(None),
+        };
         (SqliteStore { inner: Arc::new(inner) }, writer)
     }
 
