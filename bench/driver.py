@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,10 @@ SMTP_ROWS = ("smtp-hookgate", "smtp-sink", "postfix")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Pre-signed requests written per second of a run: a run that sends more stops and fails loudly.
 SIGNED_PER_SECOND = int(os.environ.get("HOOKGATE_BENCH_SIGNED_PER_SEC", "30000"))
+
+
+# 2xx replies wrk counted since the last reset: what a store must hold at least afterwards.
+ANSWERED = {"2xx": 0}
 
 
 def log(message):
@@ -198,6 +203,7 @@ def wrk(url, mode, arg, connections, seconds, rate=0):
         last = counts.get("last_failure") or ""
         raise Failure("; ".join(problems) + (f" (last: {last})" if last else ""))
     counts["rps"] = counts["requests"] / (counts["duration_us"] / 1e6)
+    ANSWERED["2xx"] += counts["requests"]
     return counts
 
 
@@ -433,6 +439,7 @@ class Bench:
 
     def hookgate_http(self):
         gateway = Hookgate(self.work, "hookgate-sqlite")
+        ANSWERED["2xx"] = 0
         try:
             pids = [gateway.server.pid]
             form = gateway.url(FORM_EVENT)
@@ -450,6 +457,20 @@ class Bench:
                 self.sweep("form", pids, form)
         finally:
             gateway.kill()
+        self.check_stored(gateway)
+
+    def check_stored(self, gateway):
+        """Every 2xx reply was a promise: the killed gateway's file must hold at least that many
+        events (a few more may have committed while wrk stopped reading)."""
+        with sqlite3.connect(gateway.database) as file:
+            stored = file.execute("SELECT count(*) FROM events").fetchone()[0]
+        answered = ANSWERED["2xx"]
+        if stored < answered:
+            self.failed.append("stored")
+            self.notes.append(f"LOST EVENTS: hookgate answered 2xx {answered} times but its store holds {stored}")
+        else:
+            self.notes.append(f"hookgate (SQLite) answered 2xx {answered:,} times; its store, read after a "
+                              f"SIGKILL, holds {stored:,} events")
 
     def sweep(self, name, pids, url):
         log(f"sweep {name}: connections {SWEEP_CONNECTIONS}, body KiB {SWEEP_KIB}")
@@ -595,7 +616,7 @@ class Bench:
             self.failed.append("profile")
             self.notes.append("the flame graph could not be drawn (see perf.log)")
             return
-        shutil.copy(svg, RESULTS / "latest-flamegraph-form.svg")
+        shutil.copy(svg, RESULTS / f"{'quick' if self.options.quick else 'latest'}-flamegraph-form.svg")
         self.notes.append(f"flame graph of hookgate under the form load: {svg.name}")
 
 
@@ -865,9 +886,10 @@ def main():
             bench.notes.append(f"{name} failed: {failure}")
     report.update({"rows": bench.rows, "sweeps": bench.sweeps, "failed": bench.failed, "notes": bench.notes,
                    "elapsed_s": round(time.time() - started)})
-    kind = "quick" if options.quick else "full"
+    kind = ("partial-" if only else "") + ("quick" if options.quick else "full")
     name = f"{options.stamp}-{kind}"
-    latest = "quick" if options.quick else "latest"
+    # A partial run (--only) keeps its timestamped files but leaves latest.* / quick.* alone.
+    latest = "partial" if only else "quick" if options.quick else "latest"
     report["chart"] = f"{latest}.svg"
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
     (RESULTS / f"{name}.md").write_text(markdown(report))
