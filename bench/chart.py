@@ -2,6 +2,7 @@
 second of every scenario at 64 connections (with its ratio to the bare-hyper limit), and
 throughput of the form hook and the limit by connections and by body size."""
 
+import math
 from html import escape
 
 WIDTH = 960
@@ -52,7 +53,7 @@ def write(report, path):
             continue
         drawn = True
         parts.extend(line_panel(20 + index * (panel_width + 20), y, panel_width, 240, caption, sweep, unit))
-    height = y + (300 if drawn else 0)
+    height = y + (310 if drawn else 0)
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
            f'viewBox="0 0 {WIDTH} {height}"><rect width="100%" height="100%" fill="white"/><g font-size="12">'
            + "".join(parts) + "</g></svg>\n")
@@ -61,17 +62,25 @@ def write(report, path):
 
 def line_panel(x, y, width, height, caption, sweep, unit):
     """Lines of requests per second over the sweep's points, evenly spaced (they grow by 4x)."""
-    parts = [f'<text x="{x}" y="{y}" {FONT} font-weight="bold">req/s {escape(caption)}</text>']
+    parts = [f'<text x="{x}" y="{y}" {FONT} font-weight="bold">req/s {escape(caption)}, log scale</text>']
     left, top = x + 60, y + 15
     plot_width, plot_height = width - 80, height - 50
     points = sorted({int(point) for values in sweep.values() for point in values})
-    peak = max([value for values in sweep.values() for value in values.values()] + [1])
+    # A logarithmic axis: the limit and hookgate differ by up to two orders of magnitude.
+    rates = [value for values in sweep.values() for value in values.values() if value > 0] or [1]
+    low = 10 ** math.floor(math.log10(min(rates)))
+    high = 10 ** math.ceil(math.log10(max(rates)))
+    def py(value):
+        share = (math.log10(max(value, low)) - math.log10(low)) / (math.log10(high) - math.log10(low) or 1)
+        return top + plot_height - plot_height * share
     parts.append(f'<rect x="{left}" y="{top}" width="{plot_width}" height="{plot_height}" fill="none" '
                  f'stroke="#ccc"/>')
-    for step in range(5):
-        value = peak * step / 4
-        py = top + plot_height - plot_height * step / 4
-        parts.append(f'<text x="{left - 6}" y="{py + 4:.1f}" {FONT} text-anchor="end">{value:,.0f}</text>')
+    tick = low
+    while tick <= high:
+        parts.append(f'<line x1="{left}" x2="{left + plot_width}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" '
+                     f'stroke="#eee"/>')
+        parts.append(f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" {FONT} text-anchor="end">{tick:,.0f}</text>')
+        tick *= 10
     def px(i):
         return left + (plot_width * i / max(1, len(points) - 1))
     for i, point in enumerate(points):
@@ -81,13 +90,13 @@ def line_panel(x, y, width, height, caption, sweep, unit):
                  f'text-anchor="middle">{unit}</text>')
     for legend, (name, values) in enumerate(sorted(sweep.items())):
         colour = COLOURS.get(name, "#d62728")
-        coords = [(px(i), top + plot_height - plot_height * values[str(p)] / peak)
+        coords = [(px(i), py(values[str(p)]))
                   for i, p in enumerate(points) if str(p) in values]
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
                      + " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in coords) + '"/>')
         for cx, cy in coords:
             parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{colour}"/>')
         label = "bare hyper (limit)" if name == "limit" else "hookgate form hook" if name == "form" else name
-        parts.append(f'<text x="{left + 10}" y="{top + 16 + legend * 16}" {FONT} fill="{colour}">'
-                     f'{escape(label)}</text>')
+        parts.append(f'<text x="{left + legend * 170}" y="{top + plot_height + 50}" {FONT} fill="{colour}" '
+                     f'font-weight="bold">— {escape(label)}</text>')
     return parts
