@@ -47,6 +47,8 @@ pub enum IngressError {
     MalformedBody(String),
     #[error("the payload does not fit this hook's shape: {}", .0.reasons.join("; "))]
     Misfit(crate::shape::Misfit),
+    #[error("the hook's transformation (version {version}) failed: {error}")]
+    Transformation { version: String, error: crate::transform::TransformError },
     #[error("the event could not be stored; retry later")]
     Store(#[source] StoreError),
 }
@@ -72,6 +74,7 @@ impl IngressError {
             IngressError::BodyUnreadable(_) => "body_unreadable",
             IngressError::MalformedBody(_) => "malformed_body",
             IngressError::Misfit(_) => "shape_mismatch",
+            IngressError::Transformation { .. } => "transformation_failed",
             IngressError::Store(_) => "store_unavailable",
         }
     }
@@ -97,7 +100,7 @@ impl IngressError {
             IngressError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             IngressError::BodyUnreadable(_) | IngressError::MalformedBody(_) => StatusCode::BAD_REQUEST,
-            IngressError::Misfit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            IngressError::Misfit(_) | IngressError::Transformation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             IngressError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -109,6 +112,10 @@ impl IntoResponse for IngressError {
         let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         if let IngressError::Misfit(misfit) = &self {
             body["error"]["reasons"] = json!(misfit.reasons);
+        }
+        if let IngressError::Transformation { version, error } = &self {
+            body["error"]["transformVersion"] = json!(version);
+            body["error"]["outcome"] = json!(error.code());
         }
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();

@@ -19,6 +19,7 @@ pub mod payload;
 pub mod rejections;
 pub mod smtp;
 mod sources;
+mod transform;
 
 pub use error::IngressError;
 
@@ -55,6 +56,8 @@ pub struct IngressState {
     /// Source requests that failed verification.
     pub rejections: Arc<RejectionLog>,
     pub settings: IngressSettings,
+    /// Runs hooks' transformations.
+    pub transformer: crate::transform::Transformer,
 }
 
 /// The limits and names ingress applies, from configuration.

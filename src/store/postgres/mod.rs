@@ -479,6 +479,7 @@ mod tests {
             latency: Duration::from_millis(3),
             response_excerpt: None,
             error: None,
+            transform_version: None,
             next,
         };
         a.record_attempts(vec![record(200, crate::store::NextStep::Delivered)]).await.unwrap();
@@ -512,6 +513,7 @@ mod tests {
                 latency: Duration::from_millis(3),
                 response_excerpt: None,
                 error: None,
+                transform_version: None,
                 next,
             }
         };
