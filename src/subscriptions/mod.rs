@@ -14,6 +14,7 @@
 //! does I/O, a DNS resolution; the store keeps subscriptions, `api::subscriptions` serves them.
 
 mod aliases;
+pub mod filter;
 mod patterns;
 mod request;
 mod routes;
@@ -46,7 +47,8 @@ pub struct Subscription {
     pub status: Status,
     /// Only events about this resource (seed 004); every event when absent.
     pub resource_id: Option<String>,
-    /// A JSONPath that must find something in the event for it to be delivered.
+    /// A JSONPath that must find something in the event (its source headers included, by
+    /// case-insensitive name: `filter`) for it to be delivered.
     pub filter: Option<String>,
     /// Sent with every delivery.
     pub headers: BTreeMap<String, String>,

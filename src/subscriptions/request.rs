@@ -130,7 +130,7 @@ pub async fn from_request(
     let filter =
         optional_string(object, "filter", existing.filter(|_| merge).and_then(|s| s.filter.clone()), &mut errors);
     if let Some(filter) = &filter
-        && let Err(error) = crate::jsonpath::JsonPath::parse(filter)
+        && let Err(error) = super::filter::compile(filter)
     {
         errors.push(field_error("filter", format!("invalid JSONPath: {error}")));
     }

@@ -5,9 +5,11 @@
 //! JavaScript runs in QuickJS (through rquickjs), one runtime per transformation version
 //! (`sandbox`): the source is evaluated once, and each call runs under a time limit and a memory
 //! limit, with no I/O available. Runtimes are not `Send`, so they live on a few dedicated
-//! threads ([`Transformer`]), never on tokio's workers: a transformation is always sent to the
-//! same thread (by its version), which compiles it on first use and keeps it. A limit hit or an
-//! exception is a [`TransformError`]; it ends the call, never the process.
+//! threads ([`Transformer`]), never on tokio's workers. The threads take calls from one queue,
+//! so a transformation that spins until its time limit holds up one thread, never the others;
+//! each thread compiles a version on its first call there and keeps it (a version is compiled
+//! at most once per thread). A limit hit or an exception is a [`TransformError`]; it ends the
+//! call, never the process.
 //!
 //! A [`Transformation`]'s version is the start of the SHA-256 of its source: the same source is
 //! the same version wherever it is defined, and any edit makes a new one.
@@ -17,7 +19,7 @@ mod sandbox;
 pub use sandbox::Sandbox;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -25,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The largest transformation source accepted, in bytes.
 pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
-/// Calls waiting for one thread; callers wait when it is full.
+/// Calls waiting for a thread; callers wait when it is full.
 const QUEUE: usize = 256;
 /// Compiled transformations kept per thread; the least recently used goes first.
 const KEPT_PER_THREAD: usize = 64;
@@ -134,7 +136,7 @@ impl TransformError {
 /// Runs transformations on dedicated threads; cheap to clone.
 #[derive(Clone)]
 pub struct Transformer {
-    lanes: Arc<[mpsc::Sender<Call>]>,
+    calls: mpsc::Sender<Call>,
 }
 
 /// One call, with where its outcome goes.
@@ -147,26 +149,24 @@ struct Call {
 impl Transformer {
     /// Starts `threads` threads (at least one). They end when every clone is dropped.
     pub fn start(threads: usize, limits: Limits) -> Transformer {
-        let lanes = (0..threads.max(1))
-            .map(|index| {
-                let (sender, receiver) = mpsc::channel(QUEUE);
-                std::thread::Builder::new()
-                    .name(format!("hookgate-transform-{index}"))
-                    .stack_size(THREAD_STACK_BYTES)
-                    .spawn(move || serve(receiver, limits))
-                    .expect("a transformation thread starts");
-                sender
-            })
-            .collect();
-        Transformer { lanes }
+        let (calls, queue) = mpsc::channel(QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..threads.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("hookgate-transform-{index}"))
+                .stack_size(THREAD_STACK_BYTES)
+                .spawn(move || serve(&queue, limits))
+                .expect("a transformation thread starts");
+        }
+        Transformer { calls }
     }
 
-    /// Runs `transformation` on `input`, on the thread that keeps it compiled.
+    /// Runs `transformation` on `input`, on the first thread free.
     pub async fn run(&self, transformation: &Transformation, input: Value) -> Result<Transformed, TransformError> {
-        let lane = lane_of(transformation.version(), self.lanes.len());
         let (reply, outcome) = oneshot::channel();
         let call = Call { transformation: transformation.clone(), input, reply };
-        self.lanes[lane].send(call).await.map_err(|_| TransformError::Stopped)?;
+        self.calls.send(call).await.map_err(|_| TransformError::Stopped)?;
         let outcome = outcome.await.map_err(|_| TransformError::Stopped)?;
         let label = match &outcome {
             Ok(Transformed::Changed(_)) => "changed",
@@ -178,18 +178,16 @@ impl Transformer {
     }
 }
 
-fn lane_of(version: &str, lanes: usize) -> usize {
-    let prefix = u64::from_str_radix(version.get(..8).unwrap_or("0"), 16).unwrap_or(0);
-    (prefix % lanes as u64) as usize
-}
-
 /// One thread's loop: calls in arrival order, each transformation compiled on first use and
 /// kept (at most [`KEPT_PER_THREAD`]); one stopped by a limit is compiled afresh next time, so
 /// nothing it left behind carries over.
-fn serve(mut calls: mpsc::Receiver<Call>, limits: Limits) {
+fn serve(queue: &Mutex<mpsc::Receiver<Call>>, limits: Limits) {
     let mut kept: HashMap<String, (Sandbox, u64)> = HashMap::new();
     let mut clock = 0u64;
-    while let Some(call) = calls.blocking_recv() {
+    loop {
+        // One thread waits on the queue at a time; the lock is let go before the call runs.
+        let next = queue.lock().map(|mut queue| queue.blocking_recv());
+        let Ok(Some(call)) = next else { return };
         clock += 1;
         let version = call.transformation.version().to_owned();
         if !kept.contains_key(&version) {

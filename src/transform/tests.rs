@@ -110,14 +110,8 @@ fn the_version_is_the_start_of_the_sources_sha256() {
 #[tokio::test]
 async fn the_pool_keeps_serving_while_one_call_spins() {
     let transformer = Transformer::start(2, Limits { time: Duration::from_millis(200), ..limits() });
-    let spin = Transformation {
-        source: "function transform(e) { while (true) {} }".into(),
-        version: "0000000000000000".into(),
-    };
-    let quick = Transformation {
-        source: "function transform(e) { return e.n + 1; }".into(),
-        version: "0000000100000000".into(),
-    };
+    let spin = Transformation::stored("function transform(e) { while (true) {} }");
+    let quick = Transformation::stored("function transform(e) { return e.n + 1; }");
     let spinner = tokio::spawn({
         let transformer = transformer.clone();
         async move { transformer.run(&spin, json!({})).await }

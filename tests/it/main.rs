@@ -14,6 +14,7 @@ mod email;
 mod event_stream;
 mod first_start;
 mod form_hooks;
+mod header_filters;
 mod independent_signers;
 mod interop;
 mod management_keys;
@@ -31,6 +32,7 @@ mod sources;
 mod standard_webhooks;
 mod subscriptions;
 mod support;
+mod transformations;
 mod web_hooks;
 
 /// The store every gateway of this binary uses.
