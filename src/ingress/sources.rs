@@ -140,7 +140,12 @@ pub(super) async fn handle(state: &IngressState, hook: &Hook, request: Request) 
         && let Some(dropped) = dropped
     {
         // Nothing to store: the reply says so rather than naming an event that does not exist.
-        return Ok((StatusCode::OK, Json(json!({"events": [], "dropped": dropped}))).into_response());
+        let body = if split {
+            json!({"events": [], "dropped": dropped})
+        } else {
+            json!({"dropped": true, "reason": dropped["reason"], "transformVersion": dropped["transformVersion"]})
+        };
+        return Ok((StatusCode::OK, Json(body)).into_response());
     }
     let quarantined: Vec<bool> = new_events.iter().map(|event| event.event.quarantined).collect();
     let names: Vec<String> = new_events.iter().map(|event| event.event.name.clone()).collect();

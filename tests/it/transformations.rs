@@ -223,6 +223,22 @@ async fn a_subscriptions_transformation_renames_fields_in_what_is_delivered_and_
     assert_eq!(delivery["status"], "delivered");
     assert_eq!(delivery["attemptHistory"][0]["transformVersion"], hookgate::transform::version_of(RENAME));
     assert_eq!(gateway.event(&id).await["data"]["amount"], 30, "the stored event is unchanged");
+
+    // The console shows the subscription's transformation version, and the version each attempt ran.
+    let signed_in = gateway
+        .http
+        .post(gateway.url("/console/sign-in"))
+        .form(&[("token", ADMIN_TOKEN), ("then", "/console/subscriptions")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let path = format!("/console/subscriptions/{}", subscription["id"].as_str().unwrap());
+    let page =
+        gateway.http.get(gateway.url(&path)).header("cookie", cookie).send().await.unwrap().text().await.unwrap();
+    let version = hookgate::transform::version_of(RENAME);
+    assert!(page.contains(&format!("<code class=\"transform-version\">{version}</code>")), "{page}");
+    assert!(page.contains(&format!("transformation <code>{version}</code>")), "the attempt's version: {page}");
 }
 
 #[tokio::test]
