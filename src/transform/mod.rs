@@ -30,7 +30,11 @@ pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
 /// Calls waiting for a thread; callers wait when it is full.
 const QUEUE: usize = 256;
 /// Compiled transformations kept per thread; the least recently used goes first.
-const KEPT_PER_THREAD: usize = 64;
+const KEPT_PER_THREAD: usize = 32;
+/// A runtime holding more than this between calls (globals a transformation keeps filling) is
+/// let go and compiled afresh on its next call, so what the threads keep stays bounded:
+/// `threads × KEPT_PER_THREAD × KEPT_RUNTIME_BYTES` at most (256 MiB with two threads).
+const KEPT_RUNTIME_BYTES: usize = 4 * 1024 * 1024;
 /// Each thread's own stack: QuickJS's stack limit (`sandbox`) sits well inside it.
 const THREAD_STACK_BYTES: usize = 4 * 1024 * 1024;
 
@@ -179,8 +183,9 @@ impl Transformer {
 }
 
 /// One thread's loop: calls in arrival order, each transformation compiled on first use and
-/// kept (at most [`KEPT_PER_THREAD`]); one stopped by a limit is compiled afresh next time, so
-/// nothing it left behind carries over.
+/// kept (at most [`KEPT_PER_THREAD`]); one stopped by a limit, or holding more than
+/// [`KEPT_RUNTIME_BYTES`] after a call, is compiled afresh next time, so nothing it left behind
+/// carries over.
 fn serve(queue: &Mutex<mpsc::Receiver<Call>>, limits: Limits) {
     let mut kept: HashMap<String, (Sandbox, u64)> = HashMap::new();
     let mut clock = 0u64;
@@ -209,7 +214,8 @@ fn serve(queue: &Mutex<mpsc::Receiver<Call>>, limits: Limits) {
         let (sandbox, used) = kept.get_mut(&version).expect("compiled above");
         *used = clock;
         let outcome = sandbox.call(&call.input);
-        if matches!(outcome, Err(TransformError::TimeLimit(_) | TransformError::MemoryLimit(_))) {
+        let limit_hit = matches!(outcome, Err(TransformError::TimeLimit(_) | TransformError::MemoryLimit(_)));
+        if limit_hit || sandbox.retained_bytes() > KEPT_RUNTIME_BYTES {
             kept.remove(&version);
         }
         let _ = call.reply.send(outcome);

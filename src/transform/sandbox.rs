@@ -83,6 +83,12 @@ impl Sandbox {
         }
     }
 
+    /// The memory the runtime holds between calls: its compiled code and whatever globals the
+    /// transformation left behind.
+    pub fn retained_bytes(&self) -> usize {
+        usize::try_from(self.runtime.memory_usage().malloc_size).unwrap_or(usize::MAX)
+    }
+
     /// Runs `work` with the deadline set, and names a limit that stopped it: an interrupt is
     /// reported as the time limit, an allocation refused as the memory limit.
     fn within_limits<T>(&self, work: impl FnOnce() -> Result<T, TransformError>) -> Result<T, TransformError> {

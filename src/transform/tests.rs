@@ -122,3 +122,19 @@ async fn the_pool_keeps_serving_while_one_call_spins() {
     assert!(started.elapsed() < Duration::from_millis(150), "answered while the other spins: {:?}", started.elapsed());
     assert_eq!(spinner.await.unwrap().unwrap_err().code(), "time_limit");
 }
+
+#[test]
+fn a_compiled_transformation_holds_little_memory_between_calls() {
+    let sandbox = Sandbox::compile("function transform(e) { return e; }", limits()).unwrap();
+    sandbox.call(&json!({"data": {"items": vec![1; 10_000]}})).unwrap();
+    assert!(sandbox.retained_bytes() < 1024 * 1024, "{} bytes", sandbox.retained_bytes());
+    let hoarder = Sandbox::compile(
+        "var kept = []; function transform(e) { kept.push(new Array(1 << 18).fill(1)); return null; }",
+        limits(),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        hoarder.call(&json!({})).unwrap();
+    }
+    assert!(hoarder.retained_bytes() > 4 * 1024 * 1024, "globals outlive a call: {} bytes", hoarder.retained_bytes());
+}
