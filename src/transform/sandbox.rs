@@ -14,6 +14,9 @@ use serde_json::Value;
 
 use super::{Limits, TransformError, Transformed};
 
+/// A runtime holding more than this after a call is collected at once.
+const COLLECT_ABOVE_BYTES: usize = 1024 * 1024;
+
 /// The deepest JavaScript stack a transformation may use; deeper recursion is a `RangeError`.
 const MAX_STACK_BYTES: usize = 256 * 1024;
 
@@ -73,8 +76,12 @@ impl Sandbox {
                 run().catch(&ctx).map_err(|error| TransformError::Threw(describe(&error)))
             })
         });
-        // Whatever the call left behind is collected now, not counted against the next call.
-        self.runtime.run_gc();
+        // Reference counting frees most of what a call made as it returns; cycles are collected
+        // when the runtime's own threshold is reached, or here when much is left, so that it is
+        // not counted against the next call.
+        if self.retained_bytes() > COLLECT_ABOVE_BYTES {
+            self.runtime.run_gc();
+        }
         match outcome? {
             None => Ok(Transformed::Dropped),
             Some(text) => serde_json::from_str(&text)
