@@ -18,6 +18,11 @@
 //!   before the second starts (so both route to it from their first event); posts alternate
 //!   between the nodes, and both nodes' workers claim from the one outbox.
 //!
+//! Each store is measured twice in the same run: `plain`, the subscription as above, and
+//! `transform`, the same subscription with a trivial JavaScript transformation ([`TRIVIAL`]: it
+//! marks the event and returns it), so the cost of running one per delivery is read as the ratio
+//! of the two rows (`--variants plain` or `--variants transform` measures one).
+//!
 //! Each node delivers with a concurrency of 64 divided by the number of nodes, so the receiver
 //! never has more requests in flight from hookgate than from the baseline. Without
 //! `HOOKGATE_BENCH_POSTGRES_URL` the PostgreSQL backends are skipped, saying so (named in
@@ -53,6 +58,7 @@
 //! cargo bench --bench deliveries
 //! HOOKGATE_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --bench deliveries
 //! cargo bench --bench deliveries -- --events 20000 --rate 1000 --duration 10 --backends sqlite,postgres-2
+//! cargo bench --bench deliveries -- --backends sqlite --variants plain,transform
 //! ```
 //!
 //! `HOOKGATE_BENCH_BINARY` names another hookgate binary to measure instead of this build's (to
@@ -85,12 +91,41 @@ const DELIVERY_WAIT: Duration = Duration::from_secs(60);
 const BACKLOG_WAIT: Duration = Duration::from_secs(300);
 /// How often the drain asks for the pending count while deliveries are still arriving.
 const PENDING_POLL_WHILE_ARRIVING: Duration = Duration::from_millis(250);
+/// The `transform` variant's subscription transformation: as little as a transformation does.
+const TRIVIAL: &str = "function transform(event) { event.data.transformed = true; return event; }";
+
+/// How the subscription is set up: plain, or with [`TRIVIAL`] as its transformation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Plain,
+    Transform,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Plain => "plain",
+            Variant::Transform => "transform",
+        }
+    }
+
+    fn parse_list(list: &str) -> Vec<Variant> {
+        list.split(',')
+            .map(|name| match name.trim() {
+                "plain" => Variant::Plain,
+                "transform" => Variant::Transform,
+                other => panic!("--variants: unknown variant {other:?} (plain, transform)"),
+            })
+            .collect()
+    }
+}
 
 struct Options {
     events: usize,
     rate: u64,
     duration: u64,
     backends: Vec<Backend>,
+    variants: Vec<Variant>,
     /// Whether `--backends` was given (a missing PostgreSQL URL is then an error, not a skip).
     backends_asked: bool,
 }
@@ -101,6 +136,7 @@ fn options() -> Options {
         rate: 1_000,
         duration: 10,
         backends: Backend::DEFAULT.to_vec(),
+        variants: vec![Variant::Plain, Variant::Transform],
         backends_asked: false,
     };
     let mut args = std::env::args().skip(1);
@@ -110,6 +146,7 @@ fn options() -> Options {
             "--events" => options.events = number() as usize,
             "--rate" => options.rate = number(),
             "--duration" => options.duration = number(),
+            "--variants" => options.variants = Variant::parse_list(&args.next().expect("a list after --variants")),
             "--backends" => {
                 let list = args.next().expect("a list of backends after --backends");
                 options.backends = Backend::parse_list(&list).unwrap_or_else(|error| panic!("--backends: {error}"));
@@ -351,6 +388,7 @@ fn main() -> ExitCode {
 /// One backend's figures.
 struct Measured {
     backend: Backend,
+    variant: Variant,
     /// Deliveries of the backlog per second, and the drain's length.
     throughput: f64,
     drained: Duration,
@@ -462,7 +500,8 @@ async fn run(options: Options, receiver: String, seen: Arc<Seen>) -> Vec<String>
     seen.clear();
 
     let mut measured = Vec::new();
-    for backend in backends {
+    let runs = backends.into_iter().flat_map(|backend| options.variants.iter().map(move |variant| (backend, *variant)));
+    for (backend, variant) in runs {
         let schema = match backend {
             Backend::Sqlite => None,
             Backend::Postgres { .. } => {
@@ -480,9 +519,10 @@ async fn run(options: Options, receiver: String, seen: Arc<Seen>) -> Vec<String>
             Some(schema) => Database::Postgres(schema),
             None => Database::Sqlite,
         };
-        println!("-- {}", backend.name());
-        let (figures, failed) = run_backend(backend, &database, &options, &client, &receiver, &seen, baseline).await;
-        failures.extend(failed.into_iter().map(|failure| format!("{}: {failure}", backend.name())));
+        println!("-- {} {}", backend.name(), variant.name());
+        let (figures, failed) =
+            run_backend(backend, variant, &database, &options, &client, &receiver, &seen, baseline).await;
+        failures.extend(failed.into_iter().map(|failure| format!("{} {}: {failure}", backend.name(), variant.name())));
         measured.push(figures);
         if let Some(schema) = schema {
             let name = schema.name().to_owned();
@@ -499,8 +539,10 @@ async fn run(options: Options, receiver: String, seen: Arc<Seen>) -> Vec<String>
 }
 
 /// The backlog and the steady load on one backend; returns its figures and what failed.
+#[allow(clippy::too_many_arguments, reason = "one call, each argument a different part of the run")]
 async fn run_backend(
     backend: Backend,
+    variant: Variant,
     database: &Database<'_>,
     options: &Options,
     client: &reqwest::Client,
@@ -513,7 +555,10 @@ async fn run_backend(
     let first = gateway.start_node();
     let admin = |request: reqwest::RequestBuilder| request.bearer_auth(ADMIN);
     let subscription: serde_json::Value = admin(client.post(format!("{first}/api/webhooks")))
-        .json(&serde_json::json!({"url": receiver, "status": "paused"}))
+        .json(&match variant {
+            Variant::Plain => serde_json::json!({"url": receiver, "status": "paused"}),
+            Variant::Transform => serde_json::json!({"url": receiver, "status": "paused", "transform": TRIVIAL}),
+        })
         .send()
         .await
         .unwrap()
@@ -734,6 +779,7 @@ async fn run_backend(
     }
     let measured = Measured {
         backend,
+        variant,
         throughput,
         drained: recorded,
         delivered: backlog_delivered,
@@ -754,11 +800,13 @@ fn print_table(options: &Options, baseline: f64, measured: &[Measured]) {
         options.events, options.rate, options.duration
     );
     println!(
-        "{:<11} {:>5} {:>12} {:>6} {:>8} {:>9} {:>8} {:>9} {:>6} {:>5} {:>9} {:>9} {:>9}",
+        "{:<11} {:<9} {:>5} {:>12} {:>6} {:>8} {:>8} {:>9} {:>8} {:>9} {:>6} {:>5} {:>9} {:>9} {:>9}",
         "store",
+        "variant",
         "nodes",
         "deliveries/s",
         "ratio",
+        "vs plain",
         "drain s",
         "cpu s/10k",
         "db s/10k",
@@ -773,12 +821,19 @@ fn print_table(options: &Options, baseline: f64, measured: &[Measured]) {
     let mut json = serde_json::Map::new();
     for figures in measured {
         let (cpu, backends, auxiliary) = figures.cpu_per_10k();
+        // The same store's plain row in this run: what a transformation costs is the ratio to it.
+        let plain = measured
+            .iter()
+            .find(|other| other.backend.name() == figures.backend.name() && other.variant == Variant::Plain)
+            .map(|plain| figures.throughput / plain.throughput);
         println!(
-            "{:<11} {:>5} {:>12.0} {:>6.3} {:>8.2} {:>9.3} {:>8} {:>9} {:>6.2} {:>5.2} {:>9.2} {:>9.2} {:>9.2}",
+            "{:<11} {:<9} {:>5} {:>12.0} {:>6.3} {:>8} {:>8.2} {:>9.3} {:>8} {:>9} {:>6.2} {:>5.2} {:>9.2} {:>9.2} {:>9.2}",
             figures.backend.name(),
+            figures.variant.name(),
             figures.backend.nodes(),
             figures.throughput,
             figures.throughput / baseline,
+            optional(plain),
             figures.drained.as_secs_f64(),
             cpu,
             optional(backends),
@@ -790,9 +845,11 @@ fn print_table(options: &Options, baseline: f64, measured: &[Measured]) {
             figures.latency.2,
         );
         json.insert(
-            figures.backend.name(),
+            format!("{}/{}", figures.backend.name(), figures.variant.name()),
             serde_json::json!({
                 "nodes": figures.backend.nodes(),
+                "variant": figures.variant.name(),
+                "ratio_to_plain": plain.map(|ratio| (ratio * 1000.0).round() / 1000.0),
                 "deliveries_per_s": figures.throughput.round(),
                 "ratio": (figures.throughput / baseline * 1000.0).round() / 1000.0,
                 "cpu_s_per_10k": (cpu * 1000.0).round() / 1000.0,
@@ -807,7 +864,8 @@ fn print_table(options: &Options, baseline: f64, measured: &[Measured]) {
             }),
         );
     }
-    println!("(ratio: deliveries/s over the baseline's requests/s; cpu s/10k: CPU seconds of the nodes' processes");
+    println!("(ratio: deliveries/s over the baseline's requests/s; vs plain: over the same store's plain row, without");
+    println!(" a transformation; cpu s/10k: CPU seconds of the nodes' processes");
     println!(" over the drain per 10,000 deliveries; db s/10k: the PostgreSQL processes serving the nodes; aux s/10k:");
     println!(" PostgreSQL's auxiliary processes, shared with whatever else uses the server; cores: the nodes' CPU");
     println!(" time over the drain's wall time; p50/p99/max: ingest-to-delivery latency at the steady rate)");

@@ -96,6 +96,9 @@ enum Command {
     /// Apps installed through the management API (apps from files are changed by editing files).
     #[command(subcommand)]
     Apps(AppsCommand),
+    /// Try JavaScript transformations on stored events.
+    #[command(subcommand)]
+    Transform(TransformCommand),
     /// Copy a SQLite store into an empty PostgreSQL database, then compare every table's row
     /// count; exits 1 unless they all match. Stop the gateway first: the copy is a snapshot.
     Migrate {
@@ -105,6 +108,20 @@ enum Command {
         /// The PostgreSQL database: a `postgres://` URL. It must hold no hookgate data yet.
         #[arg(long)]
         to: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TransformCommand {
+    /// Run the transformation in FILE on a stored event, with the configured limits, and print
+    /// what it returns (exit 0), that it dropped the event (exit 0), or why it failed (exit 1).
+    /// Nothing is stored or sent.
+    Test {
+        /// A JavaScript file defining `transform(event)`.
+        file: PathBuf,
+        /// The stored event to run it on (`evt_…`).
+        #[arg(long)]
+        event: String,
     },
 }
 
@@ -247,6 +264,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(command) => keys(config, command).await,
         Command::Events(command) => events(config, command).await,
         Command::Apps(command) => apps(config, command).await,
+        Command::Transform(command) => transform(config, command).await,
         Command::Migrate { from, to } => migrate(&from, &to).await,
     }
 }
@@ -571,6 +589,39 @@ async fn events(config: Config, command: EventsCommand) -> anyhow::Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn transform(config: Config, command: TransformCommand) -> anyhow::Result<ExitCode> {
+    use hookgate::transform::{Limits, Transformation, Transformed, Transformer};
+    let TransformCommand::Test { file, event } = command;
+    let source = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let store = open_existing_store(&config).await?;
+    let Some(stored) = store.event(&event).await? else { bail!("no event {event:?}") };
+    // The same threads and limits a gateway runs transformations with.
+    let limits = Limits {
+        time: std::time::Duration::from_millis(config.transform_time_limit_ms),
+        memory_bytes: usize::try_from(config.transform_memory_limit_bytes).unwrap_or(usize::MAX),
+    };
+    let transformation = Transformation::stored(&source);
+    let transformer = Transformer::start(1, limits);
+    let input = serde_json::to_value(&stored)?;
+    let version = transformation.version().to_owned();
+    match transformer.run(&transformation, input).await {
+        Ok(Transformed::Changed(result)) => {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            eprintln!("transformation {version}: changed the event");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Transformed::Dropped) => {
+            println!("null");
+            eprintln!("transformation {version}: dropped the event (it returned null)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("transformation {version}: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Copies the SQLite store `from` into the PostgreSQL database `to`, with a progress bar per

@@ -135,6 +135,12 @@ pub struct Config {
     /// the time a crashed node's deliveries wait. Unset: long enough for a full claimed batch at
     /// `delivery_timeout_secs` each, plus a minute.
     pub delivery_lease_secs: Option<u64>,
+    /// Time one call of a transformation may run (hooks' and subscriptions' `transform`).
+    pub transform_time_limit_ms: u64,
+    /// Memory one transformation's runtime may hold.
+    pub transform_memory_limit_bytes: u64,
+    /// Threads that run transformations (never tokio's workers).
+    pub transform_threads: usize,
     /// Addresses that operator notices are mailed to (a list, or one string of comma-separated
     /// addresses); none: no mail.
     #[serde(default, deserialize_with = "one_or_many")]
@@ -279,6 +285,9 @@ impl Default for Config {
             delivery_concurrency: 256,
             delivery_concurrency_per_subscription: 16,
             delivery_lease_secs: None,
+            transform_time_limit_ms: 50,
+            transform_memory_limit_bytes: 16 * 1024 * 1024,
+            transform_threads: 2,
             notify_email: Vec::new(),
             smtp_relay: None,
             smtp_relay_ca: None,
@@ -359,6 +368,9 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "delivery_concurrency",
     "delivery_concurrency_per_subscription",
     "delivery_lease_secs",
+    "transform_time_limit_ms",
+    "transform_memory_limit_bytes",
+    "transform_threads",
     "notify_email",
     "smtp_relay",
     "smtp_relay_ca",
@@ -459,6 +471,16 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "delivery_timeout_secs, delivery_concurrency and delivery_concurrency_per_subscription must be at least 1".into(),
+            ));
+        }
+        if self.transform_time_limit_ms == 0 || self.transform_threads == 0 {
+            return Err(ConfigError::Invalid(
+                "transform_time_limit_ms and transform_threads must be at least 1".into(),
+            ));
+        }
+        if self.transform_memory_limit_bytes < 1024 * 1024 {
+            return Err(ConfigError::Invalid(
+                "transform_memory_limit_bytes must be at least 1048576 (1 MiB): a JavaScript runtime needs that much to start".into(),
             ));
         }
         if self.delivery_lease_secs.is_some_and(|lease| lease < 2 * self.delivery_timeout_secs) {

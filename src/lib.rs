@@ -42,6 +42,7 @@ pub mod store;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod template;
+pub mod transform;
 pub mod verify;
 
 use std::future::Future;
@@ -195,6 +196,15 @@ fn connection_limits(config: &Config) -> ConnectionLimits {
     }
 }
 
+/// The threads that run hooks' and subscriptions' transformations, with their limits.
+fn transformer(config: &Config) -> transform::Transformer {
+    let limits = transform::Limits {
+        time: std::time::Duration::from_millis(config.transform_time_limit_ms),
+        memory_bytes: usize::try_from(config.transform_memory_limit_bytes).unwrap_or(usize::MAX),
+    };
+    transform::Transformer::start(config.transform_threads, limits)
+}
+
 fn delivery_policy(config: &Config) -> TargetPolicy {
     // Validated when the configuration was loaded.
     TargetPolicy::new(config.delivery_allow_http, config.delivery_networks().unwrap_or_default())
@@ -320,7 +330,9 @@ impl Gateway {
         let deliveries = delivery_settings(&config);
         let sender = Sender::new(&deliveries).map_err(StartError::DeliveryClient)?;
         let rejections = Arc::new(ingress::rejections::RejectionLog::with_alarm(rejection_alarm(&config)));
+        let transformer = transformer(&config);
         let ingress = IngressState {
+            transformer: transformer.clone(),
             catalog: catalog.clone(),
             committer: committer.clone(),
             mail: MailAcceptor::new(committer.clone(), mail_authenticator),
@@ -344,7 +356,13 @@ impl Gateway {
         };
         let other_nodes = store.changes();
         let retention = retention(&config, &store);
-        let worker = Worker { store: store.clone(), committer: committer.clone(), sender, settings: deliveries };
+        let worker = Worker {
+            store: store.clone(),
+            committer: committer.clone(),
+            sender,
+            settings: deliveries,
+            transformer: transformer.clone(),
+        };
         let publisher = nats.map(|settings| Arc::new(Publisher { store: store.clone(), committer, settings }));
         let limits = connection_limits(&config);
         let gateway = Gateway {

@@ -264,9 +264,11 @@ pub(crate) async fn delivery_page(
     };
     let status = match query.get("status").map(String::as_str) {
         None => None,
-        Some(status @ ("pending" | "delivered" | "failed")) => Some(status.to_owned()),
+        Some(status @ ("pending" | "delivered" | "failed" | "dropped")) => Some(status.to_owned()),
         Some(other) => {
-            return Err(ApiError::BadRequest(format!("status must be pending, delivered or failed, not {other:?}")));
+            return Err(ApiError::BadRequest(format!(
+                "status must be pending, delivered, failed or dropped, not {other:?}"
+            )));
         }
     };
     let (page, per_page) = (number("page", 1, 1_000_000)?, number("per_page", 50, 500)?);

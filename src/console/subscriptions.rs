@@ -30,6 +30,7 @@ fn delivery_badge(status: &str) -> Markup {
     let tone = match status {
         "delivered" => "good",
         "failed" => "bad",
+        "dropped" => "plain",
         _ => "warn",
     };
     badge(status, tone)
@@ -248,6 +249,15 @@ pub async fn detail(
                 @if let Some(reason) = &subscription.disabled_reason { " " (reason) }
                 @if let Some(since) = subscription.failing_since { " · failing since " (when(since)) }
             }
+            dt { "Transformation" } dd {
+                @match (&subscription.transform, &subscription.transform_version) {
+                    (Some(source), Some(version)) => {
+                        "version " code.transform-version { (version) }
+                        details { summary { "Source" } pre { code { (source) } } }
+                    }
+                    _ => { "none: events are sent as stored" }
+                }
+            }
             dt { "Signing secrets" } dd { (subscription.secrets.len()) " active (values are shown only when created or rotated)" }
             dt { "Updated" } dd { (when(subscription.updated_at)) }
         }
@@ -298,7 +308,7 @@ pub async fn detail(
                     label for="delivery-status" { "Status" }
                     select #delivery-status name="status" {
                         option value="" { "All" }
-                        @for status in ["pending", "delivered", "failed"] {
+                        @for status in ["pending", "delivered", "failed", "dropped"] {
                             option value=(status) selected[status_filter == status] { (status) }
                         }
                     }
@@ -364,8 +374,10 @@ fn delivery_row(viewer: &Viewer, base: &str, delivery: &Delivery) -> Markup {
             td data-label="Latency" { @if let Some(attempt) = last { (format!("{:.0}", attempt.latency_ms)) " ms" } @else { "—" } }
             td data-label="Response" {
                 @if let Some(attempt) = last {
+                    @if delivery.status == "dropped" { span.muted { "dropped by the transformation" } }
                     @if let Some(error) = &attempt.error { span.error-text { (error) } }
                     @if let Some(excerpt) = &attempt.response_excerpt { code.excerpt { (excerpt) } }
+                    @if let Some(version) = &attempt.transform_version { br; span.muted { "transformation " code { (version) } } }
                 }
                 @if delivery.history.len() > 1 {
                     details {
@@ -377,6 +389,7 @@ fn delivery_row(viewer: &Viewer, base: &str, delivery: &Delivery) -> Markup {
                                     @match attempt.status_code { Some(code) => { (code) } None => { "no answer" } }
                                     " · " (format!("{:.0}", attempt.latency_ms)) " ms"
                                     @if let Some(error) = &attempt.error { " · " (error) }
+                                    @if let Some(version) = &attempt.transform_version { " · transformation " (version) }
                                 }
                             }
                         }

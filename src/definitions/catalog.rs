@@ -252,7 +252,7 @@ impl CatalogManager {
         let replaced = self.store.apps().await?.iter().any(|installed| installed.app == app_name);
         let candidate = SourceDocument { origin: Origin::Installed(app_name.clone()), json: json.clone() };
         let documents = self.documents(Change::Install(candidate)).await?;
-        let (validated, secrets) = self.validate(&documents)?;
+        let (validated, secrets) = self.validate(&documents).await?;
         if !validated.is_valid() {
             return Err(ReloadError::Invalid(validated.diagnostics));
         }
@@ -272,7 +272,7 @@ impl CatalogManager {
             return Ok(None);
         }
         let documents = self.documents(Change::Remove(app)).await?;
-        let (validated, secrets) = self.validate(&documents)?;
+        let (validated, secrets) = self.validate(&documents).await?;
         if !validated.is_valid() {
             return Err(ReloadError::Invalid(validated.diagnostics));
         }
@@ -308,18 +308,25 @@ impl CatalogManager {
         Ok(documents)
     }
 
-    /// The documents validated, with the secrets they were validated with.
-    fn validate(&self, documents: &[SourceDocument]) -> Result<(Validated, SecretSource), ReloadError> {
+    /// The documents validated, with the secrets they were validated with. On a blocking
+    /// thread: validation compiles hooks' transformations (JavaScript never runs on tokio's
+    /// workers).
+    async fn validate(&self, documents: &[SourceDocument]) -> Result<(Validated, SecretSource), ReloadError> {
         let options = ValidationOptions {
             event_prefix: self.settings.event_prefix.clone(),
             secrets: SecretSource::load(self.settings.secrets_file.as_deref())?,
         };
-        let validated = validate(documents, &options);
-        Ok((validated, options.secrets))
+        let documents = documents.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let validated = validate(&documents, &options);
+            (validated, options.secrets)
+        })
+        .await
+        .map_err(|error| ReloadError::from(StoreError::Unavailable(format!("validating definitions failed: {error}"))))
     }
 
     async fn put_in_service(&self, documents: &[SourceDocument]) -> Result<Reloaded, ReloadError> {
-        let (validated, secrets) = self.validate(documents)?;
+        let (validated, secrets) = self.validate(documents).await?;
         if !validated.is_valid() {
             return Err(ReloadError::Invalid(validated.diagnostics));
         }

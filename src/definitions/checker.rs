@@ -106,6 +106,7 @@ const HOOK_PROPERTIES: &[&str] = &[
     "shape",
     "email",
     "sample",
+    "transform",
 ];
 
 impl Checker<'_> {
@@ -328,6 +329,10 @@ impl Checker<'_> {
             Some(json) => self.email(json, &format!("{pointer}/email")),
             None => Some(crate::email::EmailSettings::default()),
         };
+        let transform = object.get("transform").and_then(|json| self.transform(json, &format!("{pointer}/transform")));
+        if object.contains_key("transform") && hook_type == Some(HookType::Email) {
+            self.error(&format!("{pointer}/transform"), "transform applies to form, web and source hooks, not email");
+        }
         if self.error_count() > errors_before {
             return None;
         }
@@ -345,7 +350,48 @@ impl Checker<'_> {
             shape,
             email: email?,
             sample: object.get("sample").cloned(),
+            transform,
         })
+    }
+
+    /// A hook's transformation: `{"source"}` (the definitions folder puts a named file's text
+    /// there, with `file`), compiled once here to refuse what cannot run.
+    fn transform(&mut self, json: &Value, pointer: &str) -> Option<crate::transform::Transformation> {
+        let Some(object) = json.as_object() else {
+            self.error(
+                pointer,
+                format!(
+                    "expected the name of a JavaScript file beside the definition, or {{\"source\": ...}} for an installed app; found {}",
+                    kind_of(json)
+                ),
+            );
+            return None;
+        };
+        let file = object.get("file").and_then(Value::as_str);
+        let named = file.map(|file| format!(" {file:?}")).unwrap_or_default();
+        if let Some(error) = object.get("error").and_then(Value::as_str) {
+            self.error(pointer, format!("the transformation file{named} cannot be read: {error}"));
+            return None;
+        }
+        for key in object.keys() {
+            if !["file", "source"].contains(&key.as_str()) {
+                self.error(
+                    &format!("{pointer}/{}", pointer_segment(key)),
+                    format!("unknown property {key:?}; known properties are source and file"),
+                );
+            }
+        }
+        let Some(source) = object.get("source").and_then(Value::as_str) else {
+            self.error(pointer, "missing required property \"source\" (JavaScript defining transform(event))");
+            return None;
+        };
+        match crate::transform::Transformation::compile(source) {
+            Ok(transformation) => Some(transformation),
+            Err(error) => {
+                self.error(pointer, format!("the transformation{named}: {error}"));
+                None
+            }
+        }
     }
 
     /// An email hook's settings: key, sender allowlist, what plain text counts, one event per
@@ -1053,7 +1099,7 @@ pub(super) mod tests {
         check(
             &[document("ecommstore.json", json)],
             &[
-                "ecommstore.json: /hooks/0/colour: unknown hook property \"colour\"; known properties are eventName, displayEventName, description, type, maxBodyBytes, maxFileBytes, redirectUrl, allowedOrigins, apiKeys, source, shape, email, sample",
+                "ecommstore.json: /hooks/0/colour: unknown hook property \"colour\"; known properties are eventName, displayEventName, description, type, maxBodyBytes, maxFileBytes, redirectUrl, allowedOrigins, apiKeys, source, shape, email, sample, transform",
                 "ecommstore.json: /hooks/1/type: unknown hook type \"sms\", expected form, web or email",
                 "ecommstore.json: /hooks/2: missing required property \"eventName\"",
                 "ecommstore.json: /hooks/3/eventName: invalid eventName \"bad name!\": use dot-separated segments of letters, digits, '_' and '-'",

@@ -50,6 +50,8 @@ pub struct HookDefinition {
     pub email: crate::email::EmailSettings,
     /// An example payload, served as the hook's sample until a real event arrives.
     pub sample: Option<Value>,
+    /// JavaScript `transform(event)` run on each event before it is stored (`crate::transform`).
+    pub transform: Option<crate::transform::Transformation>,
 }
 
 /// A platform source: how its requests are verified, named and de-duplicated.

@@ -1,6 +1,9 @@
 //! Reading the definitions folder: every `*.json` file, recursively, hidden entries skipped, in
 //! path order. A file that cannot be read, is larger than the limit (`max_definition_file_bytes`,
-//! 1 MiB by default: read no further than that) or is not JSON is a diagnostic, not a failure.
+//! 1 MiB by default: read no further than that) or is not JSON is a diagnostic, not a failure. A
+//! hook's `"transform": "name.js"` names a file beside its definition: it is read here and put in
+//! the document as `{"file": "name.js", "source": "..."}` (or `"error"`, why it could not be read),
+//! the form the checker takes, so an installed app may give `{"source": ...}` inline.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -33,7 +36,10 @@ pub fn read_folder(dir: &Path, max_file_bytes: u64) -> (Vec<SourceDocument>, Vec
                 ),
             )),
             Ok(Some(bytes)) => match serde_json::from_slice::<Value>(&bytes) {
-                Ok(json) => documents.push(SourceDocument { origin: Origin::File(origin), json }),
+                Ok(mut json) => {
+                    read_transform_files(&mut json, path.parent().unwrap_or(dir));
+                    documents.push(SourceDocument { origin: Origin::File(origin), json })
+                }
                 Err(error) => diagnostics.push(Diagnostic::error(
                     &origin,
                     "",
@@ -57,6 +63,39 @@ fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)?.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
     Ok((bytes.len() as u64 <= limit).then_some(bytes))
+}
+
+/// Replaces each hook's `"transform": "<file>"` by the file's text, read from `folder` (the
+/// definition's own): `{"file", "source"}`, or `{"file", "error"}` when it cannot be read. Only a
+/// plain file name or a path below `folder` is read, at most `transform::MAX_SOURCE_BYTES`.
+fn read_transform_files(json: &mut Value, folder: &Path) {
+    let Some(hooks) = json.get_mut("hooks").and_then(Value::as_array_mut) else { return };
+    for hook in hooks {
+        let Some(transform) = hook.get_mut("transform") else { continue };
+        let Some(file) = transform.as_str().map(str::to_owned) else { continue };
+        let below = Path::new(&file).components().all(|component| matches!(component, std::path::Component::Normal(_)));
+        let read = if !below || file.is_empty() {
+            Err("only a file in the definition's folder (or below it) may be named".to_owned())
+        } else {
+            read_bounded(&folder.join(&file), crate::transform::MAX_SOURCE_BYTES)
+        };
+        *transform = match read {
+            Ok(source) => serde_json::json!({"file": file, "source": source}),
+            Err(error) => serde_json::json!({"file": file, "error": error}),
+        };
+    }
+}
+
+/// A UTF-8 file of at most `limit` bytes.
+fn read_bounded(path: &Path, limit: usize) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|error| error.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut bytes).map_err(|error| error.to_string())?;
+    if bytes.len() > limit {
+        return Err(format!("the file is larger than {limit} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text".to_owned())
 }
 
 /// serde_json's message without its trailing " at line L column C".

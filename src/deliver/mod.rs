@@ -11,6 +11,11 @@
 //! jitter), and after the last retry the delivery has failed. Paused subscriptions keep their
 //! deliveries until resumed.
 //!
+//! A subscription with a `transform` has it run (`crate::transform`, on its own threads) before
+//! each attempt: what it returns is sent as the event; `null` drops the delivery (status
+//! `dropped`, nothing sent); an exception or a limit hit is a failed attempt with the message,
+//! retried on the schedule like any other. Each attempt records the version that ran.
+//!
 //! What operators should hear of becomes one of hookgate's own events (`crate::notice`, through
 //! `Committer::notify`): a subscription disabled (410, or failing for too long), a subscription
 //! recovered (the first success after failures), a delivery exhausted (failed after its last
@@ -102,6 +107,8 @@ pub struct Worker {
     pub committer: Arc<Committer>,
     pub sender: Sender,
     pub settings: DeliverySettings,
+    /// Runs subscriptions' transformations.
+    pub transformer: crate::transform::Transformer,
 }
 
 /// Runs until `shutdown` resolves.
@@ -197,7 +204,19 @@ struct Batch {
 struct Payload {
     event_id: String,
     event_name: String,
+    received_at: Timestamp,
+    /// The event as a transformation receives it.
+    event: serde_json::Value,
     body: bytes::Bytes,
+}
+
+impl Payload {
+    /// The request body for `event`: the stored event, or what a transformation made of it.
+    fn body_for(&self, event: &serde_json::Value) -> bytes::Bytes {
+        serde_json::to_vec(&json!({"type": self.event_name, "timestamp": self.received_at, "data": event}))
+            .expect("an event serializes")
+            .into()
+    }
 }
 
 impl Batch {
@@ -228,10 +247,15 @@ impl Batch {
         let payloads = events
             .into_iter()
             .map(|event| {
-                let body =
-                    serde_json::to_vec(&json!({"type": event.name, "timestamp": event.received_at, "data": event}))
-                        .expect("an event serializes");
-                let payload = Payload { event_id: event.id.clone(), event_name: event.name, body: body.into() };
+                let value = serde_json::to_value(&event).expect("an event serializes");
+                let mut payload = Payload {
+                    event_id: event.id.clone(),
+                    event_name: event.name,
+                    received_at: event.received_at,
+                    event: value,
+                    body: bytes::Bytes::new(),
+                };
+                payload.body = payload.body_for(&payload.event);
                 (event.id, Arc::new(payload))
             })
             .collect();
@@ -260,13 +284,24 @@ async fn deliver(
     payload: Option<&Payload>,
 ) -> AttemptRecord {
     let attempt = due.attempts + 1;
+    // Versioned by the source that runs, whatever the stored document says.
+    let transform_version = subscription.transform.as_deref().map(crate::transform::version_of);
     let (outcome, next) = match payload {
         None => (Outcome::error("the event no longer exists"), NextStep::Failed),
         Some(_) if subscription.status == Status::Disabled => {
             (Outcome::error("not sent: the subscription is disabled"), NextStep::Failed)
         }
-        Some(payload) => {
-            let outcome = state.sender.send(subscription, &payload.event_id, payload.body.clone()).await;
+        Some(payload) => 'sent: {
+            let body = match transformed_body(state, subscription, payload).await {
+                Ok(Some(body)) => body,
+                Ok(None) => break 'sent (Outcome::dropped(), NextStep::Dropped),
+                Err(error) => {
+                    let outcome = Outcome::error(&error.to_string());
+                    let next = next_step(&state.settings.retry_schedule_secs, attempt, &outcome, Timestamp::now());
+                    break 'sent (outcome, next);
+                }
+            };
+            let outcome = state.sender.send(subscription, &payload.event_id, body).await;
             let next = next_step(&state.settings.retry_schedule_secs, attempt, &outcome, Timestamp::now());
             if outcome.status_code == Some(410) {
                 disable(state, subscription, DisableReason::Gone).await;
@@ -292,6 +327,7 @@ async fn deliver(
         NextStep::Delivered => "delivered",
         NextStep::RetryAt(_) => "retry",
         NextStep::Failed => "failed",
+        NextStep::Dropped => "dropped",
     })
     .increment(1);
     AttemptRecord {
@@ -302,7 +338,23 @@ async fn deliver(
         latency: outcome.latency,
         response_excerpt: outcome.response_excerpt,
         error: outcome.error,
+        transform_version,
         next,
+    }
+}
+
+/// The body to send: the stored event's, or, for a subscription with a transformation, what
+/// the transformation returned (`None`: it dropped the event).
+async fn transformed_body(
+    state: &Worker,
+    subscription: &Subscription,
+    payload: &Payload,
+) -> Result<Option<bytes::Bytes>, crate::transform::TransformError> {
+    let Some(source) = &subscription.transform else { return Ok(Some(payload.body.clone())) };
+    let transformation = crate::transform::Transformation::stored(source);
+    match state.transformer.run(&transformation, payload.event.clone()).await? {
+        crate::transform::Transformed::Changed(event) => Ok(Some(payload.body_for(&event))),
+        crate::transform::Transformed::Dropped => Ok(None),
     }
 }
 
@@ -382,6 +434,11 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Nothing was sent: the subscription's transformation dropped the event.
+    fn dropped() -> Outcome {
+        Outcome { error: None, ..Outcome::error("") }
+    }
+
     fn error(message: &str) -> Outcome {
         Outcome {
             at: Timestamp::now(),

@@ -50,6 +50,8 @@ pub enum IngressError {
     MalformedBody(String),
     #[error("the payload does not fit this hook's shape: {}", .0.reasons.join("; "))]
     Misfit(crate::shape::Misfit),
+    #[error("the hook's transformation (version {version}) failed: {error}")]
+    Transformation { version: String, error: crate::transform::TransformError },
     #[error("{}", store_refusal(.0))]
     Store(#[source] StoreError),
     #[error("{}; retry after {retry_after_secs} seconds", rate_limited_reason(*.scope))]
@@ -87,6 +89,7 @@ impl IngressError {
             IngressError::MalformedBody(_) => "malformed_body",
             IngressError::Misfit(_) => "shape_mismatch",
             IngressError::Store(StoreError::Full(_)) => "storage_full",
+            IngressError::Transformation { .. } => "transformation_failed",
             IngressError::Store(_) => "store_unavailable",
             IngressError::RateLimited { .. } => "rate_limited",
         }
@@ -113,7 +116,7 @@ impl IngressError {
             IngressError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             IngressError::BodyUnreadable(_) | IngressError::MalformedBody(_) => StatusCode::BAD_REQUEST,
-            IngressError::Misfit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            IngressError::Misfit(_) | IngressError::Transformation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             IngressError::Store(_) | IngressError::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
             IngressError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
@@ -126,6 +129,10 @@ impl IntoResponse for IngressError {
         let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         if let IngressError::Misfit(misfit) = &self {
             body["error"]["reasons"] = json!(misfit.reasons);
+        }
+        if let IngressError::Transformation { version, error } = &self {
+            body["error"]["transformVersion"] = json!(version);
+            body["error"]["outcome"] = json!(error.code());
         }
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();

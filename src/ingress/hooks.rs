@@ -90,7 +90,13 @@ async fn handle(state: &IngressState, hook: &Hook, cors: &Cors, request: Request
     new_event.data_is_raw_json = media_kind.is_json() && !definition.shape.as_ref().is_some_and(Shape::projects);
     new_event.event.quarantined = quarantined;
     let received_at = new_event.event.received_at;
-    let appended = state.committer.commit(vec![new_event]).await.map_err(IngressError::Store)?;
+    let kept = super::transform::apply(state, hook, vec![new_event]).await?;
+    if let Some(dropped) = kept.note(hook) {
+        // Nothing is stored, and the reply says why.
+        let body = json!({"dropped": true, "name": definition.event_name, "reason": dropped["reason"], "transformVersion": dropped["transformVersion"]});
+        return Ok((StatusCode::OK, axum::Json(body)).into_response());
+    }
+    let appended = state.committer.commit(kept.events).await.map_err(IngressError::Store)?;
     let id = appended
         .into_iter()
         .next()

@@ -22,6 +22,7 @@ pub mod payload;
 pub mod rejections;
 pub mod smtp;
 mod sources;
+mod transform;
 
 pub use error::IngressError;
 
@@ -60,6 +61,8 @@ pub struct IngressState {
     pub settings: IngressSettings,
     /// Bytes of bodies in flight, HTTP and SMTP together.
     pub body_budget: budget::BodyBudget,
+    /// Runs hooks' transformations.
+    pub transformer: crate::transform::Transformer,
 }
 
 /// The limits and names ingress applies, from configuration.

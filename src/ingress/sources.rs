@@ -134,6 +134,20 @@ pub(super) async fn handle(state: &IngressState, hook: &Hook, request: Request) 
             Ok(event)
         })
         .collect::<Result<Vec<_>, IngressError>>()?;
+    let kept = super::transform::apply(state, hook, new_events).await?;
+    let dropped = kept.note(hook);
+    let new_events = kept.events;
+    if new_events.is_empty()
+        && let Some(dropped) = dropped
+    {
+        // Nothing to store: the reply says so rather than naming an event that does not exist.
+        let body = if split {
+            json!({"events": [], "dropped": dropped})
+        } else {
+            json!({"dropped": true, "reason": dropped["reason"], "transformVersion": dropped["transformVersion"]})
+        };
+        return Ok((StatusCode::OK, Json(body)).into_response());
+    }
     let quarantined: Vec<bool> = new_events.iter().map(|event| event.event.quarantined).collect();
     // A repeated delivery id is decided in the store's transaction: the original's id comes
     // back with `duplicate`, and the platform gets the same success reply.
@@ -153,7 +167,10 @@ pub(super) async fn handle(state: &IngressState, hook: &Hook, request: Request) 
             reply
         })
         .collect();
-    let body = if split { json!({"events": events}) } else { events.into_iter().next().unwrap_or(Value::Null) };
+    let mut body = if split { json!({"events": events}) } else { events.into_iter().next().unwrap_or(Value::Null) };
+    if let Some(dropped) = dropped {
+        body["dropped"] = dropped;
+    }
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 

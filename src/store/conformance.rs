@@ -51,6 +51,7 @@ pub(crate) async fn run_all(store: &Store) {
     installed_apps_are_replaced_and_removed(store).await;
     settings_are_written_once(store).await;
     subscriptions_are_kept_whole_replaced_and_removed(store).await;
+    a_transformation_is_kept_with_its_subscription_and_each_attempt_records_its_version(store).await;
     the_outbox_is_written_with_its_event_and_worked_off(store).await;
     raw_bodies_are_stored_once_however_many_events_share_one(store).await;
     retention_deletes_old_events_with_what_they_triggered_and_keeps_the_rest(store).await;
@@ -118,6 +119,7 @@ async fn the_outbox_is_written_with_its_event_and_worked_off(store: &Store) {
             latency: std::time::Duration::from_millis(12),
             response_excerpt: Some("oops".into()),
             error: None,
+            transform_version: None,
             next: NextStep::RetryAt(retry_at),
         }])
         .await
@@ -290,6 +292,7 @@ async fn retention_deletes_old_events_with_what_they_triggered_and_keeps_the_res
             latency: std::time::Duration::from_millis(3),
             response_excerpt: None,
             error: None,
+            transform_version: None,
             next: NextStep::Delivered,
         }])
         .await
@@ -454,6 +457,85 @@ async fn subscriptions_are_kept_whole_replaced_and_removed(store: &Store) {
     assert!(!store.delete_subscription(&first.id).await.unwrap());
     assert_eq!(store.subscription(&first.id).await.unwrap(), None);
     assert_eq!(store.subscriptions().await.unwrap(), vec![second]);
+}
+
+async fn a_transformation_is_kept_with_its_subscription_and_each_attempt_records_its_version(store: &Store) {
+    use crate::store::{AttemptRecord, DeliveryQuery, NextStep};
+    use crate::subscriptions::{TargetPolicy, from_request};
+    let policy = &TargetPolicy::new(true, ["127.0.0.1/32".parse().unwrap()]);
+    let now = Timestamp::now();
+    let source = "function transform(event) { return event.data.order > 40 ? event : null; }";
+    let body = serde_json::json!({"url": "http://127.0.0.1:9/t", "transform": source});
+    let transformed = from_request(&body, None, false, policy, now).await.unwrap();
+    let version = crate::transform::version_of(source);
+    store.put_subscription(transformed.clone()).await.unwrap();
+    let kept = store.subscription(&transformed.id).await.unwrap().unwrap();
+    assert_eq!((kept.transform.as_deref(), kept.transform_version.as_deref()), (Some(source), Some(version.as_str())));
+    let plain =
+        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/p"}), None, false, policy, now).await.unwrap();
+    store.put_subscription(plain.clone()).await.unwrap();
+
+    let mut event = sample_event("kustomer.app.transformed.order", "transformed");
+    event.deliver_to = vec![transformed.id.clone(), plain.id.clone()];
+    store.append_events(vec![event]).await.unwrap();
+    let later = Timestamp::now() + 1.second();
+    let lease = std::time::Duration::from_secs(60);
+    let claimed = store.claim_due_deliveries(later, lease, 10).await.unwrap();
+    let of = |subscription: &str| claimed.iter().find(|due| due.subscription_id == subscription).unwrap().id.clone();
+    let attempt = |delivery_id: String, attempt: u32, version: Option<&str>, error: Option<&str>, next| AttemptRecord {
+        delivery_id,
+        attempt,
+        at: later,
+        status_code: None,
+        latency: std::time::Duration::ZERO,
+        response_excerpt: None,
+        error: error.map(str::to_owned),
+        transform_version: version.map(str::to_owned),
+        next,
+    };
+    let retry_at = crate::event::to_store_precision(later + 5.seconds());
+    let threw = "the transformation threw TypeError: x";
+    store
+        .record_attempts(vec![
+            attempt(of(&transformed.id), 1, Some(&version), Some(threw), NextStep::RetryAt(retry_at)),
+            attempt(of(&plain.id), 1, None, None, NextStep::Delivered),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_attempts(vec![attempt(of(&transformed.id), 2, Some(&version), None, NextStep::Dropped)])
+        .await
+        .unwrap();
+
+    let history = |subscription: &str, status: Option<&str>| DeliveryQuery {
+        subscription_id: subscription.to_owned(),
+        from: None,
+        to: None,
+        status: status.map(str::to_owned),
+        page: 1,
+        per_page: 10,
+    };
+    let page = store.deliveries(history(&transformed.id, Some("dropped"))).await.unwrap();
+    assert_eq!(page.total, 1, "a dropped delivery is listed by its own status");
+    let delivery = &page.deliveries[0];
+    assert_eq!((delivery.status.as_str(), delivery.next_attempt_at), ("dropped", None));
+    let versions: Vec<Option<&str>> =
+        delivery.history.iter().map(|attempt| attempt.transform_version.as_deref()).collect();
+    assert_eq!(versions, [Some(version.as_str()), Some(version.as_str())], "each attempt names the version that ran");
+    assert_eq!(delivery.history[0].error.as_deref(), Some(threw));
+    let plain_page = store.deliveries(history(&plain.id, None)).await.unwrap();
+    assert_eq!(plain_page.deliveries[0].history[0].transform_version, None, "no transformation ran");
+    assert!(
+        store
+            .claim_due_deliveries(later + 1.hour(), lease, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|due| due.subscription_id != transformed.id),
+        "a dropped delivery is never due again"
+    );
+    store.delete_subscription(&transformed.id).await.unwrap();
+    store.delete_subscription(&plain.id).await.unwrap();
 }
 
 async fn appended_events_read_back_exactly(store: &Store) {

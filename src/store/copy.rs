@@ -140,6 +140,7 @@ const TABLES: &[Table] = &[
             ("latency_us", BigInt),
             ("response_excerpt", Text),
             ("error", Text),
+            ("transform_version", Text),
         ],
         identity: None,
     },
@@ -655,6 +656,7 @@ mod tests {
             latency: std::time::Duration::from_millis(7),
             response_excerpt: Some("answered".into()),
             error: None,
+            transform_version: None,
             next,
         });
         store.record_attempts(attempts.collect()).await.unwrap();

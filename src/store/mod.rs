@@ -292,6 +292,20 @@ pub enum NextStep {
     Delivered,
     RetryAt(Timestamp),
     Failed,
+    /// The subscription's transformation returned `null`: nothing is sent, ever.
+    Dropped,
+}
+
+impl NextStep {
+    /// The delivery's status after this step: `pending`, `delivered`, `failed` or `dropped`.
+    pub fn status(self) -> &'static str {
+        match self {
+            NextStep::Delivered => "delivered",
+            NextStep::RetryAt(_) => "pending",
+            NextStep::Failed => "failed",
+            NextStep::Dropped => "dropped",
+        }
+    }
 }
 
 /// One attempt, to record with the delivery's next step.
@@ -306,6 +320,8 @@ pub struct AttemptRecord {
     /// The start of the response body, bounded.
     pub response_excerpt: Option<String>,
     pub error: Option<String>,
+    /// The version of the subscription's transformation that ran for this attempt, if any.
+    pub transform_version: Option<String>,
     pub next: NextStep,
 }
 
@@ -319,6 +335,9 @@ pub struct Attempt {
     pub latency_ms: f64,
     pub response_excerpt: Option<String>,
     pub error: Option<String>,
+    /// The version of the subscription's transformation that ran, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transform_version: Option<String>,
 }
 
 /// A delivery with its attempts.
@@ -328,7 +347,7 @@ pub struct Delivery {
     pub id: String,
     pub subscription_id: String,
     pub event_id: String,
-    /// `pending`, `delivered` or `failed`.
+    /// `pending`, `delivered`, `failed` or `dropped` (by the subscription's transformation).
     pub status: String,
     pub attempts: u32,
     pub next_attempt_at: Option<Timestamp>,

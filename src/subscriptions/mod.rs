@@ -1,7 +1,8 @@
 //! Subscriptions: who wants which events, delivered where. The shape users of the seed platforms
 //! know: `url`, `name`, `events` (exact names, `*`, prefixes like `stripe.*`; `subscribed_events`
 //! accepted as an alias), `status` (`active`, `paused`, `disabled`), an optional `resource_id`,
-//! an optional JSONPath `filter`, custom `headers`, and a signing secret (`whsec_…`, Standard
+//! an optional JSONPath `filter` (over the event, its source headers included), custom `headers`,
+//! an optional JavaScript `transform` (see `crate::transform`), and a signing secret (`whsec_…`, Standard
 //! Webhooks) shown only when it is created or rotated.
 //!
 //! This file is the model ([`Subscription`], its secrets and status, the `sub_` id prefix);
@@ -13,6 +14,7 @@
 //! does I/O, a DNS resolution; the store keeps subscriptions, `api::subscriptions` serves them.
 
 mod aliases;
+pub mod filter;
 mod patterns;
 mod request;
 mod routes;
@@ -45,10 +47,18 @@ pub struct Subscription {
     pub status: Status,
     /// Only events about this resource (seed 004); every event when absent.
     pub resource_id: Option<String>,
-    /// A JSONPath that must find something in the event for it to be delivered.
+    /// A JSONPath that must find something in the event (its source headers included, by
+    /// case-insensitive name: `filter`) for it to be delivered.
     pub filter: Option<String>,
     /// Sent with every delivery.
     pub headers: BTreeMap<String, String>,
+    /// JavaScript defining `transform(event)`, run before each delivery (`crate::transform`): what
+    /// it returns is sent as the event, `null` drops the delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
+    /// The version of `transform` (`crate::transform::version_of`), recorded with each attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform_version: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     /// Why the subscription was disabled, when hookgate disabled it.
@@ -169,6 +179,8 @@ mod tests {
             resource_id: None,
             filter: None,
             headers: BTreeMap::new(),
+            transform: None,
+            transform_version: None,
             created_at: now(),
             updated_at: now(),
             disabled_reason: None,

@@ -20,7 +20,8 @@ fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     FieldError { field: field.to_owned(), message: message.into() }
 }
 
-const FIELDS: &[&str] = &["url", "name", "events", "subscribed_events", "status", "resource_id", "filter", "headers"];
+const FIELDS: &[&str] =
+    &["url", "name", "events", "subscribed_events", "status", "resource_id", "filter", "headers", "transform"];
 
 /// Headers a subscription may not set: hookgate's own, and those HTTP manages.
 const RESERVED_HEADERS: &[&str] = &[
@@ -129,7 +130,7 @@ pub async fn from_request(
     let filter =
         optional_string(object, "filter", existing.filter(|_| merge).and_then(|s| s.filter.clone()), &mut errors);
     if let Some(filter) = &filter
-        && let Err(error) = crate::jsonpath::JsonPath::parse(filter)
+        && let Err(error) = super::filter::compile(filter)
     {
         errors.push(field_error("filter", format!("invalid JSONPath: {error}")));
     }
@@ -160,6 +161,25 @@ pub async fn from_request(
             BTreeMap::new()
         }
     };
+    let transform =
+        optional_string(object, "transform", existing.filter(|_| merge).and_then(|s| s.transform.clone()), &mut errors);
+    let transform_version = match transform.clone() {
+        None => None,
+        // Compiled once here to refuse what cannot run; never on a tokio worker.
+        Some(source) => {
+            match tokio::task::spawn_blocking(move || crate::transform::Transformation::compile(&source)).await {
+                Ok(Ok(transformation)) => Some(transformation.version().to_owned()),
+                Ok(Err(error)) => {
+                    errors.push(field_error("transform", error.to_string()));
+                    None
+                }
+                Err(_) => {
+                    errors.push(field_error("transform", "the transformation could not be checked"));
+                    None
+                }
+            }
+        }
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -186,6 +206,8 @@ pub async fn from_request(
         resource_id,
         filter,
         headers,
+        transform,
+        transform_version,
         created_at,
         updated_at: now,
         disabled_reason,
@@ -258,6 +280,22 @@ mod tests {
                 "headers.X-Team"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_transform_is_compiled_when_saved_and_versioned_by_its_source() {
+        let source = "function transform(event) { return event; }";
+        let body = json!({"url": "http://127.0.0.1:9/hook", "transform": source});
+        let created = from_request(&body, None, false, &open(), now()).await.unwrap();
+        assert_eq!(created.transform.as_deref(), Some(source));
+        assert_eq!(created.transform_version, Some(crate::transform::version_of(source)));
+        assert_eq!(created.view()["transformVersion"], json!(crate::transform::version_of(source)));
+        let removed = from_request(&json!({"transform": null}), Some(&created), true, &open(), now()).await.unwrap();
+        assert_eq!((removed.transform, removed.transform_version), (None, None));
+        let broken = json!({"url": "http://127.0.0.1:9/hook", "transform": "function transform(event) {"});
+        let errors = from_request(&broken, None, false, &open(), now()).await.unwrap_err();
+        assert_eq!(errors[0].field, "transform");
+        assert!(errors[0].message.contains("SyntaxError"), "{}", errors[0].message);
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ impl Routes {
                 id: subscription.id.clone(),
                 events: subscription.events.clone(),
                 resource_id: subscription.resource_id.clone(),
-                filter: subscription.filter.as_deref().and_then(|filter| crate::jsonpath::JsonPath::parse(filter).ok()),
+                filter: subscription.filter.as_deref().and_then(|filter| super::filter::compile(filter).ok()),
             })
             .collect();
         Routes { entries }

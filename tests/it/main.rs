@@ -17,6 +17,7 @@ mod event_stream;
 mod fairness;
 mod first_start;
 mod form_hooks;
+mod header_filters;
 mod independent_signers;
 mod interop;
 mod management_keys;
@@ -37,6 +38,7 @@ mod sources;
 mod standard_webhooks;
 mod subscriptions;
 mod support;
+mod transformations;
 mod web_hooks;
 
 /// The store every gateway of this binary uses.

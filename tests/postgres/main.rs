@@ -23,6 +23,8 @@ mod event_listing;
 mod event_stream;
 #[path = "../it/form_hooks.rs"]
 mod form_hooks;
+#[path = "../it/header_filters.rs"]
+mod header_filters;
 #[path = "../it/management_keys.rs"]
 mod management_keys;
 mod migrate;
@@ -40,6 +42,8 @@ mod standard_webhooks;
 mod subscriptions;
 #[path = "../it/support.rs"]
 mod support;
+#[path = "../it/transformations.rs"]
+mod transformations;
 #[path = "../it/web_hooks.rs"]
 mod web_hooks;
 

@@ -76,6 +76,7 @@ impl PostgresStore {
         let latencies_us: Vec<i64> = records.iter().map(|record| micros(record.latency)).collect();
         let excerpts: Vec<Option<&str>> = records.iter().map(|record| record.response_excerpt.as_deref()).collect();
         let errors: Vec<Option<&str>> = records.iter().map(|record| record.error.as_deref()).collect();
+        let versions: Vec<Option<&str>> = records.iter().map(|record| record.transform_version.as_deref()).collect();
 
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(pg_error)?;
@@ -83,9 +84,9 @@ impl PostgresStore {
             .prepare_cached(
                 // Only for a delivery that still exists (retention, an erasure or a deleted
                 // subscription may have taken it while the attempt was in flight).
-                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
-                 SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int4[], $5::int8[], $6::text[], $7::text[])
-                     AS r (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
+                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version)
+                 SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int4[], $5::int8[], $6::text[], $7::text[], $8::text[])
+                     AS r (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version)
                  WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.delivery_id)
                  ON CONFLICT (delivery_id, attempt) DO NOTHING
                  RETURNING delivery_id, attempt",
@@ -93,7 +94,7 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?;
         let written: HashSet<(String, i32)> = transaction
-            .query(&insert, &[&ids, &attempts, &at_us, &status_codes, &latencies_us, &excerpts, &errors])
+            .query(&insert, &[&ids, &attempts, &at_us, &status_codes, &latencies_us, &excerpts, &errors, &versions])
             .await
             .map_err(pg_error)?
             .iter()
@@ -119,9 +120,8 @@ impl PostgresStore {
         let (statuses, nexts): (Vec<&str>, Vec<Option<i64>>) = steps
             .iter()
             .map(|record| match record.next {
-                NextStep::Delivered => ("delivered", None),
-                NextStep::RetryAt(at) => ("pending", Some(at.as_microsecond())),
-                NextStep::Failed => ("failed", None),
+                NextStep::RetryAt(at) => (record.next.status(), Some(at.as_microsecond())),
+                NextStep::Delivered | NextStep::Failed | NextStep::Dropped => (record.next.status(), None),
             })
             .unzip();
         if !steps.is_empty() {
@@ -169,7 +169,7 @@ impl PostgresStore {
         let mut histories: HashMap<String, Vec<Attempt>> = HashMap::new();
         for row in client
             .query(
-                "SELECT delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error
+                "SELECT delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version
                  FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, attempt",
                 &[&ids],
             )
@@ -183,6 +183,7 @@ impl PostgresStore {
                 latency_ms: row.get::<_, i64>(4) as f64 / 1000.0,
                 response_excerpt: row.get(5),
                 error: row.get(6),
+                transform_version: row.get(7),
             });
         }
         let deliveries = rows

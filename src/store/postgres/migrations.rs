@@ -20,7 +20,8 @@ use super::pg_error;
 use crate::store::StoreError;
 
 /// Migrations, applied in order.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE bodies (
     sha256 bytea PRIMARY KEY,
     bytes bytea NOT NULL
@@ -137,7 +138,12 @@ CREATE TABLE config_version (
     version bigint NOT NULL
 );
 INSERT INTO config_version (version) VALUES (0);
-"#];
+"#,
+    r#"
+-- Which version of the subscription's transformation ran for an attempt (NULL: none ran).
+ALTER TABLE delivery_attempts ADD COLUMN transform_version text;
+"#,
+];
 
 /// Applies the migrations not yet applied, one transaction each, under an advisory lock.
 pub(super) async fn migrate(client: &mut Object) -> Result<(), StoreError> {

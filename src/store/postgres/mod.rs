@@ -486,6 +486,7 @@ mod tests {
             latency: Duration::from_millis(3),
             response_excerpt: None,
             error: None,
+            transform_version: None,
             next,
         };
         a.record_attempts(vec![record(200, crate::store::NextStep::Delivered)]).await.unwrap();
@@ -519,6 +520,7 @@ mod tests {
                 latency: Duration::from_millis(3),
                 response_excerpt: None,
                 error: None,
+                transform_version: None,
                 next,
             }
         };

@@ -54,8 +54,8 @@ impl SqliteStore {
             // Only for a delivery that still exists: one deleted while its attempt was in flight
             // (retention, an erasure, its subscription deleted) leaves no attempt behind.
             let mut insert = connection.prepare_cached(
-                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
+                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
             )?;
             let mut update = connection.prepare_cached(
                 "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at_us = ?4, updated_at_us = ?5 WHERE id = ?1",
@@ -70,11 +70,12 @@ impl SqliteStore {
                     i64::try_from(record.latency.as_micros()).unwrap_or(i64::MAX),
                     record.response_excerpt,
                     record.error,
+                    record.transform_version,
                 ])?;
-                let (status, next) = match record.next {
-                    NextStep::Delivered => ("delivered", None),
-                    NextStep::RetryAt(at) => ("pending", Some(at.as_microsecond())),
-                    NextStep::Failed => ("failed", None),
+                let status = record.next.status();
+                let next = match record.next {
+                    NextStep::RetryAt(at) => Some(at.as_microsecond()),
+                    NextStep::Delivered | NextStep::Failed | NextStep::Dropped => None,
                 };
                 update.execute(params![record.delivery_id, status, record.attempt, next, at_us])?;
             }
@@ -126,7 +127,7 @@ impl SqliteStore {
             for row in rows {
                 let (id, event_id, status, attempts, next_us, created_us, updated_us) = row?;
                 let mut attempts_statement = connection.prepare_cached(
-                    "SELECT attempt, at_us, status_code, latency_us, response_excerpt, error FROM delivery_attempts
+                    "SELECT attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version FROM delivery_attempts
                      WHERE delivery_id = ?1 ORDER BY attempt",
                 )?;
                 let history = attempts_statement
@@ -138,10 +139,11 @@ impl SqliteStore {
                             row.get::<_, i64>(3)?,
                             row.get::<_, Option<String>>(4)?,
                             row.get::<_, Option<String>>(5)?,
+                            row.get::<_, Option<String>>(6)?,
                         ))
                     })?
                     .map(|row| {
-                        let (attempt, at_us, status_code, latency_us, response_excerpt, error) = row?;
+                        let (attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version) = row?;
                         Ok(Attempt {
                             attempt,
                             at: timestamp(at_us)?,
@@ -149,6 +151,7 @@ impl SqliteStore {
                             latency_ms: latency_us as f64 / 1000.0,
                             response_excerpt,
                             error,
+                            transform_version,
                         })
                     })
                     .collect::<Result<Vec<_>, StoreError>>()?;

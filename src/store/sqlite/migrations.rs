@@ -148,6 +148,10 @@ UPDATE subscriptions SET status = COALESCE(json_extract(body, '$.status'), 'acti
 CREATE INDEX deliveries_by_event ON deliveries (event_id);
 CREATE INDEX deliveries_finished ON deliveries (updated_at_us) WHERE status <> 'pending';
 "#),
+    Sql(r#"
+-- Which version of the subscription's transformation ran for an attempt (NULL: none ran).
+ALTER TABLE delivery_attempts ADD COLUMN transform_version TEXT;
+"#),
 ];
 
 /// Moves every raw body into `bodies`, once per SHA-256 (computed here, in Rust), and rebuilds
