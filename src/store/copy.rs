@@ -140,6 +140,35 @@ const TABLES: &[Table] = &[
             ("latency_us", BigInt),
             ("response_excerpt", Text),
             ("error", Text),
+            ("due_at_us", BigInt),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "subscription_rate_limits",
+        columns: &[
+            ("subscription_id", Text),
+            ("per_second_milli", BigInt),
+            ("burst", Int),
+            ("tokens_milli", BigInt),
+            ("refilled_at_us", BigInt),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "retry_jobs",
+        columns: &[
+            ("id", Text),
+            ("selection", Text),
+            ("state", Text),
+            ("total", BigInt),
+            ("queued", BigInt),
+            ("skipped", BigInt),
+            ("cursor_id", Text),
+            ("until_id", Text),
+            ("created_at_us", BigInt),
+            ("updated_at_us", BigInt),
+            ("finished_at_us", BigInt),
         ],
         identity: None,
     },
@@ -656,6 +685,7 @@ mod tests {
             response_excerpt: Some("answered".into()),
             error: None,
             next,
+            due_at: Some(due.due_at),
         });
         store.record_attempts(attempts.collect()).await.unwrap();
 

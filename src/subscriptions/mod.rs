@@ -1,8 +1,9 @@
 //! Subscriptions: who wants which events, delivered where. The shape users of the seed platforms
 //! know: `url`, `name`, `events` (exact names, `*`, prefixes like `stripe.*`; `subscribed_events`
 //! accepted as an alias), `status` (`active`, `paused`, `disabled`), an optional `resource_id`,
-//! an optional JSONPath `filter`, custom `headers`, and a signing secret (`whsec_…`, Standard
-//! Webhooks) shown only when it is created or rotated.
+//! an optional JSONPath `filter`, custom `headers`, an optional `rate_limit` (deliveries a
+//! second, with a burst: `rate_limit`), and a signing secret (`whsec_…`, Standard Webhooks) shown
+//! only when it is created or rotated.
 //!
 //! This file is the model ([`Subscription`], its secrets and status, the `sub_` id prefix);
 //! beside it: `patterns` (event name patterns and how a scope covers one), `routes` (the routing
@@ -14,12 +15,14 @@
 
 mod aliases;
 mod patterns;
+mod rate_limit;
 mod request;
 mod routes;
 mod target;
 
 pub use aliases::{Canonical, canonical};
 pub use patterns::{is_pattern, pattern_covers, pattern_matches};
+pub use rate_limit::RateLimit;
 pub use request::{FieldError, from_request};
 pub use routes::{Routes, is_about};
 pub use target::{TargetPolicy, check_target, check_url, is_public};
@@ -49,6 +52,9 @@ pub struct Subscription {
     pub filter: Option<String>,
     /// Sent with every delivery.
     pub headers: BTreeMap<String, String>,
+    /// At most this many deliveries a second, across every worker and node; `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     /// Why the subscription was disabled, when hookgate disabled it.
@@ -169,6 +175,7 @@ mod tests {
             resource_id: None,
             filter: None,
             headers: BTreeMap::new(),
+            rate_limit: None,
             created_at: now(),
             updated_at: now(),
             disabled_reason: None,

@@ -20,7 +20,8 @@ fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     FieldError { field: field.to_owned(), message: message.into() }
 }
 
-const FIELDS: &[&str] = &["url", "name", "events", "subscribed_events", "status", "resource_id", "filter", "headers"];
+const FIELDS: &[&str] =
+    &["url", "name", "events", "subscribed_events", "status", "resource_id", "filter", "headers", "rate_limit"];
 
 /// Headers a subscription may not set: hookgate's own, and those HTTP manages.
 const RESERVED_HEADERS: &[&str] = &[
@@ -160,6 +161,13 @@ pub async fn from_request(
             BTreeMap::new()
         }
     };
+    let rate_limit = match object.get("rate_limit") {
+        None => existing.filter(|_| merge).and_then(|s| s.rate_limit),
+        Some(value) => super::rate_limit::parse(value).unwrap_or_else(|error| {
+            errors.push(error);
+            None
+        }),
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -186,6 +194,7 @@ pub async fn from_request(
         resource_id,
         filter,
         headers,
+        rate_limit,
         created_at,
         updated_at: now,
         disabled_reason,

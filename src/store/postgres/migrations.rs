@@ -20,7 +20,8 @@ use super::pg_error;
 use crate::store::StoreError;
 
 /// Migrations, applied in order.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE bodies (
     sha256 bytea PRIMARY KEY,
     bytes bytea NOT NULL
@@ -137,7 +138,36 @@ CREATE TABLE config_version (
     version bigint NOT NULL
 );
 INSERT INTO config_version (version) VALUES (0);
-"#];
+"#,
+    r#"
+-- Delivery control: rate limits, when each attempt was due, dead letters and bulk retries.
+-- A rate-limited subscription's token bucket, taken from by the claims (milli-tokens, as on
+-- SQLite); a claim locks the row (SKIP LOCKED: another node's claim leaves it alone meanwhile).
+CREATE TABLE subscription_rate_limits (
+    subscription_id text COLLATE "C" PRIMARY KEY,
+    per_second_milli bigint NOT NULL,
+    burst integer NOT NULL,
+    tokens_milli bigint NOT NULL,
+    refilled_at_us bigint NOT NULL
+);
+ALTER TABLE delivery_attempts ADD COLUMN due_at_us bigint;
+CREATE INDEX deliveries_by_status ON deliveries (status, id);
+CREATE TABLE retry_jobs (
+    id text COLLATE "C" PRIMARY KEY,
+    selection text NOT NULL,
+    state text NOT NULL,
+    total bigint NOT NULL,
+    queued bigint NOT NULL DEFAULT 0,
+    skipped bigint NOT NULL DEFAULT 0,
+    cursor_id text COLLATE "C" NOT NULL DEFAULT '',
+    until_id text COLLATE "C" NOT NULL,
+    created_at_us bigint NOT NULL,
+    updated_at_us bigint NOT NULL,
+    finished_at_us bigint
+);
+CREATE INDEX retry_jobs_running ON retry_jobs (created_at_us) WHERE state = 'running';
+"#,
+];
 
 /// Applies the migrations not yet applied, one transaction each, under an advisory lock.
 pub(super) async fn migrate(client: &mut Object) -> Result<(), StoreError> {

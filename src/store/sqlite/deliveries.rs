@@ -22,23 +22,48 @@ impl SqliteStore {
             // catches one whose retry was scheduled by an attempt in flight when it was paused. A
             // disabled one's were failed when it was disabled; one written just after (routed
             // by a table not yet rebuilt) is claimed, and the worker fails it.
-            let mut select = connection.prepare_cached(
-                "SELECT d.id, d.subscription_id, d.event_id, d.attempts FROM deliveries d
+            // Rate-limited subscriptions first, each up to the whole tokens its bucket holds (they
+            // are few, and capped): a backlog of unlimited ones never starves them.
+            let mut due = Vec::new();
+            let mut limited = connection.prepare_cached(
+                "SELECT d.id, d.subscription_id, d.event_id, d.attempts, d.next_attempt_at_us FROM deliveries d
                  JOIN subscriptions s ON s.id = d.subscription_id
-                 WHERE d.status = 'pending' AND d.next_attempt_at_us <= ?1
+                 WHERE d.subscription_id = ?3 AND d.status = 'pending' AND d.next_attempt_at_us <= ?1
                    AND s.status <> 'paused'
                  ORDER BY d.next_attempt_at_us LIMIT ?2",
             )?;
-            let due: Vec<DueDelivery> = select
-                .query_map(params![now_us, limit as i64], |row| {
-                    Ok(DueDelivery {
-                        id: row.get(0)?,
-                        subscription_id: row.get(1)?,
-                        event_id: row.get(2)?,
-                        attempts: row.get(3)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
+            for (subscription_id, bucket) in super::rate_limits::buckets(connection)? {
+                let tokens = bucket.whole_tokens_at(now_us).min((limit - due.len()) as i64);
+                if tokens <= 0 {
+                    continue;
+                }
+                let taken: Vec<DueDelivery> = limited
+                    .query_map(params![now_us, tokens, subscription_id], due_delivery)?
+                    .collect::<Result<_, _>>()?;
+                if !taken.is_empty() {
+                    super::rate_limits::store(
+                        connection,
+                        &subscription_id,
+                        &bucket.after_taking(taken.len() as i64, now_us),
+                    )?;
+                    due.extend(taken);
+                }
+            }
+            let mut unlimited = connection.prepare_cached(
+                "SELECT d.id, d.subscription_id, d.event_id, d.attempts, d.next_attempt_at_us FROM deliveries d
+                 JOIN subscriptions s ON s.id = d.subscription_id
+                 WHERE d.status = 'pending' AND d.next_attempt_at_us <= ?1
+                   AND s.status <> 'paused'
+                   AND NOT EXISTS (SELECT 1 FROM subscription_rate_limits r WHERE r.subscription_id = d.subscription_id)
+                 ORDER BY d.next_attempt_at_us LIMIT ?2",
+            )?;
+            let room = (limit - due.len()) as i64;
+            if room > 0 {
+                let rows = unlimited.query_map(params![now_us, room], due_delivery)?;
+                for row in rows {
+                    due.push(row?);
+                }
+            }
             let lease_until = now_us + i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2);
             let mut claim = connection.prepare_cached("UPDATE deliveries SET next_attempt_at_us = ?2 WHERE id = ?1")?;
             for delivery in &due {
@@ -54,8 +79,8 @@ impl SqliteStore {
             // Only for a delivery that still exists: one deleted while its attempt was in flight
             // (retention, an erasure, its subscription deleted) leaves no attempt behind.
             let mut insert = connection.prepare_cached(
-                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
+                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, due_at_us)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
             )?;
             let mut update = connection.prepare_cached(
                 "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at_us = ?4, updated_at_us = ?5 WHERE id = ?1",
@@ -70,6 +95,7 @@ impl SqliteStore {
                     i64::try_from(record.latency.as_micros()).unwrap_or(i64::MAX),
                     record.response_excerpt,
                     record.error,
+                    record.due_at.map(|at| at.as_microsecond()),
                 ])?;
                 let (status, next) = match record.next {
                     NextStep::Delivered => ("delivered", None),
@@ -126,7 +152,7 @@ impl SqliteStore {
             for row in rows {
                 let (id, event_id, status, attempts, next_us, created_us, updated_us) = row?;
                 let mut attempts_statement = connection.prepare_cached(
-                    "SELECT attempt, at_us, status_code, latency_us, response_excerpt, error FROM delivery_attempts
+                    "SELECT attempt, at_us, status_code, latency_us, response_excerpt, error, due_at_us FROM delivery_attempts
                      WHERE delivery_id = ?1 ORDER BY attempt",
                 )?;
                 let history = attempts_statement
@@ -138,10 +164,11 @@ impl SqliteStore {
                             row.get::<_, i64>(3)?,
                             row.get::<_, Option<String>>(4)?,
                             row.get::<_, Option<String>>(5)?,
+                            row.get::<_, Option<i64>>(6)?,
                         ))
                     })?
                     .map(|row| {
-                        let (attempt, at_us, status_code, latency_us, response_excerpt, error) = row?;
+                        let (attempt, at_us, status_code, latency_us, response_excerpt, error, due_at_us) = row?;
                         Ok(Attempt {
                             attempt,
                             at: timestamp(at_us)?,
@@ -149,6 +176,7 @@ impl SqliteStore {
                             latency_ms: latency_us as f64 / 1000.0,
                             response_excerpt,
                             error,
+                            due_at: due_at_us.map(timestamp).transpose()?,
                         })
                     })
                     .collect::<Result<Vec<_>, StoreError>>()?;
@@ -254,6 +282,18 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// A claimed delivery from a row of `id, subscription_id, event_id, attempts, next_attempt_at_us`.
+fn due_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<DueDelivery> {
+    let due_at_us: i64 = row.get(4)?;
+    Ok(DueDelivery {
+        id: row.get(0)?,
+        subscription_id: row.get(1)?,
+        event_id: row.get(2)?,
+        attempts: row.get(3)?,
+        due_at: Timestamp::from_microsecond(due_at_us).unwrap_or(Timestamp::UNIX_EPOCH),
+    })
 }
 
 /// A pending delivery, due at `at_us`, or parked (no due time) while its subscription is
