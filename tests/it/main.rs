@@ -7,6 +7,7 @@ mod cli;
 mod console;
 mod definition_schema;
 mod deliveries;
+mod delivery_control;
 mod dns;
 mod documented_defaults;
 mod durability;
