@@ -55,6 +55,7 @@ pub(crate) async fn run_all(store: &Store) {
     erasure_deletes_every_event_about_a_resource_and_nothing_else(store).await;
     a_rate_limited_subscription_is_claimed_at_most_its_tokens_while_others_flow(store).await;
     dead_letters_are_listed_across_subscriptions_and_retried_in_bulk_a_batch_at_a_time(store).await;
+    ordered_deliveries_of_a_key_are_claimed_one_at_a_time_in_order_and_others_flow(store).await;
     store.ping().await.expect("ping");
 }
 
@@ -881,4 +882,84 @@ async fn dead_letters_are_listed_across_subscriptions_and_retried_in_bulk_a_batc
     assert!(store.retry_job("job_missing").await.unwrap().is_none());
     store.delete_subscription(&first.id).await.unwrap();
     store.delete_subscription(&second.id).await.unwrap();
+}
+
+async fn ordered_deliveries_of_a_key_are_claimed_one_at_a_time_in_order_and_others_flow(store: &Store) {
+    use crate::store::{AttemptRecord, DeliveryQuery, NextStep};
+    let subscription = stored_subscription(store).await;
+    // Keys as the committer computes them: a, b, a, (none), a, b.
+    let keys = [Some("a"), Some("b"), Some("a"), None, Some("a"), Some("b")];
+    let events: Vec<NewEvent> = keys
+        .iter()
+        .map(|key| {
+            let mut event = sample_event("conformance.ordered", "conformance");
+            event.deliver_to = vec![subscription.id.clone()];
+            event.ordering_keys = key.map(|key| (subscription.id.clone(), key.to_owned())).into_iter().collect();
+            event
+        })
+        .collect();
+    let event_ids: Vec<String> = events.iter().map(|event| event.event.id.clone()).collect();
+    store.append_events(events).await.unwrap();
+    let lease = std::time::Duration::from_secs(600);
+    let claim = || async {
+        let claimed = store.claim_due_deliveries(Timestamp::now() + 10.milliseconds(), lease, 100).await.unwrap();
+        let mut ours: Vec<_> = claimed.into_iter().filter(|due| due.subscription_id == subscription.id).collect();
+        ours.sort_by(|x, y| x.event_id.cmp(&y.event_id));
+        ours
+    };
+    let event_of = |claimed: &[crate::store::DueDelivery]| -> Vec<usize> {
+        claimed.iter().map(|due| event_ids.iter().position(|id| *id == due.event_id).unwrap()).collect()
+    };
+    let first = claim().await;
+    assert_eq!(event_of(&first), [0, 1, 3], "the first of each key, and the one with no key");
+    assert!(claim().await.is_empty(), "each key's next waits while its first is in flight");
+
+    let record = |due: &crate::store::DueDelivery, attempt: u32, next: NextStep| AttemptRecord {
+        delivery_id: due.id.clone(),
+        attempt,
+        at: Timestamp::now(),
+        status_code: Some(if next == NextStep::Delivered { 200 } else { 500 }),
+        latency: std::time::Duration::from_millis(2),
+        response_excerpt: None,
+        error: None,
+        next,
+        due_at: Some(due.due_at),
+    };
+    let retry_at = Timestamp::now() + 10.milliseconds();
+    store
+        .record_attempts(vec![
+            record(&first[0], 1, NextStep::RetryAt(retry_at)),
+            record(&first[1], 1, NextStep::Delivered),
+        ])
+        .await
+        .unwrap();
+    let history = store
+        .deliveries(DeliveryQuery {
+            subscription_id: subscription.id.clone(),
+            from: None,
+            to: None,
+            status: Some("pending".into()),
+            page: 1,
+            per_page: 100,
+        })
+        .await
+        .unwrap();
+    let waiting: Vec<(Option<&str>, Option<&str>)> = history
+        .deliveries
+        .iter()
+        .rev()
+        .map(|delivery| (delivery.ordering_key.as_deref(), delivery.waiting_behind.as_deref()))
+        .collect();
+    let a1 = first[0].id.as_str();
+    assert_eq!(
+        waiting,
+        [(Some("a"), None), (Some("a"), Some(a1)), (None, None), (Some("a"), Some(a1)), (Some("b"), None)],
+        "the history says which wait behind which"
+    );
+
+    let second = claim().await;
+    assert_eq!(event_of(&second), [0, 5], "a's first again (its retry is due: b flowed meanwhile), and b's next");
+    store.record_attempts(vec![record(&second[0], 2, NextStep::Failed)]).await.unwrap();
+    assert_eq!(event_of(&claim().await), [2], "a's first gave up: a's next goes");
+    store.delete_subscription(&subscription.id).await.unwrap();
 }

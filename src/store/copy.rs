@@ -127,6 +127,7 @@ const TABLES: &[Table] = &[
             ("next_attempt_at_us", BigInt),
             ("created_at_us", BigInt),
             ("updated_at_us", BigInt),
+            ("ordering_key", Text),
         ],
         identity: None,
     },

@@ -289,6 +289,12 @@ pub struct Delivery {
     pub next_attempt_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The key its subscription orders deliveries by, when it does and the event has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+    /// A pending ordered delivery waits for this earlier pending delivery of its key (the oldest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_behind: Option<String>,
     #[serde(rename = "attemptHistory")]
     pub history: Vec<Attempt>,
 }

@@ -2,7 +2,7 @@
 //! know: `url`, `name`, `events` (exact names, `*`, prefixes like `stripe.*`; `subscribed_events`
 //! accepted as an alias), `status` (`active`, `paused`, `disabled`), an optional `resource_id`,
 //! an optional JSONPath `filter`, custom `headers`, an optional `rate_limit` (deliveries a
-//! second, with a burst: `rate_limit`), and a signing secret (`whsec_…`, Standard Webhooks) shown
+//! second, with a burst: `rate_limit`), an optional `ordering` per key (`ordering`), and a signing secret (`whsec_…`, Standard Webhooks) shown
 //! only when it is created or rotated.
 //!
 //! This file is the model ([`Subscription`], its secrets and status, the `sub_` id prefix);
@@ -14,6 +14,7 @@
 //! does I/O, a DNS resolution; the store keeps subscriptions, `api::subscriptions` serves them.
 
 mod aliases;
+mod ordering;
 mod patterns;
 mod rate_limit;
 mod request;
@@ -21,6 +22,7 @@ mod routes;
 mod target;
 
 pub use aliases::{Canonical, canonical};
+pub use ordering::{Ordering, OrderingKey};
 pub use patterns::{is_pattern, pattern_covers, pattern_matches};
 pub use rate_limit::RateLimit;
 pub use request::{FieldError, from_request};
@@ -55,6 +57,9 @@ pub struct Subscription {
     /// At most this many deliveries a second, across every worker and node; `None`: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Deliveries with the same key go one at a time, in event order (`ordering`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<Ordering>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     /// Why the subscription was disabled, when hookgate disabled it.
@@ -176,6 +181,7 @@ mod tests {
             filter: None,
             headers: BTreeMap::new(),
             rate_limit: None,
+            ordering: None,
             created_at: now(),
             updated_at: now(),
             disabled_reason: None,

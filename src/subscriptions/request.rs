@@ -20,8 +20,18 @@ fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     FieldError { field: field.to_owned(), message: message.into() }
 }
 
-const FIELDS: &[&str] =
-    &["url", "name", "events", "subscribed_events", "status", "resource_id", "filter", "headers", "rate_limit"];
+const FIELDS: &[&str] = &[
+    "url",
+    "name",
+    "events",
+    "subscribed_events",
+    "status",
+    "resource_id",
+    "filter",
+    "headers",
+    "rate_limit",
+    "ordering",
+];
 
 /// Headers a subscription may not set: hookgate's own, and those HTTP manages.
 const RESERVED_HEADERS: &[&str] = &[
@@ -168,6 +178,13 @@ pub async fn from_request(
             None
         }),
     };
+    let ordering = match object.get("ordering") {
+        None => existing.filter(|_| merge).and_then(|s| s.ordering.clone()),
+        Some(value) => super::ordering::parse(value).unwrap_or_else(|error| {
+            errors.push(error);
+            None
+        }),
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -195,6 +212,7 @@ pub async fn from_request(
         filter,
         headers,
         rate_limit,
+        ordering,
         created_at,
         updated_at: now,
         disabled_reason,

@@ -310,3 +310,55 @@ async fn a_429_with_retry_after_is_waited_for_and_not_counted_as_failing() {
         "the retry waited for Retry-After (3 s), not the schedule's 1 s: {waited:?}"
     );
 }
+
+#[tokio::test]
+async fn ordered_deliveries_arrive_in_order_per_key_while_a_failing_key_holds_back_only_itself() {
+    let gateway = Gateway::start_with(options("[2, 2]")).await;
+    // Answers 500 to the first request of key A, 200 to everything else; keeps (key, n) in arrival order.
+    let arrivals: Arc<Mutex<Vec<(Instant, String, u64)>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = arrivals.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let seen = seen.clone();
+            async move {
+                let body: Value = serde_json::from_str(&body).unwrap();
+                let data = &body["data"]["data"];
+                let (key, n) = (data["key"].as_str().unwrap().to_owned(), data["n"].as_u64().unwrap());
+                let mut seen = seen.lock().unwrap();
+                let first_of_a = key == "A" && !seen.iter().any(|(_, seen_key, _)| seen_key == "A");
+                seen.push((Instant::now(), key, n));
+                if first_of_a { axum::http::StatusCode::INTERNAL_SERVER_ERROR } else { axum::http::StatusCode::OK }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let subscription = subscribe(&gateway, json!({"url": url, "ordering": {"key": "$.data.key"}})).await;
+    let shown = gateway.admin_json(&format!("/api/webhooks/{subscription}")).await;
+    assert_eq!(shown["ordering"], json!({"key": "$.data.key"}));
+    let hook = gateway.hook_url(ORDER_UPDATE).await;
+    for n in 1..=5 {
+        for key in ["A", "B"] {
+            let response = gateway.http.post(&hook).json(&json!({"key": key, "n": n})).send().await.unwrap();
+            assert_eq!(response.status(), 202);
+        }
+    }
+    // While A's first waits for its retry, the history says what waits behind it.
+    eventually(Duration::from_secs(5), "A's next waiting behind A's first", || async {
+        let pending = gateway.admin_json(&format!("/api/webhooks/{subscription}/deliveries?status=pending")).await;
+        let waiting = pending["data"].as_array().unwrap().iter().filter(|d| d["waitingBehind"].is_string()).count();
+        waiting == 4 && pending["data"].as_array().unwrap().iter().all(|d| d["orderingKey"] == "A")
+    })
+    .await;
+    wait_for(&gateway, &subscription, "delivered", 10, 30).await;
+
+    let arrivals = arrivals.lock().unwrap().clone();
+    let order = |key: &str| arrivals.iter().filter(|(_, k, _)| k == key).map(|(_, _, n)| *n).collect::<Vec<_>>();
+    assert_eq!(order("A"), [1, 1, 2, 3, 4, 5], "A in order, its first tried twice");
+    assert_eq!(order("B"), [1, 2, 3, 4, 5], "B in order");
+    let last_b = arrivals.iter().filter(|(_, k, _)| k == "B").map(|(at, _, _)| *at).max().unwrap();
+    let a_retried = arrivals.iter().filter(|(_, k, _)| k == "A").nth(1).unwrap().0;
+    assert!(last_b < a_retried, "B flowed while A waited for its retry");
+}

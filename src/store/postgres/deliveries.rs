@@ -43,6 +43,8 @@ impl PostgresStore {
         let lease_until = now_us + micros(lease);
         // A paused subscription's deliveries are parked (no due time); the status check catches
         // one whose retry was scheduled by an attempt in flight when it was paused.
+        // An ordered delivery waits while an earlier one of its key is pending (in flight or due
+        // for a retry): each key's deliveries go one at a time, in order.
         // Rate-limited subscriptions first, each up to the whole tokens of its bucket, which this
         // transaction holds (a bucket another node's claim holds is skipped: its subscription
         // waits for the next claim); then the unlimited ones.
@@ -53,6 +55,9 @@ impl PostgresStore {
                      SELECT d.id, d.next_attempt_at_us FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
                      WHERE d.subscription_id = $4 AND d.status = 'pending' AND d.next_attempt_at_us <= $1
                        AND s.status <> 'paused'
+                       AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
+                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+                          AND e.status = 'pending' AND e.id < d.id))
                      ORDER BY d.next_attempt_at_us LIMIT $2
                      FOR UPDATE OF d SKIP LOCKED)
                  UPDATE deliveries d SET next_attempt_at_us = $3 FROM due WHERE d.id = due.id
@@ -83,6 +88,9 @@ impl PostgresStore {
                          SELECT d.id, d.next_attempt_at_us FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
                          WHERE d.status = 'pending' AND d.next_attempt_at_us <= $1 AND s.status <> 'paused'
                            AND NOT EXISTS (SELECT 1 FROM subscription_rate_limits r WHERE r.subscription_id = d.subscription_id)
+                           AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
+                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+                          AND e.status = 'pending' AND e.id < d.id))
                          ORDER BY d.next_attempt_at_us LIMIT $2
                          FOR UPDATE OF d SKIP LOCKED)
                      UPDATE deliveries d SET next_attempt_at_us = $3 FROM due WHERE d.id = due.id
@@ -202,7 +210,11 @@ impl PostgresStore {
         let rows = client
             .query(
                 &format!(
-                    "SELECT id, event_id, status, attempts, next_attempt_at_us, created_at_us, updated_at_us
+                    "SELECT id, event_id, status, attempts, next_attempt_at_us, created_at_us, updated_at_us, ordering_key,
+                            CASE WHEN status = 'pending' AND ordering_key IS NOT NULL THEN
+                              (SELECT min(e.id) FROM deliveries e WHERE e.subscription_id = deliveries.subscription_id
+                                 AND e.ordering_key = deliveries.ordering_key AND e.status = 'pending' AND e.id < deliveries.id)
+                            END
                      FROM deliveries WHERE {filter} ORDER BY created_at_us DESC, id DESC LIMIT $5 OFFSET $6"
                 ),
                 &[&query.subscription_id, &from, &to, &query.status, &(query.per_page as i64), &offset],
@@ -246,6 +258,8 @@ impl PostgresStore {
                     attempts: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
                     created_at: timestamp(row.get(5))?,
                     updated_at: timestamp(row.get(6))?,
+                    ordering_key: row.get(7),
+                    waiting_behind: row.get(8),
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

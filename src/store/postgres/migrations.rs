@@ -166,6 +166,11 @@ CREATE TABLE retry_jobs (
     finished_at_us bigint
 );
 CREATE INDEX retry_jobs_running ON retry_jobs (created_at_us) WHERE state = 'running';
+-- Ordered delivery per key: the key computed when the event was committed; a claim takes a
+-- delivery only when no earlier one of its subscription and key is pending.
+ALTER TABLE deliveries ADD COLUMN ordering_key text COLLATE "C";
+CREATE INDEX deliveries_pending_by_key ON deliveries (subscription_id, ordering_key, id)
+    WHERE status = 'pending' AND ordering_key IS NOT NULL;
 "#,
 ];
 

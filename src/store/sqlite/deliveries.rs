@@ -22,6 +22,8 @@ impl SqliteStore {
             // catches one whose retry was scheduled by an attempt in flight when it was paused. A
             // disabled one's were failed when it was disabled; one written just after (routed
             // by a table not yet rebuilt) is claimed, and the worker fails it.
+            // An ordered delivery waits while an earlier one of its key is pending (in flight or
+            // due for a retry): each key's deliveries go one at a time, in order.
             // Rate-limited subscriptions first, each up to the whole tokens its bucket holds (they
             // are few, and capped): a backlog of unlimited ones never starves them.
             let mut due = Vec::new();
@@ -30,6 +32,9 @@ impl SqliteStore {
                  JOIN subscriptions s ON s.id = d.subscription_id
                  WHERE d.subscription_id = ?3 AND d.status = 'pending' AND d.next_attempt_at_us <= ?1
                    AND s.status <> 'paused'
+                   AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
+                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+                          AND e.status = 'pending' AND e.id < d.id))
                  ORDER BY d.next_attempt_at_us LIMIT ?2",
             )?;
             for (subscription_id, bucket) in super::rate_limits::buckets(connection)? {
@@ -55,6 +60,9 @@ impl SqliteStore {
                  WHERE d.status = 'pending' AND d.next_attempt_at_us <= ?1
                    AND s.status <> 'paused'
                    AND NOT EXISTS (SELECT 1 FROM subscription_rate_limits r WHERE r.subscription_id = d.subscription_id)
+                   AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
+                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+                          AND e.status = 'pending' AND e.id < d.id))
                  ORDER BY d.next_attempt_at_us LIMIT ?2",
             )?;
             let room = (limit - due.len()) as i64;
@@ -133,8 +141,12 @@ impl SqliteStore {
             )?;
             let offset = query.page.saturating_sub(1) * query.per_page;
             let mut statement = connection.prepare(&format!(
-                "SELECT id, event_id, status, attempts, next_attempt_at_us, created_at_us, updated_at_us FROM deliveries
-                 WHERE {filter} ORDER BY created_at_us DESC, id DESC LIMIT {} OFFSET {offset}",
+                "SELECT id, event_id, status, attempts, next_attempt_at_us, created_at_us, updated_at_us, ordering_key,
+                        CASE WHEN status = 'pending' AND ordering_key IS NOT NULL THEN
+                          (SELECT min(e.id) FROM deliveries e WHERE e.subscription_id = deliveries.subscription_id
+                             AND e.ordering_key = deliveries.ordering_key AND e.status = 'pending' AND e.id < deliveries.id)
+                        END
+                 FROM deliveries WHERE {filter} ORDER BY created_at_us DESC, id DESC LIMIT {} OFFSET {offset}",
                 query.per_page
             ))?;
             let rows = statement.query_map(rusqlite::params_from_iter(values.iter()), |row| {
@@ -146,11 +158,13 @@ impl SqliteStore {
                     row.get::<_, Option<i64>>(4)?,
                     row.get::<_, i64>(5)?,
                     row.get::<_, i64>(6)?,
+                    row.get::<_, Option<String>>(7)?,
+                    row.get::<_, Option<String>>(8)?,
                 ))
             })?;
             let mut deliveries = Vec::new();
             for row in rows {
-                let (id, event_id, status, attempts, next_us, created_us, updated_us) = row?;
+                let (id, event_id, status, attempts, next_us, created_us, updated_us, ordering_key, waiting_behind) = row?;
                 let mut attempts_statement = connection.prepare_cached(
                     "SELECT attempt, at_us, status_code, latency_us, response_excerpt, error, due_at_us FROM delivery_attempts
                      WHERE delivery_id = ?1 ORDER BY attempt",
@@ -190,6 +204,8 @@ impl SqliteStore {
                     next_attempt_at,
                     created_at: timestamp(created_us)?,
                     updated_at: timestamp(updated_us)?,
+                    ordering_key,
+                    waiting_behind,
                     history,
                 });
             }
@@ -208,7 +224,7 @@ impl SqliteStore {
             let at = now.as_microsecond();
             let mut ids = Vec::new();
             for subscription_id in &subscription_ids {
-                ids.extend(insert_delivery(connection, subscription_id, &event_id, at)?);
+                ids.extend(insert_delivery(connection, subscription_id, &event_id, at, None)?);
             }
             Ok(ids)
         })
@@ -303,14 +319,15 @@ pub(super) fn insert_delivery(
     subscription_id: &str,
     event_id: &str,
     at_us: i64,
+    ordering_key: Option<&str>,
 ) -> Result<Option<String>, StoreError> {
     let id = format!("dlv_{}", uuid::Uuid::now_v7().simple());
     let inserted = connection
         .prepare_cached(
-            "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
-             SELECT ?1, id, ?3, 'pending', CASE WHEN status = 'paused' THEN NULL ELSE ?4 END, ?4, ?4
+            "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us, ordering_key)
+             SELECT ?1, id, ?3, 'pending', CASE WHEN status = 'paused' THEN NULL ELSE ?4 END, ?4, ?4, ?5
              FROM subscriptions WHERE id = ?2",
         )?
-        .execute(params![id, subscription_id, event_id, at_us])?;
+        .execute(params![id, subscription_id, event_id, at_us, ordering_key])?;
     Ok((inserted == 1).then_some(id))
 }
