@@ -53,7 +53,14 @@
 //! cargo bench --bench deliveries
 //! HOOKGATE_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --bench deliveries
 //! cargo bench --bench deliveries -- --events 20000 --rate 1000 --duration 10 --backends sqlite,postgres-2
+//! cargo bench --bench deliveries -- --ordered-keys 0   # plain only
 //! ```
+//!
+//! - **ordering**: each store is measured twice, on fresh stores: plain, then with the subscription
+//!   ordering its deliveries by a key (`ordering: {"key": "$.data.key"}`) and every event carrying
+//!   one of `--ordered-keys` keys (100 by default; 0 measures plain only), so that each key's
+//!   deliveries go one at a time in event order. The table gives both rows, and a line per store
+//!   the ordered throughput over the plain one.
 //!
 //! `HOOKGATE_BENCH_BINARY` names another hookgate binary to measure instead of this build's (to
 //! compare two builds in turn). Stdout ends with a table (a row per store) and one JSON line with the same figures.
@@ -91,6 +98,8 @@ struct Options {
     rate: u64,
     duration: u64,
     backends: Vec<Backend>,
+    /// Keys of the ordered run (0: no ordered run).
+    ordered_keys: u64,
     /// Whether `--backends` was given (a missing PostgreSQL URL is then an error, not a skip).
     backends_asked: bool,
 }
@@ -101,6 +110,7 @@ fn options() -> Options {
         rate: 1_000,
         duration: 10,
         backends: Backend::DEFAULT.to_vec(),
+        ordered_keys: 100,
         backends_asked: false,
     };
     let mut args = std::env::args().skip(1);
@@ -110,6 +120,7 @@ fn options() -> Options {
             "--events" => options.events = number() as usize,
             "--rate" => options.rate = number(),
             "--duration" => options.duration = number(),
+            "--ordered-keys" => options.ordered_keys = number(),
             "--backends" => {
                 let list = args.next().expect("a list of backends after --backends");
                 options.backends = Backend::parse_list(&list).unwrap_or_else(|error| panic!("--backends: {error}"));
@@ -349,6 +360,8 @@ fn main() -> ExitCode {
 /// One backend's figures.
 struct Measured {
     backend: Backend,
+    /// Keys the subscription ordered its deliveries by; `None` for the plain run.
+    ordered_keys: Option<u64>,
     /// Deliveries of the backlog per second, and the drain's length.
     throughput: f64,
     drained: Duration,
@@ -374,6 +387,23 @@ impl Measured {
     fn cores(&self) -> f64 {
         self.cpu.as_secs_f64() / self.drained.as_secs_f64()
     }
+
+    /// The store, and the keys when ordered: `sqlite`, `sqlite/ord100`.
+    fn label(&self) -> String {
+        match self.ordered_keys {
+            None => self.backend.name(),
+            Some(keys) => format!("{}/ord{keys}", self.backend.name()),
+        }
+    }
+}
+
+/// An event's body in a run: with its ordering key when the run is ordered.
+fn order_body(field: &str, n: u64, ordered_keys: Option<u64>) -> serde_json::Value {
+    let mut body = serde_json::json!({ field: n });
+    if let Some(keys) = ordered_keys {
+        body["key"] = serde_json::json!(format!("k{}", n % keys));
+    }
+    body
 }
 
 /// Runs the bench; returns what failed.
@@ -460,7 +490,11 @@ async fn run(options: Options, receiver: String, seen: Arc<Seen>) -> Vec<String>
     seen.clear();
 
     let mut measured = Vec::new();
-    for backend in backends {
+    let variants: Vec<Option<u64>> =
+        std::iter::once(None).chain((options.ordered_keys > 0).then_some(Some(options.ordered_keys))).collect();
+    for (backend, ordered_keys) in
+        backends.iter().flat_map(|&backend| variants.iter().map(move |&keys| (backend, keys)))
+    {
         let schema = match backend {
             Backend::Sqlite => None,
             Backend::Postgres { .. } => {
@@ -478,8 +512,12 @@ async fn run(options: Options, receiver: String, seen: Arc<Seen>) -> Vec<String>
             Some(schema) => Database::Postgres(schema),
             None => Database::Sqlite,
         };
-        println!("-- {}", backend.name());
-        let (figures, failed) = run_backend(backend, &database, &options, &client, &receiver, &seen, baseline).await;
+        match ordered_keys {
+            None => println!("-- {}", backend.name()),
+            Some(keys) => println!("-- {}, ordered by a key of {keys}", backend.name()),
+        }
+        let (figures, failed) =
+            run_backend(backend, ordered_keys, &database, &options, &client, &receiver, &seen, baseline).await;
         failures.extend(failed.into_iter().map(|failure| format!("{}: {failure}", backend.name())));
         measured.push(figures);
         if let Some(schema) = schema {
@@ -497,8 +535,10 @@ async fn run(options: Options, receiver: String, seen: Arc<Seen>) -> Vec<String>
 }
 
 /// The backlog and the steady load on one backend; returns its figures and what failed.
+#[allow(clippy::too_many_arguments)]
 async fn run_backend(
     backend: Backend,
+    ordered_keys: Option<u64>,
     database: &Database<'_>,
     options: &Options,
     client: &reqwest::Client,
@@ -510,8 +550,12 @@ async fn run_backend(
     let mut gateway = Gateway::new(database, (CONCURRENCY / backend.nodes()).max(1));
     let first = gateway.start_node();
     let admin = |request: reqwest::RequestBuilder| request.bearer_auth(ADMIN);
+    let mut subscribe = serde_json::json!({"url": receiver, "status": "paused"});
+    if ordered_keys.is_some() {
+        subscribe["ordering"] = serde_json::json!({"key": "$.data.key"});
+    }
     let subscription: serde_json::Value = admin(client.post(format!("{first}/api/webhooks")))
-        .json(&serde_json::json!({"url": receiver, "status": "paused"}))
+        .json(&subscribe)
         .send()
         .await
         .unwrap()
@@ -537,7 +581,7 @@ async fn run_backend(
         let (client, hooks, acknowledged) = (poster.clone(), backlog_hooks.clone(), acknowledged.clone());
         async move {
             let hook = &hooks[n as usize % hooks.len()];
-            let response = client.post(hook).json(&serde_json::json!({"order": n})).send().await;
+            let response = client.post(hook).json(&order_body("order", n, ordered_keys)).send().await;
             if response.is_ok_and(|response| response.status() == 202) {
                 acknowledged.fetch_add(1, Ordering::Relaxed);
             }
@@ -623,7 +667,7 @@ async fn run_backend(
         in_flight.push(tokio::spawn(async move {
             let hook = &hooks[n as usize % hooks.len()];
             let sent = Instant::now();
-            let response = client.post(hook).json(&serde_json::json!({"steady": n})).send().await;
+            let response = client.post(hook).json(&order_body("steady", n, ordered_keys)).send().await;
             let id = match response {
                 Ok(response) if response.status() == 202 => response
                     .json::<serde_json::Value>()
@@ -732,6 +776,7 @@ async fn run_backend(
     }
     let measured = Measured {
         backend,
+        ordered_keys,
         throughput,
         drained: recorded,
         delivered: backlog_delivered,
@@ -752,7 +797,7 @@ fn print_table(options: &Options, baseline: f64, measured: &[Measured]) {
         options.events, options.rate, options.duration
     );
     println!(
-        "{:<11} {:>5} {:>12} {:>6} {:>8} {:>9} {:>8} {:>9} {:>6} {:>5} {:>9} {:>9} {:>9}",
+        "{:<18} {:>5} {:>12} {:>6} {:>8} {:>9} {:>8} {:>9} {:>6} {:>5} {:>9} {:>9} {:>9}",
         "store",
         "nodes",
         "deliveries/s",
@@ -772,8 +817,8 @@ fn print_table(options: &Options, baseline: f64, measured: &[Measured]) {
     for figures in measured {
         let (cpu, backends, auxiliary) = figures.cpu_per_10k();
         println!(
-            "{:<11} {:>5} {:>12.0} {:>6.3} {:>8.2} {:>9.3} {:>8} {:>9} {:>6.2} {:>5.2} {:>9.2} {:>9.2} {:>9.2}",
-            figures.backend.name(),
+            "{:<18} {:>5} {:>12.0} {:>6.3} {:>8.2} {:>9.3} {:>8} {:>9} {:>6.2} {:>5.2} {:>9.2} {:>9.2} {:>9.2}",
+            figures.label(),
             figures.backend.nodes(),
             figures.throughput,
             figures.throughput / baseline,
@@ -788,7 +833,7 @@ fn print_table(options: &Options, baseline: f64, measured: &[Measured]) {
             figures.latency.2,
         );
         json.insert(
-            figures.backend.name(),
+            figures.label(),
             serde_json::json!({
                 "nodes": figures.backend.nodes(),
                 "deliveries_per_s": figures.throughput.round(),
@@ -809,12 +854,27 @@ fn print_table(options: &Options, baseline: f64, measured: &[Measured]) {
     println!(" over the drain per 10,000 deliveries; db s/10k: the PostgreSQL processes serving the nodes; aux s/10k:");
     println!(" PostgreSQL's auxiliary processes, shared with whatever else uses the server; cores: the nodes' CPU");
     println!(" time over the drain's wall time; p50/p99/max: ingest-to-delivery latency at the steady rate)");
+    // Each ordered run against the plain run of its store.
+    for ordered in measured.iter().filter(|figures| figures.ordered_keys.is_some()) {
+        let plain =
+            measured.iter().find(|figures| figures.backend == ordered.backend && figures.ordered_keys.is_none());
+        if let (Some(plain), Some(keys)) = (plain, ordered.ordered_keys) {
+            println!(
+                "ordering on {keys} keys, {}: {:.0} deliveries/s against {:.0} plain: ratio {:.3}",
+                ordered.backend.name(),
+                ordered.throughput,
+                plain.throughput,
+                ordered.throughput / plain.throughput
+            );
+        }
+    }
     println!(
         "{}",
         serde_json::json!({
             "baseline_rps": baseline.round(),
             "events": options.events,
             "rate": options.rate,
+            "ordered_keys": options.ordered_keys,
             "backends": json,
         })
     );
