@@ -362,3 +362,54 @@ async fn ordered_deliveries_arrive_in_order_per_key_while_a_failing_key_holds_ba
     let a_retried = arrivals.iter().filter(|(_, k, _)| k == "A").nth(1).unwrap().0;
     assert!(last_b < a_retried, "B flowed while A waited for its retry");
 }
+
+#[tokio::test]
+async fn the_history_and_the_console_show_what_waits_behind_what_and_the_limits() {
+    let gateway = Gateway::start_with(options("[1]")).await;
+    let receiver = Receiver::start(Vec::new()).await;
+    let subscription = subscribe(
+        &gateway,
+        json!({"url": receiver.url, "status": "paused", "ordering": {"key": "resource_id"},
+               "rate_limit": {"per_second": 0.5}}),
+    )
+    .await;
+    let hook = gateway.hook_url(ORDER_UPDATE).await;
+    for n in 0..3 {
+        let order = json!({"resource_id": if n == 1 { "ord_2" } else { "ord_1" }, "n": n});
+        assert_eq!(gateway.http.post(&hook).json(&order).send().await.unwrap().status(), 202);
+    }
+    let history = gateway.admin_json(&format!("/api/webhooks/{subscription}/deliveries")).await;
+    let rows: Vec<(&str, Option<&str>)> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|d| (d["orderingKey"].as_str().unwrap(), d["waitingBehind"].as_str()))
+        .collect();
+    let first = history["data"][2]["id"].as_str().unwrap();
+    assert_eq!(rows, [("ord_1", None), ("ord_2", None), ("ord_1", Some(first))], "{history}");
+
+    // The console, signed in with the admin token, shows the same.
+    let response = gateway
+        .http
+        .post(gateway.url("/console/sign-in"))
+        .form(&[("token", ADMIN_TOKEN), ("then", "/console/subscriptions")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = gateway
+        .http
+        .get(gateway.url(&format!("/console/subscriptions/{subscription}")))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&format!("waiting behind <code>{first}</code>")), "{page}");
+    assert!(page.contains("0.5 a second, bursts of 1"), "the rate limit is shown");
+    assert!(page.contains("one at a time per key <code>resource_id</code>"), "the ordering is shown");
+}
