@@ -176,7 +176,9 @@ pub async fn run(state: Arc<Worker>, shutdown: impl std::future::Future<Output =
                 let Ok(_slot) = subscription_slot.acquire_owned().await else { return };
                 let record = deliver(&state, &due, &subscription, payload.as_deref()).await;
                 drop(permit);
-                let _ = recorder.send(record).await;
+                // A finished ordered delivery lets the next of its key go, once it is written.
+                let releases_key = subscription.ordering.is_some() && !matches!(record.next, NextStep::RetryAt(_));
+                let _ = recorder.send(Recorded { record, releases_key }).await;
             });
         }
     }
@@ -251,15 +253,28 @@ impl Batch {
     }
 }
 
-/// Writes attempt records as they come, many to a transaction, until every sender is gone.
-async fn write_records(state: Arc<Worker>, mut records: tokio::sync::mpsc::Receiver<AttemptRecord>) {
+/// An attempt to record, and whether writing it lets another delivery go: the next of an ordered
+/// delivery's key, which claims skip while this one is pending.
+struct Recorded {
+    record: AttemptRecord,
+    releases_key: bool,
+}
+
+/// Writes attempt records as they come, many to a transaction, until every sender is gone; wakes
+/// the worker after writing one that released an ordered key, so that the next of that key goes
+/// at once rather than at the next poll.
+async fn write_records(state: Arc<Worker>, mut records: tokio::sync::mpsc::Receiver<Recorded>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while records.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-        let written = std::mem::replace(&mut batch, Vec::with_capacity(RECORD_BATCH));
+        let taken = std::mem::replace(&mut batch, Vec::with_capacity(RECORD_BATCH));
+        let releases_key = taken.iter().any(|recorded| recorded.releases_key);
+        let written: Vec<AttemptRecord> = taken.into_iter().map(|recorded| recorded.record).collect();
         let count = written.len();
-        if let Err(error) = state.store.record_attempts(written).await {
+        match state.store.record_attempts(written).await {
+            Ok(()) if releases_key => state.committer.wake_deliveries(),
+            Ok(()) => {}
             // The leases run out and the deliveries are tried again: at least once, never lost.
-            tracing::warn!(%error, count, "Delivery attempts could not be recorded.");
+            Err(error) => tracing::warn!(%error, count, "Delivery attempts could not be recorded."),
         }
     }
 }
