@@ -18,10 +18,12 @@
 //!   before the second starts (so both route to it from their first event); posts alternate
 //!   between the nodes, and both nodes' workers claim from the one outbox.
 //!
-//! Each store is measured twice in the same run: `plain`, the subscription as above, and
+//! Each store is measured three times in the same run: `plain`, the subscription as above;
 //! `transform`, the same subscription with a trivial JavaScript transformation ([`TRIVIAL`]: it
-//! marks the event and returns it), so the cost of running one per delivery is read as the ratio
-//! of the two rows (`--variants plain` or `--variants transform` measures one).
+//! marks the event and returns it); and `ordered`, the subscription ordering its deliveries per
+//! key (`ordering: {"key": "$.data.key"}`) over events spread across [`ORDERED_KEYS`] (100) keys,
+//! so that each key's deliveries go one at a time. What each costs is read as the ratio of its
+//! row to `plain` (`--variants plain,ordered` measures those two).
 //!
 //! Each node delivers with a concurrency of 64 divided by the number of nodes, so the receiver
 //! never has more requests in flight from hookgate than from the baseline. Without
@@ -58,7 +60,7 @@
 //! cargo bench --bench deliveries
 //! HOOKGATE_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --bench deliveries
 //! cargo bench --bench deliveries -- --events 20000 --rate 1000 --duration 10 --backends sqlite,postgres-2
-//! cargo bench --bench deliveries -- --backends sqlite --variants plain,transform
+//! cargo bench --bench deliveries -- --backends sqlite --variants plain,transform,ordered
 //! ```
 //!
 //! `HOOKGATE_BENCH_BINARY` names another hookgate binary to measure instead of this build's (to
@@ -99,13 +101,20 @@ const TRIVIAL: &str = "function transform(event) { event.data.transformed = true
 enum Variant {
     Plain,
     Transform,
+    /// The subscription orders its deliveries by a key (`ordering: {"key": "$.data.key"}`), each
+    /// event carrying one of [`ORDERED_KEYS`] keys, so each key's deliveries go one at a time.
+    Ordered,
 }
+
+/// How many keys the ordered variant's events are spread over.
+const ORDERED_KEYS: u64 = 100;
 
 impl Variant {
     fn name(self) -> &'static str {
         match self {
             Variant::Plain => "plain",
             Variant::Transform => "transform",
+            Variant::Ordered => "ordered",
         }
     }
 
@@ -114,7 +123,8 @@ impl Variant {
             .map(|name| match name.trim() {
                 "plain" => Variant::Plain,
                 "transform" => Variant::Transform,
-                other => panic!("--variants: unknown variant {other:?} (plain, transform)"),
+                "ordered" => Variant::Ordered,
+                other => panic!("--variants: unknown variant {other:?} (plain, transform, ordered)"),
             })
             .collect()
     }
@@ -136,7 +146,7 @@ fn options() -> Options {
         rate: 1_000,
         duration: 10,
         backends: Backend::DEFAULT.to_vec(),
-        variants: vec![Variant::Plain, Variant::Transform],
+        variants: vec![Variant::Plain, Variant::Transform, Variant::Ordered],
         backends_asked: false,
     };
     let mut args = std::env::args().skip(1);
@@ -261,10 +271,8 @@ impl Gateway {
             .arg(&self.database)
             .current_dir(&home)
             .env("HOOKGATE_ADMIN_TOKEN", ADMIN)
-            // The load comes from one address: per-client rates would measure the limit.
-            .env("HOOKGATE_CLIENT_REQUESTS_PER_SECOND", "0")
             .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
-            .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32")
+            .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true")
             .env("HOOKGATE_DELIVERY_CONCURRENCY", self.concurrency.to_string())
             .env("HOOKGATE_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION", self.concurrency.to_string())
             .env("RUST_LOG", "warn")
@@ -383,6 +391,15 @@ fn main() -> ExitCode {
         true => ExitCode::SUCCESS,
         false => ExitCode::FAILURE,
     }
+}
+
+/// An event's body in a run: `{field: n}`, with its ordering key in the ordered variant.
+fn event_body(field: &str, n: u64, variant: Variant) -> serde_json::Value {
+    let mut body = serde_json::json!({ field: n });
+    if variant == Variant::Ordered {
+        body["key"] = serde_json::json!(format!("k{}", n % ORDERED_KEYS));
+    }
+    body
 }
 
 /// One backend's figures.
@@ -558,6 +575,9 @@ async fn run_backend(
         .json(&match variant {
             Variant::Plain => serde_json::json!({"url": receiver, "status": "paused"}),
             Variant::Transform => serde_json::json!({"url": receiver, "status": "paused", "transform": TRIVIAL}),
+            Variant::Ordered => {
+                serde_json::json!({"url": receiver, "status": "paused", "ordering": {"key": "$.data.key"}})
+            }
         })
         .send()
         .await
@@ -584,7 +604,7 @@ async fn run_backend(
         let (client, hooks, acknowledged) = (poster.clone(), backlog_hooks.clone(), acknowledged.clone());
         async move {
             let hook = &hooks[n as usize % hooks.len()];
-            let response = client.post(hook).json(&serde_json::json!({"order": n})).send().await;
+            let response = client.post(hook).json(&event_body("order", n, variant)).send().await;
             if response.is_ok_and(|response| response.status() == 202) {
                 acknowledged.fetch_add(1, Ordering::Relaxed);
             }
@@ -670,7 +690,7 @@ async fn run_backend(
         in_flight.push(tokio::spawn(async move {
             let hook = &hooks[n as usize % hooks.len()];
             let sent = Instant::now();
-            let response = client.post(hook).json(&serde_json::json!({"steady": n})).send().await;
+            let response = client.post(hook).json(&event_body("steady", n, variant)).send().await;
             let id = match response {
                 Ok(response) if response.status() == 202 => response
                     .json::<serde_json::Value>()

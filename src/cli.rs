@@ -99,6 +99,9 @@ enum Command {
     /// Try JavaScript transformations on stored events.
     #[command(subcommand)]
     Transform(TransformCommand),
+    /// Deliveries across subscriptions: list the dead letters, retry them in bulk.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
     /// Copy a SQLite store into an empty PostgreSQL database, then compare every table's row
     /// count; exits 1 unless they all match. Stop the gateway first: the copy is a snapshot.
     Migrate {
@@ -189,6 +192,59 @@ enum EventsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum DeliveriesCommand {
+    /// List deliveries across subscriptions, newest first, with their last error: by default the
+    /// dead letters (deliveries that failed after their last retry).
+    List {
+        #[command(flatten)]
+        filter: DeliveryFilter,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// The cursor printed after the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Queue every delivery matching the filters again (by default the failed ones), with a
+    /// progress bar; a running gateway sends them. The retry is a stored job: one cut short goes
+    /// on in the gateway.
+    Retry {
+        #[command(flatten)]
+        filter: DeliveryFilter,
+    },
+}
+
+/// Which deliveries a command takes.
+#[derive(Debug, Args)]
+struct DeliveryFilter {
+    /// Only this subscription's.
+    #[arg(long)]
+    subscription: Option<String>,
+    /// pending, delivered or failed.
+    #[arg(long, default_value = "failed")]
+    status: String,
+    /// RFC 3339 time; deliveries created at or after it.
+    #[arg(long)]
+    from: Option<jiff::Timestamp>,
+    /// RFC 3339 time; deliveries created before it.
+    #[arg(long)]
+    to: Option<jiff::Timestamp>,
+}
+
+impl DeliveryFilter {
+    fn selection(self) -> anyhow::Result<hookgate::store::DeliverySelection> {
+        if !["pending", "delivered", "failed"].contains(&self.status.as_str()) {
+            bail!("--status must be pending, delivered or failed");
+        }
+        Ok(hookgate::store::DeliverySelection {
+            subscription_ids: self.subscription.map(|id| vec![id]),
+            status: Some(self.status),
+            from: self.from,
+            to: self.to,
+        })
+    }
+}
+
 /// Which events a command takes.
 #[derive(Debug, Args)]
 struct EventFilter {
@@ -265,6 +321,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(command) => events(config, command).await,
         Command::Apps(command) => apps(config, command).await,
         Command::Transform(command) => transform(config, command).await,
+        Command::Deliveries(command) => deliveries(config, command).await,
         Command::Migrate { from, to } => migrate(&from, &to).await,
     }
 }
@@ -622,6 +679,86 @@ async fn transform(config: Config, command: TransformCommand) -> anyhow::Result<
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+async fn deliveries(config: Config, command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
+    let store = open_existing_store(&config).await?;
+    match command {
+        DeliveriesCommand::List { filter, limit, cursor } => {
+            if limit == 0 || limit > 500 {
+                bail!("--limit must be from 1 to 500");
+            }
+            let query = hookgate::store::DeliveryListQuery { selection: filter.selection()?, before_id: cursor, limit };
+            let page = store.list_deliveries(query).await?;
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED).set_header([
+                "ID",
+                "SUBSCRIPTION",
+                "EVENT",
+                "STATUS",
+                "ATTEMPTS",
+                "UPDATED AT",
+                "LAST ERROR",
+            ]);
+            for delivery in page.deliveries {
+                let last_error = delivery.last_attempt.map_or_else(String::new, |attempt| {
+                    match (attempt.status_code, attempt.error) {
+                        (_, Some(error)) => error,
+                        (Some(code), None) => format!("HTTP {code}"),
+                        (None, None) => String::new(),
+                    }
+                });
+                table.add_row([
+                    delivery.id,
+                    delivery.subscription_id,
+                    delivery.event_id,
+                    delivery.status,
+                    delivery.attempts.to_string(),
+                    delivery.updated_at.to_string(),
+                    last_error,
+                ]);
+            }
+            println!("{table}");
+            if let Some(cursor) = page.next_cursor {
+                println!("more: --cursor {cursor}");
+            }
+        }
+        DeliveriesCommand::Retry { filter } => {
+            let selection = filter.selection()?;
+            if selection.status.as_deref() == Some("pending") {
+                bail!("pending deliveries are queued already; retry failed or delivered ones");
+            }
+            bulk_retry(&store, selection).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stores a bulk retry and works it off here, a batch at a time, with a progress bar. A gateway
+/// running on the same store may take batches of it too; each batch is taken once.
+async fn bulk_retry(store: &Store, selection: hookgate::store::DeliverySelection) -> anyhow::Result<()> {
+    let job = store.create_retry_job(selection, jiff::Timestamp::now()).await?;
+    let progress = indicatif::ProgressBar::new(job.total).with_style(
+        indicatif::ProgressStyle::with_template("{wide_bar} {pos}/{len} deliveries queued again ({elapsed})")
+            .expect("a valid template"),
+    );
+    let mut current = job.clone();
+    while current.state != "done" {
+        // This job's next batch, or an older job's (jobs go oldest first), or none while another
+        // worker holds the batch: the read after says how far this one is.
+        let advanced = store.advance_retry_job(jiff::Timestamp::now(), hookgate::deliver::retry_jobs::BATCH).await?;
+        current = store.retry_job(&job.id).await?.context("the bulk retry's job is gone")?;
+        progress.set_position(current.queued + current.skipped);
+        if advanced.is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    progress.finish();
+    println!(
+        "bulk retry {}: {} deliveries queued again, {} skipped (no longer matching); a running gateway sends them",
+        current.id, current.queued, current.skipped
+    );
+    Ok(())
 }
 
 /// Copies the SQLite store `from` into the PostgreSQL database `to`, with a progress bar per

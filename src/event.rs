@@ -269,6 +269,9 @@ pub struct NewEvent {
     /// Subscriptions that get a delivery of this event, written in the same transaction as the
     /// event (the outbox). Ignored for a duplicate.
     pub deliver_to: Vec<String>,
+    /// The ordering key of the delivery to each subscription of `deliver_to` that orders its
+    /// deliveries: `(subscription id, key)`.
+    pub ordering_keys: Vec<(String, String)>,
     /// The NATS subject to publish this event to, through the same outbox; `None` without NATS.
     pub publish_to: Option<String>,
 }
@@ -362,6 +365,7 @@ pub fn normalize(
         idempotency_key: None,
         data_is_raw_json: false,
         deliver_to: Vec::new(),
+        ordering_keys: Vec::new(),
         publish_to: None,
     }
 }

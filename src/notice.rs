@@ -287,6 +287,7 @@ impl Notice {
             idempotency_key: None,
             data_is_raw_json: true,
             deliver_to: Vec::new(),
+            ordering_keys: Vec::new(),
             publish_to: None,
         }
     }

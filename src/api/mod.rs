@@ -14,6 +14,7 @@
 //! Secrets appear in a response only once: the body that creates them.
 
 mod apps;
+pub mod deliveries;
 pub mod events;
 mod faces;
 pub mod hooks;
@@ -229,6 +230,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/webhooks/{id}/test", post(subscriptions::send_test))
         .route("/openapi.json", get(openapi))
         .route("/webhooks/{id}/deliveries/{delivery_id}/retry", post(subscriptions::retry_delivery))
+        .route("/webhooks/{id}/deliveries/retry", post(deliveries::retry_subscription))
+        .route("/deliveries", get(deliveries::list))
+        .route("/deliveries/retry", post(deliveries::retry_all))
+        .route("/jobs/{id}", get(deliveries::show_job))
         // Seed 001's face (faces::integrations).
         .route("/integrations/webhooks", get(integrations::list).post(integrations::create))
         .route(

@@ -258,6 +258,12 @@ pub async fn detail(
                     _ => { "none: events are sent as stored" }
                 }
             }
+            @if let Some(limit) = &subscription.rate_limit {
+                dt { "Rate limit" } dd { (limit.per_second) " a second, bursts of " (limit.burst) }
+            }
+            @if let Some(ordering) = &subscription.ordering {
+                dt { "Ordering" } dd { "one at a time per key " code { (ordering.key) } }
+            }
             dt { "Signing secrets" } dd { (subscription.secrets.len()) " active (values are shown only when created or rotated)" }
             dt { "Updated" } dd { (when(subscription.updated_at)) }
         }
@@ -362,6 +368,8 @@ fn delivery_row(viewer: &Viewer, base: &str, delivery: &Delivery) -> Markup {
             td data-label="Status" {
                 (delivery_badge(&delivery.status))
                 @if let (Some(next), "pending") = (delivery.next_attempt_at, delivery.status.as_str()) { br; span.muted { "next " (when(next)) } }
+                @if let Some(key) = &delivery.ordering_key { br; span.muted { "key " code { (key) } } }
+                @if let Some(earlier) = &delivery.waiting_behind { br; span.muted { "waiting behind " code { (earlier) } } }
             }
             td data-label="Last answer" {
                 @match last {
@@ -385,7 +393,11 @@ fn delivery_row(viewer: &Viewer, base: &str, delivery: &Delivery) -> Markup {
                         ol {
                             @for attempt in &delivery.history {
                                 li {
-                                    (when(attempt.at)) " · "
+                                    (when(attempt.at))
+                                    @if let Some(due) = attempt.due_at.filter(|due| attempt.at.duration_since(*due).as_secs() >= 1) {
+                                        " (due " (when(due)) ")"
+                                    }
+                                    " · "
                                     @match attempt.status_code { Some(code) => { (code) } None => { "no answer" } }
                                     " · " (format!("{:.0}", attempt.latency_ms)) " ms"
                                     @if let Some(error) = &attempt.error { " · " (error) }

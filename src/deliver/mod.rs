@@ -15,6 +15,10 @@
 //! each attempt: what it returns is sent as the event; `null` drops the delivery (status
 //! `dropped`, nothing sent); an exception or a limit hit is a failed attempt with the message,
 //! retried on the schedule like any other. Each attempt records the version that ran.
+//! A bulk retry (`retry_jobs`) runs beside the worker: stored jobs made due again a batch at a
+//! time. A subscription's rate limit is kept by the store's claims (at most the tokens of its
+//! bucket); a receiver's `Retry-After` (with a 429 or 503) puts the next attempt no earlier than it
+//! asks, and a 429 is not counted towards disabling the subscription.
 //!
 //! What operators should hear of becomes one of hookgate's own events (`crate::notice`, through
 //! `Committer::notify`): a subscription disabled (410, or failing for too long), a subscription
@@ -27,6 +31,7 @@
 
 mod client;
 pub mod nats;
+pub mod retry_jobs;
 pub mod sign;
 
 use std::collections::HashMap;
@@ -124,6 +129,10 @@ pub async fn run(state: Arc<Worker>, shutdown: impl std::future::Future<Output =
     let per_subscription: Arc<Mutex<HashMap<String, Arc<Semaphore>>>> = Arc::default();
     let (recorder, records) = tokio::sync::mpsc::channel(RECORD_QUEUE);
     let recording = tokio::spawn(write_records(state.clone(), records));
+    let (stop_jobs, jobs_stopped) = tokio::sync::oneshot::channel::<()>();
+    let jobs = tokio::spawn(retry_jobs::run(state.store.clone(), state.committer.clone(), async move {
+        let _ = jobs_stopped.await;
+    }));
     tokio::pin!(shutdown);
     // Claimed but not yet sent when a stop came.
     let mut unsent = Vec::new();
@@ -173,10 +182,14 @@ pub async fn run(state: Arc<Worker>, shutdown: impl std::future::Future<Output =
                 let Ok(_slot) = subscription_slot.acquire_owned().await else { return };
                 let record = deliver(&state, &due, &subscription, payload.as_deref()).await;
                 drop(permit);
-                let _ = recorder.send(record).await;
+                // A finished ordered delivery lets the next of its key go, once it is written.
+                let releases_key = subscription.ordering.is_some() && !matches!(record.next, NextStep::RetryAt(_));
+                let _ = recorder.send(Recorded { record, releases_key }).await;
             });
         }
     }
+    let _ = stop_jobs.send(());
+    let _ = jobs.await;
     // A stop sends nothing more: what was claimed and not sent is due again at once, for the
     // next start (or another worker) rather than when its lease ends.
     let releases = unsent.iter().map(|due| state.store.retry_delivery(&due.subscription_id, &due.id, Timestamp::now()));
@@ -263,15 +276,28 @@ impl Batch {
     }
 }
 
-/// Writes attempt records as they come, many to a transaction, until every sender is gone.
-async fn write_records(state: Arc<Worker>, mut records: tokio::sync::mpsc::Receiver<AttemptRecord>) {
+/// An attempt to record, and whether writing it lets another delivery go: the next of an ordered
+/// delivery's key, which claims skip while this one is pending.
+struct Recorded {
+    record: AttemptRecord,
+    releases_key: bool,
+}
+
+/// Writes attempt records as they come, many to a transaction, until every sender is gone; wakes
+/// the worker after writing one that released an ordered key, so that the next of that key goes
+/// at once rather than at the next poll.
+async fn write_records(state: Arc<Worker>, mut records: tokio::sync::mpsc::Receiver<Recorded>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while records.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-        let written = std::mem::replace(&mut batch, Vec::with_capacity(RECORD_BATCH));
+        let taken = std::mem::replace(&mut batch, Vec::with_capacity(RECORD_BATCH));
+        let releases_key = taken.iter().any(|recorded| recorded.releases_key);
+        let written: Vec<AttemptRecord> = taken.into_iter().map(|recorded| recorded.record).collect();
         let count = written.len();
-        if let Err(error) = state.store.record_attempts(written).await {
+        match state.store.record_attempts(written).await {
+            Ok(()) if releases_key => state.committer.wake_deliveries(),
+            Ok(()) => {}
             // The leases run out and the deliveries are tried again: at least once, never lost.
-            tracing::warn!(%error, count, "Delivery attempts could not be recorded.");
+            Err(error) => tracing::warn!(%error, count, "Delivery attempts could not be recorded."),
         }
     }
 }
@@ -317,7 +343,10 @@ async fn deliver(
                         error: outcome.error.clone(),
                     });
                 }
-                track_health(state, subscription, next == NextStep::Delivered, outcome.at).await;
+                // A 429 is the receiver pacing us, not failing: it neither disables nor recovers.
+                if outcome.status_code != Some(429) {
+                    track_health(state, subscription, next == NextStep::Delivered, outcome.at).await;
+                }
             }
             metrics::histogram!("hookgate_delivery_duration_seconds").record(outcome.latency.as_secs_f64());
             (outcome, next)
@@ -340,6 +369,7 @@ async fn deliver(
         error: outcome.error,
         transform_version,
         next,
+        due_at: Some(due.due_at),
     }
 }
 
@@ -404,6 +434,11 @@ impl Sender {
         match request.body(body).send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| retry_after(value, Timestamp::now()));
                 let excerpt = read_excerpt(response).await;
                 Outcome {
                     at,
@@ -411,6 +446,7 @@ impl Sender {
                     latency: started.elapsed(),
                     response_excerpt: Some(excerpt),
                     error: None,
+                    retry_after,
                 }
             }
             Err(error) => Outcome {
@@ -419,6 +455,7 @@ impl Sender {
                 latency: started.elapsed(),
                 response_excerpt: None,
                 error: Some(describe(&error)),
+                retry_after: None,
             },
         }
     }
@@ -431,6 +468,8 @@ struct Outcome {
     latency: Duration,
     response_excerpt: Option<String>,
     error: Option<String>,
+    /// What a `429` or `503` asked for in `Retry-After`: wait at least this long.
+    retry_after: Option<Duration>,
 }
 
 impl Outcome {
@@ -446,6 +485,7 @@ impl Outcome {
             latency: Duration::ZERO,
             response_excerpt: None,
             error: Some(message.to_owned()),
+            retry_after: None,
         }
     }
 }
@@ -476,7 +516,8 @@ fn describe(error: &reqwest::Error) -> String {
 }
 
 /// 2xx delivered; 410 failed; else the schedule's next retry, with up to 10% jitter, or failed
-/// after the last.
+/// after the last. A `Retry-After` the receiver sent (with a 429 or a 503) puts the retry no
+/// earlier than it asked.
 fn next_step(schedule: &[u64], attempt: u32, outcome: &Outcome, now: Timestamp) -> NextStep {
     match outcome.status_code {
         Some(code) if (200..300).contains(&code) => NextStep::Delivered,
@@ -485,11 +526,28 @@ fn next_step(schedule: &[u64], attempt: u32, outcome: &Outcome, now: Timestamp) 
             Some(&seconds) => {
                 let jitter = rand::random::<f64>() * 0.1 * seconds as f64;
                 let delay = jiff::SignedDuration::from_secs_f64(seconds as f64 + jitter);
-                NextStep::RetryAt(now + delay)
+                let asked = outcome.retry_after.and_then(|wait| jiff::SignedDuration::try_from(wait).ok());
+                NextStep::RetryAt(now + asked.map_or(delay, |asked| asked.max(delay)))
             }
             None => NextStep::Failed,
         },
     }
+}
+
+/// The longest `Retry-After` honoured: a receiver asking for more is retried after this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// A `Retry-After` value, seconds or an HTTP date, as a wait from `now` (at most a day).
+fn retry_after(value: &str, now: Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = jiff::fmt::rfc2822::DateTimeParser::new().parse_timestamp(value).ok()?;
+            Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Keeps `failing_since` and disables a subscription that has failed for longer than
@@ -594,5 +652,21 @@ mod tests {
         let NextStep::RetryAt(at) = next_step(&schedule, 2, &outcome(None), now) else { panic!() };
         assert!((300.0..=330.0).contains(&at.duration_since(now).as_secs_f64()));
         assert_eq!(next_step(&schedule, 3, &outcome(Some(503)), now), NextStep::Failed, "after the last retry");
+    }
+
+    #[test]
+    fn a_retry_after_puts_the_next_attempt_no_earlier_than_asked() {
+        let now: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let schedule = [5, 300];
+        let paced = Outcome { retry_after: retry_after("120", now), ..outcome(Some(429)) };
+        let NextStep::RetryAt(at) = next_step(&schedule, 1, &paced, now) else { panic!() };
+        assert_eq!(at.duration_since(now).as_secs(), 120);
+        let soon = Outcome { retry_after: retry_after("1", now), ..outcome(Some(429)) };
+        let NextStep::RetryAt(at) = next_step(&schedule, 1, &soon, now) else { panic!() };
+        assert!(at.duration_since(now).as_secs_f64() >= 5.0, "never earlier than the schedule");
+        assert_eq!(retry_after("Mon, 23 Nov 2026 10:01:00 GMT", now), Some(Duration::from_secs(60)), "an HTTP date");
+        assert_eq!(retry_after("999999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(next_step(&schedule, 3, &paced, now), NextStep::Failed, "a 429 spends a step of the schedule");
     }
 }

@@ -128,6 +128,7 @@ impl Committer {
             let mut event = notice.into_event(jiff::Timestamp::now());
             event.deliver_to = committer.routes.load().matching(&event.event);
             event.deliver_to.retain(|id| Some(id) != withheld.as_ref());
+            event.ordering_keys = committer.routes.load().ordering_keys(&event.event, &event.deliver_to);
             let deliveries = !event.deliver_to.is_empty();
             if let Some(prefix) = &committer.nats_subject_prefix {
                 event.publish_to = Some(format!("{prefix}.{}", event.event.name));
@@ -146,6 +147,7 @@ impl Committer {
         if !routes.is_empty() {
             for event in events.iter_mut().filter(|event| !event.event.quarantined) {
                 event.deliver_to = routes.matching(&event.event);
+                event.ordering_keys = routes.ordering_keys(&event.event, &event.deliver_to);
                 deliveries |= !event.deliver_to.is_empty();
             }
         }

@@ -56,6 +56,9 @@ pub(crate) async fn run_all(store: &Store) {
     raw_bodies_are_stored_once_however_many_events_share_one(store).await;
     retention_deletes_old_events_with_what_they_triggered_and_keeps_the_rest(store).await;
     erasure_deletes_every_event_about_a_resource_and_nothing_else(store).await;
+    a_rate_limited_subscription_is_claimed_at_most_its_tokens_while_others_flow(store).await;
+    dead_letters_are_listed_across_subscriptions_and_retried_in_bulk_a_batch_at_a_time(store).await;
+    ordered_deliveries_of_a_key_are_claimed_one_at_a_time_in_order_and_others_flow(store).await;
     store.ping().await.expect("ping");
     closing_refuses_later_writes(store).await;
 }
@@ -121,6 +124,7 @@ async fn the_outbox_is_written_with_its_event_and_worked_off(store: &Store) {
             error: None,
             transform_version: None,
             next: NextStep::RetryAt(retry_at),
+            due_at: Some(claimed[0].due_at),
         }])
         .await
         .unwrap();
@@ -294,6 +298,7 @@ async fn retention_deletes_old_events_with_what_they_triggered_and_keeps_the_res
             error: None,
             transform_version: None,
             next: NextStep::Delivered,
+            due_at: None,
         }])
         .await
         .unwrap();
@@ -492,6 +497,7 @@ async fn a_transformation_is_kept_with_its_subscription_and_each_attempt_records
         error: error.map(str::to_owned),
         transform_version: version.map(str::to_owned),
         next,
+        due_at: None,
     };
     let retry_at = crate::event::to_store_precision(later + 5.seconds());
     let threw = "the transformation threw TypeError: x";
@@ -880,4 +886,229 @@ async fn settings_are_written_once(store: &Store) {
     assert_eq!(store.setting("conformance").await.unwrap().as_deref(), Some("first"));
     store.put_setting("conformance", "replaced").await.unwrap();
     assert_eq!(store.setting("conformance").await.unwrap().as_deref(), Some("replaced"));
+}
+
+/// `count` events for each of `subscriptions`, appended now; their deliveries are due at once.
+async fn events_for(store: &Store, subscriptions: &[&crate::subscriptions::Subscription], count: usize) {
+    let events: Vec<NewEvent> = (0..count)
+        .map(|_| {
+            let mut event = sample_event("conformance.delivery.control", "conformance");
+            event.deliver_to = subscriptions.iter().map(|subscription| subscription.id.clone()).collect();
+            event
+        })
+        .collect();
+    store.append_events(events).await.unwrap();
+}
+
+async fn a_rate_limited_subscription_is_claimed_at_most_its_tokens_while_others_flow(store: &Store) {
+    let mut limited = stored_subscription(store).await;
+    limited.rate_limit = Some(crate::subscriptions::RateLimit { per_second: 2.0, burst: 3 });
+    store.put_subscription(limited.clone()).await.unwrap();
+    let unlimited = stored_subscription(store).await;
+    events_for(store, &[&limited, &unlimited], 10).await;
+    // Longer than the test's clock runs: nothing claimed comes due again.
+    let lease = std::time::Duration::from_secs(100 * 3600);
+    let (limited_id, unlimited_id) = (limited.id.as_str(), unlimited.id.as_str());
+    let claim_at = |at: Timestamp| async move {
+        let claimed = store.claim_due_deliveries(at, lease, 100).await.unwrap();
+        let of = |id: &str| claimed.iter().filter(|due| due.subscription_id == id).count();
+        (of(limited_id), of(unlimited_id), claimed)
+    };
+    let start = Timestamp::now() + 10.milliseconds();
+    let (first, others, claimed) = claim_at(start).await;
+    assert_eq!((first, others), (3, 10), "the burst of the limited one; all of the other");
+    assert!(
+        claimed.iter().all(|due| due.due_at <= start && due.due_at > start - 1.minute()),
+        "each claim says when its delivery came due"
+    );
+    assert_eq!(claim_at(start).await.0, 0, "the bucket is empty");
+    assert_eq!(claim_at(start + 500.milliseconds()).await.0, 1, "one token after half a second at 2/s");
+    assert_eq!(claim_at(start + 1.second()).await.0, 1, "and the next");
+    assert_eq!(claim_at(start + 1250.milliseconds()).await.0, 0, "half a token is not a delivery");
+    assert_eq!(claim_at(start + 1500.milliseconds()).await.0, 1, "the half kept adds up");
+    assert_eq!(claim_at(start + 1.hour()).await.0, 3, "a quiet spell refills it up to the burst, no further");
+
+    let mut unlimited_now = limited.clone();
+    unlimited_now.rate_limit = None;
+    store.put_subscription(unlimited_now).await.unwrap();
+    assert_eq!(claim_at(start + 2.hours()).await.0, 1, "without its limit, what is left goes at once");
+    store.delete_subscription(&limited.id).await.unwrap();
+    store.delete_subscription(&unlimited.id).await.unwrap();
+}
+
+async fn dead_letters_are_listed_across_subscriptions_and_retried_in_bulk_a_batch_at_a_time(store: &Store) {
+    use crate::store::{AttemptRecord, DeliveryListQuery, DeliverySelection, NextStep};
+    let (first, second) = (stored_subscription(store).await, stored_subscription(store).await);
+    events_for(store, &[&first, &second], 3).await;
+    let ours = Some(vec![first.id.clone(), second.id.clone()]);
+    let claimed: Vec<_> = store
+        .claim_due_deliveries(Timestamp::now() + 10.milliseconds(), std::time::Duration::from_secs(600), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|due| ours.as_ref().unwrap().contains(&due.subscription_id))
+        .collect();
+    assert_eq!(claimed.len(), 6);
+    // One of each subscription's is delivered; the others give up with an error.
+    let mut delivered = std::collections::HashSet::new();
+    let records = claimed
+        .iter()
+        .map(|due| {
+            let next =
+                if delivered.insert(due.subscription_id.clone()) { NextStep::Delivered } else { NextStep::Failed };
+            AttemptRecord {
+                delivery_id: due.id.clone(),
+                attempt: 1,
+                at: Timestamp::now(),
+                status_code: (next == NextStep::Delivered).then_some(200),
+                latency: std::time::Duration::from_millis(5),
+                response_excerpt: None,
+                error: (next == NextStep::Failed).then(|| "connection refused".to_owned()),
+                next,
+                due_at: Some(due.due_at),
+                transform_version: None,
+            }
+        })
+        .collect();
+    store.record_attempts(records).await.unwrap();
+
+    let failed = |subscription_ids: Option<Vec<String>>, before_id: Option<String>, limit: usize| DeliveryListQuery {
+        selection: DeliverySelection { subscription_ids, status: Some("failed".into()), from: None, to: None },
+        before_id,
+        limit,
+    };
+    let page = store.list_deliveries(failed(ours.clone(), None, 10)).await.unwrap();
+    assert_eq!(page.deliveries.len(), 4, "two failed of each");
+    assert!(page.next_cursor.is_none());
+    let ids: Vec<&str> = page.deliveries.iter().map(|delivery| delivery.id.as_str()).collect();
+    let mut newest_first = ids.clone();
+    newest_first.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(ids, newest_first, "newest first");
+    let last = page.deliveries[0].last_attempt.as_ref().expect("with its last attempt");
+    assert_eq!((last.error.as_deref(), last.status_code), (Some("connection refused"), None));
+    assert!(last.due_at.is_some(), "the attempt says when it was due");
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_deliveries(failed(ours.clone(), cursor, 3)).await.unwrap();
+        paged.extend(page.deliveries.into_iter().map(|delivery| delivery.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids, "the cursor walks every page once");
+    let only_first = store.list_deliveries(failed(Some(vec![first.id.clone()]), None, 10)).await.unwrap();
+    assert!(only_first.deliveries.iter().all(|delivery| delivery.subscription_id == first.id));
+    assert_eq!(only_first.deliveries.len(), 2);
+
+    let selection =
+        DeliverySelection { subscription_ids: ours.clone(), status: Some("failed".into()), from: None, to: None };
+    let job = store.create_retry_job(selection.clone(), Timestamp::now()).await.unwrap();
+    assert_eq!((job.state.as_str(), job.total, job.queued), ("running", 4, 0));
+    // Meanwhile one of them is retried by hand: at its turn it no longer matches, and is skipped.
+    let retried_by_hand = &page.deliveries[3];
+    store.retry_delivery(&retried_by_hand.subscription_id, &retried_by_hand.id, Timestamp::now()).await.unwrap();
+    let mut steps = Vec::new();
+    while let Some(advanced) = store.advance_retry_job(Timestamp::now(), 2).await.unwrap() {
+        steps.push((advanced.state.clone(), advanced.queued));
+    }
+    assert_eq!(steps, [("running".to_owned(), 2), ("done".to_owned(), 3)], "two batches, then nothing to do");
+    let done = store.retry_job(&job.id).await.unwrap().expect("the job is kept");
+    assert_eq!((done.total, done.queued, done.skipped), (4, 3, 1));
+    assert!(done.finished_at.is_some());
+    assert!(store.list_deliveries(failed(ours.clone(), None, 10)).await.unwrap().deliveries.is_empty(), "all queued");
+    let due_again = store
+        .claim_due_deliveries(Timestamp::now() + 10.milliseconds(), std::time::Duration::from_secs(600), 100)
+        .await
+        .unwrap();
+    let ours_again = due_again.iter().filter(|due| ours.as_ref().unwrap().contains(&due.subscription_id)).count();
+    assert_eq!(ours_again, 4, "due now: the three the job queued and the one retried by hand");
+
+    let nothing = store.create_retry_job(selection, Timestamp::now()).await.unwrap();
+    assert_eq!((nothing.state.as_str(), nothing.total), ("done", 0), "a job with nothing to do is done at once");
+    assert!(store.retry_job("job_missing").await.unwrap().is_none());
+    store.delete_subscription(&first.id).await.unwrap();
+    store.delete_subscription(&second.id).await.unwrap();
+}
+
+async fn ordered_deliveries_of_a_key_are_claimed_one_at_a_time_in_order_and_others_flow(store: &Store) {
+    use crate::store::{AttemptRecord, DeliveryQuery, NextStep};
+    let subscription = stored_subscription(store).await;
+    // Keys as the committer computes them: a, b, a, (none), a, b.
+    let keys = [Some("a"), Some("b"), Some("a"), None, Some("a"), Some("b")];
+    let events: Vec<NewEvent> = keys
+        .iter()
+        .map(|key| {
+            let mut event = sample_event("conformance.ordered", "conformance");
+            event.deliver_to = vec![subscription.id.clone()];
+            event.ordering_keys = key.map(|key| (subscription.id.clone(), key.to_owned())).into_iter().collect();
+            event
+        })
+        .collect();
+    let event_ids: Vec<String> = events.iter().map(|event| event.event.id.clone()).collect();
+    store.append_events(events).await.unwrap();
+    let lease = std::time::Duration::from_secs(600);
+    let claim = || async {
+        let claimed = store.claim_due_deliveries(Timestamp::now() + 10.milliseconds(), lease, 100).await.unwrap();
+        let mut ours: Vec<_> = claimed.into_iter().filter(|due| due.subscription_id == subscription.id).collect();
+        ours.sort_by(|x, y| x.event_id.cmp(&y.event_id));
+        ours
+    };
+    let event_of = |claimed: &[crate::store::DueDelivery]| -> Vec<usize> {
+        claimed.iter().map(|due| event_ids.iter().position(|id| *id == due.event_id).unwrap()).collect()
+    };
+    let first = claim().await;
+    assert_eq!(event_of(&first), [0, 1, 3], "the first of each key, and the one with no key");
+    assert!(claim().await.is_empty(), "each key's next waits while its first is in flight");
+
+    let record = |due: &crate::store::DueDelivery, attempt: u32, next: NextStep| AttemptRecord {
+        delivery_id: due.id.clone(),
+        attempt,
+        at: Timestamp::now(),
+        status_code: Some(if next == NextStep::Delivered { 200 } else { 500 }),
+        latency: std::time::Duration::from_millis(2),
+        response_excerpt: None,
+        error: None,
+        next,
+        due_at: Some(due.due_at),
+        transform_version: None,
+    };
+    let retry_at = Timestamp::now() + 10.milliseconds();
+    store
+        .record_attempts(vec![
+            record(&first[0], 1, NextStep::RetryAt(retry_at)),
+            record(&first[1], 1, NextStep::Delivered),
+        ])
+        .await
+        .unwrap();
+    let history = store
+        .deliveries(DeliveryQuery {
+            subscription_id: subscription.id.clone(),
+            from: None,
+            to: None,
+            status: Some("pending".into()),
+            page: 1,
+            per_page: 100,
+        })
+        .await
+        .unwrap();
+    let waiting: Vec<(Option<&str>, Option<&str>)> = history
+        .deliveries
+        .iter()
+        .rev()
+        .map(|delivery| (delivery.ordering_key.as_deref(), delivery.waiting_behind.as_deref()))
+        .collect();
+    let a1 = first[0].id.as_str();
+    assert_eq!(
+        waiting,
+        [(Some("a"), None), (Some("a"), Some(a1)), (None, None), (Some("a"), Some(a1)), (Some("b"), None)],
+        "the history says which wait behind which"
+    );
+
+    let second = claim().await;
+    assert_eq!(event_of(&second), [0, 5], "a's first again (its retry is due: b flowed meanwhile), and b's next");
+    store.record_attempts(vec![record(&second[0], 2, NextStep::Failed)]).await.unwrap();
+    assert_eq!(event_of(&claim().await), [2], "a's first gave up: a's next goes");
+    store.delete_subscription(&subscription.id).await.unwrap();
 }

@@ -127,6 +127,7 @@ const TABLES: &[Table] = &[
             ("next_attempt_at_us", BigInt),
             ("created_at_us", BigInt),
             ("updated_at_us", BigInt),
+            ("ordering_key", Text),
         ],
         identity: None,
     },
@@ -141,6 +142,35 @@ const TABLES: &[Table] = &[
             ("response_excerpt", Text),
             ("error", Text),
             ("transform_version", Text),
+            ("due_at_us", BigInt),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "subscription_rate_limits",
+        columns: &[
+            ("subscription_id", Text),
+            ("per_second_milli", BigInt),
+            ("burst", Int),
+            ("tokens_milli", BigInt),
+            ("refilled_at_us", BigInt),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "retry_jobs",
+        columns: &[
+            ("id", Text),
+            ("selection", Text),
+            ("state", Text),
+            ("total", BigInt),
+            ("queued", BigInt),
+            ("skipped", BigInt),
+            ("cursor_id", Text),
+            ("until_id", Text),
+            ("created_at_us", BigInt),
+            ("updated_at_us", BigInt),
+            ("finished_at_us", BigInt),
         ],
         identity: None,
     },
@@ -658,6 +688,7 @@ mod tests {
             error: None,
             transform_version: None,
             next,
+            due_at: Some(due.due_at),
         });
         store.record_attempts(attempts.collect()).await.unwrap();
 

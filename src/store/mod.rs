@@ -16,6 +16,7 @@
 
 pub mod copy;
 mod postgres;
+mod rate_buckets;
 pub mod retention;
 mod sqlite;
 
@@ -284,6 +285,9 @@ pub struct DueDelivery {
     pub event_id: String,
     /// Attempts made before this one.
     pub attempts: u32,
+    /// When it came due (before the claim pushed it out by the lease): the attempt records it, so
+    /// the history shows how long a delivery waited for its rate limit or a free worker.
+    pub due_at: Timestamp,
 }
 
 /// What happens to a delivery after an attempt.
@@ -323,6 +327,8 @@ pub struct AttemptRecord {
     /// The version of the subscription's transformation that ran for this attempt, if any.
     pub transform_version: Option<String>,
     pub next: NextStep,
+    /// When the delivery was due ([`DueDelivery::due_at`]); `at` minus this is how long it waited.
+    pub due_at: Option<Timestamp>,
 }
 
 /// An attempt as the history shows it.
@@ -338,6 +344,8 @@ pub struct Attempt {
     /// The version of the subscription's transformation that ran, when one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transform_version: Option<String>,
+    /// When the attempt was due: it went out at `at`, later by a rate limit or a busy worker.
+    pub due_at: Option<Timestamp>,
 }
 
 /// A delivery with its attempts.
@@ -353,6 +361,12 @@ pub struct Delivery {
     pub next_attempt_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The key its subscription orders deliveries by, when it does and the event has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+    /// A pending ordered delivery waits for this earlier pending delivery of its key (the oldest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_behind: Option<String>,
     #[serde(rename = "attemptHistory")]
     pub history: Vec<Attempt>,
 }
@@ -373,6 +387,74 @@ pub struct DeliveryQuery {
 pub struct DeliveryPage {
     pub deliveries: Vec<Delivery>,
     pub total: u64,
+}
+
+/// Which deliveries, across subscriptions: what the dead letter listing and a bulk retry select.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverySelection {
+    /// Only these subscriptions' deliveries; every subscription's when `None`.
+    pub subscription_ids: Option<Vec<String>>,
+    /// `pending`, `delivered` or `failed`; any when `None`.
+    pub status: Option<String>,
+    /// Inclusive lower bound on when the delivery was created.
+    pub from: Option<Timestamp>,
+    /// Exclusive upper bound on when the delivery was created.
+    pub to: Option<Timestamp>,
+}
+
+/// A page of deliveries across subscriptions, newest first (`Store::list_deliveries`).
+#[derive(Debug, Clone)]
+pub struct DeliveryListQuery {
+    pub selection: DeliverySelection,
+    /// Only deliveries older than this id (the previous page's `next_cursor`).
+    pub before_id: Option<String>,
+    pub limit: usize,
+}
+
+/// A delivery with only its last attempt: what the dead letter listing shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverySummary {
+    pub id: String,
+    pub subscription_id: String,
+    pub event_id: String,
+    pub status: String,
+    pub attempts: u32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// The last attempt, with its status code and error; `None` before the first.
+    pub last_attempt: Option<Attempt>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliverySummaryPage {
+    pub deliveries: Vec<DeliverySummary>,
+    /// Present when more match: pass it as `before_id` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// A bulk retry: every delivery its selection matched when it was created (pending ones are
+/// queued already and left alone) is made due again, a batch at a time, by whichever node's
+/// worker takes the next batch. Stored, so it goes on after a restart.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryJob {
+    /// `job_` and a UUIDv7.
+    pub id: String,
+    pub selection: DeliverySelection,
+    /// `running` until every matched delivery was taken, then `done`.
+    pub state: String,
+    /// Deliveries the selection matched at creation.
+    pub total: u64,
+    /// Made due again.
+    pub queued: u64,
+    /// Matched at creation but not when their turn came (delivered or retried meanwhile, or
+    /// deleted): counted when the job is done.
+    pub skipped: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
 }
 
 /// The store, one backend chosen at start.
@@ -575,7 +657,9 @@ impl Store {
     /// Claims up to `limit` pending deliveries that are due, of subscriptions not paused,
     /// pushing each out by `lease` so that no other worker takes it meanwhile. (Disabling a
     /// subscription fails its pending deliveries; one that slipped in after is claimed for the
-    /// worker to fail.)
+    /// worker to fail.) A subscription with a rate limit gives at most the whole tokens its
+    /// bucket holds at `now`, and the claim takes them, in the same transaction: the limit holds
+    /// across workers and nodes, and what is over it stays due for a later claim.
     pub async fn claim_due_deliveries(
         &self,
         now: Timestamp,
@@ -600,6 +684,42 @@ impl Store {
         match self {
             Store::Sqlite(store) => store.deliveries(query).await,
             Store::Postgres(store) => store.deliveries(query).await,
+        }
+    }
+
+    /// Deliveries across subscriptions matching `query`, newest first, each with its last
+    /// attempt: the dead letters when the status is `failed`.
+    pub async fn list_deliveries(&self, query: DeliveryListQuery) -> Result<DeliverySummaryPage, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.list_deliveries(query).await,
+            Store::Postgres(store) => store.list_deliveries(query).await,
+        }
+    }
+
+    /// Stores a bulk retry of every delivery `selection` matches now (but the pending ones);
+    /// workers then take it a batch at a time (`advance_retry_job`).
+    pub async fn create_retry_job(&self, selection: DeliverySelection, now: Timestamp) -> Result<RetryJob, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.create_retry_job(selection, now).await,
+            Store::Postgres(store) => store.create_retry_job(selection, now).await,
+        }
+    }
+
+    pub async fn retry_job(&self, id: &str) -> Result<Option<RetryJob>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.retry_job(id.to_owned()).await,
+            Store::Postgres(store) => store.retry_job(id.to_owned()).await,
+        }
+    }
+
+    /// Takes the next batch (at most `batch` deliveries) of the oldest running bulk retry no
+    /// other worker is working on, makes them due at `now` (parked if their subscription is
+    /// paused) and moves the job on, in one transaction. Returns the job as it is after, or
+    /// `None` when there was nothing to do.
+    pub async fn advance_retry_job(&self, now: Timestamp, batch: usize) -> Result<Option<RetryJob>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.advance_retry_job(now, batch).await,
+            Store::Postgres(store) => store.advance_retry_job(now, batch).await,
         }
     }
 

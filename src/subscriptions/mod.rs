@@ -2,8 +2,9 @@
 //! know: `url`, `name`, `events` (exact names, `*`, prefixes like `stripe.*`; `subscribed_events`
 //! accepted as an alias), `status` (`active`, `paused`, `disabled`), an optional `resource_id`,
 //! an optional JSONPath `filter` (over the event, its source headers included), custom `headers`,
-//! an optional JavaScript `transform` (see `crate::transform`), and a signing secret (`whsec_…`, Standard
-//! Webhooks) shown only when it is created or rotated.
+//! an optional JavaScript `transform` (see `crate::transform`), an optional `rate_limit`
+//! (deliveries a second, with a burst), an optional `ordering` per key (`ordering`), and a signing
+//! secret (`whsec_…`, Standard Webhooks) shown only when it is created or rotated.
 //!
 //! This file is the model ([`Subscription`], its secrets and status, the `sub_` id prefix);
 //! beside it: `patterns` (event name patterns and how a scope covers one), `routes` (the routing
@@ -15,13 +16,17 @@
 
 mod aliases;
 pub mod filter;
+mod ordering;
 mod patterns;
+mod rate_limit;
 mod request;
 mod routes;
 mod target;
 
 pub use aliases::{Canonical, canonical};
+pub use ordering::{Ordering, OrderingKey};
 pub use patterns::{is_pattern, pattern_covers, pattern_matches};
+pub use rate_limit::RateLimit;
 pub use request::{FieldError, from_request};
 pub use routes::{Routes, is_about};
 pub use target::{TargetPolicy, check_target, check_url, is_public};
@@ -59,6 +64,12 @@ pub struct Subscription {
     /// The version of `transform` (`crate::transform::version_of`), recorded with each attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform_version: Option<String>,
+    /// At most this many deliveries a second, across every worker and node; `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Deliveries with the same key go one at a time, in event order (`ordering`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<Ordering>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     /// Why the subscription was disabled, when hookgate disabled it.
@@ -181,6 +192,8 @@ mod tests {
             headers: BTreeMap::new(),
             transform: None,
             transform_version: None,
+            rate_limit: None,
+            ordering: None,
             created_at: now(),
             updated_at: now(),
             disabled_reason: None,

@@ -20,8 +20,19 @@ fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     FieldError { field: field.to_owned(), message: message.into() }
 }
 
-const FIELDS: &[&str] =
-    &["url", "name", "events", "subscribed_events", "status", "resource_id", "filter", "headers", "transform"];
+const FIELDS: &[&str] = &[
+    "url",
+    "name",
+    "events",
+    "subscribed_events",
+    "status",
+    "resource_id",
+    "filter",
+    "headers",
+    "transform",
+    "rate_limit",
+    "ordering",
+];
 
 /// Headers a subscription may not set: hookgate's own, and those HTTP manages.
 const RESERVED_HEADERS: &[&str] = &[
@@ -180,6 +191,20 @@ pub async fn from_request(
             }
         }
     };
+    let rate_limit = match object.get("rate_limit") {
+        None => existing.filter(|_| merge).and_then(|s| s.rate_limit),
+        Some(value) => super::rate_limit::parse(value).unwrap_or_else(|error| {
+            errors.push(error);
+            None
+        }),
+    };
+    let ordering = match object.get("ordering") {
+        None => existing.filter(|_| merge).and_then(|s| s.ordering.clone()),
+        Some(value) => super::ordering::parse(value).unwrap_or_else(|error| {
+            errors.push(error);
+            None
+        }),
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -208,6 +233,8 @@ pub async fn from_request(
         headers,
         transform,
         transform_version,
+        rate_limit,
+        ordering,
         created_at,
         updated_at: now,
         disabled_reason,

@@ -18,6 +18,7 @@ struct Route {
     events: Vec<String>,
     resource_id: Option<String>,
     filter: Option<crate::jsonpath::JsonPath>,
+    ordering: Option<super::OrderingKey>,
 }
 
 impl Routes {
@@ -30,6 +31,7 @@ impl Routes {
                 events: subscription.events.clone(),
                 resource_id: subscription.resource_id.clone(),
                 filter: subscription.filter.as_deref().and_then(|filter| super::filter::compile(filter).ok()),
+                ordering: subscription.ordering.as_ref().and_then(super::OrderingKey::compile),
             })
             .collect();
         Routes { entries }
@@ -54,6 +56,23 @@ impl Routes {
                 }
             })
             .map(|route| route.id.clone())
+            .collect()
+    }
+}
+
+impl Routes {
+    /// The ordering key of `event` for each of `subscription_ids` that orders its deliveries
+    /// (and finds a key in it): `(subscription id, key)`, written on the delivery rows.
+    pub fn ordering_keys(&self, event: &crate::event::Event, subscription_ids: &[String]) -> Vec<(String, String)> {
+        let mut envelope: Option<Value> = None;
+        self.entries
+            .iter()
+            .filter(|route| subscription_ids.contains(&route.id))
+            .filter_map(|route| {
+                let ordering = route.ordering.as_ref()?;
+                let envelope = envelope.get_or_insert_with(|| serde_json::to_value(event).unwrap_or(Value::Null));
+                Some((route.id.clone(), ordering.key_of(&event.data, envelope)?))
+            })
             .collect()
     }
 }

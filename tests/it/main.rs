@@ -8,6 +8,7 @@ mod console;
 mod crash_safety;
 mod definition_schema;
 mod deliveries;
+mod delivery_control;
 mod dns;
 mod documented_defaults;
 mod durability;

@@ -15,6 +15,8 @@
 mod api;
 #[path = "../it/deliveries.rs"]
 mod deliveries;
+#[path = "../it/delivery_control.rs"]
+mod delivery_control;
 #[path = "../it/dns.rs"]
 mod dns;
 #[path = "../it/event_listing.rs"]

@@ -23,6 +23,8 @@ const TABLES: &[&str] = &[
     "subscriptions",
     "deliveries",
     "delivery_attempts",
+    "subscription_rate_limits",
+    "retry_jobs",
     "publications",
     "notice_mails",
 ];

@@ -15,6 +15,17 @@ use crate::store::{
     Attempt, AttemptRecord, Delivery, DeliveryPage, DeliveryQuery, DueDelivery, NextStep, StoreChange, StoreError,
 };
 
+/// A claimed delivery from a row of `id, subscription_id, event_id, attempts, due time`.
+fn due_delivery(row: &tokio_postgres::Row) -> DueDelivery {
+    DueDelivery {
+        id: row.get(0),
+        subscription_id: row.get(1),
+        event_id: row.get(2),
+        attempts: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
+        due_at: Timestamp::from_microsecond(row.get::<_, Option<i64>>(4).unwrap_or(0)).unwrap_or(Timestamp::UNIX_EPOCH),
+    }
+}
+
 pub(super) fn new_delivery_id() -> String {
     format!("dlv_{}", uuid::Uuid::now_v7().simple())
 }
@@ -26,33 +37,72 @@ impl PostgresStore {
         lease: std::time::Duration,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(pg_error)?;
         let now_us = now.as_microsecond();
+        let lease_until = now_us + micros(lease);
         // A paused subscription's deliveries are parked (no due time); the status check catches
         // one whose retry was scheduled by an attempt in flight when it was paused.
-        let statement = client
+        // An ordered delivery waits while an earlier one of its key is pending (in flight or due
+        // for a retry): each key's deliveries go one at a time, in order.
+        // Rate-limited subscriptions first, each up to the whole tokens of its bucket, which this
+        // transaction holds (a bucket another node's claim holds is skipped: its subscription
+        // waits for the next claim); then the unlimited ones.
+        let mut due = Vec::new();
+        let limited = transaction
             .prepare_cached(
                 "WITH due AS (
-                     SELECT d.id FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-                     WHERE d.status = 'pending' AND d.next_attempt_at_us <= $1 AND s.status <> 'paused'
+                     SELECT d.id, d.next_attempt_at_us FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+                     WHERE d.subscription_id = $4 AND d.status = 'pending' AND d.next_attempt_at_us <= $1
+                       AND s.status <> 'paused'
+                       AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
+                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+                          AND e.status = 'pending' AND e.id < d.id))
                      ORDER BY d.next_attempt_at_us LIMIT $2
                      FOR UPDATE OF d SKIP LOCKED)
                  UPDATE deliveries d SET next_attempt_at_us = $3 FROM due WHERE d.id = due.id
-                 RETURNING d.id, d.subscription_id, d.event_id, d.attempts",
+                 RETURNING d.id, d.subscription_id, d.event_id, d.attempts, due.next_attempt_at_us",
             )
             .await
             .map_err(pg_error)?;
-        let rows =
-            client.query(&statement, &[&now_us, &(limit as i64), &(now_us + micros(lease))]).await.map_err(pg_error)?;
-        Ok(rows
-            .iter()
-            .map(|row| DueDelivery {
-                id: row.get(0),
-                subscription_id: row.get(1),
-                event_id: row.get(2),
-                attempts: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
-            })
-            .collect())
+        for (subscription_id, bucket) in super::rate_limits::lock_free_buckets(&transaction).await? {
+            let tokens = bucket.whole_tokens_at(now_us).min((limit - due.len()) as i64);
+            if tokens <= 0 {
+                continue;
+            }
+            let rows = transaction
+                .query(&limited, &[&now_us, &tokens, &lease_until, &subscription_id])
+                .await
+                .map_err(pg_error)?;
+            if !rows.is_empty() {
+                let taken = bucket.after_taking(rows.len() as i64, now_us);
+                super::rate_limits::store(&transaction, &subscription_id, &taken).await?;
+                due.extend(rows.iter().map(due_delivery));
+            }
+        }
+        let room = (limit - due.len()) as i64;
+        if room > 0 {
+            let unlimited = transaction
+                .prepare_cached(
+                    "WITH due AS (
+                         SELECT d.id, d.next_attempt_at_us FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+                         WHERE d.status = 'pending' AND d.next_attempt_at_us <= $1 AND s.status <> 'paused'
+                           AND NOT EXISTS (SELECT 1 FROM subscription_rate_limits r WHERE r.subscription_id = d.subscription_id)
+                           AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
+                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+                          AND e.status = 'pending' AND e.id < d.id))
+                         ORDER BY d.next_attempt_at_us LIMIT $2
+                         FOR UPDATE OF d SKIP LOCKED)
+                     UPDATE deliveries d SET next_attempt_at_us = $3 FROM due WHERE d.id = due.id
+                     RETURNING d.id, d.subscription_id, d.event_id, d.attempts, due.next_attempt_at_us",
+                )
+                .await
+                .map_err(pg_error)?;
+            let rows = transaction.query(&unlimited, &[&now_us, &room, &lease_until]).await.map_err(pg_error)?;
+            due.extend(rows.iter().map(due_delivery));
+        }
+        transaction.commit().await.map_err(pg_error)?;
+        Ok(due)
     }
 
     /// Records a batch of attempts in two statements, whatever its size: the attempts (each
@@ -77,6 +127,8 @@ impl PostgresStore {
         let excerpts: Vec<Option<&str>> = records.iter().map(|record| record.response_excerpt.as_deref()).collect();
         let errors: Vec<Option<&str>> = records.iter().map(|record| record.error.as_deref()).collect();
         let versions: Vec<Option<&str>> = records.iter().map(|record| record.transform_version.as_deref()).collect();
+        let due_at_us: Vec<Option<i64>> =
+            records.iter().map(|record| record.due_at.map(|at| at.as_microsecond())).collect();
 
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(pg_error)?;
@@ -84,9 +136,9 @@ impl PostgresStore {
             .prepare_cached(
                 // Only for a delivery that still exists (retention, an erasure or a deleted
                 // subscription may have taken it while the attempt was in flight).
-                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version)
-                 SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int4[], $5::int8[], $6::text[], $7::text[], $8::text[])
-                     AS r (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version)
+                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version, due_at_us)
+                 SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int4[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::int8[])
+                     AS r (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version, due_at_us)
                  WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.delivery_id)
                  ON CONFLICT (delivery_id, attempt) DO NOTHING
                  RETURNING delivery_id, attempt",
@@ -94,7 +146,7 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?;
         let written: HashSet<(String, i32)> = transaction
-            .query(&insert, &[&ids, &attempts, &at_us, &status_codes, &latencies_us, &excerpts, &errors, &versions])
+            .query(&insert, &[&ids, &attempts, &at_us, &status_codes, &latencies_us, &excerpts, &errors, &versions, &due_at_us])
             .await
             .map_err(pg_error)?
             .iter()
@@ -158,7 +210,11 @@ impl PostgresStore {
         let rows = client
             .query(
                 &format!(
-                    "SELECT id, event_id, status, attempts, next_attempt_at_us, created_at_us, updated_at_us
+                    "SELECT id, event_id, status, attempts, next_attempt_at_us, created_at_us, updated_at_us, ordering_key,
+                            CASE WHEN status = 'pending' AND ordering_key IS NOT NULL THEN
+                              (SELECT min(e.id) FROM deliveries e WHERE e.subscription_id = deliveries.subscription_id
+                                 AND e.ordering_key = deliveries.ordering_key AND e.status = 'pending' AND e.id < deliveries.id)
+                            END
                      FROM deliveries WHERE {filter} ORDER BY created_at_us DESC, id DESC LIMIT $5 OFFSET $6"
                 ),
                 &[&query.subscription_id, &from, &to, &query.status, &(query.per_page as i64), &offset],
@@ -169,7 +225,7 @@ impl PostgresStore {
         let mut histories: HashMap<String, Vec<Attempt>> = HashMap::new();
         for row in client
             .query(
-                "SELECT delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version
+                "SELECT delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version, due_at_us
                  FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, attempt",
                 &[&ids],
             )
@@ -184,6 +240,7 @@ impl PostgresStore {
                 response_excerpt: row.get(5),
                 error: row.get(6),
                 transform_version: row.get(7),
+                due_at: row.get::<_, Option<i64>>(8).map(timestamp).transpose()?,
             });
         }
         let deliveries = rows
@@ -202,6 +259,8 @@ impl PostgresStore {
                     attempts: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
                     created_at: timestamp(row.get(5))?,
                     updated_at: timestamp(row.get(6))?,
+                    ordering_key: row.get(7),
+                    waiting_behind: row.get(8),
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

@@ -143,6 +143,39 @@ INSERT INTO config_version (version) VALUES (0);
 -- Which version of the subscription's transformation ran for an attempt (NULL: none ran).
 ALTER TABLE delivery_attempts ADD COLUMN transform_version text;
 "#,
+    r#"
+-- Delivery control: rate limits, when each attempt was due, dead letters and bulk retries.
+-- A rate-limited subscription's token bucket, taken from by the claims (milli-tokens, as on
+-- SQLite); a claim locks the row (SKIP LOCKED: another node's claim leaves it alone meanwhile).
+CREATE TABLE subscription_rate_limits (
+    subscription_id text COLLATE "C" PRIMARY KEY,
+    per_second_milli bigint NOT NULL,
+    burst integer NOT NULL,
+    tokens_milli bigint NOT NULL,
+    refilled_at_us bigint NOT NULL
+);
+ALTER TABLE delivery_attempts ADD COLUMN due_at_us bigint;
+CREATE INDEX deliveries_by_status ON deliveries (status, id);
+CREATE TABLE retry_jobs (
+    id text COLLATE "C" PRIMARY KEY,
+    selection text NOT NULL,
+    state text NOT NULL,
+    total bigint NOT NULL,
+    queued bigint NOT NULL DEFAULT 0,
+    skipped bigint NOT NULL DEFAULT 0,
+    cursor_id text COLLATE "C" NOT NULL DEFAULT '',
+    until_id text COLLATE "C" NOT NULL,
+    created_at_us bigint NOT NULL,
+    updated_at_us bigint NOT NULL,
+    finished_at_us bigint
+);
+CREATE INDEX retry_jobs_running ON retry_jobs (created_at_us) WHERE state = 'running';
+-- Ordered delivery per key: the key computed when the event was committed; a claim takes a
+-- delivery only when no earlier one of its subscription and key is pending.
+ALTER TABLE deliveries ADD COLUMN ordering_key text COLLATE "C";
+CREATE INDEX deliveries_pending_by_key ON deliveries (subscription_id, ordering_key, id)
+    WHERE status = 'pending' AND ordering_key IS NOT NULL;
+"#,
 ];
 
 /// Applies the migrations not yet applied, one transaction each, under an advisory lock.

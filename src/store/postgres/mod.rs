@@ -19,7 +19,7 @@
 //! are announced with NOTIFY (on a channel of the database and schema) in the transaction that makes them; `changes` listens on a
 //! dedicated connection and hands them to the node as [`StoreChange`]s, with a polled
 //! configuration counter as the fallback. The queries are grouped as SQLite's are: `events`,
-//! `deliveries`, `subscriptions`, `records`, `notice_mails`, `retention` (retention and
+//! `deliveries`, `rate_limits`, `retry_jobs`, `subscriptions`, `records`, `notice_mails`, `retention` (retention and
 //! erasure); `migrations` holds the schema.
 
 mod changes;
@@ -27,8 +27,10 @@ mod deliveries;
 mod events;
 mod migrations;
 mod notice_mails;
+mod rate_limits;
 mod records;
 mod retention;
+mod retry_jobs;
 mod subscriptions;
 mod writer;
 
@@ -458,6 +460,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn two_nodes_claiming_a_rate_limited_subscription_together_spend_each_token_once() {
+        let test = "two_nodes_claiming_a_rate_limited_subscription_together_spend_each_token_once";
+        let Some((a, b, _)) = two_nodes(test).await else { return };
+        let mut limited = subscription(&a).await;
+        limited.rate_limit = Some(crate::subscriptions::RateLimit { per_second: 5.0, burst: 5 });
+        a.put_subscription(limited.clone()).await.unwrap();
+        a.append_events(routed_to(&limited, 200)).await.unwrap();
+        let lease = Duration::from_secs(600);
+        let started = std::time::Instant::now();
+        let claim_for = |store: Store| async move {
+            let mut claimed = Vec::new();
+            while started.elapsed() < Duration::from_secs(2) {
+                let batch = store.claim_due_deliveries(Timestamp::now(), lease, 7).await.unwrap();
+                claimed.extend(batch.into_iter().map(|due| due.id));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            claimed
+        };
+        let (by_a, by_b) = tokio::join!(claim_for(a.clone()), claim_for(b.clone()));
+        let seconds = started.elapsed().as_secs_f64();
+        let all: std::collections::HashSet<&String> = by_a.iter().chain(&by_b).collect();
+        assert_eq!(all.len(), by_a.len() + by_b.len(), "none claimed twice");
+        let allowed = 5.0 + 5.0 * seconds;
+        assert!(
+            (all.len() as f64) <= allowed,
+            "{} claimed in {seconds:.2} s ({} by a, {} by b), more than the burst and 5/s allow ({allowed:.1})",
+            all.len(),
+            by_a.len(),
+            by_b.len()
+        );
+        assert!(all.len() >= 10, "the limit paces, it does not stop: {} claimed", all.len());
+    }
+
+    #[tokio::test]
     async fn an_expired_lease_gives_the_delivery_to_another_node() {
         let Some((a, b, _)) = two_nodes("an_expired_lease_gives_the_delivery_to_another_node").await else { return };
         let subscription = subscription(&a).await;
@@ -488,6 +524,7 @@ mod tests {
             error: None,
             transform_version: None,
             next,
+            due_at: None,
         };
         a.record_attempts(vec![record(200, crate::store::NextStep::Delivered)]).await.unwrap();
         // The node that outlived its lease reports the same attempt number: it changes nothing.
@@ -522,6 +559,7 @@ mod tests {
                 error: None,
                 transform_version: None,
                 next,
+                due_at: None,
             }
         };
         a.record_attempts(vec![

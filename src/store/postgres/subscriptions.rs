@@ -50,6 +50,7 @@ impl PostgresStore {
             )
             .await
             .map_err(pg_error)?;
+        super::rate_limits::keep(&transaction, &subscription, Timestamp::now().as_microsecond()).await?;
         announce(&transaction, StoreChange::Subscriptions, self.node()).await.map_err(pg_error)?;
         transaction.commit().await.map_err(pg_error)
     }
@@ -69,6 +70,7 @@ impl PostgresStore {
         let mut subscription = decode(row.get(0))?;
         let before = subscription.status;
         let routed_before = routing(&subscription);
+        let routed_limit = subscription.rate_limit;
         change(&mut subscription);
         transaction
             .execute(
@@ -77,6 +79,9 @@ impl PostgresStore {
             )
             .await
             .map_err(pg_error)?;
+        if subscription.rate_limit != routed_limit {
+            super::rate_limits::keep(&transaction, &subscription, Timestamp::now().as_microsecond()).await?;
+        }
         // Its pending deliveries follow a change of status: failed when disabled, parked (no
         // due time, so claims never look at them) while paused, due now when active again.
         if subscription.status != before {
@@ -135,6 +140,10 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?;
         transaction.execute("DELETE FROM deliveries WHERE subscription_id = $1", &[&id]).await.map_err(pg_error)?;
+        transaction
+            .execute("DELETE FROM subscription_rate_limits WHERE subscription_id = $1", &[&id])
+            .await
+            .map_err(pg_error)?;
         if deleted == 1 {
             announce(&transaction, StoreChange::Subscriptions, self.node()).await.map_err(pg_error)?;
         }

@@ -252,7 +252,7 @@ async fn write_batch(
 
     // The outbox rows of the new events that are not quarantined.
     let mut woken = Vec::new();
-    let mut deliveries: (Vec<String>, Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
+    let mut deliveries: DeliveryColumns<'_> = Default::default();
     let mut publications: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
     for (row, outcome) in rows.iter().zip(&outcomes) {
         let event = &row.new.event;
@@ -265,6 +265,8 @@ async fn write_batch(
             deliveries.1.push(subscription_id);
             deliveries.2.push(&event.id);
             deliveries.3.push(at);
+            let key = row.new.ordering_keys.iter().find(|(id, _)| id == subscription_id).map(|(_, key)| key.as_str());
+            deliveries.4.push(key);
         }
         if let Some(subject) = &row.new.publish_to {
             publications.0.push(&event.id);
@@ -275,13 +277,14 @@ async fn write_batch(
     if !deliveries.0.is_empty() {
         let written = transaction
             .execute(
-                "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
+                "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us, ordering_key)
                  SELECT d.id, d.subscription_id, d.event_id, 'pending',
-                        CASE WHEN s.status = 'paused' THEN NULL ELSE d.at END, d.at, d.at
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS d (id, subscription_id, event_id, at)
+                        CASE WHEN s.status = 'paused' THEN NULL ELSE d.at END, d.at, d.at, d.ordering_key
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[])
+                     AS d (id, subscription_id, event_id, at, ordering_key)
                  JOIN subscriptions s ON s.id = d.subscription_id
                  FOR KEY SHARE OF s",
-                &[&deliveries.0, &deliveries.1, &deliveries.2, &deliveries.3],
+                &[&deliveries.0, &deliveries.1, &deliveries.2, &deliveries.3, &deliveries.4],
             )
             .await?;
         if written > 0 {
@@ -303,6 +306,10 @@ async fn write_batch(
     let mut outcomes = outcomes.into_iter().map(|outcome| outcome.expect("every row has an outcome"));
     Ok((jobs.iter().map(|job| outcomes.by_ref().take(job.rows.len()).collect()).collect(), woken))
 }
+
+/// The delivery rows of a batch, one array per column: ids, subscription ids, event ids, due
+/// times and ordering keys.
+type DeliveryColumns<'a> = (Vec<String>, Vec<&'a str>, Vec<&'a str>, Vec<i64>, Vec<Option<&'a str>>);
 
 /// Every event of a batch, from one array per column (`EventColumns`).
 const INSERT_EVENTS: &str = "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, body_sha256,

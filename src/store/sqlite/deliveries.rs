@@ -22,23 +22,56 @@ impl SqliteStore {
             // catches one whose retry was scheduled by an attempt in flight when it was paused. A
             // disabled one's were failed when it was disabled; one written just after (routed
             // by a table not yet rebuilt) is claimed, and the worker fails it.
-            let mut select = connection.prepare_cached(
-                "SELECT d.id, d.subscription_id, d.event_id, d.attempts FROM deliveries d
+            // An ordered delivery waits while an earlier one of its key is pending (in flight or
+            // due for a retry): each key's deliveries go one at a time, in order.
+            // Rate-limited subscriptions first, each up to the whole tokens its bucket holds (they
+            // are few, and capped): a backlog of unlimited ones never starves them.
+            let mut due = Vec::new();
+            let mut limited = connection.prepare_cached(
+                "SELECT d.id, d.subscription_id, d.event_id, d.attempts, d.next_attempt_at_us FROM deliveries d
+                 JOIN subscriptions s ON s.id = d.subscription_id
+                 WHERE d.subscription_id = ?3 AND d.status = 'pending' AND d.next_attempt_at_us <= ?1
+                   AND s.status <> 'paused'
+                   AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
+                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+                          AND e.status = 'pending' AND e.id < d.id))
+                 ORDER BY d.next_attempt_at_us LIMIT ?2",
+            )?;
+            for (subscription_id, bucket) in super::rate_limits::buckets(connection)? {
+                let tokens = bucket.whole_tokens_at(now_us).min((limit - due.len()) as i64);
+                if tokens <= 0 {
+                    continue;
+                }
+                let taken: Vec<DueDelivery> = limited
+                    .query_map(params![now_us, tokens, subscription_id], due_delivery)?
+                    .collect::<Result<_, _>>()?;
+                if !taken.is_empty() {
+                    super::rate_limits::store(
+                        connection,
+                        &subscription_id,
+                        &bucket.after_taking(taken.len() as i64, now_us),
+                    )?;
+                    due.extend(taken);
+                }
+            }
+            let mut unlimited = connection.prepare_cached(
+                "SELECT d.id, d.subscription_id, d.event_id, d.attempts, d.next_attempt_at_us FROM deliveries d
                  JOIN subscriptions s ON s.id = d.subscription_id
                  WHERE d.status = 'pending' AND d.next_attempt_at_us <= ?1
                    AND s.status <> 'paused'
+                   AND NOT EXISTS (SELECT 1 FROM subscription_rate_limits r WHERE r.subscription_id = d.subscription_id)
+                   AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
+                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+                          AND e.status = 'pending' AND e.id < d.id))
                  ORDER BY d.next_attempt_at_us LIMIT ?2",
             )?;
-            let due: Vec<DueDelivery> = select
-                .query_map(params![now_us, limit as i64], |row| {
-                    Ok(DueDelivery {
-                        id: row.get(0)?,
-                        subscription_id: row.get(1)?,
-                        event_id: row.get(2)?,
-                        attempts: row.get(3)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
+            let room = (limit - due.len()) as i64;
+            if room > 0 {
+                let rows = unlimited.query_map(params![now_us, room], due_delivery)?;
+                for row in rows {
+                    due.push(row?);
+                }
+            }
             let lease_until = now_us + i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2);
             let mut claim = connection.prepare_cached("UPDATE deliveries SET next_attempt_at_us = ?2 WHERE id = ?1")?;
             for delivery in &due {
@@ -54,8 +87,8 @@ impl SqliteStore {
             // Only for a delivery that still exists: one deleted while its attempt was in flight
             // (retention, an erasure, its subscription deleted) leaves no attempt behind.
             let mut insert = connection.prepare_cached(
-                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
+                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version, due_at_us)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
             )?;
             let mut update = connection.prepare_cached(
                 "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at_us = ?4, updated_at_us = ?5 WHERE id = ?1",
@@ -71,6 +104,7 @@ impl SqliteStore {
                     record.response_excerpt,
                     record.error,
                     record.transform_version,
+                    record.due_at.map(|at| at.as_microsecond()),
                 ])?;
                 let status = record.next.status();
                 let next = match record.next {
@@ -108,8 +142,12 @@ impl SqliteStore {
             )?;
             let offset = query.page.saturating_sub(1) * query.per_page;
             let mut statement = connection.prepare(&format!(
-                "SELECT id, event_id, status, attempts, next_attempt_at_us, created_at_us, updated_at_us FROM deliveries
-                 WHERE {filter} ORDER BY created_at_us DESC, id DESC LIMIT {} OFFSET {offset}",
+                "SELECT id, event_id, status, attempts, next_attempt_at_us, created_at_us, updated_at_us, ordering_key,
+                        CASE WHEN status = 'pending' AND ordering_key IS NOT NULL THEN
+                          (SELECT min(e.id) FROM deliveries e WHERE e.subscription_id = deliveries.subscription_id
+                             AND e.ordering_key = deliveries.ordering_key AND e.status = 'pending' AND e.id < deliveries.id)
+                        END
+                 FROM deliveries WHERE {filter} ORDER BY created_at_us DESC, id DESC LIMIT {} OFFSET {offset}",
                 query.per_page
             ))?;
             let rows = statement.query_map(rusqlite::params_from_iter(values.iter()), |row| {
@@ -121,13 +159,15 @@ impl SqliteStore {
                     row.get::<_, Option<i64>>(4)?,
                     row.get::<_, i64>(5)?,
                     row.get::<_, i64>(6)?,
+                    row.get::<_, Option<String>>(7)?,
+                    row.get::<_, Option<String>>(8)?,
                 ))
             })?;
             let mut deliveries = Vec::new();
             for row in rows {
-                let (id, event_id, status, attempts, next_us, created_us, updated_us) = row?;
+                let (id, event_id, status, attempts, next_us, created_us, updated_us, ordering_key, waiting_behind) = row?;
                 let mut attempts_statement = connection.prepare_cached(
-                    "SELECT attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version FROM delivery_attempts
+                    "SELECT attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version, due_at_us FROM delivery_attempts
                      WHERE delivery_id = ?1 ORDER BY attempt",
                 )?;
                 let history = attempts_statement
@@ -140,10 +180,12 @@ impl SqliteStore {
                             row.get::<_, Option<String>>(4)?,
                             row.get::<_, Option<String>>(5)?,
                             row.get::<_, Option<String>>(6)?,
+                            row.get::<_, Option<i64>>(7)?,
                         ))
                     })?
                     .map(|row| {
-                        let (attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version) = row?;
+                        let (attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version, due_at_us) =
+                            row?;
                         Ok(Attempt {
                             attempt,
                             at: timestamp(at_us)?,
@@ -152,6 +194,7 @@ impl SqliteStore {
                             response_excerpt,
                             error,
                             transform_version,
+                            due_at: due_at_us.map(timestamp).transpose()?,
                         })
                     })
                     .collect::<Result<Vec<_>, StoreError>>()?;
@@ -165,6 +208,8 @@ impl SqliteStore {
                     next_attempt_at,
                     created_at: timestamp(created_us)?,
                     updated_at: timestamp(updated_us)?,
+                    ordering_key,
+                    waiting_behind,
                     history,
                 });
             }
@@ -183,7 +228,7 @@ impl SqliteStore {
             let at = now.as_microsecond();
             let mut ids = Vec::new();
             for subscription_id in &subscription_ids {
-                ids.extend(insert_delivery(connection, subscription_id, &event_id, at)?);
+                ids.extend(insert_delivery(connection, subscription_id, &event_id, at, None)?);
             }
             Ok(ids)
         })
@@ -259,6 +304,18 @@ impl SqliteStore {
     }
 }
 
+/// A claimed delivery from a row of `id, subscription_id, event_id, attempts, next_attempt_at_us`.
+fn due_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<DueDelivery> {
+    let due_at_us: i64 = row.get(4)?;
+    Ok(DueDelivery {
+        id: row.get(0)?,
+        subscription_id: row.get(1)?,
+        event_id: row.get(2)?,
+        attempts: row.get(3)?,
+        due_at: Timestamp::from_microsecond(due_at_us).unwrap_or(Timestamp::UNIX_EPOCH),
+    })
+}
+
 /// A pending delivery, due at `at_us`, or parked (no due time) while its subscription is
 /// paused; returns its id, or `None` when the subscription is gone.
 pub(super) fn insert_delivery(
@@ -266,14 +323,15 @@ pub(super) fn insert_delivery(
     subscription_id: &str,
     event_id: &str,
     at_us: i64,
+    ordering_key: Option<&str>,
 ) -> Result<Option<String>, StoreError> {
     let id = format!("dlv_{}", uuid::Uuid::now_v7().simple());
     let inserted = connection
         .prepare_cached(
-            "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us)
-             SELECT ?1, id, ?3, 'pending', CASE WHEN status = 'paused' THEN NULL ELSE ?4 END, ?4, ?4
+            "INSERT INTO deliveries (id, subscription_id, event_id, status, next_attempt_at_us, created_at_us, updated_at_us, ordering_key)
+             SELECT ?1, id, ?3, 'pending', CASE WHEN status = 'paused' THEN NULL ELSE ?4 END, ?4, ?4, ?5
              FROM subscriptions WHERE id = ?2",
         )?
-        .execute(params![id, subscription_id, event_id, at_us])?;
+        .execute(params![id, subscription_id, event_id, at_us, ordering_key])?;
     Ok((inserted == 1).then_some(id))
 }

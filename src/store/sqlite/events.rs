@@ -194,7 +194,8 @@ fn append_one(
                 .execute(params![event.id, subject, at])?;
         }
         for subscription_id in &new.deliver_to {
-            insert_delivery(connection, subscription_id, &event.id, at)?;
+            let key = new.ordering_keys.iter().find(|(id, _)| id == subscription_id).map(|(_, key)| key.as_str());
+            insert_delivery(connection, subscription_id, &event.id, at, key)?;
         }
     }
     Ok(Appended { id: event.id.clone(), name: event.name.clone(), duplicate: false })

@@ -152,6 +152,43 @@ CREATE INDEX deliveries_finished ON deliveries (updated_at_us) WHERE status <> '
 -- Which version of the subscription's transformation ran for an attempt (NULL: none ran).
 ALTER TABLE delivery_attempts ADD COLUMN transform_version TEXT;
 "#),
+    Sql(r#"
+-- Delivery control: rate limits, when each attempt was due, dead letters and bulk retries.
+-- A rate-limited subscription's token bucket, taken from by the claims (milli-tokens, so that
+-- fractions of a token add up exactly); kept in step with the subscription's `rateLimit`.
+CREATE TABLE subscription_rate_limits (
+    subscription_id TEXT PRIMARY KEY NOT NULL,
+    per_second_milli INTEGER NOT NULL,
+    burst INTEGER NOT NULL,
+    tokens_milli INTEGER NOT NULL,
+    refilled_at_us INTEGER NOT NULL
+);
+-- When the attempt was due: it went out at `at_us`, later by a rate limit or a busy worker.
+ALTER TABLE delivery_attempts ADD COLUMN due_at_us INTEGER;
+-- The dead letters (and any status) across subscriptions, newest first.
+CREATE INDEX deliveries_by_status ON deliveries (status, id);
+-- Bulk retries: the deliveries a selection matched at creation (ids up to `until_id`), taken a
+-- batch at a time after `cursor_id`.
+CREATE TABLE retry_jobs (
+    id TEXT PRIMARY KEY NOT NULL,
+    selection TEXT NOT NULL,
+    state TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    queued INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    cursor_id TEXT NOT NULL DEFAULT '',
+    until_id TEXT NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    updated_at_us INTEGER NOT NULL,
+    finished_at_us INTEGER
+);
+CREATE INDEX retry_jobs_running ON retry_jobs (created_at_us) WHERE state = 'running';
+-- Ordered delivery per key: the key computed when the event was committed; a claim takes a
+-- delivery only when no earlier one of its subscription and key is pending.
+ALTER TABLE deliveries ADD COLUMN ordering_key TEXT;
+CREATE INDEX deliveries_pending_by_key ON deliveries (subscription_id, ordering_key, id)
+    WHERE status = 'pending' AND ordering_key IS NOT NULL;
+"#),
 ];
 
 /// Moves every raw body into `bodies`, once per SHA-256 (computed here, in Rust), and rebuilds

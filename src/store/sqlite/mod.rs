@@ -5,7 +5,8 @@
 //! blocking threads; rusqlite is never called on a tokio worker thread. The queries are grouped
 //! by what they keep: `events` (appends, where a duplicate is decided, with their outbox rows;
 //! reads and listing), `deliveries` (the outbox's worker side: claims, attempts, history,
-//! replays, and the NATS publications), `subscriptions`, and `records` (API keys, hook URL
+//! replays, and the NATS publications), `rate_limits` (the token buckets the claims take from),
+//! `retry_jobs` (dead letters across subscriptions and bulk retries), `subscriptions`, and `records` (API keys, hook URL
 //! tokens, installed apps, settings), `retention` (deleting old events and erasing a resource's,
 //! in small batches). `migrations` holds the schema: raw bodies are stored once in `bodies`,
 //! keyed by their SHA-256, and events reference them.
@@ -14,8 +15,10 @@ mod deliveries;
 mod events;
 mod migrations;
 mod notice_mails;
+mod rate_limits;
 mod records;
 mod retention;
+mod retry_jobs;
 mod subscriptions;
 mod writer;
 

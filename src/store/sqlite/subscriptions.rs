@@ -24,6 +24,7 @@ impl SqliteStore {
                     status_column(subscription.status)
                 ],
             )?;
+            super::rate_limits::keep(connection, &subscription, Timestamp::now().as_microsecond())?;
             Ok(())
         })
         .await
@@ -48,6 +49,7 @@ impl SqliteStore {
             connection
                 .prepare_cached("UPDATE subscriptions SET body = ?2, status = ?3 WHERE id = ?1")?
                 .execute(params![id, body, status_column(subscription.status)])?;
+            super::rate_limits::keep(connection, &subscription, Timestamp::now().as_microsecond())?;
             // Its pending deliveries follow a change of status: failed when disabled, parked (no
             // due time, so claims never look at them) while paused, due now when active again.
             if subscription.status != before {
@@ -101,6 +103,7 @@ impl SqliteStore {
                 [&id],
             )?;
             connection.execute("DELETE FROM deliveries WHERE subscription_id = ?1", [&id])?;
+            connection.execute("DELETE FROM subscription_rate_limits WHERE subscription_id = ?1", [&id])?;
             Ok(connection.execute("DELETE FROM subscriptions WHERE id = ?1", [&id])? == 1)
         })
         .await
