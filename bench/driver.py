@@ -290,6 +290,15 @@ def delivery_config():
     return "delivery_allow_http = true\ndelivery_allow_private_networks = true"
 
 
+def client_limits():
+    """The config lines that lift the per-address limits: the load comes from one address, as
+    traffic from many senders would not (the rate buckets stay off the measured path)."""
+    if b"client_requests_per_second" not in HOOKGATE.read_bytes():
+        return ""
+    return ("client_requests_per_second = 0\nmax_connections_per_client = 4096\n"
+            "smtp_client_messages_per_minute = 0\nsmtp_max_connections_per_client = 512\n")
+
+
 class Hookgate:
     def __init__(self, work, name, database=None):
         self.home = Path(work) / name
@@ -298,7 +307,7 @@ class Hookgate:
         for source in ("ecommstore.json", "ordersmail.json", "sources/stripe.json", "sources/github.json"):
             shutil.copy(ROOT / "hook-definitions" / source, defs / Path(source).name)
         config = self.home / "hookgate.toml"
-        config.write_text(f"max_body_bytes = 1048576\nmail_authentication = false\n{delivery_config()}\n")
+        config.write_text(f"max_body_bytes = 1048576\nmail_authentication = false\n{delivery_config()}\n{client_limits()}")
         self.database = database or str(self.home / "hookgate.db")
         self.server = Server(
             name,

@@ -17,7 +17,7 @@ fn options() -> Options {
     ]});
     let mut options = Options::default()
         .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
-        .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true")
+        .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32")
         .env("TEST_GITHUB_SECRET", GITHUB_SECRET);
     options.definitions.push(("github.json".into(), github));
     options

@@ -176,7 +176,7 @@ async fn a_hook_definition_whose_transformation_does_not_compile_is_refused_with
 fn open_targets() -> Options {
     Options::default()
         .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
-        .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true")
+        .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32")
         .env("HOOKGATE_DELIVERY_RETRY_SCHEDULE_SECS", "[1]")
 }
 
