@@ -224,6 +224,7 @@ impl Gateway {
             .arg(&self.database)
             .current_dir(&home)
             .env("HOOKGATE_ADMIN_TOKEN", ADMIN)
+            .env("HOOKGATE_SECRETS_KEY", backend::SECRETS_KEY)
             .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
             .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true")
             .env("HOOKGATE_DELIVERY_CONCURRENCY", self.concurrency.to_string())

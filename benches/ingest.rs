@@ -1333,6 +1333,7 @@ impl Hookgate {
                 .current_dir(&home)
                 .stdin(Stdio::null())
                 .env("HOOKGATE_ADMIN_TOKEN", &admin_token)
+                .env("HOOKGATE_SECRETS_KEY", backend::SECRETS_KEY)
                 .env("BENCH_STRIPE_SECRET", BENCH_STRIPE_SECRET)
                 .env("RUST_LOG", "warn");
             // The bench's own variables are not hookgate configuration.

@@ -24,6 +24,7 @@ mod opening_steps;
 mod rejections;
 mod reload;
 mod retention;
+mod secrets;
 mod seed_faces;
 mod shapes;
 mod shipped_sources;

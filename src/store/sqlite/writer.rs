@@ -418,7 +418,12 @@ mod tests {
             sizes.0.lock().unwrap().clone()
         });
         let path = dir.path().join("hookgate.db");
-        let inner = Inner { path, writer: Mutex::new(Some(jobs_tx)), readers: Mutex::new(Vec::new()) };
+        let inner = Inner {
+            path,
+            writer: Mutex::new(Some(jobs_tx)),
+            readers: Mutex::new(Vec::new()),
+            secrets: std::sync::OnceLock::new(),
+        };
         (SqliteStore { inner: Arc::new(inner) }, writer)
     }
 
