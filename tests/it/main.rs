@@ -28,6 +28,7 @@ mod secrets;
 mod seed_faces;
 mod shapes;
 mod shipped_sources;
+mod smtp_properties;
 mod sources;
 mod standard_webhooks;
 mod subscriptions;
