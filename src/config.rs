@@ -620,6 +620,22 @@ mod tests {
     }
 
     #[test]
+    fn a_numeric_secrets_key_in_the_file_is_refused_without_showing_it_and_a_quoted_one_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookgate.toml");
+        let digits = "1234567890".repeat(6) + "1234";
+        std::fs::write(&file, format!("secrets_key = {}\n", &digits[..18])).unwrap();
+        let error = Config::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(error.contains("secrets_key must be a quoted string"), "{error}");
+        assert!(!error.contains(&digits[..18]), "{error}");
+        std::fs::write(&file, format!("secrets_key = \"{digits}\"\nsecrets_previous_keys = [\"{digits}\"]\n")).unwrap();
+        let config = Config::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(config.secrets_key.as_deref(), Some(digits.as_str()));
+        assert_eq!(config.secrets_previous_keys, [digits.clone()]);
+        assert!(!format!("{config:?}").contains(&digits), "the debug form hides it");
+    }
+
+    #[test]
     fn zero_timeouts_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hookgate.toml");
