@@ -631,7 +631,7 @@ mod tests {
         std::fs::write(&file, format!("secrets_key = \"{digits}\"\nsecrets_previous_keys = [\"{digits}\"]\n")).unwrap();
         let config = Config::load(Some(&file), &Overrides::default()).unwrap();
         assert_eq!(config.secrets_key.as_deref(), Some(digits.as_str()));
-        assert_eq!(config.secrets_previous_keys, [digits.clone()]);
+        assert_eq!(config.secrets_previous_keys, vec![digits.clone()]);
         assert!(!format!("{config:?}").contains(&digits), "the debug form hides it");
     }
 
