@@ -15,6 +15,9 @@ use crate::deliveries::Receiver;
 use crate::support::*;
 
 const STRIPE_SECRET: &str = "whsec_secrets-test-stripe-0123456789";
+const URL_TOKEN: &str = "url-token-secret-8c1f5e2a9d";
+const BASIC_AUTH: &str = "postmark:basic-password-4b7e0c";
+const GITLAB_TOKEN: &str = "gitlab-token-secret-61d0aa93";
 
 fn options() -> Options {
     let mut options = Options::default()
@@ -22,11 +25,20 @@ fn options() -> Options {
         .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
         .env("HOOKGATE_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true")
         .env("HOOKGATE_DELIVERY_RETRY_SCHEDULE_SECS", "[1, 1]")
-        .env("TEST_STRIPE_SECRET", STRIPE_SECRET);
+        .env("TEST_STRIPE_SECRET", STRIPE_SECRET)
+        .env("TEST_URL_TOKEN", URL_TOKEN)
+        .env("TEST_BASIC_AUTH", BASIC_AUTH)
+        .env("TEST_GITLAB_TOKEN", GITLAB_TOKEN);
     let stripe = json!({"app": "platforms", "version": "1", "hooks": [
         {"eventName": "stripe.event", "type": "web", "source": {
             "path": "stripe", "scheme": "stripe", "secrets": ["${TEST_STRIPE_SECRET}"],
-            "eventName": "stripe.{$.type}", "deliveryId": "{$.id}"}}
+            "eventName": "stripe.{$.type}", "deliveryId": "{$.id}"}},
+        {"eventName": "tokened.event", "type": "web", "source": {
+            "path": "tokened", "scheme": "url-token", "secrets": ["${TEST_URL_TOKEN}"]}},
+        {"eventName": "basic.event", "type": "web", "source": {
+            "path": "basic", "scheme": "basic-auth", "secrets": ["${TEST_BASIC_AUTH}"]}},
+        {"eventName": "gitlab.event", "type": "web", "source": {
+            "path": "gitlab", "scheme": "gitlab", "secrets": ["${TEST_GITLAB_TOKEN}"]}}
     ]});
     options.definitions.push(("platforms.json".into(), stripe));
     options
@@ -210,6 +222,24 @@ async fn no_secret_appears_in_any_reply_after_its_creation_in_the_logs_or_in_the
         transcript.keep("POST stripe", request.send().await.unwrap()).await;
     }
 
+    // Sources whose proof is the secret itself: in the URL, in Basic auth, in GitLab's header.
+    for token in [URL_TOKEN.to_owned(), format!("{URL_TOKEN}x")] {
+        let url = gateway.url(&format!("/api/webhooks/tokened?token={token}&other=1"));
+        let response = gateway.http.post(url).json(&json!({"tokened": 1})).send().await.unwrap();
+        transcript.keep("POST url-token source", response).await;
+    }
+    for credential in [BASIC_AUTH.to_owned(), format!("{BASIC_AUTH}x")] {
+        let (user, password) = credential.split_once(':').unwrap();
+        let request = gateway.http.post(gateway.url("/api/webhooks/basic")).basic_auth(user, Some(password));
+        transcript.keep("POST basic-auth source", request.json(&json!({"basic": 1})).send().await.unwrap()).await;
+    }
+    for token in [GITLAB_TOKEN.to_owned(), format!("{GITLAB_TOKEN}x")] {
+        let request = gateway.http.post(gateway.url("/api/webhooks/gitlab")).header("x-gitlab-token", token);
+        transcript.keep("POST gitlab source", request.json(&json!({"gitlab": 1})).send().await.unwrap()).await;
+    }
+    let accepted = transcript.replies.iter().filter(|reply| reply.contains("source -> 20")).count();
+    assert_eq!(accepted, 3, "each source accepted its right secret: {:#?}", transcript.replies);
+
     // Management: every view of what was made, with each credential, and refusals.
     let deliveries = format!("/api/webhooks/{id}/deliveries");
     eventually(Duration::from_secs(20), "two failed attempts", || {
@@ -288,6 +318,10 @@ async fn no_secret_appears_in_any_reply_after_its_creation_in_the_logs_or_in_the
         ("secrets key", SECRETS_KEY.to_owned()),
         ("partner key", PARTNER_KEY.to_owned()),
         ("Stripe signing secret", STRIPE_SECRET.to_owned()),
+        ("URL token", URL_TOKEN.to_owned()),
+        ("Basic auth password", BASIC_AUTH.split_once(':').unwrap().1.to_owned()),
+        ("Basic auth credential", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, BASIC_AUTH)),
+        ("GitLab token", GITLAB_TOKEN.to_owned()),
         ("ingest key", ingest_key),
         ("management key", management_key),
         ("first subscription secret", first_secret.clone()),
@@ -311,7 +345,10 @@ async fn no_secret_appears_in_any_reply_after_its_creation_in_the_logs_or_in_the
     }
     // The search finds what is there: the replies that created them show them.
     let creations = format!("{ingest}{management}{subscription}{rotated}");
-    assert!(first_appearance(&secrets[4..], &[("a creation reply", creations.as_bytes())]).is_some());
+    for name in ["ingest key", "management key", "first subscription secret", "rotated subscription secret"] {
+        let secret: Vec<(&str, String)> = secrets.iter().filter(|(known, _)| *known == name).cloned().collect();
+        assert!(first_appearance(&secret, &[("a creation reply", creations.as_bytes())]).is_some(), "{name}");
+    }
     // What was delivered was signed with the secrets (they are kept, sealed, and used).
     let received = receiver.received();
     assert!(delivered_after_restart >= 2, "{received:?}");
