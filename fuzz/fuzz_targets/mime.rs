@@ -7,7 +7,11 @@
 use hookgate::email::extract::{TextJson, extract, outline};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "known_upstream.rs"]
+mod known_upstream;
+
 fuzz_target!(|data: &[u8]| {
+    known_upstream::let_known_panics_through();
     for text_json in [TextJson::All, TextJson::First] {
         if let Ok(extracted) = extract(data, text_json) {
             for found in &extracted.found {
