@@ -273,6 +273,7 @@ impl Gateway {
             .env("HOOKGATE_ADMIN_TOKEN", ADMIN)
             // The load comes from one address: per-client rates would measure the limit.
             .env("HOOKGATE_CLIENT_REQUESTS_PER_SECOND", "0")
+            .env("HOOKGATE_SECRETS_KEY", backend::SECRETS_KEY)
             .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
             .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32")
             .env("HOOKGATE_DELIVERY_CONCURRENCY", self.concurrency.to_string())

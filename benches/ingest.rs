@@ -1336,6 +1336,7 @@ impl Hookgate {
                 // The load comes from one address: per-client rates would measure the limit.
                 .env("HOOKGATE_CLIENT_REQUESTS_PER_SECOND", "0")
                 .env("HOOKGATE_MAX_CONNECTIONS_PER_CLIENT", "4096")
+                .env("HOOKGATE_SECRETS_KEY", backend::SECRETS_KEY)
                 .env("BENCH_STRIPE_SECRET", BENCH_STRIPE_SECRET)
                 .env("RUST_LOG", "warn");
             // The bench's own variables are not hookgate configuration.

@@ -344,7 +344,7 @@ async fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
             config.database.display()
         );
     }
-    Ok(Store::open(&hookgate::store_config(config)).await?)
+    Ok(hookgate::open_store(config).await?)
 }
 
 async fn apps(config: Config, command: AppsCommand) -> anyhow::Result<ExitCode> {

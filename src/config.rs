@@ -50,6 +50,16 @@ pub struct Config {
     /// `HOOKGATE_ADMIN_TOKEN` is read as raw text, never parsed, and never echoed in errors.
     #[serde(default, deserialize_with = "secret_text")]
     pub admin_token: Option<String>,
+    /// The key subscription signing secrets are sealed with at rest: 32 bytes, as 64 hex digits
+    /// or base64. Unset on SQLite: a key generated at first start, kept in a file beside the
+    /// database (`<database>.secrets-key`, mode 0600). Required on PostgreSQL.
+    /// `HOOKGATE_SECRETS_KEY` is read as raw text, never parsed as a number, never echoed.
+    #[serde(default, deserialize_with = "secrets_key_text")]
+    pub secrets_key: Option<String>,
+    /// Keys secrets were sealed with before `secrets_key` (a rotation): still read, and their
+    /// secrets resealed with `secrets_key` at start. `HOOKGATE_SECRETS_PREVIOUS_KEYS`: comma-separated.
+    #[serde(default)]
+    pub secrets_previous_keys: Vec<String>,
     /// Event names routed to workflows begin with `<event_prefix>.<app>.`.
     pub event_prefix: String,
     /// Body limit of hooks that do not set `maxBodyBytes`.
@@ -174,6 +184,8 @@ impl std::fmt::Debug for Config {
             .field("database", &self.database_target())
             .field("public_url", &self.public_url)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("secrets_key", &self.secrets_key.as_ref().map(|_| "<set>"))
+            .field("secrets_previous_keys", &self.secrets_previous_keys.len())
             .finish_non_exhaustive()
     }
 }
@@ -246,6 +258,8 @@ impl Default for Config {
             public_url: None,
             secrets_file: None,
             admin_token: None,
+            secrets_key: None,
+            secrets_previous_keys: Vec::new(),
             event_prefix: "kustomer.app".into(),
             max_body_bytes: 1024 * 1024,
             max_file_bytes: 256 * 1024,
@@ -409,6 +423,20 @@ impl Config {
                 .into_string()
                 .map_err(|_| ConfigError::Invalid("HOOKGATE_ADMIN_TOKEN is not valid UTF-8".into()))?;
             config.admin_token = Some(token);
+        }
+        if let Some(key) = std::env::var_os("HOOKGATE_SECRETS_KEY") {
+            let key = key
+                .into_string()
+                .map_err(|_| ConfigError::Invalid("HOOKGATE_SECRETS_KEY is not valid UTF-8".into()))?;
+            // Empty is unset, as for a variable exported with no value.
+            config.secrets_key = Some(key).filter(|key| !key.trim().is_empty());
+        }
+        if let Some(keys) = std::env::var_os("HOOKGATE_SECRETS_PREVIOUS_KEYS") {
+            let keys = keys
+                .into_string()
+                .map_err(|_| ConfigError::Invalid("HOOKGATE_SECRETS_PREVIOUS_KEYS is not valid UTF-8".into()))?;
+            config.secrets_previous_keys =
+                keys.split(',').map(str::trim).filter(|key| !key.is_empty()).map(str::to_owned).collect();
         }
         config.validate()?;
         Ok(config)
@@ -622,6 +650,16 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<
     })
 }
 
+/// Reads the secrets key as text; any other kind of value is refused without showing it.
+fn secrets_key_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    use serde::de::Error as _;
+    match Option::<toml::Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(toml::Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(D::Error::custom("secrets_key must be a quoted string (its value is not shown)")),
+    }
+}
+
 /// Reads a secret setting as text; any other kind of value is refused without showing it.
 fn secret_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     struct SecretText;
@@ -728,6 +766,22 @@ mod tests {
         let error = Config::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
         assert!(error.contains("admin_token must be a quoted string"), "{error}");
         assert!(!error.contains("123456789012345678"), "{error}");
+    }
+
+    #[test]
+    fn a_numeric_secrets_key_in_the_file_is_refused_without_showing_it_and_a_quoted_one_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookgate.toml");
+        let digits = "1234567890".repeat(6) + "1234";
+        std::fs::write(&file, format!("secrets_key = {}\n", &digits[..18])).unwrap();
+        let error = Config::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(error.contains("secrets_key must be a quoted string"), "{error}");
+        assert!(!error.contains(&digits[..18]), "{error}");
+        std::fs::write(&file, format!("secrets_key = \"{digits}\"\nsecrets_previous_keys = [\"{digits}\"]\n")).unwrap();
+        let config = Config::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(config.secrets_key.as_deref(), Some(digits.as_str()));
+        assert_eq!(config.secrets_previous_keys, vec![digits.clone()]);
+        assert!(!format!("{config:?}").contains(&digits), "the debug form hides it");
     }
 
     #[test]

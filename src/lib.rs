@@ -91,6 +91,8 @@ pub enum StartError {
     DeliveryClient(String),
     #[error(transparent)]
     Mail(#[from] notify::MailSetupError),
+    #[error("{0}")]
+    SecretsKey(String),
 }
 
 /// The store the configuration names.
@@ -99,6 +101,62 @@ pub fn store_config(config: &Config) -> StoreConfig {
         config::DatabaseTarget::Sqlite(path) => StoreConfig::Sqlite { path },
         config::DatabaseTarget::Postgres(url) => StoreConfig::Postgres { url },
     }
+}
+
+/// Opens the configured store with the key subscription secrets are sealed with installed, and
+/// every stored secret checked against it (sealing plaintext ones, resealing those of a previous
+/// key). The key is `secrets_key`; without one, a SQLite database uses the key file beside it,
+/// generated at its first start, and PostgreSQL refuses to start (every node needs the same key).
+pub async fn open_store(config: &Config) -> Result<Store, StartError> {
+    use store::sealed::{SecretsKeys, any_sealed, create_key_file, key_file_beside, read_key_file};
+    let store = Store::open(&store_config(config)).await?;
+    let refuse = |reason: String| StartError::SecretsKey(reason);
+    let keys = match (&config.secrets_key, config.database_target()) {
+        (Some(key), _) => {
+            SecretsKeys::parse(key, &config.secrets_previous_keys).map_err(|error| refuse(error.to_string()))?
+        }
+        (None, _) if !config.secrets_previous_keys.is_empty() => {
+            return Err(refuse(
+                "secrets_previous_keys is set without secrets_key: set the key that secrets are sealed with now".into(),
+            ));
+        }
+        (None, config::DatabaseTarget::Postgres(_)) => {
+            return Err(refuse(
+                "secrets_key (or HOOKGATE_SECRETS_KEY) is required with PostgreSQL: every node seals and opens subscription secrets with the same key. Make one with `openssl rand -hex 32` and keep it like a password"
+                    .into(),
+            ));
+        }
+        (None, config::DatabaseTarget::Sqlite(database)) => {
+            let file = key_file_beside(&database);
+            match read_key_file(&file).map_err(|error| refuse(error.to_string()))? {
+                Some(keys) => keys,
+                None if any_sealed(&store).await? => {
+                    return Err(refuse(format!(
+                        "subscription secrets in {} are sealed, but their key file {} is missing: restore it from the backup of the database, or set secrets_key to the key they were sealed with",
+                        database.display(),
+                        file.display()
+                    )));
+                }
+                None => {
+                    let keys = create_key_file(&file).map_err(|error| refuse(error.to_string()))?;
+                    tracing::info!(
+                        file = %file.display(),
+                        "Generated the key that subscription secrets are sealed with; back it up with the database."
+                    );
+                    keys
+                }
+            }
+        }
+    };
+    store.install_secrets_keys(Arc::new(keys));
+    let sealing = store::sealed::seal_stored_secrets(&store).await.map_err(|error| match error {
+        store::sealed::SealingError::Store(error) => StartError::Store(error),
+        wrong => refuse(wrong.to_string()),
+    })?;
+    if sealing.resealed > 0 {
+        tracing::info!(subscriptions = sealing.resealed, "Sealed subscription secrets with the current secrets key.");
+    }
+    Ok(store)
 }
 
 /// Acts on what other nodes sharing the store changed: their deliveries and publications wake
@@ -286,7 +344,7 @@ impl Gateway {
             return Err(StartError::NoDefinitionsFolder(config.definitions.clone()));
         }
         let metrics = telemetry::metrics_handle();
-        let store = Store::open(&store_config(&config)).await?;
+        let store = open_store(&config).await?;
         let (admin_token_sha256, admin_token) = api::admin_token(&store, config.admin_token.as_deref()).await?;
         let watch = definitions::watch::DefinitionWatch::start(&config.definitions, config.watch_definitions)
             .map_err(|error| StartError::Watch(error.to_string()))?;

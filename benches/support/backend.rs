@@ -1,5 +1,9 @@
 //! The stores a benchmark measures hookgate on, and which of them a run can measure.
 
+/// The key a bench's nodes seal subscription secrets with (PostgreSQL requires one, and every
+/// node of one database needs the same).
+pub const SECRETS_KEY: &str = "6265e3c1d2f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4";
+
 /// Where hookgate keeps its events, and on how many nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -16,6 +16,9 @@ mod read;
 pub mod sources;
 pub mod watch;
 
+#[cfg(test)]
+mod properties;
+
 pub use checker::validate;
 pub use read::{MAX_DEFINITION_FILE_BYTES, json_reason, read_folder};
 

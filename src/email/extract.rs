@@ -9,7 +9,8 @@
 //! parser's error, and the event keeps the list (`source.mail.skipped`).
 //!
 //! Pure: bytes in, values out. MIME (nested multiparts, quoted-printable, base64, charsets) is
-//! mail-parser's; HTML is read by lol_html, streaming, and only when the part mentions
+//! mail-parser's (its one `debug_assert!` that malformed mail reaches, found by fuzzing, is
+//! caught in [`parse`], so debug builds refuse such mail as release builds read it: no panic); HTML is read by lol_html, streaming, and only when the part mentions
 //! `ld+json` at all.
 
 use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
@@ -134,9 +135,17 @@ const FAILED_TEXT_ATTEMPTS_PER_PART: usize = 16;
 /// Forwarded messages inside forwarded messages: deeper ones are not searched.
 const MAX_MESSAGE_DEPTH: usize = 8;
 
+/// `raw` parsed by mail-parser. mail-parser 0.11.9 has a `debug_assert!` ("Invalid part ID, could
+/// not find multipart") that a malformed forwarded message reaches; release builds skip it and
+/// recover the message, debug builds would panic the session's task, so a panic while parsing
+/// reads as "not a message" here.
+fn parse(raw: &[u8]) -> Option<Message<'_>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| MessageParser::default().parse(raw))).ok().flatten()
+}
+
 /// Reads `raw` (a whole RFC 5322 message) and extracts every JSON value in it.
 pub fn extract(raw: &[u8], text_json: TextJson) -> Result<Extracted, ExtractError> {
-    let message = MessageParser::default().parse(raw).ok_or(ExtractError::NotAMessage)?;
+    let message = parse(raw).ok_or(ExtractError::NotAMessage)?;
     if message.parts.is_empty() {
         return Err(ExtractError::NotAMessage);
     }
@@ -179,7 +188,7 @@ pub const OUTLINE_MAX_PARTS: usize = 64;
 /// The parts of `raw` (a whole RFC 5322 message) in message order, forwarded messages' parts
 /// under their own number, up to [`OUTLINE_MAX_PARTS`]; `None` when it is not a message.
 pub fn outline(raw: &[u8]) -> Option<Vec<PartOutline>> {
-    let message = MessageParser::default().parse(raw)?;
+    let message = parse(raw)?;
     if message.parts.is_empty() {
         return None;
     }
@@ -821,6 +830,16 @@ Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain
         let text = "{\"a\": \"".repeat(20_000);
         let extracted = extract(&message("text/plain", &text), TextJson::All).unwrap();
         assert!(extracted.found.is_empty());
+    }
+
+    /// Found by the `smtp_session` fuzz target, minimized with `cargo fuzz tmin` on `mime`: a
+    /// forwarded message whose part has no end reaches mail-parser's debug assertion.
+    #[test]
+    fn a_malformed_forwarded_message_is_read_or_refused_without_panicking() {
+        let raw = b"F:\nContent-Type: multipart/mi;boundary=\"fwd-boundary\".\r\n\r\n--fwd-boundary\r\nContent-Type: message/rfc822\r\nC\n\nContent-Type:message/rfc822\r\n\n\r\n--fwd-boundary--\r\n";
+        let extracted = extract(raw, TextJson::All);
+        assert!(matches!(&extracted, Ok(_) | Err(ExtractError::NotAMessage)), "{extracted:?}");
+        let _ = outline(raw);
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub(crate) async fn run_all(store: &Store) {
     settings_are_written_once(store).await;
     subscriptions_are_kept_whole_replaced_and_removed(store).await;
     a_transformation_is_kept_with_its_subscription_and_each_attempt_records_its_version(store).await;
+    subscription_secrets_are_sealed_at_rest_once_keys_are_installed(store).await;
     the_outbox_is_written_with_its_event_and_worked_off(store).await;
     raw_bodies_are_stored_once_however_many_events_share_one(store).await;
     retention_deletes_old_events_with_what_they_triggered_and_keeps_the_rest(store).await;
@@ -542,6 +543,89 @@ async fn a_transformation_is_kept_with_its_subscription_and_each_attempt_records
     );
     store.delete_subscription(&transformed.id).await.unwrap();
     store.delete_subscription(&plain.id).await.unwrap();
+}
+
+/// The keys the conformance suite installs; [`OTHER_SECRETS_KEY`] is not them.
+pub(crate) const SECRETS_KEY: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+pub(crate) const OTHER_SECRETS_KEY: &str = "0202020202020202020202020202020202020202020202020202020202020202";
+
+/// True when no stored subscription document contains `secret`.
+async fn nowhere_at_rest(store: &Store, secret: &str) -> bool {
+    store.subscription_bodies().await.unwrap().iter().all(|(_, body)| !body.contains(secret))
+}
+
+/// Secrets stored before keys were installed are sealed by `seal_stored_secrets`; from then on
+/// every write seals, every read opens, and no stored document holds a plaintext secret.
+async fn subscription_secrets_are_sealed_at_rest_once_keys_are_installed(store: &Store) {
+    use crate::store::sealed::{SEALED_PREFIX, SecretsKeys, seal_stored_secrets};
+    use crate::subscriptions::{TargetPolicy, from_request, new_secret};
+    assert!(store.secrets_keys().is_none(), "the suite installs the keys here");
+    let policy = &TargetPolicy::new(true, ["127.0.0.1/32".parse().unwrap()]);
+    let now = Timestamp::now();
+    let before =
+        from_request(&serde_json::json!({"url": "http://127.0.0.1:9/sealed"}), None, false, policy, now).await.unwrap();
+    let plaintext = before.secrets[0].secret.clone();
+    store.put_subscription(before.clone()).await.unwrap();
+    assert!(!nowhere_at_rest(store, &plaintext).await, "without keys a secret is stored as given");
+
+    store.install_secrets_keys(std::sync::Arc::new(SecretsKeys::parse(SECRETS_KEY, &[]).unwrap()));
+    let sealing = seal_stored_secrets(store).await.unwrap();
+    assert!(sealing.resealed >= 1, "{sealing:?}");
+    assert!(nowhere_at_rest(store, &plaintext).await, "sealed in place");
+    assert!(store.subscription_bodies().await.unwrap().iter().all(|(_, body)| body.contains(SEALED_PREFIX)));
+    assert_eq!(store.subscription(&before.id).await.unwrap(), Some(before.clone()), "read back opened");
+    let again = seal_stored_secrets(store).await.unwrap();
+    assert_eq!(again.resealed, 0, "nothing left to seal: {again:?}");
+
+    let after = from_request(&serde_json::json!({"url": "http://127.0.0.1:9/sealed-too"}), None, false, policy, now)
+        .await
+        .unwrap();
+    store.put_subscription(after.clone()).await.unwrap();
+    let rotated = new_secret();
+    let secret = rotated.clone();
+    let updated = store
+        .update_subscription(&after.id, move |subscription| {
+            subscription.rotate_secret(secret, now, now + jiff::SignedDuration::from_secs(3600));
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.secrets[0].secret, rotated, "the change sees and returns opened secrets");
+    let listed = store.subscriptions().await.unwrap();
+    let stored = listed.iter().find(|subscription| subscription.id == after.id).unwrap();
+    assert_eq!(stored.signing_secrets(now).collect::<Vec<_>>(), [rotated.as_str(), after.secrets[0].secret.as_str()]);
+    for secret in [&plaintext, &after.secrets[0].secret, &rotated] {
+        assert!(nowhere_at_rest(store, secret).await, "no plaintext secret at rest");
+    }
+    assert!(store.delete_subscription(&before.id).await.unwrap());
+    assert!(store.delete_subscription(&after.id).await.unwrap());
+}
+
+/// `reopened` is the same database as `store` (after the suite) with other keys installed: the
+/// start-up check refuses it, names the subscription, and changes nothing.
+pub(crate) async fn a_wrong_secrets_key_is_refused_and_changes_nothing(store: &Store, reopened: &Store) {
+    use crate::store::sealed::{SealingError, SecretsKeys, seal_stored_secrets};
+    use crate::subscriptions::{TargetPolicy, from_request};
+    let policy = &TargetPolicy::new(true, ["127.0.0.1/32".parse().unwrap()]);
+    let subscription = from_request(
+        &serde_json::json!({"url": "http://127.0.0.1:9/wrong-key"}),
+        None,
+        false,
+        policy,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    store.put_subscription(subscription.clone()).await.unwrap();
+    let before = store.subscription_bodies().await.unwrap();
+    reopened.install_secrets_keys(std::sync::Arc::new(SecretsKeys::parse(OTHER_SECRETS_KEY, &[]).unwrap()));
+    let error = seal_stored_secrets(reopened).await.unwrap_err();
+    assert!(matches!(&error, SealingError::WrongKey { subscription: id, .. } if id.starts_with("sub_")), "{error}");
+    let text = error.to_string();
+    assert!(text.contains("is not configured") && !text.contains(&subscription.secrets[0].secret), "{text}");
+    assert!(reopened.subscription(&subscription.id).await.is_err(), "a read says so too, never a wrong secret");
+    assert_eq!(store.subscription_bodies().await.unwrap(), before, "nothing was changed");
+    assert_eq!(store.subscription(&subscription.id).await.unwrap(), Some(subscription), "the right key still reads it");
 }
 
 async fn appended_events_read_back_exactly(store: &Store) {

@@ -799,6 +799,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sealed_subscription_secrets_are_copied_sealed_and_open_on_postgres_with_the_same_key() {
+        let test = "sealed_subscription_secrets_are_copied_sealed_and_open_on_postgres_with_the_same_key";
+        let Some(server) = testing::server_url(test) else { return };
+        use crate::store::conformance::SECRETS_KEY;
+        use crate::store::sealed::{SecretsKeys, seal_stored_secrets};
+        let keys = || std::sync::Arc::new(SecretsKeys::parse(SECRETS_KEY, &[]).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Store::Sqlite(SqliteStore::open(dir.path().join("hookgate.db")).await.unwrap());
+        sqlite.install_secrets_keys(keys());
+        let policy = &TargetPolicy::new(true, ["127.0.0.1/32".parse().unwrap()]);
+        let request = serde_json::json!({"url": "http://127.0.0.1:9/sealed"});
+        let subscription = from_request(&request, None, false, policy, Timestamp::now()).await.unwrap();
+        sqlite.put_subscription(subscription.clone()).await.unwrap();
+        drop(sqlite);
+
+        let target = testing::fresh_schema(&server).await;
+        let report = sqlite_to_postgres(&dir.path().join("hookgate.db"), &target, |_| {}).await.unwrap();
+        assert!(report.committed && report.counts_match(), "{report:?}");
+        let postgres = Store::Postgres(PostgresStore::open(&target).await.unwrap());
+        let secret = &subscription.secrets[0].secret;
+        let bodies = postgres.subscription_bodies().await.unwrap();
+        assert!(bodies.iter().all(|(_, body)| !body.contains(secret.as_str())), "copied sealed, never opened");
+        postgres.install_secrets_keys(keys());
+        assert_eq!(seal_stored_secrets(&postgres).await.unwrap().sealed, 1, "the same key opens it");
+        assert_eq!(postgres.subscription(&subscription.id).await.unwrap(), Some(subscription));
+    }
+
+    #[tokio::test]
     async fn notices_not_yet_mailed_are_mailed_after_the_copy_and_none_twice() {
         let test = "notices_not_yet_mailed_are_mailed_after_the_copy_and_none_twice";
         let Some(server) = testing::server_url(test) else { return };

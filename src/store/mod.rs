@@ -18,6 +18,7 @@ pub mod copy;
 mod postgres;
 mod rate_buckets;
 pub mod retention;
+pub mod sealed;
 mod sqlite;
 
 #[cfg(test)]
@@ -643,6 +644,32 @@ impl Store {
         match self {
             Store::Sqlite(store) => store.subscriptions().await,
             Store::Postgres(store) => store.subscriptions().await,
+        }
+    }
+
+    /// Seals subscription secrets with `keys` from now on (see `sealed`); the first keys
+    /// installed stay. Until then secrets are stored as they are given.
+    pub fn install_secrets_keys(&self, keys: std::sync::Arc<sealed::SecretsKeys>) {
+        match self {
+            Store::Sqlite(store) => store.install_secrets_keys(keys),
+            Store::Postgres(store) => store.install_secrets_keys(keys),
+        }
+    }
+
+    /// The keys installed with [`Store::install_secrets_keys`].
+    pub fn secrets_keys(&self) -> Option<std::sync::Arc<sealed::SecretsKeys>> {
+        match self {
+            Store::Sqlite(store) => store.secrets_keys(),
+            Store::Postgres(store) => store.secrets_keys(),
+        }
+    }
+
+    /// Every subscription's id and stored document as it is at rest (secrets as stored), oldest
+    /// first: for sealing at start, and for proving that no plaintext secret is kept.
+    pub async fn subscription_bodies(&self) -> Result<Vec<(String, String)>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.subscription_bodies().await,
+            Store::Postgres(store) => store.subscription_bodies().await,
         }
     }
 

@@ -444,6 +444,7 @@ async fn the_cli_replays_every_event_matching_a_filter() {
         std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .args(["events", "replay", "--name", ORDER_UPDATE, "--database"])
             .arg(database)
+            .env("HOOKGATE_SECRETS_KEY", SECRETS_KEY)
             .output()
             .unwrap()
     })

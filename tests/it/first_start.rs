@@ -104,8 +104,15 @@ fn a_first_start_prints_one_line_about_unset_secrets_with_the_command_that_lists
     child.stderr.take().unwrap().read_to_string(&mut logged).unwrap();
     assert!(logged.contains("Hook definitions loaded."), "the log at its default level was read: {logged}");
     let all: Vec<&str> = printed.iter().map(String::as_str).chain(logged.lines()).collect();
-    let about_secrets: Vec<&&str> = all.iter().filter(|line| line.to_lowercase().contains("secret")).collect();
-    assert_eq!(about_secrets, [&expected.as_str()], "{all:#?}");
+    // Besides the count, one line says where the generated key sealing subscription secrets is kept.
+    let (about_the_key, about_secrets): (Vec<&str>, Vec<&str>) = all
+        .iter()
+        .copied()
+        .filter(|line| line.to_lowercase().contains("secret"))
+        .partition(|line| line.contains("Generated the key that subscription secrets are sealed with"));
+    assert_eq!(about_secrets, [expected.as_str()], "{all:#?}");
+    assert_eq!(about_the_key.len(), 1, "{all:#?}");
+    assert!(about_the_key[0].contains("data/hookgate.db.secrets-key"), "{all:#?}");
 }
 
 #[test]

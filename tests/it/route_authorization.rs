@@ -248,7 +248,7 @@ async fn a_management_key_is_refused_the_admins_operations_and_sees_nothing_beyo
         assert!(!body.contains(HIDDEN_DATA) && !body.contains(HIDDEN_TARGET), "{seen}");
         if admin_only(&document, method, path) {
             assert_eq!((status, error_code(&reply)), (403, Some("forbidden")), "{seen}");
-        } else if status < 300 && (method, path.as_str()) == ("post", "/api/deliveries/retry") {
+        } else if status < 300 && (method.as_str(), path.as_str()) == ("post", "/api/deliveries/retry") {
             // A bulk retry across subscriptions takes only what the key reaches: here, nothing.
             let job = gateway.admin_json(&format!("/api/jobs/{}", reply["id"].as_str().unwrap())).await;
             assert_eq!(job["total"], 0, "the hidden dead letter is out of the job's reach: {seen} {job}");

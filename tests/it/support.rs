@@ -6,6 +6,11 @@
 //! [`Gateway::start_on`]): a SQLite file in the temporary directory, or a fresh schema of the
 //! PostgreSQL database at `HOOKGATE_TEST_POSTGRES_URL` (the `postgres` test binary runs the API
 //! suite that way).
+//!
+//! Everything a gateway prints, on stdout and stderr, is also kept in `gateway.log` in its
+//! temporary directory ([`Gateway::output`]), so that a test can read what it wrote (the secrets
+//! test greps it). Every gateway and CLI run is given [`SECRETS_KEY`] as `HOOKGATE_SECRETS_KEY`
+//! (an option's own value replaces it; an empty one leaves a SQLite store to its key file).
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -29,6 +34,8 @@ pub const SERVE: &[&str] = &[
 ];
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The key subscription secrets are sealed with, for every gateway a test starts.
+pub const SECRETS_KEY: &str = "5e4a1d7c0b9f8e2d3c6a5b4f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d";
 pub const PARTNER_KEY: &str = "partner-static-key-abcdef";
 
 pub const ORDER_UPDATE: &str = "kustomer.app.shop.order.update";
@@ -142,6 +149,18 @@ impl Options {
     }
 }
 
+/// Appends `line` to the gateway's log in `dir`.
+fn keep_line(dir: &Path, line: &str) {
+    use std::io::Write;
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(LOG_FILE));
+    if let Ok(mut file) = file {
+        let _ = writeln!(file, "{line}");
+    }
+}
+
+/// Where everything a gateway printed is kept, in its directory.
+const LOG_FILE: &str = "gateway.log";
+
 pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub base: String,
@@ -212,6 +231,11 @@ impl Gateway {
 
     pub fn definitions_dir(&self) -> PathBuf {
         self.dir.path().join("defs")
+    }
+
+    /// Everything the gateway printed so far (every run of it), stdout and stderr.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(LOG_FILE)).unwrap_or_default()
     }
 
     /// The `--database` value of this gateway (a file, or a PostgreSQL URL).
@@ -387,6 +411,7 @@ impl Gateway {
             .arg(self.definitions_dir())
             .arg("--database")
             .arg(self.database())
+            .env("HOOKGATE_SECRETS_KEY", SECRETS_KEY)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .expect("the CLI runs")
@@ -427,17 +452,28 @@ async fn spawn(
         .env("RUST_LOG", "warn")
         // DKIM and SPF lookups go to the test DNS server, never outside the machine.
         .env("HOOKGATE_DNS_RESOLVER", crate::dns::address().to_string())
+        .env("HOOKGATE_SECRETS_KEY", SECRETS_KEY)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::piped());
     let mut child = command.spawn().map_err(|e| e.to_string())?;
     let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
     let (lines_tx, lines_rx) = mpsc::channel();
+    let log_dir = dir.to_path_buf();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
+            keep_line(&log_dir, &line);
+            // The test may have stopped listening; the log still keeps every line.
+            let _ = lines_tx.send(line);
+        }
+    });
+    let log_dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            keep_line(&log_dir, &line);
+            // Shown as before, when stderr was the test's own.
+            eprintln!("{line}");
         }
     });
     let lines = tokio::task::spawn_blocking(move || {

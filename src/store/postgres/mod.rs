@@ -64,6 +64,8 @@ struct Inner {
     appends: mpsc::Sender<writer::AppendJob>,
     changes: broadcast::Sender<StoreChange>,
     node: Arc<Node>,
+    /// What subscription secrets are sealed with, once installed (`Store::install_secrets_keys`).
+    secrets: std::sync::OnceLock<Arc<crate::store::sealed::SecretsKeys>>,
     /// Stops the listener and the writer when the last clone goes.
     _stop: tokio::sync::watch::Sender<()>,
 }
@@ -143,7 +145,9 @@ impl PostgresStore {
         let (appends, jobs) = mpsc::channel(writer::QUEUE);
         tokio::spawn(writer::run(pool.clone(), jobs, node.clone()));
         tokio::spawn(changes::listen(config, tls, pool.clone(), node.clone(), changes.clone(), stopped));
-        Ok(PostgresStore { inner: Arc::new(Inner { pool, appends, changes, node, _stop: stop }) })
+        Ok(PostgresStore {
+            inner: Arc::new(Inner { pool, appends, changes, node, secrets: std::sync::OnceLock::new(), _stop: stop }),
+        })
     }
 
     /// A connection from the pool.
@@ -340,8 +344,11 @@ mod tests {
     #[tokio::test]
     async fn postgres_passes_the_store_conformance_suite() {
         let Some(server) = testing::server_url("postgres_passes_the_store_conformance_suite") else { return };
-        let store = Store::Postgres(PostgresStore::open(&testing::fresh_schema(&server).await).await.unwrap());
+        let url = testing::fresh_schema(&server).await;
+        let store = Store::Postgres(PostgresStore::open(&url).await.unwrap());
         crate::store::conformance::run_all(&store).await;
+        let reopened = Store::Postgres(PostgresStore::open(&url).await.unwrap());
+        crate::store::conformance::a_wrong_secrets_key_is_refused_and_changes_nothing(&store, &reopened).await;
     }
 
     #[tokio::test]

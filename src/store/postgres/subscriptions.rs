@@ -1,13 +1,16 @@
-//! Subscriptions on PostgreSQL: a JSON document per row (secrets included) with its status in a
-//! column of its own. A change locks the row (`FOR NO KEY UPDATE`, which appends writing its
+//! Subscriptions on PostgreSQL: a JSON document per row (secrets sealed by `store::sealed` once
+//! keys are installed) with its status in a column of its own. A change locks the row (`FOR NO KEY UPDATE`, which appends writing its
 //! deliveries do not wait on), changes the document, moves its pending deliveries with its
 //! status, and announces itself so that every node rebuilds its routes. A delete waits for the
 //! appends writing deliveries for it, which hold its row `FOR KEY SHARE`, and then removes those
 //! deliveries too.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 
 use super::{PostgresStore, announce, pg_error};
+use crate::store::sealed::{SecretsKeys, decode_subscription, encode_subscription};
 use crate::store::{StoreChange, StoreError};
 use crate::subscriptions::{Status, Subscription};
 
@@ -24,17 +27,26 @@ fn routing(subscription: &Subscription) -> (Status, Vec<String>, Option<String>,
     (subscription.status, subscription.events.clone(), subscription.resource_id.clone(), subscription.filter.clone())
 }
 
-fn encode(subscription: &Subscription) -> Result<String, StoreError> {
-    serde_json::to_string(subscription).map_err(|error| StoreError::Database(error.to_string()))
-}
-
-fn decode(body: &str) -> Result<Subscription, StoreError> {
-    serde_json::from_str(body).map_err(|error| StoreError::Corrupt(error.to_string()))
-}
-
 impl PostgresStore {
+    /// Seals subscription secrets with `keys` from now on; the first keys installed stay.
+    pub fn install_secrets_keys(&self, keys: Arc<SecretsKeys>) {
+        let _ = self.inner.secrets.set(keys);
+    }
+
+    pub fn secrets_keys(&self) -> Option<Arc<SecretsKeys>> {
+        self.inner.secrets.get().cloned()
+    }
+
+    fn encode(&self, subscription: &Subscription) -> Result<String, StoreError> {
+        encode_subscription(self.inner.secrets.get().map(Arc::as_ref), subscription)
+    }
+
+    fn decode(&self, body: &str) -> Result<Subscription, StoreError> {
+        decode_subscription(self.inner.secrets.get().map(Arc::as_ref), body)
+    }
+
     pub async fn put_subscription(&self, subscription: Subscription) -> Result<(), StoreError> {
-        let body = encode(&subscription)?;
+        let body = self.encode(&subscription)?;
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(pg_error)?;
         transaction
@@ -67,7 +79,7 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?;
         let Some(row) = row else { return Ok(None) };
-        let mut subscription = decode(row.get(0))?;
+        let mut subscription = self.decode(row.get(0))?;
         let before = subscription.status;
         let routed_before = routing(&subscription);
         let routed_limit = subscription.rate_limit;
@@ -75,7 +87,7 @@ impl PostgresStore {
         transaction
             .execute(
                 "UPDATE subscriptions SET body = $2, status = $3 WHERE id = $1",
-                &[&id, &encode(&subscription)?, &status_column(subscription.status)],
+                &[&id, &self.encode(&subscription)?, &status_column(subscription.status)],
             )
             .await
             .map_err(pg_error)?;
@@ -115,14 +127,24 @@ impl PostgresStore {
     pub async fn subscription(&self, id: String) -> Result<Option<Subscription>, StoreError> {
         let client = self.client().await?;
         let row = client.query_opt("SELECT body FROM subscriptions WHERE id = $1", &[&id]).await.map_err(pg_error)?;
-        row.map(|row| decode(row.get(0))).transpose()
+        row.map(|row| self.decode(row.get(0))).transpose()
     }
 
     pub async fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
         let client = self.client().await?;
         let rows =
             client.query("SELECT body FROM subscriptions ORDER BY created_at_us, id", &[]).await.map_err(pg_error)?;
-        rows.iter().map(|row| decode(row.get(0))).collect()
+        rows.iter().map(|row| self.decode(row.get(0))).collect()
+    }
+
+    /// Every subscription's id and stored document, as it is at rest.
+    pub async fn subscription_bodies(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT id, body FROM subscriptions ORDER BY created_at_us, id", &[])
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
     pub async fn delete_subscription(&self, id: String) -> Result<bool, StoreError> {

@@ -46,6 +46,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// Answered (by being dropped) when the writer thread has finished and checkpointed.
     writer_done: Mutex<Option<oneshot::Receiver<()>>>,
+    /// What subscription secrets are sealed with, once installed (`Store::install_secrets_keys`).
+    secrets: std::sync::OnceLock<Arc<crate::store::sealed::SecretsKeys>>,
 }
 
 impl Drop for Inner {
@@ -98,6 +100,7 @@ impl SqliteStore {
                 writer: Mutex::new(Some(jobs_tx)),
                 readers: Mutex::new(Vec::new()),
                 writer_done: Mutex::new(Some(done_rx)),
+                secrets: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -199,6 +202,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open_in(&dir).await;
         crate::store::conformance::run_all(&store).await;
+        let reopened = open_in(&dir).await;
+        crate::store::conformance::a_wrong_secrets_key_is_refused_and_changes_nothing(&store, &reopened).await;
+        let file = std::fs::read(dir.path().join("hookgate.db")).unwrap();
+        let wal = std::fs::read(dir.path().join("hookgate.db-wal")).unwrap_or_default();
+        // The newest subscription was created with the keys installed: its secret never
+        // touched the disk in plaintext, neither in the database nor in its write-ahead log.
+        let newest = store.subscriptions().await.unwrap().pop().expect("a subscription");
+        let secret = newest.secrets[0].secret.as_bytes();
+        for bytes in [&file, &wal] {
+            assert!(!bytes.windows(secret.len()).any(|window| window == secret), "a plaintext secret on disk");
+        }
     }
 
     #[tokio::test]

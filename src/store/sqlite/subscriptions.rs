@@ -1,18 +1,30 @@
-//! Subscriptions, kept as a JSON document per row (secrets included), with the status also in a
-//! column of its own for the claims (never read from the JSON there). A change is one write that
-//! reads, changes and stores the document and the status, and moves its pending deliveries with
-//! the status.
+//! Subscriptions, kept as a JSON document per row (secrets sealed by `store::sealed` once keys
+//! are installed), with the status also in a column of its own for the claims (never read from
+//! the JSON there). A change is one write that reads, changes and stores the document and the
+//! status, and moves its pending deliveries with the status.
 
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
+use std::sync::Arc;
+
 use super::SqliteStore;
 use crate::store::StoreError;
+use crate::store::sealed::{SecretsKeys, decode_subscription, encode_subscription};
 use crate::subscriptions::{Status, Subscription};
 
 impl SqliteStore {
+    /// Seals subscription secrets with `keys` from now on; the first keys installed stay.
+    pub fn install_secrets_keys(&self, keys: Arc<SecretsKeys>) {
+        let _ = self.inner.secrets.set(keys);
+    }
+
+    pub fn secrets_keys(&self) -> Option<Arc<SecretsKeys>> {
+        self.inner.secrets.get().cloned()
+    }
+
     pub async fn put_subscription(&self, subscription: Subscription) -> Result<(), StoreError> {
-        let body = serde_json::to_string(&subscription).map_err(|error| StoreError::Database(error.to_string()))?;
+        let body = encode_subscription(self.secrets_keys().as_deref(), &subscription)?;
         self.write(move |connection| {
             connection.execute(
                 "INSERT INTO subscriptions (id, body, created_at_us, status) VALUES (?1, ?2, ?3, ?4)
@@ -35,17 +47,17 @@ impl SqliteStore {
         id: String,
         change: impl FnOnce(&mut Subscription) + Send + 'static,
     ) -> Result<Option<Subscription>, StoreError> {
+        let keys = self.secrets_keys();
         self.write(move |connection| {
             let body: Option<String> = connection
                 .prepare_cached("SELECT body FROM subscriptions WHERE id = ?1")?
                 .query_row([&id], |row| row.get(0))
                 .optional()?;
             let Some(body) = body else { return Ok(None) };
-            let mut subscription: Subscription =
-                serde_json::from_str(&body).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            let mut subscription = decode_subscription(keys.as_deref(), &body)?;
             let before = subscription.status;
             change(&mut subscription);
-            let body = serde_json::to_string(&subscription).map_err(|error| StoreError::Database(error.to_string()))?;
+            let body = encode_subscription(keys.as_deref(), &subscription)?;
             connection
                 .prepare_cached("UPDATE subscriptions SET body = ?2, status = ?3 WHERE id = ?1")?
                 .execute(params![id, body, status_column(subscription.status)])?;
@@ -75,23 +87,34 @@ impl SqliteStore {
     }
 
     pub async fn subscription(&self, id: String) -> Result<Option<Subscription>, StoreError> {
+        let keys = self.secrets_keys();
         self.read(move |connection| {
             let body: Option<String> = connection
                 .query_row("SELECT body FROM subscriptions WHERE id = ?1", [id], |row| row.get(0))
                 .optional()?;
-            body.map(|body| serde_json::from_str(&body).map_err(|error| StoreError::Corrupt(error.to_string())))
-                .transpose()
+            body.map(|body| decode_subscription(keys.as_deref(), &body)).transpose()
         })
         .await
     }
 
     pub async fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
-        self.read(|connection| {
+        let keys = self.secrets_keys();
+        self.read(move |connection| {
             let mut statement =
                 connection.prepare_cached("SELECT body FROM subscriptions ORDER BY created_at_us, id")?;
             let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
-            rows.map(|body| serde_json::from_str(&body?).map_err(|error| StoreError::Corrupt(error.to_string())))
-                .collect()
+            rows.map(|body| decode_subscription(keys.as_deref(), &body?)).collect()
+        })
+        .await
+    }
+
+    /// Every subscription's id and stored document, as it is at rest.
+    pub async fn subscription_bodies(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|connection| {
+            let mut statement =
+                connection.prepare_cached("SELECT id, body FROM subscriptions ORDER BY created_at_us, id")?;
+            let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }

@@ -441,6 +441,7 @@ mod tests {
             writer: Mutex::new(Some(jobs_tx)),
             readers: Mutex::new(Vec::new()),
             writer_done: Mutex::new(None),
+            secrets: std::sync::OnceLock::new(),
         };
         (SqliteStore { inner: Arc::new(inner) }, writer)
     }
