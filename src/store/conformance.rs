@@ -61,12 +61,12 @@ pub(crate) async fn run_all(store: &Store) {
     dead_letters_are_listed_across_subscriptions_and_retried_in_bulk_a_batch_at_a_time(store).await;
     ordered_deliveries_of_a_key_are_claimed_one_at_a_time_in_order_and_others_flow(store).await;
     store.ping().await.expect("ping");
-    closing_refuses_later_writes(store).await;
 }
 
-/// Last, since it ends the store's use: a write acknowledged before `close` stays, and a write
-/// after it is refused as `Unavailable` (which ingress answers with a retry).
-async fn closing_refuses_later_writes(store: &Store) {
+/// Last, after [`run_all`] and the key checks, since it ends the store's use: a write
+/// acknowledged before `close` stays, and a write after it is refused as `Unavailable` (which
+/// ingress answers with a retry).
+pub(crate) async fn closing_refuses_later_writes(store: &Store) {
     assert_eq!(store.put_setting_if_absent("before-close", "kept").await.unwrap(), "kept");
     store.close().await;
     let refused = store.put_setting_if_absent("after-close", "refused").await;

@@ -349,6 +349,7 @@ mod tests {
         crate::store::conformance::run_all(&store).await;
         let reopened = Store::Postgres(PostgresStore::open(&url).await.unwrap());
         crate::store::conformance::a_wrong_secrets_key_is_refused_and_changes_nothing(&store, &reopened).await;
+        crate::store::conformance::closing_refuses_later_writes(&store).await;
     }
 
     #[tokio::test]

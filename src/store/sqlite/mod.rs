@@ -213,6 +213,7 @@ mod tests {
         for bytes in [&file, &wal] {
             assert!(!bytes.windows(secret.len()).any(|window| window == secret), "a plaintext secret on disk");
         }
+        crate::store::conformance::closing_refuses_later_writes(&store).await;
     }
 
     #[tokio::test]
