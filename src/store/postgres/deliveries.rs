@@ -146,7 +146,10 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?;
         let written: HashSet<(String, i32)> = transaction
-            .query(&insert, &[&ids, &attempts, &at_us, &status_codes, &latencies_us, &excerpts, &errors, &versions, &due_at_us])
+            .query(
+                &insert,
+                &[&ids, &attempts, &at_us, &status_codes, &latencies_us, &excerpts, &errors, &versions, &due_at_us],
+            )
             .await
             .map_err(pg_error)?
             .iter()
