@@ -166,38 +166,14 @@ impl SqliteStore {
             let mut deliveries = Vec::new();
             for row in rows {
                 let (id, event_id, status, attempts, next_us, created_us, updated_us, ordering_key, waiting_behind) = row?;
-                let mut attempts_statement = connection.prepare_cached(
-                    "SELECT attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version, due_at_us FROM delivery_attempts
-                     WHERE delivery_id = ?1 ORDER BY attempt",
-                )?;
-                let history = attempts_statement
-                    .query_map([&id], |row| {
-                        Ok((
-                            row.get::<_, u32>(0)?,
-                            row.get::<_, i64>(1)?,
-                            row.get::<_, Option<u16>>(2)?,
-                            row.get::<_, i64>(3)?,
-                            row.get::<_, Option<String>>(4)?,
-                            row.get::<_, Option<String>>(5)?,
-                            row.get::<_, Option<String>>(6)?,
-                            row.get::<_, Option<i64>>(7)?,
-                        ))
-                    })?
-                    .map(|row| {
-                        let (attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version, due_at_us) =
-                            row?;
-                        Ok(Attempt {
-                            attempt,
-                            at: timestamp(at_us)?,
-                            status_code,
-                            latency_ms: latency_us as f64 / 1000.0,
-                            response_excerpt,
-                            error,
-                            transform_version,
-                            due_at: due_at_us.map(timestamp).transpose()?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()?;
+                let mut attempts_statement = connection.prepare_cached(&format!(
+                    "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY attempt"
+                ))?;
+                let mut attempt_rows = attempts_statement.query([&id])?;
+                let mut history = Vec::new();
+                while let Some(row) = attempt_rows.next()? {
+                    history.push(attempt_from_row(row)?);
+                }
                 let next_attempt_at = if status == "pending" { next_us.map(timestamp).transpose()? } else { None };
                 deliveries.push(Delivery {
                     id,
@@ -305,6 +281,24 @@ impl SqliteStore {
 }
 
 /// A claimed delivery from a row of `id, subscription_id, event_id, attempts, next_attempt_at_us`.
+/// The columns of `delivery_attempts` that [`attempt_from_row`] reads, in its order.
+pub(super) const ATTEMPT_COLUMNS: &str =
+    "attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version, due_at_us";
+
+/// One attempt from a row of [`ATTEMPT_COLUMNS`].
+pub(super) fn attempt_from_row(row: &rusqlite::Row<'_>) -> Result<Attempt, StoreError> {
+    Ok(Attempt {
+        attempt: row.get(0)?,
+        at: timestamp(row.get(1)?)?,
+        status_code: row.get(2)?,
+        latency_ms: row.get::<_, i64>(3)? as f64 / 1000.0,
+        response_excerpt: row.get(4)?,
+        error: row.get(5)?,
+        transform_version: row.get(6)?,
+        due_at: row.get::<_, Option<i64>>(7)?.map(timestamp).transpose()?,
+    })
+}
+
 fn due_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<DueDelivery> {
     let due_at_us: i64 = row.get(4)?;
     Ok(DueDelivery {

@@ -6,6 +6,7 @@ use jiff::Timestamp;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
+use super::deliveries::{ATTEMPT_COLUMNS, attempt_from_row};
 use super::{SqliteStore, timestamp};
 use crate::store::{
     Attempt, DeliveryListQuery, DeliverySelection, DeliverySummary, DeliverySummaryPage, RetryJob, StoreError,
@@ -35,37 +36,11 @@ fn selection_filter(selection: &DeliverySelection, values: &mut Vec<Value>) -> R
 }
 
 fn last_attempt(connection: &Connection, delivery_id: &str) -> Result<Option<Attempt>, StoreError> {
-    let row = connection
-        .prepare_cached(
-            "SELECT attempt, at_us, status_code, latency_us, response_excerpt, error, due_at_us, transform_version FROM delivery_attempts
-             WHERE delivery_id = ?1 ORDER BY attempt DESC LIMIT 1",
-        )?
-        .query_row([delivery_id], |row| {
-            Ok((
-                row.get::<_, u32>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, Option<u16>>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, Option<String>>(4)?,
-                row.get::<_, Option<String>>(5)?,
-                row.get::<_, Option<i64>>(6)?,
-                row.get::<_, Option<String>>(7)?,
-            ))
-        })
-        .optional()?;
-    row.map(|(attempt, at_us, status_code, latency_us, response_excerpt, error, due_at_us, transform_version)| {
-        Ok(Attempt {
-            attempt,
-            at: timestamp(at_us)?,
-            status_code,
-            latency_ms: latency_us as f64 / 1000.0,
-            response_excerpt,
-            error,
-            due_at: due_at_us.map(timestamp).transpose()?,
-            transform_version,
-        })
-    })
-    .transpose()
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY attempt DESC LIMIT 1"
+    ))?;
+    let mut rows = statement.query([delivery_id])?;
+    rows.next()?.map(attempt_from_row).transpose()
 }
 
 const JOB_COLUMNS: &str =
