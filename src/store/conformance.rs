@@ -60,6 +60,7 @@ pub(crate) async fn run_all(store: &Store) {
     a_rate_limited_subscription_is_claimed_at_most_its_tokens_while_others_flow(store).await;
     dead_letters_are_listed_across_subscriptions_and_retried_in_bulk_a_batch_at_a_time(store).await;
     ordered_deliveries_of_a_key_are_claimed_one_at_a_time_in_order_and_others_flow(store).await;
+    a_rate_limited_ordered_subscription_spends_its_tokens_only_on_each_keys_first_delivery(store).await;
     store.ping().await.expect("ping");
 }
 
@@ -1194,5 +1195,56 @@ async fn ordered_deliveries_of_a_key_are_claimed_one_at_a_time_in_order_and_othe
     assert_eq!(event_of(&second), [0, 5], "a's first again (its retry is due: b flowed meanwhile), and b's next");
     store.record_attempts(vec![record(&second[0], 2, NextStep::Failed)]).await.unwrap();
     assert_eq!(event_of(&claim().await), [2], "a's first gave up: a's next goes");
+    store.delete_subscription(&subscription.id).await.unwrap();
+}
+
+async fn a_rate_limited_ordered_subscription_spends_its_tokens_only_on_each_keys_first_delivery(store: &Store) {
+    use crate::store::{AttemptRecord, NextStep};
+    let mut subscription = stored_subscription(store).await;
+    subscription.rate_limit = Some(crate::subscriptions::RateLimit { per_second: 0.001, burst: 4 });
+    store.put_subscription(subscription.clone()).await.unwrap();
+    // Keys a, a, a, b, b: two heads and three deliveries waiting behind them.
+    let keys = ["a", "a", "a", "b", "b"];
+    let events: Vec<NewEvent> = keys
+        .iter()
+        .map(|key| {
+            let mut event = sample_event("conformance.ordered.limited", "conformance");
+            event.deliver_to = vec![subscription.id.clone()];
+            event.ordering_keys = [(subscription.id.clone(), (*key).to_owned())].into_iter().collect();
+            event
+        })
+        .collect();
+    let event_ids: Vec<String> = events.iter().map(|event| event.event.id.clone()).collect();
+    store.append_events(events).await.unwrap();
+    let lease = std::time::Duration::from_secs(600);
+    let at = Timestamp::now() + 10.milliseconds();
+    let claim = || async {
+        let claimed = store.claim_due_deliveries(at, lease, 100).await.unwrap();
+        let mut ours: Vec<_> = claimed.into_iter().filter(|due| due.subscription_id == subscription.id).collect();
+        ours.sort_by(|x, y| x.event_id.cmp(&y.event_id));
+        ours
+    };
+    let event_of = |claimed: &[crate::store::DueDelivery]| -> Vec<usize> {
+        claimed.iter().map(|due| event_ids.iter().position(|id| *id == due.event_id).unwrap()).collect()
+    };
+    let delivered = |due: &crate::store::DueDelivery| AttemptRecord {
+        delivery_id: due.id.clone(),
+        attempt: 1,
+        at,
+        status_code: Some(200),
+        latency: std::time::Duration::from_millis(2),
+        response_excerpt: None,
+        error: None,
+        next: NextStep::Delivered,
+        due_at: Some(due.due_at),
+        transform_version: None,
+    };
+    let heads = claim().await;
+    assert_eq!(event_of(&heads), [0, 3], "the first of each key, though the bucket holds four tokens");
+    store.record_attempts(vec![delivered(&heads[0]), delivered(&heads[1])]).await.unwrap();
+    let next = claim().await;
+    assert_eq!(event_of(&next), [1, 4], "each key's next: the blocked ones took no token");
+    store.record_attempts(vec![delivered(&next[0]), delivered(&next[1])]).await.unwrap();
+    assert!(claim().await.is_empty(), "the bucket is empty: a's last waits for a token");
     store.delete_subscription(&subscription.id).await.unwrap();
 }

@@ -44,22 +44,41 @@ impl PostgresStore {
         // A paused subscription's deliveries are parked (no due time); the status check catches
         // one whose retry was scheduled by an attempt in flight when it was paused.
         // An ordered delivery waits while an earlier one of its key is pending (in flight or due
-        // for a retry): each key's deliveries go one at a time, in order.
+        // for a retry): each key's deliveries go one at a time, in order. Only each key's head
+        // (its first pending delivery) is a candidate: the heads are found by skipping from key
+        // to key over the pending-by-key index (one probe per key, however long each key's
+        // backlog), then the due ones among them are taken along with the due unordered
+        // deliveries. Probing each due row for an earlier one of its key instead walked every
+        // blocked row of the backlog on every claim.
         // Rate-limited subscriptions first, each up to the whole tokens of its bucket, which this
         // transaction holds (a bucket another node's claim holds is skipped: its subscription
         // waits for the next claim); then the unlimited ones.
         let mut due = Vec::new();
         let limited = transaction
             .prepare_cached(
-                "WITH due AS (
+                "WITH RECURSIVE heads AS (
+                     (SELECT e.ordering_key, e.id FROM deliveries e
+                      WHERE e.subscription_id = $4 AND e.status = 'pending' AND e.ordering_key IS NOT NULL
+                      ORDER BY e.ordering_key, e.id LIMIT 1)
+                     UNION ALL
+                     SELECT next.ordering_key, next.id FROM heads h, LATERAL (
+                         SELECT e.ordering_key, e.id FROM deliveries e
+                         WHERE e.subscription_id = $4 AND e.status = 'pending' AND e.ordering_key IS NOT NULL
+                           AND e.ordering_key > h.ordering_key
+                         ORDER BY e.ordering_key, e.id LIMIT 1) next),
+                 unordered AS (
                      SELECT d.id, d.next_attempt_at_us FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
                      WHERE d.subscription_id = $4 AND d.status = 'pending' AND d.next_attempt_at_us <= $1
-                       AND s.status <> 'paused'
-                       AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
-                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
-                          AND e.status = 'pending' AND e.id < d.id))
+                       AND s.status <> 'paused' AND d.ordering_key IS NULL
                      ORDER BY d.next_attempt_at_us LIMIT $2
-                     FOR UPDATE OF d SKIP LOCKED)
+                     FOR UPDATE OF d SKIP LOCKED),
+                 ordered AS (
+                     SELECT d.id, d.next_attempt_at_us FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+                     WHERE d.id = ANY (ARRAY(SELECT id FROM heads)) AND d.status = 'pending' AND d.next_attempt_at_us <= $1
+                       AND s.status <> 'paused'
+                     ORDER BY d.next_attempt_at_us LIMIT $2
+                     FOR UPDATE OF d SKIP LOCKED),
+                 due AS (SELECT * FROM unordered UNION ALL SELECT * FROM ordered ORDER BY next_attempt_at_us LIMIT $2)
                  UPDATE deliveries d SET next_attempt_at_us = $3 FROM due WHERE d.id = due.id
                  RETURNING d.id, d.subscription_id, d.event_id, d.attempts, due.next_attempt_at_us",
             )
@@ -84,15 +103,31 @@ impl PostgresStore {
         if room > 0 {
             let unlimited = transaction
                 .prepare_cached(
-                    "WITH due AS (
+                    "WITH RECURSIVE heads AS (
+                         (SELECT e.subscription_id, e.ordering_key, e.id FROM deliveries e
+                          WHERE e.status = 'pending' AND e.ordering_key IS NOT NULL
+                          ORDER BY e.subscription_id, e.ordering_key, e.id LIMIT 1)
+                         UNION ALL
+                         SELECT next.subscription_id, next.ordering_key, next.id FROM heads h, LATERAL (
+                             SELECT e.subscription_id, e.ordering_key, e.id FROM deliveries e
+                             WHERE e.status = 'pending' AND e.ordering_key IS NOT NULL
+                               AND (e.subscription_id, e.ordering_key) > (h.subscription_id, h.ordering_key)
+                             ORDER BY e.subscription_id, e.ordering_key, e.id LIMIT 1) next),
+                     unordered AS (
                          SELECT d.id, d.next_attempt_at_us FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
                          WHERE d.status = 'pending' AND d.next_attempt_at_us <= $1 AND s.status <> 'paused'
+                           AND d.ordering_key IS NULL
                            AND NOT EXISTS (SELECT 1 FROM subscription_rate_limits r WHERE r.subscription_id = d.subscription_id)
-                           AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
-                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
-                          AND e.status = 'pending' AND e.id < d.id))
                          ORDER BY d.next_attempt_at_us LIMIT $2
-                         FOR UPDATE OF d SKIP LOCKED)
+                         FOR UPDATE OF d SKIP LOCKED),
+                     ordered AS (
+                         SELECT d.id, d.next_attempt_at_us FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+                         WHERE d.id = ANY (ARRAY(SELECT id FROM heads)) AND d.status = 'pending' AND d.next_attempt_at_us <= $1
+                           AND s.status <> 'paused'
+                           AND NOT EXISTS (SELECT 1 FROM subscription_rate_limits r WHERE r.subscription_id = d.subscription_id)
+                         ORDER BY d.next_attempt_at_us LIMIT $2
+                         FOR UPDATE OF d SKIP LOCKED),
+                     due AS (SELECT * FROM unordered UNION ALL SELECT * FROM ordered ORDER BY next_attempt_at_us LIMIT $2)
                      UPDATE deliveries d SET next_attempt_at_us = $3 FROM due WHERE d.id = due.id
                      RETURNING d.id, d.subscription_id, d.event_id, d.attempts, due.next_attempt_at_us",
                 )

@@ -176,6 +176,13 @@ ALTER TABLE deliveries ADD COLUMN ordering_key text COLLATE "C";
 CREATE INDEX deliveries_pending_by_key ON deliveries (subscription_id, ordering_key, id)
     WHERE status = 'pending' AND ordering_key IS NOT NULL;
 "#,
+    r#"
+-- The claim takes ordered deliveries only at each key's head (found over deliveries_pending_by_key)
+-- and the unordered due ones from this index, so that it never walks the blocked rows of a
+-- backlog waiting behind their keys' heads.
+CREATE INDEX deliveries_due_unordered ON deliveries (next_attempt_at_us)
+    WHERE status = 'pending' AND ordering_key IS NULL;
+"#,
 ];
 
 /// Applies the migrations not yet applied, one transaction each, under an advisory lock.

@@ -502,6 +502,74 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn two_nodes_working_off_ordered_keys_together_deliver_each_key_one_at_a_time_in_event_order() {
+        use crate::store::{AttemptRecord, NextStep};
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+        let test = "two_nodes_working_off_ordered_keys_together_deliver_each_key_one_at_a_time_in_event_order";
+        let Some((a, b, _)) = two_nodes(test).await else { return };
+        let subscription = subscription(&a).await;
+        // 120 events over 6 keys, each key's deliveries waiting behind the one before.
+        let mut events = routed_to(&subscription, 120);
+        let mut key_of = HashMap::new();
+        for (index, event) in events.iter_mut().enumerate() {
+            let key = format!("key-{}", index % 6);
+            event.ordering_keys = [(subscription.id.clone(), key.clone())].into_iter().collect();
+            key_of.insert(event.event.id.clone(), (key, index));
+        }
+        a.append_events(events).await.unwrap();
+        let lease = Duration::from_secs(60);
+        // Per key: the delivery a node holds now, and the events delivered so far in order.
+        let in_flight: Mutex<HashMap<String, String>> = Mutex::new(HashMap::new());
+        let delivered: Mutex<HashMap<String, Vec<usize>>> = Mutex::new(HashMap::new());
+        let work_off = |store: Store| {
+            let (key_of, in_flight, delivered) = (&key_of, &in_flight, &delivered);
+            async move {
+                let started = std::time::Instant::now();
+                while delivered.lock().unwrap().values().map(Vec::len).sum::<usize>() < 120 {
+                    assert!(started.elapsed() < Duration::from_secs(60), "the backlog is worked off within a minute");
+                    let batch = store.claim_due_deliveries(Timestamp::now(), lease, 4).await.unwrap();
+                    if batch.is_empty() {
+                        // Each key's next waits for the other node's write.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    for due in &batch {
+                        let (key, _) = &key_of[&due.event_id];
+                        let earlier = in_flight.lock().unwrap().insert(key.clone(), due.id.clone());
+                        assert!(earlier.is_none(), "{key}: {} claimed while {earlier:?} was in flight", due.id);
+                    }
+                    let records = batch
+                        .iter()
+                        .map(|due| {
+                            let (key, index) = &key_of[&due.event_id];
+                            in_flight.lock().unwrap().remove(key);
+                            delivered.lock().unwrap().entry(key.clone()).or_default().push(*index);
+                            AttemptRecord {
+                                delivery_id: due.id.clone(),
+                                attempt: 1,
+                                at: Timestamp::now(),
+                                status_code: Some(200),
+                                latency: Duration::from_millis(1),
+                                response_excerpt: None,
+                                error: None,
+                                next: NextStep::Delivered,
+                                due_at: Some(due.due_at),
+                                transform_version: None,
+                            }
+                        })
+                        .collect();
+                    store.record_attempts(records).await.unwrap();
+                }
+            }
+        };
+        tokio::join!(work_off(a.clone()), work_off(b.clone()));
+        for (key, indexes) in delivered.into_inner().unwrap() {
+            let in_event_order: Vec<usize> = (0..120).filter(|index| format!("key-{}", index % 6) == key).collect();
+            assert_eq!(indexes, in_event_order, "{key}: every delivery once, in event order");
+        }
+    }
+
+    #[tokio::test]
     async fn an_expired_lease_gives_the_delivery_to_another_node() {
         let Some((a, b, _)) = two_nodes("an_expired_lease_gives_the_delivery_to_another_node").await else { return };
         let subscription = subscription(&a).await;
