@@ -16,6 +16,24 @@ use crate::store::{
 };
 
 /// A claimed delivery from a row of `id, subscription_id, event_id, attempts, due time`.
+/// The columns of `delivery_attempts` that [`attempt_from_row`] reads, in its order.
+pub(super) const ATTEMPT_COLUMNS: &str =
+    "attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version, due_at_us";
+
+/// One attempt from a row whose [`ATTEMPT_COLUMNS`] start at column `first`.
+pub(super) fn attempt_from_row(row: &tokio_postgres::Row, first: usize) -> Result<Attempt, StoreError> {
+    Ok(Attempt {
+        attempt: u32::try_from(row.get::<_, i32>(first)).unwrap_or(0),
+        at: timestamp(row.get(first + 1))?,
+        status_code: row.get::<_, Option<i32>>(first + 2).and_then(|code| u16::try_from(code).ok()),
+        latency_ms: row.get::<_, i64>(first + 3) as f64 / 1000.0,
+        response_excerpt: row.get(first + 4),
+        error: row.get(first + 5),
+        transform_version: row.get(first + 6),
+        due_at: row.get::<_, Option<i64>>(first + 7).map(timestamp).transpose()?,
+    })
+}
+
 fn due_delivery(row: &tokio_postgres::Row) -> DueDelivery {
     DueDelivery {
         id: row.get(0),
@@ -263,23 +281,16 @@ impl PostgresStore {
         let mut histories: HashMap<String, Vec<Attempt>> = HashMap::new();
         for row in client
             .query(
-                "SELECT delivery_id, attempt, at_us, status_code, latency_us, response_excerpt, error, transform_version, due_at_us
-                 FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, attempt",
+                &format!(
+                    "SELECT delivery_id, {ATTEMPT_COLUMNS}
+                     FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, attempt"
+                ),
                 &[&ids],
             )
             .await
             .map_err(pg_error)?
         {
-            histories.entry(row.get(0)).or_default().push(Attempt {
-                attempt: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
-                at: timestamp(row.get(2))?,
-                status_code: row.get::<_, Option<i32>>(3).and_then(|code| u16::try_from(code).ok()),
-                latency_ms: row.get::<_, i64>(4) as f64 / 1000.0,
-                response_excerpt: row.get(5),
-                error: row.get(6),
-                transform_version: row.get(7),
-                due_at: row.get::<_, Option<i64>>(8).map(timestamp).transpose()?,
-            });
+            histories.entry(row.get(0)).or_default().push(attempt_from_row(&row, 1)?);
         }
         let deliveries = rows
             .iter()

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
 
+use super::deliveries::ATTEMPT_COLUMNS;
 use super::{PostgresStore, announce, pg_error, timestamp};
 use crate::store::{
     Attempt, DeliveryListQuery, DeliverySelection, DeliverySummary, DeliverySummaryPage, RetryJob, StoreChange,
@@ -79,27 +80,16 @@ impl PostgresStore {
         let mut last_attempts: HashMap<String, Attempt> = HashMap::new();
         for row in client
             .query(
-                "SELECT DISTINCT ON (delivery_id) delivery_id, attempt, at_us, status_code, latency_us, response_excerpt,
-                        error, due_at_us, transform_version
-                 FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, attempt DESC",
+                &format!(
+                    "SELECT DISTINCT ON (delivery_id) delivery_id, {ATTEMPT_COLUMNS}
+                     FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, attempt DESC"
+                ),
                 &[&ids],
             )
             .await
             .map_err(pg_error)?
         {
-            last_attempts.insert(
-                row.get(0),
-                Attempt {
-                    attempt: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
-                    at: timestamp(row.get(2))?,
-                    status_code: row.get::<_, Option<i32>>(3).and_then(|code| u16::try_from(code).ok()),
-                    latency_ms: row.get::<_, i64>(4) as f64 / 1000.0,
-                    response_excerpt: row.get(5),
-                    error: row.get(6),
-                    due_at: row.get::<_, Option<i64>>(7).map(timestamp).transpose()?,
-                    transform_version: row.get(8),
-                },
-            );
+            last_attempts.insert(row.get(0), super::deliveries::attempt_from_row(&row, 1)?);
         }
         let mut deliveries = rows
             .iter()
