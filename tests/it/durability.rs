@@ -163,14 +163,7 @@ async fn a_full_disk_gets_503_and_smtp_452_stores_nothing_unacknowledged_and_rec
     };
     gateway.restart().await;
     let url = gateway.hook_url(ORDER_UPDATE).await;
-    let to = gateway.admin_json("/api/hooks").await["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|hook| hook["eventName"] == SHOP_MAIL)
-        .and_then(|hook| hook["address"].as_str())
-        .expect("the shop's email hook has an address")
-        .to_owned();
+    let to = crate::email::address_of(&gateway, SHOP_MAIL).await;
     let mut acknowledged = HashSet::new();
     let before = gateway.http.post(&url).json(&json!({"n": "before"})).send().await.unwrap();
     assert_eq!(before.status(), 202);

@@ -91,15 +91,7 @@ async fn a_request_in_flight_at_sigterm_is_answered_and_stored_while_new_connect
 #[tokio::test]
 async fn an_smtp_message_in_flight_at_sigterm_gets_its_250_and_new_sessions_get_421() {
     let mut gateway = Gateway::start().await;
-    let hooks = gateway.admin_json("/api/hooks").await;
-    let to = hooks["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|hook| hook["eventName"] == SHOP_MAIL)
-        .and_then(|hook| hook["address"].as_str())
-        .expect("the shop's email hook has an address")
-        .to_owned();
+    let to = crate::email::address_of(&gateway, SHOP_MAIL).await;
     let stream = TcpStream::connect(gateway.smtp).await.unwrap();
     let mut smtp = BufReader::new(stream);
     smtp_reply(&mut smtp, "220").await;
@@ -137,11 +129,7 @@ async fn an_smtp_message_in_flight_at_sigterm_gets_its_250_and_new_sessions_get_
 #[tokio::test]
 async fn the_process_exits_within_the_shutdown_deadline_while_clients_hold_connections_open() {
     let mut gateway = Gateway::start_with(Options::default().env("HOOKGATE_SHUTDOWN_TIMEOUT_SECS", "2")).await;
-    let hooks = gateway.admin_json("/api/hooks").await;
-    let to = hooks["data"].as_array().unwrap().iter().find(|hook| hook["eventName"] == SHOP_MAIL).unwrap()["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let to = crate::email::address_of(&gateway, SHOP_MAIL).await;
     // A connection that says nothing, one stuck in its headers (the header deadline is 10 s),
     // a keep-alive connection after a request, and an SMTP session inside a transaction (its
     // command deadline is 60 s): none of them may hold the exit past 2 s.
