@@ -49,6 +49,9 @@ SWEEP_KIB = [1, 4, 16, 64, 256]
 SMTP_SESSIONS = 16
 SMTP_ROWS = ("smtp-hookgate", "smtp-sink", "postfix")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# wrk's threads: 1 by default, as the issue's own measurement (`wrk -t1 -c64`), so the generator
+# takes at most one of the two cores; --wrk-threads changes it.
+WRK_THREADS = [1]
 # Pre-signed requests written per second of a run: a run that sends more stops and fails loudly.
 SIGNED_PER_SECOND = int(os.environ.get("HOOKGATE_BENCH_SIGNED_PER_SEC", "30000"))
 
@@ -180,7 +183,7 @@ def http(method, url, body=None, token=None):
 
 def wrk(url, mode, arg, connections, seconds, rate=0):
     """Runs wrk with bench/load.lua; returns its counts. Any failed request raises Failure."""
-    threads = min(2, connections)
+    threads = min(WRK_THREADS[0], connections)
     argv = [
         "wrk", "--threads", str(threads), "--connections", str(connections), "--duration", f"{seconds}s",
         "--timeout", "10s", "--latency", "--script", str(LOAD_SCRIPT), url, "--", mode, str(arg), str(rate),
@@ -795,7 +798,7 @@ def markdown(report):
         f"- CPU: {m['cpu']}, {m['cores']} cores; kernel {m['kernel']}; load average at start {m['load_average']:.2f}",
         f"- fsync: a 4 KiB `O_DSYNC` write takes {m['fsync_4k_dsync_ms_p50']:.3f} ms (median of 200; "
         f"p99 {m['fsync_4k_dsync_ms_p99']:.3f} ms)",
-        f"- Load: {m['versions'].get('wrk', '?')}, 2 threads; {CONNECTIONS} keep-alive connections closed loop, "
+        f"- Load: {m['versions'].get('wrk', '?')}, {WRK_THREADS[0]} thread{'s' if WRK_THREADS[0] > 1 else ''}; {CONNECTIONS} keep-alive connections closed loop, "
         f"and paced at a fixed {FIXED_RATE:,}/s; {report['seconds']} s per run after a {report['warmup']} s warm-up",
         "",
         f"| scenario | req/s @{CONNECTIONS} | ratio | p50 ms | p99 ms | p99.9 ms | CPU s/10k | peak RSS MB "
@@ -862,11 +865,13 @@ def main():
     parser.add_argument("--seconds", type=int)
     parser.add_argument("--only", default="")
     parser.add_argument("--no-sweeps", action="store_true")
+    parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--postgres", default=os.environ.get("HOOKGATE_BENCH_POSTGRES_URL",
                                                             "postgres://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--storage-batch", type=int, default=64)
     parser.add_argument("--command", default="bench/run")
     options = parser.parse_args()
+    WRK_THREADS[0] = max(1, options.wrk_threads)
     options.seconds = options.seconds or (3 if options.quick else 10)
     options.sweep_seconds = 2 if options.quick else 5
     options.warmup = 1 if options.quick else 2

@@ -266,6 +266,10 @@ pub struct NewEvent {
     /// True when `data` is exactly `serde_json::from_slice(&raw_body)`, so a store may keep
     /// the body once and parse it again on read.
     pub data_is_raw_json: bool,
+    /// True when the body was only checked to be JSON, not parsed (`data_is_raw_json` is true
+    /// and `data` is null until then): whoever reads `data` before the store calls
+    /// [`NewEvent::parse_deferred_data`] first. Stores never need it.
+    pub data_deferred: bool,
     /// Subscriptions that get a delivery of this event, written in the same transaction as the
     /// event (the outbox). Ignored for a duplicate.
     pub deliver_to: Vec<String>,
@@ -274,6 +278,18 @@ pub struct NewEvent {
     pub ordering_keys: Vec<(String, String)>,
     /// The NATS subject to publish this event to, through the same outbox; `None` without NATS.
     pub publish_to: Option<String>,
+}
+
+impl NewEvent {
+    /// Parses the raw body into `data` if that was deferred (`data_deferred`); otherwise does
+    /// nothing. The body was checked with the same parser, so this fails only if it changed.
+    pub fn parse_deferred_data(&mut self) -> Result<(), serde_json::Error> {
+        if self.data_deferred {
+            self.event.data = serde_json::from_slice(&self.raw_body)?;
+            self.data_deferred = false;
+        }
+        Ok(())
+    }
 }
 
 /// A provider delivery id, unique within its scope (the hook that received it) for as long as
@@ -364,6 +380,7 @@ pub fn normalize(
         raw_body,
         idempotency_key: None,
         data_is_raw_json: false,
+        data_deferred: false,
         deliver_to: Vec::new(),
         ordering_keys: Vec::new(),
         publish_to: None,

@@ -286,6 +286,7 @@ impl Notice {
             raw_body: raw_body.into(),
             idempotency_key: None,
             data_is_raw_json: true,
+            data_deferred: false,
             deliver_to: Vec::new(),
             ordering_keys: Vec::new(),
             publish_to: None,

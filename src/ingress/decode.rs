@@ -31,6 +31,11 @@ pub(super) async fn parse(content_type: Option<&str>, body: Bytes, max_file_byte
     })
 }
 
+/// Checks a JSON body without building its value (see `payload::validate_json`).
+pub(super) fn validate_json(body: &[u8]) -> Result<(), IngressError> {
+    payload::validate_json(body).map_err(|error| IngressError::MalformedBody(error.to_string()))
+}
+
 /// Applies the hook's shape: the data to store and whether it is quarantined, or a 422.
 pub(super) fn apply_shape(definition: &HookDefinition, data: Value) -> Result<(Value, bool), IngressError> {
     let Some(shape) = &definition.shape else { return Ok((data, false)) };

@@ -83,11 +83,20 @@ async fn handle(state: &IngressState, hook: &Hook, cors: &Cors, request: Request
     let (content_type, media_kind) = decode::content_type(request.headers())?;
     let Opened { meta, body, reservation: _reservation, .. } =
         opening::open(&state.settings, &state.body_budget, hook, request).await?;
-    let max_file_bytes = definition.max_file_bytes.unwrap_or(state.settings.max_file_bytes);
-    let data = decode::parse(content_type.as_deref(), body.clone(), max_file_bytes).await?;
-    let (data, quarantined) = decode::apply_shape(definition, data)?;
+    // A JSON body that is stored as it came, with no shape or transformation to read it, is only
+    // checked here; the committer parses it if a subscription's routing reads the data.
+    let defer_data = media_kind.is_json() && definition.shape.is_none() && definition.transform.is_none();
+    let (data, quarantined) = if defer_data {
+        decode::validate_json(&body)?;
+        (serde_json::Value::Null, false)
+    } else {
+        let max_file_bytes = definition.max_file_bytes.unwrap_or(state.settings.max_file_bytes);
+        let data = decode::parse(content_type.as_deref(), body.clone(), max_file_bytes).await?;
+        decode::apply_shape(definition, data)?
+    };
     let mut new_event = normalize(hook.identity(), &meta, data, body, jiff::Timestamp::now());
     new_event.data_is_raw_json = media_kind.is_json() && !definition.shape.as_ref().is_some_and(Shape::projects);
+    new_event.data_deferred = defer_data;
     new_event.event.quarantined = quarantined;
     let received_at = new_event.event.received_at;
     let kept = super::transform::apply(state, hook, vec![new_event]).await?;

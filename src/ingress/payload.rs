@@ -144,6 +144,17 @@ pub async fn parse_payload(
     }
 }
 
+/// Checks that a JSON body is one JSON value, as [`parse_payload`] would parse it, without
+/// building it: for hooks whose events keep the body as their data and whose data nothing reads
+/// before it is stored (the store parses the body again when the event is read). The same parser
+/// and the same errors as [`parse_payload`]'s.
+pub fn validate_json(body: &[u8]) -> Result<(), PayloadError> {
+    if body.is_empty() {
+        return Err(PayloadError::EmptyBody);
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).map(|_| ()).map_err(json_error)
+}
+
 /// The supported media types, grouped by how their bodies are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaKind {
@@ -303,12 +314,14 @@ fn insert_repeatable(map: &mut Map<String, Value>, key: String, value: Value) {
 // JSON
 
 fn parse_json(body: &[u8]) -> Result<Value, PayloadError> {
-    serde_json::from_slice(body).map_err(|error| {
-        let (line, column) = (error.line(), error.column());
-        let message = error.to_string();
-        let reason = message.strip_suffix(&format!(" at line {line} column {column}")).unwrap_or(&message).to_owned();
-        PayloadError::MalformedJson { line, column, reason }
-    })
+    serde_json::from_slice(body).map_err(json_error)
+}
+
+fn json_error(error: serde_json::Error) -> PayloadError {
+    let (line, column) = (error.line(), error.column());
+    let message = error.to_string();
+    let reason = message.strip_suffix(&format!(" at line {line} column {column}")).unwrap_or(&message).to_owned();
+    PayloadError::MalformedJson { line, column, reason }
 }
 
 // ---------------------------------------------------------------------------

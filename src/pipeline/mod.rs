@@ -146,6 +146,11 @@ impl Committer {
         let mut deliveries = false;
         if !routes.is_empty() {
             for event in events.iter_mut().filter(|event| !event.event.quarantined) {
+                if event.data_deferred && routes.reads_data(&event.event.name) {
+                    event.parse_deferred_data().map_err(|error| {
+                        StoreError::Database(format!("a body checked as JSON no longer parses: {error}"))
+                    })?;
+                }
                 event.deliver_to = routes.matching(&event.event);
                 event.ordering_keys = routes.ordering_keys(&event.event, &event.deliver_to);
                 deliveries |= !event.deliver_to.is_empty();

@@ -64,12 +64,28 @@ struct Table {
     columns: &'static [(&'static str, Kind)],
     /// A column PostgreSQL fills from a sequence (`GENERATED ALWAYS AS IDENTITY`).
     identity: Option<&'static str>,
+    /// Where the schemas differ: the SQLite query that reads the rows as PostgreSQL keeps them
+    /// (a `rowid` first, then the columns in order, ordered by it). `None`: the table itself.
+    read: Option<&'static str>,
 }
+
+/// What the source's reading needs made first, in its temporary schema (the file itself is
+/// never written): the bodies to copy, one per SHA-256. SQLite numbers its bodies and may hold
+/// equal bodies of separate appends twice; PostgreSQL keys them by their SHA-256.
+const PREPARE_SOURCE: &str = "CREATE TEMP TABLE copied_bodies (id INTEGER PRIMARY KEY);
+    INSERT INTO copied_bodies SELECT min(id) FROM bodies GROUP BY sha256;";
 
 /// Every table of the store, in the order they are copied: bodies before the events that
 /// reference them.
 const TABLES: &[Table] = &[
-    Table { name: "bodies", columns: &[("sha256", Bytes), ("bytes", Bytes)], identity: None },
+    Table {
+        name: "bodies",
+        columns: &[("sha256", Bytes), ("bytes", Bytes)],
+        identity: None,
+        read: Some(
+            "SELECT b.id, b.sha256, b.bytes FROM temp.copied_bodies c JOIN bodies b ON b.id = c.id ORDER BY c.id",
+        ),
+    },
     Table {
         name: "events",
         columns: &[
@@ -88,8 +104,15 @@ const TABLES: &[Table] = &[
             ("quarantined", Bool),
         ],
         identity: Some("seq"),
+        // An event references its body by the body's SHA-256 in PostgreSQL, by number in SQLite.
+        read: Some(
+            "SELECT e.rowid, e.seq, e.id, e.name, e.app, e.hook_type, e.received_at_us, e.source, e.data,
+                    (SELECT b.sha256 FROM bodies b WHERE b.id = e.body_id), e.idempotency_scope,
+                    e.idempotency_key, e.receive_count, e.quarantined
+             FROM events e ORDER BY e.rowid",
+        ),
     },
-    Table { name: "hook_tokens", columns: &[("event_name", Text), ("token", Text)], identity: None },
+    Table { name: "hook_tokens", columns: &[("event_name", Text), ("token", Text)], identity: None, read: None },
     Table {
         name: "api_keys",
         columns: &[
@@ -103,18 +126,18 @@ const TABLES: &[Table] = &[
             ("purpose", Text),
             ("scopes", Text),
         ],
-        identity: None,
+        identity: None, read: None,
     },
     Table {
         name: "installed_apps",
         columns: &[("app", Text), ("definition", Text), ("installed_at_us", BigInt)],
-        identity: None,
+        identity: None, read: None,
     },
-    Table { name: "settings", columns: &[("key", Text), ("value", Text)], identity: None },
+    Table { name: "settings", columns: &[("key", Text), ("value", Text)], identity: None, read: None },
     Table {
         name: "subscriptions",
         columns: &[("id", Text), ("body", Text), ("status", Text), ("created_at_us", BigInt)],
-        identity: None,
+        identity: None, read: None,
     },
     Table {
         name: "deliveries",
@@ -129,7 +152,7 @@ const TABLES: &[Table] = &[
             ("updated_at_us", BigInt),
             ("ordering_key", Text),
         ],
-        identity: None,
+        identity: None, read: None,
     },
     Table {
         name: "delivery_attempts",
@@ -144,7 +167,7 @@ const TABLES: &[Table] = &[
             ("transform_version", Text),
             ("due_at_us", BigInt),
         ],
-        identity: None,
+        identity: None, read: None,
     },
     Table {
         name: "subscription_rate_limits",
@@ -155,7 +178,7 @@ const TABLES: &[Table] = &[
             ("tokens_milli", BigInt),
             ("refilled_at_us", BigInt),
         ],
-        identity: None,
+        identity: None, read: None,
     },
     Table {
         name: "retry_jobs",
@@ -172,12 +195,12 @@ const TABLES: &[Table] = &[
             ("updated_at_us", BigInt),
             ("finished_at_us", BigInt),
         ],
-        identity: None,
+        identity: None, read: None,
     },
     Table {
         name: "publications",
         columns: &[("event_id", Text), ("subject", Text), ("attempts", Int), ("next_attempt_at_us", BigInt)],
-        identity: None,
+        identity: None, read: None,
     },
     Table {
         name: "notice_mails",
@@ -192,7 +215,7 @@ const TABLES: &[Table] = &[
             ("last_error", Text),
             ("sent_at_us", BigInt),
         ],
-        identity: Some("id"),
+        identity: Some("id"), read: None,
     },
 ];
 
@@ -360,6 +383,7 @@ fn open_source(path: &Path) -> Result<(Connection, SourceCounts), CopyError> {
         Ok(found_version) if found_version > current => return Err(CopyError::SourceNewer { path, found, current }),
         _ => return Err(CopyError::SourceOutdated { path, found, current }),
     }
+    connection.execute_batch(PREPARE_SOURCE).map_err(StoreError::from)?;
     let counts = count_source(&connection)?;
     Ok((connection, counts))
 }
@@ -367,7 +391,8 @@ fn open_source(path: &Path) -> Result<(Connection, SourceCounts), CopyError> {
 fn count_source(connection: &Connection) -> Result<SourceCounts, StoreError> {
     let mut counts = SourceCounts { rows: Vec::new(), high_water: Vec::new() };
     for table in TABLES {
-        let rows: i64 = connection.query_row(&format!("SELECT count(*) FROM {}", table.name), [], |row| row.get(0))?;
+        let rows: i64 =
+            connection.query_row(&format!("SELECT count(*) FROM ({})", read_query(table)), [], |row| row.get(0))?;
         counts.rows.push(rows as u64);
         let high_water = match table.identity {
             // AUTOINCREMENT keeps the highest number given in `sqlite_sequence`, even when its row
@@ -470,17 +495,23 @@ fn push_null<T>(values: &mut Vec<Option<T>>) -> usize {
     1
 }
 
+/// The SQLite query that reads a table's rows: its `rowid`, then its columns.
+fn read_query(table: &Table) -> String {
+    match table.read {
+        Some(query) => query.to_owned(),
+        None => {
+            let columns: Vec<&str> = table.columns.iter().map(|(name, _)| *name).collect();
+            format!("SELECT rowid, {} FROM {} ORDER BY rowid", columns.join(", "), table.name)
+        }
+    }
+}
+
 /// Reads every table in the order of `TABLES`, in batches, in the read transaction `open_source`
 /// began; stops early when the writer has gone (it failed).
 fn read_tables(connection: &Connection, batches: &mpsc::Sender<Result<Batch, StoreError>>) -> Result<(), StoreError> {
     let read = || -> Result<(), StoreError> {
         for table in TABLES {
-            let columns: Vec<&str> = table.columns.iter().map(|(name, _)| *name).collect();
-            let mut select = connection.prepare(&format!(
-                "SELECT rowid, {} FROM {} ORDER BY rowid",
-                columns.join(", "),
-                table.name
-            ))?;
+            let mut select = connection.prepare(&read_query(table))?;
             let mut rows = select.query([])?;
             let new_batch = || Batch {
                 table,

@@ -9,7 +9,9 @@
 //! Whether an event is a duplicate (its idempotency key seen within its window) is decided in
 //! the append's own transaction (`sqlite::events`), never by a read before it.
 //!
-//! Raw bodies are stored once each, keyed by their SHA-256, however many events share one. Old
+//! Raw bodies are stored once per append, however many of its events share one (PostgreSQL keys
+//! them by their SHA-256 and so also keeps equal bodies of separate appends once; SQLite numbers
+//! them in order, so that its b-trees grow at the right edge). Old
 //! events leave by retention (`prune_before`, driven by `retention`) and a resource's events by
 //! erasure (`purge_resource`), each with what it triggered and its body when no event is left
 //! that references it.
@@ -884,7 +886,7 @@ impl Store {
         }
     }
 
-    /// How many raw bodies are stored: each once, however many events share it.
+    /// How many raw bodies are stored: each once per append, however many events share it.
     #[cfg(test)]
     pub(crate) async fn stored_body_count(&self) -> Result<u64, StoreError> {
         match self {

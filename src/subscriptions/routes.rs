@@ -41,6 +41,15 @@ impl Routes {
         self.entries.is_empty()
     }
 
+    /// Whether routing an event of this name reads its data: a subscription that takes it has a
+    /// resource, a filter or an ordering key. Otherwise the name alone decides.
+    pub fn reads_data(&self, event_name: &str) -> bool {
+        self.entries.iter().any(|route| {
+            (route.resource_id.is_some() || route.filter.is_some() || route.ordering.is_some())
+                && route.events.iter().any(|pattern| routes_to(pattern, event_name))
+        })
+    }
+
     /// The ids of the subscriptions `event` goes to.
     pub fn matching(&self, event: &crate::event::Event) -> Vec<String> {
         let mut envelope: Option<Value> = None;

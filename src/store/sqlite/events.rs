@@ -8,9 +8,12 @@
 //! quarantined gets its deliveries and its NATS publication in the same savepoint, so nothing
 //! triggered is lost between the commit and the send.
 //!
-//! Raw bodies are stored once in `bodies`, keyed by their SHA-256: the hash is computed on the
-//! caller's task (`EventRow::new`), once per buffer, since a split batch's events share one;
-//! an append inserts the body with `INSERT OR IGNORE`, and reads join it back.
+//! Raw bodies are stored in `bodies`, numbered in the order they come (so that their b-trees
+//! grow at the right edge; see `migrations::bodies_by_id`), each once per append however many of
+//! its events share it: the SHA-256 is computed on the caller's task (`EventRow::new`), once per
+//! buffer, since a split batch's events share one, and the append inserts a body only when it
+//! has not stored one with the same hash yet. Events reference their body by its number, and
+//! reads join it back.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -29,8 +32,8 @@ impl SqliteStore {
             rows.push(row);
         }
         self.write(move |connection| {
-            let mut stored_body = None;
-            rows.iter().map(|row| append_one(connection, row, &mut stored_body)).collect()
+            let mut stored_bodies = StoredBodies::default();
+            rows.iter().map(|row| append_one(connection, row, &mut stored_bodies)).collect()
         })
         .await
     }
@@ -62,7 +65,7 @@ impl SqliteStore {
         self.read(move |connection| {
             let row = connection
                 .query_row(
-                    "SELECT e.source, b.bytes FROM events e JOIN bodies b ON b.sha256 = e.body_sha256 WHERE e.id = ?1",
+                    "SELECT e.source, b.bytes FROM events e JOIN bodies b ON b.id = e.body_id WHERE e.id = ?1",
                     [id],
                     |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)),
                 )
@@ -130,12 +133,33 @@ impl EventRow {
     }
 }
 
-/// Appends one event of an append; `stored_body` is the hash of the body this append stored
-/// last, so that a run of events sharing a body inserts it once.
+/// The bodies one append has stored so far, by hash: an append's events that share a body (a
+/// split batch, or one mail to several hooks) reference one row. Appends hold few distinct
+/// bodies, so a list is searched.
+#[derive(Default)]
+struct StoredBodies(Vec<([u8; 32], i64)>);
+
+impl StoredBodies {
+    /// The number of the body with these bytes, stored now if this append has not stored it.
+    fn id_of(&mut self, connection: &Connection, sha256: &[u8; 32], bytes: &[u8]) -> Result<i64, StoreError> {
+        if let Some((_, id)) = self.0.iter().rev().find(|(stored, _)| stored == sha256) {
+            return Ok(*id);
+        }
+        connection
+            .prepare_cached("INSERT INTO bodies (sha256, bytes) VALUES (?1, ?2)")?
+            .execute(params![&sha256[..], bytes])?;
+        let id = connection.last_insert_rowid();
+        self.0.push((*sha256, id));
+        Ok(id)
+    }
+}
+
+/// Appends one event of an append; `stored_bodies` are the bodies this append has stored, so
+/// that events sharing a body insert it once.
 fn append_one(
     connection: &Connection,
     row: &EventRow,
-    stored_body: &mut Option<[u8; 32]>,
+    stored_bodies: &mut StoredBodies,
 ) -> Result<Appended, StoreError> {
     let EventRow { new, source, data, body_sha256 } = row;
     if let Some(key) = &new.idempotency_key {
@@ -160,15 +184,10 @@ fn append_one(
         }
     }
     let event = &new.event;
-    if *stored_body != Some(*body_sha256) {
-        connection
-            .prepare_cached("INSERT OR IGNORE INTO bodies (sha256, bytes) VALUES (?1, ?2)")?
-            .execute(params![&body_sha256[..], new.raw_body.as_ref()])?;
-        *stored_body = Some(*body_sha256);
-    }
+    let body_id = stored_bodies.id_of(connection, body_sha256, &new.raw_body)?;
     connection
         .prepare_cached(
-            "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, body_sha256,
+            "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, body_id,
                                  idempotency_scope, idempotency_key, receive_count, quarantined)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?
@@ -180,7 +199,7 @@ fn append_one(
             event.received_at.as_microsecond(),
             source,
             data,
-            &body_sha256[..],
+            body_id,
             new.idempotency_key.as_ref().map(|k| &k.scope),
             new.idempotency_key.as_ref().map(|k| &k.key),
             event.receive_count,
@@ -203,7 +222,7 @@ fn append_one(
 
 /// An event's columns for `event_from_row`; its body is read only when it is the data.
 const EVENT_COLUMNS: &str = "id, name, app, hook_type, received_at_us, source, data, receive_count,
-    CASE WHEN data IS NULL THEN (SELECT bytes FROM bodies WHERE sha256 = body_sha256) END, quarantined";
+    CASE WHEN data IS NULL THEN (SELECT bytes FROM bodies WHERE id = body_id) END, quarantined";
 
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
     let id: String = row.get(0)?;

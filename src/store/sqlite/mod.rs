@@ -8,8 +8,9 @@
 //! replays, and the NATS publications), `rate_limits` (the token buckets the claims take from),
 //! `retry_jobs` (dead letters across subscriptions and bulk retries), `subscriptions`, and `records` (API keys, hook URL
 //! tokens, installed apps, settings), `retention` (deleting old events and erasing a resource's,
-//! in small batches). `migrations` holds the schema: raw bodies are stored once in `bodies`,
-//! keyed by their SHA-256, and events reference them.
+//! in small batches). `migrations` holds the schema: raw bodies are stored in `bodies`, once
+//! per append, numbered in order (so that inserts touch the b-trees' right edge), and events
+//! reference them by number.
 
 mod deliveries;
 mod events;

@@ -37,7 +37,7 @@ impl SqliteStore {
             let names = serde_json::to_string(&names).expect("names serialize");
             let mut select = connection.prepare(
                 "SELECT seq, id, name, json_extract(
-                            COALESCE(data, (SELECT CAST(bytes AS TEXT) FROM bodies WHERE sha256 = body_sha256)),
+                            COALESCE(data, (SELECT CAST(bytes AS TEXT) FROM bodies WHERE id = body_id)),
                             '$.resourceId')
                  FROM events WHERE seq > ?1 AND name IN (SELECT value FROM json_each(?2)) ORDER BY seq LIMIT ?3",
             )?;

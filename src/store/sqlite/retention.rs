@@ -25,7 +25,7 @@ const PURGE_SCAN: i64 = 5_000;
 /// real is taken, since SQLite and serde_json spell reals differently), which decides after.
 const CANDIDATES: &str = "
     SELECT id, doc FROM (
-        SELECT id, COALESCE(data, (SELECT CAST(bytes AS TEXT) FROM bodies WHERE sha256 = body_sha256)) AS doc
+        SELECT id, COALESCE(data, (SELECT CAST(bytes AS TEXT) FROM bodies WHERE id = body_id)) AS doc
         FROM events WHERE seq > ?1 AND seq <= ?2)
     WHERE CASE WHEN json_valid(doc) THEN
         json_type(doc, '$.resource_id') = 'real' OR CAST(json_extract(doc, '$.resource_id') AS TEXT) = ?3
@@ -121,7 +121,7 @@ impl SqliteStore {
 fn delete_events(connection: &Connection, ids: &[String]) -> Result<PurgeCount, StoreError> {
     let mut count = PurgeCount::default();
     let mut bodies = BTreeSet::new();
-    let mut body_of = connection.prepare_cached("SELECT body_sha256 FROM events WHERE id = ?1")?;
+    let mut body_of = connection.prepare_cached("SELECT body_id FROM events WHERE id = ?1")?;
     let mut forget_attempts = connection.prepare_cached(
         "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_id = ?1)",
     )?;
@@ -130,7 +130,7 @@ fn delete_events(connection: &Connection, ids: &[String]) -> Result<PurgeCount, 
     let mut forget_event = connection.prepare_cached("DELETE FROM events WHERE id = ?1")?;
     for id in ids {
         // Gone already (deleted meanwhile by retention or another erasure): nothing to count.
-        let Some(body) = body_of.query_row([id], |row| row.get::<_, Vec<u8>>(0)).optional()? else { continue };
+        let Some(body) = body_of.query_row([id], |row| row.get::<_, i64>(0)).optional()? else { continue };
         forget_attempts.execute([id])?;
         count.deliveries += forget_deliveries.execute([id])? as u64;
         forget_publication.execute([id])?;
@@ -138,7 +138,7 @@ fn delete_events(connection: &Connection, ids: &[String]) -> Result<PurgeCount, 
         bodies.insert(body);
     }
     let mut forget_body = connection.prepare_cached(
-        "DELETE FROM bodies WHERE sha256 = ?1 AND NOT EXISTS (SELECT 1 FROM events WHERE body_sha256 = ?1)",
+        "DELETE FROM bodies WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM events WHERE body_id = ?1)",
     )?;
     for body in &bodies {
         count.bodies += forget_body.execute([body])? as u64;

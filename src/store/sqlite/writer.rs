@@ -111,7 +111,8 @@ pub(super) fn open_writer(path: &std::path::Path) -> Result<Connection, StoreErr
             .and_then(|()| {
                 connection
                     .execute_batch(
-                        "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-16384;",
+                        "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-16384; \
+                         PRAGMA temp_store=MEMORY;",
                     )
                     .map_err(StoreError::from)
             })
