@@ -146,13 +146,64 @@ pub async fn parse_payload(
 
 /// Checks that a JSON body is one JSON value, as [`parse_payload`] would parse it, without
 /// building it: for hooks whose events keep the body as their data and whose data nothing reads
-/// before it is stored (the store parses the body again when the event is read). The same parser
-/// and the same errors as [`parse_payload`]'s.
+/// before it is stored (the store parses the body again when the event is read). It accepts what
+/// [`parse_payload`] accepts and refuses with the same errors.
 pub fn validate_json(body: &[u8]) -> Result<(), PayloadError> {
     if body.is_empty() {
         return Err(PayloadError::EmptyBody);
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(body).map(|_| ()).map_err(json_error)
+    match serde_json::from_slice::<ValidJson>(body) {
+        Ok(_) => Ok(()),
+        // A refusal is rare: parsed again, it gets the very message `parse_payload` gives (the
+        // two ways of reading word some errors differently, a trailing comma among them).
+        Err(error) => Err(parse_json(body).err().unwrap_or_else(|| json_error(error))),
+    }
+}
+
+/// A JSON value read and dropped as it is read: every string is decoded (escapes checked, as
+/// building a `Value` would), but nothing is kept. (serde's `IgnoredAny` skips strings without
+/// checking their escapes, so it accepts a lone surrogate that the store could not read back.)
+struct ValidJson;
+
+impl<'de> serde::Deserialize<'de> for ValidJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ValidJson)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ValidJson {
+    type Value = ValidJson;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<ValidJson, E> {
+        Ok(ValidJson)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<ValidJson, E> {
+        Ok(ValidJson)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<ValidJson, E> {
+        Ok(ValidJson)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<ValidJson, E> {
+        Ok(ValidJson)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<ValidJson, E> {
+        Ok(ValidJson)
+    }
+    fn visit_unit<E>(self) -> Result<ValidJson, E> {
+        Ok(ValidJson)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<ValidJson, A::Error> {
+        while items.next_element::<ValidJson>()?.is_some() {}
+        Ok(ValidJson)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<ValidJson, A::Error> {
+        while entries.next_entry::<ValidJson, ValidJson>()?.is_some() {}
+        Ok(ValidJson)
+    }
 }
 
 /// The supported media types, grouped by how their bodies are decoded.
@@ -560,6 +611,34 @@ mod tests {
             .build()
             .expect("a current-thread runtime builds")
             .block_on(parse_payload(content_type, Bytes::copy_from_slice(body), &LIMITS))
+    }
+
+    #[test]
+    fn checking_json_without_building_it_accepts_and_refuses_exactly_as_parsing_does() {
+        let bodies: &[&[u8]] = &[
+            br#"{"order": {"id": 7, "lines": [1, 2.5, "x", null, true]}}"#,
+            b"[]",
+            b"  \"text\"  ",
+            b"null",
+            b"",
+            b"{",
+            br#"{"a": 1,}"#,
+            br#"{"a": 1} trailing"#,
+            b"\xff\xfe",
+            br#"{"a": "\ud800"}"#,
+            &[b'['; 200],
+            b"[1e400]",
+            b"-0.0e-5",
+            b"123456789012345678901234567890",
+            br#"{"\u00e9\n": "line\nbreak \ud83d\ude00", "a": 1, "a": 2}"#,
+            br#"{"a": "\x"}"#,
+            b"\"\t\"",
+        ];
+        for body in bodies {
+            let parsed = parse(Some("application/json"), body).map(|_| ()).map_err(|error| error.to_string());
+            let checked = validate_json(body).map_err(|error| error.to_string());
+            assert_eq!(checked, parsed, "body {:?}", String::from_utf8_lossy(body));
+        }
     }
 
     #[track_caller]

@@ -126,18 +126,21 @@ const TABLES: &[Table] = &[
             ("purpose", Text),
             ("scopes", Text),
         ],
-        identity: None, read: None,
+        identity: None,
+        read: None,
     },
     Table {
         name: "installed_apps",
         columns: &[("app", Text), ("definition", Text), ("installed_at_us", BigInt)],
-        identity: None, read: None,
+        identity: None,
+        read: None,
     },
     Table { name: "settings", columns: &[("key", Text), ("value", Text)], identity: None, read: None },
     Table {
         name: "subscriptions",
         columns: &[("id", Text), ("body", Text), ("status", Text), ("created_at_us", BigInt)],
-        identity: None, read: None,
+        identity: None,
+        read: None,
     },
     Table {
         name: "deliveries",
@@ -152,7 +155,8 @@ const TABLES: &[Table] = &[
             ("updated_at_us", BigInt),
             ("ordering_key", Text),
         ],
-        identity: None, read: None,
+        identity: None,
+        read: None,
     },
     Table {
         name: "delivery_attempts",
@@ -167,7 +171,8 @@ const TABLES: &[Table] = &[
             ("transform_version", Text),
             ("due_at_us", BigInt),
         ],
-        identity: None, read: None,
+        identity: None,
+        read: None,
     },
     Table {
         name: "subscription_rate_limits",
@@ -178,7 +183,8 @@ const TABLES: &[Table] = &[
             ("tokens_milli", BigInt),
             ("refilled_at_us", BigInt),
         ],
-        identity: None, read: None,
+        identity: None,
+        read: None,
     },
     Table {
         name: "retry_jobs",
@@ -195,12 +201,14 @@ const TABLES: &[Table] = &[
             ("updated_at_us", BigInt),
             ("finished_at_us", BigInt),
         ],
-        identity: None, read: None,
+        identity: None,
+        read: None,
     },
     Table {
         name: "publications",
         columns: &[("event_id", Text), ("subject", Text), ("attempts", Int), ("next_attempt_at_us", BigInt)],
-        identity: None, read: None,
+        identity: None,
+        read: None,
     },
     Table {
         name: "notice_mails",
@@ -215,7 +223,8 @@ const TABLES: &[Table] = &[
             ("last_error", Text),
             ("sent_at_us", BigInt),
         ],
-        identity: Some("id"), read: None,
+        identity: Some("id"),
+        read: None,
     },
 ];
 

@@ -31,11 +31,18 @@ impl SqliteStore {
             let row = EventRow::new(event, rows.last())?;
             rows.push(row);
         }
-        self.write(move |connection| {
-            let mut stored_bodies = StoredBodies::default();
-            rows.iter().map(|row| append_one(connection, row, &mut stored_bodies)).collect()
-        })
-        .await
+        // The writer lets go of its reference before answering, so the rows are freed here, off
+        // the one writer thread.
+        let rows = std::sync::Arc::new(rows);
+        let written = rows.clone();
+        let appended = self
+            .write_repeatable(move |connection| {
+                let mut stored_bodies = StoredBodies::default();
+                written.iter().map(|row| append_one(connection, row, &mut stored_bodies)).collect()
+            })
+            .await;
+        drop(rows);
+        appended
     }
 
     pub async fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {

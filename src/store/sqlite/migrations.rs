@@ -537,6 +537,87 @@ mod tests {
         assert!(seq_of(&second.event.id) > erased, "the notice outbox's cursor never skips a new event");
     }
 
+    #[tokio::test]
+    async fn bodies_keyed_by_sha256_are_numbered_and_every_event_reads_back_with_its_sequence_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookgate.db");
+        let mut connection = Connection::open(&path).unwrap();
+        migrate_through(&mut connection, &MIGRATIONS[..MIGRATIONS.len() - 1]).unwrap();
+        // The schema before: bodies keyed by SHA-256, shared by the events of any append.
+        let shared = with_body("numbered.shared", br#"{"shared": true}"#, None);
+        let also_shared = with_body("numbered.also", br#"{"shared": true}"#, Some(serde_json::json!({"x": 1})));
+        let own = with_body("numbered.own", br#"{"own": true}"#, None);
+        let erased = with_body("numbered.erased", br#"{"erased": true}"#, None);
+        for new in [&shared, &also_shared, &own, &erased] {
+            let sha256 = body_sha256(&new.raw_body);
+            connection
+                .execute(
+                    "INSERT OR IGNORE INTO bodies (sha256, bytes) VALUES (?1, ?2)",
+                    params![&sha256[..], new.raw_body.as_ref()],
+                )
+                .unwrap();
+            let event = &new.event;
+            let data = (!new.data_is_raw_json).then(|| serde_json::to_string(&event.data).unwrap());
+            connection
+                .execute(
+                    "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, body_sha256)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        event.id,
+                        event.name,
+                        event.app,
+                        event.hook_type.as_str(),
+                        event.received_at.as_microsecond(),
+                        serde_json::to_string(&event.source).unwrap(),
+                        data,
+                        &sha256[..]
+                    ],
+                )
+                .unwrap();
+        }
+        // The newest event was erased: its number must never be given again.
+        connection.execute("DELETE FROM events WHERE id = ?1", [&erased.event.id]).unwrap();
+        let highest: i64 = connection
+            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |row| row.get(0))
+            .unwrap();
+        let seqs_before: Vec<(String, i64)> = connection
+            .prepare("SELECT id, seq FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        drop(connection);
+
+        let store = Store::Sqlite(SqliteStore::open(path.clone()).await.unwrap());
+        for new in [&shared, &also_shared, &own] {
+            assert_eq!(store.event(&new.event.id).await.unwrap().as_ref(), Some(&new.event));
+            assert_eq!(store.raw_body(&new.event.id).await.unwrap().unwrap().bytes, new.raw_body.to_vec());
+        }
+        let connection = Connection::open(&path).unwrap();
+        let seqs_after: Vec<(String, i64)> = connection
+            .prepare("SELECT id, seq FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(seqs_after, seqs_before, "every event keeps its sequence number");
+        let shared_rows: i64 = connection
+            .query_row(
+                "SELECT count(DISTINCT body_id) FROM events WHERE id IN (?1, ?2)",
+                [&shared.event.id, &also_shared.event.id],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(shared_rows, 1, "events that shared a body still share one row");
+        let next = sample_event("numbered.next", "migration");
+        store.append_events(vec![next.clone()]).await.unwrap();
+        let next_seq: i64 =
+            connection.query_row("SELECT seq FROM events WHERE id = ?1", [&next.event.id], |row| row.get(0)).unwrap();
+        assert!(next_seq > highest, "the erased event's number {highest} is not given again (got {next_seq})");
+    }
+
     #[test]
     fn a_database_newer_than_this_hookgate_is_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -30,7 +30,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
 use super::StoreError;
-use writer::{Job, WAL_CATCH_UP_BYTES, WalLimit, WriteJob, open_writer, start_checkpointer, wal_path, write_loop};
+use writer::{
+    Job, RepeatableJob, WAL_CATCH_UP_BYTES, WalLimit, WriteJob, open_writer, start_checkpointer, wal_path, write_loop,
+};
 
 /// Read connections kept open between reads.
 const MAX_IDLE_READERS: usize = 8;
@@ -113,14 +115,26 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn WriteJob> = Box::new(Job { work: Some(work), result: None, reply });
-        {
-            let writer =
-                self.inner.writer.lock().map_err(|_| StoreError::Unavailable("writer lock poisoned".into()))?;
-            let sender = writer.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
-            sender.send(job).map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
-        }
+        self.send_job(Box::new(Job { work: Some(work), result: None, reply }))?;
         answer.await.map_err(|_| StoreError::Unavailable("the writer thread stopped before committing".into()))?
+    }
+
+    /// Like `write`, for work that can run again (it only reads what it captured): in a batch it
+    /// runs without a savepoint of its own (`writer::RepeatableJob`).
+    async fn write_repeatable<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.send_job(Box::new(RepeatableJob { work, result: None, reply }))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the writer thread stopped before committing".into()))?
+    }
+
+    fn send_job(&self, job: Box<dyn WriteJob>) -> Result<(), StoreError> {
+        let writer = self.inner.writer.lock().map_err(|_| StoreError::Unavailable("writer lock poisoned".into()))?;
+        let sender = writer.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+        sender.send(job).map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))
     }
 
     /// Runs `work` on a read connection on a blocking thread.

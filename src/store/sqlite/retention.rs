@@ -137,9 +137,8 @@ fn delete_events(connection: &Connection, ids: &[String]) -> Result<PurgeCount, 
         count.events += forget_event.execute([id])? as u64;
         bodies.insert(body);
     }
-    let mut forget_body = connection.prepare_cached(
-        "DELETE FROM bodies WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM events WHERE body_id = ?1)",
-    )?;
+    let mut forget_body = connection
+        .prepare_cached("DELETE FROM bodies WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM events WHERE body_id = ?1)")?;
     for body in &bodies {
         count.bodies += forget_body.execute([body])? as u64;
     }

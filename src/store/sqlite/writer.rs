@@ -27,7 +27,17 @@ const MAX_BATCH: usize = 512;
 /// A unit of work for the writer thread: it runs inside the batch's transaction, and is told
 /// afterwards whether the transaction committed.
 pub(super) trait WriteJob: Send {
+    /// Runs the job in a savepoint of its own.
     fn run(&mut self, connection: &Connection);
+    /// Runs the job without a savepoint, if it can run again after its transaction is rolled
+    /// back ([`RepeatableJob`]); returns whether it succeeded. A job that cannot does nothing
+    /// and returns false.
+    fn run_bare(&mut self, _connection: &Connection) -> bool {
+        false
+    }
+    fn repeatable(&self) -> bool {
+        false
+    }
     /// Whether the job's own work failed because the disk is full.
     fn found_the_disk_full(&self) -> bool;
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
@@ -61,6 +71,54 @@ where
         };
         // The waiter may have gone away (client disconnected); the write stands regardless.
         let _ = self.reply.send(outcome);
+    }
+}
+
+/// A job whose work only reads what it captured, so it can run again: the appends. In a batch,
+/// such jobs first run without savepoints (a savepoint copies every page a job first touches
+/// into the statement journal, about a tenth of the writer's work); only when one of them fails
+/// is the transaction rolled back and the batch run again with a savepoint for every job.
+pub(super) struct RepeatableJob<T, F> {
+    pub(super) work: F,
+    pub(super) result: Option<Result<T, StoreError>>,
+    pub(super) reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob for RepeatableJob<T, F>
+where
+    T: Send,
+    F: Fn(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, connection: &Connection) {
+        self.result = Some(in_savepoint(connection, &self.work));
+    }
+
+    fn run_bare(&mut self, connection: &Connection) -> bool {
+        let result = (self.work)(connection);
+        let succeeded = result.is_ok();
+        self.result = Some(result);
+        succeeded
+    }
+
+    fn repeatable(&self) -> bool {
+        true
+    }
+
+    fn found_the_disk_full(&self) -> bool {
+        matches!(self.result, Some(Err(StoreError::Full(_))))
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
+        let RepeatableJob { work, result, reply } = *self;
+        // What the work holds is let go before the waiter wakes, so that the waiter (holding
+        // its own references) frees it, off the writer thread.
+        drop(work);
+        let outcome = match (commit, result) {
+            (Err(error), _) => Err(error),
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(StoreError::Unavailable("the write was not run".into())),
+        };
+        let _ = reply.send(outcome);
     }
 }
 
@@ -245,9 +303,46 @@ pub(super) fn wal_path(database: &std::path::Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Runs a batch in one transaction and commits it. The repeatable jobs run first, without
+/// savepoints; if one of them fails (or panics), nothing of the batch has been kept or answered
+/// yet, so the transaction is rolled back and the whole batch runs again, every job in a
+/// savepoint of its own. The other jobs always run in savepoints (their work runs only once).
 fn run_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+    if batch.iter().any(|job| job.repeatable()) {
+        connection.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let bare = batch.iter_mut().filter(|job| job.repeatable()).all(|job| {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run_bare(connection)));
+            matches!(ran, Ok(true)) && !connection.is_autocommit()
+        });
+        if bare {
+            let others = batch.iter_mut().filter(|job| !job.repeatable());
+            return run_in_savepoints(connection, others).and_then(|()| commit(connection));
+        }
+        if !connection.is_autocommit() {
+            connection.execute_batch("ROLLBACK")?;
+        }
+        metrics::counter!("hookgate_store_batches_run_again_total").increment(1);
+    }
     connection.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-    for job in batch.iter_mut() {
+    run_in_savepoints(connection, batch.iter_mut())?;
+    commit(connection)
+}
+
+fn commit(connection: &Connection) -> Result<(), StoreError> {
+    if let Err(error) = connection.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([])) {
+        let _ = connection.execute_batch("ROLLBACK");
+        return Err(error.into());
+    }
+    Ok(())
+}
+
+/// Runs jobs in the open transaction, each in a savepoint of its own. Fails (with the
+/// transaction rolled back) when a job panics or SQLite rolled the transaction back by itself.
+fn run_in_savepoints<'a>(
+    connection: &Connection,
+    jobs: impl Iterator<Item = &'a mut Box<dyn WriteJob>>,
+) -> Result<(), StoreError> {
+    for job in jobs {
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(connection)));
         if ran.is_err() {
             let _ = connection.execute_batch("ROLLBACK");
@@ -261,10 +356,6 @@ fn run_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result
             }
             return Err(StoreError::Database("SQLite rolled the transaction back (I/O error)".into()));
         }
-    }
-    if let Err(error) = connection.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([])) {
-        let _ = connection.execute_batch("ROLLBACK");
-        return Err(error.into());
     }
     Ok(())
 }
@@ -493,6 +584,73 @@ mod tests {
         for mut answer in answers {
             answer.try_recv().unwrap().unwrap();
         }
+    }
+
+    /// A repeatable job that inserts a setting, failing after its insert when `fail` is set.
+    fn repeatable_setting_job(key: &str, fail: bool) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<(), StoreError>>) {
+        let key = key.to_owned();
+        let (reply, answer) = oneshot::channel();
+        let work = move |connection: &Connection| -> Result<(), StoreError> {
+            connection.execute("INSERT INTO settings (key, value) VALUES (?1, 'v')", [&key])?;
+            if fail { Err(StoreError::Database("deliberate".into())) } else { Ok(()) }
+        };
+        (Box::new(RepeatableJob { work, result: None, reply }), answer)
+    }
+
+    #[test]
+    fn when_a_job_run_without_a_savepoint_fails_the_batch_runs_again_and_only_that_job_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = open_writer(&dir.path().join("hookgate.db")).unwrap();
+        let jobs = [
+            repeatable_setting_job("first", false),
+            setting_job("once", "v".into()),
+            repeatable_setting_job("failing", true),
+            repeatable_setting_job("last", false),
+        ];
+        let (mut batch, answers): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+        let commit = run_batch(&connection, &mut batch);
+        assert!(commit.is_ok(), "{commit:?}");
+        for job in batch {
+            job.finish(commit.clone());
+        }
+        for (key, mut answer) in ["first", "once", "failing", "last"].into_iter().zip(answers) {
+            let answer = answer.try_recv().unwrap();
+            let stored: i64 =
+                connection.query_row("SELECT count(*) FROM settings WHERE key = ?1", [key], |row| row.get(0)).unwrap();
+            assert_eq!(answer.is_ok(), key != "failing", "job {key:?} answered {answer:?}");
+            assert_eq!(stored, i64::from(key != "failing"), "job {key:?} is stored once, or not at all when it failed");
+        }
+    }
+
+    #[test]
+    fn a_batch_of_repeatable_jobs_that_all_succeed_runs_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = open_writer(&dir.path().join("hookgate.db")).unwrap();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (mut batch, answers): (Vec<Box<dyn WriteJob>>, Vec<_>) = (0..10)
+            .map(|i| {
+                let (reply, answer) = oneshot::channel::<Result<(), StoreError>>();
+                let runs = runs.clone();
+                let work = move |connection: &Connection| -> Result<(), StoreError> {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    connection.execute("INSERT INTO settings (key, value) VALUES (?1, 'v')", [format!("k{i}")])?;
+                    Ok(())
+                };
+                (Box::new(RepeatableJob { work, result: None, reply }) as Box<dyn WriteJob>, answer)
+            })
+            .unzip();
+        let commit = run_batch(&connection, &mut batch);
+        assert!(commit.is_ok(), "{commit:?}");
+        for job in batch {
+            job.finish(commit.clone());
+        }
+        for mut answer in answers {
+            answer.try_recv().unwrap().unwrap();
+        }
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 10, "no job ran twice");
+        let stored: i64 =
+            connection.query_row("SELECT count(*) FROM settings WHERE key LIKE 'k%'", [], |row| row.get(0)).unwrap();
+        assert_eq!(stored, 10);
     }
 
     #[tokio::test]
