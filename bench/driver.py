@@ -42,6 +42,7 @@ FORM_BODY_BYTES = 450
 STRIPE_SECRET = "whsec_bench_" + uuid.uuid4().hex
 GITHUB_SECRET = "ghbench_" + uuid.uuid4().hex
 ADMIN_TOKEN = "bench_admin_" + uuid.uuid4().hex
+SECRETS_KEY = uuid.uuid4().hex + uuid.uuid4().hex
 CONNECTIONS = 64
 FIXED_RATE = 5000
 SWEEP_CONNECTIONS = [1, 4, 16, 64, 256]
@@ -317,8 +318,9 @@ class Hookgate:
             [str(HOOKGATE), "serve", "--config", str(config), "--http", "127.0.0.1:0", "--smtp", "127.0.0.1:0",
              "--database", self.database, "--definitions", str(defs)],
             r"http listening on (http://\S+)",
+            # PostgreSQL requires a key for subscription secrets at rest; SQLite makes its own.
             env={"HOOKGATE_ADMIN_TOKEN": ADMIN_TOKEN, "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
-                 "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET, "RUST_LOG": "warn"},
+                 "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET, "RUST_LOG": "warn", "HOOKGATE_SECRETS_KEY": SECRETS_KEY},
             cwd=self.home, log_dir=work,
         )
         self.base = self.server.address.rstrip("/")
