@@ -60,17 +60,25 @@ where
     }
 
     fn found_the_disk_full(&self) -> bool {
-        matches!(self.result, Some(Err(StoreError::Full(_))))
+        found_the_disk_full(&self.result)
     }
 
     fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
-        let outcome = match (commit, self.result) {
-            (Err(error), _) => Err(error),
-            (Ok(()), Some(result)) => result,
-            (Ok(()), None) => Err(StoreError::Unavailable("the write was not run".into())),
-        };
         // The waiter may have gone away (client disconnected); the write stands regardless.
-        let _ = self.reply.send(outcome);
+        let _ = self.reply.send(outcome(commit, self.result));
+    }
+}
+
+fn found_the_disk_full<T>(result: &Option<Result<T, StoreError>>) -> bool {
+    matches!(result, Some(Err(StoreError::Full(_))))
+}
+
+/// What a job's writer is told: the commit's failure, else the job's own result.
+fn outcome<T>(commit: Result<(), StoreError>, result: Option<Result<T, StoreError>>) -> Result<T, StoreError> {
+    match (commit, result) {
+        (Err(error), _) => Err(error),
+        (Ok(()), Some(result)) => result,
+        (Ok(()), None) => Err(StoreError::Unavailable("the write was not run".into())),
     }
 }
 
@@ -105,7 +113,7 @@ where
     }
 
     fn found_the_disk_full(&self) -> bool {
-        matches!(self.result, Some(Err(StoreError::Full(_))))
+        found_the_disk_full(&self.result)
     }
 
     fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
@@ -113,12 +121,7 @@ where
         // What the work holds is let go before the waiter wakes, so that the waiter (holding
         // its own references) frees it, off the writer thread.
         drop(work);
-        let outcome = match (commit, result) {
-            (Err(error), _) => Err(error),
-            (Ok(()), Some(result)) => result,
-            (Ok(()), None) => Err(StoreError::Unavailable("the write was not run".into())),
-        };
-        let _ = reply.send(outcome);
+        let _ = reply.send(outcome(commit, result));
     }
 }
 
