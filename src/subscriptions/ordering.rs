@@ -64,20 +64,17 @@ impl OrderingKey {
 /// The `ordering` field of a request: `{"key": "resource_id"}` or `{"key": "$.data.customer"}`,
 /// or `null` for none.
 pub(super) fn parse(value: &Value) -> Result<Option<Ordering>, FieldError> {
-    let error = |field: &str, message: String| FieldError { field: field.to_owned(), message };
-    let object = match value {
-        Value::Null => return Ok(None),
-        Value::Object(object) => object,
-        _ => {
-            return Err(error(
-                "ordering",
-                "expected {\"key\": \"resource_id\"} or {\"key\": \"<JSONPath over the event>\"}, or null".into(),
-            ));
-        }
+    let error = |field: &str, message: String| super::request::field_error(field, message);
+    let Some(object) = super::request::optional_object(
+        value,
+        "ordering",
+        "expected {\"key\": \"resource_id\"} or {\"key\": \"<JSONPath over the event>\"}, or null",
+        &["key"],
+        "unknown field; the only field is key",
+    )?
+    else {
+        return Ok(None);
     };
-    if let Some(unknown) = object.keys().find(|key| *key != "key") {
-        return Err(error(&format!("ordering.{unknown}"), "unknown field; the only field is key".into()));
-    }
     let Some(Value::String(key)) = object.get("key") else {
         return Err(error("ordering.key", "required: resource_id or a JSONPath over the event".into()));
     };

@@ -39,23 +39,17 @@ impl RateLimit {
 /// The `rate_limit` field of a request: `{"per_second": 5, "burst": 10}` (burst optional), or
 /// `null` for none.
 pub(super) fn parse(value: &Value) -> Result<Option<RateLimit>, FieldError> {
-    let error = |field: &str, message: String| FieldError { field: field.to_owned(), message };
-    let object = match value {
-        Value::Null => return Ok(None),
-        Value::Object(object) => object,
-        _ => {
-            return Err(error(
-                "rate_limit",
-                "expected an object such as {\"per_second\": 5, \"burst\": 10}, or null".into(),
-            ));
-        }
+    let error = |field: &str, message: String| super::request::field_error(field, message);
+    let Some(object) = super::request::optional_object(
+        value,
+        "rate_limit",
+        "expected an object such as {\"per_second\": 5, \"burst\": 10}, or null",
+        &["per_second", "burst"],
+        "unknown field; the fields are per_second and burst",
+    )?
+    else {
+        return Ok(None);
     };
-    if let Some(unknown) = object.keys().find(|key| !matches!(key.as_str(), "per_second" | "burst")) {
-        return Err(error(
-            &format!("rate_limit.{unknown}"),
-            "unknown field; the fields are per_second and burst".into(),
-        ));
-    }
     let per_second = object
         .get("per_second")
         .and_then(Value::as_f64)

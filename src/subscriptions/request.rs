@@ -16,8 +16,29 @@ pub struct FieldError {
     pub message: String,
 }
 
-fn field_error(field: &str, message: impl Into<String>) -> FieldError {
+pub(super) fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     FieldError { field: field.to_owned(), message: message.into() }
+}
+
+/// A field holding an object of a few known keys, or `null` for none: its map, `None` for
+/// `null`; otherwise a refusal saying what was `expected`, or naming the first key not `known`
+/// (as `field.key`, with `unknown_message`).
+pub(super) fn optional_object<'a>(
+    value: &'a serde_json::Value,
+    field: &str,
+    expected: &str,
+    known: &[&str],
+    unknown_message: &str,
+) -> Result<Option<&'a serde_json::Map<String, serde_json::Value>>, FieldError> {
+    let object = match value {
+        serde_json::Value::Null => return Ok(None),
+        serde_json::Value::Object(object) => object,
+        _ => return Err(field_error(field, expected)),
+    };
+    match object.keys().find(|key| !known.contains(&key.as_str())) {
+        Some(unknown) => Err(field_error(&format!("{field}.{unknown}"), unknown_message)),
+        None => Ok(Some(object)),
+    }
 }
 
 const FIELDS: &[&str] = &[
