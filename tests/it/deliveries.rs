@@ -90,7 +90,8 @@ fn open_targets() -> Options {
         .env("HOOKGATE_DELIVERY_RETRY_SCHEDULE_SECS", "[1, 1]")
 }
 
-async fn subscribe(gateway: &Gateway, body: Value) -> Value {
+/// Creates a subscription as the admin; its reply (with the secret).
+pub(crate) async fn subscribe(gateway: &Gateway, body: Value) -> Value {
     let response =
         gateway.http.post(gateway.url("/api/webhooks")).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
     assert_eq!(response.status(), 201);

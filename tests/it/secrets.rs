@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 use std::time::Duration;
 
-use crate::deliveries::Receiver;
+use crate::deliveries::{Receiver, subscribe};
 use crate::support::*;
 
 const STRIPE_SECRET: &str = "whsec_secrets-test-stripe-0123456789";
@@ -377,15 +377,8 @@ async fn without_a_configured_key_sqlite_keeps_a_generated_one_beside_the_databa
     let mode = std::fs::metadata(&key_file).expect("the key file, made at first start").permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "readable by its owner only");
     let receiver = Receiver::start(&[]).await;
-    let response = gateway
-        .http
-        .post(gateway.url("/api/webhooks"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"url": receiver.url}))
-        .send()
-        .await
-        .unwrap();
-    let secret = response.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    let created = subscribe(&gateway, json!({"url": receiver.url})).await;
+    let secret = created["secret"].as_str().unwrap().to_owned();
     gateway.restart().await;
     let response = gateway.http.post(gateway.hook_url(ORDER_UPDATE).await).json(&json!({"n": 1})).send().await;
     assert_eq!(response.unwrap().status(), 202);
@@ -410,15 +403,7 @@ async fn without_a_configured_key_sqlite_keeps_a_generated_one_beside_the_databa
 async fn plaintext_secrets_from_before_sealing_are_sealed_at_start_and_still_sign() {
     let mut gateway = Gateway::start_with(options()).await;
     let receiver = Receiver::start(&[]).await;
-    let response = gateway
-        .http
-        .post(gateway.url("/api/webhooks"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"url": receiver.url}))
-        .send()
-        .await
-        .unwrap();
-    let created: Value = response.json().await.unwrap();
+    let created = subscribe(&gateway, json!({"url": receiver.url})).await;
     let (id, secret) = (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned());
     gateway.kill();
     // As an earlier hookgate stored it: the document with the secret in plaintext.
