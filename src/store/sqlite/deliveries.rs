@@ -6,7 +6,7 @@
 use jiff::Timestamp;
 use rusqlite::{Connection, params};
 
-use super::{SqliteStore, timestamp};
+use super::{SqliteStore, push_condition, timestamp};
 use crate::store::{Attempt, AttemptRecord, Delivery, DeliveryPage, DeliveryQuery, DueDelivery, NextStep, StoreError};
 
 impl SqliteStore {
@@ -123,16 +123,13 @@ impl SqliteStore {
             let mut conditions = vec!["subscription_id = ?1".to_owned()];
             let mut values: Vec<rusqlite::types::Value> = vec![query.subscription_id.clone().into()];
             if let Some(from) = query.from {
-                values.push(from.as_microsecond().into());
-                conditions.push(format!("created_at_us >= ?{}", values.len()));
+                push_condition(&mut conditions, &mut values, "created_at_us >= ?", from.as_microsecond());
             }
             if let Some(to) = query.to {
-                values.push(to.as_microsecond().into());
-                conditions.push(format!("created_at_us < ?{}", values.len()));
+                push_condition(&mut conditions, &mut values, "created_at_us < ?", to.as_microsecond());
             }
             if let Some(status) = &query.status {
-                values.push(status.clone().into());
-                conditions.push(format!("status = ?{}", values.len()));
+                push_condition(&mut conditions, &mut values, "status = ?", status.clone());
             }
             let filter = conditions.join(" AND ");
             let total: i64 = connection.query_row(

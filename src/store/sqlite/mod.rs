@@ -34,6 +34,18 @@ use writer::{
     Job, RepeatableJob, WAL_CATCH_UP_BYTES, WalLimit, WriteJob, open_writer, start_checkpointer, wal_path, write_loop,
 };
 
+/// Adds `condition` to a `WHERE` clause being built, its one `?` numbered as `value`'s place in
+/// `values`.
+fn push_condition(
+    conditions: &mut Vec<String>,
+    values: &mut Vec<rusqlite::types::Value>,
+    condition: &str,
+    value: impl Into<rusqlite::types::Value>,
+) {
+    values.push(value.into());
+    conditions.push(condition.replacen('?', &format!("?{}", values.len()), 1));
+}
+
 /// Read connections kept open between reads.
 const MAX_IDLE_READERS: usize = 8;
 

@@ -7,7 +7,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::deliveries::{ATTEMPT_COLUMNS, attempt_from_row};
-use super::{SqliteStore, timestamp};
+use super::{SqliteStore, push_condition, timestamp};
 use crate::store::{
     Attempt, DeliveryListQuery, DeliverySelection, DeliverySummary, DeliverySummaryPage, RetryJob, StoreError,
 };
@@ -17,20 +17,16 @@ fn selection_filter(selection: &DeliverySelection, values: &mut Vec<Value>) -> R
     let mut conditions = vec!["1 = 1".to_owned()];
     if let Some(ids) = &selection.subscription_ids {
         let ids = serde_json::to_string(ids).map_err(|error| StoreError::Database(error.to_string()))?;
-        values.push(ids.into());
-        conditions.push(format!("subscription_id IN (SELECT value FROM json_each(?{}))", values.len()));
+        push_condition(&mut conditions, values, "subscription_id IN (SELECT value FROM json_each(?))", ids);
     }
     if let Some(status) = &selection.status {
-        values.push(status.clone().into());
-        conditions.push(format!("status = ?{}", values.len()));
+        push_condition(&mut conditions, values, "status = ?", status.clone());
     }
     if let Some(from) = selection.from {
-        values.push(from.as_microsecond().into());
-        conditions.push(format!("created_at_us >= ?{}", values.len()));
+        push_condition(&mut conditions, values, "created_at_us >= ?", from.as_microsecond());
     }
     if let Some(to) = selection.to {
-        values.push(to.as_microsecond().into());
-        conditions.push(format!("created_at_us < ?{}", values.len()));
+        push_condition(&mut conditions, values, "created_at_us < ?", to.as_microsecond());
     }
     Ok(conditions.join(" AND "))
 }
