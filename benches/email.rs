@@ -6,7 +6,9 @@
 //! - **extraction**: `hookgate::email::extract::extract` on a ~50 kB HTML message carrying a
 //!   schema.org `Order` in JSON-LD, in a loop on one thread, reported as MB/s of message. The
 //!   baseline is mail-parser alone parsing the same message (the floor of any MIME reader), so
-//!   the ratio shows what finding and parsing the JSON-LD costs on top.
+//!   the ratio shows what finding and parsing the JSON-LD costs on top. The block is in the
+//!   head, where order mails carry it; the same message with the block at the end of the body
+//!   (every tag of the document read to reach it) is measured too, as the slowest case.
 //! - **smtp**: the real binary (`serve`, release build, a fresh SQLite database, one email hook,
 //!   DKIM and SPF checked against a DNS server in this process) receives that message over SMTP from `--connections` clients, each in a closed loop on one
 //!   connection (`MAIL`, `RCPT`, `DATA` pipelined, then the message), 2 s of warm-up then the
@@ -82,9 +84,21 @@ fn options() -> Result<Options, String> {
     Ok(Options { duration: Duration::from_secs(duration.max(1)), connections: connections.max(1) })
 }
 
-/// A ~50 kB HTML order confirmation with one JSON-LD block, as mail (CRLF, no line starting
-/// with a dot).
+/// A ~50 kB HTML order confirmation with one JSON-LD block in its head, as order mails carry
+/// it, as mail (CRLF, no line starting with a dot).
 fn message(to: &str) -> Vec<u8> {
+    message_with_block(to, BlockPlace::Head)
+}
+
+/// Where the message's JSON-LD block is.
+#[derive(Clone, Copy)]
+enum BlockPlace {
+    Head,
+    /// At the end of the body: the whole document is read to find it (the slowest case).
+    EndOfBody,
+}
+
+fn message_with_block(to: &str, place: BlockPlace) -> Vec<u8> {
     let mut rows = String::new();
     for line in 0..400 {
         rows.push_str(&format!(
@@ -92,8 +106,13 @@ fn message(to: &str) -> Vec<u8> {
         ));
     }
     let json_ld = r#"{"@context":"https://schema.org","@type":"Order","merchant":{"@type":"Organization","name":"Ecommerce Store"},"orderNumber":"ES-100234","priceCurrency":"EUR","price":"129.90","acceptedOffer":{"@type":"Offer","itemOffered":{"@type":"Product","name":"Trail Running Shoes"},"price":"129.90","priceCurrency":"EUR"}}"#;
+    let block = format!("<script type=\"application/ld+json\">{json_ld}</script>");
+    let (in_head, at_end) = match place {
+        BlockPlace::Head => (block.as_str(), ""),
+        BlockPlace::EndOfBody => ("", block.as_str()),
+    };
     format!(
-        "From: Ecommerce Store <orders@shop.example>\r\nTo: {to}\r\nSubject: Your order ES-100234\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <bench@shop.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<!DOCTYPE html>\r\n<html><head><meta charset=\"utf-8\"><title>Order</title>\r\n<script type=\"application/ld+json\">{json_ld}</script></head>\r\n<body><table>\r\n{rows}</table></body></html>\r\n"
+        "From: Ecommerce Store <orders@shop.example>\r\nTo: {to}\r\nSubject: Your order ES-100234\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <bench@shop.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<!DOCTYPE html>\r\n<html><head><meta charset=\"utf-8\"><title>Order</title>\r\n{in_head}</head>\r\n<body><table>\r\n{rows}</table>{at_end}</body></html>\r\n"
     )
     .into_bytes()
 }
@@ -130,6 +149,7 @@ fn main() -> ExitCode {
                 "message_bytes": extraction.bytes,
                 "mail_parser_mb_s": round(extraction.baseline_mb_s, 1),
                 "extract_mb_s": round(extraction.extract_mb_s, 1),
+                "block_last_extract_mb_s": round(extraction.block_last_mb_s, 1),
                 "ratio": round(extraction.extract_mb_s / extraction.baseline_mb_s, 3),
             },
             "smtp": {
@@ -148,9 +168,9 @@ fn main() -> ExitCode {
     );
     let meets = |ok: bool| if ok { "met" } else { "MISSED" };
     println!(
-        "extraction: {:.0} MB/s (target >= 100: {}); smtp: {:.0} durable messages/s (target >= 1000: {})",
+        "extraction: {:.0} MB/s (target >= 200: {}); smtp: {:.0} durable messages/s (target >= 1000: {})",
         extraction.extract_mb_s,
-        meets(extraction.extract_mb_s >= 100.0),
+        meets(extraction.extract_mb_s >= 200.0),
         smtp.hookgate.rate,
         meets(smtp.hookgate.rate >= 1000.0)
     );
@@ -176,11 +196,13 @@ struct Extraction {
     bytes: usize,
     baseline_mb_s: f64,
     extract_mb_s: f64,
+    block_last_mb_s: f64,
 }
 
 fn measure_extraction(duration: Duration) -> Extraction {
     let raw = message("bench@localhost");
-    let rate = |work: &dyn Fn()| {
+    let block_last = message_with_block("bench@localhost", BlockPlace::EndOfBody);
+    let rate = |raw: &[u8], work: &dyn Fn()| {
         let started = Instant::now();
         let mut rounds = 0u64;
         while started.elapsed() < duration / 2 {
@@ -189,20 +211,23 @@ fn measure_extraction(duration: Duration) -> Extraction {
         }
         (rounds as f64 * raw.len() as f64) / started.elapsed().as_secs_f64() / 1e6
     };
-    let baseline_mb_s = rate(&|| {
+    let baseline_mb_s = rate(&raw, &|| {
         std::hint::black_box(mail_parser::MessageParser::default().parse(std::hint::black_box(&raw[..])));
     });
-    let extract_mb_s = rate(&|| {
+    let extract = |raw: &[u8]| {
         let extracted =
-            hookgate::email::extract::extract(std::hint::black_box(&raw), hookgate::email::extract::TextJson::First)
+            hookgate::email::extract::extract(std::hint::black_box(raw), hookgate::email::extract::TextJson::First)
                 .unwrap();
         assert_eq!(extracted.found.len(), 1);
-    });
+    };
+    let extract_mb_s = rate(&raw, &|| extract(&raw));
+    let block_last_mb_s = rate(&block_last, &|| extract(&block_last));
     println!(
-        "extraction of a {} byte message: mail-parser alone {baseline_mb_s:.1} MB/s, hookgate extract {extract_mb_s:.1} MB/s",
+        "extraction of a {} byte message: mail-parser alone {baseline_mb_s:.1} MB/s, hookgate extract \
+         {extract_mb_s:.1} MB/s (JSON-LD in the head), {block_last_mb_s:.1} MB/s (JSON-LD at the end of the body)",
         raw.len()
     );
-    Extraction { bytes: raw.len(), baseline_mb_s, extract_mb_s }
+    Extraction { bytes: raw.len(), baseline_mb_s, extract_mb_s, block_last_mb_s }
 }
 
 struct SmtpResult {

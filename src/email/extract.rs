@@ -389,10 +389,20 @@ fn media_type(part: &MessagePart<'_>) -> Option<String> {
 }
 
 /// Every `<script type="application/ld+json">` block of an HTML document, parsed.
+///
+/// A block's `type` names `ld+json` in its own letters (an entity for the `+` is not read), so
+/// no block begins after the last `ld+json` in the document: the parser reads the document up
+/// to the first `</script>` after it, and further only while a block is still open. Order mails
+/// carry their JSON-LD in the head, and their tables after it are not read at all.
 fn json_ld_blocks(html: &str, place: MailPlace, extracted: &mut Extracted) {
-    if !mentions_ld_json(html.as_bytes()) {
+    let Some(last_mention_end) = last_ld_json_end(html.as_bytes()) else {
         return;
-    }
+    };
+    read_json_ld_blocks(html, end_of_script_after(html.as_bytes(), last_mention_end), place, extracted);
+}
+
+/// [`json_ld_blocks`] reading `html` up to `read_through`, and further only while a block is open.
+fn read_json_ld_blocks(html: &str, read_through: usize, place: MailPlace, extracted: &mut Extracted) {
     struct Block {
         key: Option<String>,
         text: String,
@@ -422,7 +432,11 @@ fn json_ld_blocks(html: &str, place: MailPlace, extracted: &mut Extracted) {
             Ok(())
         }));
     let mut rewriter = lol_html::HtmlRewriter::new(settings, |_: &[u8]| {});
-    let result = rewriter.write(html.as_bytes()).and_then(|()| rewriter.end());
+    let (first, rest) = html.as_bytes().split_at(read_through);
+    let result = rewriter
+        .write(first)
+        .and_then(|()| if current.borrow().is_some() { rewriter.write(rest) } else { Ok(()) })
+        .and_then(|()| rewriter.end());
     if let Err(error) = result {
         extracted.skipped.push(MailSkipped {
             kind: SkippedKind::Html,
@@ -453,10 +467,23 @@ fn json_ld_blocks(html: &str, place: MailPlace, extracted: &mut Extracted) {
     }
 }
 
-/// Whether `html` contains `ld+json` in any letter case: the cheap test before parsing.
-fn mentions_ld_json(html: &[u8]) -> bool {
-    memchr::memchr_iter(b'+', html)
-        .any(|plus| plus >= 2 && html.len() >= plus + 5 && html[plus - 2..plus + 5].eq_ignore_ascii_case(b"ld+json"))
+/// Where the last `ld+json` (in any letter case) in `html` ends; `None` when there is none, and
+/// the document is not parsed at all.
+fn last_ld_json_end(html: &[u8]) -> Option<usize> {
+    memchr::memrchr_iter(b'+', html)
+        .find(|&plus| plus >= 2 && html.len() >= plus + 5 && html[plus - 2..plus + 5].eq_ignore_ascii_case(b"ld+json"))
+        .map(|plus| plus + 5)
+}
+
+/// The end of the first `</script ...>` (in any letter case) at or after `from`; the end of
+/// `html` when there is none.
+fn end_of_script_after(html: &[u8], from: usize) -> usize {
+    const END_TAG: &[u8] = b"</script";
+    memchr::memmem::find_iter(&html[from..], b"</")
+        .map(|at| from + at)
+        .find(|&at| html.len() >= at + END_TAG.len() && html[at..at + END_TAG.len()].eq_ignore_ascii_case(END_TAG))
+        .and_then(|at| memchr::memchr(b'>', &html[at..]).map(|close| at + close + 1))
+        .unwrap_or(html.len())
 }
 
 /// A script block's text as JSON: HTML comment and CDATA wrappers removed, and HTML entities
@@ -598,6 +625,36 @@ Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain
             values(&message("text/html; charset=utf-8", html), TextJson::First),
             vec![json!({"@type": "Order", "orderNumber": "1"}), json!({"@type": "ParcelDelivery"})]
         );
+    }
+
+    #[test]
+    fn blocks_anywhere_in_the_document_are_found_though_reading_stops_after_the_last() {
+        let rows = "<tr><td>shoes</td><td>1</td></tr>\n".repeat(200);
+        let html = format!(
+            r#"<html><head><script type="application/ld+json">{{"@type":"Order","orderNumber":"1"}}</script></head>
+            <body><table>{rows}</table><!-- the ld+json above is an order -->
+            <script type="application/ld+json">{{"@type":"Invoice","note":"</scripts> is not an end tag"}}</script>
+            <p>{rows}</p></body></html>"#
+        );
+        assert_eq!(
+            values(&message("text/html", &html), TextJson::First),
+            vec![
+                json!({"@type": "Order", "orderNumber": "1"}),
+                json!({"@type": "Invoice", "note": "</scripts> is not an end tag"})
+            ]
+        );
+        // A block whose document ends before its end tag is still read to the end.
+        let unclosed = r#"<script type="application/ld+json">{"@type":"Order","orderNumber":"2"}"#;
+        assert_eq!(
+            values(&message("text/html", unclosed), TextJson::First),
+            vec![json!({"@type": "Order", "orderNumber": "2"})]
+        );
+    }
+
+    #[test]
+    fn a_type_that_spells_its_plus_as_an_entity_is_not_read() {
+        let html = r#"<script type="application/ld&#43;json">{"@type":"Order"}</script>"#;
+        assert_eq!(values(&message("text/html", html), TextJson::First), Vec::<Value>::new());
     }
 
     #[test]
@@ -883,6 +940,19 @@ mod properties {
         #[test]
         fn any_bytes_are_read_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
             let _ = extract(&bytes, TextJson::All);
+        }
+
+        #[test]
+        fn stopping_after_the_last_ld_json_finds_what_reading_everything_finds(
+            html in html_fragment(),
+            tail in html_fragment(),
+        ) {
+            let html = format!("{html}<td>{tail}");
+            let place = MailPlace::default();
+            let (mut early, mut whole) = (Extracted::default(), Extracted::default());
+            json_ld_blocks(&html, place.clone(), &mut early);
+            read_json_ld_blocks(&html, html.len(), place, &mut whole);
+            prop_assert_eq!(early, whole);
         }
 
         #[test]
