@@ -70,10 +70,15 @@ struct Table {
 }
 
 /// What the source's reading needs made first, in its temporary schema (the file itself is
-/// never written): the bodies to copy, one per SHA-256. SQLite numbers its bodies and may hold
-/// equal bodies of separate appends twice; PostgreSQL keys them by their SHA-256.
-const PREPARE_SOURCE: &str = "CREATE TEMP TABLE copied_bodies (id INTEGER PRIMARY KEY);
-    INSERT INTO copied_bodies SELECT min(id) FROM bodies GROUP BY sha256;";
+/// never written): the bodies to copy, one per SHA-256, with it. SQLite numbers its bodies, may
+/// hold equal bodies of separate appends twice, and no longer stores their hash (see
+/// `sqlite::migrations::keys_by_hash`); PostgreSQL keys them by their SHA-256, computed here by
+/// [`SHA256_FUNCTION`].
+const PREPARE_SOURCE: &str = "CREATE TEMP TABLE copied_bodies (id INTEGER PRIMARY KEY, sha256 BLOB NOT NULL);
+    INSERT INTO copied_bodies SELECT min(id), hookgate_sha256(bytes) FROM bodies GROUP BY 2;";
+
+/// The SQL function the source's reading hashes bodies with: `hookgate_sha256(bytes)`.
+const SHA256_FUNCTION: &str = "hookgate_sha256";
 
 /// Every table of the store, in the order they are copied: bodies before the events that
 /// reference them.
@@ -83,7 +88,7 @@ const TABLES: &[Table] = &[
         columns: &[("sha256", Bytes), ("bytes", Bytes)],
         identity: None,
         read: Some(
-            "SELECT b.id, b.sha256, b.bytes FROM temp.copied_bodies c JOIN bodies b ON b.id = c.id ORDER BY c.id",
+            "SELECT b.id, c.sha256, b.bytes FROM temp.copied_bodies c JOIN bodies b ON b.id = c.id ORDER BY c.id",
         ),
     },
     Table {
@@ -107,7 +112,7 @@ const TABLES: &[Table] = &[
         // An event references its body by the body's SHA-256 in PostgreSQL, by number in SQLite.
         read: Some(
             "SELECT e.rowid, e.seq, e.id, e.name, e.app, e.hook_type, e.received_at_us, e.source, e.data,
-                    (SELECT b.sha256 FROM bodies b WHERE b.id = e.body_id), e.idempotency_scope,
+                    (SELECT hookgate_sha256(b.bytes) FROM bodies b WHERE b.id = e.body_id), e.idempotency_scope,
                     e.idempotency_key, e.receive_count, e.quarantined
              FROM events e ORDER BY e.rowid",
         ),
@@ -392,6 +397,17 @@ fn open_source(path: &Path) -> Result<(Connection, SourceCounts), CopyError> {
         Ok(found_version) if found_version > current => return Err(CopyError::SourceNewer { path, found, current }),
         _ => return Err(CopyError::SourceOutdated { path, found, current }),
     }
+    connection
+        .create_scalar_function(
+            SHA256_FUNCTION,
+            1,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8 | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            |context| {
+                let bytes = context.get_raw(0).as_bytes().map_err(|error| rusqlite::Error::UserFunctionError(error.into()))?;
+                Ok(<sha2::Sha256 as sha2::Digest>::digest(bytes).to_vec())
+            },
+        )
+        .map_err(StoreError::from)?;
     connection.execute_batch(PREPARE_SOURCE).map_err(StoreError::from)?;
     let counts = count_source(&connection)?;
     Ok((connection, counts))

@@ -18,7 +18,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::deliveries::insert_delivery;
-use super::migrations::body_sha256;
+use super::migrations::idempotency_hash;
 use super::{SqliteStore, timestamp};
 use crate::event::{Event, EventSource, HookType, NewEvent};
 use crate::store::{Appended, EventPage, EventQuery, PageCut, RawBody, StoreError, stored_event_bytes};
@@ -26,11 +26,7 @@ use crate::store::{Appended, EventPage, EventQuery, PageCut, RawBody, StoreError
 impl SqliteStore {
     pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
         // Serialize and hash here, on the caller's task, so the single writer thread only writes.
-        let mut rows: Vec<EventRow> = Vec::with_capacity(events.len());
-        for event in events {
-            let row = EventRow::new(event, rows.last())?;
-            rows.push(row);
-        }
+        let rows = events.into_iter().map(EventRow::new).collect::<Result<Vec<_>, _>>()?;
         // The writer lets go of its reference before answering, so the rows are freed here, off
         // the one writer thread.
         let rows = std::sync::Arc::new(rows);
@@ -106,75 +102,72 @@ impl SqliteStore {
     }
 }
 
-/// An event ready for INSERT: its JSON columns already serialized, its body hashed.
+/// An event ready for INSERT: its JSON columns already serialized, its idempotency key hashed.
 struct EventRow {
     new: NewEvent,
     source: String,
     /// `None` when the raw body is the data.
     data: Option<String>,
-    /// The key its raw body is stored under.
-    body_sha256: [u8; 32],
+    /// See [`idempotency_hash`]; `None` without a key.
+    idempotency_hash: Option<i64>,
 }
 
 impl EventRow {
-    /// `previous` is the row made just before, in the same append: when its body is the same
-    /// buffer (a split batch's events share one), its hash is taken instead of hashing again.
-    fn new(new: NewEvent, previous: Option<&EventRow>) -> Result<EventRow, StoreError> {
+    fn new(new: NewEvent) -> Result<EventRow, StoreError> {
         let source = serde_json::to_string(&new.event.source).map_err(|e| StoreError::Database(e.to_string()))?;
         let data = if new.data_is_raw_json {
             None
         } else {
             Some(serde_json::to_string(&new.event.data).map_err(|e| StoreError::Database(e.to_string()))?)
         };
-        let body_sha256 = match previous {
-            // Both buffers are alive here, so the same address and length are the same bytes.
-            Some(previous)
-                if previous.new.raw_body.as_ptr() == new.raw_body.as_ptr()
-                    && previous.new.raw_body.len() == new.raw_body.len() =>
-            {
-                previous.body_sha256
-            }
-            _ => body_sha256(&new.raw_body),
-        };
-        Ok(EventRow { new, source, data, body_sha256 })
+        let idempotency_hash = new.idempotency_key.as_ref().map(|key| idempotency_hash(&key.scope, &key.key));
+        Ok(EventRow { new, source, data, idempotency_hash })
     }
 }
 
-/// The bodies one append has stored so far, by hash: an append's events that share a body (a
-/// split batch, or one mail to several hooks) reference one row. Appends hold few distinct
-/// bodies, so a list is searched.
+/// The bodies one append has stored so far: an append's events that share a body (a split
+/// batch, or one mail to several hooks) reference one row. They share one buffer, so the
+/// address is compared first; equal bytes in another buffer count too. Appends hold few
+/// distinct bodies, so a list is searched.
 #[derive(Default)]
-struct StoredBodies(Vec<([u8; 32], i64)>);
+struct StoredBodies<'a>(Vec<(&'a [u8], i64)>);
 
-impl StoredBodies {
+impl<'a> StoredBodies<'a> {
     /// The number of the body with these bytes, stored now if this append has not stored it.
-    fn id_of(&mut self, connection: &Connection, sha256: &[u8; 32], bytes: &[u8]) -> Result<i64, StoreError> {
-        if let Some((_, id)) = self.0.iter().rev().find(|(stored, _)| stored == sha256) {
+    fn id_of(&mut self, connection: &Connection, bytes: &'a [u8]) -> Result<i64, StoreError> {
+        let same = |stored: &[u8]| {
+            stored.len() == bytes.len() && (std::ptr::eq(stored.as_ptr(), bytes.as_ptr()) || stored == bytes)
+        };
+        if let Some((_, id)) = self.0.iter().rev().find(|(stored, _)| same(stored)) {
             return Ok(*id);
         }
+        // The hash column is left empty: see `migrations::keys_by_hash`.
         connection
-            .prepare_cached("INSERT INTO bodies (sha256, bytes) VALUES (?1, ?2)")?
-            .execute(params![&sha256[..], bytes])?;
+            .prepare_cached("INSERT INTO bodies (sha256, bytes) VALUES (x'', ?1)")?
+            .execute([bytes])?;
         let id = connection.last_insert_rowid();
-        self.0.push((*sha256, id));
+        self.0.push((bytes, id));
         Ok(id)
     }
 }
 
 /// Appends one event of an append; `stored_bodies` are the bodies this append has stored, so
 /// that events sharing a body insert it once.
-fn append_one(
+fn append_one<'a>(
     connection: &Connection,
-    row: &EventRow,
-    stored_bodies: &mut StoredBodies,
+    row: &'a EventRow,
+    stored_bodies: &mut StoredBodies<'a>,
 ) -> Result<Appended, StoreError> {
-    let EventRow { new, source, data, body_sha256 } = row;
+    let EventRow { new, source, data, idempotency_hash } = row;
     if let Some(key) = &new.idempotency_key {
         let existing: Option<(String, i64, String)> = connection
             .prepare_cached(
-                "SELECT id, received_at_us, name FROM events WHERE idempotency_scope = ?1 AND idempotency_key = ?2",
+                "SELECT id, received_at_us, name FROM events
+                 WHERE idempotency_hash = ?1 AND idempotency_scope = ?2 AND idempotency_key = ?3",
             )?
-            .query_row([&key.scope, &key.key], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .query_row(params![idempotency_hash, &key.scope, &key.key], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
             .optional()?;
         if let Some((id, received_at_us, name)) = existing {
             let window_us = i64::try_from(key.window.as_micros()).unwrap_or(i64::MAX);
@@ -186,17 +179,20 @@ fn append_one(
             }
             // Past its window the key is released: the old event keeps its data, not the key.
             connection
-                .prepare_cached("UPDATE events SET idempotency_scope = NULL, idempotency_key = NULL WHERE id = ?1")?
+                .prepare_cached(
+                    "UPDATE events SET idempotency_scope = NULL, idempotency_key = NULL, idempotency_hash = NULL
+                     WHERE id = ?1",
+                )?
                 .execute([&id])?;
         }
     }
     let event = &new.event;
-    let body_id = stored_bodies.id_of(connection, body_sha256, &new.raw_body)?;
+    let body_id = stored_bodies.id_of(connection, &new.raw_body)?;
     connection
         .prepare_cached(
             "INSERT INTO events (id, name, app, hook_type, received_at_us, source, data, body_id,
-                                 idempotency_scope, idempotency_key, receive_count, quarantined)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                 idempotency_scope, idempotency_key, idempotency_hash, receive_count, quarantined)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
             event.id,
@@ -209,6 +205,7 @@ fn append_one(
             body_id,
             new.idempotency_key.as_ref().map(|k| &k.scope),
             new.idempotency_key.as_ref().map(|k| &k.key),
+            idempotency_hash,
             event.receive_count,
             event.quarantined,
         ])?;
@@ -316,21 +313,20 @@ fn list_events(connection: &Connection, query: &EventQuery) -> Result<EventPage,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::conformance::sample_event;
 
     #[test]
-    fn events_sharing_one_body_buffer_hash_it_once_and_equal_bytes_elsewhere_are_hashed() {
+    fn events_sharing_one_body_store_it_once_whether_one_buffer_or_equal_bytes() {
+        let connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch("CREATE TABLE bodies (id INTEGER PRIMARY KEY, sha256 BLOB NOT NULL, bytes BLOB NOT NULL)").unwrap();
         let body = bytes::Bytes::from_static(br#"[{"sku": "a"}, {"sku": "b"}]"#);
-        let with = |raw_body: bytes::Bytes| NewEvent { raw_body, ..sample_event("split.element", "split") };
-        let mut first = EventRow::new(with(body.clone()), None).unwrap();
-        assert_eq!(first.body_sha256, body_sha256(&body));
-        // A marker in place of the hash shows whether the next row took it or hashed again.
-        first.body_sha256 = [7; 32];
-        let same_buffer = EventRow::new(with(body.clone()), Some(&first)).unwrap();
-        assert_eq!(same_buffer.body_sha256, [7; 32], "the same buffer is not hashed again");
-        let equal_bytes = EventRow::new(with(bytes::Bytes::copy_from_slice(&body)), Some(&first)).unwrap();
-        assert_eq!(equal_bytes.body_sha256, body_sha256(&body), "another buffer is hashed");
-        let part = EventRow::new(with(body.slice(..5)), Some(&first)).unwrap();
-        assert_eq!(part.body_sha256, body_sha256(&body[..5]), "a shorter view of the buffer is hashed");
+        let (same_buffer, copy) = (body.clone(), bytes::Bytes::copy_from_slice(&body));
+        let mut stored = StoredBodies::default();
+        let first = stored.id_of(&connection, &body).unwrap();
+        assert_eq!(stored.id_of(&connection, &same_buffer).unwrap(), first, "the same buffer");
+        assert_eq!(stored.id_of(&connection, &copy).unwrap(), first, "equal bytes in another buffer");
+        let part = stored.id_of(&connection, &body[..5]).unwrap();
+        assert_ne!(part, first, "a shorter view of the buffer is another body");
+        let count: i64 = connection.query_row("SELECT count(*) FROM bodies", [], |row| row.get(0)).unwrap();
+        assert_eq!(count, 2);
     }
 }

@@ -191,6 +191,8 @@ CREATE INDEX deliveries_pending_by_key ON deliveries (subscription_id, ordering_
 "#),
     // Raw bodies by a number given in order instead of by their SHA-256 (see `bodies_by_id`).
     Rust(bodies_by_id),
+    // Idempotency keys found by an 8-byte hash; bodies no longer hashed (see `keys_by_hash`).
+    Rust(keys_by_hash),
 ];
 
 /// Moves every raw body into `bodies`, once per SHA-256 (computed here, in Rust), and rebuilds
@@ -332,6 +334,41 @@ CREATE INDEX events_by_body ON events (body_id);
     Ok(())
 }
 
+/// Idempotency keys are found by an 8-byte hash of their scope and key (the row is then
+/// compared): the index on the platforms' random delivery ids was as wide as the ids and outgrew
+/// the page cache, and an event cost a lookup in it that read from the file.
+///
+/// New bodies are stored without their SHA-256 (`sha256` is empty): an append finds the bodies
+/// its events share by their bytes, and `hookgate migrate` hashes the bodies it copies. The
+/// version changes so that an older hookgate, which would read the empty hashes as one body,
+/// refuses the file.
+fn keys_by_hash(transaction: &Transaction<'_>) -> Result<(), StoreError> {
+    transaction.execute_batch("ALTER TABLE events ADD COLUMN idempotency_hash INTEGER;")?;
+    {
+        let mut keyed = transaction.prepare(
+            "SELECT rowid, idempotency_scope, idempotency_key FROM events WHERE idempotency_key IS NOT NULL",
+        )?;
+        let mut set_hash = transaction.prepare("UPDATE events SET idempotency_hash = ?1 WHERE rowid = ?2")?;
+        let mut rows = keyed.query([])?;
+        while let Some(row) = rows.next()? {
+            let (rowid, scope, key): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            set_hash.execute(rusqlite::params![idempotency_hash(&scope, &key), rowid])?;
+        }
+    }
+    transaction.execute_batch(
+        "DROP INDEX events_by_idempotency_key;
+         CREATE INDEX events_by_idempotency_hash ON events (idempotency_hash) WHERE idempotency_hash IS NOT NULL;",
+    )?;
+    Ok(())
+}
+
+/// The 8-byte hash an idempotency key is indexed by: the first 8 bytes of the SHA-256 of its
+/// scope, a zero byte and the key. Stable across versions and machines, as the index is stored.
+pub(super) fn idempotency_hash(scope: &str, key: &str) -> i64 {
+    let digest = Sha256::new().chain_update(scope).chain_update([0]).chain_update(key).finalize();
+    i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
+}
+
 /// The `user_version` of a file every migration has run on.
 pub(super) fn schema_version() -> usize {
     MIGRATIONS.len()
@@ -384,6 +421,9 @@ mod tests {
 
     /// How many migrations ran before raw bodies moved to `bodies`.
     const BEFORE_BODIES: usize = 8;
+    /// How many ran before bodies were numbered (`bodies_by_id`), and before keys were hashed.
+    const BEFORE_BODIES_BY_ID: usize = 13;
+    const BEFORE_KEYS_BY_HASH: usize = 14;
 
     /// Inserts `event` as hookgate did before `bodies`: the raw body in the event's row.
     fn insert_in_previous_schema(connection: &Connection, new: &NewEvent) {
@@ -542,7 +582,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hookgate.db");
         let mut connection = Connection::open(&path).unwrap();
-        migrate_through(&mut connection, &MIGRATIONS[..MIGRATIONS.len() - 1]).unwrap();
+        migrate_through(&mut connection, &MIGRATIONS[..BEFORE_BODIES_BY_ID]).unwrap();
         // The schema before: bodies keyed by SHA-256, shared by the events of any append.
         let shared = with_body("numbered.shared", br#"{"shared": true}"#, None);
         let also_shared = with_body("numbered.also", br#"{"shared": true}"#, Some(serde_json::json!({"x": 1})));
@@ -616,6 +656,63 @@ mod tests {
         let next_seq: i64 =
             connection.query_row("SELECT seq FROM events WHERE id = ?1", [&next.event.id], |row| row.get(0)).unwrap();
         assert!(next_seq > highest, "the erased event's number {highest} is not given again (got {next_seq})");
+    }
+
+    #[tokio::test]
+    async fn keys_stored_before_they_were_hashed_still_make_a_repeat_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookgate.db");
+        let mut connection = Connection::open(&path).unwrap();
+        migrate_through(&mut connection, &MIGRATIONS[..BEFORE_KEYS_BY_HASH]).unwrap();
+        let mut original = with_body("keyed.original", br#"{"id": "evt_1"}"#, None);
+        original.idempotency_key = Some(crate::event::IdempotencyKey {
+            scope: "source:stripe".into(),
+            key: "evt_1".into(),
+            window: std::time::Duration::from_secs(3600),
+        });
+        let event = &original.event;
+        connection
+            .execute("INSERT INTO bodies (sha256, bytes) VALUES (?1, ?2)", params![
+                &body_sha256(&original.raw_body)[..],
+                original.raw_body.as_ref()
+            ])
+            .unwrap();
+        connection
+            .execute(
+                "INSERT INTO events (id, name, app, hook_type, received_at_us, source, body_id,
+                                     idempotency_scope, idempotency_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, last_insert_rowid(), 'source:stripe', 'evt_1')",
+                params![
+                    event.id,
+                    event.name,
+                    event.app,
+                    event.hook_type.as_str(),
+                    event.received_at.as_microsecond(),
+                    serde_json::to_string(&event.source).unwrap(),
+                ],
+            )
+            .unwrap();
+        drop(connection);
+
+        let store = Store::Sqlite(SqliteStore::open(path.clone()).await.unwrap());
+        let mut repeat = with_body("keyed.repeat", br#"{"id": "evt_1"}"#, None);
+        repeat.idempotency_key = original.idempotency_key.clone();
+        let mut other = with_body("keyed.other", br#"{"id": "evt_2"}"#, None);
+        other.idempotency_key =
+            original.idempotency_key.clone().map(|key| crate::event::IdempotencyKey { key: "evt_2".into(), ..key });
+        let appended = store.append_events(vec![repeat, other.clone()]).await.unwrap();
+        assert_eq!((appended[0].id.as_str(), appended[0].duplicate), (original.event.id.as_str(), true));
+        assert_eq!((appended[1].id.as_str(), appended[1].duplicate), (other.event.id.as_str(), false));
+        let connection = Connection::open(&path).unwrap();
+        let indexes: Vec<String> = connection
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(indexes.contains(&"events_by_idempotency_hash".to_owned()), "{indexes:?}");
+        assert!(!indexes.contains(&"events_by_idempotency_key".to_owned()), "the wide index is gone: {indexes:?}");
     }
 
     #[test]
