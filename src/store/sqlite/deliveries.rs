@@ -9,6 +9,35 @@ use rusqlite::{Connection, params};
 use super::{SqliteStore, push_condition, timestamp};
 use crate::store::{Attempt, AttemptRecord, Delivery, DeliveryPage, DeliveryQuery, DueDelivery, NextStep, StoreError};
 
+/// The due deliveries of one rate-limited subscription (`?3`), oldest due first, at most `?2`.
+///
+/// Both claims name their index: without statistics SQLite would take `deliveries_by_status`
+/// (equality on `status`) and sort every pending delivery for each claim, so a backlog of
+/// 80,000 drained at 7,000 a second. On the due-time index a claim reads only what it takes.
+const CLAIM_LIMITED: &str =
+    "SELECT d.id, d.subscription_id, d.event_id, d.attempts, d.next_attempt_at_us
+     FROM deliveries d INDEXED BY deliveries_due_by_subscription
+     JOIN subscriptions s ON s.id = d.subscription_id
+     WHERE d.subscription_id = ?3 AND d.status = 'pending' AND d.next_attempt_at_us <= ?1
+       AND s.status <> 'paused'
+       AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
+            WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+              AND e.status = 'pending' AND e.id < d.id))
+     ORDER BY d.next_attempt_at_us LIMIT ?2";
+
+/// The due deliveries of every subscription without a rate limit, oldest due first, at most `?2`.
+const CLAIM_UNLIMITED: &str =
+    "SELECT d.id, d.subscription_id, d.event_id, d.attempts, d.next_attempt_at_us
+     FROM deliveries d INDEXED BY deliveries_due
+     JOIN subscriptions s ON s.id = d.subscription_id
+     WHERE d.status = 'pending' AND d.next_attempt_at_us <= ?1
+       AND s.status <> 'paused'
+       AND NOT EXISTS (SELECT 1 FROM subscription_rate_limits r WHERE r.subscription_id = d.subscription_id)
+       AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
+            WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
+              AND e.status = 'pending' AND e.id < d.id))
+     ORDER BY d.next_attempt_at_us LIMIT ?2";
+
 impl SqliteStore {
     pub async fn claim_due_deliveries(
         &self,
@@ -27,16 +56,7 @@ impl SqliteStore {
             // Rate-limited subscriptions first, each up to the whole tokens its bucket holds (they
             // are few, and capped): a backlog of unlimited ones never starves them.
             let mut due = Vec::new();
-            let mut limited = connection.prepare_cached(
-                "SELECT d.id, d.subscription_id, d.event_id, d.attempts, d.next_attempt_at_us FROM deliveries d
-                 JOIN subscriptions s ON s.id = d.subscription_id
-                 WHERE d.subscription_id = ?3 AND d.status = 'pending' AND d.next_attempt_at_us <= ?1
-                   AND s.status <> 'paused'
-                   AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
-                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
-                          AND e.status = 'pending' AND e.id < d.id))
-                 ORDER BY d.next_attempt_at_us LIMIT ?2",
-            )?;
+            let mut limited = connection.prepare_cached(CLAIM_LIMITED)?;
             for (subscription_id, bucket) in super::rate_limits::buckets(connection)? {
                 let tokens = bucket.whole_tokens_at(now_us).min((limit - due.len()) as i64);
                 if tokens <= 0 {
@@ -54,17 +74,7 @@ impl SqliteStore {
                     due.extend(taken);
                 }
             }
-            let mut unlimited = connection.prepare_cached(
-                "SELECT d.id, d.subscription_id, d.event_id, d.attempts, d.next_attempt_at_us FROM deliveries d
-                 JOIN subscriptions s ON s.id = d.subscription_id
-                 WHERE d.status = 'pending' AND d.next_attempt_at_us <= ?1
-                   AND s.status <> 'paused'
-                   AND NOT EXISTS (SELECT 1 FROM subscription_rate_limits r WHERE r.subscription_id = d.subscription_id)
-                   AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e
-                        WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
-                          AND e.status = 'pending' AND e.id < d.id))
-                 ORDER BY d.next_attempt_at_us LIMIT ?2",
-            )?;
+            let mut unlimited = connection.prepare_cached(CLAIM_UNLIMITED)?;
             let room = (limit - due.len()) as i64;
             if room > 0 {
                 let rows = unlimited.query_map(params![now_us, room], due_delivery)?;
@@ -325,4 +335,29 @@ pub(super) fn insert_delivery(
         )?
         .execute(params![id, subscription_id, event_id, at_us, ordering_key])?;
     Ok((inserted == 1).then_some(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What SQLite's plan for `sql` does, one line a step.
+    fn plan(connection: &Connection, sql: &str, parameters: impl rusqlite::Params) -> Vec<String> {
+        let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        statement.query_map(parameters, |row| row.get::<_, String>(3)).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_claim_reads_due_deliveries_in_due_order_from_an_index_and_never_sorts_the_backlog() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut connection).unwrap();
+        for (sql, index, parameters) in [
+            (CLAIM_UNLIMITED, "deliveries_due", params![0, 10].to_vec()),
+            (CLAIM_LIMITED, "deliveries_due_by_subscription", params![0, 10, "sub"].to_vec()),
+        ] {
+            let steps = plan(&connection, sql, parameters.as_slice());
+            assert!(steps.iter().any(|step| step.contains(&format!("USING INDEX {index} "))), "{steps:#?}");
+            assert!(!steps.iter().any(|step| step.contains("TEMP B-TREE")), "{steps:#?}");
+        }
+    }
 }

@@ -193,6 +193,14 @@ CREATE INDEX deliveries_pending_by_key ON deliveries (subscription_id, ordering_
     Rust(bodies_by_id),
     // Idempotency keys found by an 8-byte hash; bodies no longer hashed (see `keys_by_hash`).
     Rust(keys_by_hash),
+    Sql(r#"
+-- A rate-limited subscription's claim takes its due deliveries in due order from an index (it
+-- used to sort all of the subscription's pending ones); the index also finds a subscription's
+-- pending deliveries, which the one it replaces did.
+CREATE INDEX deliveries_due_by_subscription ON deliveries (subscription_id, next_attempt_at_us)
+    WHERE status = 'pending';
+DROP INDEX deliveries_pending_by_subscription;
+"#),
 ];
 
 /// Moves every raw body into `bodies`, once per SHA-256 (computed here, in Rust), and rebuilds
