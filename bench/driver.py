@@ -535,6 +535,51 @@ class Bench:
             gateway.kill()
             receiver.kill()
 
+    def delivery_backlog(self):
+        """The issue's delivery measurement: two paused subscriptions gather a backlog while the form
+        hook is loaded, then are resumed; the rate is deliveries per second from the resume until
+        the receiver has counted them all."""
+        receiver = Server("backlog-receiver", [str(LIMIT), "127.0.0.1:0"], r"listening on (http://\S+)",
+                          log_dir=self.work)
+        gateway = Hookgate(self.work, "hookgate-backlog")
+        try:
+            def measure():
+                ids = []
+                for _ in range(2):
+                    created = http("POST", f"{gateway.base}/api/webhooks",
+                                   {"url": receiver.address + "/", "events": [FORM_EVENT], "status": "paused"},
+                                   token=ADMIN_TOKEN)
+                    ids.append(created["id"])
+                counts = wrk(gateway.url(FORM_EVENT), "form", FORM_BODY_BYTES, CONNECTIONS, self.seconds)
+                time.sleep(1)
+                reset_peak_rss(gateway.server.pid)
+                before = cpu_seconds([gateway.server.pid])
+                started = time.time()
+                for subscription in ids:
+                    http("PATCH", f"{gateway.base}/api/webhooks/{subscription}", {"status": "active"},
+                         token=ADMIN_TOKEN)
+                expected = 2 * counts["requests"]
+                deadline = started + 300
+                delivered = 0
+                while time.time() < deadline:
+                    delivered = int(urllib.request.urlopen(receiver.address + "/count", timeout=5).read())
+                    if delivered >= expected:
+                        break
+                    time.sleep(0.05)
+                drained = time.time() - started
+                if delivered < expected:
+                    raise Failure(f"{delivered} of {expected} backlog deliveries arrived within 300 s")
+                cpu = cpu_seconds([gateway.server.pid]) - before
+                return {"rps": delivered / drained, "requests": delivered, "p50_ms": None, "p99_ms": None,
+                        "p999_ms": None, "cpu_s_per_10k": cpu / delivered * 10000,
+                        "peak_rss_mb": peak_rss_mb(gateway.server.pid),
+                        "note": (f"a backlog of {expected:,} deliveries (2 paused subscriptions), resumed: "
+                                 f"deliveries/s until the receiver (bare hyper, the limit's server) counted the last")}
+            return self.row("delivery-backlog", "hookgate backlog drain, 2 subscriptions", measure)
+        finally:
+            gateway.kill()
+            receiver.kill()
+
     def postgres(self):
         url = self.options.postgres
         if not url or shutil.which("psql") is None:
@@ -889,7 +934,7 @@ def main():
     report["machine"] = machine(work)
     log(f"machine: {json.dumps(report['machine'])}")
     steps = [("limit", bench.limit), ("storage", bench.storage), ("webhook", bench.peer),
-             ("hookgate", bench.hookgate_http), ("deliveries", bench.deliveries), ("postgres", bench.postgres),
+             ("hookgate", bench.hookgate_http), ("deliveries", bench.deliveries), ("delivery-backlog", bench.delivery_backlog), ("postgres", bench.postgres),
              ("smtp", bench.smtp)]
     for name, step in steps:
         if only and name not in only:
