@@ -230,6 +230,18 @@ def measured_run(pids, url, mode, arg, connections, seconds, rate=0):
     }
 
 
+def wait_for_deliveries(receiver, expected, seconds):
+    """Polls the receiver's count until it reaches `expected` or `seconds` pass; returns the count."""
+    deadline = time.time() + seconds
+    delivered = 0
+    while time.time() < deadline:
+        delivered = int(urllib.request.urlopen(receiver.address + "/count", timeout=5).read())
+        if delivered >= expected:
+            break
+        time.sleep(0.05)
+    return delivered
+
+
 class SignedRequests:
     """Files of pre-signed Stripe and GitHub requests, each request a distinct delivery id."""
 
@@ -516,13 +528,7 @@ class Bench:
                 figures = measured_run([gateway.server.pid], gateway.url(FORM_EVENT), "form", FORM_BODY_BYTES,
                                        CONNECTIONS, self.seconds)
                 expected = 2 * figures["requests"]
-                deadline = time.time() + 120
-                delivered = 0
-                while time.time() < deadline:
-                    delivered = int(urllib.request.urlopen(receiver.address + "/count", timeout=5).read())
-                    if delivered >= expected:
-                        break
-                    time.sleep(0.1)
+                delivered = wait_for_deliveries(receiver, expected, 120)
                 drained = time.time() - started
                 if delivered < expected:
                     raise Failure(f"{delivered} of {expected} deliveries arrived within 120 s of the load's end")
@@ -559,13 +565,7 @@ class Bench:
                     http("PATCH", f"{gateway.base}/api/webhooks/{subscription}", {"status": "active"},
                          token=ADMIN_TOKEN)
                 expected = 2 * counts["requests"]
-                deadline = started + 300
-                delivered = 0
-                while time.time() < deadline:
-                    delivered = int(urllib.request.urlopen(receiver.address + "/count", timeout=5).read())
-                    if delivered >= expected:
-                        break
-                    time.sleep(0.05)
+                delivered = wait_for_deliveries(receiver, expected, 300)
                 drained = time.time() - started
                 if delivered < expected:
                     raise Failure(f"{delivered} of {expected} backlog deliveries arrived within 300 s")

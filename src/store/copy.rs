@@ -403,7 +403,8 @@ fn open_source(path: &Path) -> Result<(Connection, SourceCounts), CopyError> {
             1,
             rusqlite::functions::FunctionFlags::SQLITE_UTF8 | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
             |context| {
-                let bytes = context.get_raw(0).as_bytes().map_err(|error| rusqlite::Error::UserFunctionError(error.into()))?;
+                let bytes =
+                    context.get_raw(0).as_bytes().map_err(|error| rusqlite::Error::UserFunctionError(error.into()))?;
                 Ok(<sha2::Sha256 as sha2::Digest>::digest(bytes).to_vec())
             },
         )

@@ -10,10 +10,10 @@
 //!
 //! Raw bodies are stored in `bodies`, numbered in the order they come (so that their b-trees
 //! grow at the right edge; see `migrations::bodies_by_id`), each once per append however many of
-//! its events share it: the SHA-256 is computed on the caller's task (`EventRow::new`), once per
-//! buffer, since a split batch's events share one, and the append inserts a body only when it
-//! has not stored one with the same hash yet. Events reference their body by its number, and
-//! reads join it back.
+//! its events share it (`StoredBodies`), and not hashed (see `migrations::keys_by_hash`). Events
+//! reference their body by its number, and reads join it back. Duplicates are found through an
+//! 8-byte hash of the idempotency key, computed on the caller's task (`EventRow::new`), and the
+//! row's scope and key are compared.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -126,9 +126,10 @@ impl EventRow {
 }
 
 /// The bodies one append has stored so far: an append's events that share a body (a split
-/// batch, or one mail to several hooks) reference one row. They share one buffer, so the
-/// address is compared first; equal bytes in another buffer count too. Appends hold few
-/// distinct bodies, so a list is searched.
+/// batch, or one mail to several hooks) reference one row. Every ingress path appends the events
+/// of one request or one message, which share its buffer, so the address decides at once and
+/// the list holds one body; equal bytes in another buffer (a caller that made copies) are
+/// compared and count as the same body too.
 #[derive(Default)]
 struct StoredBodies<'a>(Vec<(&'a [u8], i64)>);
 
@@ -142,9 +143,7 @@ impl<'a> StoredBodies<'a> {
             return Ok(*id);
         }
         // The hash column is left empty: see `migrations::keys_by_hash`.
-        connection
-            .prepare_cached("INSERT INTO bodies (sha256, bytes) VALUES (x'', ?1)")?
-            .execute([bytes])?;
+        connection.prepare_cached("INSERT INTO bodies (sha256, bytes) VALUES (x'', ?1)")?.execute([bytes])?;
         let id = connection.last_insert_rowid();
         self.0.push((bytes, id));
         Ok(id)
@@ -317,7 +316,9 @@ mod tests {
     #[test]
     fn events_sharing_one_body_store_it_once_whether_one_buffer_or_equal_bytes() {
         let connection = Connection::open_in_memory().unwrap();
-        connection.execute_batch("CREATE TABLE bodies (id INTEGER PRIMARY KEY, sha256 BLOB NOT NULL, bytes BLOB NOT NULL)").unwrap();
+        connection
+            .execute_batch("CREATE TABLE bodies (id INTEGER PRIMARY KEY, sha256 BLOB NOT NULL, bytes BLOB NOT NULL)")
+            .unwrap();
         let body = bytes::Bytes::from_static(br#"[{"sku": "a"}, {"sku": "b"}]"#);
         let (same_buffer, copy) = (body.clone(), bytes::Bytes::copy_from_slice(&body));
         let mut stored = StoredBodies::default();

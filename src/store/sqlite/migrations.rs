@@ -680,10 +680,10 @@ mod tests {
         });
         let event = &original.event;
         connection
-            .execute("INSERT INTO bodies (sha256, bytes) VALUES (?1, ?2)", params![
-                &body_sha256(&original.raw_body)[..],
-                original.raw_body.as_ref()
-            ])
+            .execute(
+                "INSERT INTO bodies (sha256, bytes) VALUES (?1, ?2)",
+                params![&body_sha256(&original.raw_body)[..], original.raw_body.as_ref()],
+            )
             .unwrap();
         connection
             .execute(
