@@ -218,17 +218,26 @@ struct Payload {
     event_id: String,
     event_name: String,
     received_at: Timestamp,
-    /// The event as a transformation receives it.
-    event: serde_json::Value,
+    /// The stored event; a transformation receives it as a `serde_json::Value`, made only then.
+    event: crate::event::Event,
     body: bytes::Bytes,
+}
+
+/// A delivery's request body: `{"type", "timestamp", "data"}`, in that order.
+#[derive(serde::Serialize)]
+struct Envelope<'a, T: serde::Serialize> {
+    #[serde(rename = "type")]
+    event_name: &'a str,
+    timestamp: Timestamp,
+    data: &'a T,
 }
 
 impl Payload {
     /// The request body for `event`: the stored event, or what a transformation made of it.
-    fn body_for(&self, event: &serde_json::Value) -> bytes::Bytes {
-        serde_json::to_vec(&json!({"type": self.event_name, "timestamp": self.received_at, "data": event}))
-            .expect("an event serializes")
-            .into()
+    /// Serialized straight from what it is given, never through a `Value` of its own.
+    fn body_for(&self, event: &impl serde::Serialize) -> bytes::Bytes {
+        let envelope = Envelope { event_name: &self.event_name, timestamp: self.received_at, data: event };
+        serde_json::to_vec(&envelope).expect("an event serializes").into()
     }
 }
 
@@ -260,16 +269,15 @@ impl Batch {
         let payloads = events
             .into_iter()
             .map(|event| {
-                let value = serde_json::to_value(&event).expect("an event serializes");
                 let mut payload = Payload {
                     event_id: event.id.clone(),
-                    event_name: event.name,
+                    event_name: event.name.clone(),
                     received_at: event.received_at,
-                    event: value,
+                    event,
                     body: bytes::Bytes::new(),
                 };
                 payload.body = payload.body_for(&payload.event);
-                (event.id, Arc::new(payload))
+                (payload.event_id.clone(), Arc::new(payload))
             })
             .collect();
         Some(Batch { subscriptions, payloads })
@@ -382,7 +390,8 @@ async fn transformed_body(
 ) -> Result<Option<bytes::Bytes>, crate::transform::TransformError> {
     let Some(source) = &subscription.transform else { return Ok(Some(payload.body.clone())) };
     let transformation = crate::transform::Transformation::stored(source);
-    match state.transformer.run(&transformation, payload.event.clone()).await? {
+    let event = serde_json::to_value(&payload.event).expect("an event serializes");
+    match state.transformer.run(&transformation, event).await? {
         crate::transform::Transformed::Changed(event) => Ok(Some(payload.body_for(&event))),
         crate::transform::Transformed::Dropped => Ok(None),
     }
