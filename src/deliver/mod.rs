@@ -215,9 +215,6 @@ struct Batch {
 
 /// An event as deliveries send it.
 struct Payload {
-    event_id: String,
-    event_name: String,
-    received_at: Timestamp,
     /// The stored event; a transformation receives it as a `serde_json::Value`, made only then.
     event: crate::event::Event,
     body: bytes::Bytes,
@@ -236,7 +233,7 @@ impl Payload {
     /// The request body for `event`: the stored event, or what a transformation made of it.
     /// Serialized straight from what it is given, never through a `Value` of its own.
     fn body_for(&self, event: &impl serde::Serialize) -> bytes::Bytes {
-        let envelope = Envelope { event_name: &self.event_name, timestamp: self.received_at, data: event };
+        let envelope = Envelope { event_name: &self.event.name, timestamp: self.event.received_at, data: event };
         serde_json::to_vec(&envelope).expect("an event serializes").into()
     }
 }
@@ -269,15 +266,9 @@ impl Batch {
         let payloads = events
             .into_iter()
             .map(|event| {
-                let mut payload = Payload {
-                    event_id: event.id.clone(),
-                    event_name: event.name.clone(),
-                    received_at: event.received_at,
-                    event,
-                    body: bytes::Bytes::new(),
-                };
+                let mut payload = Payload { event, body: bytes::Bytes::new() };
                 payload.body = payload.body_for(&payload.event);
-                (payload.event_id.clone(), Arc::new(payload))
+                (payload.event.id.clone(), Arc::new(payload))
             })
             .collect();
         Some(Batch { subscriptions, payloads })
@@ -335,7 +326,7 @@ async fn deliver(
                     break 'sent (outcome, next);
                 }
             };
-            let outcome = state.sender.send(subscription, &payload.event_id, body).await;
+            let outcome = state.sender.send(subscription, &payload.event.id, body).await;
             let next = next_step(&state.settings.retry_schedule_secs, attempt, &outcome, Timestamp::now());
             if outcome.status_code == Some(410) {
                 disable(state, subscription, DisableReason::Gone).await;
@@ -344,8 +335,8 @@ async fn deliver(
                     state.committer.notify(Notice::DeliveryExhausted {
                         subscription: SubscriptionRef::new(&subscription.id, &subscription.url),
                         delivery_id: due.id.clone(),
-                        event_id: payload.event_id.clone(),
-                        event_name: payload.event_name.clone(),
+                        event_id: payload.event.id.clone(),
+                        event_name: payload.event.name.clone(),
                         attempts: attempt,
                         status_code: outcome.status_code,
                         error: outcome.error.clone(),
