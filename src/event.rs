@@ -74,6 +74,24 @@ pub struct Event {
     pub quarantined: bool,
 }
 
+/// A stored event as deliveries send it: the JSON of its [`Event`], field for field, with the
+/// source and the data written as the store holds them (JSON text; for a JSON post, the data is
+/// the body as it came) instead of being parsed into trees and serialized again.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredEvent {
+    pub id: String,
+    pub name: String,
+    pub app: String,
+    pub hook_type: HookType,
+    pub received_at: Timestamp,
+    pub source: Box<serde_json::value::RawValue>,
+    pub data: Box<serde_json::value::RawValue>,
+    pub receive_count: u32,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
+}
+
 /// Where an event came from, minus anything secret.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

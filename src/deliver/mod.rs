@@ -42,6 +42,7 @@ use jiff::Timestamp;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use crate::event::StoredEvent;
 use crate::notice::{DisableReason, Notice, SubscriptionRef};
 use crate::pipeline::Committer;
 use crate::store::{AttemptRecord, DueDelivery, NextStep, Store};
@@ -215,8 +216,10 @@ struct Batch {
 
 /// An event as deliveries send it.
 struct Payload {
-    /// The stored event; a transformation receives it as a `serde_json::Value`, made only then.
-    event: crate::event::Event,
+    /// The stored event, its source and data as the store's JSON text (never parsed here); a
+    /// transformation receives it as a `serde_json::Value`, made only then.
+    stored: StoredEvent,
+    /// `{"type", "timestamp", "data"}`, the stored event as the data.
     body: bytes::Bytes,
 }
 
@@ -230,12 +233,17 @@ struct Envelope<'a, T: serde::Serialize> {
 }
 
 impl Payload {
-    /// The request body for `event`: the stored event, or what a transformation made of it.
-    /// Serialized straight from what it is given, never through a `Value` of its own.
-    fn body_for(&self, event: &impl serde::Serialize) -> bytes::Bytes {
-        let envelope = Envelope { event_name: &self.event.name, timestamp: self.event.received_at, data: event };
-        serde_json::to_vec(&envelope).expect("an event serializes").into()
+    fn new(stored: StoredEvent) -> Payload {
+        let body = body_for(&stored, &stored);
+        Payload { stored, body }
     }
+}
+
+/// The request body for an event: the stored event, or what a transformation made of it,
+/// serialized straight from what it is given.
+fn body_for(stored: &StoredEvent, data: &impl serde::Serialize) -> bytes::Bytes {
+    let envelope = Envelope { event_name: &stored.name, timestamp: stored.received_at, data };
+    serde_json::to_vec(&envelope).expect("an event serializes").into()
 }
 
 impl Batch {
@@ -256,21 +264,14 @@ impl Batch {
         let mut event_ids: Vec<String> = claimed.iter().map(|due| due.event_id.clone()).collect();
         event_ids.sort_unstable();
         event_ids.dedup();
-        let events = match state.store.events(event_ids).await {
+        let events = match state.store.stored_events(event_ids).await {
             Ok(events) => events,
             Err(error) => {
                 tracing::warn!(%error, "Claimed deliveries' events could not be read; they will be retried.");
                 return None;
             }
         };
-        let payloads = events
-            .into_iter()
-            .map(|event| {
-                let mut payload = Payload { event, body: bytes::Bytes::new() };
-                payload.body = payload.body_for(&payload.event);
-                (payload.event.id.clone(), Arc::new(payload))
-            })
-            .collect();
+        let payloads = events.into_iter().map(|stored| (stored.id.clone(), Arc::new(Payload::new(stored)))).collect();
         Some(Batch { subscriptions, payloads })
     }
 }
@@ -321,12 +322,12 @@ async fn deliver(
                 Ok(Some(body)) => body,
                 Ok(None) => break 'sent (Outcome::dropped(), NextStep::Dropped),
                 Err(error) => {
-                    let outcome = Outcome::error(&error.to_string());
+                    let outcome = Outcome::error(&error);
                     let next = next_step(&state.settings.retry_schedule_secs, attempt, &outcome, Timestamp::now());
                     break 'sent (outcome, next);
                 }
             };
-            let outcome = state.sender.send(subscription, &payload.event.id, body).await;
+            let outcome = state.sender.send(subscription, &payload.stored.id, body).await;
             let next = next_step(&state.settings.retry_schedule_secs, attempt, &outcome, Timestamp::now());
             if outcome.status_code == Some(410) {
                 disable(state, subscription, DisableReason::Gone).await;
@@ -335,8 +336,8 @@ async fn deliver(
                     state.committer.notify(Notice::DeliveryExhausted {
                         subscription: SubscriptionRef::new(&subscription.id, &subscription.url),
                         delivery_id: due.id.clone(),
-                        event_id: payload.event.id.clone(),
-                        event_name: payload.event.name.clone(),
+                        event_id: payload.stored.id.clone(),
+                        event_name: payload.stored.name.clone(),
                         attempts: attempt,
                         status_code: outcome.status_code,
                         error: outcome.error.clone(),
@@ -378,12 +379,14 @@ async fn transformed_body(
     state: &Worker,
     subscription: &Subscription,
     payload: &Payload,
-) -> Result<Option<bytes::Bytes>, crate::transform::TransformError> {
+) -> Result<Option<bytes::Bytes>, String> {
     let Some(source) = &subscription.transform else { return Ok(Some(payload.body.clone())) };
     let transformation = crate::transform::Transformation::stored(source);
-    let event = serde_json::to_value(&payload.event).expect("an event serializes");
-    match state.transformer.run(&transformation, event).await? {
-        crate::transform::Transformed::Changed(event) => Ok(Some(payload.body_for(&event))),
+    // The stored JSON texts become trees here, for the transformation only.
+    let event =
+        serde_json::to_value(&payload.stored).map_err(|error| format!("the stored event does not read: {error}"))?;
+    match state.transformer.run(&transformation, event).await.map_err(|error| error.to_string())? {
+        crate::transform::Transformed::Changed(event) => Ok(Some(body_for(&payload.stored, &event))),
         crate::transform::Transformed::Dropped => Ok(None),
     }
 }

@@ -39,6 +39,7 @@ pub(crate) fn sample_event_at(name: &str, app: &str, at: Timestamp) -> NewEvent 
 /// Runs every conformance check against an empty store.
 pub(crate) async fn run_all(store: &Store) {
     appended_events_read_back_exactly(store).await;
+    events_read_for_deliveries_keep_their_stored_json_texts(store).await;
     a_batch_is_appended_in_order(store).await;
     repeated_idempotency_key_returns_the_original(store).await;
     events_list_newest_first_with_filters_and_cursor(store).await;
@@ -650,6 +651,26 @@ async fn appended_events_read_back_exactly(store: &Store) {
     store.append_events(vec![form.clone()]).await.unwrap();
     assert_eq!(store.event(&form.event.id).await.unwrap().expect("stored form event"), form.event);
     assert_eq!(store.raw_body(&form.event.id).await.unwrap().unwrap().bytes, form.raw_body.to_vec());
+}
+
+async fn events_read_for_deliveries_keep_their_stored_json_texts(store: &Store) {
+    // A JSON post: its data is its body, as it came (spaces included), not serialized again.
+    let posted = sample_event("conformance.stored", "conformance");
+    let mut form = sample_event("conformance.stored", "conformance");
+    form.raw_body = Bytes::from_static(b"order=42&status=shipped");
+    form.event.data = serde_json::json!({"order": "42", "status": "shipped"});
+    form.data_is_raw_json = false;
+    store.append_events(vec![posted.clone(), form.clone()]).await.unwrap();
+
+    let mut read =
+        store.stored_events(vec![form.event.id.clone(), "evt_missing".into(), posted.event.id.clone()]).await.unwrap();
+    read.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(read.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), [&posted.event.id, &form.event.id]);
+    assert_eq!(read[0].data.get(), r#"{"order": 42, "status": "shipped"}"#, "the body's own text");
+    assert_eq!(serde_json::to_value(&read[0]).unwrap(), serde_json::to_value(&posted.event).unwrap());
+    // Data kept apart from the body reads back as the very JSON the event serializes to.
+    assert_eq!(serde_json::to_string(&read[1]).unwrap(), serde_json::to_string(&form.event).unwrap());
+    assert!(store.stored_events(Vec::new()).await.unwrap().is_empty());
 }
 
 async fn a_batch_is_appended_in_order(store: &Store) {

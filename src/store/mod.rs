@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::event::{Event, NewEvent};
+use crate::event::{Event, NewEvent, StoredEvent};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -180,6 +180,16 @@ pub struct EventQuery {
 /// its data) and its source.
 pub fn stored_event_bytes(data: usize, source: usize) -> u64 {
     (data + source) as u64
+}
+
+/// A stored JSON column of event `id` (`what`: its source or data) as a raw value: checked to be
+/// one JSON value, the whitespace around it left out, but not parsed into a tree.
+pub(crate) fn raw_json(id: &str, what: &str, text: &[u8]) -> Result<Box<serde_json::value::RawValue>, StoreError> {
+    let corrupt = |error: String| StoreError::Corrupt(format!("event {id}'s {what}: {error}"));
+    let text = std::str::from_utf8(text).map_err(|error| corrupt(error.to_string()))?;
+    serde_json::from_str::<&serde_json::value::RawValue>(text)
+        .map(serde_json::value::RawValue::to_owned)
+        .map_err(|error| corrupt(error.to_string()))
 }
 
 /// Decides, row by row in the order a listing reads them, where a page ends: by count and by
@@ -501,6 +511,18 @@ impl Store {
         match self {
             Store::Sqlite(store) => store.events(ids).await,
             Store::Postgres(store) => store.events(ids).await,
+        }
+    }
+
+    /// The events with these ids that exist, as deliveries send them, in no particular order:
+    /// one read for a batch, the source and the data kept as stored JSON text.
+    pub async fn stored_events(&self, ids: Vec<String>) -> Result<Vec<StoredEvent>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Store::Sqlite(store) => store.stored_events(ids).await,
+            Store::Postgres(store) => store.stored_events(ids).await,
         }
     }
 

@@ -216,6 +216,27 @@ async fn an_event_reaches_every_matching_subscription_signed() {
 }
 
 #[tokio::test]
+async fn a_json_post_is_delivered_as_it_came_not_rewritten() {
+    let gateway = Gateway::start_with(open_targets()).await;
+    let receiver = Receiver::start(&[]).await;
+    let subscription = subscribe(&gateway, json!({"url": receiver.url})).await;
+    // Spacing, a trailing zero and an escape that a parse and a re-serialization would change.
+    let posted = r#"{"id": "order-9",  "total": 1.50, "note": "caf\u00e9"}"#;
+    let url = gateway.hook_url(ORDER_UPDATE).await;
+    let response = gateway.http.post(url).header("content-type", "application/json").body(posted).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    settled(&gateway, &subscription).await;
+    let delivered = receiver.wait_for(1).await;
+    assert!(delivered[0].body.contains(&format!(r#""data":{posted},"#)), "{}", delivered[0].body);
+    let body: Value = serde_json::from_str(&delivered[0].body).unwrap();
+    assert_eq!(body["data"]["data"], json!({"id": "order-9", "total": 1.5, "note": "café"}));
+    assert_signed(
+        "deliveries::a_json_post_is_delivered_as_it_came_not_rewritten",
+        &[(subscription["secret"].as_str().unwrap(), &delivered)],
+    );
+}
+
+#[tokio::test]
 async fn failures_are_retried_on_schedule_and_every_attempt_is_kept() {
     let gateway = Gateway::start_with(open_targets()).await;
     let receiver = Receiver::start(&[500, 503]).await;

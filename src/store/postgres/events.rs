@@ -9,8 +9,8 @@ use tokio_postgres::types::ToSql;
 
 use super::writer::AppendJob;
 use super::{PostgresStore, pg_error, timestamp};
-use crate::event::{Event, EventSource, HookType, NewEvent};
-use crate::store::{Appended, EventPage, EventQuery, PageCut, RawBody, StoreError, stored_event_bytes};
+use crate::event::{Event, EventSource, HookType, NewEvent, StoredEvent};
+use crate::store::{Appended, EventPage, EventQuery, PageCut, RawBody, StoreError, raw_json, stored_event_bytes};
 
 impl PostgresStore {
     pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
@@ -36,6 +36,13 @@ impl PostgresStore {
         let statement =
             client.prepare_cached(&format!("{SELECT_EVENTS} WHERE e.id = ANY($1)")).await.map_err(pg_error)?;
         client.query(&statement, &[&ids]).await.map_err(pg_error)?.iter().map(event_from_row).collect()
+    }
+
+    pub async fn stored_events(&self, ids: Vec<String>) -> Result<Vec<StoredEvent>, StoreError> {
+        let client = self.client().await?;
+        let statement =
+            client.prepare_cached(&format!("{SELECT_EVENTS} WHERE e.id = ANY($1)")).await.map_err(pg_error)?;
+        client.query(&statement, &[&ids]).await.map_err(pg_error)?.iter().map(stored_event_from_row).collect()
     }
 
     pub async fn raw_body(&self, id: &str) -> Result<Option<RawBody>, StoreError> {
@@ -279,6 +286,30 @@ impl<'a> EventColumns<'a> {
 const SELECT_EVENTS: &str = "SELECT e.id, e.name, e.app, e.hook_type, e.received_at_us, e.source, e.data, e.receive_count,
             CASE WHEN e.data IS NULL THEN (SELECT b.bytes FROM bodies b WHERE b.sha256 = e.body_sha256) END, e.quarantined
      FROM events e";
+
+/// An event as deliveries send it: the source and the data stay JSON text.
+fn stored_event_from_row(row: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> {
+    let id: String = row.get(0);
+    let hook_type: &str = row.get(3);
+    let data: Option<&str> = row.get(6);
+    let raw_json_body: Option<&[u8]> = row.get(8);
+    let data = data
+        .map(str::as_bytes)
+        .or(raw_json_body)
+        .ok_or_else(|| StoreError::Corrupt(format!("event {id} has no data")))?;
+    Ok(StoredEvent {
+        hook_type: HookType::parse(hook_type)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown hook type {hook_type:?}")))?,
+        received_at: timestamp(row.get(4))?,
+        source: raw_json(&id, "source", row.get::<_, &str>(5).as_bytes())?,
+        data: raw_json(&id, "data", data)?,
+        name: row.get(1),
+        app: row.get(2),
+        receive_count: u32::try_from(row.get::<_, i32>(7)).unwrap_or(0),
+        quarantined: row.get(9),
+        id,
+    })
+}
 
 fn event_from_row(row: &tokio_postgres::Row) -> Result<Event, StoreError> {
     let id: String = row.get(0);

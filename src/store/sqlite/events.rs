@@ -20,8 +20,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::deliveries::insert_delivery;
 use super::migrations::idempotency_hash;
 use super::{SqliteStore, timestamp};
-use crate::event::{Event, EventSource, HookType, NewEvent};
-use crate::store::{Appended, EventPage, EventQuery, PageCut, RawBody, StoreError, stored_event_bytes};
+use crate::event::{Event, EventSource, HookType, NewEvent, StoredEvent};
+use crate::store::{Appended, EventPage, EventQuery, PageCut, RawBody, StoreError, raw_json, stored_event_bytes};
 
 impl SqliteStore {
     pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
@@ -58,6 +58,17 @@ impl SqliteStore {
             let mut statement =
                 connection.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id IN ({placeholders})"))?;
             let rows = statement.query_map(rusqlite::params_from_iter(ids.iter()), event_from_row)?;
+            rows.map(|row| row?).collect()
+        })
+        .await
+    }
+
+    pub async fn stored_events(&self, ids: Vec<String>) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |connection| {
+            let placeholders = vec!["?"; ids.len()].join(", ");
+            let mut statement =
+                connection.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id IN ({placeholders})"))?;
+            let rows = statement.query_map(rusqlite::params_from_iter(ids.iter()), stored_event_from_row)?;
             rows.map(|row| row?).collect()
         })
         .await
@@ -226,6 +237,34 @@ fn append_one<'a>(
 /// An event's columns for `event_from_row`; its body is read only when it is the data.
 const EVENT_COLUMNS: &str = "id, name, app, hook_type, received_at_us, source, data, receive_count,
     CASE WHEN data IS NULL THEN (SELECT bytes FROM bodies WHERE id = body_id) END, quarantined";
+
+/// An event as deliveries send it, from `EVENT_COLUMNS`: the source and the data stay JSON text.
+fn stored_event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEvent, StoreError>> {
+    let id: String = row.get(0)?;
+    let hook_type = row.get_ref(3)?.as_str()?;
+    let hook_type =
+        HookType::parse(hook_type).ok_or_else(|| StoreError::Corrupt(format!("unknown hook type {hook_type:?}")));
+    let data = match row.get_ref(6)?.as_bytes_or_null()? {
+        Some(data) => Some(data),
+        None => row.get_ref(8)?.as_bytes_or_null()?,
+    };
+    let (source, received_at) = (row.get_ref(5)?.as_bytes()?, timestamp(row.get(4)?));
+    let (name, app, receive_count, quarantined) = (row.get(1)?, row.get(2)?, row.get(7)?, row.get(9)?);
+    Ok((|| {
+        let data = data.ok_or_else(|| StoreError::Corrupt(format!("event {id} has no data")))?;
+        Ok(StoredEvent {
+            hook_type: hook_type?,
+            received_at: received_at?,
+            source: raw_json(&id, "source", source)?,
+            data: raw_json(&id, "data", data)?,
+            id,
+            name,
+            app,
+            receive_count,
+            quarantined,
+        })
+    })())
+}
 
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
     let id: String = row.get(0)?;
