@@ -259,3 +259,80 @@ async fn a_client_that_sends_a_whole_2_mib_body_to_a_1_mib_hook_reads_the_413() 
         }
     }
 }
+
+/// Parked deliveries put back in the backlog of the test below: far more than any batch.
+const PARKED: u32 = 150_000;
+/// What changing them all may add to the gateway's peak memory: the writer's page cache fills
+/// (16 MiB), with its bookkeeping and one chunk's journal. Changed in one statement, they took
+/// 60 MB at 150,000 deliveries, and more with a larger backlog: SQLite journals in memory every
+/// page a statement changes.
+const STATUS_CHANGE_CEILING_KB: u64 = 32 * 1024;
+
+/// Disabling, pausing or resuming a subscription moves every one of its pending deliveries. They
+/// are moved a chunk per write, so what SQLite journals in memory for a statement stays bounded,
+/// whatever the backlog. (Disabling is measured: nothing is sent afterwards, so all that moves is
+/// the change.)
+#[tokio::test]
+async fn a_status_change_over_a_large_backlog_does_not_hold_it_in_memory() {
+    let options = Options::default()
+        .env("HOOKGATE_DELIVERY_ALLOW_HTTP", "true")
+        .env("HOOKGATE_DELIVERY_ALLOW_NETWORKS", "127.0.0.1/32");
+    let mut gateway = Gateway::start_with(options).await;
+    // Paused, then disabled: nothing is ever sent to it.
+    let subscription =
+        crate::deliveries::subscribe(&gateway, json!({"url": "http://127.0.0.1:9/hooks", "status": "paused"})).await;
+    let url = gateway.hook_url(ORDER_UPDATE).await;
+    assert_eq!(gateway.http.post(url).json(&json!({"id": "order-1"})).send().await.unwrap().status(), 202);
+    assert!(gateway.stop().await, "the gateway stops");
+
+    // The one parked delivery, copied under new ids while the gateway is stopped.
+    let database = rusqlite::Connection::open(gateway.database_file()).unwrap();
+    let columns: Vec<String> = database
+        .prepare("SELECT name FROM pragma_table_info('deliveries') WHERE name <> 'id'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let columns = columns.join(", ");
+    let copied = database
+        .execute(
+            &format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {PARKED})
+                 INSERT INTO deliveries (id, {columns}) SELECT printf('dlv_parked_%08d', i), {columns} FROM deliveries, n"
+            ),
+            [],
+        )
+        .unwrap();
+    assert_eq!(copied, PARKED as usize);
+    drop(database);
+
+    gateway.restart().await;
+    // The peak so far is the start's; from here on, only what the change adds.
+    std::fs::write(format!("/proc/{}/clear_refs", gateway.pid()), "5").expect("the peak can be reset (Linux)");
+    let before = status_kb(gateway.pid(), "VmHWM");
+    let started = Instant::now();
+    let id = subscription["id"].as_str().unwrap();
+    let disabled = gateway
+        .http
+        .patch(gateway.url(&format!("/api/webhooks/{id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"status": "disabled"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), 200);
+    let peak = status_kb(gateway.pid(), "VmHWM");
+    println!(
+        "disabling with {} pending deliveries took {:?}; peak resident memory {before} kB before, {peak} kB after",
+        PARKED + 1,
+        started.elapsed()
+    );
+    let pending = gateway.admin_json(&format!("/api/webhooks/{id}/deliveries?status=pending")).await;
+    assert_eq!(pending["total"], 0, "every pending delivery failed with the subscription");
+    assert!(
+        peak < before + STATUS_CHANGE_CEILING_KB,
+        "changing {PARKED} deliveries raised the peak from {before} kB to {peak} kB (allowed: {STATUS_CHANGE_CEILING_KB} kB more)"
+    );
+    gateway.kill();
+}

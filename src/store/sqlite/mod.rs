@@ -109,7 +109,7 @@ impl SqliteStore {
             })
             .map_err(|error| StoreError::Unavailable(format!("cannot start the writer thread: {error}")))?;
         ready_rx.await.map_err(|_| StoreError::Unavailable("the writer thread stopped while opening".into()))??;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(Some(jobs_tx)),
@@ -117,7 +117,9 @@ impl SqliteStore {
                 writer_done: Mutex::new(Some(done_rx)),
                 secrets: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        store.settle_all_deliveries().await?;
+        Ok(store)
     }
 
     /// Runs `work` in the writer's next transaction and returns once it has committed.
