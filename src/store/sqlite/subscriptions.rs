@@ -5,7 +5,9 @@
 //! [`SETTLE_CHUNK`] is moved a chunk per write after it ([`settle_deliveries`]), so that what
 //! SQLite journals in memory for one statement (every page it changes) stays bounded. Claims skip
 //! a paused subscription's deliveries whether parked yet or not, and the worker fails a disabled
-//! one's; a start finishes a move that a crash cut short ([`SqliteStore::settle_all_deliveries`]).
+//! one's. A deletion deletes the subscription first, then its deliveries a chunk per write (claims
+//! join the subscription, so none is sent meanwhile). A start finishes a move or a deletion that a
+//! crash cut short ([`SqliteStore::settle_all_deliveries`]).
 
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
@@ -87,8 +89,8 @@ impl SqliteStore {
     }
 
     /// Finishes what a crash cut short: every subscription's pending deliveries follow its status,
-    /// a chunk per subscription per write (one write in all when nothing is left to move). Run
-    /// when the store opens.
+    /// and a deleted subscription's deliveries are deleted, a chunk per subscription per write (one
+    /// write in all when nothing is left to do). Run when the store opens.
     pub(super) async fn settle_all_deliveries(&self) -> Result<(), StoreError> {
         let mut unsettled: Option<Vec<String>> = None;
         loop {
@@ -97,8 +99,18 @@ impl SqliteStore {
                 .write(move |connection| {
                     let ids = match ids {
                         Some(ids) => ids,
+                        // Every subscription id the deliveries name, found by skipping from one to
+                        // the next over their index (a probe each, whatever the backlog), and
+                        // every subscription.
                         None => {
-                            let mut statement = connection.prepare("SELECT id FROM subscriptions")?;
+                            let mut statement = connection.prepare(
+                                "WITH RECURSIVE named(id) AS (
+                                   SELECT min(subscription_id) FROM deliveries
+                                   UNION ALL
+                                   SELECT (SELECT min(subscription_id) FROM deliveries WHERE subscription_id > named.id)
+                                   FROM named WHERE named.id IS NOT NULL)
+                                 SELECT id FROM named WHERE id IS NOT NULL UNION SELECT id FROM subscriptions",
+                            )?;
                             statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?
                         }
                     };
@@ -152,17 +164,23 @@ impl SqliteStore {
         .await
     }
 
+    /// Deletes the subscription, then its deliveries and their attempts a chunk per write (claims
+    /// join the subscription, so none of them is sent meanwhile); a start finishes what a crash
+    /// cut short ([`SqliteStore::settle_all_deliveries`]).
     pub async fn delete_subscription(&self, id: String) -> Result<bool, StoreError> {
-        self.write(move |connection| {
-            connection.execute(
-                "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE subscription_id = ?1)",
-                [&id],
-            )?;
-            connection.execute("DELETE FROM deliveries WHERE subscription_id = ?1", [&id])?;
-            connection.execute("DELETE FROM subscription_rate_limits WHERE subscription_id = ?1", [&id])?;
-            Ok(connection.execute("DELETE FROM subscriptions WHERE id = ?1", [&id])? == 1)
-        })
-        .await
+        let subscription_id = id.clone();
+        let deleted = self
+            .write(move |connection| {
+                connection.execute("DELETE FROM subscription_rate_limits WHERE subscription_id = ?1", [&id])?;
+                Ok(connection.execute("DELETE FROM subscriptions WHERE id = ?1", [&id])? == 1)
+            })
+            .await?;
+        loop {
+            let id = subscription_id.clone();
+            if self.write(move |connection| Ok(forget_deliveries(connection, &id)?)).await? < SETTLE_CHUNK {
+                return Ok(deleted);
+            }
+        }
     }
 }
 
@@ -179,7 +197,8 @@ pub(super) fn settle_deliveries(connection: &rusqlite::Connection, id: &str, now
         .query_row([id], |row| row.get(0))
         .optional()?;
     let (change, which) = match status.as_deref() {
-        None => return Ok(0),
+        // Deleted: what is left of its deliveries goes.
+        None => return forget_deliveries(connection, id),
         Some("disabled") => ("status = 'failed', next_attempt_at_us = NULL", ""),
         Some("paused") => ("next_attempt_at_us = NULL", "AND next_attempt_at_us IS NOT NULL"),
         Some(_) => ("next_attempt_at_us = ?2", "AND next_attempt_at_us IS NULL"),
@@ -191,6 +210,32 @@ pub(super) fn settle_deliveries(connection: &rusqlite::Connection, id: &str, now
                WHERE subscription_id = ?1 AND status = 'pending' {which} LIMIT ?3)"
         ))?
         .execute(params![id, now_us, SETTLE_CHUNK as i64])
+}
+
+/// Deletes up to [`SETTLE_CHUNK`] of the subscription's deliveries, with their attempts; returns
+/// how many. Found through the subscription's index of deliveries.
+fn forget_deliveries(connection: &rusqlite::Connection, id: &str) -> rusqlite::Result<usize> {
+    connection
+        .prepare_cached(
+            "CREATE TEMP TABLE IF NOT EXISTS forgotten_deliveries (id TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID",
+        )?
+        .execute([])?;
+    connection.prepare_cached("DELETE FROM temp.forgotten_deliveries")?.execute([])?;
+    let chosen = connection
+        .prepare_cached(
+            "INSERT INTO temp.forgotten_deliveries SELECT id FROM deliveries INDEXED BY deliveries_by_subscription
+             WHERE subscription_id = ?1 LIMIT ?2",
+        )?
+        .execute(params![id, SETTLE_CHUNK as i64])?;
+    connection
+        .prepare_cached(
+            "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM temp.forgotten_deliveries)",
+        )?
+        .execute([])?;
+    connection
+        .prepare_cached("DELETE FROM deliveries WHERE id IN (SELECT id FROM temp.forgotten_deliveries)")?
+        .execute([])?;
+    Ok(chosen)
 }
 
 /// The `status` column's value: the same word as the document's `status`.
@@ -264,6 +309,35 @@ mod tests {
         assert_eq!(counts(&connection), (0, BACKLOG, 0), "resumed: every one due again");
         store.update_subscription(&subscription.id, set(Status::Disabled)).await.unwrap();
         assert_eq!(counts(&connection), (0, 0, BACKLOG), "disabled: every one failed");
+    }
+
+    #[tokio::test]
+    async fn deleting_a_subscription_deletes_a_backlog_larger_than_a_chunk_with_its_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, connection, subscription) = store_with_backlog(dir.path()).await;
+        connection
+            .execute(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, at_us, latency_us) SELECT id, 1, 0, 0 FROM deliveries",
+                [],
+            )
+            .unwrap();
+        assert!(store.delete_subscription(&subscription.id).await.unwrap());
+        let left = |table: &str| {
+            connection.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get::<_, i64>(0)).unwrap()
+        };
+        assert_eq!((left("deliveries"), left("delivery_attempts")), (0, 0));
+        assert!(!store.delete_subscription(&subscription.id).await.unwrap(), "deleted once");
+    }
+
+    #[tokio::test]
+    async fn a_start_deletes_what_a_crash_left_of_a_deleted_subscriptions_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, connection, subscription) = store_with_backlog(dir.path()).await;
+        // As the first write of a deletion leaves it: the subscription gone, its deliveries not yet.
+        connection.execute("DELETE FROM subscriptions WHERE id = ?1", [&subscription.id]).unwrap();
+        drop(store);
+        let _reopened = SqliteStore::open(dir.path().join("hookgate.db")).await.unwrap();
+        assert_eq!(connection.query_row("SELECT count(*) FROM deliveries", [], |row| row.get::<_, i64>(0)).unwrap(), 0);
     }
 
     #[tokio::test]
