@@ -53,22 +53,24 @@ impl SqliteStore {
     }
 
     pub async fn events(&self, ids: Vec<String>) -> Result<Vec<Event>, StoreError> {
-        self.read(move |connection| {
-            let placeholders = vec!["?"; ids.len()].join(", ");
-            let mut statement =
-                connection.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id IN ({placeholders})"))?;
-            let rows = statement.query_map(rusqlite::params_from_iter(ids.iter()), event_from_row)?;
-            rows.map(|row| row?).collect()
-        })
-        .await
+        self.events_by_id(ids, event_from_row).await
     }
 
     pub async fn stored_events(&self, ids: Vec<String>) -> Result<Vec<StoredEvent>, StoreError> {
+        self.events_by_id(ids, stored_event_from_row).await
+    }
+
+    /// The events with these ids that exist, each made by `from_row` from `EVENT_COLUMNS`.
+    async fn events_by_id<T: Send + 'static>(
+        &self,
+        ids: Vec<String>,
+        from_row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<Result<T, StoreError>>,
+    ) -> Result<Vec<T>, StoreError> {
         self.read(move |connection| {
             let placeholders = vec!["?"; ids.len()].join(", ");
             let mut statement =
                 connection.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id IN ({placeholders})"))?;
-            let rows = statement.query_map(rusqlite::params_from_iter(ids.iter()), stored_event_from_row)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(ids.iter()), from_row)?;
             rows.map(|row| row?).collect()
         })
         .await
