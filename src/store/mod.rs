@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::event::{Event, NewEvent, StoredEvent};
+use crate::event::{Event, HookType, NewEvent, StoredEvent};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -182,9 +182,70 @@ pub fn stored_event_bytes(data: usize, source: usize) -> u64 {
     (data + source) as u64
 }
 
+/// An event's columns as both backends read them, borrowed from the row: made into an
+/// [`Event`] (its JSON parsed, for the API and triggers) or a [`StoredEvent`] (its JSON kept as
+/// text, for deliveries) here, so that the two backends and the two shapes read them alike.
+pub(crate) struct StoredRow<'r> {
+    pub id: String,
+    pub name: String,
+    pub app: String,
+    pub hook_type: &'r str,
+    pub received_at_us: i64,
+    pub source: &'r [u8],
+    /// `None` when the data is the raw body parsed as JSON: then `body` holds it.
+    pub data: Option<&'r [u8]>,
+    pub body: Option<&'r [u8]>,
+    pub receive_count: u32,
+    pub quarantined: bool,
+}
+
+impl StoredRow<'_> {
+    /// The hook type, the time received and the data's JSON text, checked as far as columns go.
+    fn checked(&self) -> Result<(HookType, Timestamp, &[u8]), StoreError> {
+        let hook_type = HookType::parse(self.hook_type)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown hook type {:?}", self.hook_type)))?;
+        let received_at =
+            Timestamp::from_microsecond(self.received_at_us).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let data =
+            self.data.or(self.body).ok_or_else(|| StoreError::Corrupt(format!("event {} has no data", self.id)))?;
+        Ok((hook_type, received_at, data))
+    }
+
+    pub(crate) fn into_event(self) -> Result<Event, StoreError> {
+        let (hook_type, received_at, data) = self.checked()?;
+        let corrupt = |error: serde_json::Error| StoreError::Corrupt(error.to_string());
+        Ok(Event {
+            data: serde_json::from_slice(data).map_err(corrupt)?,
+            source: serde_json::from_slice(self.source).map_err(corrupt)?,
+            hook_type,
+            received_at,
+            id: self.id,
+            name: self.name,
+            app: self.app,
+            receive_count: self.receive_count,
+            quarantined: self.quarantined,
+        })
+    }
+
+    pub(crate) fn into_stored(self) -> Result<StoredEvent, StoreError> {
+        let (hook_type, received_at, data) = self.checked()?;
+        Ok(StoredEvent {
+            data: raw_json(&self.id, "data", data)?,
+            source: raw_json(&self.id, "source", self.source)?,
+            hook_type,
+            received_at,
+            id: self.id,
+            name: self.name,
+            app: self.app,
+            receive_count: self.receive_count,
+            quarantined: self.quarantined,
+        })
+    }
+}
+
 /// A stored JSON column of event `id` (`what`: its source or data) as a raw value: checked to be
 /// one JSON value, the whitespace around it left out, but not parsed into a tree.
-pub(crate) fn raw_json(id: &str, what: &str, text: &[u8]) -> Result<Box<serde_json::value::RawValue>, StoreError> {
+fn raw_json(id: &str, what: &str, text: &[u8]) -> Result<Box<serde_json::value::RawValue>, StoreError> {
     let corrupt = |error: String| StoreError::Corrupt(format!("event {id}'s {what}: {error}"));
     let text = std::str::from_utf8(text).map_err(|error| corrupt(error.to_string()))?;
     serde_json::from_str::<&serde_json::value::RawValue>(text)

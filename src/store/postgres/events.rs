@@ -8,9 +8,9 @@ use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
 
 use super::writer::AppendJob;
-use super::{PostgresStore, pg_error, timestamp};
-use crate::event::{Event, EventSource, HookType, NewEvent, StoredEvent};
-use crate::store::{Appended, EventPage, EventQuery, PageCut, RawBody, StoreError, raw_json, stored_event_bytes};
+use super::{PostgresStore, pg_error};
+use crate::event::{Event, EventSource, NewEvent, StoredEvent};
+use crate::store::{Appended, EventPage, EventQuery, PageCut, RawBody, StoreError, StoredRow, stored_event_bytes};
 
 impl PostgresStore {
     pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
@@ -287,51 +287,27 @@ const SELECT_EVENTS: &str = "SELECT e.id, e.name, e.app, e.hook_type, e.received
             CASE WHEN e.data IS NULL THEN (SELECT b.bytes FROM bodies b WHERE b.sha256 = e.body_sha256) END, e.quarantined
      FROM events e";
 
-/// An event as deliveries send it: the source and the data stay JSON text.
-fn stored_event_from_row(row: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> {
-    let id: String = row.get(0);
-    let hook_type: &str = row.get(3);
-    let data: Option<&str> = row.get(6);
-    let raw_json_body: Option<&[u8]> = row.get(8);
-    let data = data
-        .map(str::as_bytes)
-        .or(raw_json_body)
-        .ok_or_else(|| StoreError::Corrupt(format!("event {id} has no data")))?;
-    Ok(StoredEvent {
-        hook_type: HookType::parse(hook_type)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown hook type {hook_type:?}")))?,
-        received_at: timestamp(row.get(4))?,
-        source: raw_json(&id, "source", row.get::<_, &str>(5).as_bytes())?,
-        data: raw_json(&id, "data", data)?,
+/// An event's columns, in the order of `SELECT_EVENTS`.
+fn event_columns(row: &tokio_postgres::Row) -> StoredRow<'_> {
+    StoredRow {
+        id: row.get(0),
         name: row.get(1),
         app: row.get(2),
+        hook_type: row.get(3),
+        received_at_us: row.get(4),
+        source: row.get::<_, &str>(5).as_bytes(),
+        data: row.get::<_, Option<&str>>(6).map(str::as_bytes),
         receive_count: u32::try_from(row.get::<_, i32>(7)).unwrap_or(0),
+        body: row.get(8),
         quarantined: row.get(9),
-        id,
-    })
+    }
+}
+
+/// An event as deliveries send it: the source and the data stay JSON text.
+fn stored_event_from_row(row: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> {
+    event_columns(row).into_stored()
 }
 
 fn event_from_row(row: &tokio_postgres::Row) -> Result<Event, StoreError> {
-    let id: String = row.get(0);
-    let hook_type: &str = row.get(3);
-    let data: Option<&str> = row.get(6);
-    let raw_json: Option<&[u8]> = row.get(8);
-    let corrupt = |error: serde_json::Error| StoreError::Corrupt(error.to_string());
-    let data = match (data, raw_json) {
-        (Some(data), _) => serde_json::from_str(data).map_err(corrupt)?,
-        (None, Some(body)) => serde_json::from_slice(body).map_err(corrupt)?,
-        (None, None) => return Err(StoreError::Corrupt(format!("event {id} has no data"))),
-    };
-    Ok(Event {
-        hook_type: HookType::parse(hook_type)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown hook type {hook_type:?}")))?,
-        received_at: timestamp(row.get(4))?,
-        source: serde_json::from_str(row.get(5)).map_err(corrupt)?,
-        data,
-        name: row.get(1),
-        app: row.get(2),
-        receive_count: u32::try_from(row.get::<_, i32>(7)).unwrap_or(0),
-        quarantined: row.get(9),
-        id,
-    })
+    event_columns(row).into_event()
 }

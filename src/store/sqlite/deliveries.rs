@@ -317,6 +317,17 @@ fn due_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<DueDelivery> {
 
 /// A pending delivery, due at `at_us`, or parked (no due time) while its subscription is
 /// paused; returns its id, or `None` when the subscription is gone.
+/// Deletes these deliveries with their attempts.
+pub(super) fn delete_deliveries(connection: &Connection, ids: &[String]) -> rusqlite::Result<()> {
+    let mut forget_attempts = connection.prepare_cached("DELETE FROM delivery_attempts WHERE delivery_id = ?1")?;
+    let mut forget = connection.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?;
+    for id in ids {
+        forget_attempts.execute([id])?;
+        forget.execute([id])?;
+    }
+    Ok(())
+}
+
 pub(super) fn insert_delivery(
     connection: &Connection,
     subscription_id: &str,

@@ -17,11 +17,11 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::SqliteStore;
 use super::deliveries::insert_delivery;
 use super::migrations::idempotency_hash;
-use super::{SqliteStore, timestamp};
-use crate::event::{Event, EventSource, HookType, NewEvent, StoredEvent};
-use crate::store::{Appended, EventPage, EventQuery, PageCut, RawBody, StoreError, raw_json, stored_event_bytes};
+use crate::event::{Event, EventSource, NewEvent, StoredEvent};
+use crate::store::{Appended, EventPage, EventQuery, PageCut, RawBody, StoreError, StoredRow, stored_event_bytes};
 
 impl SqliteStore {
     pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
@@ -240,65 +240,29 @@ fn append_one<'a>(
 const EVENT_COLUMNS: &str = "id, name, app, hook_type, received_at_us, source, data, receive_count,
     CASE WHEN data IS NULL THEN (SELECT bytes FROM bodies WHERE id = body_id) END, quarantined";
 
-/// An event as deliveries send it, from `EVENT_COLUMNS`: the source and the data stay JSON text.
+/// An event's columns, in the order of `EVENT_COLUMNS`.
+fn event_columns<'r>(row: &'r rusqlite::Row<'_>) -> rusqlite::Result<StoredRow<'r>> {
+    Ok(StoredRow {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        app: row.get(2)?,
+        hook_type: row.get_ref(3)?.as_str()?,
+        received_at_us: row.get(4)?,
+        source: row.get_ref(5)?.as_bytes()?,
+        data: row.get_ref(6)?.as_bytes_or_null()?,
+        receive_count: row.get(7)?,
+        body: row.get_ref(8)?.as_bytes_or_null()?,
+        quarantined: row.get(9)?,
+    })
+}
+
+/// An event as deliveries send it: the source and the data stay JSON text.
 fn stored_event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEvent, StoreError>> {
-    let id: String = row.get(0)?;
-    let hook_type = row.get_ref(3)?.as_str()?;
-    let hook_type =
-        HookType::parse(hook_type).ok_or_else(|| StoreError::Corrupt(format!("unknown hook type {hook_type:?}")));
-    let data = match row.get_ref(6)?.as_bytes_or_null()? {
-        Some(data) => Some(data),
-        None => row.get_ref(8)?.as_bytes_or_null()?,
-    };
-    let (source, received_at) = (row.get_ref(5)?.as_bytes()?, timestamp(row.get(4)?));
-    let (name, app, receive_count, quarantined) = (row.get(1)?, row.get(2)?, row.get(7)?, row.get(9)?);
-    Ok((|| {
-        let data = data.ok_or_else(|| StoreError::Corrupt(format!("event {id} has no data")))?;
-        Ok(StoredEvent {
-            hook_type: hook_type?,
-            received_at: received_at?,
-            source: raw_json(&id, "source", source)?,
-            data: raw_json(&id, "data", data)?,
-            id,
-            name,
-            app,
-            receive_count,
-            quarantined,
-        })
-    })())
+    Ok(event_columns(row)?.into_stored())
 }
 
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
-    let id: String = row.get(0)?;
-    let name: String = row.get(1)?;
-    let app: String = row.get(2)?;
-    let hook_type: String = row.get(3)?;
-    let received_at_us: i64 = row.get(4)?;
-    let source: String = row.get(5)?;
-    let data: Option<String> = row.get(6)?;
-    let receive_count: u32 = row.get(7)?;
-    let raw_json: Option<Vec<u8>> = row.get(8)?;
-    let quarantined: bool = row.get(9)?;
-    let corrupt = |error: serde_json::Error| StoreError::Corrupt(error.to_string());
-    Ok((|| {
-        let data = match (data, raw_json) {
-            (Some(data), _) => serde_json::from_str(&data).map_err(corrupt)?,
-            (None, Some(body)) => serde_json::from_slice(&body).map_err(corrupt)?,
-            (None, None) => return Err(StoreError::Corrupt(format!("event {id} has no data"))),
-        };
-        Ok(Event {
-            hook_type: HookType::parse(&hook_type)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown hook type {hook_type:?}")))?,
-            received_at: timestamp(received_at_us)?,
-            source: serde_json::from_str(&source).map_err(corrupt)?,
-            data,
-            id,
-            name,
-            app,
-            receive_count,
-            quarantined,
-        })
-    })())
+    Ok(event_columns(row)?.into_event())
 }
 
 fn list_events(connection: &Connection, query: &EventQuery) -> Result<EventPage, StoreError> {

@@ -49,13 +49,7 @@ impl SqliteStore {
                 .prepare_cached("SELECT id FROM deliveries WHERE status <> 'pending' AND updated_at_us < ?1 LIMIT ?2")?
                 .query_map(params![cutoff_us, limit], |row| row.get(0))?
                 .collect::<Result<_, _>>()?;
-            let mut forget_attempts =
-                connection.prepare_cached("DELETE FROM delivery_attempts WHERE delivery_id = ?1")?;
-            let mut forget = connection.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?;
-            for id in &finished {
-                forget_attempts.execute([id])?;
-                forget.execute([id])?;
-            }
+            super::deliveries::delete_deliveries(connection, &finished)?;
             Ok(PruneCount {
                 events: events.events,
                 deliveries: events.deliveries + finished.len() as u64,

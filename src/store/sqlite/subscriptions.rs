@@ -76,47 +76,52 @@ impl SqliteStore {
                 Ok(Some((subscription, more)))
             })
             .await?;
-        let Some((subscription, mut more)) = changed else { return Ok(None) };
-        while more {
-            let id = subscription_id.clone();
-            more = self
-                .write(move |connection| {
-                    Ok(settle_deliveries(connection, &id, Timestamp::now().as_microsecond())? == SETTLE_CHUNK)
-                })
-                .await?;
+        let Some((subscription, more)) = changed else { return Ok(None) };
+        if more {
+            self.settle_deliveries_of(subscription_id).await?;
         }
         Ok(Some(subscription))
+    }
+
+    /// Settles the subscription's deliveries ([`settle_deliveries`]) a chunk per write until
+    /// every one follows its status (or, deleted, none is left).
+    async fn settle_deliveries_of(&self, id: String) -> Result<(), StoreError> {
+        loop {
+            let id = id.clone();
+            let moved = self
+                .write(move |connection| Ok(settle_deliveries(connection, &id, Timestamp::now().as_microsecond())?))
+                .await?;
+            if moved < SETTLE_CHUNK {
+                return Ok(());
+            }
+        }
     }
 
     /// Finishes what a crash cut short: every subscription's pending deliveries follow its status,
     /// and a deleted subscription's deliveries are deleted, a chunk per subscription per write (one
     /// write in all when nothing is left to do). Run when the store opens.
     pub(super) async fn settle_all_deliveries(&self) -> Result<(), StoreError> {
-        let mut unsettled: Option<Vec<String>> = None;
-        loop {
-            let ids = unsettled.take();
-            let more: Vec<String> = self
+        // Every subscription id the deliveries name, found by skipping from one to the next over
+        // their index (a probe each, whatever the backlog), and every subscription.
+        let mut unsettled: Vec<String> = self
+            .read(|connection| {
+                let mut statement = connection.prepare(
+                    "WITH RECURSIVE named(id) AS (
+                       SELECT min(subscription_id) FROM deliveries
+                       UNION ALL
+                       SELECT (SELECT min(subscription_id) FROM deliveries WHERE subscription_id > named.id)
+                       FROM named WHERE named.id IS NOT NULL)
+                     SELECT id FROM named WHERE id IS NOT NULL UNION SELECT id FROM subscriptions",
+                )?;
+                Ok(statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        while !unsettled.is_empty() {
+            unsettled = self
                 .write(move |connection| {
-                    let ids = match ids {
-                        Some(ids) => ids,
-                        // Every subscription id the deliveries name, found by skipping from one to
-                        // the next over their index (a probe each, whatever the backlog), and
-                        // every subscription.
-                        None => {
-                            let mut statement = connection.prepare(
-                                "WITH RECURSIVE named(id) AS (
-                                   SELECT min(subscription_id) FROM deliveries
-                                   UNION ALL
-                                   SELECT (SELECT min(subscription_id) FROM deliveries WHERE subscription_id > named.id)
-                                   FROM named WHERE named.id IS NOT NULL)
-                                 SELECT id FROM named WHERE id IS NOT NULL UNION SELECT id FROM subscriptions",
-                            )?;
-                            statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?
-                        }
-                    };
                     let now_us = Timestamp::now().as_microsecond();
                     let mut more = Vec::new();
-                    for id in ids {
+                    for id in unsettled {
                         if settle_deliveries(connection, &id, now_us)? == SETTLE_CHUNK {
                             more.push(id);
                         }
@@ -124,11 +129,8 @@ impl SqliteStore {
                     Ok(more)
                 })
                 .await?;
-            if more.is_empty() {
-                return Ok(());
-            }
-            unsettled = Some(more);
         }
+        Ok(())
     }
 
     pub async fn subscription(&self, id: String) -> Result<Option<Subscription>, StoreError> {
@@ -175,12 +177,8 @@ impl SqliteStore {
                 Ok(connection.execute("DELETE FROM subscriptions WHERE id = ?1", [&id])? == 1)
             })
             .await?;
-        loop {
-            let id = subscription_id.clone();
-            if self.write(move |connection| Ok(forget_deliveries(connection, &id)?)).await? < SETTLE_CHUNK {
-                return Ok(deleted);
-            }
-        }
+        self.settle_deliveries_of(subscription_id).await?;
+        Ok(deleted)
     }
 }
 
@@ -215,27 +213,14 @@ pub(super) fn settle_deliveries(connection: &rusqlite::Connection, id: &str, now
 /// Deletes up to [`SETTLE_CHUNK`] of the subscription's deliveries, with their attempts; returns
 /// how many. Found through the subscription's index of deliveries.
 fn forget_deliveries(connection: &rusqlite::Connection, id: &str) -> rusqlite::Result<usize> {
-    connection
+    let ids: Vec<String> = connection
         .prepare_cached(
-            "CREATE TEMP TABLE IF NOT EXISTS forgotten_deliveries (id TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID",
+            "SELECT id FROM deliveries INDEXED BY deliveries_by_subscription WHERE subscription_id = ?1 LIMIT ?2",
         )?
-        .execute([])?;
-    connection.prepare_cached("DELETE FROM temp.forgotten_deliveries")?.execute([])?;
-    let chosen = connection
-        .prepare_cached(
-            "INSERT INTO temp.forgotten_deliveries SELECT id FROM deliveries INDEXED BY deliveries_by_subscription
-             WHERE subscription_id = ?1 LIMIT ?2",
-        )?
-        .execute(params![id, SETTLE_CHUNK as i64])?;
-    connection
-        .prepare_cached(
-            "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM temp.forgotten_deliveries)",
-        )?
-        .execute([])?;
-    connection
-        .prepare_cached("DELETE FROM deliveries WHERE id IN (SELECT id FROM temp.forgotten_deliveries)")?
-        .execute([])?;
-    Ok(chosen)
+        .query_map(params![id, SETTLE_CHUNK as i64], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    super::deliveries::delete_deliveries(connection, &ids)?;
+    Ok(ids.len())
 }
 
 /// The `status` column's value: the same word as the document's `status`.
