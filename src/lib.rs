@@ -389,6 +389,7 @@ impl Gateway {
         let sender = Sender::new(&deliveries).map_err(StartError::DeliveryClient)?;
         let rejections = Arc::new(ingress::rejections::RejectionLog::with_alarm(rejection_alarm(&config)));
         let transformer = transformer(&config);
+        let body_budget = ingress::budget::BodyBudget::new(config.max_body_bytes_in_flight);
         let ingress = IngressState {
             transformer: transformer.clone(),
             catalog: catalog.clone(),
@@ -397,7 +398,7 @@ impl Gateway {
             store: store.clone(),
             rejections: rejections.clone(),
             settings: ingress_settings(&config, public_url.clone()),
-            body_budget: ingress::budget::BodyBudget::new(config.max_body_bytes_in_flight),
+            body_budget: body_budget.clone(),
         };
         let api = ApiState {
             catalog: catalog.clone(),
@@ -411,6 +412,7 @@ impl Gateway {
             mail_domain: config.mail_domain.clone(),
             delivery_policy: delivery_policy(&config),
             streams: api::stream::EventStreams::new(api::stream::MAX_STREAMS),
+            body_budget,
         };
         let other_nodes = store.changes();
         let retention = retention(&config, &store);

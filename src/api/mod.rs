@@ -62,6 +62,8 @@ pub struct ApiState {
     pub delivery_policy: TargetPolicy,
     /// The open event streams, bounded in number, all ended at shutdown.
     pub streams: stream::EventStreams,
+    /// The bytes of bodies in flight, shown by `/metrics`.
+    pub body_budget: crate::ingress::budget::BodyBudget,
 }
 
 /// A management request's body, read whole into one buffer of at most [`RequestBody::LIMIT`]
@@ -413,6 +415,8 @@ async fn ready(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 async fn render_metrics(State(state): State<Arc<ApiState>>) -> Response {
+    // Read when scraped: the budget counts its bytes itself, whatever the number of bodies.
+    metrics::gauge!("hookgate_body_bytes_in_flight").set(state.body_budget.in_use() as f64);
     let body = state.metrics.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

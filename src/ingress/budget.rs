@@ -15,6 +15,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Clone, Debug)]
 pub struct BodyBudget {
     bytes: Arc<Semaphore>,
+    /// The semaphore's permits when nothing is reserved (`total`, capped by the semaphore).
+    permits: usize,
     total: u64,
 }
 
@@ -28,7 +30,7 @@ pub struct OverBudget {
 impl BodyBudget {
     pub fn new(total: u64) -> BodyBudget {
         let permits = usize::try_from(total).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
-        BodyBudget { bytes: Arc::new(Semaphore::new(permits)), total }
+        BodyBudget { bytes: Arc::new(Semaphore::new(permits)), permits, total }
     }
 
     /// An empty reservation, to grow as the body arrives.
@@ -39,6 +41,12 @@ impl BodyBudget {
     /// Bytes not reserved now.
     pub fn available(&self) -> u64 {
         self.bytes.available_permits() as u64
+    }
+
+    /// Bytes reserved now, by every body and message in flight (the gauge
+    /// `hookgate_body_bytes_in_flight`).
+    pub fn in_use(&self) -> u64 {
+        self.permits.saturating_sub(self.bytes.available_permits()) as u64
     }
 }
 
@@ -88,11 +96,13 @@ mod tests {
         assert_eq!(second.grow_to(500), Err(OverBudget { total: 1000 }));
         assert_eq!(second.bytes(), 0, "a refused growth takes nothing");
         second.grow_to(400).unwrap();
-        assert_eq!(budget.available(), 0);
+        assert_eq!((budget.available(), budget.in_use()), (0, 1000));
         drop(first);
-        assert_eq!(budget.available(), 600);
+        assert_eq!((budget.available(), budget.in_use()), (600, 400));
         second.grow_to(1000).unwrap();
         assert_eq!(budget.available(), 0);
+        drop(second);
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[test]
