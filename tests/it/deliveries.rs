@@ -323,14 +323,7 @@ async fn paused_deliveries_wait_in_the_outbox_across_a_crash_and_go_out_on_resum
     // SIGKILL: whatever was committed is all there is.
     gateway.restart().await;
     let path = format!("/api/webhooks/{}", subscription["id"].as_str().unwrap());
-    let resumed = gateway
-        .http
-        .patch(gateway.url(&path))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"status": "active"}))
-        .send()
-        .await
-        .unwrap();
+    let resumed = gateway.admin_patch(&path, &json!({"status": "active"})).await;
     assert_eq!(resumed.status(), 200);
     let received = receiver.wait_for(1).await;
     assert_eq!(received[0].headers["webhook-id"], id);
@@ -522,14 +515,7 @@ async fn a_graceful_stop_releases_what_it_claimed_but_did_not_send() {
         ids.push(post_order(&gateway, json!({"id": n})).await);
     }
     let path = format!("/api/webhooks/{}", subscription["id"].as_str().unwrap());
-    let resumed = gateway
-        .http
-        .patch(gateway.url(&path))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"status": "active"}))
-        .send()
-        .await
-        .unwrap();
+    let resumed = gateway.admin_patch(&path, &json!({"status": "active"})).await;
     assert_eq!(resumed.status(), 200);
 
     // Checked before the stop: two in flight (held 3 s by the receiver), and the worker has

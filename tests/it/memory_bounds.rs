@@ -325,14 +325,7 @@ async fn a_status_change_over_a_large_backlog_does_not_hold_it_in_memory() {
     let before = status_kb(gateway.pid(), "VmHWM");
     let started = Instant::now();
     let id = subscription["id"].as_str().unwrap();
-    let disabled = gateway
-        .http
-        .patch(gateway.url(&format!("/api/webhooks/{id}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"status": "disabled"}))
-        .send()
-        .await
-        .unwrap();
+    let disabled = gateway.admin_patch(&format!("/api/webhooks/{id}"), &json!({"status": "disabled"})).await;
     assert_eq!(disabled.status(), 200);
     let peak = status_kb(gateway.pid(), "VmHWM");
     println!(

@@ -362,6 +362,10 @@ impl Gateway {
         self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap()
     }
 
+    pub async fn admin_patch(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http.patch(self.url(path)).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap()
+    }
+
     pub async fn admin_json(&self, path: &str) -> Value {
         let response = self.admin_get(path).await;
         assert_eq!(response.status(), 200, "GET {path}");

@@ -315,8 +315,6 @@ fn due_delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<DueDelivery> {
     })
 }
 
-/// A pending delivery, due at `at_us`, or parked (no due time) while its subscription is
-/// paused; returns its id, or `None` when the subscription is gone.
 /// Deletes these deliveries with their attempts.
 pub(super) fn delete_deliveries(connection: &Connection, ids: &[String]) -> rusqlite::Result<()> {
     let mut forget_attempts = connection.prepare_cached("DELETE FROM delivery_attempts WHERE delivery_id = ?1")?;
@@ -328,6 +326,8 @@ pub(super) fn delete_deliveries(connection: &Connection, ids: &[String]) -> rusq
     Ok(())
 }
 
+/// A pending delivery, due at `at_us`, or parked (no due time) while its subscription is
+/// paused; returns its id, or `None` when the subscription is gone.
 pub(super) fn insert_delivery(
     connection: &Connection,
     subscription_id: &str,
